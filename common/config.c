@@ -1,0 +1,1093 @@
+/* The configuration: an INI reader, the one key table both daemons share, and the user
+ * directory built from [users] and [user JID] sections. Pure apart from file reads. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jid.h"
+#include "log.h"
+#include "strutil.h"
+
+enum cfg_type { T_STR, T_SECRET, T_INT, T_BOOL };
+
+struct loader;
+typedef int (*cfg_validator)(struct offhook_config *cfg, const char *value, char *err,
+                             size_t errlen);
+
+struct cfg_key {
+    const char *section;
+    const char *name;
+    enum cfg_type type;
+    size_t offset;          /* of the char* / long / bool in struct offhook_config */
+    const char *def;        /* default, parsed by the same path as file values */
+    bool reloadable;        /* SIGHUP applies it; otherwise a change needs a restart */
+    long min, max;          /* T_INT bounds */
+    cfg_validator validate; /* optional; may fill derived fields */
+    const char *help;       /* one line for the example file and --help-config */
+};
+
+#define OFF(f) offsetof(struct offhook_config, f)
+
+static int v_log_level(struct offhook_config *, const char *, char *, size_t);
+static int v_listen(struct offhook_config *, const char *, char *, size_t);
+static int v_sip_uri(struct offhook_config *, const char *, char *, size_t);
+static int v_sip_uri_opt(struct offhook_config *, const char *, char *, size_t);
+static int v_domain(struct offhook_config *, const char *, char *, size_t);
+static int v_redis_url(struct offhook_config *, const char *, char *, size_t);
+static int v_hostport_opt(struct offhook_config *, const char *, char *, size_t);
+static int v_events(struct offhook_config *, const char *, char *, size_t);
+
+static const struct cfg_key keys[] = {
+    {"log", "level", T_STR, OFF(log_level), "info", true, 0, 0, v_log_level,
+     "error, warning, notice, info or debug"},
+
+    {"sip", "listen", T_STR, OFF(sip_listen), "udp:127.0.0.1:5070", false, 0, 0, v_listen,
+     "where sipbridge's SIP stack binds: udp:|tcp:HOST:PORT (both on one address allowed), tls:HOST:PORT"},
+    {"sip", "pbx", T_STR, OFF(sip_pbx), "sip:127.0.0.1:5060", false, 0, 0, v_sip_uri,
+     "outbound proxy every SUBSCRIBE is sent through (sip: or sips: URI, ;transport= allowed)"},
+    {"sip", "from", T_STR, OFF(sip_from), "", true, 0, 0, v_sip_uri_opt,
+     "From URI of SUBSCRIBEs; empty = sip:<username or offhook>@<pbx host>"},
+    {"sip", "username", T_STR, OFF(sip_username), "", true, 0, 0, NULL,
+     "digest user name for 401/407 challenges; empty = no authentication"},
+    {"sip", "password", T_SECRET, OFF(sip_password), "", true, 0, 0, NULL,
+     "digest password (secret: prefer password_file)"},
+    {"sip", "password_file", T_STR, OFF(sip_password_file), "", true, 0, 0, NULL,
+     "file whose first line is the digest password"},
+    {"sip", "expires", T_INT, OFF(sip_expires), "3600", true, 60, 86400, NULL,
+     "subscription duration asked for, in seconds"},
+    {"sip", "max_body", T_INT, OFF(sip_max_body), "65536", true, 1024, 16L << 20, NULL,
+     "largest NOTIFY body parsed, in bytes; larger ones are rejected and counted"},
+    {"sip", "events", T_STR, OFF(sip_events), "dialog", true, 0, 0, v_events,
+     "event packages subscribed per AOR: dialog, presence (PIDF) and/or reg (RFC 3680)"},
+    {"sip", "subscribe_rate", T_INT, OFF(sip_subscribe_rate), "50", true, 1, 100000, NULL,
+     "new SUBSCRIBEs per second at most (start-up, reload, mass resubscribe)"},
+
+    {"xmpp", "host", T_STR, OFF(xmpp_host), "127.0.0.1", false, 0, 0, NULL,
+     "XMPP server's component listener host"},
+    {"xmpp", "port", T_INT, OFF(xmpp_port), "5347", false, 1, 65535, NULL,
+     "XMPP server's component listener port (XEP-0114)"},
+    {"xmpp", "domain", T_STR, OFF(xmpp_domain), "phone.localhost", false, 0, 0, v_domain,
+     "the component's domain; phone contacts are <name>@<domain>"},
+    {"xmpp", "secret", T_SECRET, OFF(xmpp_secret), "", false, 0, 0, NULL,
+     "component secret shared with the XMPP server (secret: prefer secret_file)"},
+    {"xmpp", "secret_file", T_STR, OFF(xmpp_secret_file), "", false, 0, 0, NULL,
+     "file whose first line is the component secret"},
+
+    {"redis", "url", T_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", false, 0, 0,
+     v_redis_url, "redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]"},
+    {"redis", "password", T_SECRET, OFF(redis_password), "", false, 0, 0, NULL,
+     "Redis AUTH password (secret: prefer password_file)"},
+    {"redis", "password_file", T_STR, OFF(redis_password_file), "", false, 0, 0, NULL,
+     "file whose first line is the Redis password"},
+    {"redis", "prefix", T_STR, OFF(redis_prefix), "offhook:", false, 0, 0, NULL,
+     "prefix of every key offhook writes"},
+
+    {"sipbridge", "metrics", T_STR, OFF(sipbridge_metrics), "127.0.0.1:9464", false, 0, 0,
+     v_hostport_opt, "HOST:PORT of sipbridge's /metrics, /healthz, /readyz; empty = off"},
+    {"component", "metrics", T_STR, OFF(component_metrics), "127.0.0.1:9465", false, 0, 0,
+     v_hostport_opt, "HOST:PORT of component's /metrics, /healthz, /readyz; empty = off"},
+
+    {"privacy", "show_remote_party", T_BOOL, OFF(show_remote_party), "no", true, 0, 0, NULL,
+     "let the other party's name/number leave sipbridge (per user: [user JID])"},
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+/* ---- loader state ------------------------------------------------------------------ */
+
+struct loader {
+    const char *file;
+    struct offhook_config *cfg;
+    struct cfg_errors *errs;
+    bool set[NKEYS];           /* key given in the file */
+    int set_line[NKEYS];
+    struct strmap user_idx;    /* jid -> index+1 while parsing (array moves) */
+    size_t users_cap;
+    bool in_users;             /* current section is [users] */
+    long cur_user;             /* index of current [user JID] section, or -1 */
+    bool skip_section;         /* unknown section: its keys are not reported again */
+};
+
+static void add_err(struct cfg_errors *errs, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void add_err(struct cfg_errors *errs, const char *file, int line, const char *fmt, ...)
+{
+    char msg[1024];
+    char *full;
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    n = line > 0 ? snprintf(NULL, 0, "%s:%d: %s", file, line, msg)
+                 : snprintf(NULL, 0, "%s: %s", file, msg);
+    full = xmalloc((size_t)n + 1);
+    if (line > 0)
+        snprintf(full, (size_t)n + 1, "%s:%d: %s", file, line, msg);
+    else
+        snprintf(full, (size_t)n + 1, "%s: %s", file, msg);
+    errs->msg = xrealloc(errs->msg, (errs->n + 1) * sizeof *errs->msg);
+    errs->msg[errs->n++] = full;
+}
+
+void cfg_errors_print(const struct cfg_errors *errs, FILE *out)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        fprintf(out, "%s\n", errs->msg[i]);
+}
+
+void cfg_errors_free(struct cfg_errors *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        free(errs->msg[i]);
+    free(errs->msg);
+    errs->msg = NULL;
+    errs->n = 0;
+}
+
+/* ---- validators -------------------------------------------------------------------- */
+
+static int v_log_level(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    static const char *const ok[] = {"error", "warning", "notice", "info", "debug"};
+
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        if (strcmp(v, ok[i]) == 0)
+            return 0;
+    }
+    snprintf(err, len, "unknown log level '%s' (error, warning, notice, info, debug)", v);
+    return -1;
+}
+
+/* host:port with host a name, IPv4 or [IPv6]; port 1..65535. */
+static int split_hostport(const char *v, char *host, size_t hostlen, long *port)
+{
+    const char *colon;
+    size_t hl;
+
+    if (v[0] == '[') {
+        const char *rb = strchr(v, ']');
+        if (!rb || rb[1] != ':')
+            return -1;
+        colon = rb + 1;
+    } else {
+        colon = strrchr(v, ':');
+        if (!colon || memchr(v, ':', (size_t)(colon - v)))
+            return -1;
+    }
+    hl = (size_t)(colon - v);
+    if (hl == 0 || hl >= hostlen)
+        return -1;
+    memcpy(host, v, hl);
+    host[hl] = '\0';
+    for (const char *p = host; *p; p++) {
+        if (isspace((unsigned char)*p))
+            return -1;
+    }
+    return str_parse_long(colon + 1, 1, 65535, port);
+}
+
+static int v_hostport_opt(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    char host[256];
+    long port;
+
+    if (!*v)
+        return 0;
+    if (split_hostport(v, host, sizeof host, &port) < 0) {
+        snprintf(err, len, "'%s' is not HOST:PORT", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sofia binds one plain URL (UDP and/or TCP on one address) and one TLS URL, so the list
+ * may name udp: and tcp: on the same HOST:PORT, plus one tls:. */
+static int v_listen(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    char *copy = xstrdup(v);
+    char *items[CFG_MAX_LISTEN];
+    int n = str_split_list(copy, items, CFG_MAX_LISTEN);
+    char plain_hp[300] = "", tls_url[320] = "";
+    bool udp = false, tcp = false;
+    int rc = -1;
+
+    for (int i = 0; i < cfg->sip_nlisten; i++)
+        free(cfg->sip_listen_urls[i]);
+    cfg->sip_nlisten = 0;
+    if (n <= 0) {
+        snprintf(err, len, n < 0 ? "at most %d listen addresses" : "no listen address given",
+                 CFG_MAX_LISTEN);
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *rest = strchr(items[i], ':');
+        char host[256], hp[300];
+        long port;
+
+        if (!rest || split_hostport(rest + 1, host, sizeof host, &port) < 0) {
+            snprintf(err, len, "'%s' is not udp:|tcp:|tls:HOST:PORT", items[i]);
+            goto out;
+        }
+        snprintf(hp, sizeof hp, "%s:%ld", host, port);
+        if (strncmp(items[i], "tls:", 4) == 0) {
+            if (tls_url[0]) {
+                snprintf(err, len, "at most one tls: listen address");
+                goto out;
+            }
+            snprintf(tls_url, sizeof tls_url, "sips:%s;transport=tls", hp);
+            continue;
+        }
+        if (strncmp(items[i], "udp:", 4) != 0 && strncmp(items[i], "tcp:", 4) != 0) {
+            snprintf(err, len, "unknown transport in '%s' (udp, tcp or tls)", items[i]);
+            goto out;
+        }
+        if (plain_hp[0] && strcmp(plain_hp, hp) != 0) {
+            snprintf(err, len, "udp: and tcp: must share one HOST:PORT (%s vs %s)", plain_hp, hp);
+            goto out;
+        }
+        snprintf(plain_hp, sizeof plain_hp, "%s", hp);
+        if (items[i][0] == 'u')
+            udp = true;
+        else
+            tcp = true;
+    }
+    if (plain_hp[0]) {
+        char url[340];
+        snprintf(url, sizeof url, "sip:%s%s", plain_hp,
+                 udp && tcp ? "" : udp ? ";transport=udp" : ";transport=tcp");
+        cfg->sip_listen_urls[cfg->sip_nlisten++] = xstrdup(url);
+    }
+    if (tls_url[0])
+        cfg->sip_listen_urls[cfg->sip_nlisten++] = xstrdup(tls_url);
+    rc = 0;
+out:
+    free(copy);
+    return rc;
+}
+
+static int v_events(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    char *copy = xstrdup(v);
+    char *items[4];
+    int n = str_split_list(copy, items, 3);
+    bool d = false, p = false, r = false;
+    int rc = -1;
+
+    if (n <= 0) {
+        snprintf(err, len, "events: name one to three of dialog, presence, reg");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        if (strcmp(items[i], "dialog") == 0)
+            d = true;
+        else if (strcmp(items[i], "presence") == 0)
+            p = true;
+        else if (strcmp(items[i], "reg") == 0)
+            r = true;
+        else {
+            snprintf(err, len, "unknown event package '%s' (dialog, presence, reg)", items[i]);
+            goto out;
+        }
+    }
+    cfg->sip_event_dialog = d;
+    cfg->sip_event_presence = p;
+    cfg->sip_event_reg = r;
+    rc = 0;
+out:
+    free(copy);
+    return rc;
+}
+
+/* A SIP URI as offhook uses it: sip: or sips:, a host, no white space or angle brackets.
+ * Sofia-SIP parses it fully at runtime; this catches typos at --check-config time. */
+static int check_sip_uri(const char *v, bool need_user, char *err, size_t len)
+{
+    const char *rest, *host;
+
+    if (strncasecmp(v, "sip:", 4) == 0)
+        rest = v + 4;
+    else if (strncasecmp(v, "sips:", 5) == 0)
+        rest = v + 5;
+    else {
+        snprintf(err, len, "'%s' is not a sip: or sips: URI", v);
+        return -1;
+    }
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == '<' || *p == '>' || *p == '"') {
+            snprintf(err, len, "'%s': white space, quotes or <> in a SIP URI", v);
+            return -1;
+        }
+    }
+    host = strchr(rest, '@');
+    if (need_user && (!host || host == rest)) {
+        snprintf(err, len, "'%s' has no user part (sip:USER@HOST)", v);
+        return -1;
+    }
+    host = host ? host + 1 : rest;
+    if (!*host || *host == ';' || *host == ':') {
+        snprintf(err, len, "'%s' has no host", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int v_sip_uri(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    return check_sip_uri(v, false, err, len);
+}
+
+static int v_sip_uri_opt(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    return *v ? check_sip_uri(v, true, err, len) : 0;
+}
+
+static int v_domain(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    struct jid j;
+
+    if (jid_parse(v, &j) < 0 || j.local[0] || j.resource[0]) {
+        snprintf(err, len, "'%s' is not a domain name", v);
+        return -1;
+    }
+    return 0;
+}
+
+static void redis_target_free(struct redis_target *t)
+{
+    free(t->host);
+    free(t->unix_path);
+    memset(t, 0, sizeof *t);
+}
+
+static int v_redis_url(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    struct redis_target t = {.port = 6379};
+    long num;
+
+    if (strncmp(v, "redis://", 8) == 0) {
+        const char *hp = v + 8, *slash = strchr(hp, '/');
+        char hostport[300], host[256];
+        size_t hl = slash ? (size_t)(slash - hp) : strlen(hp);
+
+        if (memchr(hp, '@', hl)) {
+            snprintf(err, len, "put the Redis password in [redis] password_file, not the URL");
+            return -1;
+        }
+        if (hl == 0 || hl >= sizeof hostport) {
+            snprintf(err, len, "'%s' has no host", v);
+            return -1;
+        }
+        memcpy(hostport, hp, hl);
+        hostport[hl] = '\0';
+        if (strchr(hostport, ':') && hostport[0] != '[') {
+            if (split_hostport(hostport, host, sizeof host, &num) < 0) {
+                snprintf(err, len, "'%s': bad host:port", v);
+                return -1;
+            }
+            t.port = (int)num;
+            t.host = xstrdup(host);
+        } else if (hostport[0] == '[') {
+            if (split_hostport(hostport, host, sizeof host, &num) < 0) {
+                snprintf(err, len, "'%s': bad [host]:port", v);
+                return -1;
+            }
+            t.port = (int)num;
+            /* hiredis wants the address without brackets */
+            host[strlen(host) - 1] = '\0';
+            t.host = xstrdup(host + 1);
+        } else {
+            t.host = xstrdup(hostport);
+        }
+        if (slash && slash[1]) {
+            if (str_parse_long(slash + 1, 0, 1000, &num) < 0) {
+                free(t.host);
+                snprintf(err, len, "'%s': database must be a number", v);
+                return -1;
+            }
+            t.db = (int)num;
+        }
+    } else if (strncmp(v, "unix://", 7) == 0) {
+        const char *path = v + 7, *q = strchr(path, '?');
+        size_t pl = q ? (size_t)(q - path) : strlen(path);
+
+        if (pl == 0 || path[0] != '/') {
+            snprintf(err, len, "'%s': unix:// needs an absolute path", v);
+            return -1;
+        }
+        t.unix_path = xmalloc(pl + 1);
+        memcpy(t.unix_path, path, pl);
+        t.unix_path[pl] = '\0';
+        if (q) {
+            if (strncmp(q, "?db=", 4) != 0 || str_parse_long(q + 4, 0, 1000, &num) < 0) {
+                free(t.unix_path);
+                snprintf(err, len, "'%s': only ?db=N is understood", v);
+                return -1;
+            }
+            t.db = (int)num;
+        }
+    } else {
+        snprintf(err, len, "'%s' is not redis://HOST[:PORT][/DB] or unix:///PATH", v);
+        return -1;
+    }
+    redis_target_free(&cfg->redis);
+    cfg->redis = t;
+    return 0;
+}
+
+/* ---- generic key handling ---------------------------------------------------------- */
+
+static const struct cfg_key *find_key(const char *section, const char *name, size_t *idx)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0) {
+            *idx = i;
+            return &keys[i];
+        }
+    }
+    return NULL;
+}
+
+static bool section_known(const char *section)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].section, section) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Parses value for key k into cfg. Returns 0/-1 with a message. */
+static int set_key(struct offhook_config *cfg, const struct cfg_key *k, const char *value,
+                   char *err, size_t len)
+{
+    char *base = (char *)cfg;
+
+    switch (k->type) {
+    case T_STR:
+    case T_SECRET: {
+        char **slot = (char **)(base + k->offset);
+        if (k->validate && k->validate(cfg, value, err, len) < 0)
+            return -1;
+        free(*slot);
+        *slot = xstrdup(value);
+        return 0;
+    }
+    case T_INT: {
+        long v;
+        if (str_parse_long(value, k->min, k->max, &v) < 0) {
+            snprintf(err, len, "%s must be a whole number from %ld to %ld, not '%s'", k->name,
+                     k->min, k->max, value);
+            return -1;
+        }
+        if (k->validate && k->validate(cfg, value, err, len) < 0)
+            return -1;
+        *(long *)(base + k->offset) = v;
+        return 0;
+    }
+    case T_BOOL: {
+        bool v;
+        if (str_parse_bool(value, &v) < 0) {
+            snprintf(err, len, "%s must be yes or no, not '%s'", k->name, value);
+            return -1;
+        }
+        *(bool *)(base + k->offset) = v;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static void apply_defaults(struct offhook_config *cfg)
+{
+    char err[256];
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (set_key(cfg, &keys[i], keys[i].def, err, sizeof err) < 0) {
+            /* A default that fails its own validator is a bug in this table. */
+            fprintf(stderr, "offhook: bad built-in default for [%s] %s: %s\n",
+                    keys[i].section, keys[i].name, err);
+            abort();
+        }
+    }
+}
+
+/* ---- users ------------------------------------------------------------------------- */
+
+static struct cfg_user *user_get(struct loader *ld, const char *jid, int line, bool *created)
+{
+    struct offhook_config *cfg = ld->cfg;
+    uintptr_t idx = (uintptr_t)strmap_get(&ld->user_idx, jid);
+    struct cfg_user *u;
+
+    *created = false;
+    if (idx)
+        return &cfg->users[idx - 1];
+    if (cfg->nusers == ld->users_cap) {
+        ld->users_cap = ld->users_cap ? ld->users_cap * 2 : 16;
+        cfg->users = xrealloc(cfg->users, ld->users_cap * sizeof *cfg->users);
+    }
+    u = &cfg->users[cfg->nusers++];
+    memset(u, 0, sizeof *u);
+    u->jid = xstrdup(jid);
+    u->show_remote_party = -1;
+    u->line = line;
+    strmap_put(&ld->user_idx, u->jid, (void *)(uintptr_t)cfg->nusers);
+    *created = true;
+    return u;
+}
+
+/* The user JID as written in a key or section header: a bare JID with a local part. */
+static int user_jid(struct loader *ld, int line, const char *raw, char *out, size_t outlen)
+{
+    struct jid j;
+
+    if (jid_parse(raw, &j) < 0 || !j.local[0] || j.resource[0]) {
+        add_err(ld->errs, ld->file, line, "'%s' is not a bare user JID (user@domain)", raw);
+        return -1;
+    }
+    return jid_format_bare(&j, out, outlen);
+}
+
+static void user_set_aors(struct loader *ld, int line, struct cfg_user *u, const char *value)
+{
+    char *copy = xstrdup(value);
+    char *items[CFG_MAX_AORS + 1];
+    int n = str_split_list(copy, items, CFG_MAX_AORS);
+    char err[256];
+
+    if (u->naors) {
+        add_err(ld->errs, ld->file, line, "phones of %s are already given on line %d", u->jid,
+                u->line);
+        goto out;
+    }
+    if (n < 0) {
+        add_err(ld->errs, ld->file, line, "%s: at most %d phone AORs per user", u->jid,
+                CFG_MAX_AORS);
+        goto out;
+    }
+    if (n == 0) {
+        add_err(ld->errs, ld->file, line, "%s: no phone AOR given", u->jid);
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        if (check_sip_uri(items[i], true, err, sizeof err) < 0) {
+            add_err(ld->errs, ld->file, line, "%s", err);
+            continue;
+        }
+        u->aors[u->naors++] = xstrdup(items[i]);
+    }
+    u->line = line;
+out:
+    free(copy);
+}
+
+static void users_line(struct loader *ld, int line, const char *key, const char *value)
+{
+    char jid[JID_MAX + 1];
+    bool created;
+    struct cfg_user *u;
+
+    if (user_jid(ld, line, key, jid, sizeof jid) < 0)
+        return;
+    u = user_get(ld, jid, line, &created);
+    user_set_aors(ld, line, u, value);
+}
+
+static void user_section_line(struct loader *ld, int line, const char *key, const char *value)
+{
+    struct cfg_user *u = &ld->cfg->users[ld->cur_user];
+    char **slot = NULL;
+
+    if (strcmp(key, "aor") == 0) {
+        user_set_aors(ld, line, u, value);
+        return;
+    }
+    if (strcmp(key, "show_remote_party") == 0) {
+        bool b;
+        if (str_parse_bool(value, &b) < 0)
+            add_err(ld->errs, ld->file, line, "show_remote_party must be yes or no");
+        else
+            u->show_remote_party = b;
+        return;
+    }
+    if (strcmp(key, "contact") == 0)
+        slot = &u->contact;
+    else if (strcmp(key, "name") == 0)
+        slot = &u->name;
+    else if (strcmp(key, "tel") == 0)
+        slot = &u->tel;
+    if (!slot) {
+        add_err(ld->errs, ld->file, line,
+                "unknown key '%s' in [user %s] (aor, contact, name, tel, show_remote_party)",
+                key, u->jid);
+        return;
+    }
+    if (*slot) {
+        add_err(ld->errs, ld->file, line, "'%s' given twice for %s", key, u->jid);
+        return;
+    }
+    if (strcmp(key, "tel") == 0) {
+        for (const char *p = value; *p; p++) {
+            if (!isdigit((unsigned char)*p) && !strchr("+-.() ", *p)) {
+                add_err(ld->errs, ld->file, line, "tel '%s' is not a phone number", value);
+                return;
+            }
+        }
+    }
+    *slot = xstrdup(value);
+}
+
+/* Builds contact JIDs and the lookup maps once the file is read. */
+static void users_finalize(struct loader *ld)
+{
+    struct offhook_config *cfg = ld->cfg;
+    const char *domain = cfg->xmpp_domain;
+
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        struct cfg_user *u = &cfg->users[i];
+        char buf[JID_MAX + 1];
+        struct jid j;
+        struct cfg_user *other;
+
+        strmap_put(&cfg->user_by_jid, u->jid, u);
+        if (!u->naors) {
+            add_err(ld->errs, ld->file, u->line, "%s has no phone: give aor = sip:...", u->jid);
+            continue;
+        }
+        if (u->contact && strchr(u->contact, '@')) {
+            snprintf(buf, sizeof buf, "%s", u->contact);
+        } else {
+            const char *local = u->contact;
+            if (!local) {
+                struct jid uj;
+                if (jid_parse(u->jid, &uj) < 0)
+                    continue;
+                snprintf(buf, sizeof buf, "%s@%s", uj.local, domain);
+            } else {
+                snprintf(buf, sizeof buf, "%s@%s", local, domain);
+            }
+        }
+        if (jid_parse(buf, &j) < 0 || !j.local[0] || j.resource[0] ||
+            strcmp(j.domain, domain) != 0) {
+            add_err(ld->errs, ld->file, u->line,
+                    "phone contact '%s' of %s must be a bare JID on the component domain %s",
+                    buf, u->jid, domain);
+            continue;
+        }
+        free(u->contact);
+        u->contact = xmalloc(JID_MAX + 1);
+        if (jid_format_bare(&j, u->contact, JID_MAX + 1) < 0)
+            continue;
+        other = strmap_get(&cfg->user_by_contact, u->contact);
+        if (other) {
+            add_err(ld->errs, ld->file, u->line,
+                    "phone contact %s of %s collides with that of %s (line %d): set contact = "
+                    "in a [user %s] section",
+                    u->contact, u->jid, other->jid, other->line, u->jid);
+            continue;
+        }
+        strmap_put(&cfg->user_by_contact, u->contact, u);
+    }
+}
+
+/* ---- secrets ----------------------------------------------------------------------- */
+
+/* Reads the first line of a secret file. Returns 0/-1 with a message. */
+static int read_secret_file(const char *path, char **out, char *err, size_t len)
+{
+    char buf[1024];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f) {
+        snprintf(err, len, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (!buf[0]) {
+        snprintf(err, len, "%s is empty", path);
+        return -1;
+    }
+    free(*out);
+    *out = xstrdup(buf);
+    explicit_bzero(buf, sizeof buf);
+    return 0;
+}
+
+static void resolve_secrets(struct loader *ld, bool world_readable)
+{
+    static const struct {
+        const char *section, *secret, *file;
+        size_t secret_off, file_off;
+    } pairs[] = {
+        {"sip", "password", "password_file", OFF(sip_password), OFF(sip_password_file)},
+        {"xmpp", "secret", "secret_file", OFF(xmpp_secret), OFF(xmpp_secret_file)},
+        {"redis", "password", "password_file", OFF(redis_password), OFF(redis_password_file)},
+    };
+    char *base = (char *)ld->cfg;
+
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        size_t si, fi;
+        char **secret = (char **)(base + pairs[i].secret_off);
+        char *file = *(char **)(base + pairs[i].file_off);
+        char err[512];
+
+        find_key(pairs[i].section, pairs[i].secret, &si);
+        find_key(pairs[i].section, pairs[i].file, &fi);
+        if (ld->set[si] && (*secret)[0] && world_readable) {
+            add_err(ld->errs, ld->file, ld->set_line[si],
+                    "[%s] %s is set but the file is readable by other users: chmod o-r it, "
+                    "or use %s",
+                    pairs[i].section, pairs[i].secret, pairs[i].file);
+        }
+        if (file[0]) {
+            if ((*secret)[0]) {
+                add_err(ld->errs, ld->file, ld->set_line[fi], "[%s] set %s or %s, not both",
+                        pairs[i].section, pairs[i].secret, pairs[i].file);
+            } else if (read_secret_file(file, secret, err, sizeof err) < 0) {
+                add_err(ld->errs, ld->file, ld->set_line[fi], "[%s] %s: %s", pairs[i].section,
+                        pairs[i].file, err);
+            }
+        }
+    }
+}
+
+/* ---- the INI reader ---------------------------------------------------------------- */
+
+/* Cuts a value at an inline comment (';' or '#' after white space) or unquotes it.
+ * Returns the value or NULL with a message. */
+static char *parse_value(char *v, char *err, size_t len)
+{
+    v = str_trim(v);
+    if (*v == '"') {
+        char *out = v, *p = v + 1;
+        while (*p && *p != '"') {
+            if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
+                p++;
+            *out++ = *p++;
+        }
+        if (*p != '"') {
+            snprintf(err, len, "unterminated quoted value");
+            return NULL;
+        }
+        p = str_trim(p + 1);
+        if (*p && *p != ';' && *p != '#') {
+            snprintf(err, len, "text after a quoted value");
+            return NULL;
+        }
+        *out = '\0';
+        return v;
+    }
+    for (char *p = v; *p; p++) {
+        if ((*p == ';' || *p == '#') && p > v && isspace((unsigned char)p[-1])) {
+            *p = '\0';
+            break;
+        }
+    }
+    return str_trim(v);
+}
+
+static void handle_section(struct loader *ld, int line, char *name)
+{
+    ld->in_users = false;
+    ld->cur_user = -1;
+    ld->skip_section = false;
+    name = str_trim(name);
+    if (strncmp(name, "user ", 5) == 0) {
+        char jid[JID_MAX + 1];
+        bool created;
+        struct cfg_user *u;
+
+        if (user_jid(ld, line, str_trim(name + 5), jid, sizeof jid) < 0) {
+            ld->skip_section = true;
+            return;
+        }
+        u = user_get(ld, jid, line, &created);
+        ld->cur_user = u - ld->cfg->users;
+        return;
+    }
+    if (strcmp(name, "users") == 0) {
+        ld->in_users = true;
+        return;
+    }
+    if (!section_known(name)) {
+        add_err(ld->errs, ld->file, line, "unknown section [%s]", name);
+        ld->skip_section = true;
+        return;
+    }
+}
+
+static void handle_line(struct loader *ld, int line, char *s, char *section)
+{
+    char *eq, *key, *value;
+    char err[512];
+
+    s = str_trim(s);
+    if (!*s || *s == ';' || *s == '#')
+        return;
+    if (*s == '[') {
+        char *rb = strchr(s, ']');
+        if (!rb || *str_trim(rb + 1)) {
+            add_err(ld->errs, ld->file, line, "malformed section header");
+            ld->skip_section = true;
+            return;
+        }
+        *rb = '\0';
+        snprintf(section, 256, "%s", str_trim(s + 1));
+        handle_section(ld, line, s + 1);
+        return;
+    }
+    eq = strchr(s, '=');
+    if (!eq) {
+        add_err(ld->errs, ld->file, line, "expected key = value");
+        return;
+    }
+    *eq = '\0';
+    key = str_trim(s);
+    value = parse_value(eq + 1, err, sizeof err);
+    if (!value) {
+        add_err(ld->errs, ld->file, line, "%s", err);
+        return;
+    }
+    if (!*key) {
+        add_err(ld->errs, ld->file, line, "empty key");
+        return;
+    }
+    if (ld->skip_section)
+        return;
+    if (!section[0]) {
+        add_err(ld->errs, ld->file, line, "'%s' is outside any [section]", key);
+        return;
+    }
+    if (ld->in_users) {
+        users_line(ld, line, key, value);
+        return;
+    }
+    if (ld->cur_user >= 0) {
+        user_section_line(ld, line, key, value);
+        return;
+    }
+    {
+        size_t idx;
+        const struct cfg_key *k = find_key(section, key, &idx);
+
+        if (!k) {
+            add_err(ld->errs, ld->file, line, "unknown key '%s' in [%s]", key, section);
+            return;
+        }
+        if (ld->set[idx]) {
+            add_err(ld->errs, ld->file, line, "[%s] %s is already set on line %d", section,
+                    key, ld->set_line[idx]);
+            return;
+        }
+        if (set_key(ld->cfg, k, value, err, sizeof err) < 0) {
+            add_err(ld->errs, ld->file, line, "%s", err);
+            return;
+        }
+        ld->set[idx] = true;
+        ld->set_line[idx] = line;
+    }
+}
+
+static size_t load(const char *name, const char *buf, size_t len, bool world_readable,
+                   struct offhook_config *cfg, struct cfg_errors *errs)
+{
+    struct loader ld = {.file = name, .cfg = cfg, .errs = errs, .cur_user = -1};
+    char section[256] = "";
+    size_t before = errs->n;
+    size_t pos = 0;
+    int line = 0;
+    char *lbuf = xmalloc(CFG_MAX_LINE + 1);
+
+    strmap_init(&ld.user_idx);
+    strmap_init(&cfg->user_by_jid);
+    strmap_init(&cfg->user_by_contact);
+    cfg->path = xstrdup(name);
+    apply_defaults(cfg);
+
+    while (pos < len) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        size_t ll = nl ? (size_t)(nl - (buf + pos)) : len - pos;
+
+        line++;
+        if (ll > CFG_MAX_LINE) {
+            add_err(errs, name, line, "line longer than %d bytes", CFG_MAX_LINE);
+        } else if (memchr(buf + pos, '\0', ll)) {
+            add_err(errs, name, line, "NUL byte in line");
+        } else {
+            memcpy(lbuf, buf + pos, ll);
+            lbuf[ll] = '\0';
+            if (ll && lbuf[ll - 1] == '\r')
+                lbuf[ll - 1] = '\0';
+            handle_line(&ld, line, lbuf, section);
+        }
+        pos += ll + (nl ? 1 : 0);
+    }
+    free(lbuf);
+
+    resolve_secrets(&ld, world_readable);
+    if (!cfg->xmpp_secret[0])
+        add_err(errs, name, 0, "[xmpp] secret (or secret_file) is required");
+    users_finalize(&ld);
+    if (cfg->nusers == 0)
+        add_err(errs, name, 0, "no users: add a [users] section (chat JID = phone SIP URI)");
+    strmap_free(&ld.user_idx);
+    return errs->n - before;
+}
+
+size_t config_load_buffer(const char *name, const char *buf, size_t len,
+                          struct offhook_config *cfg, struct cfg_errors *errs)
+{
+    return load(name, buf, len, false, cfg, errs);
+}
+
+size_t config_load(const char *path, struct offhook_config *cfg, struct cfg_errors *errs)
+{
+    struct stat st;
+    char *buf = NULL;
+    size_t n = 0, rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        add_err(errs, path, 0, "cannot open: %s", strerror(errno));
+        return 1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        add_err(errs, path, 0, "not a regular file");
+        close(fd);
+        return 1;
+    }
+    if (st.st_size > CFG_MAX_FILE) {
+        add_err(errs, path, 0, "larger than %ld bytes", CFG_MAX_FILE);
+        close(fd);
+        return 1;
+    }
+    buf = xmalloc((size_t)st.st_size + 1);
+    while (n < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + n, (size_t)st.st_size - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    rc = load(path, buf, n, (st.st_mode & S_IROTH) != 0, cfg, errs);
+    explicit_bzero(buf, n);
+    free(buf);
+    return rc;
+}
+
+void config_free(struct offhook_config *cfg)
+{
+    char *base = (char *)cfg;
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (keys[i].type == T_STR || keys[i].type == T_SECRET) {
+            char **slot = (char **)(base + keys[i].offset);
+            if (*slot && keys[i].type == T_SECRET)
+                explicit_bzero(*slot, strlen(*slot));
+            free(*slot);
+        }
+    }
+    for (int i = 0; i < cfg->sip_nlisten; i++)
+        free(cfg->sip_listen_urls[i]);
+    redis_target_free(&cfg->redis);
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        struct cfg_user *u = &cfg->users[i];
+        free(u->jid);
+        free(u->contact);
+        free(u->name);
+        free(u->tel);
+        for (int a = 0; a < u->naors; a++)
+            free(u->aors[a]);
+    }
+    free(cfg->users);
+    strmap_free(&cfg->user_by_jid);
+    strmap_free(&cfg->user_by_contact);
+    free(cfg->path);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+int config_diff_restart_keys(const struct offhook_config *a, const struct offhook_config *b,
+                             char *buf, size_t len)
+{
+    const char *pa = (const char *)a, *pb = (const char *)b;
+    int n = 0;
+    size_t used = 0;
+
+    if (len)
+        buf[0] = '\0';
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct cfg_key *k = &keys[i];
+        bool same = true;
+
+        if (k->reloadable)
+            continue;
+        switch (k->type) {
+        case T_STR:
+        case T_SECRET:
+            same = strcmp(*(char *const *)(pa + k->offset), *(char *const *)(pb + k->offset)) == 0;
+            break;
+        case T_INT:
+            same = *(const long *)(pa + k->offset) == *(const long *)(pb + k->offset);
+            break;
+        case T_BOOL:
+            same = *(const bool *)(pa + k->offset) == *(const bool *)(pb + k->offset);
+            break;
+        }
+        if (!same) {
+            int w = snprintf(buf + used, used < len ? len - used : 0, "%s[%s] %s",
+                             n ? ", " : "", k->section, k->name);
+            if (w > 0)
+                used += (size_t)w;
+            n++;
+        }
+    }
+    return n;
+}
+
+void config_print_defaults(FILE *out)
+{
+    const char *section = "";
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct cfg_key *k = &keys[i];
+        if (strcmp(section, k->section) != 0) {
+            fprintf(out, "%s[%s]\n", i ? "\n" : "", k->section);
+            section = k->section;
+        }
+        fprintf(out, "; %s%s\n;%s = %s\n", k->help, k->reloadable ? "" : " (restart to change)",
+                k->name, k->def);
+    }
+}
+
+const struct cfg_user *config_user_by_jid(const struct offhook_config *cfg, const char *jid)
+{
+    return strmap_get(&cfg->user_by_jid, jid);
+}
+
+const struct cfg_user *config_user_by_contact(const struct offhook_config *cfg,
+                                              const char *contact)
+{
+    return strmap_get(&cfg->user_by_contact, contact);
+}
+
+bool config_user_shows_remote(const struct offhook_config *cfg, const struct cfg_user *u)
+{
+    return u->show_remote_party >= 0 ? u->show_remote_party != 0 : cfg->show_remote_party;
+}

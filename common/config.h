@@ -1,0 +1,118 @@
+/* The configuration both daemons read: one INI file, keys defined by one table (name,
+ * type, default, reloadable, validator) in config.c. Pure: no I/O but reading the file(s).
+ * Called by each daemon's main at start and on SIGHUP, and by the unit tests. */
+#ifndef OFFHOOK_CONFIG_H
+#define OFFHOOK_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "strmap.h"
+
+#define CFG_MAX_AORS 8      /* AORs (desk phone, softphone, ...) per user */
+#define CFG_MAX_LISTEN 4    /* SIP listen addresses */
+#define CFG_MAX_FILE (64L << 20)
+#define CFG_MAX_LINE 4096
+
+struct cfg_user {
+    char *jid;               /* normalized bare JID of the chat user */
+    char *contact;           /* bare JID of the user's phone contact on [xmpp] domain */
+    char *aors[CFG_MAX_AORS];
+    int naors;
+    char *name;              /* display name for vCard and roster nick; may be NULL */
+    char *tel;               /* phone number for tel: URIs; may be NULL */
+    int show_remote_party;   /* -1 = inherit [privacy], else 0/1 */
+    int line;                /* line that defined the user, for messages */
+};
+
+struct redis_target {
+    char *host;     /* NULL when unix socket */
+    int port;
+    char *unix_path;
+    int db;
+};
+
+struct offhook_config {
+    char *path;
+
+    /* [log] */
+    char *log_level;
+
+    /* [sip] */
+    char *sip_listen;          /* raw text; parsed into sip_listen_urls */
+    char *sip_listen_urls[CFG_MAX_LISTEN]; /* Sofia URLs: sip:h:p;transport=udp */
+    int sip_nlisten;
+    char *sip_pbx;
+    char *sip_from;
+    char *sip_username;
+    char *sip_password;        /* secret */
+    char *sip_password_file;
+    long sip_expires;
+    long sip_max_body;
+    char *sip_events;          /* raw list; parsed into the flags below */
+    bool sip_event_dialog, sip_event_presence, sip_event_reg;
+    long sip_subscribe_rate;   /* SUBSCRIBEs per second at most */
+
+    /* [xmpp] */
+    char *xmpp_host;
+    long xmpp_port;
+    char *xmpp_domain;
+    char *xmpp_secret;         /* secret */
+    char *xmpp_secret_file;
+
+    /* [redis] */
+    char *redis_url;
+    struct redis_target redis;
+    char *redis_password;      /* secret */
+    char *redis_password_file;
+    char *redis_prefix;
+
+    /* [sipbridge] / [component] */
+    char *sipbridge_metrics;   /* host:port, or "" to disable */
+    char *component_metrics;
+
+    /* [privacy] */
+    bool show_remote_party;
+
+    /* [users] and [user JID] sections */
+    struct cfg_user *users;
+    size_t nusers;
+    struct strmap user_by_jid;     /* jid -> struct cfg_user* */
+    struct strmap user_by_contact; /* contact -> struct cfg_user* */
+};
+
+/* Problems found while loading, each as "file:line: message". */
+struct cfg_errors {
+    char **msg;
+    size_t n;
+};
+
+/* Loads path into cfg (zeroed by the caller or freshly declared). Every problem is
+ * appended to errs; returns the number of problems (0 = cfg is usable). On error cfg
+ * holds partial data and must still be freed with config_free. */
+size_t config_load(const char *path, struct offhook_config *cfg, struct cfg_errors *errs)
+    __attribute__((warn_unused_result));
+/* Same, from a memory buffer; name is used in messages. Secret files are still read. */
+size_t config_load_buffer(const char *name, const char *buf, size_t len,
+                          struct offhook_config *cfg, struct cfg_errors *errs)
+    __attribute__((warn_unused_result));
+void config_free(struct offhook_config *cfg);
+void cfg_errors_print(const struct cfg_errors *errs, FILE *out);
+void cfg_errors_free(struct cfg_errors *errs);
+
+/* Names of non-reloadable keys whose values differ between a and b, comma-separated, in
+ * buf; returns the number of such keys. A reload keeps a's values for them. */
+int config_diff_restart_keys(const struct offhook_config *a, const struct offhook_config *b,
+                             char *buf, size_t len);
+
+/* Writes every key of the table with its default and help, as an example file would. */
+void config_print_defaults(FILE *out);
+
+const struct cfg_user *config_user_by_jid(const struct offhook_config *cfg, const char *jid);
+const struct cfg_user *config_user_by_contact(const struct offhook_config *cfg,
+                                              const char *contact);
+/* Effective privacy setting for u. */
+bool config_user_shows_remote(const struct offhook_config *cfg, const struct cfg_user *u);
+
+#endif

@@ -1,0 +1,174 @@
+/* Command line, first config load, signals in the loop, and the systemd notify protocol. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stddef.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "log.h"
+#include "strutil.h"
+#include "version.h"
+
+static struct daemon_hooks hooks;
+static struct event *ev_hup, *ev_term, *ev_int, *ev_watchdog;
+
+void daemon_parse_args(int argc, char **argv, const char *prog, const char *summary,
+                       struct daemon_args *out)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"print-defaults", no_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+
+    out->config_path = "/etc/offhook/offhook.conf";
+    out->check_config = false;
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            out->config_path = optarg;
+            break;
+        case 'C':
+            out->check_config = true;
+            break;
+        case 'D':
+            config_print_defaults(stdout);
+            exit(0);
+        case 'h':
+            printf("Usage: %s [-c FILE] [--check-config]\n"
+                   "%s\n\n"
+                   "  -c, --config FILE   configuration file (default %s)\n"
+                   "      --check-config  validate the configuration, print each problem as\n"
+                   "                      file:line: message, exit 0 if none, 1 otherwise\n"
+                   "      --print-defaults  print every configuration key with its default\n"
+                   "  -h, --help          this help\n"
+                   "  -V, --version       print the version\n\n"
+                   "Signals: SIGHUP reloads the configuration, SIGTERM stops cleanly.\n",
+                   prog, summary, out->config_path);
+            exit(0);
+        case 'V':
+            printf("%s %s\n", prog, OFFHOOK_VERSION);
+            exit(0);
+        default:
+            fprintf(stderr, "Try '%s --help'.\n", prog);
+            exit(2);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\nTry '%s --help'.\n", prog, argv[optind],
+                prog);
+        exit(2);
+    }
+}
+
+int daemon_load_config(const char *path, struct offhook_config *cfg)
+{
+    struct cfg_errors errs = {0};
+    size_t n = config_load(path, cfg, &errs);
+
+    if (n) {
+        cfg_errors_print(&errs, stderr);
+        fprintf(stderr, "%zu problem%s in %s\n", n, n == 1 ? "" : "s", path);
+    }
+    cfg_errors_free(&errs);
+    if (!n && log_set_level_name(cfg->log_level) < 0)
+        return -1;
+    return n ? -1 : 0;
+}
+
+void daemon_notify(const char *fmt, ...)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char msg[512];
+    va_list ap;
+    size_t plen;
+    socklen_t salen;
+    int fd;
+
+    if (!path || (path[0] != '/' && path[0] != '@'))
+        return;
+    plen = strlen(path);
+    if (plen >= sizeof sa.sun_path)
+        return;
+    memcpy(sa.sun_path, path, plen);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa, salen) < 0)
+        log_debug("daemon", "event=notify_failed errno=%d", errno);
+    close(fd);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    if (sig == SIGHUP) {
+        log_notice("daemon", "event=signal signal=SIGHUP action=reload");
+        if (hooks.reload)
+            hooks.reload(hooks.arg);
+    } else {
+        log_notice("daemon", "event=signal signal=%s action=stop",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        if (hooks.stop)
+            hooks.stop(hooks.arg);
+    }
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    /* Pinged from the loop itself: a wedged loop stops the pings and systemd restarts us. */
+    daemon_notify("WATCHDOG=1");
+}
+
+void daemon_setup(struct event_base *base, const struct daemon_hooks *h)
+{
+    const char *wd = getenv("WATCHDOG_USEC");
+    long usec;
+
+    hooks = *h;
+    signal(SIGPIPE, SIG_IGN);
+    ev_hup = evsignal_new(base, SIGHUP, on_signal, NULL);
+    ev_term = evsignal_new(base, SIGTERM, on_signal, NULL);
+    ev_int = evsignal_new(base, SIGINT, on_signal, NULL);
+    evsignal_add(ev_hup, NULL);
+    evsignal_add(ev_term, NULL);
+    evsignal_add(ev_int, NULL);
+    if (wd && str_parse_long(wd, 1, 3600L * 1000000, &usec) == 0) {
+        struct timeval tv = {.tv_sec = usec / 2 / 1000000, .tv_usec = usec / 2 % 1000000};
+        ev_watchdog = event_new(base, -1, EV_PERSIST, on_watchdog, NULL);
+        event_add(ev_watchdog, &tv);
+    }
+}
+
+void daemon_teardown(void)
+{
+    struct event **evs[] = {&ev_hup, &ev_term, &ev_int, &ev_watchdog};
+
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
+        if (*evs[i]) {
+            event_free(*evs[i]);
+            *evs[i] = NULL;
+        }
+    }
+}

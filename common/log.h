@@ -1,0 +1,34 @@
+/* Logging for both daemons: one line per event, key=value fields, journald priority
+ * prefixes when stderr is the journal. Called from everywhere; libstrophe and Sofia-SIP
+ * log output is routed here by their adapters. Never pass secrets to it. */
+#ifndef OFFHOOK_LOG_H
+#define OFFHOOK_LOG_H
+
+#include <stdarg.h>
+#include <syslog.h>
+
+extern int log_level; /* messages above this syslog priority are dropped */
+
+/* Sets the level from a name (error, warning, notice, info, debug). Returns 0/-1. */
+int log_set_level_name(const char *name) __attribute__((warn_unused_result));
+const char *log_level_name(int level);
+/* Where to write; defaults to stderr. Journald prefixes are auto-detected on init. */
+void log_init(const char *program);
+
+void log_write(int prio, const char *subsys, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void log_vwrite(int prio, const char *subsys, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+#define LOG_AT(prio, subsys, ...)                                                        \
+    do {                                                                                 \
+        if ((prio) <= log_level)                                                         \
+            log_write((prio), (subsys), __VA_ARGS__);                                    \
+    } while (0)
+#define log_err(subsys, ...) LOG_AT(LOG_ERR, subsys, __VA_ARGS__)
+#define log_warn(subsys, ...) LOG_AT(LOG_WARNING, subsys, __VA_ARGS__)
+#define log_notice(subsys, ...) LOG_AT(LOG_NOTICE, subsys, __VA_ARGS__)
+#define log_info(subsys, ...) LOG_AT(LOG_INFO, subsys, __VA_ARGS__)
+#define log_debug(subsys, ...) LOG_AT(LOG_DEBUG, subsys, __VA_ARGS__)
+
+#endif

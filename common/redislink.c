@@ -1,0 +1,366 @@
+/* A Redis connection on the libevent loop with reconnect, AUTH/SELECT and stall detection. */
+#include "redislink.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "backoff.h"
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "strutil.h"
+
+#define CONNECT_TIMEOUT_MS 5000
+#define HEALTH_INTERVAL_MS 2000
+#define IDLE_PING_MS 15000
+
+enum rl_state { RL_DOWN, RL_CONNECTING, RL_HANDSHAKE, RL_UP };
+
+struct redislink {
+    struct event_base *base;
+    redisAsyncContext *ac;    /* NULL while down */
+    enum rl_state state;
+    struct backoff bo;
+    struct event *retry;      /* reconnect after backoff */
+    struct event *health;     /* connect timeout and stall detection */
+    char *name;
+    char *host, *unix_path, *password;
+    int port, db;
+    unsigned stall_ms;
+    int outstanding;          /* commands sent, reply not yet seen */
+    int64_t last_activity;    /* mono ms of the last reply, or of the first send after idle */
+    int64_t connect_started;
+    int handshake_left;       /* AUTH/SELECT replies still awaited */
+    redislink_state_fn on_state;
+    void *arg;
+    bool logged_down;         /* "cannot connect" is logged once per outage */
+};
+
+struct pending {
+    struct redislink *link;
+    redislink_reply_fn fn;
+    void *arg;
+    redisAsyncContext *ac;    /* the connection it was sent on */
+};
+
+static struct metric *m_connected, *m_errors;
+
+void redislink_register_metrics(void)
+{
+    m_connected = metric_new(METRIC_GAUGE, "offhook_redis_connected",
+                             "1 when the Redis connection is up and authenticated.", "link",
+                             NULL);
+    m_errors = metric_new(METRIC_COUNTER, "offhook_redis_errors_total",
+                          "Redis connection failures, stalls and error replies.", "link", NULL);
+}
+
+static void count_error(struct redislink *l)
+{
+    if (m_errors)
+        metric_inc(m_errors, l->name);
+}
+
+static void set_connected_metric(struct redislink *l, bool up)
+{
+    if (m_connected)
+        metric_set(m_connected, l->name, up ? 1 : 0);
+}
+
+static void schedule_retry(struct redislink *l)
+{
+    uint32_t ms = backoff_next(&l->bo);
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+    event_add(l->retry, &tv);
+}
+
+static void went_down(struct redislink *l, const char *why)
+{
+    bool was_up = l->state == RL_UP;
+
+    l->ac = NULL;
+    l->state = RL_DOWN;
+    l->outstanding = 0;
+    set_connected_metric(l, false);
+    if (was_up) {
+        log_warn("redis", "event=disconnected link=%s reason=\"%s\"", l->name, why);
+        l->logged_down = true;
+        l->on_state(l, false, l->arg);
+    } else if (!l->logged_down) {
+        log_warn("redis", "event=connect_failed link=%s reason=\"%s\" retry=backoff", l->name,
+                 why);
+        l->logged_down = true;
+    } else {
+        log_debug("redis", "event=connect_failed link=%s reason=\"%s\"", l->name, why);
+    }
+    schedule_retry(l);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redislink *l = ac->data;
+
+    if (!l || l->ac != ac)
+        return;
+    count_error(l);
+    went_down(l, status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "error"));
+}
+
+static void handshake_reply(struct redislink *l, redisReply *r, void *arg)
+{
+    const char *what = arg;
+
+    if (!r)
+        return; /* connection went away: on_disconnect handles it */
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* The reply may echo what we sent; log only the command name. */
+        log_err("redis", "event=handshake_failed link=%s command=%s", l->name, what);
+        count_error(l);
+        redislink_reset(l, "handshake failed");
+        return;
+    }
+    if (--l->handshake_left > 0)
+        return;
+    l->state = RL_UP;
+    backoff_reset(&l->bo);
+    set_connected_metric(l, true);
+    log_notice("redis", "event=connected link=%s", l->name);
+    l->logged_down = false;
+    l->on_state(l, true, l->arg);
+}
+
+static void send_handshake(struct redislink *l)
+{
+    int rc = 0;
+
+    l->state = RL_HANDSHAKE;
+    l->handshake_left = 1;
+    if (l->password) {
+        const char *argv[] = {"AUTH", l->password};
+        l->handshake_left++;
+        rc |= redislink_command_argv(l, handshake_reply, "AUTH", 2, argv, NULL);
+    }
+    if (l->db) {
+        l->handshake_left++;
+        rc |= redislink_command(l, handshake_reply, "SELECT", "SELECT %d", l->db);
+    }
+    rc |= redislink_command(l, handshake_reply, "PING", "PING");
+    if (rc)
+        redislink_reset(l, "cannot queue handshake");
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redislink *l = ac->data;
+
+    if (!l || l->ac != ac)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback. */
+        count_error(l);
+        went_down(l, ac->errstr[0] ? ac->errstr : "connect failed");
+        return;
+    }
+    send_handshake(l);
+}
+
+static void start_connect(struct redislink *l)
+{
+    redisAsyncContext *ac = l->unix_path ? redisAsyncConnectUnix(l->unix_path)
+                                         : redisAsyncConnect(l->host, l->port);
+
+    if (!ac || ac->err) {
+        char why[160];
+        snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        count_error(l);
+        l->ac = NULL;
+        went_down(l, why);
+        return;
+    }
+    ac->data = l;
+    l->ac = ac;
+    l->state = RL_CONNECTING;
+    l->connect_started = clock_mono_ms();
+    l->outstanding = 0;
+    redisLibeventAttach(ac, l->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    start_connect(arg);
+}
+
+static void on_health(evutil_socket_t fd, short what, void *arg)
+{
+    struct redislink *l = arg;
+    int64_t now = clock_mono_ms();
+
+    if ((l->state == RL_CONNECTING || l->state == RL_HANDSHAKE) &&
+        now - l->connect_started > CONNECT_TIMEOUT_MS) {
+        redislink_reset(l, "connect timeout");
+        return;
+    }
+    if (l->state != RL_UP)
+        return;
+    if (l->outstanding > 0 && now - l->last_activity > (int64_t)l->stall_ms) {
+        log_err("redis", "event=stalled link=%s outstanding=%d silent_ms=%lld", l->name,
+                l->outstanding, (long long)(now - l->last_activity));
+        redislink_reset(l, "stalled");
+        return;
+    }
+    if (l->outstanding == 0 && now - l->last_activity > IDLE_PING_MS) {
+        /* An idle link still proves the server is alive; a half-open TCP shows here. */
+        if (redislink_command(l, NULL, NULL, "PING") < 0)
+            redislink_reset(l, "cannot send ping");
+    }
+}
+
+struct redislink *redislink_new(struct event_base *base, const struct offhook_config *cfg,
+                                const char *name, unsigned stall_ms,
+                                redislink_state_fn on_state, void *arg)
+{
+    struct redislink *l = xcalloc(1, sizeof *l);
+    struct timeval hi = {.tv_sec = HEALTH_INTERVAL_MS / 1000,
+                         .tv_usec = (HEALTH_INTERVAL_MS % 1000) * 1000};
+
+    l->base = base;
+    l->name = xstrdup(name);
+    l->host = cfg->redis.host ? xstrdup(cfg->redis.host) : NULL;
+    l->unix_path = cfg->redis.unix_path ? xstrdup(cfg->redis.unix_path) : NULL;
+    l->port = cfg->redis.port;
+    l->db = cfg->redis.db;
+    l->password = cfg->redis_password[0] ? xstrdup(cfg->redis_password) : NULL;
+    l->stall_ms = stall_ms;
+    l->on_state = on_state;
+    l->arg = arg;
+    backoff_init(&l->bo, 200, 10000, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
+    l->retry = evtimer_new(base, on_retry, l);
+    l->health = event_new(base, -1, EV_PERSIST, on_health, l);
+    event_add(l->health, &hi);
+    set_connected_metric(l, false);
+    start_connect(l);
+    return l;
+}
+
+void redislink_free(struct redislink *l)
+{
+    if (!l)
+        return;
+    event_free(l->retry);
+    event_free(l->health);
+    if (l->ac) {
+        redisAsyncContext *ac = l->ac;
+        l->ac = NULL;
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+    if (l->password) {
+        explicit_bzero(l->password, strlen(l->password));
+        free(l->password);
+    }
+    free(l->host);
+    free(l->unix_path);
+    free(l->name);
+    free(l);
+}
+
+bool redislink_up(const struct redislink *l)
+{
+    return l->state == RL_UP;
+}
+
+void redislink_reset(struct redislink *l, const char *why)
+{
+    redisAsyncContext *ac = l->ac;
+
+    if (!ac)
+        return;
+    count_error(l);
+    /* Detach first: the free below runs pending callbacks with NULL replies, and no
+     * disconnect callback may touch this link again. */
+    ac->data = NULL;
+    redisAsyncSetDisconnectCallback(ac, NULL);
+    went_down(l, why);
+    redisAsyncFree(ac);
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct pending *p = priv;
+    struct redislink *l = p->link;
+
+    /* A reply to a connection this link has since dropped still belongs to the caller,
+     * but it no longer counts as activity on the link. */
+    if (ac->data == l && l->ac == p->ac) {
+        if (l->outstanding > 0)
+            l->outstanding--;
+        l->last_activity = clock_mono_ms();
+        if (r && ((redisReply *)r)->type == REDIS_REPLY_ERROR) {
+            count_error(l);
+            log_warn("redis", "event=error_reply link=%s error=\"%.120s\"", l->name,
+                     ((redisReply *)r)->str);
+        }
+    }
+    if (p->fn)
+        p->fn(l, r, p->arg);
+    free(p);
+}
+
+static struct pending *new_pending(struct redislink *l, redislink_reply_fn fn, void *arg)
+{
+    struct pending *p = xmalloc(sizeof *p);
+
+    p->link = l;
+    p->fn = fn;
+    p->arg = arg;
+    p->ac = l->ac;
+    if (l->outstanding++ == 0)
+        l->last_activity = clock_mono_ms();
+    return p;
+}
+
+int redislink_command(struct redislink *l, redislink_reply_fn fn, void *arg, const char *fmt,
+                      ...)
+{
+    struct pending *p;
+    va_list ap;
+    int rc;
+
+    if (!l->ac || (l->state != RL_UP && l->state != RL_HANDSHAKE))
+        return -1;
+    p = new_pending(l, fn, arg);
+    va_start(ap, fmt);
+    rc = redisvAsyncCommand(l->ac, on_reply, p, fmt, ap);
+    va_end(ap);
+    if (rc != REDIS_OK) {
+        l->outstanding--;
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+int redislink_command_argv(struct redislink *l, redislink_reply_fn fn, void *arg, int argc,
+                           const char **argv, const size_t *argvlen)
+{
+    struct pending *p;
+
+    if (!l->ac || (l->state != RL_UP && l->state != RL_HANDSHAKE))
+        return -1;
+    p = new_pending(l, fn, arg);
+    if (redisAsyncCommandArgv(l->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
+        l->outstanding--;
+        free(p);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,42 @@
+/* One Redis connection driven by the daemon's libevent loop (hiredis async + its
+ * libevent adapter): AUTH and SELECT on connect, reconnect with backoff and jitter, and
+ * a stall detector so a frozen server is noticed even when TCP stays up. sipbridge's
+ * store and the component's feed and watcher store each own one. */
+#ifndef OFFHOOK_REDISLINK_H
+#define OFFHOOK_REDISLINK_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct redisReply;
+struct redislink;
+struct offhook_config;
+
+/* reply is NULL when the connection went away before the answer came; it is valid only
+ * during the callback. */
+typedef void (*redislink_reply_fn)(struct redislink *l, struct redisReply *reply, void *arg);
+typedef void (*redislink_state_fn)(struct redislink *l, bool up, void *arg);
+
+/* name is used in logs and metrics ("store", "feed"). stall_ms: a command outstanding for
+ * longer than this marks the server dead (blocking reads must allow for their block
+ * time). on_state is called after the link comes up (AUTH/SELECT done) and after it
+ * goes down. */
+struct redislink *redislink_new(struct event_base *base, const struct offhook_config *cfg,
+                                const char *name, unsigned stall_ms,
+                                redislink_state_fn on_state, void *arg);
+void redislink_free(struct redislink *l);
+bool redislink_up(const struct redislink *l);
+/* Queues a command. Returns 0, or -1 when the link is not up (fn is then not called). */
+int redislink_command(struct redislink *l, redislink_reply_fn fn, void *arg, const char *fmt,
+                      ...) __attribute__((warn_unused_result));
+int redislink_command_argv(struct redislink *l, redislink_reply_fn fn, void *arg, int argc,
+                           const char **argv, const size_t *argvlen)
+    __attribute__((warn_unused_result));
+/* Drops the connection now and reconnects after backoff (used on protocol errors). */
+void redislink_reset(struct redislink *l, const char *why);
+/* Registers offhook_redis_connected{link} and offhook_redis_errors_total{link}. */
+void redislink_register_metrics(void);
+
+#endif

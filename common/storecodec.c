@@ -1,0 +1,113 @@
+/* Redis key names and user record encoding, pure. */
+#include "storecodec.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strutil.h"
+
+static void put(struct store_fields *f, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void put(struct store_fields *f, const char *name, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (f->n >= STORE_FIELDS_MAX)
+        return;
+    f->name[f->n] = name;
+    va_start(ap, fmt);
+    vsnprintf(f->value[f->n], STORE_VALUE_MAX, fmt, ap);
+    va_end(ap);
+    f->n++;
+}
+
+void storecodec_encode(const struct user_record *r, struct store_fields *out)
+{
+    out->n = 0;
+    put(out, "state", "%s", user_state_name(r->state));
+    put(out, "dir", "%s", call_dir_name(r->dir));
+    put(out, "reach", "%s", phone_reach_name(r->reach));
+    put(out, "dnd", "%d", r->dnd ? 1 : 0);
+    put(out, "since", "%" PRId64, r->since_ms);
+    put(out, "ts", "%" PRId64, r->event_us);
+    if (r->remote[0])
+        put(out, "remote", "%s", r->remote);
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || !*s || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int storecodec_decode(const char *const *names, const char *const *values, size_t n,
+                      struct user_record *r, char *err, size_t errlen)
+{
+    bool have_state = false;
+
+    memset(r, 0, sizeof *r);
+    for (size_t i = 0; i < n; i++) {
+        const char *k = names[i], *v = values[i];
+        int rc = 0;
+
+        if (strcmp(k, "state") == 0) {
+            rc = user_state_from_name(v, &r->state);
+            have_state = rc == 0;
+        } else if (strcmp(k, "dir") == 0) {
+            rc = call_dir_from_name(v, &r->dir);
+        } else if (strcmp(k, "reach") == 0) {
+            rc = phone_reach_from_name(v, &r->reach);
+        } else if (strcmp(k, "dnd") == 0) {
+            r->dnd = strcmp(v, "1") == 0;
+        } else if (strcmp(k, "since") == 0) {
+            rc = parse_i64(v, &r->since_ms);
+        } else if (strcmp(k, "ts") == 0) {
+            rc = parse_i64(v, &r->event_us);
+        } else if (strcmp(k, "remote") == 0) {
+            str_copy(r->remote, sizeof r->remote, v);
+        }
+        if (rc < 0) {
+            snprintf(err, errlen, "invalid value for field %s", k);
+            return -1;
+        }
+    }
+    if (!have_state) {
+        snprintf(err, errlen, "record has no state field");
+        return -1;
+    }
+    return 0;
+}
+
+static int key(char *buf, size_t len, const char *prefix, const char *kind, const char *id)
+{
+    int n = snprintf(buf, len, "%s%s%s", prefix, kind, id);
+
+    return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+int store_key_user(const char *prefix, const char *jid, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "user:", jid);
+}
+
+int store_key_events(const char *prefix, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "events", "");
+}
+
+int store_key_watchers(const char *prefix, const char *contact, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "watchers:", contact);
+}

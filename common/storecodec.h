@@ -1,0 +1,53 @@
+/* The Redis data model shared by sipbridge (writer) and component (reader), pure:
+ * key names and the field encoding of a user's state record.
+ *
+ *   <prefix>user:<jid>          hash   the user's current state record
+ *   <prefix>events              stream one entry per change: user=<jid> + the record
+ *   <prefix>watchers:<contact>  set    bare JIDs subscribed to a phone contact
+ *
+ * sipbridge writes the hash and the stream entry in one MULTI, so a reader that takes
+ * the stream's last id before reading the hashes and then follows the stream misses
+ * nothing and ends on the latest state. */
+#ifndef OFFHOOK_STORECODEC_H
+#define OFFHOOK_STORECODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "callstate.h"
+
+#define STORE_REMOTE_MAX 128
+#define STORE_FIELDS_MAX 8
+#define STORE_VALUE_MAX (STORE_REMOTE_MAX + 1)
+
+struct user_record {
+    enum user_state state;
+    enum call_dir dir;         /* direction of the most significant call */
+    enum phone_reach reach;
+    bool dnd;
+    int64_t since_ms;          /* wall clock when this state began */
+    int64_t event_us;          /* wall clock when sipbridge received the NOTIFY behind it */
+    char remote[STORE_REMOTE_MAX]; /* the other party; "" unless the operator opted in */
+};
+
+struct store_fields {
+    int n;
+    const char *name[STORE_FIELDS_MAX];
+    char value[STORE_FIELDS_MAX][STORE_VALUE_MAX];
+};
+
+/* Encodes r into name/value pairs (remote only when non-empty). */
+void storecodec_encode(const struct user_record *r, struct store_fields *out);
+/* Decodes n name/value pairs. Unknown names are ignored so that newer writers can add
+ * fields; a missing or invalid state is an error. Returns 0/-1 with a reason in err. */
+int storecodec_decode(const char *const *names, const char *const *values, size_t n,
+                      struct user_record *r, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Key builders: write into buf; return 0/-1 if it does not fit. */
+int store_key_user(const char *prefix, const char *jid, char *buf, size_t len);
+int store_key_events(const char *prefix, char *buf, size_t len);
+int store_key_watchers(const char *prefix, const char *contact, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,128 @@
+/* String-keyed hash map with open addressing (FNV-1a, linear probing), pure. */
+#include "strmap.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strutil.h"
+
+static const char tombstone_key[] = "";
+#define TOMBSTONE tombstone_key
+
+static uint64_t hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+void strmap_init(struct strmap *m)
+{
+    memset(m, 0, sizeof *m);
+}
+
+void strmap_free(struct strmap *m)
+{
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+static struct strmap_slot *find(const struct strmap *m, const char *key)
+{
+    size_t mask, i;
+
+    if (!m->cap)
+        return NULL;
+    mask = m->cap - 1;
+    for (i = hash(key) & mask;; i = (i + 1) & mask) {
+        struct strmap_slot *s = &m->slots[i];
+        if (!s->key)
+            return NULL;
+        if (s->key != TOMBSTONE && strcmp(s->key, key) == 0)
+            return s;
+    }
+}
+
+void *strmap_get(const struct strmap *m, const char *key)
+{
+    struct strmap_slot *s = find(m, key);
+
+    return s ? s->value : NULL;
+}
+
+static void grow(struct strmap *m)
+{
+    struct strmap_slot *old = m->slots;
+    size_t oldcap = m->cap;
+    size_t cap = oldcap ? oldcap * 2 : 16;
+
+    /* Rehash in place of growing when most of the load is tombstones. */
+    if (oldcap && m->count * 4 < oldcap)
+        cap = oldcap;
+    m->slots = xcalloc(cap, sizeof *m->slots);
+    m->cap = cap;
+    m->count = m->used = 0;
+    for (size_t i = 0; i < oldcap; i++) {
+        if (old[i].key && old[i].key != TOMBSTONE)
+            strmap_put(m, old[i].key, old[i].value);
+    }
+    free(old);
+}
+
+void *strmap_put(struct strmap *m, const char *key, void *value)
+{
+    struct strmap_slot *s = find(m, key);
+    size_t mask, i;
+
+    if (s) {
+        void *prev = s->value;
+        s->value = value;
+        s->key = key;
+        return prev;
+    }
+    if ((m->used + 1) * 4 > m->cap * 3)
+        grow(m);
+    mask = m->cap - 1;
+    for (i = hash(key) & mask; m->slots[i].key && m->slots[i].key != TOMBSTONE;
+         i = (i + 1) & mask)
+        ;
+    if (!m->slots[i].key)
+        m->used++;
+    m->slots[i].key = key;
+    m->slots[i].value = value;
+    m->count++;
+    return NULL;
+}
+
+void *strmap_del(struct strmap *m, const char *key)
+{
+    struct strmap_slot *s = find(m, key);
+    void *v;
+
+    if (!s)
+        return NULL;
+    v = s->value;
+    s->key = TOMBSTONE;
+    s->value = NULL;
+    m->count--;
+    return v;
+}
+
+int strmap_next(const struct strmap *m, size_t *pos, const char **key, void **value)
+{
+    for (; *pos < m->cap; (*pos)++) {
+        struct strmap_slot *s = &m->slots[*pos];
+        if (s->key && s->key != TOMBSTONE) {
+            *key = s->key;
+            *value = s->value;
+            (*pos)++;
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,31 @@
+/* A string-keyed hash map (open addressing, linear probing), pure. Used for user,
+ * contact and subscription lookups that must stay O(1) at 100,000 users.
+ * Keys are not copied: the caller keeps them alive while they are in the map. */
+#ifndef OFFHOOK_STRMAP_H
+#define OFFHOOK_STRMAP_H
+
+#include <stddef.h>
+
+struct strmap_slot {
+    const char *key; /* NULL = empty; TOMBSTONE = deleted */
+    void *value;
+};
+
+struct strmap {
+    struct strmap_slot *slots;
+    size_t cap;   /* power of two */
+    size_t count; /* live entries */
+    size_t used;  /* live + tombstones */
+};
+
+void strmap_init(struct strmap *m);
+void strmap_free(struct strmap *m);
+void *strmap_get(const struct strmap *m, const char *key);
+/* Inserts or replaces; returns the previous value or NULL. */
+void *strmap_put(struct strmap *m, const char *key, void *value);
+/* Removes key; returns its value or NULL. */
+void *strmap_del(struct strmap *m, const char *key);
+/* Iterates live entries: start with *pos = 0; returns 0 when done. */
+int strmap_next(const struct strmap *m, size_t *pos, const char **key, void **value);
+
+#endif

@@ -1,0 +1,84 @@
+/* The component's shared state: one entry per configured user (its record from Redis,
+ * its phone contact's watchers, what was last broadcast), and the prototypes the
+ * component's modules call on each other: router.c (incoming stanzas), publisher.c
+ * (outgoing presence), watchers.c (watcher persistence), feed.c (state from Redis). */
+#ifndef OFFHOOK_COMPONENT_H
+#define OFFHOOK_COMPONENT_H
+
+#include <stdbool.h>
+
+#include <strophe.h>
+
+#include "config.h"
+#include "presence.h"
+#include "storecodec.h"
+#include "strmap.h"
+
+struct event_base;
+struct feed;
+struct watchers;
+struct xmpplink;
+
+struct cuser {
+    const struct cfg_user *cfg;  /* current configuration entry (replaced on reload) */
+    char *jid;                   /* the chat user */
+    char *contact;               /* their phone contact on the component domain */
+    struct user_record rec;      /* latest state from sipbridge */
+    bool have_rec;               /* rec holds something sipbridge wrote */
+    struct strmap watchers;      /* bare JID -> non-NULL; keys owned by the map's user */
+    struct presence_view sent;   /* what subscribers were last sent */
+    bool sent_valid;
+};
+
+struct component {
+    struct event_base *base;
+    const struct offhook_config *cfg;
+    struct xmpplink *xmpp;
+    struct feed *feed;
+    struct watchers *wstore;
+    struct strmap by_jid;        /* user JID -> struct cuser* */
+    struct strmap by_contact;    /* contact JID -> struct cuser* */
+    struct strmap user_domains;  /* domains of configured users -> non-NULL (owned keys) */
+};
+
+/* publisher.c */
+/* Sends u's current presence to every watcher if it changed (or always with force). */
+void pub_user(struct component *c, struct cuser *u, bool force, int64_t event_us);
+/* Sends u's current presence to one JID (probe answers, new subscribers). */
+void pub_user_to(struct component *c, struct cuser *u, const char *to);
+/* After (re)connecting: every user's presence to every watcher. */
+void pub_all(struct component *c);
+/* Presence of type (subscribed, unsubscribed, unavailable...) from u's contact. */
+void pub_presence_type(struct component *c, const char *from, const char *to,
+                       const char *type);
+void pub_register_metrics(void);
+
+/* router.c */
+void router_stanza(struct component *c, xmpp_stanza_t *stanza);
+void router_register_metrics(void);
+
+/* watchers.c: persistence of each contact's watchers in Redis */
+struct watchers *watchers_new(struct component *c);
+void watchers_free(struct watchers *w);
+/* Adds/removes a watcher in memory and in Redis (now or once Redis is up). */
+void watchers_add(struct watchers *w, struct cuser *u, const char *bare);
+void watchers_remove(struct watchers *w, struct cuser *u, const char *bare);
+bool watchers_up(const struct watchers *w);
+/* Drops u's in-memory set (user removed from the configuration). */
+void cuser_watchers_clear(struct cuser *u);
+
+/* feed.c: user records from Redis */
+struct feed *feed_new(struct component *c);
+void feed_free(struct feed *f);
+bool feed_synced(const struct feed *f);
+/* Takes a fresh snapshot (after a reload changed the users). */
+void feed_resync(struct feed *f);
+void feed_register_metrics(void);
+
+/* component users */
+struct cuser *component_user_by_contact(struct component *c, const char *contact);
+/* Whether a watcher may see the phone state of u (the [component] watcher policy). */
+bool component_watcher_allowed(const struct component *c, const struct cuser *u,
+                               const char *bare);
+
+#endif

@@ -1,0 +1,266 @@
+/* User records from Redis: an atomic snapshot (MULTI: the event stream's last id and
+ * every configured user's hash), then XREAD BLOCK from that id, so no change is missed or
+ * applied twice. Each record goes to the publisher. On any reconnect: a new snapshot. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "component.h"
+#include "log.h"
+#include "metrics.h"
+#include "redislink.h"
+#include "strutil.h"
+#include "xmpplink.h"
+
+#define BLOCK_MS 5000
+#define READ_COUNT 1000
+
+struct feed {
+    struct component *c;
+    struct redislink *link;
+    char events_key[512];
+    char last_id[64];
+    bool synced;
+    char **snapshot_jids;  /* users asked for in the pending snapshot, in order */
+    size_t nsnapshot;
+};
+
+static struct metric *m_events, *m_bad, *m_synced;
+
+void feed_register_metrics(void)
+{
+    m_events = metric_new(METRIC_COUNTER, "offhook_feed_events_total",
+                          "State change events read from the Redis stream.", NULL, NULL);
+    m_bad = metric_new(METRIC_COUNTER, "offhook_feed_bad_records_total",
+                       "Records in Redis that could not be decoded (ignored).", NULL, NULL);
+    m_synced = metric_new(METRIC_GAUGE, "offhook_feed_synced",
+                          "1 once the component holds every user's state from Redis.", NULL,
+                          NULL);
+}
+
+bool feed_synced(const struct feed *f)
+{
+    return f->synced;
+}
+
+/* Applies one record (names/values pairs) to jid; removed=true for a "removed" event. */
+static void apply(struct feed *f, const char *jid, const char *const *names,
+                  const char *const *values, size_t n)
+{
+    struct cuser *u = strmap_get(&f->c->by_jid, jid);
+    struct user_record rec;
+    char err[128];
+
+    if (!u)
+        return; /* not ours (another deployment's user, or not configured here) */
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(names[i], "state") == 0 && strcmp(values[i], "removed") == 0) {
+            u->have_rec = false;
+            pub_user(f->c, u, false, 0);
+            return;
+        }
+    }
+    if (storecodec_decode(names, values, n, &rec, err, sizeof err) < 0) {
+        metric_inc(m_bad, NULL);
+        log_warn("feed", "event=bad_record user=%s reason=\"%s\"", jid, err);
+        return;
+    }
+    u->rec = rec;
+    u->have_rec = true;
+    if (f->synced)
+        pub_user(f->c, u, false, rec.event_us);
+}
+
+/* Splits a flat [name, value, ...] reply into arrays; returns the pair count or -1. */
+static long pairs(const redisReply *r, const char **names, const char **values, size_t max)
+{
+    size_t n = 0;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2)
+        return -1;
+    for (size_t i = 0; i + 1 < r->elements && n < max; i += 2) {
+        if (r->element[i]->type != REDIS_REPLY_STRING ||
+            r->element[i + 1]->type != REDIS_REPLY_STRING)
+            return -1;
+        names[n] = r->element[i]->str;
+        values[n] = r->element[i + 1]->str;
+        n++;
+    }
+    return (long)n;
+}
+
+static void read_next(struct feed *f);
+
+static void on_read(struct redislink *l, redisReply *r, void *arg)
+{
+    struct feed *f = arg;
+
+    if (!r)
+        return; /* link lost: a new snapshot follows reconnection */
+    if (r->type == REDIS_REPLY_NIL) {
+        read_next(f); /* BLOCK timed out: nothing happened */
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
+        r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2) {
+        log_err("feed", "event=unexpected_reply command=XREAD");
+        redislink_reset(l, "unexpected XREAD reply");
+        return;
+    }
+    {
+        const redisReply *entries = r->element[0]->element[1];
+        for (size_t i = 0; i < entries->elements; i++) {
+            const redisReply *e = entries->element[i];
+            const char *names[STORE_FIELDS_MAX + 2], *values[STORE_FIELDS_MAX + 2];
+            const char *jid = NULL;
+            long n;
+
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+                e->element[0]->type != REDIS_REPLY_STRING)
+                continue;
+            str_copy(f->last_id, sizeof f->last_id, e->element[0]->str);
+            metric_inc(m_events, NULL);
+            n = pairs(e->element[1], names, values, STORE_FIELDS_MAX + 2);
+            if (n < 0) {
+                metric_inc(m_bad, NULL);
+                continue;
+            }
+            for (long k = 0; k < n; k++) {
+                if (strcmp(names[k], "user") == 0)
+                    jid = values[k];
+            }
+            if (jid)
+                apply(f, jid, names, values, (size_t)n);
+        }
+    }
+    read_next(f);
+}
+
+static void read_next(struct feed *f)
+{
+    if (redislink_command(f->link, on_read, f, "XREAD COUNT %d BLOCK %d STREAMS %s %s",
+                          READ_COUNT, BLOCK_MS, f->events_key, f->last_id) < 0)
+        redislink_reset(f->link, "cannot queue XREAD");
+}
+
+static void free_snapshot(struct feed *f)
+{
+    for (size_t i = 0; i < f->nsnapshot; i++)
+        free(f->snapshot_jids[i]);
+    free(f->snapshot_jids);
+    f->snapshot_jids = NULL;
+    f->nsnapshot = 0;
+}
+
+static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
+{
+    struct feed *f = arg;
+    const redisReply *last;
+    size_t loaded = 0;
+
+    if (!r) {
+        free_snapshot(f);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != f->nsnapshot + 1) {
+        log_err("feed", "event=snapshot_failed");
+        free_snapshot(f);
+        redislink_reset(l, "snapshot failed");
+        return;
+    }
+    last = r->element[0];
+    if (last->type == REDIS_REPLY_ARRAY && last->elements == 1 &&
+        last->element[0]->type == REDIS_REPLY_ARRAY && last->element[0]->elements == 2)
+        str_copy(f->last_id, sizeof f->last_id, last->element[0]->element[0]->str);
+    else
+        str_copy(f->last_id, sizeof f->last_id, "0-0");
+    for (size_t i = 0; i < f->nsnapshot; i++) {
+        const char *names[STORE_FIELDS_MAX + 2], *values[STORE_FIELDS_MAX + 2];
+        long n = pairs(r->element[i + 1], names, values, STORE_FIELDS_MAX + 2);
+        struct cuser *u = strmap_get(&f->c->by_jid, f->snapshot_jids[i]);
+
+        if (!u)
+            continue;
+        if (n <= 0) {
+            u->have_rec = false; /* sipbridge has written nothing for this user yet */
+            continue;
+        }
+        apply(f, f->snapshot_jids[i], names, values, (size_t)n);
+        loaded++;
+    }
+    log_notice("feed", "event=synced users=%zu with_state=%zu stream_id=%s", f->nsnapshot,
+               loaded, f->last_id);
+    free_snapshot(f);
+    f->synced = true;
+    metric_set(m_synced, NULL, 1);
+    if (xmpplink_up(f->c->xmpp))
+        pub_all(f->c);
+    read_next(f);
+}
+
+static void snapshot(struct feed *f)
+{
+    size_t pos = 0, i = 0;
+    const char *k;
+    void *v;
+    int rc = 0;
+
+    free_snapshot(f);
+    f->snapshot_jids = xcalloc(f->c->by_jid.count + 1, sizeof *f->snapshot_jids);
+    rc |= redislink_command(f->link, NULL, NULL, "MULTI");
+    rc |= redislink_command(f->link, NULL, NULL, "XREVRANGE %s + - COUNT 1", f->events_key);
+    while (strmap_next(&f->c->by_jid, &pos, &k, &v)) {
+        char key[4096];
+        if (store_key_user(f->c->cfg->redis_prefix, k, key, sizeof key) < 0)
+            continue;
+        f->snapshot_jids[i++] = xstrdup(k);
+        rc |= redislink_command(f->link, NULL, NULL, "HGETALL %s", key);
+    }
+    f->nsnapshot = i;
+    if (rc || redislink_command(f->link, on_snapshot, f, "EXEC") < 0) {
+        free_snapshot(f);
+        redislink_reset(f->link, "cannot queue snapshot");
+    }
+}
+
+static void on_link(struct redislink *l, bool up, void *arg)
+{
+    struct feed *f = arg;
+
+    if (up) {
+        snapshot(f);
+        return;
+    }
+    f->synced = false;
+    metric_set(m_synced, NULL, 0);
+}
+
+struct feed *feed_new(struct component *c)
+{
+    struct feed *f = xcalloc(1, sizeof *f);
+
+    f->c = c;
+    store_key_events(c->cfg->redis_prefix, f->events_key, sizeof f->events_key);
+    str_copy(f->last_id, sizeof f->last_id, "0-0");
+    metric_set(m_synced, NULL, 0);
+    f->link = redislink_new(c->base, c->cfg, "feed", BLOCK_MS + 10000, on_link, f);
+    return f;
+}
+
+/* After a reload: users may have come and gone, so take a fresh snapshot. The blocking
+ * XREAD in flight cannot be cancelled on its connection: a new connection is the way. */
+void feed_resync(struct feed *f)
+{
+    if (redislink_up(f->link))
+        redislink_reset(f->link, "configuration reloaded");
+}
+
+void feed_free(struct feed *f)
+{
+    if (!f)
+        return;
+    redislink_free(f->link);
+    free_snapshot(f);
+    free(f);
+}

@@ -1,0 +1,168 @@
+/* Outgoing presence of the phone contacts: builds each stanza from presence.c's view and
+ * sends it to the contact's watchers, only when what they see changes. */
+#include <stdio.h>
+#include <string.h>
+
+#include "component.h"
+#include "log.h"
+#include "metrics.h"
+#include "strutil.h"
+#include "xmpplink.h"
+
+#define REACH_NS "urn:xmpp:reach:0"
+
+static struct metric *m_latency, *m_published;
+
+void pub_register_metrics(void)
+{
+    m_latency = metric_histogram("offhook_event_latency_seconds",
+                                 "From NOTIFY received by sipbridge to presence written by the "
+                                 "component.",
+                                 metrics_latency_buckets, metrics_latency_nbuckets);
+    m_published = metric_new(METRIC_COUNTER, "offhook_presence_updates_total",
+                             "Phone-contact state changes broadcast to watchers.", NULL, NULL);
+}
+
+static xmpp_stanza_t *child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
+                            const char *text)
+{
+    xmpp_stanza_t *c = xmpp_stanza_new(ctx), *t;
+
+    xmpp_stanza_set_name(c, name);
+    if (text) {
+        t = xmpp_stanza_new(ctx);
+        xmpp_stanza_set_text(t, text);
+        xmpp_stanza_add_child_ex(c, t, 0);
+    }
+    xmpp_stanza_add_child_ex(parent, c, 0);
+    return c;
+}
+
+/* XEP-0152 reachability: how to reach the user's phone, while it is reachable. */
+static void add_reach(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *u)
+{
+    xmpp_stanza_t *reach = child(ctx, pres, "reach", NULL);
+
+    xmpp_stanza_set_ns(reach, REACH_NS);
+    for (int i = 0; i < u->cfg->naors; i++) {
+        xmpp_stanza_t *addr = child(ctx, reach, "addr", NULL);
+        xmpp_stanza_set_attribute(addr, "uri", u->cfg->aors[i]);
+    }
+    if (u->cfg->tel) {
+        char uri[128];
+        xmpp_stanza_t *addr = child(ctx, reach, "addr", NULL);
+        size_t n = 0;
+        /* tel: URIs carry digits and a leading +, no visual separators. */
+        n = (size_t)snprintf(uri, sizeof uri, "tel:");
+        for (const char *p = u->cfg->tel; *p && n < sizeof uri - 1; p++) {
+            if ((*p >= '0' && *p <= '9') || (*p == '+' && n == 4))
+                uri[n++] = *p;
+        }
+        uri[n] = '\0';
+        xmpp_stanza_set_attribute(addr, "uri", uri);
+    }
+}
+
+static xmpp_stanza_t *build(struct component *c, const struct cuser *u,
+                            const struct presence_view *v, const char *to)
+{
+    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+    xmpp_stanza_t *p = xmpp_presence_new(ctx);
+
+    xmpp_stanza_set_from(p, u->contact);
+    xmpp_stanza_set_to(p, to);
+    if (!v->available)
+        xmpp_stanza_set_type(p, "unavailable");
+    if (v->show)
+        child(ctx, p, "show", v->show);
+    if (v->status[0])
+        child(ctx, p, "status", v->status);
+    if (v->available)
+        add_reach(ctx, p, u);
+    return p;
+}
+
+static void current_view(const struct cuser *u, struct presence_view *v)
+{
+    presence_for_record(u->have_rec ? &u->rec : NULL, v);
+}
+
+static bool same_view(const struct presence_view *a, const struct presence_view *b)
+{
+    return a->available == b->available && a->show == b->show &&
+           strcmp(a->status, b->status) == 0;
+}
+
+void pub_user_to(struct component *c, struct cuser *u, const char *to)
+{
+    struct presence_view v;
+    xmpp_stanza_t *p;
+
+    current_view(u, &v);
+    p = build(c, u, &v, to);
+    (void)xmpplink_send(c->xmpp, p, "presence");
+    xmpp_stanza_release(p);
+}
+
+void pub_user(struct component *c, struct cuser *u, bool force, int64_t event_us)
+{
+    struct presence_view v;
+    size_t pos = 0;
+    const char *w;
+    void *val;
+    int sent = 0;
+
+    current_view(u, &v);
+    if (!force && u->sent_valid && same_view(&v, &u->sent))
+        return;
+    if (!xmpplink_up(c->xmpp)) {
+        /* Nothing is lost: pub_all() sends everyone's current state on reconnect. */
+        u->sent_valid = false;
+        return;
+    }
+    while (strmap_next(&u->watchers, &pos, &w, &val)) {
+        xmpp_stanza_t *p = build(c, u, &v, w);
+        if (xmpplink_send(c->xmpp, p, "presence") == 0)
+            sent++;
+        xmpp_stanza_release(p);
+    }
+    u->sent = v;
+    u->sent_valid = true;
+    if (!force) {
+        metric_inc(m_published, NULL);
+        log_info("publish", "event=presence user=%s contact=%s state=%s watchers=%d",
+                 u->jid, u->contact, user_state_name(u->have_rec ? u->rec.state : US_UNKNOWN),
+                 sent);
+    }
+    if (event_us > 0 && sent > 0) {
+        int64_t now = clock_wall_us();
+        if (now >= event_us)
+            metric_observe(m_latency, (double)(now - event_us) / 1e6);
+    }
+}
+
+void pub_all(struct component *c)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int users = 0;
+
+    while (strmap_next(&c->by_jid, &pos, &k, &v)) {
+        pub_user(c, v, true, 0);
+        users++;
+    }
+    log_info("publish", "event=republished users=%d", users);
+}
+
+void pub_presence_type(struct component *c, const char *from, const char *to,
+                       const char *type)
+{
+    xmpp_stanza_t *p = xmpp_presence_new(xmpplink_ctx(c->xmpp));
+
+    xmpp_stanza_set_from(p, from);
+    xmpp_stanza_set_to(p, to);
+    xmpp_stanza_set_type(p, type);
+    (void)xmpplink_send(c->xmpp, p, "presence");
+    xmpp_stanza_release(p);
+}

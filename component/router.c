@@ -1,0 +1,299 @@
+/* Incoming stanzas: every address is validated, presence subscriptions follow RFC 6121
+ * under the watcher policy, IQs get answers or the right stanza error. Nothing here can
+ * send from outside the component's domain (xmpplink.c refuses it) or show a phone's
+ * state to a JID the policy does not allow. Called by xmpplink for each stanza. */
+#include <stdio.h>
+#include <string.h>
+
+#include "component.h"
+#include "jid.h"
+#include "log.h"
+#include "metrics.h"
+#include "strutil.h"
+#include "version.h"
+#include "xmpplink.h"
+
+#define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+#define NS_PING "urn:xmpp:ping"
+#define NS_VERSION "jabber:iq:version"
+#define NS_VCARD "vcard-temp"
+
+static struct metric *m_in, *m_rejected, *m_refused_watchers;
+
+void router_register_metrics(void)
+{
+    m_in = metric_new(METRIC_COUNTER, "offhook_stanzas_received_total",
+                      "Stanzas received from the XMPP server, by kind.", "kind",
+                      (const char *const[]){"presence", "iq", "message", "other", NULL});
+    m_rejected = metric_new(METRIC_COUNTER, "offhook_stanzas_rejected_total",
+                            "Incoming stanzas refused or answered with an error, by reason.",
+                            "reason",
+                            (const char *const[]){"bad_address", "foreign_to", "unknown_contact",
+                                                  "service_unavailable", "bad_request", NULL});
+    m_refused_watchers = metric_new(METRIC_COUNTER, "offhook_watchers_refused_total",
+                                    "Presence subscriptions or probes refused by the watcher "
+                                    "policy.",
+                                    NULL, NULL);
+}
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+static xmpp_stanza_t *new_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
+                                const char *ns)
+{
+    xmpp_stanza_t *c = xmpp_stanza_new(ctx);
+
+    xmpp_stanza_set_name(c, name);
+    if (ns)
+        xmpp_stanza_set_ns(c, ns);
+    xmpp_stanza_add_child_ex(parent, c, 0);
+    return c;
+}
+
+static void add_text(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
+                     const char *text)
+{
+    xmpp_stanza_t *c = new_child(ctx, parent, name, NULL);
+    xmpp_stanza_t *t = xmpp_stanza_new(ctx);
+
+    xmpp_stanza_set_text(t, text);
+    xmpp_stanza_add_child_ex(c, t, 0);
+}
+
+/* An empty reply (iq result) or error skeleton addressed back to the sender. */
+static xmpp_stanza_t *reply_to(struct component *c, xmpp_stanza_t *in, const char *type)
+{
+    xmpp_stanza_t *r = xmpp_stanza_new(xmpplink_ctx(c->xmpp));
+
+    xmpp_stanza_set_name(r, xmpp_stanza_get_name(in));
+    xmpp_stanza_set_type(r, type);
+    if (xmpp_stanza_get_id(in))
+        xmpp_stanza_set_id(r, xmpp_stanza_get_id(in));
+    xmpp_stanza_set_from(r, xmpp_stanza_get_to(in));
+    xmpp_stanza_set_to(r, xmpp_stanza_get_from(in));
+    return r;
+}
+
+/* RFC 6120 8.3: <error type='...'><condition xmlns='...stanzas'/></error>. */
+static void send_error(struct component *c, xmpp_stanza_t *in, const char *etype,
+                       const char *condition, const char *reason)
+{
+    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+    const char *type = xmpp_stanza_get_type(in);
+    xmpp_stanza_t *r, *err;
+
+    /* Never answer an error with an error (RFC 6120 8.3.1). */
+    if (type && strcmp(type, "error") == 0)
+        return;
+    metric_inc(m_rejected, reason);
+    r = reply_to(c, in, "error");
+    err = new_child(ctx, r, "error", NULL);
+    xmpp_stanza_set_attribute(err, "type", etype);
+    new_child(ctx, err, condition, NS_STANZAS);
+    (void)xmpplink_send(c->xmpp, r, strcmp(xmpp_stanza_get_name(in), "iq") == 0 ? "iq_error"
+                                                                              : "message");
+    xmpp_stanza_release(r);
+}
+
+static void send_result(struct component *c, xmpp_stanza_t *r)
+{
+    (void)xmpplink_send(c->xmpp, r, "iq_result");
+    xmpp_stanza_release(r);
+}
+
+/* ---- presence ---------------------------------------------------------------------- */
+
+static void handle_presence(struct component *c, xmpp_stanza_t *st, const struct jid *from,
+                            const char *from_raw, const char *to_bare)
+{
+    const char *type = xmpp_stanza_get_type(st);
+    char bare[JID_MAX + 1];
+    struct cuser *u = component_user_by_contact(c, to_bare);
+    bool allowed;
+
+    if (jid_format_bare(from, bare, sizeof bare) < 0)
+        return;
+    if (!u) {
+        /* Not a phone contact of ours: refuse subscriptions, reveal nothing. */
+        if (type && (!strcmp(type, "subscribe") || !strcmp(type, "probe"))) {
+            metric_inc(m_rejected, "unknown_contact");
+            pub_presence_type(c, to_bare, bare, "unsubscribed");
+        }
+        return;
+    }
+    allowed = component_watcher_allowed(c, u, bare);
+    if (!type || strcmp(type, "unavailable") == 0) {
+        /* Directed presence: an available one gets ours back, if allowed. */
+        if (!type && allowed)
+            pub_user_to(c, u, from_raw);
+        return;
+    }
+    if (strcmp(type, "subscribe") == 0 || strcmp(type, "probe") == 0) {
+        if (!allowed) {
+            metric_inc(m_refused_watchers, NULL);
+            log_notice("router", "event=watcher_refused contact=%s watcher=%s request=%s",
+                       u->contact, bare, type);
+            pub_presence_type(c, u->contact, bare, "unsubscribed");
+            return;
+        }
+        /* The server probes only for rosters that hold the subscription: it is the
+         * authority, so a probe also restores a watcher Redis may have lost. */
+        watchers_add(c->wstore, u, bare);
+        if (strcmp(type, "subscribe") == 0)
+            pub_presence_type(c, u->contact, bare, "subscribed");
+        pub_user_to(c, u, bare);
+        return;
+    }
+    if (strcmp(type, "unsubscribe") == 0) {
+        watchers_remove(c->wstore, u, bare);
+        pub_presence_type(c, u->contact, bare, "unsubscribed");
+        pub_presence_type(c, u->contact, bare, "unavailable");
+        return;
+    }
+    /* subscribed / unsubscribed concern our subscription to them: we hold none.
+     * error: the server could not deliver something; nothing to retry. */
+    log_debug("router", "event=presence_ignored type=%s from=%s to=%s", type, bare, to_bare);
+}
+
+/* ---- iq ------------------------------------------------------------------------------ */
+
+static void disco_info(struct component *c, xmpp_stanza_t *st, struct cuser *u)
+{
+    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+    xmpp_stanza_t *r = reply_to(c, st, "result");
+    xmpp_stanza_t *q = new_child(ctx, r, "query", NS_DISCO_INFO);
+    xmpp_stanza_t *id = new_child(ctx, q, "identity", NULL);
+    static const char *const domain_features[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING,
+                                                  NS_VERSION, NULL};
+    static const char *const contact_features[] = {NS_DISCO_INFO, NS_PING, NS_VCARD, NULL};
+    const char *const *f = u ? contact_features : domain_features;
+
+    if (u) {
+        xmpp_stanza_set_attribute(id, "category", "client");
+        xmpp_stanza_set_attribute(id, "type", "phone");
+        xmpp_stanza_set_attribute(id, "name", u->cfg->name ? u->cfg->name : u->contact);
+    } else {
+        xmpp_stanza_set_attribute(id, "category", "gateway");
+        xmpp_stanza_set_attribute(id, "type", "sip");
+        xmpp_stanza_set_attribute(id, "name", "offhook desk-phone presence");
+    }
+    for (; *f; f++)
+        xmpp_stanza_set_attribute(new_child(ctx, q, "feature", NULL), "var", *f);
+    send_result(c, r);
+}
+
+static void vcard(struct component *c, xmpp_stanza_t *st, struct cuser *u)
+{
+    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+    xmpp_stanza_t *r = reply_to(c, st, "result");
+    xmpp_stanza_t *v = new_child(ctx, r, "vCard", NS_VCARD);
+    char nick[JID_MAX + 16];
+
+    add_text(ctx, v, "FN", u->cfg->name ? u->cfg->name : u->jid);
+    snprintf(nick, sizeof nick, "%s (phone)", u->cfg->name ? u->cfg->name : u->jid);
+    add_text(ctx, v, "NICKNAME", nick);
+    if (u->cfg->tel) {
+        xmpp_stanza_t *tel = new_child(ctx, v, "TEL", NULL);
+        new_child(ctx, tel, "VOICE", NULL);
+        new_child(ctx, tel, "WORK", NULL);
+        add_text(ctx, tel, "NUMBER", u->cfg->tel);
+    }
+    send_result(c, r);
+}
+
+static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bare,
+                      const struct jid *to)
+{
+    const char *type = xmpp_stanza_get_type(st);
+    xmpp_stanza_t *payload = xmpp_stanza_get_children(st);
+    const char *ns;
+    struct cuser *u = NULL;
+    bool is_get;
+
+    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+        return; /* result/error: answers to requests we did not make here */
+    if (!xmpp_stanza_get_id(st)) {
+        send_error(c, st, "modify", "bad-request", "bad_request");
+        return;
+    }
+    while (payload && !xmpp_stanza_is_tag(payload))
+        payload = xmpp_stanza_get_next(payload);
+    if (!payload) {
+        send_error(c, st, "modify", "bad-request", "bad_request");
+        return;
+    }
+    if (to->local[0]) {
+        u = component_user_by_contact(c, to_bare);
+        if (!u) {
+            send_error(c, st, "cancel", "item-not-found", "unknown_contact");
+            return;
+        }
+    }
+    ns = xmpp_stanza_get_ns(payload);
+    is_get = strcmp(type, "get") == 0;
+    if (is_get && ns && strcmp(ns, NS_PING) == 0) {
+        send_result(c, reply_to(c, st, "result"));
+    } else if (is_get && ns && strcmp(ns, NS_DISCO_INFO) == 0) {
+        disco_info(c, st, u);
+    } else if (is_get && ns && strcmp(ns, NS_DISCO_ITEMS) == 0 && !u) {
+        xmpp_stanza_t *r = reply_to(c, st, "result");
+        new_child(xmpplink_ctx(c->xmpp), r, "query", NS_DISCO_ITEMS);
+        send_result(c, r);
+    } else if (is_get && ns && strcmp(ns, NS_VERSION) == 0 && !u) {
+        xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+        xmpp_stanza_t *r = reply_to(c, st, "result");
+        xmpp_stanza_t *q = new_child(ctx, r, "query", NS_VERSION);
+        add_text(ctx, q, "name", "offhook");
+        add_text(ctx, q, "version", OFFHOOK_VERSION);
+        send_result(c, r);
+    } else if (is_get && ns && strcmp(ns, NS_VCARD) == 0 && u) {
+        vcard(c, st, u);
+    } else {
+        send_error(c, st, "cancel", "service-unavailable", "service_unavailable");
+    }
+}
+
+/* ---- entry ------------------------------------------------------------------------- */
+
+void router_stanza(struct component *c, xmpp_stanza_t *st)
+{
+    const char *name = xmpp_stanza_get_name(st);
+    const char *from = xmpp_stanza_get_from(st), *to = xmpp_stanza_get_to(st);
+    const char *kind = "other";
+    struct jid fj, tj;
+    char to_bare[JID_MAX + 1];
+
+    if (name && (!strcmp(name, "presence") || !strcmp(name, "iq") || !strcmp(name, "message")))
+        kind = name;
+    metric_inc(m_in, kind);
+    if (!strcmp(kind, "other"))
+        return;
+    /* Without valid addresses there is nobody to answer: drop. */
+    if (!from || !to || jid_parse(from, &fj) < 0 || jid_parse(to, &tj) < 0) {
+        metric_inc(m_rejected, "bad_address");
+        log_warn("router", "event=stanza_dropped kind=%s reason=\"missing or invalid address\"",
+                 kind);
+        return;
+    }
+    if (strcmp(tj.domain, c->cfg->xmpp_domain) != 0) {
+        metric_inc(m_rejected, "foreign_to");
+        log_warn("router", "event=stanza_dropped kind=%s reason=\"addressed outside %s\"", kind,
+                 c->cfg->xmpp_domain);
+        return;
+    }
+    if (jid_format_bare(&tj, to_bare, sizeof to_bare) < 0)
+        return;
+    if (!strcmp(kind, "presence")) {
+        if (tj.local[0])
+            handle_presence(c, st, &fj, from, to_bare);
+        return;
+    }
+    if (!strcmp(kind, "iq")) {
+        handle_iq(c, st, to_bare, &tj);
+        return;
+    }
+    /* Messages: phone contacts do not chat. */
+    send_error(c, st, "cancel", "service-unavailable", "service_unavailable");
+}

@@ -1,0 +1,231 @@
+/* Who watches each phone contact: kept in memory (authoritative while running) and in
+ * Redis sets (so a restart remembers). Changes made while Redis is down are queued
+ * (bounded) and replayed, then the sets are read back and merged. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "component.h"
+#include "log.h"
+#include "redislink.h"
+#include "strutil.h"
+#include "xmpplink.h"
+
+#define MAX_QUEUED_OPS 100000
+
+struct op {
+    char *contact;
+    char *bare;
+    bool add;
+    struct op *next;
+};
+
+struct watchers {
+    struct component *c;
+    struct redislink *link;
+    struct op *head, **tail;
+    int nops;
+    bool dropped_logged;
+    int loads_pending;
+};
+
+/* ---- in-memory sets ---------------------------------------------------------------- */
+
+static bool mem_add(struct cuser *u, const char *bare)
+{
+    char *key;
+
+    if (strmap_get(&u->watchers, bare))
+        return false;
+    key = xstrdup(bare);
+    strmap_put(&u->watchers, key, key);
+    return true;
+}
+
+static bool mem_del(struct cuser *u, const char *bare)
+{
+    char *key = strmap_del(&u->watchers, bare);
+
+    free(key);
+    return key != NULL;
+}
+
+void cuser_watchers_clear(struct cuser *u)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&u->watchers, &pos, &k, &v))
+        free(v);
+    strmap_free(&u->watchers);
+    strmap_init(&u->watchers);
+}
+
+/* ---- Redis ------------------------------------------------------------------------- */
+
+static int send_op(struct watchers *w, const char *contact, const char *bare, bool add)
+{
+    char key[4096];
+
+    if (store_key_watchers(w->c->cfg->redis_prefix, contact, key, sizeof key) < 0)
+        return 0;
+    return redislink_command(w->link, NULL, NULL, add ? "SADD %s %s" : "SREM %s %s", key,
+                             bare);
+}
+
+static void queue_op(struct watchers *w, const char *contact, const char *bare, bool add)
+{
+    struct op *o;
+
+    if (redislink_up(w->link) && send_op(w, contact, bare, add) == 0)
+        return;
+    if (w->nops >= MAX_QUEUED_OPS) {
+        /* Memory stays right; only persistence of this change is lost. */
+        if (!w->dropped_logged)
+            log_err("watchers", "event=queue_full ops=%d action=dropping_persistence",
+                    w->nops);
+        w->dropped_logged = true;
+        return;
+    }
+    o = xmalloc(sizeof *o);
+    o->contact = xstrdup(contact);
+    o->bare = xstrdup(bare);
+    o->add = add;
+    o->next = NULL;
+    *w->tail = o;
+    w->tail = &o->next;
+    w->nops++;
+}
+
+struct load_ctx {
+    struct watchers *w;
+    char *contact;
+};
+
+static void on_members(struct redislink *l, redisReply *r, void *arg)
+{
+    struct load_ctx *lc = arg;
+    struct watchers *w = lc->w;
+    struct cuser *u = component_user_by_contact(w->c, lc->contact);
+    int learned = 0, dropped = 0;
+
+    w->loads_pending--;
+    if (r && r->type == REDIS_REPLY_ARRAY && u) {
+        for (size_t i = 0; i < r->elements; i++) {
+            const char *bare = r->element[i]->str;
+            if (r->element[i]->type != REDIS_REPLY_STRING)
+                continue;
+            if (!component_watcher_allowed(w->c, u, bare)) {
+                /* The policy changed since it subscribed: it sees nothing now. */
+                send_op(w, u->contact, bare, false);
+                dropped++;
+                continue;
+            }
+            if (mem_add(u, bare)) {
+                learned++;
+                if (xmpplink_up(w->c->xmpp) && feed_synced(w->c->feed))
+                    pub_user_to(w->c, u, bare);
+            }
+        }
+        if (learned || dropped)
+            log_debug("watchers", "event=loaded contact=%s learned=%d dropped=%d", u->contact,
+                      learned, dropped);
+    }
+    free(lc->contact);
+    free(lc);
+}
+
+static void load_all(struct watchers *w)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&w->c->by_contact, &pos, &k, &v)) {
+        struct cuser *u = v;
+        char key[4096];
+        struct load_ctx *lc;
+
+        if (store_key_watchers(w->c->cfg->redis_prefix, u->contact, key, sizeof key) < 0)
+            continue;
+        lc = xmalloc(sizeof *lc);
+        lc->w = w;
+        lc->contact = xstrdup(u->contact);
+        if (redislink_command(w->link, on_members, lc, "SMEMBERS %s", key) < 0) {
+            free(lc->contact);
+            free(lc);
+            return;
+        }
+        w->loads_pending++;
+    }
+}
+
+static void on_link(struct redislink *l, bool up, void *arg)
+{
+    struct watchers *w = arg;
+
+    if (!up)
+        return;
+    /* Replay what changed while down, then read back the union. */
+    while (w->head) {
+        struct op *o = w->head;
+        if (send_op(w, o->contact, o->bare, o->add) < 0)
+            return;
+        w->head = o->next;
+        if (!w->head)
+            w->tail = &w->head;
+        w->nops--;
+        free(o->contact);
+        free(o->bare);
+        free(o);
+    }
+    w->dropped_logged = false;
+    load_all(w);
+}
+
+struct watchers *watchers_new(struct component *c)
+{
+    struct watchers *w = xcalloc(1, sizeof *w);
+
+    w->c = c;
+    w->tail = &w->head;
+    w->link = redislink_new(c->base, c->cfg, "watchers", 10000, on_link, w);
+    return w;
+}
+
+void watchers_free(struct watchers *w)
+{
+    if (!w)
+        return;
+    redislink_free(w->link);
+    while (w->head) {
+        struct op *o = w->head;
+        w->head = o->next;
+        free(o->contact);
+        free(o->bare);
+        free(o);
+    }
+    free(w);
+}
+
+bool watchers_up(const struct watchers *w)
+{
+    return redislink_up(w->link) && w->loads_pending == 0;
+}
+
+void watchers_add(struct watchers *w, struct cuser *u, const char *bare)
+{
+    if (mem_add(u, bare))
+        log_info("watchers", "event=subscribed contact=%s watcher=%s", u->contact, bare);
+    /* Persist even if known in memory: Redis may have lost it (flushed, restarted). */
+    queue_op(w, u->contact, bare, true);
+}
+
+void watchers_remove(struct watchers *w, struct cuser *u, const char *bare)
+{
+    if (mem_del(u, bare))
+        log_info("watchers", "event=unsubscribed contact=%s watcher=%s", u->contact, bare);
+    queue_op(w, u->contact, bare, false);
+}

@@ -1,0 +1,422 @@
+/* libstrophe on libevent for an XEP-0114 component connection.
+ *
+ * libstrophe offers xmpp_run_once(ctx, 0): write what is queued, then read what the
+ * socket has. We run it when the socket is readable (or, while TCP connects, writable)
+ * and after our own sends, and repeat a pass whenever the previous one read data,
+ * because replies queued while reading go out only at the start of the next pass.
+ *
+ * libstrophe 0.12.2 never allocates stream-management state for component connections
+ * and dereferences it on the first send or receive after the handshake. We give the
+ * connection a state allocated by the client path: a throwaway connection starts a
+ * client connect whose socket our sockopt callback refuses (no packet leaves), and its
+ * state moves to the real connection through the public get/set_sm_state calls.
+ * test_component_link keeps this honest across library upgrades. */
+#include "xmpplink.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+
+#include "backoff.h"
+#include "config.h"
+#include "jid.h"
+#include "log.h"
+#include "metrics.h"
+#include "strutil.h"
+
+#define CONNECT_TIMEOUT_S 10
+#define MAX_PASSES 64
+
+struct xmpplink {
+    struct event_base *base;
+    xmpp_ctx_t *ctx;
+    xmpp_conn_t *conn;
+    struct xmpplink_ops ops;
+    void *arg;
+    char *domain;
+    char *host;
+    unsigned short port;
+    int fd;                   /* the connection's socket, -1 when none */
+    struct event *ev_fd;
+    short ev_what;            /* what ev_fd waits for */
+    struct event *ev_retry;   /* reconnect after backoff, or connect timeout */
+    struct backoff bo;
+    bool up;                  /* handshake accepted */
+    bool connecting;          /* xmpp_connect_component issued, not yet up or down */
+    bool dirty;               /* something was queued since the last pass */
+    bool in_pass;
+    bool fd_closed;           /* libstrophe closed fd during a pass */
+    bool closing;             /* xmpplink_free in progress: no reconnect */
+    bool refuse_sockets;      /* the state-priming connect must not open anything */
+    bool secret_warned;
+    unsigned long sent;
+};
+
+static struct metric *m_connected, *m_sent, *m_refused, *m_disconnects;
+
+void xmpplink_register_metrics(void)
+{
+    static const char *const kinds[] = {"presence", "iq_result", "iq_error", "iq_request",
+                                        "message", NULL};
+
+    m_connected = metric_new(METRIC_GAUGE, "offhook_xmpp_connected",
+                             "1 when the component stream is up (handshake accepted).", NULL,
+                             NULL);
+    m_sent = metric_new(METRIC_COUNTER, "offhook_stanzas_sent_total",
+                        "Stanzas written to the XMPP server, by kind.", "kind", kinds);
+    m_refused = metric_new(METRIC_COUNTER, "offhook_stanzas_refused_total",
+                           "Outgoing stanzas refused (link down, or from outside our domain).",
+                           "reason",
+                           (const char *const[]){"link_down", "foreign_from", NULL});
+    m_disconnects = metric_new(METRIC_COUNTER, "offhook_xmpp_disconnects_total",
+                               "Component stream losses, by cause.", "cause",
+                               (const char *const[]){"not_authorized", "stream_error",
+                                                     "connect_failed", "socket", "timeout",
+                                                     NULL});
+}
+
+/* ---- libstrophe logging ------------------------------------------------------------ */
+
+static void strophe_log(void *userdata, xmpp_log_level_t level, const char *area,
+                        const char *msg)
+{
+    /* libstrophe's info and debug are protocol traces (stanza text): debug for us. */
+    int prio = level == XMPP_LEVEL_ERROR ? LOG_ERR
+               : level == XMPP_LEVEL_WARN ? LOG_WARNING
+                                          : LOG_DEBUG;
+
+    LOG_AT(prio, "strophe", "area=%s msg=\"%.1500s\"", area, msg);
+}
+
+static const xmpp_log_t strophe_logger = {.handler = strophe_log, .userdata = NULL};
+
+/* ---- socket watching --------------------------------------------------------------- */
+
+static void watch(struct xmpplink *l, short what);
+
+static void run_passes(struct xmpplink *l)
+{
+    int passes = 0;
+
+    if (l->in_pass)
+        return;
+    l->in_pass = true;
+    for (;;) {
+        int avail = 0;
+        bool was_connecting = l->fd >= 0 && xmpp_conn_is_connecting(l->conn);
+
+        if (l->fd >= 0 && !l->fd_closed && ioctl(l->fd, FIONREAD, &avail) < 0)
+            avail = 0;
+        l->dirty = false;
+        xmpp_run_once(l->ctx, 0);
+        passes++;
+        if (l->fd_closed || passes >= MAX_PASSES)
+            break;
+        /* Another pass flushes what this one queued while reading or connecting. */
+        if (!(avail > 0 || l->dirty || (was_connecting && !xmpp_conn_is_connecting(l->conn))))
+            break;
+    }
+    l->in_pass = false;
+    if (l->fd_closed) {
+        l->fd_closed = false;
+        l->fd = -1;
+        if (l->ev_fd) {
+            event_free(l->ev_fd);
+            l->ev_fd = NULL;
+        }
+        return;
+    }
+    if (l->fd >= 0) {
+        /* Writable interest only while TCP connects or our stanzas wait for room. */
+        bool want_write = xmpp_conn_is_connecting(l->conn) || xmpp_conn_send_queue_len(l->conn) > 0;
+        watch(l, (short)(EV_READ | (want_write ? EV_WRITE : 0)));
+    }
+}
+
+static void on_fd(evutil_socket_t fd, short what, void *arg)
+{
+    run_passes(arg);
+}
+
+static void watch(struct xmpplink *l, short what)
+{
+    if (l->ev_fd && l->ev_what == what)
+        return;
+    if (l->ev_fd)
+        event_free(l->ev_fd);
+    l->ev_fd = event_new(l->base, l->fd, (short)(what | EV_PERSIST), on_fd, l);
+    l->ev_what = what;
+    event_add(l->ev_fd, NULL);
+}
+
+/* libstrophe's sockopt callback carries no user pointer; sockets are created inside
+ * xmpp_connect_component(), during which this names the link connecting. */
+static struct xmpplink *connecting_link;
+
+static int sockopt_cb(xmpp_conn_t *conn, void *socket)
+{
+    int fd = *(int *)socket;
+    int on = 1, idle = 30, intvl = 10, cnt = 3;
+
+    if (!connecting_link)
+        return -1;
+    connecting_link->fd = fd;
+    /* Dead peers show within about a minute even when nothing is being sent. */
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    return 0;
+}
+
+static int refuse_socket(xmpp_conn_t *conn, void *socket)
+{
+    return -1;
+}
+
+/* ---- connection lifecycle ---------------------------------------------------------- */
+
+static void schedule_reconnect(struct xmpplink *l)
+{
+    uint32_t ms = backoff_next(&l->bo);
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+    evtimer_del(l->ev_retry);
+    evtimer_add(l->ev_retry, &tv);
+}
+
+static const char *stream_error_cause(const xmpp_stream_error_t *se)
+{
+    return se && se->type == XMPP_SE_NOT_AUTHORIZED ? "not_authorized" : "stream_error";
+}
+
+static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
+                    xmpp_stream_error_t *se, void *userdata)
+{
+    struct xmpplink *l = userdata;
+
+    if (status == XMPP_CONN_CONNECT) {
+        l->up = true;
+        l->connecting = false;
+        l->secret_warned = false;
+        backoff_reset(&l->bo);
+        evtimer_del(l->ev_retry);
+        metric_set(m_connected, NULL, 1);
+        log_notice("xmpp", "event=connected domain=%s server=%s:%u", l->domain, l->host,
+                   l->port);
+        l->ops.on_up(l->arg);
+        return;
+    }
+    if (status != XMPP_CONN_DISCONNECT && status != XMPP_CONN_FAIL)
+        return;
+    /* libstrophe has closed the socket inside this pass. */
+    l->fd_closed = true;
+    if (se) {
+        const char *cause = stream_error_cause(se);
+        metric_inc(m_disconnects, cause);
+        if (se->type == XMPP_SE_NOT_AUTHORIZED) {
+            /* Logged once per outage: a wrong secret would otherwise log every retry. */
+            if (!l->secret_warned)
+                log_err("xmpp", "event=handshake_rejected domain=%s server=%s:%u "
+                                "reason=\"server refused the component secret (check [xmpp] "
+                                "secret and domain against the server's component config)\"",
+                        l->domain, l->host, l->port);
+            l->secret_warned = true;
+        } else {
+            log_err("xmpp", "event=stream_error domain=%s text=\"%s\"", l->domain,
+                    se->text ? se->text : "");
+        }
+    } else if (l->up) {
+        metric_inc(m_disconnects, "socket");
+        log_warn("xmpp", "event=disconnected domain=%s error=%d", l->domain, error);
+    } else {
+        metric_inc(m_disconnects, "connect_failed");
+        log_warn("xmpp", "event=connect_failed server=%s:%u error=\"%s\"", l->host, l->port,
+                 error ? strerror(error) : "closed");
+    }
+    if (l->up) {
+        l->up = false;
+        metric_set(m_connected, NULL, 0);
+        l->ops.on_down(l->arg);
+    }
+    l->connecting = false;
+    if (!l->closing)
+        schedule_reconnect(l);
+}
+
+static int on_stanza(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+    struct xmpplink *l = userdata;
+
+    l->ops.on_stanza(l->arg, stanza);
+    return 1; /* keep the handler */
+}
+
+static void start_connect(struct xmpplink *l)
+{
+    struct timeval tv = {.tv_sec = CONNECT_TIMEOUT_S};
+    int rc;
+
+    l->fd = -1;
+    connecting_link = l;
+    rc = xmpp_connect_component(l->conn, l->host, l->port, on_conn, l);
+    connecting_link = NULL;
+    if (rc != 0 || l->fd < 0) {
+        metric_inc(m_disconnects, "connect_failed");
+        log_warn("xmpp", "event=connect_failed server=%s:%u reason=\"cannot create socket "
+                         "(name resolution?)\"",
+                 l->host, l->port);
+        schedule_reconnect(l);
+        return;
+    }
+    l->connecting = true;
+    watch(l, EV_READ | EV_WRITE);
+    /* The retry timer doubles as the connect timeout while connecting. */
+    evtimer_add(l->ev_retry, &tv);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct xmpplink *l = arg;
+
+    if (l->connecting) {
+        metric_inc(m_disconnects, "timeout");
+        log_warn("xmpp", "event=connect_timeout server=%s:%u after_s=%d", l->host, l->port,
+                 CONNECT_TIMEOUT_S);
+        xmpp_disconnect(l->conn);
+        run_passes(l);
+        return;
+    }
+    start_connect(l);
+}
+
+static void noop_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
+                      xmpp_stream_error_t *se, void *userdata)
+{
+}
+
+/* See the top of this file: 0.12.2 needs client-path stream-management state. */
+static int prime_sm_state(struct xmpplink *l)
+{
+    xmpp_conn_t *tmp;
+    xmpp_sm_state_t *sm;
+    int rc = -1;
+
+    tmp = xmpp_conn_new(l->ctx);
+    if (!tmp)
+        return -1;
+    xmpp_conn_set_jid(tmp, l->domain);
+    xmpp_conn_set_sockopt_callback(tmp, refuse_socket);
+    /* Fails before any packet: the refused socket ends the attempt. */
+    (void)xmpp_connect_client(tmp, "127.0.0.1", 9, noop_conn, NULL);
+    sm = xmpp_conn_get_sm_state(tmp);
+    if (sm && xmpp_conn_set_sm_state(l->conn, sm) == 0)
+        rc = 0;
+    else if (sm)
+        xmpp_free_sm_state(sm);
+    xmpp_conn_release(tmp);
+    return rc;
+}
+
+struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_config *cfg,
+                              const struct xmpplink_ops *ops, void *arg)
+{
+    struct xmpplink *l = xcalloc(1, sizeof *l);
+
+    xmpp_initialize();
+    l->base = base;
+    l->ops = *ops;
+    l->arg = arg;
+    l->fd = -1;
+    l->domain = xstrdup(cfg->xmpp_domain);
+    l->host = xstrdup(cfg->xmpp_host);
+    l->port = (unsigned short)cfg->xmpp_port;
+    backoff_init(&l->bo, 500, 30000, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
+    l->ctx = xmpp_ctx_new(NULL, &strophe_logger);
+    l->conn = xmpp_conn_new(l->ctx);
+    xmpp_conn_set_jid(l->conn, cfg->xmpp_domain);
+    xmpp_conn_set_pass(l->conn, cfg->xmpp_secret);
+    xmpp_conn_set_sockopt_callback(l->conn, sockopt_cb);
+    xmpp_handler_add(l->conn, on_stanza, NULL, NULL, NULL, l);
+    if (prime_sm_state(l) < 0)
+        log_warn("xmpp", "event=sm_state_prime_failed note=\"libstrophe 0.12.2 may crash on "
+                         "the first stanza\"");
+    l->ev_retry = evtimer_new(base, on_retry, l);
+    metric_set(m_connected, NULL, 0);
+    start_connect(l);
+    return l;
+}
+
+void xmpplink_free(struct xmpplink *l)
+{
+    if (!l)
+        return;
+    l->closing = true;
+    if (l->up || l->connecting) {
+        /* Sends </stream:stream> and closes; the handler runs inside this pass. */
+        xmpp_disconnect(l->conn);
+        run_passes(l);
+    }
+    if (l->ev_fd)
+        event_free(l->ev_fd);
+    event_free(l->ev_retry);
+    xmpp_conn_release(l->conn);
+    xmpp_ctx_free(l->ctx);
+    xmpp_shutdown();
+    free(l->domain);
+    free(l->host);
+    free(l);
+}
+
+bool xmpplink_up(const struct xmpplink *l)
+{
+    return l->up;
+}
+
+xmpp_ctx_t *xmpplink_ctx(const struct xmpplink *l)
+{
+    return l->ctx;
+}
+
+unsigned long xmpplink_sent(const struct xmpplink *l)
+{
+    return l->sent;
+}
+
+/* True if from is the component's domain or a JID on it. */
+static bool from_is_ours(const struct xmpplink *l, const char *from)
+{
+    struct jid j;
+
+    return from && jid_parse(from, &j) == 0 && strcmp(j.domain, l->domain) == 0;
+}
+
+int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind)
+{
+    const char *from = xmpp_stanza_get_from(stanza);
+
+    if (!from_is_ours(l, from)) {
+        /* A bug, not an input error: every stanza we build sets an address of ours. */
+        metric_inc(m_refused, "foreign_from");
+        log_err("xmpp", "event=send_refused reason=\"from outside %s\" from=%s", l->domain,
+                from ? from : "(none)");
+        return -1;
+    }
+    if (!l->up) {
+        metric_inc(m_refused, "link_down");
+        return -1;
+    }
+    xmpp_send(l->conn, stanza);
+    l->sent++;
+    metric_inc(m_sent, kind);
+    l->dirty = true;
+    if (!l->in_pass)
+        run_passes(l);
+    return 0;
+}

@@ -1,0 +1,37 @@
+/* The component's XEP-0114 connection to the XMPP server: libstrophe driven from the
+ * component's libevent loop (no polling: its socket is watched, passes run on events),
+ * handshake with the shared secret, reconnect with backoff and jitter, and the one gate
+ * every outgoing stanza passes, which refuses any 'from' outside the component's domain.
+ * Called by component's main and router.c. */
+#ifndef OFFHOOK_XMPPLINK_H
+#define OFFHOOK_XMPPLINK_H
+
+#include <stdbool.h>
+
+#include <strophe.h>
+
+struct event_base;
+struct offhook_config;
+struct xmpplink;
+
+struct xmpplink_ops {
+    void (*on_up)(void *arg);   /* handshake accepted: the stream is usable */
+    void (*on_down)(void *arg); /* stream lost; a reconnect is scheduled */
+    /* Every incoming stanza; valid only during the call. */
+    void (*on_stanza)(void *arg, xmpp_stanza_t *stanza);
+};
+
+struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_config *cfg,
+                              const struct xmpplink_ops *ops, void *arg);
+/* Closes the stream (</stream:stream>) and frees everything. */
+void xmpplink_free(struct xmpplink *l);
+bool xmpplink_up(const struct xmpplink *l);
+xmpp_ctx_t *xmpplink_ctx(const struct xmpplink *l);
+/* Sends a stanza (not taking ownership). kind names it in offhook_stanzas_sent_total.
+ * Returns 0, or -1 when the link is down or the stanza's from is not ours. */
+int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind);
+/* Stanzas sent in this stream, for tests and status lines. */
+unsigned long xmpplink_sent(const struct xmpplink *l);
+void xmpplink_register_metrics(void);
+
+#endif

@@ -1,0 +1,31 @@
+/* sipbridge's core flow: for each configured user, one subscription per AOR and event
+ * package; each NOTIFY body is parsed (dialoginfo.c, pidf.c, reginfo.c), merged
+ * (merge.c) into the user's one visible state, and every change is written to Redis
+ * (store.c). Applies configuration reloads user by user. Called by sipbridge's main. */
+#ifndef OFFHOOK_BRIDGE_H
+#define OFFHOOK_BRIDGE_H
+
+#include <stdbool.h>
+
+struct bridge;
+struct event_base;
+struct offhook_config;
+struct sipua;
+struct store;
+struct subs_mgr;
+
+/* Subscribes every configured user (at the configured ramp). cfg must stay valid until
+ * the next bridge_apply_config or bridge_free. */
+struct bridge *bridge_new(struct event_base *base, const struct offhook_config *cfg,
+                          struct sipua *ua, struct store *store);
+/* The subscription manager (for readiness and status). */
+struct subs_mgr *bridge_subs(const struct bridge *b);
+/* Reload: adds and removes users, re-subscribes users whose phones or packages changed,
+ * leaves every other subscription untouched. */
+void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg);
+/* Frees every user. unsubscribe: send Expires: 0 for each subscription. */
+void bridge_free(struct bridge *b, bool unsubscribe);
+int bridge_user_count(const struct bridge *b);
+void bridge_register_metrics(void);
+
+#endif

@@ -1,0 +1,220 @@
+/* offhook-sipbridge: subscribes to the PBX's dialog (and optionally presence and reg)
+ * events for every configured user and keeps each user's call state in Redis.
+ * One libevent loop drives Sofia-SIP (suloop.c), hiredis and the metrics endpoint. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "bridge.h"
+#include "config.h"
+#include "daemon.h"
+#include "dialoginfo.h"
+#include "httpd.h"
+#include "log.h"
+#include "metrics.h"
+#include "redislink.h"
+#include "sbuf.h"
+#include "sipua.h"
+#include "store.h"
+#include "strutil.h"
+#include "subscription.h"
+#include "suloop.h"
+#include "version.h"
+#include "xmlsafe.h"
+
+#define SHUTDOWN_GRACE_S 5 /* time for un-SUBSCRIBEs to be answered */
+
+struct app {
+    const char *config_path;
+    struct offhook_config *cfg;
+    struct event_base *base;
+    struct suloop *loop;
+    struct sipua *ua;
+    struct store *store;
+    struct bridge *bridge;
+    struct httpd *http;
+    struct event *status_timer;
+    struct event *shutdown_timer;
+    bool ready_sent;
+    bool stopping;
+};
+
+static bool is_ready(void *arg, struct sbuf *why)
+{
+    struct app *a = arg;
+    struct subs_mgr *m = a->bridge ? bridge_subs(a->bridge) : NULL;
+    bool ok = true;
+
+    if (!store_up(a->store)) {
+        sbuf_puts(why, "redis: not connected\n");
+        ok = false;
+    }
+    if (!m || subs_mgr_count(m, SUB_ACTIVE) + subs_mgr_count(m, SUB_PENDING) == 0) {
+        sbuf_puts(why, "sip: no subscription established\n");
+        ok = false;
+    } else if (subs_mgr_count(m, SUB_QUEUED) + subs_mgr_count(m, SUB_SUBSCRIBING) > 0) {
+        sbuf_printf(why, "sip: %d subscriptions still starting\n",
+                    subs_mgr_count(m, SUB_QUEUED) + subs_mgr_count(m, SUB_SUBSCRIBING));
+        ok = false;
+    }
+    return ok;
+}
+
+static void on_status(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+    struct subs_mgr *m = bridge_subs(a->bridge);
+    struct sbuf why;
+    bool ready;
+
+    sbuf_init(&why);
+    ready = is_ready(a, &why);
+    sbuf_free(&why);
+    if (ready && !a->ready_sent) {
+        a->ready_sent = true;
+        log_notice("main", "event=ready users=%d", bridge_user_count(a->bridge));
+        daemon_notify("READY=1");
+    }
+    daemon_notify("STATUS=users=%d subscriptions active=%d backoff=%d starting=%d redis=%s "
+                  "pending_writes=%d",
+                  bridge_user_count(a->bridge), subs_mgr_count(m, SUB_ACTIVE),
+                  subs_mgr_count(m, SUB_BACKOFF),
+                  subs_mgr_count(m, SUB_QUEUED) + subs_mgr_count(m, SUB_SUBSCRIBING),
+                  store_up(a->store) ? "up" : "down", store_pending(a->store));
+}
+
+static void on_shutdown_done(void *arg)
+{
+    struct app *a = arg;
+
+    event_base_loopexit(a->base, NULL);
+}
+
+static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+
+    log_warn("main", "event=shutdown_timeout after_s=%d", SHUTDOWN_GRACE_S);
+    event_base_loopexit(a->base, NULL);
+}
+
+static void on_stop(void *arg)
+{
+    struct app *a = arg;
+    struct timeval tv = {.tv_sec = SHUTDOWN_GRACE_S};
+
+    if (a->stopping) {
+        event_base_loopexit(a->base, NULL);
+        return;
+    }
+    a->stopping = true;
+    daemon_notify("STOPPING=1");
+    /* nua_shutdown un-SUBSCRIBEs every subscription (Expires: 0). */
+    sipua_shutdown(a->ua, on_shutdown_done, a);
+    a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
+    evtimer_add(a->shutdown_timer, &tv);
+}
+
+static void on_reload(void *arg)
+{
+    struct app *a = arg;
+    struct offhook_config *next = xcalloc(1, sizeof *next);
+    struct cfg_errors errs = {0};
+    char diff[512];
+
+    if (config_load(a->config_path, next, &errs) != 0) {
+        for (size_t i = 0; i < errs.n; i++)
+            log_err("main", "event=reload_rejected problem=\"%s\"", errs.msg[i]);
+        log_err("main", "event=reload_rejected problems=%zu action=keeping_old_config", errs.n);
+        cfg_errors_free(&errs);
+        config_free(next);
+        free(next);
+        return;
+    }
+    cfg_errors_free(&errs);
+    if (config_diff_restart_keys(a->cfg, next, diff, sizeof diff) > 0)
+        log_warn("main", "event=reload_partial restart_needed_for=\"%s\"", diff);
+    if (log_set_level_name(next->log_level) == 0)
+        suloop_route_logs(log_level);
+    sipua_update(a->ua, next);
+    bridge_apply_config(a->bridge, next);
+    config_free(a->cfg);
+    free(a->cfg);
+    a->cfg = next;
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon_args args;
+    struct app a = {0};
+    struct daemon_hooks hooks = {.reload = on_reload, .stop = on_stop, .arg = &a};
+    struct timeval status_tv = {.tv_sec = 1};
+    int rc = 1;
+
+    daemon_parse_args(argc, argv, "offhook-sipbridge",
+                      "Subscribes to PBX call events and keeps each user's phone state in "
+                      "Redis.",
+                      &args);
+    log_init("offhook-sipbridge");
+    a.config_path = args.config_path;
+    a.cfg = xcalloc(1, sizeof *a.cfg);
+    if (daemon_load_config(args.config_path, a.cfg) < 0)
+        goto out_cfg;
+    if (args.check_config) {
+        printf("%s: OK (%zu users)\n", args.config_path, a.cfg->nusers);
+        rc = 0;
+        goto out_cfg;
+    }
+    log_notice("main", "event=starting version=%s config=%s users=%zu", OFFHOOK_VERSION,
+               args.config_path, a.cfg->nusers);
+    xmlsafe_init();
+    a.base = event_base_new();
+    httpd_register_process_metrics();
+    redislink_register_metrics();
+    store_register_metrics();
+    subs_register_metrics();
+    sipua_register_metrics();
+    bridge_register_metrics();
+    daemon_setup(a.base, &hooks);
+    if (a.cfg->sipbridge_metrics[0]) {
+        a.http = httpd_start(a.base, a.cfg->sipbridge_metrics, is_ready, &a);
+        if (!a.http)
+            goto out;
+    }
+    suloop_route_logs(log_level);
+    a.loop = suloop_new(a.base);
+    if (!a.loop)
+        goto out;
+    a.ua = sipua_new(suloop_root(a.loop), a.cfg, subs_ua_ops());
+    if (!a.ua)
+        goto out;
+    a.store = store_new(a.base, a.cfg);
+    a.bridge = bridge_new(a.base, a.cfg, a.ua, a.store);
+    a.status_timer = event_new(a.base, -1, EV_PERSIST, on_status, &a);
+    event_add(a.status_timer, &status_tv);
+
+    event_base_dispatch(a.base);
+    rc = 0;
+    log_notice("main", "event=stopped");
+out:
+    if (a.status_timer)
+        event_free(a.status_timer);
+    if (a.shutdown_timer)
+        event_free(a.shutdown_timer);
+    /* Subscriptions release their nua handles; nua_shutdown has sent the un-SUBSCRIBEs. */
+    bridge_free(a.bridge, false);
+    sipua_free(a.ua);
+    suloop_free(a.loop);
+    store_free(a.store);
+    httpd_free(a.http);
+    daemon_teardown();
+    if (a.base)
+        event_base_free(a.base);
+    metrics_reset();
+out_cfg:
+    config_free(a.cfg);
+    free(a.cfg);
+    return rc;
+}

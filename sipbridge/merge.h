@@ -1,0 +1,56 @@
+/* Per-user merge of dialog state, pure: keeps each subscription's dialogs (full state
+ * replaces, partial updates apply on top, stale versions are ignored, gaps are reported)
+ * and reduces all of a user's dialogs on all of their phones to one call activity.
+ * Called by bridge.c after dlginfo_parse; unit-tested on the fixtures. */
+#ifndef OFFHOOK_MERGE_H
+#define OFFHOOK_MERGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "callstate.h"
+#include "dialoginfo.h"
+
+#define MERGE_MAX_DIALOGS 64 /* per subscription; partial updates past it are dropped */
+
+struct merge_dialog {
+    char *id;
+    enum dlg_state state;
+    enum call_dir dir;
+    bool held;
+    char *remote; /* "Name <uri>" or uri; NULL if unknown or anonymous */
+};
+
+/* The dialogs one dialog-event subscription reported. Zero-initialised = empty. */
+struct merge_source {
+    bool have_version;          /* a document was applied since the subscription began */
+    bool seen_full;             /* ... and at least one of them was full state */
+    uint32_t version;
+    struct merge_dialog *dialogs;
+    int ndialogs;
+};
+
+enum merge_result {
+    MERGE_APPLIED,   /* state updated */
+    MERGE_STALE,     /* version not newer than the last: ignored */
+    MERGE_GAP,       /* applied, but a partial update was missed: ask for full state */
+};
+
+enum merge_result merge_apply(struct merge_source *src, const struct dlg_doc *doc);
+/* A new subscription restarts the version count (RFC 4235 4.1); the dialogs are kept
+ * until its first document replaces them, so a resubscribe does not flap the state. */
+void merge_source_restart(struct merge_source *src);
+void merge_source_clear(struct merge_source *src);
+const char *merge_result_name(enum merge_result r);
+
+struct merge_view {
+    enum call_activity act;
+    enum call_dir dir;          /* of the winning dialog */
+    const char *remote;         /* of the winning dialog; points into a source */
+};
+
+/* The most significant dialog across n sources (call_activity order; on ties the first
+ * found). An idle result has dir DIR_NONE and remote NULL. */
+void merge_view(const struct merge_source *const *srcs, int n, struct merge_view *out);
+
+#endif

@@ -1,0 +1,34 @@
+/* Parser for RFC 3680 registration documents (application/reginfo+xml), pure. Tells
+ * whether each AOR has a live registration. Called by bridge.c for Event: reg bodies. */
+#ifndef OFFHOOK_REGINFO_H
+#define OFFHOOK_REGINFO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define REGINFO_NS "urn:ietf:params:xml:ns:reginfo"
+#define REG_MAX_REGS 16
+
+enum reg_state { REG_INIT, REG_ACTIVE, REG_TERMINATED };
+
+struct reg_entry {
+    char aor[256];
+    char id[64];
+    enum reg_state state;
+    int active_contacts;   /* active contacts listed (a partial document lists changes only) */
+};
+
+struct reg_doc {
+    uint32_t version;
+    bool full;
+    int nregs;
+    struct reg_entry regs[REG_MAX_REGS];
+};
+
+int reginfo_parse(const char *buf, size_t len, size_t max, struct reg_doc *out,
+                  const char **reason) __attribute__((warn_unused_result));
+/* A registration counts as reachable while its state is active. */
+bool reg_entry_online(const struct reg_entry *r);
+
+#endif

@@ -1,0 +1,251 @@
+/* User state to Redis: hash + stream entry per change in one MULTI, with a per-user
+ * pending slot while the link is down. */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "redislink.h"
+#include "strmap.h"
+#include "strutil.h"
+
+struct entry {
+    char *jid;
+    struct user_record rec;
+    bool removed;        /* the latest change is a removal */
+    uint64_t gen;        /* bumped on each put */
+    uint64_t written;    /* gen confirmed by EXEC; gen != written means unwritten */
+};
+
+struct store {
+    struct redislink *link;
+    struct strmap entries; /* jid -> struct entry* */
+    char *prefix;
+    char *events_key;
+    int npending;          /* entries with gen != written */
+};
+
+struct inflight {
+    struct store *st;
+    struct entry *e;
+    uint64_t gen;
+};
+
+static struct metric *m_pending, *m_writes;
+
+void store_register_metrics(void)
+{
+    m_pending = metric_new(METRIC_GAUGE, "offhook_store_pending_users",
+                           "Users whose latest state waits for Redis (bounded by users).", NULL,
+                           NULL);
+    m_writes = metric_new(METRIC_COUNTER, "offhook_store_writes_total",
+                          "User state writes to Redis, by result.", "result",
+                          (const char *const[]){"ok", "error", "retried", NULL});
+}
+
+static void update_pending_metric(struct store *st)
+{
+    if (m_pending)
+        metric_set(m_pending, NULL, st->npending);
+}
+
+static void on_exec(struct redislink *l, redisReply *r, void *arg)
+{
+    struct inflight *f = arg;
+    struct store *st = f->st;
+    struct entry *e = f->e;
+
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        if (f->gen > e->written) {
+            bool was_unwritten = e->written != e->gen;
+            e->written = f->gen;
+            if (was_unwritten && e->written == e->gen)
+                st->npending--;
+        }
+        if (m_writes)
+            metric_inc(m_writes, "ok");
+    } else if (r) {
+        /* Refused (out of memory, read-only replica...): reconnecting re-sends every
+         * unwritten user after backoff, instead of hammering a sick server. */
+        if (m_writes)
+            metric_inc(m_writes, "error");
+        log_err("store", "event=write_failed user=%s", e->jid);
+        redislink_reset(l, "write refused");
+    } else if (m_writes) {
+        /* Lost with the link: the latest state goes out again on reconnect. */
+        metric_inc(m_writes, "retried");
+    }
+    update_pending_metric(st);
+    free(f);
+}
+
+/* Queues MULTI / DEL / HSET / XADD / EXEC for e's latest state. */
+static void send_entry(struct store *st, struct entry *e)
+{
+    char key[2048];
+    struct store_fields f;
+    const char *argv[8 + 2 * STORE_FIELDS_MAX];
+    int argc = 0;
+    struct inflight *fl;
+    int rc = 0;
+
+    if (store_key_user(st->prefix, e->jid, key, sizeof key) < 0)
+        return;
+    rc |= redislink_command(st->link, NULL, NULL, "MULTI");
+    rc |= redislink_command(st->link, NULL, NULL, "DEL %s", key);
+    if (!e->removed) {
+        storecodec_encode(&e->rec, &f);
+        argv[argc++] = "HSET";
+        argv[argc++] = key;
+        for (int i = 0; i < f.n; i++) {
+            argv[argc++] = f.name[i];
+            argv[argc++] = f.value[i];
+        }
+        rc |= redislink_command_argv(st->link, NULL, NULL, argc, argv, NULL);
+    }
+    argc = 0;
+    argv[argc++] = "XADD";
+    argv[argc++] = st->events_key;
+    argv[argc++] = "MAXLEN";
+    argv[argc++] = "~";
+    argv[argc++] = STORE_STREAM_MAXLEN_STR;
+    argv[argc++] = "*";
+    argv[argc++] = "user";
+    argv[argc++] = e->jid;
+    if (e->removed) {
+        argv[argc++] = "state";
+        argv[argc++] = "removed";
+    } else {
+        for (int i = 0; i < f.n; i++) {
+            argv[argc++] = f.name[i];
+            argv[argc++] = f.value[i];
+        }
+    }
+    rc |= redislink_command_argv(st->link, NULL, NULL, argc, argv, NULL);
+    fl = xmalloc(sizeof *fl);
+    fl->st = st;
+    fl->e = e;
+    fl->gen = e->gen;
+    if (rc || redislink_command(st->link, on_exec, fl, "EXEC") < 0) {
+        free(fl);
+        redislink_reset(st->link, "cannot queue a write");
+    }
+}
+
+static void flush(struct store *st)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int n = 0;
+
+    while (strmap_next(&st->entries, &pos, &k, &v)) {
+        struct entry *e = v;
+        if (e->gen != e->written) {
+            send_entry(st, e);
+            n++;
+        }
+    }
+    if (n)
+        log_notice("store", "event=flushed users=%d", n);
+}
+
+static void on_link(struct redislink *l, bool up, void *arg)
+{
+    struct store *st = arg;
+
+    if (up)
+        flush(st);
+    else if (st->npending)
+        log_warn("store", "event=buffering pending_users=%d", st->npending);
+}
+
+struct store *store_new(struct event_base *base, const struct offhook_config *cfg)
+{
+    struct store *st = xcalloc(1, sizeof *st);
+    char key[512];
+
+    strmap_init(&st->entries);
+    st->prefix = xstrdup(cfg->redis_prefix);
+    if (store_key_events(cfg->redis_prefix, key, sizeof key) < 0)
+        key[0] = '\0';
+    st->events_key = xstrdup(key);
+    st->link = redislink_new(base, cfg, "store", 10000, on_link, st);
+    update_pending_metric(st);
+    return st;
+}
+
+void store_free(struct store *st)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if (!st)
+        return;
+    redislink_free(st->link); /* in-flight callbacks run now, with NULL replies */
+    while (strmap_next(&st->entries, &pos, &k, &v)) {
+        struct entry *e = v;
+        free(e->jid);
+        free(e);
+    }
+    strmap_free(&st->entries);
+    free(st->prefix);
+    free(st->events_key);
+    free(st);
+}
+
+bool store_up(const struct store *st)
+{
+    return redislink_up(st->link);
+}
+
+int store_pending(const struct store *st)
+{
+    return st->npending;
+}
+
+static struct entry *entry_for(struct store *st, const char *jid)
+{
+    struct entry *e = strmap_get(&st->entries, jid);
+
+    if (!e) {
+        e = xcalloc(1, sizeof *e);
+        e->jid = xstrdup(jid);
+        strmap_put(&st->entries, e->jid, e);
+    }
+    return e;
+}
+
+static void changed(struct store *st, struct entry *e)
+{
+    if (e->gen == e->written)
+        st->npending++;
+    e->gen++;
+    if (redislink_up(st->link))
+        send_entry(st, e);
+    update_pending_metric(st);
+}
+
+void store_put(struct store *st, const char *jid, const struct user_record *r)
+{
+    struct entry *e = entry_for(st, jid);
+
+    e->rec = *r;
+    e->removed = false;
+    changed(st, e);
+}
+
+void store_remove(struct store *st, const char *jid)
+{
+    struct entry *e = entry_for(st, jid);
+
+    e->removed = true;
+    changed(st, e);
+}

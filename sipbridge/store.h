@@ -1,0 +1,29 @@
+/* sipbridge's writer of user state to Redis: each change replaces the user's hash and
+ * appends a change event to the stream, atomically (MULTI). While Redis is down, the
+ * latest record of each changed user is held (bounded by the number of users) and written
+ * when the link returns, so the final state is never lost. Called by bridge.c. */
+#ifndef OFFHOOK_STORE_H
+#define OFFHOOK_STORE_H
+
+#include <stdbool.h>
+
+#include "storecodec.h"
+
+struct event_base;
+struct offhook_config;
+struct store;
+
+#define STORE_STREAM_MAXLEN_STR "100000" /* events kept for a component catching up */
+
+struct store *store_new(struct event_base *base, const struct offhook_config *cfg);
+void store_free(struct store *st);
+bool store_up(const struct store *st);
+/* Records r as jid's current state and writes it (now, or once Redis is back). */
+void store_put(struct store *st, const char *jid, const struct user_record *r);
+/* Deletes jid's state (user removed from the configuration), with a "removed" event. */
+void store_remove(struct store *st, const char *jid);
+/* Users whose latest state is not yet in Redis. */
+int store_pending(const struct store *st);
+void store_register_metrics(void);
+
+#endif

@@ -1,0 +1,57 @@
+/* The life of each SIP event subscription (one AOR, one event package): started at a
+ * bounded rate, re-established with backoff and jitter after any failure (error response,
+ * timeout, Subscription-State: terminated, silence past its expiry), refreshed on demand
+ * when its owner sees a version gap. Every state is visible in logs and a gauge.
+ * Called by bridge.c; uses sipua.c for the wire. */
+#ifndef OFFHOOK_SUBSCRIPTION_H
+#define OFFHOOK_SUBSCRIPTION_H
+
+#include <stdbool.h>
+
+#include "sipua.h"
+
+struct event_base;
+struct subs_mgr;
+struct subscription;
+
+enum sub_state {
+    SUB_QUEUED,      /* waiting for the start-up ramp */
+    SUB_SUBSCRIBING, /* SUBSCRIBE sent, no final answer yet */
+    SUB_PENDING,     /* accepted, notifier says pending (authorization) */
+    SUB_ACTIVE,      /* accepted and notifying */
+    SUB_BACKOFF,     /* failed; waiting to resubscribe */
+    SUB__COUNT
+};
+
+struct subs_owner_ops {
+    /* A NOTIFY arrived on this subscription (pointers valid during the call). */
+    void (*on_notify)(void *owner, struct subscription *s, const struct sipua_notify *n);
+    /* A new subscription dialog starts: the owner restarts version tracking. */
+    void (*on_restart)(void *owner, struct subscription *s);
+};
+
+struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
+                              double rate_per_s, const struct subs_owner_ops *ops);
+void subs_mgr_free(struct subs_mgr *m);
+void subs_mgr_set_expires(struct subs_mgr *m, long expires);
+void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
+/* Number of subscriptions in each state (for readiness and status lines). */
+int subs_mgr_count(const struct subs_mgr *m, enum sub_state st);
+int subs_mgr_total(const struct subs_mgr *m);
+
+/* Creates and queues a subscription. event: "dialog", "presence" or "reg". */
+struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *event,
+                              const char *accept, void *owner);
+/* Stops it (Expires: 0 when unsubscribe) and frees it. Not from the owner's callbacks. */
+void subs_free(struct subscription *s, bool unsubscribe);
+/* Asks the notifier for a fresh full state (re-SUBSCRIBE in the dialog). */
+void subs_request_full_state(struct subscription *s, const char *why);
+/* The callbacks sipua_new() must be given: the user agent reports to subscriptions. */
+const struct sipua_ops *subs_ua_ops(void);
+const char *subs_aor(const struct subscription *s);
+const char *subs_event(const struct subscription *s);
+enum sub_state subs_state(const struct subscription *s);
+const char *sub_state_name(enum sub_state st);
+void subs_register_metrics(void);
+
+#endif

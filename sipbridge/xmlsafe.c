@@ -1,0 +1,143 @@
+/* Safe XML parsing for SIP event bodies. A SIP body never needs a DTD, so any document
+ * type declaration stops the parser at once: no entity is ever defined, let alone
+ * expanded, and nothing is fetched. */
+#include "xmlsafe.h"
+
+#include <ctype.h>
+#include <string.h>
+
+#include <libxml/parser.h>
+#include <libxml/xmlerror.h>
+
+#include "strutil.h"
+
+struct guard {
+    bool saw_dtd;
+};
+
+static void reject_dtd(void *ctx, const xmlChar *name, const xmlChar *ext, const xmlChar *sys)
+{
+    xmlParserCtxtPtr ctxt = ctx;
+    struct guard *g = ctxt->_private;
+
+    g->saw_dtd = true;
+    xmlStopParser(ctxt);
+}
+
+static void silent(void *ctx, const char *msg, ...)
+{
+}
+
+static void silent_structured(void *ctx, xmlErrorPtr err)
+{
+}
+
+void xmlsafe_init(void)
+{
+    xmlInitParser();
+    xmlSetGenericErrorFunc(NULL, silent);
+    xmlSetStructuredErrorFunc(NULL, silent_structured);
+}
+
+xmlDocPtr xmlsafe_parse(const char *buf, size_t len, size_t max, const char **reason)
+{
+    /* No NOENT (entities stay unexpanded), no DTDLOAD/DTDATTR/XINCLUDE, no network,
+     * no HUGE (keeps libxml2's own depth and length limits). */
+    const int options = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+                        XML_PARSE_NOBLANKS | XML_PARSE_NOCDATA;
+    struct guard g = {false};
+    xmlParserCtxtPtr ctxt;
+    xmlDocPtr doc;
+
+    if (!buf || len == 0) {
+        *reason = "empty";
+        return NULL;
+    }
+    if (len > max || len > (size_t)INT32_MAX) {
+        *reason = "too large";
+        return NULL;
+    }
+    ctxt = xmlNewParserCtxt();
+    if (!ctxt) {
+        *reason = "out of memory";
+        return NULL;
+    }
+    ctxt->_private = &g;
+    ctxt->sax->internalSubset = reject_dtd;
+    ctxt->sax->externalSubset = NULL;
+    ctxt->sax->resolveEntity = NULL;
+    ctxt->sax->warning = NULL;
+    ctxt->sax->error = NULL;
+    ctxt->sax->serror = silent_structured;
+    ctxt->vctxt.error = NULL;
+    ctxt->vctxt.warning = NULL;
+    doc = xmlCtxtReadMemory(ctxt, buf, (int)len, NULL, NULL, options);
+    if (g.saw_dtd || (doc && (doc->intSubset || doc->extSubset))) {
+        if (doc)
+            xmlFreeDoc(doc);
+        xmlFreeParserCtxt(ctxt);
+        *reason = "DTD not allowed";
+        return NULL;
+    }
+    if (!doc || !ctxt->wellFormed) {
+        if (doc)
+            xmlFreeDoc(doc);
+        xmlFreeParserCtxt(ctxt);
+        *reason = "not well-formed";
+        return NULL;
+    }
+    xmlFreeParserCtxt(ctxt);
+    return doc;
+}
+
+bool xmlsafe_is(const xmlNode *n, const char *ns, const char *name)
+{
+    return n && n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0 &&
+           n->ns && n->ns->href && strcmp((const char *)n->ns->href, ns) == 0;
+}
+
+xmlNodePtr xmlsafe_child(const xmlNode *n, const char *ns, const char *name)
+{
+    for (xmlNodePtr c = n ? n->children : NULL; c; c = c->next) {
+        if (xmlsafe_is(c, ns, name))
+            return c;
+    }
+    return NULL;
+}
+
+const char *xmlsafe_attr(const xmlNode *n, const char *name)
+{
+    for (xmlAttrPtr a = n->properties; a; a = a->next) {
+        if (a->ns || strcmp((const char *)a->name, name) != 0)
+            continue;
+        /* Only plain text counts: with no DTD an entity reference cannot resolve. */
+        if (a->children && a->children->type == XML_TEXT_NODE && !a->children->next)
+            return (const char *)a->children->content;
+        return a->children ? NULL : "";
+    }
+    return NULL;
+}
+
+void xmlsafe_text(const xmlNode *n, char *buf, size_t len)
+{
+    size_t used = 0;
+    char *t;
+
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    for (xmlNodePtr c = n ? n->children : NULL; c; c = c->next) {
+        size_t cl;
+        if (c->type != XML_TEXT_NODE || !c->content)
+            continue;
+        cl = strlen((const char *)c->content);
+        if (used + cl >= len)
+            cl = len - 1 - used;
+        memcpy(buf + used, c->content, cl);
+        used += cl;
+        buf[used] = '\0';
+    }
+    t = str_trim(buf);
+    if (t != buf)
+        memmove(buf, t, strlen(t) + 1);
+}

@@ -1,0 +1,417 @@
+/* The config loader: the issue's example, every kind of mistake reported as file:line,
+ * user directory rules, secrets, and the shipped example covering every key. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static const char base_cfg[] =
+    "[sip]\n"
+    "listen = udp:127.0.0.1:5070        ; where sipbridge's SIP stack binds\n"
+    "pbx = sip:127.0.0.1:5060           ; where SUBSCRIBEs are sent (outbound proxy)\n"
+    "username = offhook                 ; digest credentials, optional\n"
+    "password = secret\n"
+    "expires = 3600\n"
+    "[xmpp]\n"
+    "host = 127.0.0.1\n"
+    "port = 5347\n"
+    "domain = phone.localhost           ; the component's domain\n"
+    "secret = s3cret\n"
+    "[redis]\n"
+    "url = redis://127.0.0.1:6379/0\n"
+    "[sipbridge]\n"
+    "metrics = 127.0.0.1:9464\n"
+    "[component]\n"
+    "metrics = 127.0.0.1:9465\n"
+    "[users]\n"
+    "alice@localhost = sip:1001@127.0.0.1    ; chat user = desk phone AOR\n";
+
+static char tmpdir[] = "/tmp/offhook-test-XXXXXX";
+
+static char *write_file(const char *name, const char *text, mode_t mode)
+{
+    static char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(chmod(path, mode), 0);
+    return path;
+}
+
+static size_t load_text(const char *text, struct offhook_config *cfg, struct cfg_errors *errs)
+{
+    memset(cfg, 0, sizeof *cfg);
+    memset(errs, 0, sizeof *errs);
+    return config_load(write_file("t.conf", text, 0600), cfg, errs);
+}
+
+/* True if some error message contains both needles. */
+static int has_err(const struct cfg_errors *errs, const char *a, const char *b)
+{
+    for (size_t i = 0; i < errs->n; i++) {
+        if (strstr(errs->msg[i], a) && (!b || strstr(errs->msg[i], b)))
+            return 1;
+    }
+    return 0;
+}
+
+static void print_errs(const struct cfg_errors *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        fprintf(stderr, "  %s\n", errs->msg[i]);
+}
+
+static void test_issue_example(void **state)
+{
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+    const struct cfg_user *u;
+
+    if (load_text(base_cfg, &cfg, &errs) != 0) {
+        print_errs(&errs);
+        fail();
+    }
+    assert_string_equal(cfg.sip_listen_urls[0], "sip:127.0.0.1:5070;transport=udp");
+    assert_int_equal(cfg.sip_nlisten, 1);
+    assert_string_equal(cfg.sip_pbx, "sip:127.0.0.1:5060");
+    assert_string_equal(cfg.sip_username, "offhook");
+    assert_string_equal(cfg.sip_password, "secret");
+    assert_int_equal(cfg.sip_expires, 3600);
+    assert_int_equal(cfg.xmpp_port, 5347);
+    assert_string_equal(cfg.xmpp_domain, "phone.localhost");
+    assert_string_equal(cfg.xmpp_secret, "s3cret");
+    assert_string_equal(cfg.redis.host, "127.0.0.1");
+    assert_int_equal(cfg.redis.port, 6379);
+    assert_int_equal(cfg.redis.db, 0);
+    assert_string_equal(cfg.redis_prefix, "offhook:");
+    assert_int_equal(cfg.nusers, 1);
+    u = config_user_by_jid(&cfg, "alice@localhost");
+    assert_non_null(u);
+    assert_string_equal(u->contact, "alice@phone.localhost");
+    assert_int_equal(u->naors, 1);
+    assert_string_equal(u->aors[0], "sip:1001@127.0.0.1");
+    assert_ptr_equal(config_user_by_contact(&cfg, "alice@phone.localhost"), u);
+    assert_false(config_user_shows_remote(&cfg, u)); /* privacy by default */
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
+static void test_errors_have_file_and_line(void **state)
+{
+    static const char text[] =
+        "[sip]\n"                              /* 1 */
+        "expires = soon\n"                     /* 2 */
+        "bogus = 1\n"                          /* 3 */
+        "listen = udp:1.2.3.4:5, tcp:1.2.3.4:6\n" /* 4 */
+        "pbx = http://pbx\n"                   /* 5 */
+        "expires = 60\n"                       /* 6 */
+        "expires = 61\n"                       /* 7 */
+        "[nonsense]\n"                         /* 8 */
+        "x = y\n"                              /* 9 */
+        "[xmpp\n"                              /* 10 */
+        "[xmpp]\n"                             /* 11 */
+        "secret = s\n"                         /* 12 */
+        "no equals sign\n"                     /* 13 */
+        "domain = a b\n"                       /* 14 */
+        "[privacy]\n"                          /* 15 */
+        "show_remote_party = perhaps\n"        /* 16 */
+        "[redis]\n"                            /* 17 */
+        "url = redis://:pw@host/0\n"           /* 18 */
+        "[users]\n"                            /* 19 */
+        "not a jid = sip:1@x\n"                /* 20 */
+        "bob@localhost = http://1001\n"        /* 21 */
+        "carol@localhost = sip:@x\n";          /* 22 */
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+    size_t n = load_text(text, &cfg, &errs);
+
+    assert_true(has_err(&errs, "t.conf:2:", "whole number from 60 to 86400"));
+    assert_true(has_err(&errs, "t.conf:3:", "unknown key 'bogus' in [sip]"));
+    assert_true(has_err(&errs, "t.conf:4:", "must share one HOST:PORT"));
+    assert_true(has_err(&errs, "t.conf:5:", "not a sip: or sips: URI"));
+    assert_true(has_err(&errs, "t.conf:7:", "already set on line 6"));
+    assert_true(has_err(&errs, "t.conf:8:", "unknown section [nonsense]"));
+    assert_false(has_err(&errs, "t.conf:9:", NULL)); /* reported once, at the section */
+    assert_true(has_err(&errs, "t.conf:10:", "malformed section header"));
+    assert_true(has_err(&errs, "t.conf:13:", "expected key = value"));
+    assert_true(has_err(&errs, "t.conf:14:", "not a domain name"));
+    assert_true(has_err(&errs, "t.conf:16:", "yes or no"));
+    assert_true(has_err(&errs, "t.conf:18:", "password_file"));
+    assert_true(has_err(&errs, "t.conf:20:", "not a bare user JID"));
+    assert_true(has_err(&errs, "t.conf:21:", "not a sip: or sips: URI"));
+    assert_true(has_err(&errs, "t.conf:22:", "no user part"));
+    assert_int_equal(n, errs.n);
+    assert_true(n >= 15);
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
+static void test_required(void **state)
+{
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+
+    load_text("[sip]\n", &cfg, &errs);
+    assert_true(has_err(&errs, "[xmpp] secret (or secret_file) is required", NULL));
+    assert_true(has_err(&errs, "no users", NULL));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
+static void test_contact_collision(void **state)
+{
+    char text[2048];
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+
+    snprintf(text, sizeof text, "%salice@example.com = sip:2001@127.0.0.1\n", base_cfg);
+    assert_int_equal(load_text(text, &cfg, &errs), 1);
+    assert_true(has_err(&errs, "collides with that of alice@localhost", "contact ="));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    /* The fix the message suggests works. */
+    snprintf(text, sizeof text,
+             "%salice@example.com = sip:2001@127.0.0.1\n"
+             "[user alice@example.com]\ncontact = alice.example\nname = Alice Example\n"
+             "tel = +1 555 0100\nshow_remote_party = yes\n",
+             base_cfg);
+    if (load_text(text, &cfg, &errs) != 0) {
+        print_errs(&errs);
+        fail();
+    }
+    {
+        const struct cfg_user *u = config_user_by_jid(&cfg, "alice@example.com");
+        assert_string_equal(u->contact, "alice.example@phone.localhost");
+        assert_string_equal(u->name, "Alice Example");
+        assert_true(config_user_shows_remote(&cfg, u));
+    }
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
+static void test_user_sections(void **state)
+{
+    char text[2048];
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+    const struct cfg_user *u;
+
+    snprintf(text, sizeof text,
+             "%s[user Bob@LOCALHOST]\naor = sip:1002@127.0.0.1, sips:1002-soft@127.0.0.1;transport=tls\n"
+             "contact = bob-desk@phone.localhost\n"
+             "[user carol@localhost]\ncontact = carol@elsewhere.example\naor = sip:3@x\n"
+             "[user dave@localhost]\nname = Dave\n",
+             base_cfg);
+    load_text(text, &cfg, &errs);
+    u = config_user_by_jid(&cfg, "bob@localhost");
+    assert_non_null(u);
+    assert_int_equal(u->naors, 2);
+    assert_string_equal(u->aors[1], "sips:1002-soft@127.0.0.1;transport=tls");
+    assert_string_equal(u->contact, "bob-desk@phone.localhost");
+    assert_true(has_err(&errs, "must be a bare JID on the component domain", "carol"));
+    assert_true(has_err(&errs, "dave@localhost has no phone", NULL));
+    assert_int_equal(errs.n, 2);
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
+static void test_secret_rules(void **state)
+{
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+    char text[2048], *secret_path;
+
+    /* Inline secrets in a world-readable file are refused. */
+    memset(&cfg, 0, sizeof cfg);
+    memset(&errs, 0, sizeof errs);
+    assert_int_equal(config_load(write_file("open.conf", base_cfg, 0644), &cfg, &errs), 2);
+    assert_true(has_err(&errs, "open.conf:5:", "readable by other users"));
+    assert_true(has_err(&errs, "open.conf:11:", "readable by other users"));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    /* Secrets from files are fine in a world-readable config. */
+    secret_path = strdup(write_file("xmpp.secret", "from-file\n", 0600));
+    snprintf(text, sizeof text,
+             "[xmpp]\nsecret_file = %s\n[users]\nalice@localhost = sip:1001@127.0.0.1\n",
+             secret_path);
+    memset(&cfg, 0, sizeof cfg);
+    memset(&errs, 0, sizeof errs);
+    assert_int_equal(config_load(write_file("files.conf", text, 0644), &cfg, &errs), 0);
+    assert_string_equal(cfg.xmpp_secret, "from-file");
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    /* Both at once, or a missing file, are errors. */
+    snprintf(text, sizeof text,
+             "[xmpp]\nsecret = x\nsecret_file = %s\n[sip]\npassword_file = /nonexistent\n"
+             "[users]\nalice@localhost = sip:1001@127.0.0.1\n",
+             secret_path);
+    load_text(text, &cfg, &errs);
+    assert_true(has_err(&errs, "set secret or secret_file, not both", NULL));
+    assert_true(has_err(&errs, "cannot read /nonexistent", NULL));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+    free(secret_path);
+}
+
+static void test_values(void **state)
+{
+    char text[2048];
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+
+    snprintf(text, sizeof text,
+             "%s[sip]\n", base_cfg); /* section reopened: keys still must be unique */
+    assert_int_equal(load_text(text, &cfg, &errs), 0);
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    assert_int_equal(
+        load_text("[xmpp]\nsecret = \"a ; b # c\" ; comment\n[sip]\n"
+                  "listen = udp:[::1]:5070, tcp:[::1]:5070, tls:127.0.0.1:5071\n"
+                  "from = sip:bridge@pbx.example.com;tag=x\n"
+                  "[redis]\nurl = unix:///run/redis.sock?db=3\n"
+                  "[users]\nalice@localhost = sip:1001@127.0.0.1;transport=tcp\n",
+                  &cfg, &errs),
+        0);
+    assert_string_equal(cfg.xmpp_secret, "a ; b # c");
+    assert_int_equal(cfg.sip_nlisten, 2);
+    assert_string_equal(cfg.sip_listen_urls[0], "sip:[::1]:5070"); /* UDP and TCP */
+    assert_string_equal(cfg.sip_listen_urls[1], "sips:127.0.0.1:5071;transport=tls");
+    assert_string_equal(cfg.redis.unix_path, "/run/redis.sock");
+    assert_int_equal(cfg.redis.db, 3);
+    assert_string_equal(config_user_by_jid(&cfg, "alice@localhost")->aors[0],
+                        "sip:1001@127.0.0.1;transport=tcp");
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
+static void test_restart_keys(void **state)
+{
+    char text[2048];
+    struct offhook_config a, b;
+    struct cfg_errors errs;
+    char diff[256];
+
+    load_text(base_cfg, &a, &errs);
+    cfg_errors_free(&errs);
+    snprintf(text, sizeof text, "%s[log]\nlevel = debug\n", base_cfg);
+    load_text(text, &b, &errs);
+    cfg_errors_free(&errs);
+    assert_int_equal(config_diff_restart_keys(&a, &b, diff, sizeof diff), 0);
+    config_free(&b);
+
+    load_text("[xmpp]\nsecret = s3cret\nport = 5348\n[sip]\npbx = sip:10.0.0.1\n"
+              "listen = udp:127.0.0.1:5080\n[users]\n"
+              "alice@localhost = sip:1001@127.0.0.1\n",
+              &b, &errs);
+    cfg_errors_free(&errs);
+    assert_int_equal(config_diff_restart_keys(&a, &b, diff, sizeof diff), 3);
+    assert_non_null(strstr(diff, "[sip] pbx"));
+    assert_non_null(strstr(diff, "[xmpp] port"));
+    assert_non_null(strstr(diff, "[sip] listen"));
+    config_free(&a);
+    config_free(&b);
+}
+
+/* The shipped example names every key of the table with its default value, and loads. */
+static void test_example_covers_every_key(void **state)
+{
+    char path[512], *example, *defaults = NULL, *save = NULL, section[64] = "";
+    size_t dlen = 0;
+    FILE *f, *mem;
+    long n;
+
+    snprintf(path, sizeof path, "%s/config/offhook.conf.example", OFFHOOK_SOURCE_DIR);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    example = calloc(1, (size_t)n + 1);
+    assert_int_equal(fread(example, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+
+    mem = open_memstream(&defaults, &dlen);
+    config_print_defaults(mem);
+    fclose(mem);
+    for (char *line = strtok_r(defaults, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char want_section[80], want[512];
+        if (line[0] == '[') {
+            snprintf(section, sizeof section, "%s", line);
+            snprintf(want_section, sizeof want_section, "\n%s\n", section);
+            if (!strstr(example, want_section))
+                fail_msg("example lacks section %s", section);
+            continue;
+        }
+        if (line[0] != ';' || !strchr(line, '=') || line[1] == ' ')
+            continue;
+        /* ";key = default" must appear between its section header and the next one. */
+        snprintf(want, sizeof want, "\n%s\n", line);
+        {
+            char *sec = strstr(example, section), *hit, *next;
+            assert_non_null(sec);
+            hit = strstr(sec, want);
+            next = strstr(sec + 1, "\n[");
+            if (!hit || (next && hit > next))
+                fail_msg("example lacks '%s' under %s", line, section);
+        }
+    }
+    {
+        struct offhook_config cfg = {0};
+        struct cfg_errors errs = {0};
+        if (config_load_buffer("offhook.conf.example", example, (size_t)n, &cfg, &errs) != 0) {
+            print_errs(&errs);
+            fail_msg("the example does not load");
+        }
+        config_free(&cfg);
+        cfg_errors_free(&errs);
+    }
+    free(defaults);
+    free(example);
+}
+
+static int setup(void **state)
+{
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[600];
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_issue_example),
+        cmocka_unit_test(test_errors_have_file_and_line),
+        cmocka_unit_test(test_required),
+        cmocka_unit_test(test_contact_collision),
+        cmocka_unit_test(test_user_sections),
+        cmocka_unit_test(test_secret_rules),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_restart_keys),
+        cmocka_unit_test(test_example_covers_every_key),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

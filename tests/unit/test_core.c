@@ -1,0 +1,293 @@
+/* Pure helpers of common/: state model, backoff, Redis record codec, JIDs, hash map,
+ * metrics rendering. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "callstate.h"
+#include "jid.h"
+#include "metrics.h"
+#include "sbuf.h"
+#include "storecodec.h"
+#include "strmap.h"
+#include "strutil.h"
+
+static void test_derive(void **state)
+{
+    /* A call shows whatever else is known. */
+    assert_int_equal(user_state_derive(true, ACT_ON_CALL, REACH_OFFLINE, true), US_ON_CALL);
+    assert_int_equal(user_state_derive(false, ACT_RINGING, REACH_UNKNOWN, false), US_RINGING);
+    /* No call: offline beats DND beats idle; nothing heard yet is unknown. */
+    assert_int_equal(user_state_derive(true, ACT_IDLE, REACH_OFFLINE, true), US_OFFLINE);
+    assert_int_equal(user_state_derive(true, ACT_IDLE, REACH_ONLINE, true), US_DND);
+    assert_int_equal(user_state_derive(true, ACT_IDLE, REACH_UNKNOWN, false), US_IDLE);
+    assert_int_equal(user_state_derive(false, ACT_IDLE, REACH_UNKNOWN, false), US_UNKNOWN);
+    /* Significance order used by merge. */
+    assert_true(ACT_ON_CALL > ACT_ON_HOLD && ACT_ON_HOLD > ACT_RINGING &&
+                ACT_RINGING > ACT_DIALING && ACT_DIALING > ACT_IDLE);
+}
+
+static void test_state_names_roundtrip(void **state)
+{
+    for (int s = 0; s < US__COUNT; s++) {
+        enum user_state back;
+        assert_int_equal(user_state_from_name(user_state_name((enum user_state)s), &back), 0);
+        assert_int_equal(back, s);
+    }
+    {
+        enum user_state back;
+        assert_int_equal(user_state_from_name("exploded", &back), -1);
+    }
+}
+
+static void test_backoff_bounds(void **state)
+{
+    struct backoff b;
+    uint32_t prev_bound = 100;
+
+    backoff_init(&b, 100, 5000, 42);
+    for (int i = 0; i < 20; i++) {
+        uint32_t bound = 100u << (i < 6 ? i : 6);
+        uint32_t d = backoff_next(&b);
+        if (bound > 5000)
+            bound = 5000;
+        assert_true(d >= bound / 2);
+        assert_true(d <= bound);
+        prev_bound = bound;
+    }
+    assert_int_equal(prev_bound, 5000);
+    backoff_reset(&b);
+    assert_true(backoff_next(&b) <= 100);
+}
+
+static void test_backoff_jitter_spreads(void **state)
+{
+    struct backoff a, b;
+    int same = 0;
+
+    backoff_init(&a, 1000, 60000, 1);
+    backoff_init(&b, 1000, 60000, 2);
+    for (int i = 0; i < 10; i++)
+        same += backoff_next(&a) == backoff_next(&b);
+    assert_true(same < 3);
+}
+
+static void test_storecodec_roundtrip(void **state)
+{
+    struct user_record in = {.state = US_ON_HOLD,
+                             .dir = DIR_OUTGOING,
+                             .reach = REACH_ONLINE,
+                             .dnd = true,
+                             .since_ms = 1700000000123,
+                             .event_us = 1700000000123456};
+    struct user_record out;
+    struct store_fields f;
+    const char *names[STORE_FIELDS_MAX], *values[STORE_FIELDS_MAX];
+    char err[128];
+
+    strcpy(in.remote, "Bob <sip:1002@pbx>");
+    storecodec_encode(&in, &f);
+    assert_int_equal(f.n, 7);
+    for (int i = 0; i < f.n; i++) {
+        names[i] = f.name[i];
+        values[i] = f.value[i];
+    }
+    assert_int_equal(storecodec_decode(names, values, (size_t)f.n, &out, err, sizeof err), 0);
+    assert_int_equal(out.state, US_ON_HOLD);
+    assert_int_equal(out.dir, DIR_OUTGOING);
+    assert_int_equal(out.reach, REACH_ONLINE);
+    assert_true(out.dnd);
+    assert_true(out.since_ms == in.since_ms);
+    assert_true(out.event_us == in.event_us);
+    assert_string_equal(out.remote, in.remote);
+
+    /* No remote party: the field is not written at all. */
+    in.remote[0] = '\0';
+    storecodec_encode(&in, &f);
+    for (int i = 0; i < f.n; i++)
+        assert_string_not_equal(f.name[i], "remote");
+}
+
+static void test_storecodec_rejects(void **state)
+{
+    const char *n1[] = {"dir"}, *v1[] = {"incoming"};
+    const char *n2[] = {"state"}, *v2[] = {"exploded"};
+    const char *n3[] = {"state", "ts", "future"}, *v3[] = {"idle", "12x", "1"};
+    const char *n4[] = {"state", "future"}, *v4[] = {"idle", "whatever"};
+    struct user_record r;
+    char err[128];
+
+    assert_int_equal(storecodec_decode(n1, v1, 1, &r, err, sizeof err), -1);
+    assert_string_equal(err, "record has no state field");
+    assert_int_equal(storecodec_decode(n2, v2, 1, &r, err, sizeof err), -1);
+    assert_int_equal(storecodec_decode(n3, v3, 3, &r, err, sizeof err), -1);
+    assert_string_equal(err, "invalid value for field ts");
+    assert_int_equal(storecodec_decode(n4, v4, 2, &r, err, sizeof err), 0); /* forward compat */
+}
+
+static void test_keys(void **state)
+{
+    char buf[64];
+
+    assert_int_equal(store_key_user("offhook:", "alice@localhost", buf, sizeof buf), 0);
+    assert_string_equal(buf, "offhook:user:alice@localhost");
+    assert_int_equal(store_key_events("x:", buf, sizeof buf), 0);
+    assert_string_equal(buf, "x:events");
+    assert_int_equal(store_key_watchers("offhook:", "alice@phone.localhost", buf, 10), -1);
+}
+
+static void test_jid(void **state)
+{
+    struct jid j;
+    char bare[JID_MAX + 1];
+
+    assert_int_equal(jid_parse("Alice@LocalHost/Phone", &j), 0);
+    assert_string_equal(j.local, "alice");
+    assert_string_equal(j.domain, "localhost");
+    assert_string_equal(j.resource, "Phone"); /* resources keep their case */
+    assert_int_equal(jid_to_bare("Bob@Example.COM/x", bare, sizeof bare), 0);
+    assert_string_equal(bare, "bob@example.com");
+    assert_int_equal(jid_parse("phone.localhost", &j), 0);
+    assert_string_equal(j.local, "");
+
+    static const char *const bad[] = {"", "@x", "a@", "a@/r", "a b@x", "a@x/", "a<b@x",
+                                      "a@b c", "a@.x", "a\"@x", "x@y@z", "a@x\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (jid_parse(bad[i], &j) == 0)
+            fail_msg("accepted bad JID '%s'", bad[i]);
+    }
+    {
+        char long_local[1100];
+        memset(long_local, 'a', 1024);
+        strcpy(long_local + 1024, "@x");
+        assert_int_equal(jid_parse(long_local, &j), -1);
+    }
+}
+
+static void test_strmap(void **state)
+{
+    struct strmap m;
+    char keys[5000][16];
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int n = 0;
+
+    strmap_init(&m);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(keys[i], sizeof keys[i], "user%d", i);
+        assert_null(strmap_put(&m, keys[i], (void *)(intptr_t)(i + 1)));
+    }
+    for (int i = 0; i < 5000; i += 2)
+        assert_int_equal((intptr_t)strmap_del(&m, keys[i]), i + 1);
+    for (int i = 0; i < 5000; i++)
+        assert_int_equal((intptr_t)strmap_get(&m, keys[i]), i % 2 ? i + 1 : 0);
+    while (strmap_next(&m, &pos, &k, &v))
+        n++;
+    assert_int_equal(n, 2500);
+    assert_int_equal(m.count, 2500);
+    /* Re-adding after deletes reuses tombstones. */
+    for (int i = 0; i < 5000; i += 2)
+        strmap_put(&m, keys[i], (void *)1);
+    assert_int_equal(m.count, 5000);
+    strmap_free(&m);
+}
+
+static void test_metrics_render(void **state)
+{
+    static const char *const states[] = {"idle", "on_call", NULL};
+    struct metric *c = metric_new(METRIC_COUNTER, "offhook_test_total", "A \\ test\nhelp.",
+                                  "reason", NULL);
+    struct metric *g = metric_new(METRIC_GAUGE, "offhook_users", "Users.", "state", states);
+    struct metric *h = metric_histogram("offhook_latency_seconds", "Latency.",
+                                        (const double[]){0.001, 0.01}, 2);
+    struct sbuf b;
+
+    metric_inc(c, "bad \"xml\"");
+    metric_inc(c, "bad \"xml\"");
+    metric_set(g, "on_call", 3);
+    metric_observe(h, 0.0005);
+    metric_observe(h, 0.005);
+    metric_observe(h, 5);
+    sbuf_init(&b);
+    metrics_render(&b);
+    assert_non_null(strstr(b.data, "# HELP offhook_test_total A \\\\ test\\nhelp.\n"));
+    assert_non_null(strstr(b.data, "# TYPE offhook_test_total counter\n"));
+    assert_non_null(strstr(b.data, "offhook_test_total{reason=\"bad \\\"xml\\\"\"} 2\n"));
+    /* Declared labels are exported before first use. */
+    assert_non_null(strstr(b.data, "offhook_users{state=\"idle\"} 0\n"));
+    assert_non_null(strstr(b.data, "offhook_users{state=\"on_call\"} 3\n"));
+    assert_non_null(strstr(b.data, "offhook_latency_seconds_bucket{le=\"0.001\"} 1\n"));
+    assert_non_null(strstr(b.data, "offhook_latency_seconds_bucket{le=\"0.01\"} 2\n"));
+    assert_non_null(strstr(b.data, "offhook_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
+    assert_non_null(strstr(b.data, "offhook_latency_seconds_count 3\n"));
+    sbuf_free(&b);
+    metrics_reset();
+}
+
+static void test_metrics_label_cap(void **state)
+{
+    struct metric *c = metric_new(METRIC_COUNTER, "x_total", "x", "l", NULL);
+    char label[16];
+
+    for (int i = 0; i < 200; i++) {
+        snprintf(label, sizeof label, "v%d", i);
+        metric_inc(c, label);
+    }
+    /* A peer choosing label values cannot grow memory: the rest lands in "other". */
+    assert_true(metric_get(c, "other") >= 150);
+    metrics_reset();
+}
+
+static void test_strutil(void **state)
+{
+    long v;
+    uint32_t u;
+    bool b;
+    char buf[8];
+    char list[] = " a, ,b ,c ";
+    char *items[4];
+
+    assert_int_equal(str_parse_long("42", 0, 100, &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(str_parse_long("101", 0, 100, &v), -1);
+    assert_int_equal(str_parse_long("4x", 0, 100, &v), -1);
+    assert_int_equal(str_parse_long(" 4", 0, 100, &v), -1);
+    assert_int_equal(str_parse_u32("4294967295", &u), 0);
+    assert_int_equal(str_parse_u32("4294967296", &u), -1);
+    assert_int_equal(str_parse_u32("-1", &u), -1);
+    assert_int_equal(str_parse_bool("Yes", &b), 0);
+    assert_true(b);
+    assert_int_equal(str_parse_bool("maybe", &b), -1);
+    assert_int_equal(str_copy(buf, sizeof buf, "12345678"), -1);
+    assert_string_equal(buf, "1234567");
+    assert_int_equal(str_split_list(list, items, 4), 3);
+    assert_string_equal(items[2], "c");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_derive),
+        cmocka_unit_test(test_state_names_roundtrip),
+        cmocka_unit_test(test_backoff_bounds),
+        cmocka_unit_test(test_backoff_jitter_spreads),
+        cmocka_unit_test(test_storecodec_roundtrip),
+        cmocka_unit_test(test_storecodec_rejects),
+        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_jid),
+        cmocka_unit_test(test_strmap),
+        cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_metrics_label_cap),
+        cmocka_unit_test(test_strutil),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,222 @@
+/* The per-user merge: versions, partial updates, several dialogs and several phones. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "dialoginfo.h"
+#include "merge.h"
+#include "testutil.h"
+#include "xmlsafe.h"
+
+static struct dlg_doc *parse_file(const char *rel)
+{
+    size_t len;
+    char *body = read_data(rel, &len);
+    struct dlg_doc *d = malloc(sizeof *d);
+    const char *reason = NULL;
+
+    if (dlginfo_parse(body, len, 65536, d, &reason) != 0)
+        fail_msg("%s: %s", rel, reason);
+    free(body);
+    return d;
+}
+
+static struct dlg_doc *parse_str(const char *xml)
+{
+    struct dlg_doc *d = malloc(sizeof *d);
+    const char *reason = NULL;
+
+    if (dlginfo_parse(xml, strlen(xml), 65536, d, &reason) != 0)
+        fail_msg("%s", reason);
+    return d;
+}
+
+static enum call_activity view1(const struct merge_source *s)
+{
+    const struct merge_source *srcs[] = {s};
+    struct merge_view v;
+
+    merge_view(srcs, 1, &v);
+    return v.act;
+}
+
+/* A version rewritten, as a PBX increments it per NOTIFY of one subscription. */
+static struct dlg_doc *with_version(struct dlg_doc *d, uint32_t v)
+{
+    d->version = v;
+    return d;
+}
+
+static void apply_free(struct merge_source *s, struct dlg_doc *d, enum merge_result want)
+{
+    assert_int_equal(merge_apply(s, d), want);
+    free(d);
+}
+
+/* The issue's scenario: a held call and an active call; the first one ends (partial
+ * update, version 13 after 12): the user is still on the phone. */
+static void test_partial_end_of_one_call_keeps_other(void **state)
+{
+    struct merge_source s = {0};
+
+    apply_free(&s, parse_file("dialog-info/two-dialogs-one-held.xml"), MERGE_APPLIED);
+    assert_int_equal(view1(&s), ACT_ON_CALL); /* held + active = on_call */
+    assert_int_equal(s.ndialogs, 2);
+    apply_free(&s, parse_file("dialog-info/partial-terminated.xml"), MERGE_APPLIED);
+    assert_int_equal(s.ndialogs, 1);
+    assert_string_equal(s.dialogs[0].id, "d2");
+    assert_int_equal(view1(&s), ACT_ON_CALL);
+    merge_source_clear(&s);
+}
+
+/* The other order: the active call ends, the held one remains: on hold, not idle. */
+static void test_active_ends_held_remains(void **state)
+{
+    struct merge_source s = {0};
+
+    apply_free(&s, parse_file("dialog-info/two-dialogs-one-held.xml"), MERGE_APPLIED);
+    apply_free(&s,
+               parse_str("<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='13' "
+                         "state='partial' entity='sip:1001@pbx.example.com'><dialog id='d2'>"
+                         "<state>terminated</state></dialog></dialog-info>"),
+               MERGE_APPLIED);
+    assert_int_equal(view1(&s), ACT_ON_HOLD);
+    merge_source_clear(&s);
+}
+
+static void test_asterisk_call_sequence(void **state)
+{
+    static const struct {
+        const char *file;
+        enum call_activity act;
+    } seq[] = {
+        {"dialog-info/asterisk-idle.xml", ACT_IDLE},
+        {"dialog-info/asterisk-ringing.xml", ACT_RINGING},
+        {"dialog-info/asterisk-inuse.xml", ACT_ON_CALL},
+        {"dialog-info/asterisk-onhold.xml", ACT_ON_HOLD},
+        {"dialog-info/asterisk-idle.xml", ACT_IDLE},
+    };
+    struct merge_source s = {0};
+
+    for (uint32_t i = 0; i < sizeof seq / sizeof seq[0]; i++) {
+        apply_free(&s, with_version(parse_file(seq[i].file), i), MERGE_APPLIED);
+        assert_int_equal(view1(&s), seq[i].act);
+    }
+    merge_source_clear(&s);
+}
+
+/* Asterisk names the caller only while ringing; after answering the same dialog id keeps
+ * the name. An anonymous caller is never named. */
+static void test_identity_carries_over(void **state)
+{
+    struct merge_source s = {0};
+    const struct merge_source *srcs[] = {&s};
+    struct merge_view v;
+
+    apply_free(&s, parse_file("dialog-info/asterisk-ringing.xml"), MERGE_APPLIED);
+    apply_free(&s, parse_file("dialog-info/asterisk-inuse.xml"), MERGE_APPLIED);
+    merge_view(srcs, 1, &v);
+    assert_int_equal(v.act, ACT_ON_CALL);
+    assert_string_equal(v.remote, "Bob Smith <sip:1002@pbx.example.com>");
+    merge_source_clear(&s);
+
+    apply_free(&s, parse_file("dialog-info/asterisk-anonymous-caller.xml"), MERGE_APPLIED);
+    merge_view(srcs, 1, &v);
+    assert_int_equal(v.act, ACT_RINGING);
+    assert_null(v.remote);
+    merge_source_clear(&s);
+}
+
+static void test_stale_versions_ignored(void **state)
+{
+    struct merge_source s = {0};
+
+    apply_free(&s, parse_file("dialog-info/asterisk-onhold.xml"), MERGE_APPLIED); /* v3 */
+    apply_free(&s, parse_file("dialog-info/asterisk-inuse.xml"), MERGE_STALE);    /* v2 */
+    apply_free(&s, parse_file("dialog-info/asterisk-onhold.xml"), MERGE_STALE);   /* v3 again */
+    assert_int_equal(view1(&s), ACT_ON_HOLD);
+    assert_int_equal(s.version, 3);
+    /* A new subscription starts counting again: version 0 is accepted. */
+    merge_source_restart(&s);
+    assert_int_equal(view1(&s), ACT_ON_HOLD); /* no flap before the first document */
+    apply_free(&s, parse_file("dialog-info/asterisk-idle.xml"), MERGE_APPLIED);
+    assert_int_equal(view1(&s), ACT_IDLE);
+    merge_source_clear(&s);
+}
+
+static void test_partial_gap_reported(void **state)
+{
+    struct merge_source s = {0};
+
+    /* A partial without a full state before it cannot be trusted alone. */
+    apply_free(&s, parse_file("dialog-info/partial-terminated.xml"), MERGE_GAP);
+    merge_source_clear(&s);
+    apply_free(&s, with_version(parse_file("dialog-info/two-dialogs-one-held.xml"), 10),
+               MERGE_APPLIED);
+    /* 13 after 10: two updates were missed. Applied, but full state is asked for. */
+    apply_free(&s, parse_file("dialog-info/partial-terminated.xml"), MERGE_GAP);
+    assert_int_equal(view1(&s), ACT_ON_CALL);
+    merge_source_clear(&s);
+}
+
+/* Two phones: the desk phone's call ending never clears the softphone's. */
+static void test_several_phones(void **state)
+{
+    struct merge_source desk = {0}, soft = {0};
+    const struct merge_source *srcs[] = {&desk, &soft};
+    struct merge_view v;
+
+    apply_free(&desk, parse_file("dialog-info/asterisk-inuse.xml"), MERGE_APPLIED);
+    apply_free(&soft, parse_file("dialog-info/asterisk-ringing.xml"), MERGE_APPLIED);
+    merge_view(srcs, 2, &v);
+    assert_int_equal(v.act, ACT_ON_CALL);
+    apply_free(&desk, with_version(parse_file("dialog-info/asterisk-idle.xml"), 5),
+               MERGE_APPLIED);
+    merge_view(srcs, 2, &v);
+    assert_int_equal(v.act, ACT_RINGING);
+    assert_int_equal(v.dir, DIR_INCOMING);
+    apply_free(&soft, with_version(parse_file("dialog-info/asterisk-inuse.xml"), 6),
+               MERGE_APPLIED);
+    merge_view(srcs, 2, &v);
+    assert_int_equal(v.act, ACT_ON_CALL);
+    merge_source_clear(&desk);
+    merge_source_clear(&soft);
+}
+
+/* A PBX that only ever sends partial additions cannot grow a source without bound. */
+static void test_partial_growth_capped(void **state)
+{
+    struct merge_source s = {0};
+    char xml[512];
+
+    apply_free(&s, parse_file("dialog-info/empty-full.xml"), MERGE_APPLIED); /* v1 */
+    for (int i = 0; i < MERGE_MAX_DIALOGS + 10; i++) {
+        snprintf(xml, sizeof xml,
+                 "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='%d' "
+                 "state='partial' entity='e'><dialog id='x%d'><state>confirmed</state>"
+                 "</dialog></dialog-info>",
+                 i + 2, i);
+        apply_free(&s, parse_str(xml), MERGE_APPLIED);
+    }
+    assert_int_equal(s.ndialogs, MERGE_MAX_DIALOGS);
+    merge_source_clear(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_partial_end_of_one_call_keeps_other),
+        cmocka_unit_test(test_active_ends_held_remains),
+        cmocka_unit_test(test_asterisk_call_sequence),
+        cmocka_unit_test(test_identity_carries_over),
+        cmocka_unit_test(test_stale_versions_ignored),
+        cmocka_unit_test(test_partial_gap_reported),
+        cmocka_unit_test(test_several_phones),
+        cmocka_unit_test(test_partial_growth_capped),
+    };
+
+    xmlsafe_init();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

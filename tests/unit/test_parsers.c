@@ -1,0 +1,396 @@
+/* Body parsers on every fixture in tests/data, driven by tests/data/expect.txt, plus the
+ * limits a hostile peer would probe. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdbool.h>
+
+#include "dialoginfo.h"
+#include "merge.h"
+#include "pidf.h"
+#include "reginfo.h"
+#include "rlmi.h"
+#include "sbuf.h"
+#include "testutil.h"
+#include "xmlsafe.h"
+
+#define MAX 65536
+
+struct expect {
+    char kind[16];
+    char file[256];
+    char rest[512]; /* everything after the file name */
+};
+
+static struct expect expects[128];
+static int nexpects;
+
+static void load_expectations(void)
+{
+    char *buf = read_data("expect.txt", NULL);
+    char *save = NULL;
+
+    nexpects = 0;
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        struct expect *e;
+        int off = 0;
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        assert_true(nexpects < 128);
+        e = &expects[nexpects];
+        if (sscanf(line, "%15s %255s %n", e->kind, e->file, &off) < 2)
+            continue;
+        snprintf(e->rest, sizeof e->rest, "%s", line + off);
+        nexpects++;
+    }
+    free(buf);
+}
+
+/* Applies one document to an empty source and reports what a user would see. */
+static void check_dialog(const struct expect *e)
+{
+    char act[16], dir[16], full[16], remote[256] = "";
+    unsigned version;
+    int ndialogs, off = 0;
+    size_t len;
+    char *body = read_data(e->file, &len);
+    struct dlg_doc *doc = malloc(sizeof *doc);
+    struct merge_source src = {0};
+    const struct merge_source *srcs[] = {&src};
+    struct merge_view view;
+    const char *reason = NULL;
+
+    assert_int_equal(sscanf(e->rest, "ok %15s %15s %u %15s %d %n", act, dir, &version, full,
+                            &ndialogs, &off),
+                     5);
+    snprintf(remote, sizeof remote, "%s", e->rest + off);
+    if (dlginfo_parse(body, len, MAX, doc, &reason) != 0)
+        fail_msg("%s: rejected: %s", e->file, reason);
+    assert_int_equal(doc->version, version);
+    assert_int_equal(doc->full, strcmp(full, "full") == 0);
+    assert_int_equal(doc->ndialogs, ndialogs);
+    merge_apply(&src, doc);
+    merge_view(srcs, 1, &view);
+    if (strcmp(call_activity_name(view.act), act) != 0)
+        fail_msg("%s: activity %s, expected %s", e->file, call_activity_name(view.act), act);
+    assert_string_equal(call_dir_name(view.dir), dir);
+    if (strcmp(remote, "-") == 0)
+        assert_null(view.remote);
+    else
+        assert_string_equal(view.remote ? view.remote : "(none)", remote);
+    merge_source_clear(&src);
+    free(doc);
+    free(body);
+}
+
+static void check_pidf(const struct expect *e)
+{
+    char reach[16];
+    int phone, dnd;
+    size_t len;
+    char *body = read_data(e->file, &len);
+    struct pidf_doc doc;
+    const char *reason = NULL;
+
+    assert_int_equal(sscanf(e->rest, "ok %15s %d %d", reach, &phone, &dnd), 3);
+    if (pidf_parse(body, len, MAX, &doc, &reason) != 0)
+        fail_msg("%s: rejected: %s", e->file, reason);
+    assert_string_equal(phone_reach_name(doc.reach), reach);
+    assert_int_equal(doc.on_the_phone, phone);
+    assert_int_equal(doc.dnd, dnd);
+    assert_string_equal(doc.entity, "sip:1001@pbx.example.com");
+    free(body);
+}
+
+static void check_reg(const struct expect *e)
+{
+    char state[16], full[16];
+    unsigned version;
+    size_t len;
+    char *body = read_data(e->file, &len);
+    struct reg_doc doc;
+    const char *reason = NULL;
+
+    assert_int_equal(sscanf(e->rest, "ok %15s %u %15s", state, &version, full), 3);
+    if (reginfo_parse(body, len, MAX, &doc, &reason) != 0)
+        fail_msg("%s: rejected: %s", e->file, reason);
+    assert_int_equal(doc.version, version);
+    assert_int_equal(doc.full, strcmp(full, "full") == 0);
+    assert_int_equal(doc.nregs, 1);
+    assert_string_equal(doc.regs[0].aor, "sip:1001@pbx.example.com");
+    assert_int_equal(reg_entry_online(&doc.regs[0]), strcmp(state, "online") == 0);
+    free(body);
+}
+
+static void check_rlmi(const struct expect *e)
+{
+    size_t len, ctlen;
+    char *body = read_data(e->file, &len);
+    char *ctype = read_data("rlmi/resource-list-full.content-type", &ctlen);
+    struct rlmi_doc doc;
+    const char *reason = NULL;
+    struct dlg_doc *d = malloc(sizeof *d);
+
+    ctype[strcspn(ctype, "\r\n")] = '\0';
+    if (rlmi_parse(ctype, body, len, MAX, &doc, &reason) != 0)
+        fail_msg("%s: rejected: %s", e->file, reason);
+    assert_string_equal(doc.uri, "sip:phones@pbx.example.com");
+    assert_int_equal(doc.version, 3);
+    assert_true(doc.full);
+    assert_int_equal(doc.nres, 3);
+
+    /* 1001 on the phone */
+    assert_string_equal(doc.res[0].uri, "sip:1001@pbx.example.com");
+    assert_string_equal(doc.res[0].name, "Alice");
+    assert_int_equal(doc.res[0].state, RLMI_ACTIVE);
+    assert_string_equal(doc.res[0].ctype, "application/dialog-info+xml");
+    assert_int_equal(dlginfo_parse(doc.res[0].body, doc.res[0].body_len, MAX, d, &reason), 0);
+    assert_int_equal(d->ndialogs, 1);
+    assert_int_equal(dlg_entry_activity(&d->dialogs[0]), ACT_ON_CALL);
+    assert_int_equal(d->version, 8);
+
+    /* 1002 idle */
+    assert_string_equal(doc.res[1].uri, "sip:1002@pbx.example.com");
+    assert_int_equal(doc.res[1].state, RLMI_ACTIVE);
+    assert_int_equal(dlginfo_parse(doc.res[1].body, doc.res[1].body_len, MAX, d, &reason), 0);
+    assert_int_equal(dlg_entry_activity(&d->dialogs[0]), ACT_IDLE);
+
+    /* 1003 subscription rejected, no body */
+    assert_string_equal(doc.res[2].uri, "sip:1003@pbx.example.com");
+    assert_int_equal(doc.res[2].state, RLMI_TERMINATED);
+    assert_string_equal(doc.res[2].reason, "rejected");
+    assert_null(doc.res[2].body);
+
+    rlmi_doc_free(&doc);
+    free(d);
+    free(ctype);
+    free(body);
+}
+
+static void check_hostile(const struct expect *e)
+{
+    char want[128];
+    size_t len;
+    char *body = read_data(e->file, &len);
+    struct dlg_doc *d = malloc(sizeof *d);
+    struct pidf_doc p;
+    struct reg_doc r;
+    const char *reason = NULL;
+
+    assert_int_equal(sscanf(e->rest, "reject %127[^\n]", want), 1);
+    assert_int_equal(dlginfo_parse(body, len, MAX, d, &reason), -1);
+    assert_string_equal(reason, want);
+    /* The same body on the other parsers: rejected too, never accepted. */
+    assert_int_equal(pidf_parse(body, len, MAX, &p, &reason), -1);
+    assert_int_equal(reginfo_parse(body, len, MAX, &r, &reason), -1);
+    free(d);
+    free(body);
+}
+
+static void test_fixture_table(void **state)
+{
+    int checked = 0;
+
+    load_expectations();
+    for (int i = 0; i < nexpects; i++) {
+        const struct expect *e = &expects[i];
+        if (strcmp(e->kind, "dialog") == 0)
+            check_dialog(e);
+        else if (strcmp(e->kind, "pidf") == 0)
+            check_pidf(e);
+        else if (strcmp(e->kind, "reg") == 0)
+            check_reg(e);
+        else if (strcmp(e->kind, "rlmi") == 0)
+            check_rlmi(e);
+        else if (strcmp(e->kind, "hostile") == 0)
+            check_hostile(e);
+        else if (strcmp(e->kind, "skip") != 0)
+            fail_msg("unknown kind %s in expect.txt", e->kind);
+        checked++;
+    }
+    assert_true(checked >= 23);
+}
+
+/* Every fixture file must have an expectation: a new fixture cannot go untested. */
+static void test_every_fixture_listed(void **state)
+{
+    static const char *const dirs[] = {"dialog-info", "pidf", "reginfo", "rlmi", "hostile"};
+    int files = 0;
+
+    load_expectations();
+    for (size_t d = 0; d < sizeof dirs / sizeof dirs[0]; d++) {
+        char path[512];
+        DIR *dir;
+        struct dirent *ent;
+
+        snprintf(path, sizeof path, "%s/%s", OFFHOOK_TEST_DATA, dirs[d]);
+        dir = opendir(path);
+        assert_non_null(dir);
+        while ((ent = readdir(dir))) {
+            char rel[512];
+            bool found = false;
+            if (ent->d_name[0] == '.')
+                continue;
+            snprintf(rel, sizeof rel, "%s/%s", dirs[d], ent->d_name);
+            for (int i = 0; i < nexpects && !found; i++)
+                found = strcmp(expects[i].file, rel) == 0;
+            if (!found)
+                fail_msg("fixture %s has no line in expect.txt", rel);
+            files++;
+        }
+        closedir(dir);
+    }
+    assert_int_equal(files, 23);
+}
+
+static void test_size_limit(void **state)
+{
+    size_t len;
+    char *body = read_data("dialog-info/asterisk-inuse.xml", &len);
+    struct dlg_doc *d = malloc(sizeof *d);
+    const char *reason = NULL;
+
+    assert_int_equal(dlginfo_parse(body, len, len - 1, d, &reason), -1);
+    assert_string_equal(reason, "too large");
+    assert_int_equal(dlginfo_parse(body, len, len, d, &reason), 0);
+    assert_int_equal(dlginfo_parse(body, 0, len, d, &reason), -1);
+    assert_string_equal(reason, "empty");
+    free(d);
+    free(body);
+}
+
+static void test_too_many_dialogs(void **state)
+{
+    struct sbuf b;
+    struct dlg_doc *d = malloc(sizeof *d);
+    const char *reason = NULL;
+
+    sbuf_init(&b);
+    sbuf_puts(&b, "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' "
+                  "state='full' entity='sip:a@b'>");
+    for (int i = 0; i <= DLG_MAX_DIALOGS; i++)
+        sbuf_printf(&b, "<dialog id='d%d'><state>confirmed</state></dialog>", i);
+    sbuf_puts(&b, "</dialog-info>");
+    assert_int_equal(dlginfo_parse(b.data, b.len, 1 << 20, d, &reason), -1);
+    assert_string_equal(reason, "too many dialogs");
+    sbuf_free(&b);
+    free(d);
+}
+
+static void test_invalid_documents(void **state)
+{
+    static const struct {
+        const char *xml, *reason;
+    } cases[] = {
+        {"<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' state='full' entity='e'/>",
+         "missing or invalid version"},
+        {"<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='-1' state='full'/>",
+         "missing or invalid version"},
+        {"<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' state='x'/>",
+         "missing or invalid state attribute"},
+        {"<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' state='full'>"
+         "<dialog><state>confirmed</state></dialog></dialog-info>",
+         "dialog without id"},
+        {"<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' state='full'>"
+         "<dialog id='a'/></dialog-info>",
+         "dialog without state"},
+        {"<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' state='full'>"
+         "<dialog id='a' direction='sideways'><state>early</state></dialog></dialog-info>",
+         "unknown dialog direction"},
+        {"<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='x'/>",
+         "not a dialog-info document"},
+        {"<!DOCTYPE x><dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' "
+         "state='full'/>",
+         "DTD not allowed"},
+        {"\xff\xfe<garbage", "not well-formed"},
+    };
+    struct dlg_doc *d = malloc(sizeof *d);
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *reason = NULL;
+        assert_int_equal(dlginfo_parse(cases[i].xml, strlen(cases[i].xml), MAX, d, &reason), -1);
+        assert_string_equal(reason, cases[i].reason);
+    }
+    free(d);
+}
+
+/* Unknown elements and attributes are extensions: ignored, not fatal. */
+static void test_unknown_elements_ignored(void **state)
+{
+    static const char xml[] =
+        "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' xmlns:x='urn:x' version='3' "
+        "state='full' entity='sip:1@b' x:extra='1'><x:thing/>"
+        "<dialog id='a' direction='recipient' x:y='2'><x:z>q</x:z><state code='180'>early</state>"
+        "</dialog></dialog-info>";
+    struct dlg_doc *d = malloc(sizeof *d);
+    const char *reason = NULL;
+
+    assert_int_equal(dlginfo_parse(xml, sizeof xml - 1, MAX, d, &reason), 0);
+    assert_int_equal(d->ndialogs, 1);
+    assert_int_equal(dlg_entry_activity(&d->dialogs[0]), ACT_RINGING);
+    free(d);
+}
+
+static void test_pidf_invalid(void **state)
+{
+    static const char *const bad[] = {
+        "<presence xmlns='urn:ietf:params:xml:ns:pidf'/>",
+        "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='e'><tuple id='1'><status>"
+        "<basic>maybe</basic></status></tuple></presence>",
+        "<presence xmlns='urn:example' entity='e'/>",
+    };
+    struct pidf_doc p;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *reason = NULL;
+        assert_int_equal(pidf_parse(bad[i], strlen(bad[i]), MAX, &p, &reason), -1);
+        assert_non_null(reason);
+    }
+}
+
+static void test_rlmi_invalid(void **state)
+{
+    static const char body[] = "--b\r\nContent-Type: application/rlmi+xml\r\n\r\n"
+                               "<list xmlns='urn:ietf:params:xml:ns:rlmi' uri='sip:l@x' "
+                               "version='1' fullState='true'>"
+                               "<resource uri='sip:1@x'><instance id='i' state='active' "
+                               "cid='missing@x'/></resource></list>\r\n--b--\r\n";
+    struct rlmi_doc doc;
+    const char *reason = NULL;
+
+    assert_int_equal(rlmi_parse("application/dialog-info+xml", body, sizeof body - 1, MAX, &doc,
+                                &reason),
+                     -1);
+    assert_string_equal(reason, "not multipart/related");
+    assert_int_equal(rlmi_parse("multipart/related", body, sizeof body - 1, MAX, &doc, &reason),
+                     -1);
+    assert_string_equal(reason, "missing or invalid boundary");
+    assert_int_equal(rlmi_parse("multipart/related;boundary=b", body, sizeof body - 1, MAX, &doc,
+                                &reason),
+                     -1);
+    assert_string_equal(reason, "instance cid names no body part");
+    assert_int_equal(rlmi_parse("multipart/related;boundary=b", body, 40, MAX, &doc, &reason),
+                     -1);
+    assert_string_equal(reason, "multipart body truncated");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fixture_table),
+        cmocka_unit_test(test_every_fixture_listed),
+        cmocka_unit_test(test_size_limit),
+        cmocka_unit_test(test_too_many_dialogs),
+        cmocka_unit_test(test_invalid_documents),
+        cmocka_unit_test(test_unknown_elements_ignored),
+        cmocka_unit_test(test_pidf_invalid),
+        cmocka_unit_test(test_rlmi_invalid),
+    };
+
+    xmlsafe_init();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
