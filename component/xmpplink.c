@@ -232,6 +232,8 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
             log_err("xmpp", "event=stream_error domain=%s text=\"%s\"", l->domain,
                     se->text ? se->text : "");
         }
+    } else if (l->up && l->closing) {
+        log_info("xmpp", "event=closed domain=%s", l->domain);
     } else if (l->up) {
         metric_inc(m_disconnects, "socket");
         log_warn("xmpp", "event=disconnected domain=%s error=%d", l->domain, error);

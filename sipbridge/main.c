@@ -41,6 +41,11 @@ struct app {
     bool stopping;
 };
 
+static void kick_sofia(void *arg)
+{
+    suloop_kick(arg);
+}
+
 static bool is_ready(void *arg, struct sbuf *why)
 {
     struct app *a = arg;
@@ -187,7 +192,7 @@ int main(int argc, char **argv)
     a.loop = suloop_new(a.base);
     if (!a.loop)
         goto out;
-    a.ua = sipua_new(suloop_root(a.loop), a.cfg, subs_ua_ops());
+    a.ua = sipua_new(suloop_root(a.loop), a.cfg, subs_ua_ops(), kick_sofia, a.loop);
     if (!a.ua)
         goto out;
     a.store = store_new(a.base, a.cfg);

@@ -104,8 +104,8 @@ enum merge_result merge_apply(struct merge_source *src, const struct dlg_doc *do
     /* Room for every kept dialog plus every new one; bounded by DLG_MAX_DIALOGS each. */
     cap = (doc->full ? 0 : src->ndialogs) + doc->ndialogs;
     if (doc->full) {
-        /* Full state replaces everything, but identities seen earlier for the same
-         * dialog carry over (looked up in old below). */
+        /* Full state replaces everything, but the direction and identity seen earlier
+         * for the same dialog carry over (Asterisk sends them only while ringing). */
         src->dialogs = cap ? xcalloc((size_t)cap, sizeof *src->dialogs) : NULL;
         src->ndialogs = 0;
         for (int i = 0; i < doc->ndialogs; i++) {
@@ -115,9 +115,11 @@ enum merge_result merge_apply(struct merge_source *src, const struct dlg_doc *do
                 continue;
             upsert(src, e, cap);
             j = find(&old, e->id);
-            if (j >= 0 && old.dialogs[j].remote && !e->anonymous) {
+            if (j >= 0) {
                 int k = find(src, e->id);
-                if (k >= 0 && !src->dialogs[k].remote)
+                if (k >= 0 && src->dialogs[k].dir == DIR_NONE)
+                    src->dialogs[k].dir = old.dialogs[j].dir;
+                if (k >= 0 && old.dialogs[j].remote && !e->anonymous && !src->dialogs[k].remote)
                     src->dialogs[k].remote = xstrdup(old.dialogs[j].remote);
             }
         }

@@ -43,7 +43,15 @@ struct sipua {
     void *shutdown_arg;
     bool shutdown_started;
     bool shut_down;
+    void (*kick)(void *arg);
+    void *kick_arg;
 };
+
+static void kick(struct sipua *ua)
+{
+    if (ua->kick)
+        ua->kick(ua->kick_arg);
+}
 
 static struct metric *m_auth, *m_unknown_notify;
 
@@ -115,6 +123,7 @@ static bool answer_challenge(struct sipua_handle *h, int status, const sip_t *si
               ua->username);
     nua_authenticate(h->nh, NUTAG_AUTH(auth), TAG_END());
     explicit_bzero(auth, sizeof auth);
+    kick(ua);
     return true;
 }
 
@@ -122,6 +131,7 @@ static void handle_destroy(struct sipua_handle *h)
 {
     nua_handle_bind(h->nh, NULL);
     nua_handle_destroy(h->nh);
+    kick(h->ua);
     free(h->aor);
     free(h);
 }
@@ -242,7 +252,7 @@ static void default_from(const struct offhook_config *cfg, char *out, size_t len
 }
 
 struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
-                        const struct sipua_ops *ops)
+                        const struct sipua_ops *ops, void (*kick_fn)(void *), void *kick_arg)
 {
     struct sipua *ua = xcalloc(1, sizeof *ua);
     char from[512], agent[64];
@@ -261,6 +271,8 @@ struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
     snprintf(agent, sizeof agent, "offhook/%s", OFFHOOK_VERSION);
     ua->root = root;
     ua->ops = *ops;
+    ua->kick = kick_fn;
+    ua->kick_arg = kick_arg;
     set_credentials(ua, cfg);
     ua->nua = nua_create(root, on_event, ua,
                          TAG_IF(plain, NUTAG_URL(plain)),
@@ -302,6 +314,7 @@ struct sipua_handle *sipua_subscribe(struct sipua *ua, const char *aor, const ch
     snprintf(exp, sizeof exp, "%ld", expires);
     nua_subscribe(h->nh, NUTAG_URL(aor), SIPTAG_EVENT_STR(event), SIPTAG_ACCEPT_STR(accept),
                   SIPTAG_EXPIRES_STR(exp), TAG_END());
+    kick(ua);
     return h;
 }
 
@@ -312,6 +325,7 @@ void sipua_refresh(struct sipua_handle *h, long expires)
     snprintf(exp, sizeof exp, "%ld", expires);
     h->auth_tries = 0;
     nua_subscribe(h->nh, SIPTAG_EXPIRES_STR(exp), TAG_END());
+    kick(h->ua);
 }
 
 void sipua_release(struct sipua_handle *h, bool unsubscribe)
@@ -322,6 +336,7 @@ void sipua_release(struct sipua_handle *h, bool unsubscribe)
     if (unsubscribe && !h->ua->shut_down) {
         h->unsubscribing = true;
         nua_unsubscribe(h->nh, TAG_END());
+        kick(h->ua);
         return;
     }
     handle_destroy(h);
@@ -334,6 +349,7 @@ void sipua_shutdown(struct sipua *ua, void (*done)(void *arg), void *arg)
     ua->shutdown_started = true;
     /* nua_shutdown un-SUBSCRIBEs every live subscription itself (Expires: 0). */
     nua_shutdown(ua->nua);
+    kick(ua);
 }
 
 void sipua_free(struct sipua *ua)

@@ -35,9 +35,10 @@ struct sipua_ops {
     void (*on_notify)(void *owner, const struct sipua_notify *n);
 };
 
-/* Creates the nua on root, bound to the configured listen URLs. NULL on failure. */
+/* Creates the nua on root, bound to the configured listen URLs. kick(kick_arg) is called
+ * after each request handed to nua, so the loop runs a Sofia step. NULL on failure. */
 struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
-                        const struct sipua_ops *ops);
+                        const struct sipua_ops *ops, void (*kick)(void *), void *kick_arg);
 /* Applies reloadable settings (credentials). */
 void sipua_update(struct sipua *ua, const struct offhook_config *cfg);
 /* Sends SUBSCRIBE for event to aor. The handle reports to owner until released. */

@@ -3,7 +3,8 @@
  * descriptor (the one new epoll fd), prove it is Sofia's by registering a pipe with the
  * root and seeing the epoll fd turn readable, and then watch it. An epoll fd is readable
  * while any descriptor registered in it is ready, so one libevent event covers every
- * socket Sofia opens later. Timers: su_root_step() returns the delay to the next one. */
+ * socket Sofia opens later. Timers: su_root_step() returns the delay to the next one.
+ * Work queued from this thread (every nua_*() call) does not wake the port: callers kick. */
 #include "suloop.h"
 
 #include <dirent.h>
@@ -27,6 +28,7 @@ struct suloop {
     su_root_t *root;
     struct event *ev_io;
     struct event *ev_timer;
+    struct event *ev_kick;  /* one step soon: work was queued from this thread */
     int epfd;
     bool stepping; /* a step is running: callbacks from inside must not recurse */
 };
@@ -55,29 +57,28 @@ static int probe_cb(su_root_magic_t *magic, su_wait_t *w, su_wakeup_arg_t *arg)
     return 0;
 }
 
-/* True if Sofia's root signals readiness through epfd. */
-static bool root_uses(su_root_t *root, int epfd)
+/* True if Sofia's root signals readiness through epfd; p is a pipe (read, write). */
+static bool root_uses(su_root_t *root, int epfd, const int p[2])
 {
-    int p[2];
     su_wait_t w[1] = {SU_WAIT_INIT};
     struct pollfd pfd = {.fd = epfd, .events = POLLIN};
+    char drain[8];
     int idx;
     bool ok = false;
 
-    if (pipe(p) < 0)
+    if (su_wait_create(w, p[0], SU_WAIT_IN) != 0)
         return false;
-    if (su_wait_create(w, p[0], SU_WAIT_IN) == 0) {
-        idx = su_root_register(root, w, probe_cb, NULL, 0);
-        if (idx > 0) {
-            if (write(p[1], "x", 1) == 1)
-                ok = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
-            su_root_deregister(root, idx);
-        } else {
-            su_wait_destroy(w);
-        }
+    idx = su_root_register(root, w, probe_cb, NULL, 0);
+    if (idx <= 0) {
+        su_wait_destroy(w);
+        return false;
     }
-    close(p[0]);
-    close(p[1]);
+    if (write(p[1], "x", 1) == 1) {
+        ok = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+        if (read(p[0], drain, sizeof drain) < 0)
+            ok = false;
+    }
+    su_root_deregister(root, idx);
     return ok;
 }
 
@@ -85,22 +86,27 @@ static int find_root_fd(su_root_t *root, const int *before, int nbefore)
 {
     int after[MAX_FDS];
     int nafter = list_fds(after, MAX_FDS);
+    int p[2], found = -1;
 
-    for (int i = 0; i < nafter; i++) {
+    if (pipe(p) < 0)
+        return -1;
+    for (int i = 0; i < nafter && found < 0; i++) {
         struct epoll_event ev = {0};
-        bool old = false;
+        bool old = after[i] == p[0] || after[i] == p[1];
 
         for (int j = 0; j < nbefore && !old; j++)
             old = before[j] == after[i];
         if (old)
             continue;
-        /* An epoll instance answers ENOENT for a descriptor it does not hold; any other
-         * kind of descriptor answers EINVAL. */
-        if (epoll_ctl(after[i], EPOLL_CTL_DEL, STDERR_FILENO, &ev) < 0 && errno == ENOENT &&
-            root_uses(root, after[i]))
-            return after[i];
+        /* An epoll instance answers ENOENT for a pipe it does not hold; any other kind
+         * of descriptor answers EINVAL. */
+        if (epoll_ctl(after[i], EPOLL_CTL_DEL, p[0], &ev) < 0 && errno == ENOENT &&
+            root_uses(root, after[i], p))
+            found = after[i];
     }
-    return -1;
+    close(p[0]);
+    close(p[1]);
+    return found;
 }
 
 static void step(struct suloop *l)
@@ -153,6 +159,7 @@ struct suloop *suloop_new(struct event_base *base)
     }
     l->ev_io = event_new(base, l->epfd, EV_READ | EV_PERSIST, on_event, l);
     l->ev_timer = evtimer_new(base, on_event, l);
+    l->ev_kick = event_new(base, -1, 0, on_event, l);
     event_add(l->ev_io, NULL);
     log_debug("sip", "event=loop_attached epfd=%d", l->epfd);
     return l;
@@ -171,7 +178,9 @@ su_root_t *suloop_root(const struct suloop *l)
 
 void suloop_kick(struct suloop *l)
 {
-    step(l);
+    /* Sofia's port wakes itself (mailbox socket) only for messages from other threads;
+     * a nua call made here is queued silently until the next step, so ask for one. */
+    event_active(l->ev_kick, EV_TIMEOUT, 1);
 }
 
 void suloop_free(struct suloop *l)
@@ -180,6 +189,7 @@ void suloop_free(struct suloop *l)
         return;
     event_free(l->ev_io);
     event_free(l->ev_timer);
+    event_free(l->ev_kick);
     su_root_destroy(l->root);
     free(l);
     su_deinit();

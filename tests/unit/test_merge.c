@@ -119,6 +119,7 @@ static void test_identity_carries_over(void **state)
     apply_free(&s, parse_file("dialog-info/asterisk-inuse.xml"), MERGE_APPLIED);
     merge_view(srcs, 1, &v);
     assert_int_equal(v.act, ACT_ON_CALL);
+    assert_int_equal(v.dir, DIR_INCOMING);
     assert_string_equal(v.remote, "Bob Smith <sip:1002@pbx.example.com>");
     merge_source_clear(&s);
 

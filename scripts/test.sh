@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds, and runs every test: unit tests (cmocka, ctest) and
+# integration tests (pytest against real redis-server, Prosody and sipp on loopback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build.sh
+echo "== unit tests"
+ctest --test-dir build --output-on-failure
+echo "== integration tests"
+OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration

@@ -1,0 +1,524 @@
+"""Real servers for offhook's integration tests, the demo and the benchmarks.
+
+Everything runs on 127.0.0.1, on free ports, in a temporary directory, started and
+stopped by the test itself: redis-server, Prosody (as a plain process), sipp playing a
+PBX, and offhook's two daemons. Waits poll a condition; nothing sleeps blindly.
+"""
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(ROOT, "tests", "data")
+BUILD = os.environ.get("OFFHOOK_BUILD", os.path.join(ROOT, "build"))
+
+
+def free_port(kind=socket.SOCK_STREAM, also_udp=False):
+    """A port free on 127.0.0.1 for TCP (and UDP too if asked)."""
+    for _ in range(200):
+        s = socket.socket(socket.AF_INET, kind)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if not also_udp:
+            return port
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        t = socket.socket(socket.AF_INET, other)
+        try:
+            t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+    raise RuntimeError("no free port")
+
+
+def wait_until(cond, timeout=15.0, interval=0.05, what="condition"):
+    """Polls cond() until it returns a true value; returns it or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # a server still starting refuses connections
+            last_exc = e
+        time.sleep(interval)
+    raise TimeoutError("timed out after %.1fs waiting for %s%s" % (
+        timeout, what, " (last error: %r)" % last_exc if last_exc else ""))
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def http_get(port, path, timeout=2.0):
+    """(status, body) of GET http://127.0.0.1:port/path; status 0 if unreachable."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def parse_metrics(text):
+    """{'name{labels}': value} from Prometheus text format."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+class Proc:
+    """A child process with its output in a log file."""
+
+    def __init__(self, name, argv, workdir, env=None, user=None):
+        self.name = name
+        self.argv = argv
+        self.log_path = os.path.join(workdir, name + ".out")
+        self.logf = open(self.log_path, "ab")
+        self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  env=env, cwd=workdir, start_new_session=True, user=user)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def send_signal(self, sig):
+        if self.alive():
+            self.p.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.alive():
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.logf.close()
+        return self.p.returncode
+
+    def kill9(self):
+        if self.alive():
+            self.p.kill()
+            self.p.wait()
+        self.logf.close()
+
+
+class Redis:
+    def __init__(self, workdir, port=None):
+        self.port = port or free_port()
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = None
+
+    def start(self):
+        self.proc = Proc("redis", ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no", "--dir", self.dir,
+                                   "--daemonize", "no", "--protected-mode", "yes"],
+                         self.dir)
+        wait_until(lambda: self.cli("PING") == "PONG", what="redis-server")
+        return self
+
+    def cli(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + list(args),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+
+
+PROSODY_CFG = """
+-- Written by offhook's test harness: a throwaway Prosody on loopback.
+data_path = "{dir}/data"
+plugin_paths = {{ "/usr/lib/prosody/modules" }}
+log = {{ {{ levels = {{ min = "{loglevel}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s} }}
+component_ports = {{ {comp} }}
+component_interfaces = {{ "127.0.0.1" }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "pep"; "private"; "vcard_legacy";
+                    "version" {extra_modules} }}
+modules_disabled = {{ "s2s"; "tls" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+storage = "internal"
+allow_registration = false
+VirtualHost "localhost"
+{vhost_extra}
+Component "{domain}"
+    component_secret = "{secret}"
+{component_extra}
+"""
+
+
+class Prosody:
+    """Prosody 0.12 as a plain foreground process with a component listener."""
+
+    def __init__(self, workdir, domain="phone.localhost", secret="s3cret",
+                 extra_modules=(), vhost_extra="", component_extra="", config_text=None):
+        self.dir = os.path.join(workdir, "prosody")
+        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        self.c2s = free_port()
+        self.comp = free_port()
+        self.domain = domain
+        self.secret = secret
+        self.cfg = os.path.join(self.dir, "prosody.cfg.lua")
+        text = config_text or PROSODY_CFG
+        with open(self.cfg, "w") as f:
+            f.write(text.format(dir=self.dir, c2s=self.c2s, comp=self.comp, domain=domain,
+                                secret=secret, loglevel="debug",
+                                extra_modules="".join('; "%s"' % m for m in extra_modules),
+                                vhost_extra=vhost_extra, component_extra=component_extra))
+        # Started as root, Prosody drops to the prosody user: it must own its files.
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("prosody")
+            for base, dirs, files in os.walk(self.dir):
+                os.chown(base, pw.pw_uid, pw.pw_gid)
+                for n in files:
+                    os.chown(os.path.join(base, n), pw.pw_uid, pw.pw_gid)
+            os.chmod(workdir, 0o755)
+        self.proc = None
+
+    def register(self, user, password, host="localhost"):
+        subprocess.run(["prosodyctl", "--config", self.cfg, "register", user, host, password],
+                       check=True, capture_output=True, timeout=30)
+
+    def start(self):
+        # prosody (unlike prosodyctl) does not leave root itself: start it as its user.
+        user = "prosody" if os.geteuid() == 0 else None
+        self.proc = Proc("prosody", ["prosody", "--config", self.cfg, "-F"], self.dir,
+                         user=user)
+        wait_until(lambda: port_open(self.c2s) and port_open(self.comp), timeout=20,
+                   what="prosody ports")
+        return self
+
+    def log(self):
+        p = os.path.join(self.dir, "prosody.log")
+        return open(p, errors="replace").read() if os.path.exists(p) else ""
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+
+
+def scenario_notify(body, version=None, event="dialog",
+                    ctype="application/dialog-info+xml", substate="active;expires=3600",
+                    pause_ms=400):
+    """One NOTIFY step of a sipp PBX scenario; version rewrites the document's version, as
+    a PBX increments it for each NOTIFY of one subscription."""
+    if version is not None:
+        import re
+        body = re.sub(r'version="\d+"', 'version="%d"' % version, body, count=1)
+    return {"body": body.strip(), "event": event, "ctype": ctype, "substate": substate,
+            "pause_ms": pause_ms}
+
+
+def sipp_pbx_scenario(notifies, expires=3600, final_unsubscribe=True):
+    """A sipp UAS scenario that answers one SUBSCRIBE with 200 and sends the given NOTIFYs
+    in its dialog, each after a pause, waiting for each 200. With final_unsubscribe it then
+    answers the un-SUBSCRIBE that a clean shutdown sends."""
+    steps = []
+    steps.append("""
+  <recv request="SUBSCRIBE" crlf="true" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="sub_from"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="sub_to"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=pbx[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Expires: %d
+      Content-Length: 0
+
+    ]]>
+  </send>""" % expires)
+    for i, n in enumerate(notifies):
+        steps.append("""
+  <pause milliseconds="%d"/>
+  <send>
+    <![CDATA[
+      NOTIFY [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$sub_to];tag=pbx[call_number]
+      To: [$sub_from]
+      [last_Call-ID:]
+      CSeq: %d NOTIFY
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Event: %s
+      Subscription-State: %s
+      Content-Type: %s
+      Content-Length: [len]
+
+%s
+    ]]>
+  </send>
+  <recv response="200"/>""" % (n["pause_ms"], i + 1, n["event"], n["substate"], n["ctype"],
+                              n["body"]))
+    if final_unsubscribe:
+        steps.append("""
+  <recv request="SUBSCRIBE" timeout="600000"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Expires: 0
+      Content-Length: 0
+
+    ]]>
+  </send>""")
+    return ('<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
+            '<scenario name="offhook test PBX">' + "".join(steps) + "\n</scenario>\n")
+
+
+class SippPbx:
+    """sipp as the PBX: answers sipbridge's SUBSCRIBE and plays NOTIFYs."""
+
+    def __init__(self, workdir, scenario_xml, name="sipp-pbx", port=None, transport="u1"):
+        self.dir = workdir
+        self.port = port or free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.name = name
+        self.path = os.path.join(workdir, name + ".xml")
+        with open(self.path, "w") as f:
+            f.write(scenario_xml)
+        self.transport = transport
+        self.proc = None
+
+    def start(self, calls=1):
+        self.proc = Proc(self.name, [
+            "sipp", "-sf", self.path, "-p", str(self.port), "-i", "127.0.0.1",
+            "-t", self.transport, "-m", str(calls), "-nostdin",
+            "-trace_err", "-error_file", os.path.join(self.dir, self.name + ".errors"),
+            "-trace_msg", "-message_file", os.path.join(self.dir, self.name + ".messages"),
+            "-timeout_error", "-max_recv_loops", "100"], self.dir)
+        return self
+
+    def messages(self):
+        p = os.path.join(self.dir, self.name + ".messages")
+        return open(p, errors="replace").read() if os.path.exists(p) else ""
+
+    def finished(self):
+        return not self.proc.alive()
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop(signal.SIGUSR1)  # sipp: dump stats and quit
+
+
+def offhook_config(path, redis_url, xmpp_port, sip_listen_port, pbx_port, metrics_sb,
+                   metrics_comp, users, domain="phone.localhost", secret="s3cret",
+                   extra="", loglevel="debug"):
+    """Writes an offhook.conf (mode 0600: it holds secrets) and returns its path."""
+    lines = [
+        "[log]", "level = %s" % loglevel,
+        "[sip]", "listen = udp:127.0.0.1:%d" % sip_listen_port,
+        "pbx = sip:127.0.0.1:%d" % pbx_port,
+        "expires = 3600",
+        "[xmpp]", "host = 127.0.0.1", "port = %d" % xmpp_port,
+        "domain = %s" % domain, "secret = %s" % secret,
+        "[redis]", "url = %s" % redis_url,
+        "[sipbridge]", "metrics = 127.0.0.1:%d" % metrics_sb,
+        "[component]", "metrics = 127.0.0.1:%d" % metrics_comp,
+        "[users]",
+    ]
+    for jid, aor in users:
+        lines.append("%s = %s" % (jid, aor))
+    text = "\n".join(lines) + "\n" + extra
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    return path
+
+
+def binary(name):
+    p = os.path.join(BUILD, name)
+    if not os.path.exists(p):
+        raise RuntimeError("%s not built (run cmake --build %s)" % (p, BUILD))
+    return p
+
+
+class Daemon(Proc):
+    """offhook-sipbridge or offhook-component with a config file."""
+
+    def __init__(self, name, config, workdir, metrics_port, env=None, wrapper=()):
+        argv = list(wrapper) + [binary("offhook-" + name), "-c", config]
+        super().__init__(name, argv, workdir, env=env)
+        self.metrics_port = metrics_port
+
+    def metrics(self):
+        status, body = http_get(self.metrics_port, "/metrics")
+        return parse_metrics(body) if status == 200 else {}
+
+    def ready(self):
+        return http_get(self.metrics_port, "/readyz")[0] == 200
+
+
+class Workdir:
+    """A temporary directory kept on failure when OFFHOOK_KEEP=1."""
+
+    def __init__(self, prefix="offhook-it-"):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(self.path, 0o755)
+
+    def cleanup(self):
+        if os.environ.get("OFFHOOK_KEEP") != "1":
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+ASTERISK_CALL = ["asterisk-idle.xml", "asterisk-ringing.xml", "asterisk-inuse.xml",
+                 "asterisk-onhold.xml", "asterisk-idle.xml"]
+
+# What a watcher's client shows for each of ASTERISK_CALL, after the initial "unknown".
+ASTERISK_CALL_VIEWS = [
+    ("unavailable", "", "Phone status unknown"),
+    ("available", "", ""),
+    ("available", "", "Ringing"),
+    ("available", "dnd", "On the phone"),
+    ("available", "dnd", "On hold"),
+    ("available", "", ""),
+]
+
+
+def asterisk_call_notifies(pause_ms=400):
+    """The Asterisk fixtures in call order, versions counting up as Asterisk does."""
+    return [scenario_notify(open(os.path.join(DATA, "dialog-info", f)).read(), version=i,
+                            pause_ms=pause_ms)
+            for i, f in enumerate(ASTERISK_CALL)]
+
+
+class Stack:
+    """Redis + Prosody (+ component, sipbridge, sipp) wired together by one config."""
+
+    def __init__(self, workdir, users=(("alice@localhost", "1001"),), extra_config="",
+                 prosody_kwargs=None, chat_users=("alice", "bob", "carol"),
+                 other_domain_users=("eve",), loglevel="debug"):
+        self.dir = workdir
+        self.redis = Redis(workdir).start()
+        vhost_extra = 'VirtualHost "other.localhost"\n'
+        self.prosody = Prosody(workdir, vhost_extra=vhost_extra, **(prosody_kwargs or {}))
+        for u in chat_users:
+            self.prosody.register(u, "pw")
+        for u in other_domain_users:
+            self.prosody.register(u, "pw", host="other.localhost")
+        self.prosody.start()
+        self.pbx_port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.sip_port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.metrics_sb = free_port()
+        self.metrics_comp = free_port()
+        self.users = users
+        self.extra_config = extra_config
+        self.loglevel = loglevel
+        self.config = None
+        self.write_config()
+        self.component = None
+        self.sipbridge = None
+        self.pbx = None
+        self.watchers = []
+
+    def aor(self, ext):
+        return "sip:%s@127.0.0.1:%d" % (ext, self.pbx_port)
+
+    def write_config(self, users=None, extra=None):
+        if users is not None:
+            self.users = users
+        if extra is not None:
+            self.extra_config = extra
+        self.config = offhook_config(
+            os.path.join(self.dir, "offhook.conf"), self.redis.url(), self.prosody.comp,
+            self.sip_port, self.pbx_port, self.metrics_sb, self.metrics_comp,
+            [(jid, self.aor(ext)) for jid, ext in self.users], extra=self.extra_config,
+            loglevel=self.loglevel)
+        return self.config
+
+    def start_component(self, wait_ready=True, wrapper=()):
+        self.component = Daemon("component", self.config, self.dir, self.metrics_comp,
+                                wrapper=wrapper)
+        if wait_ready:
+            wait_until(self.component.ready, timeout=30, what="component /readyz")
+        return self.component
+
+    def start_pbx(self, notifies, **kw):
+        self.pbx = SippPbx(self.dir, sipp_pbx_scenario(notifies, **kw), port=self.pbx_port)
+        self.pbx.start()
+        return self.pbx
+
+    def start_sipbridge(self, wait_ready=False, wrapper=()):
+        self.sipbridge = Daemon("sipbridge", self.config, self.dir, self.metrics_sb,
+                                wrapper=wrapper)
+        if wait_ready:
+            wait_until(self.sipbridge.ready, timeout=30, what="sipbridge /readyz")
+        return self.sipbridge
+
+    def watcher(self, jid, password="pw"):
+        from watcher import Watcher
+        w = Watcher(jid, password, self.prosody.c2s)
+        self.watchers.append(w)
+        return w
+
+    def logs(self):
+        out = []
+        for p in (self.sipbridge, self.component, self.pbx and self.pbx.proc):
+            if p:
+                out.append("==== %s ====\n%s" % (p.name, p.log()[-6000:]))
+        out.append("==== prosody ====\n%s" % self.prosody.log()[-3000:])
+        return "\n".join(out)
+
+    def stop(self):
+        for w in self.watchers:
+            try:
+                w.close()
+            except Exception:
+                pass
+        for p in (self.sipbridge, self.component):
+            if p:
+                p.stop()
+        if self.pbx:
+            self.pbx.stop()
+        self.prosody.stop()
+        self.redis.stop()
