@@ -16,7 +16,7 @@
 #include "strutil.h"
 
 #define CONNECT_TIMEOUT_MS 5000
-#define HEALTH_INTERVAL_MS 2000
+#define HEALTH_INTERVAL_MS 5000
 #define IDLE_PING_MS 15000
 
 enum rl_state { RL_DOWN, RL_CONNECTING, RL_HANDSHAKE, RL_UP };

@@ -20,6 +20,8 @@
 #include "version.h"
 #include "xmpplink.h"
 
+#define STATUS_INTERVAL_S 10 /* systemd STATUS= refresh once ready */
+
 struct app {
     const char *config_path;
     struct offhook_config *cfg;
@@ -163,7 +165,11 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
     ready = is_ready(a, &why);
     sbuf_free(&why);
     if (ready && !a->ready_sent) {
+        struct timeval slow = {.tv_sec = STATUS_INTERVAL_S};
         a->ready_sent = true;
+        /* Checked every second until ready; then STATUS= only needs refreshing. */
+        event_del(a->status_timer);
+        event_add(a->status_timer, &slow);
         log_notice("main", "event=ready users=%zu", a->c.by_jid.count);
         daemon_notify("READY=1");
     }

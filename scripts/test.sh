@@ -9,3 +9,7 @@ echo "== unit tests"
 ctest --test-dir build --output-on-failure
 echo "== integration tests"
 OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+echo "== the same under AddressSanitizer + UndefinedBehaviorSanitizer"
+BUILD_DIR=build-asan scripts/build.sh -DOFFHOOK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+ctest --test-dir build-asan --output-on-failure
+OFFHOOK_BUILD="$PWD/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration

@@ -26,6 +26,8 @@
 
 #define SHUTDOWN_GRACE_S 5 /* time for un-SUBSCRIBEs to be answered */
 
+#define STATUS_INTERVAL_S 10 /* systemd STATUS= refresh once ready */
+
 struct app {
     const char *config_path;
     struct offhook_config *cfg;
@@ -78,7 +80,11 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
     ready = is_ready(a, &why);
     sbuf_free(&why);
     if (ready && !a->ready_sent) {
+        struct timeval slow = {.tv_sec = STATUS_INTERVAL_S};
         a->ready_sent = true;
+        /* Checked every second until ready; then STATUS= only needs refreshing. */
+        event_del(a->status_timer);
+        event_add(a->status_timer, &slow);
         log_notice("main", "event=ready users=%d", bridge_user_count(a->bridge));
         daemon_notify("READY=1");
     }

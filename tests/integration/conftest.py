@@ -28,10 +28,13 @@ def stack_factory(workdir, request):
         return s
     yield make
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    problems = []
     for s in stacks:
         if failed:
             print(s.logs())
-        s.stop()
+        problems += s.stop()
+    if problems:
+        pytest.fail("daemon problems:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

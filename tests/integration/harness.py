@@ -391,6 +391,17 @@ class Daemon(Proc):
         super().__init__(name, argv, workdir, env=env)
         self.metrics_port = metrics_port
 
+    def problems(self):
+        """Sanitizer reports and crashes in this daemon's output."""
+        text = self.log()
+        out = []
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "Assertion", "Segmentation fault"):
+            if marker in text:
+                i = text.index(marker)
+                out.append("%s: %s" % (self.name, text[max(0, i - 200):i + 3000]))
+        return out
+
     def metrics(self):
         status, body = http_get(self.metrics_port, "/metrics")
         return parse_metrics(body) if status == 200 else {}
@@ -460,6 +471,7 @@ class Stack:
         self.sipbridge = None
         self.pbx = None
         self.watchers = []
+        self.all_daemons = []
 
     def aor(self, ext):
         return "sip:%s@127.0.0.1:%d" % (ext, self.pbx_port)
@@ -479,6 +491,7 @@ class Stack:
     def start_component(self, wait_ready=True, wrapper=()):
         self.component = Daemon("component", self.config, self.dir, self.metrics_comp,
                                 wrapper=wrapper)
+        self.all_daemons.append(self.component)
         if wait_ready:
             wait_until(self.component.ready, timeout=30, what="component /readyz")
         return self.component
@@ -491,6 +504,7 @@ class Stack:
     def start_sipbridge(self, wait_ready=False, wrapper=()):
         self.sipbridge = Daemon("sipbridge", self.config, self.dir, self.metrics_sb,
                                 wrapper=wrapper)
+        self.all_daemons.append(self.sipbridge)
         if wait_ready:
             wait_until(self.sipbridge.ready, timeout=30, what="sipbridge /readyz")
         return self.sipbridge
@@ -510,15 +524,25 @@ class Stack:
         return "\n".join(out)
 
     def stop(self):
+        """Stops everything; returns the problems seen (bad exits, sanitizer reports)."""
+        problems = []
         for w in self.watchers:
             try:
                 w.close()
             except Exception:
                 pass
-        for p in (self.sipbridge, self.component):
-            if p:
-                p.stop()
+        for d in self.daemons():
+            was_alive = d.alive()
+            rc = d.stop()
+            if was_alive and rc != 0:
+                problems.append("%s exited with %s" % (d.name, rc))
+            problems += d.problems()
         if self.pbx:
             self.pbx.stop()
         self.prosody.stop()
         self.redis.stop()
+        return problems
+
+    def daemons(self):
+        """Every daemon process started by this stack (restarts included)."""
+        return [d for d in self.all_daemons if d]
