@@ -160,9 +160,13 @@ out:
 
 enum call_activity dlg_entry_activity(const struct dlg_entry *d)
 {
+    /* A local target that does not render media is a held call: Asterisk says so on a
+     * confirmed dialog, FreeSWITCH (default pres-hold-state) on an early one. */
+    if (d->held && (d->state == DLGS_CONFIRMED || d->state == DLGS_EARLY))
+        return ACT_ON_HOLD;
     switch (d->state) {
     case DLGS_CONFIRMED:
-        return d->held ? ACT_ON_HOLD : ACT_ON_CALL;
+        return ACT_ON_CALL;
     case DLGS_EARLY:
         /* Asterisk omits direction on its ringing hint: an early dialog with no direction
          * is the phone ringing. */

@@ -15,7 +15,8 @@
 #define RETRY_MAX_MS 300000       /* 5 minutes between attempts at worst */
 #define REJECTED_MIN_MS 60000     /* rejected/noresource: no point in hammering */
 #define RETRY_AFTER_MAX_S 3600
-#define WATCHDOG_GRACE_S 30       /* silence allowed past the granted expiry */
+#define WATCHDOG_GRACE_MAX_S 30   /* silence allowed past the granted expiry ... */
+#define WATCHDOG_GRACE_MIN_S 2    /* ... at least, for very short expiries */
 
 struct subscription {
     struct subs_mgr *mgr;
@@ -27,7 +28,8 @@ struct subscription {
     enum sub_state state;
     struct backoff bo;
     struct event *timer;          /* retry, or watchdog while subscribed */
-    long granted;                 /* expiry the notifier granted, seconds */
+    long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
+    bool notified;                /* a NOTIFY arrived in this dialog */
     struct subscription *qnext;   /* ramp queue link */
     bool queued;
 };
@@ -100,6 +102,21 @@ static void arm(struct subscription *s, long ms)
 
 static void enqueue(struct subscription *s);
 
+/* A NOTIFY must come within the granted expiry: RFC 6665 has the notifier send one after
+ * every refresh. A notifier that answers refreshes but has stopped notifying (Asterisk's
+ * stale subscriptions) trips this, and the subscription is rebuilt. */
+static void arm_watchdog(struct subscription *s)
+{
+    long granted = s->granted > 0 ? s->granted : s->mgr->expires;
+    long grace = granted / 2;
+
+    if (grace > WATCHDOG_GRACE_MAX_S)
+        grace = WATCHDOG_GRACE_MAX_S;
+    if (grace < WATCHDOG_GRACE_MIN_S)
+        grace = WATCHDOG_GRACE_MIN_S;
+    arm(s, (granted + grace) * 1000);
+}
+
 static void send_subscribe(struct subscription *s)
 {
     struct subs_mgr *m = s->mgr;
@@ -117,8 +134,10 @@ static void send_subscribe(struct subscription *s)
         metric_inc(m_sent, NULL);
     m->ops.on_restart(s->owner, s);
     set_state(s, SUB_SUBSCRIBING);
+    s->granted = 0;
+    s->notified = false;
     /* If the stack never answers (it will, with 408, but belt and braces): silence. */
-    arm(s, (m->expires + WATCHDOG_GRACE_S) * 1000);
+    arm_watchdog(s);
 }
 
 /* Drops the dialog and schedules a fresh subscription. */
@@ -157,9 +176,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     case SUB_SUBSCRIBING:
     case SUB_PENDING:
     case SUB_ACTIVE:
-        log_warn("sip", "event=subscription_silent aor=%s package=%s silent_s=%ld "
-                        "action=resubscribe",
-                 s->aor, s->event, s->granted > 0 ? s->granted + WATCHDOG_GRACE_S : 0);
+        log_warn("sip", "event=subscription_silent aor=%s package=%s granted_s=%ld "
+                        "notified=%s action=resubscribe",
+                 s->aor, s->event, s->granted, s->notified ? "yes" : "never");
         restart_later(s, "silence", 0, -1);
         break;
     case SUB_QUEUED:
@@ -247,6 +266,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
     struct subscription *s = owner;
 
     if (status < 300) {
+        bool first = s->granted == 0;
         s->granted = expires > 0 ? expires : s->mgr->expires;
         backoff_reset(&s->bo);
         if (s->state == SUB_SUBSCRIBING) {
@@ -255,7 +275,9 @@ static void on_response(void *owner, int status, const char *phrase, long expire
             /* 202 means the notifier has not decided yet; its NOTIFY says pending. */
             set_state(s, SUB_ACTIVE);
         }
-        arm(s, (s->granted + WATCHDOG_GRACE_S) * 1000);
+        /* Only the first answer arms the watchdog; refreshes do not prove NOTIFYs flow. */
+        if (first && !s->notified)
+            arm_watchdog(s);
         return;
     }
     log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=\"%s\" "
@@ -293,7 +315,8 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     set_state(s, strcmp(substate, "pending") == 0 ? SUB_PENDING : SUB_ACTIVE);
     if (n->expires > 0)
         s->granted = n->expires;
-    arm(s, ((s->granted > 0 ? s->granted : s->mgr->expires) + WATCHDOG_GRACE_S) * 1000);
+    s->notified = true;
+    arm_watchdog(s);
 }
 
 static const struct sipua_ops ua_ops = {

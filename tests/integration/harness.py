@@ -235,6 +235,45 @@ class Prosody:
             self.proc.stop()
 
 
+_RESPONSE = """
+  <send>
+    <![CDATA[
+      SIP/2.0 %(code)s
+      [last_Via:]
+      [last_From:]
+      [last_To:]%(totag)s
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+%(headers)s      Content-Length: 0
+
+    ]]>
+  </send>"""
+
+
+def step_respond(code="200 OK", expires=None, headers=(), initial=False):
+    """Answers the request received last (initial=True adds the dialog's To tag)."""
+    h = "".join("      %s\n" % x for x in headers)
+    if expires is not None:
+        h += "      Expires: %d\n" % expires
+    return {"kind": "respond", "code": code, "headers": h, "initial": initial}
+
+
+def step_recv(method="SUBSCRIBE", timeout_ms=None, auth=None):
+    """Waits for an in-dialog request; auth=(user, password) verifies its digest."""
+    return {"kind": "recv", "method": method, "timeout": timeout_ms, "auth": auth}
+
+
+def step_answer_forever(expires=None):
+    """From here on, answers every in-dialog SUBSCRIBE (refreshes, un-SUBSCRIBE) with 200
+    and sends nothing else: a notifier that has silently stopped notifying."""
+    return {"kind": "loop", "expires": expires}
+
+
+def step_pause(ms):
+    return {"kind": "pause", "ms": ms}
+
+
 def scenario_notify(body, version=None, event="dialog",
                     ctype="application/dialog-info+xml", substate="active;expires=3600",
                     pause_ms=400):
@@ -243,38 +282,40 @@ def scenario_notify(body, version=None, event="dialog",
     if version is not None:
         import re
         body = re.sub(r'version="\d+"', 'version="%d"' % version, body, count=1)
-    return {"body": body.strip(), "event": event, "ctype": ctype, "substate": substate,
-            "pause_ms": pause_ms}
+    return {"kind": "notify", "body": body.strip(), "event": event, "ctype": ctype,
+            "substate": substate, "pause_ms": pause_ms}
 
 
-def sipp_pbx_scenario(notifies, expires=3600, final_unsubscribe=True):
-    """A sipp UAS scenario that answers one SUBSCRIBE with 200 and sends the given NOTIFYs
-    in its dialog, each after a pause, waiting for each 200. With final_unsubscribe it then
-    answers the un-SUBSCRIBE that a clean shutdown sends."""
-    steps = []
-    steps.append("""
-  <recv request="SUBSCRIBE" crlf="true" rrs="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="sub_from"/>
-      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="sub_to"/>
-    </action>
+def _render_step(st, n, call, bodydir=None):
+    if st["kind"] == "respond":
+        return _RESPONSE % {"code": st["code"], "headers": st["headers"],
+                            "totag": ";tag=pbx[call_number]" if st["initial"] else ""}
+    if st["kind"] == "pause":
+        return '\n  <pause milliseconds="%d"/>' % st["ms"]
+    if st["kind"] == "loop":
+        return ('\n  <label id="c%dloop"/>\n  <recv request="SUBSCRIBE" timeout="600000"/>' % call
+                + _render_step(step_respond(expires=st["expires"]), n, call, bodydir)
+                + '\n  <nop next="c%dloop"/>' % call)
+    if st["kind"] == "recv":
+        attrs = ' timeout="%d"' % st["timeout"] if st["timeout"] else ""
+        if st["auth"]:
+            label = "authfail"
+            return ("""
+  <recv request="%s"%s>
+    <action><verifyauth assign_to="authok" username="%s" password="%s"/></action>
   </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=pbx[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Expires: %d
-      Content-Length: 0
-
-    ]]>
-  </send>""" % expires)
-    for i, n in enumerate(notifies):
-        steps.append("""
+  <nop next="c%dauthok" test="authok"/>""" % (st["method"], attrs, st["auth"][0], st["auth"][1],
+                                             call) + _RESPONSE % {
+                "code": "403 Forbidden", "headers": "", "totag": ";tag=pbx[call_number]"} +
+                """
+  <nop next="end"/>
+  <label id="c%dauthok"/>""" % call)
+        return '\n  <recv request="%s"%s/>' % (st["method"], attrs)
+    # notify: the body goes in a file, since sipp reads "[" in a message as a keyword
+    body_path = os.path.join(bodydir, "body-c%d-n%d.txt" % (call, n))
+    with open(body_path, "w") as f:
+        f.write(st["body"])
+    return """
   <pause milliseconds="%d"/>
   <send>
     <![CDATA[
@@ -291,30 +332,56 @@ def sipp_pbx_scenario(notifies, expires=3600, final_unsubscribe=True):
       Content-Type: %s
       Content-Length: [len]
 
-%s
+[file name="%s"]
     ]]>
   </send>
-  <recv response="200"/>""" % (n["pause_ms"], i + 1, n["event"], n["substate"], n["ctype"],
-                              n["body"]))
-    if final_unsubscribe:
-        steps.append("""
-  <recv request="SUBSCRIBE" timeout="600000"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Expires: 0
-      Content-Length: 0
+  <recv response="200"/>""" % (st["pause_ms"], n, st["event"], st["substate"], st["ctype"],
+                              body_path)
 
-    ]]>
-  </send>""")
-    return ('<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
-            '<scenario name="offhook test PBX">' + "".join(steps) + "\n</scenario>\n")
+
+def sipp_pbx_script(calls, bodydir):
+    """A sipp UAS scenario playing a PBX. calls[i] is the list of steps for the i-th
+    subscription dialog (SUBSCRIBE with a new Call-ID) it receives; each begins after that
+    initial SUBSCRIBE has been received. sipp counts dialogs as calls: run it with
+    -m len(calls). NOTIFY bodies are written to files in bodydir."""
+    # sipp rejects a scenario that assigns a variable it never uses.
+    any_notify = any(st["kind"] == "notify" for steps in calls for st in steps)
+    captures = """
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="sub_from"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="sub_to"/>"""
+    out = ['<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="offhook test PBX">',
+           """
+  <recv request="SUBSCRIBE" crlf="true" rrs="true">
+    <action>%s
+      <assignstr assign_to="cn" value="[call_number]"/>
+      <todouble assign_to="cnum" variable="cn"/>
+    </action>
+  </recv>""" % (captures if any_notify else "")]
+    for i in range(len(calls)):
+        out.append('\n  <nop><action><test assign_to="is%d" variable="cnum" compare="equal" '
+                   'value="%d"/></action></nop>\n  <nop next="c%d" test="is%d"/>'
+                   % (i + 1, i + 1, i + 1, i + 1))
+    out.append('\n  <nop next="end"/>')
+    for i, steps in enumerate(calls):
+        out.append('\n  <label id="c%d"/>' % (i + 1))
+        n = 0
+        for st in steps:
+            if st["kind"] == "notify":
+                n += 1
+            out.append(_render_step(st, n, i + 1, bodydir))
+        out.append('\n  <nop next="end"/>')
+    out.append('\n  <label id="end"/>\n</scenario>\n')
+    return "".join(out)
+
+
+def sipp_pbx_scenario(notifies, bodydir, expires=3600, final_unsubscribe=True):
+    """A PBX that answers one SUBSCRIBE with 200 and sends the given NOTIFYs in its dialog,
+    each after a pause, waiting for each 200. With final_unsubscribe it then answers the
+    un-SUBSCRIBE a clean shutdown sends."""
+    steps = [step_respond(expires=expires, initial=True)] + list(notifies)
+    if final_unsubscribe:
+        steps += [step_recv(timeout_ms=600000), step_respond(expires=0)]
+    return sipp_pbx_script([steps], bodydir)
 
 
 class SippPbx:
@@ -330,6 +397,17 @@ class SippPbx:
         self.transport = transport
         self.proc = None
 
+    def listening(self):
+        """True once sipp holds its UDP port (a bind of ours then fails)."""
+        t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            t.bind(("127.0.0.1", self.port))
+            return False
+        except OSError:
+            return True
+        finally:
+            t.close()
+
     def start(self, calls=1):
         self.proc = Proc(self.name, [
             "sipp", "-sf", self.path, "-p", str(self.port), "-i", "127.0.0.1",
@@ -337,6 +415,9 @@ class SippPbx:
             "-trace_err", "-error_file", os.path.join(self.dir, self.name + ".errors"),
             "-trace_msg", "-message_file", os.path.join(self.dir, self.name + ".messages"),
             "-timeout_error", "-max_recv_loops", "100"], self.dir)
+        wait_until(lambda: self.listening() or not self.proc.alive(), what="sipp to listen")
+        if not self.proc.alive():
+            raise RuntimeError("sipp exited: %s" % self.proc.log()[-2000:])
         return self
 
     def messages(self):
@@ -348,7 +429,7 @@ class SippPbx:
 
     def stop(self):
         if self.proc:
-            self.proc.stop(signal.SIGUSR1)  # sipp: dump stats and quit
+            self.proc.stop(signal.SIGINT, timeout=1)  # then SIGKILL: sipp keeps no state
 
 
 def offhook_config(path, redis_url, xmpp_port, sip_listen_port, pbx_port, metrics_sb,
@@ -497,7 +578,8 @@ class Stack:
         return self.component
 
     def start_pbx(self, notifies, **kw):
-        self.pbx = SippPbx(self.dir, sipp_pbx_scenario(notifies, **kw), port=self.pbx_port)
+        self.pbx = SippPbx(self.dir, sipp_pbx_scenario(notifies, self.dir, **kw),
+                           port=self.pbx_port)
         self.pbx.start()
         return self.pbx
 
