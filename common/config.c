@@ -45,6 +45,7 @@ static int v_domain(struct offhook_config *, const char *, char *, size_t);
 static int v_redis_url(struct offhook_config *, const char *, char *, size_t);
 static int v_hostport_opt(struct offhook_config *, const char *, char *, size_t);
 static int v_events(struct offhook_config *, const char *, char *, size_t);
+static int v_sip_uri_opt_list(struct offhook_config *, const char *, char *, size_t);
 
 static const struct cfg_key keys[] = {
     {"log", "level", T_STR, OFF(log_level), "info", true, 0, 0, v_log_level,
@@ -70,6 +71,15 @@ static const struct cfg_key keys[] = {
      "event packages subscribed per AOR: dialog, presence (PIDF) and/or reg (RFC 3680)"},
     {"sip", "subscribe_rate", T_INT, OFF(sip_subscribe_rate), "50", true, 1, 100000, NULL,
      "new SUBSCRIBEs per second at most (start-up, reload, mass resubscribe)"},
+    {"sip", "resource_list", T_STR, OFF(sip_resource_list), "", false, 0, 0, v_sip_uri_opt_list,
+     "RFC 4662 resource list URI for dialog events (one SUBSCRIBE for all users); empty = "
+     "one subscription per AOR"},
+    {"sip", "coalesce_ms", T_INT, OFF(sip_coalesce_ms), "0", true, 0, 60000, NULL,
+     "states lasting less than this may be skipped (the final state is always written); 0 = "
+     "write every change"},
+    {"sip", "stale_after", T_INT, OFF(sip_stale_after), "60", true, 0, 86400, NULL,
+     "seconds a user's subscriptions may stay down before their state shows as unknown; 0 = "
+     "never"},
 
     {"xmpp", "host", T_STR, OFF(xmpp_host), "127.0.0.1", false, 0, 0, NULL,
      "XMPP server's component listener host"},
@@ -350,6 +360,13 @@ static int v_sip_uri(struct offhook_config *cfg, const char *v, char *err, size_
 static int v_sip_uri_opt(struct offhook_config *cfg, const char *v, char *err, size_t len)
 {
     return *v ? check_sip_uri(v, true, err, len) : 0;
+}
+
+/* A list URI names a list, not a user: sip:phones@pbx has a user part, sip:pbx may not. */
+static int v_sip_uri_opt_list(struct offhook_config *cfg, const char *v, char *err,
+                              size_t len)
+{
+    return *v ? check_sip_uri(v, false, err, len) : 0;
 }
 
 static int v_domain(struct offhook_config *cfg, const char *v, char *err, size_t len)

@@ -53,6 +53,9 @@ struct offhook_config {
     char *sip_events;          /* raw list; parsed into the flags below */
     bool sip_event_dialog, sip_event_presence, sip_event_reg;
     long sip_subscribe_rate;   /* SUBSCRIBEs per second at most */
+    char *sip_resource_list;   /* RFC 4662 list URI for dialog events, "" = per AOR */
+    long sip_coalesce_ms;      /* states shorter than this may be skipped; 0 = off */
+    long sip_stale_after;      /* seconds without a live subscription before "unknown" */
 
     /* [xmpp] */
     char *xmpp_host;

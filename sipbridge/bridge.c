@@ -1,10 +1,14 @@
-/* NOTIFY body -> parser -> merge -> user state -> store, per configured user. */
+/* NOTIFY body -> parser -> merge -> user state -> store, per configured user; in resource
+ * list mode one list subscription feeds every user's dialog state. */
 #include "bridge.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <event2/event.h>
 
 #include "config.h"
 #include "dialoginfo.h"
@@ -20,6 +24,9 @@
 #include "subscription.h"
 
 #define ERROR_LOG_QUIET_MS 60000 /* the same bad body from one source: logged once a minute */
+#define COALESCE_MAX_FACTOR 4    /* a flapping phone still publishes every 4 windows */
+#define LIST_ACCEPT "multipart/related, application/rlmi+xml, application/dialog-info+xml"
+#define AMBIGUOUS ((void *)1)
 
 enum pkg { PKG_DIALOG, PKG_PRESENCE, PKG_REG };
 
@@ -32,13 +39,16 @@ static const struct {
 };
 
 struct buser;
+struct bridge;
 
-/* One subscription's contribution to its user's state. */
+/* One AOR's contribution to its user's state for one event package. */
 struct bsource {
     struct buser *u;
     enum pkg pkg;
-    struct subscription *sub;
-    bool heard;                 /* a valid document arrived on this subscription */
+    int aor_idx;                /* which of the user's phones */
+    char *aor;
+    struct subscription *sub;   /* NULL when the resource list serves it */
+    bool heard;                 /* a valid document arrived since the state was last lost */
     struct merge_source dlg;    /* PKG_DIALOG */
     enum phone_reach reach;     /* PKG_PRESENCE, PKG_REG */
     bool dnd, on_phone;         /* PKG_PRESENCE */
@@ -47,6 +57,9 @@ struct bsource {
     const char *last_err;       /* static reason last logged, for log suppression */
     int64_t last_err_ms;
     unsigned err_suppressed;
+    struct event *stale;        /* armed while its subscription is down */
+    const char *list_problem;   /* resource-list trouble last logged for it */
+    bool seen_in_list;          /* named in the resource-list NOTIFY being applied */
 };
 
 struct buser {
@@ -58,16 +71,33 @@ struct buser {
     int nsrc;
     struct user_record rec;     /* last state handed to the store */
     bool stored;                /* rec was handed to the store at least once */
+    struct user_record pending; /* coalescing: the newest state, not yet written */
+    bool has_pending;
+    int64_t pending_since;      /* mono ms of the first change held back */
+    struct event *coalesce;
+};
+
+/* The RFC 4662 list subscription serving every user's dialog source. */
+struct rlist {
+    struct subscription *sub;
+    bool have_version;
+    uint32_t version;
+    struct strmap by_key;       /* "user@host" of each AOR -> struct bsource* */
+    struct strmap by_user;      /* user part -> struct bsource*, or AMBIGUOUS */
+    struct event *stale;
 };
 
 struct bridge {
+    struct event_base *base;
     const struct offhook_config *cfg;
     struct subs_mgr *subs;
     struct store *store;
     struct strmap users;        /* jid -> struct buser* */
+    struct rlist *list;         /* NULL unless [sip] resource_list is set */
 };
 
-static struct metric *m_notifies, *m_errors, *m_stale, *m_users, *m_changes;
+static struct metric *m_notifies, *m_errors, *m_stale, *m_users, *m_changes, *m_lost,
+    *m_list_resources;
 static struct bridge *collect_bridge; /* the bridge whose users the gauge counts */
 
 void bridge_register_metrics(void)
@@ -88,6 +118,14 @@ void bridge_register_metrics(void)
                          "state", states);
     m_changes = metric_new(METRIC_COUNTER, "offhook_state_changes_total",
                            "Changes of users' visible state, by new state.", "state", states);
+    m_lost = metric_new(METRIC_COUNTER, "offhook_state_lost_total",
+                        "Times a user's state was declared unknown because its subscription "
+                        "stayed down longer than [sip] stale_after.",
+                        NULL, NULL);
+    m_list_resources = metric_new(METRIC_COUNTER, "offhook_list_resources_total",
+                                  "Resources of resource-list NOTIFYs, by outcome.", "outcome",
+                                  (const char *const[]){"applied", "unknown_uri", "terminated",
+                                                        "missing", NULL});
 }
 
 static void collect_users(void *arg)
@@ -113,6 +151,34 @@ static bool record_differs(const struct user_record *a, const struct user_record
            a->dnd != b->dnd || strcmp(a->remote, b->remote) != 0;
 }
 
+static void write_record(struct bridge *b, struct buser *u, struct user_record rec)
+{
+    if (u->stored && !record_differs(&rec, &u->rec))
+        return;
+    rec.since_ms = u->stored && u->rec.state == rec.state ? u->rec.since_ms
+                                                          : rec.event_us / 1000;
+    if (!u->stored || u->rec.state != rec.state) {
+        log_info("bridge", "event=state_change user=%s from=%s to=%s dir=%s", u->jid,
+                 u->stored ? user_state_name(u->rec.state) : "none",
+                 user_state_name(rec.state), call_dir_name(rec.dir));
+        metric_inc(m_changes, user_state_name(rec.state));
+    }
+    u->rec = rec;
+    u->stored = true;
+    store_put(b->store, u->jid, &rec);
+}
+
+static void on_coalesce(evutil_socket_t fd, short what, void *arg)
+{
+    struct buser *u = arg;
+
+    if (!u->has_pending)
+        return;
+    u->has_pending = false;
+    write_record(u->b, u, u->pending);
+}
+
+/* Derives the user's visible state from all their sources and writes it if it changed. */
 static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
 {
     const struct merge_source *dsrc[CFG_MAX_AORS] = {0};
@@ -120,7 +186,9 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
     struct merge_view view;
     bool known = false, dnd = false, pidf_phone = false, have_dialog_pkg = false;
     bool online = false, offline = false;
+    enum phone_reach phone[CFG_MAX_AORS] = {REACH_UNKNOWN};
     struct user_record rec = {0};
+    long window = b->cfg->sip_coalesce_ms;
 
     for (int i = 0; i < u->nsrc; i++) {
         struct bsource *s = &u->src[i];
@@ -132,37 +200,103 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
         }
         if (!s->heard)
             continue;
-        online |= s->reach == REACH_ONLINE;
-        offline |= s->reach == REACH_OFFLINE;
+        /* One phone is offline if its PIDF is closed or its registration ended, whatever
+         * the other package says (Asterisk's PIDF stays open for an unregistered phone). */
+        if (s->reach == REACH_OFFLINE)
+            phone[s->aor_idx] = REACH_OFFLINE;
+        else if (s->reach == REACH_ONLINE && phone[s->aor_idx] == REACH_UNKNOWN)
+            phone[s->aor_idx] = REACH_ONLINE;
         if (s->pkg == PKG_PRESENCE) {
             dnd |= s->dnd;
             pidf_phone |= s->on_phone;
         }
     }
+    for (int a = 0; a < CFG_MAX_AORS; a++) {
+        online |= phone[a] == REACH_ONLINE;
+        offline |= phone[a] == REACH_OFFLINE;
+    }
     merge_view(dsrc, nd, &view);
     /* PIDF's on-the-phone counts only without dialog events, which tell more (hold). */
     if (!have_dialog_pkg && pidf_phone && view.act < ACT_ON_CALL)
         view.act = ACT_ON_CALL;
-    /* One registered phone is enough for the user to be reachable. */
+    /* One reachable phone is enough for the user to be reachable. */
     rec.reach = online ? REACH_ONLINE : offline ? REACH_OFFLINE : REACH_UNKNOWN;
     rec.dnd = dnd;
     rec.state = user_state_derive(known, view.act, rec.reach, dnd);
     rec.dir = view.act != ACT_IDLE ? view.dir : DIR_NONE;
     if (u->show_remote && view.act != ACT_IDLE && view.remote)
         str_copy(rec.remote, sizeof rec.remote, view.remote);
-    if (u->stored && !record_differs(&rec, &u->rec))
-        return;
-    rec.since_ms = u->stored && u->rec.state == rec.state ? u->rec.since_ms : event_us / 1000;
     rec.event_us = event_us;
-    if (!u->stored || u->rec.state != rec.state) {
-        log_info("bridge", "event=state_change user=%s from=%s to=%s dir=%s", u->jid,
-                 u->stored ? user_state_name(u->rec.state) : "none",
-                 user_state_name(rec.state), call_dir_name(rec.dir));
-        metric_inc(m_changes, user_state_name(rec.state));
+    if (window <= 0) {
+        write_record(b, u, rec);
+        return;
     }
-    u->rec = rec;
-    u->stored = true;
-    store_put(b->store, u->jid, &rec);
+    /* Coalescing: hold the change until it has lasted a window (or, if the phone keeps
+     * changing, until COALESCE_MAX_FACTOR windows have passed); the latest always wins. */
+    {
+        int64_t now = clock_mono_ms(), due;
+        struct timeval tv;
+
+        if (!u->has_pending && u->stored && !record_differs(&rec, &u->rec))
+            return;
+        if (!u->has_pending)
+            u->pending_since = now;
+        u->pending = rec;
+        u->has_pending = true;
+        due = now + window;
+        if (due > u->pending_since + window * COALESCE_MAX_FACTOR)
+            due = u->pending_since + window * COALESCE_MAX_FACTOR;
+        if (!u->coalesce)
+            u->coalesce = evtimer_new(b->base, on_coalesce, u);
+        tv.tv_sec = (due - now) / 1000;
+        tv.tv_usec = ((due - now) % 1000) * 1000;
+        evtimer_add(u->coalesce, &tv);
+    }
+}
+
+/* The source's subscription has been down for stale_after: what it said is void. */
+static void lose_source(struct bsource *s)
+{
+    merge_source_clear(&s->dlg);
+    s->heard = false;
+    s->reach = REACH_UNKNOWN;
+    s->dnd = s->on_phone = false;
+}
+
+static void on_source_stale(evutil_socket_t fd, short what, void *arg)
+{
+    struct bsource *s = arg;
+    struct buser *u = s->u;
+
+    if (!s->heard)
+        return;
+    metric_inc(m_lost, NULL);
+    log_warn("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
+                       "reason=\"subscription not re-established\"",
+             u->jid, s->aor, pkgs[s->pkg].event, u->b->cfg->sip_stale_after);
+    lose_source(s);
+    recompute(u->b, u, clock_wall_us());
+}
+
+static void stale_timer(struct bridge *b, struct event **ev, event_callback_fn cb, void *arg,
+                        bool down)
+{
+    struct timeval tv = {.tv_sec = b->cfg->sip_stale_after};
+
+    if (!down || b->cfg->sip_stale_after <= 0) {
+        if (*ev)
+            evtimer_del(*ev);
+        return;
+    }
+    if (!*ev)
+        *ev = evtimer_new(b->base, cb, arg);
+    if (!evtimer_pending(*ev, NULL))
+        evtimer_add(*ev, &tv);
+}
+
+static bool sub_down(enum sub_state st)
+{
+    return st != SUB_ACTIVE && st != SUB_PENDING;
 }
 
 /* ---- NOTIFY bodies ----------------------------------------------------------------- */
@@ -178,26 +312,28 @@ static void body_error(struct bsource *s, const char *reason)
     }
     log_warn("bridge", "event=body_rejected user=%s aor=%s package=%s reason=\"%s\" "
                        "suppressed=%u action=state_unchanged",
-             s->u->jid, subs_aor(s->sub), pkgs[s->pkg].event, reason, s->err_suppressed);
+             s->u->jid, s->aor, pkgs[s->pkg].event, reason, s->err_suppressed);
     s->last_err = reason;
     s->last_err_ms = now;
     s->err_suppressed = 0;
 }
 
-static bool content_type_is(const char *ctype, const char *want)
+static bool content_type_is(const char *ctype, size_t len, const char *want)
 {
     char media[96];
 
-    return ctype && mime_media_type(ctype, strlen(ctype), media, sizeof media) == 0 &&
+    return ctype && mime_media_type(ctype, len, media, sizeof media) == 0 &&
            strcmp(media, want) == 0;
 }
 
-static void apply_dialog(struct bridge *b, struct bsource *s, const struct sipua_notify *n)
+/* Applies a dialog-info body; returns false if a fresh full state is needed. */
+static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, size_t len)
 {
     struct dlg_doc *doc = xmalloc(sizeof *doc);
     const char *reason = NULL;
+    bool ok = true;
 
-    if (dlginfo_parse(n->body, n->len, (size_t)b->cfg->sip_max_body, doc, &reason) < 0) {
+    if (dlginfo_parse(body, len, (size_t)b->cfg->sip_max_body, doc, &reason) < 0) {
         body_error(s, reason);
         goto out;
     }
@@ -205,10 +341,10 @@ static void apply_dialog(struct bridge *b, struct bsource *s, const struct sipua
     case MERGE_STALE:
         metric_inc(m_stale, NULL);
         log_debug("bridge", "event=stale_notify user=%s aor=%s version=%u last=%u", s->u->jid,
-                  subs_aor(s->sub), doc->version, s->dlg.version);
+                  s->aor, doc->version, s->dlg.version);
         goto out;
     case MERGE_GAP:
-        subs_request_full_state(s->sub, "dialog-info version gap");
+        ok = false;
         break;
     case MERGE_APPLIED:
         break;
@@ -216,14 +352,15 @@ static void apply_dialog(struct bridge *b, struct bsource *s, const struct sipua
     s->heard = true;
 out:
     free(doc);
+    return ok;
 }
 
-static void apply_presence(struct bridge *b, struct bsource *s, const struct sipua_notify *n)
+static void apply_presence(struct bridge *b, struct bsource *s, const char *body, size_t len)
 {
     struct pidf_doc doc;
     const char *reason = NULL;
 
-    if (pidf_parse(n->body, n->len, (size_t)b->cfg->sip_max_body, &doc, &reason) < 0) {
+    if (pidf_parse(body, len, (size_t)b->cfg->sip_max_body, &doc, &reason) < 0) {
         body_error(s, reason);
         return;
     }
@@ -233,13 +370,13 @@ static void apply_presence(struct bridge *b, struct bsource *s, const struct sip
     s->heard = true;
 }
 
-static void apply_reg(struct bridge *b, struct bsource *s, const struct sipua_notify *n)
+static void apply_reg(struct bridge *b, struct bsource *s, const char *body, size_t len)
 {
     struct reg_doc doc;
     const char *reason = NULL;
-    bool any_online = false, any = false;
+    bool any_online = false;
 
-    if (reginfo_parse(n->body, n->len, (size_t)b->cfg->sip_max_body, &doc, &reason) < 0) {
+    if (reginfo_parse(body, len, (size_t)b->cfg->sip_max_body, &doc, &reason) < 0) {
         body_error(s, reason);
         return;
     }
@@ -249,17 +386,179 @@ static void apply_reg(struct bridge *b, struct bsource *s, const struct sipua_no
     }
     s->reg_have_version = true;
     s->reg_version = doc.version;
-    /* A reg subscription is for one AOR; a notifier may still list others (aliases). */
-    for (int i = 0; i < doc.nregs; i++) {
-        any = true;
+    /* A reg subscription is for one AOR; a notifier may still list aliases with it. */
+    for (int i = 0; i < doc.nregs; i++)
         any_online |= reg_entry_online(&doc.regs[i]);
-    }
-    if (any)
+    if (doc.nregs)
         s->reach = any_online ? REACH_ONLINE : REACH_OFFLINE;
     else if (doc.full)
         s->reach = REACH_OFFLINE; /* full state with no registration: nothing bound */
     s->heard = true;
 }
+
+/* ---- resource lists (RFC 4662) ----------------------------------------------------- */
+
+/* "user@host" of a SIP URI: scheme, port, parameters and headers cut, host lower-cased.
+ * The PBX names list resources in its own form; this is what must match. */
+static int aor_key(const char *uri, char *out, size_t len, const char **user_end)
+{
+    const char *p = strchr(uri, ':'), *at, *end;
+    size_t n;
+
+    if (!p)
+        return -1;
+    p++;
+    at = strchr(p, '@');
+    if (!at)
+        return -1;
+    end = at + 1 + strcspn(at + 1, ":;?>");
+    n = (size_t)(end - p);
+    if (n >= len)
+        return -1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    for (char *h = out + (at - p) + 1; *h; h++)
+        *h = (char)tolower((unsigned char)*h);
+    *user_end = out + (at - p);
+    return 0;
+}
+
+static void list_index(struct rlist *l, struct bsource *s)
+{
+    char key[512];
+    const char *ue;
+    char *kcopy, *ucopy;
+    void *prev;
+
+    if (aor_key(s->aor, key, sizeof key, &ue) < 0)
+        return;
+    kcopy = xstrdup(key);
+    prev = strmap_put(&l->by_key, kcopy, s);
+    if (prev) /* the same AOR for two users: the config allows it, the list cannot */
+        log_warn("bridge", "event=list_duplicate_aor aor=%s", key);
+    ucopy = xstrndup(key, (size_t)(ue - key));
+    if (strmap_get(&l->by_user, ucopy))
+        strmap_put(&l->by_user, ucopy, AMBIGUOUS);
+    else
+        strmap_put(&l->by_user, ucopy, s);
+}
+
+static void list_unindex_all(struct rlist *l)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&l->by_key, &pos, &k, &v))
+        free((char *)k);
+    pos = 0;
+    while (strmap_next(&l->by_user, &pos, &k, &v))
+        free((char *)k);
+    strmap_free(&l->by_key);
+    strmap_free(&l->by_user);
+    strmap_init(&l->by_key);
+    strmap_init(&l->by_user);
+}
+
+static struct bsource *list_find(struct rlist *l, const char *uri)
+{
+    char key[512];
+    const char *ue;
+    struct bsource *s;
+
+    if (aor_key(uri, key, sizeof key, &ue) < 0)
+        return NULL;
+    s = strmap_get(&l->by_key, key);
+    if (s)
+        return s;
+    key[ue - key] = '\0';
+    s = strmap_get(&l->by_user, key);
+    return s == AMBIGUOUS ? NULL : s;
+}
+
+/* A resource problem is logged once per kind per source, not on every NOTIFY. */
+static void list_problem(struct bsource *s, const char *problem, const char *detail)
+{
+    metric_inc(m_list_resources, problem);
+    if (s->list_problem == problem)
+        return;
+    s->list_problem = problem;
+    log_warn("bridge", "event=list_resource_%s user=%s aor=%s detail=\"%s\"", problem,
+             s->u->jid, s->aor, detail);
+}
+
+static void apply_list(struct bridge *b, struct subscription *sub, const struct sipua_notify *n)
+{
+    struct rlist *l = b->list;
+    struct rlmi_doc doc;
+    const char *reason = NULL;
+    bool need_full = false;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if (rlmi_parse(n->content_type, n->body, n->len, (size_t)b->cfg->sip_max_body * 64, &doc,
+                   &reason) < 0) {
+        metric_inc(m_errors, reason);
+        log_warn("bridge", "event=list_body_rejected uri=%s reason=\"%s\" "
+                           "action=state_unchanged",
+                 subs_aor(sub), reason);
+        return;
+    }
+    if (l->have_version && doc.version <= l->version) {
+        metric_inc(m_stale, NULL);
+        rlmi_doc_free(&doc);
+        return;
+    }
+    if (!doc.full && (!l->have_version || doc.version != l->version + 1))
+        need_full = true; /* RFC 4662 5.2: a gap in partial lists calls for full state */
+    l->have_version = true;
+    l->version = doc.version;
+    for (size_t i = 0; i < doc.nres; i++) {
+        const struct rlmi_resource *r = &doc.res[i];
+        struct bsource *s = list_find(l, r->uri);
+
+        if (!s) {
+            metric_inc(m_list_resources, "unknown_uri");
+            log_debug("bridge", "event=list_resource_unknown uri=%s", r->uri);
+            continue;
+        }
+        s->seen_in_list = true;
+        if (r->state == RLMI_TERMINATED) {
+            list_problem(s, "terminated", r->reason[0] ? r->reason : "no reason");
+            lose_source(s);
+        } else if (r->body) {
+            if (!content_type_is(r->ctype, strlen(r->ctype), pkgs[PKG_DIALOG].accept)) {
+                body_error(s, "unexpected content type");
+                continue;
+            }
+            s->list_problem = NULL;
+            metric_inc(m_list_resources, "applied");
+            if (!apply_dialog(b, s, r->body, r->body_len))
+                need_full = true;
+        }
+        recompute(b, s->u, n->received_us);
+    }
+    /* Full state: a user the PBX does not list is not watched at all. */
+    while (doc.full && strmap_next(&l->by_key, &pos, &k, &v)) {
+        struct bsource *s = v;
+        if (!s->seen_in_list) {
+            list_problem(s, "missing", "not in the PBX's resource list");
+            if (s->heard) {
+                lose_source(s);
+                recompute(b, s->u, n->received_us);
+            }
+        }
+    }
+    pos = 0;
+    while (strmap_next(&l->by_key, &pos, &k, &v))
+        ((struct bsource *)v)->seen_in_list = false;
+    rlmi_doc_free(&doc);
+    if (need_full)
+        subs_request_full_state(sub, "resource list version gap");
+}
+
+/* ---- subscription callbacks -------------------------------------------------------- */
 
 static void on_notify(void *owner, struct subscription *sub, const struct sipua_notify *n)
 {
@@ -270,22 +569,24 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
     metric_inc(m_notifies, pkgs[s->pkg].event);
     if (!n->body) {
         /* Kamailio's first NOTIFY carries no body: nothing known yet, nothing wrong. */
-        log_debug("bridge", "event=empty_notify user=%s aor=%s", u->jid, subs_aor(sub));
+        log_debug("bridge", "event=empty_notify user=%s aor=%s", u->jid, s->aor);
         return;
     }
-    if (!content_type_is(n->content_type, pkgs[s->pkg].accept)) {
+    if (!content_type_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
+                         pkgs[s->pkg].accept)) {
         body_error(s, "unexpected content type");
         return;
     }
     switch (s->pkg) {
     case PKG_DIALOG:
-        apply_dialog(b, s, n);
+        if (!apply_dialog(b, s, n->body, n->len))
+            subs_request_full_state(sub, "dialog-info version gap");
         break;
     case PKG_PRESENCE:
-        apply_presence(b, s, n);
+        apply_presence(b, s, n->body, n->len);
         break;
     case PKG_REG:
-        apply_reg(b, s, n);
+        apply_reg(b, s, n->body, n->len);
         break;
     }
     recompute(b, u, n->received_us);
@@ -299,9 +600,82 @@ static void on_restart(void *owner, struct subscription *sub)
     s->reg_have_version = false;
 }
 
+static void on_state(void *owner, struct subscription *sub, enum sub_state st)
+{
+    struct bsource *s = owner;
+
+    stale_timer(s->u->b, &s->stale, on_source_stale, s, sub_down(st));
+}
+
 static const struct subs_owner_ops owner_ops = {
     .on_notify = on_notify,
     .on_restart = on_restart,
+    .on_state = on_state,
+};
+
+/* The list subscription's owner is the bridge itself. */
+static void on_list_notify(void *owner, struct subscription *sub, const struct sipua_notify *n)
+{
+    struct bridge *b = owner;
+
+    metric_inc(m_notifies, "dialog");
+    if (!n->body)
+        return;
+    if (!content_type_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
+                         "multipart/related")) {
+        metric_inc(m_errors, "unexpected content type");
+        log_warn("bridge", "event=list_body_rejected uri=%s reason=\"not multipart/related "
+                           "(is the URI a resource list?)\"",
+                 subs_aor(sub));
+        return;
+    }
+    apply_list(b, sub, n);
+}
+
+static void on_list_restart(void *owner, struct subscription *sub)
+{
+    struct bridge *b = owner;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    b->list->have_version = false;
+    while (strmap_next(&b->list->by_key, &pos, &k, &v))
+        merge_source_restart(&((struct bsource *)v)->dlg);
+}
+
+static void on_list_stale(evutil_socket_t fd, short what, void *arg)
+{
+    struct bridge *b = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    log_warn("bridge", "event=state_lost list=%s down_s=%ld reason=\"list subscription not "
+                       "re-established\"",
+             b->cfg->sip_resource_list, b->cfg->sip_stale_after);
+    while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
+        struct bsource *s = v;
+        if (!s->heard)
+            continue;
+        metric_inc(m_lost, NULL);
+        lose_source(s);
+        recompute(b, s->u, clock_wall_us());
+    }
+}
+
+static void on_list_state(void *owner, struct subscription *sub, enum sub_state st)
+{
+    struct bridge *b = owner;
+
+    if (b->list)
+        stale_timer(b, &b->list->stale, on_list_stale, b, sub_down(st));
+}
+
+static const struct subs_owner_ops list_ops = {
+    .on_notify = on_list_notify,
+    .on_restart = on_list_restart,
+    .on_state = on_list_state,
 };
 
 /* ---- users ------------------------------------------------------------------------- */
@@ -335,6 +709,7 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
     u->signature = signature(cfg, cu);
     u->show_remote = config_user_shows_remote(cfg, cu);
     u->src = xcalloc((size_t)(cu->naors * npkg), sizeof *u->src);
+    strmap_put(&b->users, u->jid, u);
     for (int a = 0; a < cu->naors; a++) {
         for (int p = 0; p < 3; p++) {
             struct bsource *s;
@@ -343,10 +718,15 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
             s = &u->src[u->nsrc++];
             s->u = u;
             s->pkg = (enum pkg)p;
-            s->sub = subs_new(b->subs, cu->aors[a], pkgs[p].event, pkgs[p].accept, s);
+            s->aor_idx = a;
+            s->aor = xstrdup(cu->aors[a]);
+            if (p == PKG_DIALOG && b->list)
+                list_index(b->list, s);
+            else
+                s->sub = subs_new(b->subs, cu->aors[a], pkgs[p].event, pkgs[p].accept, false,
+                                  &owner_ops, s);
         }
     }
-    strmap_put(&b->users, u->jid, u);
     return u;
 }
 
@@ -354,13 +734,38 @@ static void user_free(struct bridge *b, struct buser *u, bool unsubscribe)
 {
     strmap_del(&b->users, u->jid);
     for (int i = 0; i < u->nsrc; i++) {
-        subs_free(u->src[i].sub, unsubscribe);
-        merge_source_clear(&u->src[i].dlg);
+        struct bsource *s = &u->src[i];
+        subs_free(s->sub, unsubscribe);
+        merge_source_clear(&s->dlg);
+        if (s->stale)
+            event_free(s->stale);
+        free(s->aor);
     }
+    if (u->coalesce)
+        event_free(u->coalesce);
     free(u->src);
     free(u->signature);
     free(u->jid);
     free(u);
+}
+
+/* Rebuilds the list index after users came or went (sources move in memory). */
+static void list_reindex(struct bridge *b)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if (!b->list)
+        return;
+    list_unindex_all(b->list);
+    while (strmap_next(&b->users, &pos, &k, &v)) {
+        struct buser *u = v;
+        for (int i = 0; i < u->nsrc; i++) {
+            if (u->src[i].pkg == PKG_DIALOG)
+                list_index(b->list, &u->src[i]);
+        }
+    }
 }
 
 struct bridge *bridge_new(struct event_base *base, const struct offhook_config *cfg,
@@ -368,17 +773,26 @@ struct bridge *bridge_new(struct event_base *base, const struct offhook_config *
 {
     struct bridge *b = xcalloc(1, sizeof *b);
 
+    b->base = base;
     b->cfg = cfg;
     b->store = store;
-    b->subs = subs_mgr_new(base, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate,
-                           &owner_ops);
+    b->subs = subs_mgr_new(base, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate);
     strmap_init(&b->users);
     collect_bridge = b;
     metrics_add_collector(collect_users, NULL);
+    if (cfg->sip_resource_list[0] && cfg->sip_event_dialog) {
+        b->list = xcalloc(1, sizeof *b->list);
+        strmap_init(&b->list->by_key);
+        strmap_init(&b->list->by_user);
+    }
     for (size_t i = 0; i < cfg->nusers; i++)
         user_new(b, &cfg->users[i]);
-    log_info("bridge", "event=started users=%zu subscriptions=%d subscribe_rate=%ld", cfg->nusers,
-             subs_mgr_total(b->subs), cfg->sip_subscribe_rate);
+    if (b->list)
+        b->list->sub = subs_new(b->subs, cfg->sip_resource_list, "dialog", LIST_ACCEPT, true,
+                                &list_ops, b);
+    log_info("bridge", "event=started users=%zu subscriptions=%d subscribe_rate=%ld%s%s",
+             cfg->nusers, subs_mgr_total(b->subs), cfg->sip_subscribe_rate,
+             b->list ? " resource_list=" : "", b->list ? cfg->sip_resource_list : "");
     return b;
 }
 
@@ -394,6 +808,8 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     subs_mgr_set_rate(b->subs, (double)cfg->sip_subscribe_rate);
     while (strmap_next(&b->users, &pos, &k, &v))
         old[nold++] = v;
+    if (b->list)
+        list_unindex_all(b->list); /* rebuilt below, after sources are freed and made */
     for (size_t i = 0; i < nold; i++) {
         struct buser *u = old[i];
         const struct cfg_user *cu = config_user_by_jid(cfg, u->jid);
@@ -421,13 +837,12 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     free(old);
     b->cfg = cfg;
     for (size_t i = 0; i < cfg->nusers; i++) {
-        struct buser *u;
         if (strmap_get(&b->users, cfg->users[i].jid))
             continue;
-        u = user_new(b, &cfg->users[i]);
+        user_new(b, &cfg->users[i]);
         added++; /* new, or re-created after a change (subtracted below) */
-        log_debug("bridge", "event=user_subscribing user=%s subscriptions=%d", u->jid, u->nsrc);
     }
+    list_reindex(b);
     added -= resubscribed;
     log_notice("bridge", "event=reloaded users=%zu added=%d removed=%d resubscribed=%d "
                          "unchanged=%d",
@@ -442,6 +857,16 @@ void bridge_free(struct bridge *b, bool unsubscribe)
 
     if (!b)
         return;
+    if (b->list) {
+        subs_free(b->list->sub, unsubscribe);
+        if (b->list->stale)
+            event_free(b->list->stale);
+        list_unindex_all(b->list);
+        strmap_free(&b->list->by_key);
+        strmap_free(&b->list->by_user);
+        free(b->list);
+        b->list = NULL;
+    }
     /* strmap_del inside iteration only tombstones slots: iteration stays valid. */
     while (strmap_next(&b->users, &pos, &k, &v))
         user_free(b, v, unsubscribe);

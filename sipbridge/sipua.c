@@ -297,7 +297,8 @@ struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
 }
 
 struct sipua_handle *sipua_subscribe(struct sipua *ua, const char *aor, const char *event,
-                                     const char *accept, long expires, void *owner)
+                                     const char *accept, long expires, bool eventlist,
+                                     void *owner)
 {
     struct sipua_handle *h = xcalloc(1, sizeof *h);
     char exp[24];
@@ -313,7 +314,8 @@ struct sipua_handle *sipua_subscribe(struct sipua *ua, const char *aor, const ch
     }
     snprintf(exp, sizeof exp, "%ld", expires);
     nua_subscribe(h->nh, NUTAG_URL(aor), SIPTAG_EVENT_STR(event), SIPTAG_ACCEPT_STR(accept),
-                  SIPTAG_EXPIRES_STR(exp), TAG_END());
+                  SIPTAG_EXPIRES_STR(exp), TAG_IF(eventlist, SIPTAG_SUPPORTED_STR("eventlist")),
+                  TAG_END());
     kick(ua);
     return h;
 }

@@ -41,9 +41,11 @@ struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
                         const struct sipua_ops *ops, void (*kick)(void *), void *kick_arg);
 /* Applies reloadable settings (credentials). */
 void sipua_update(struct sipua *ua, const struct offhook_config *cfg);
-/* Sends SUBSCRIBE for event to aor. The handle reports to owner until released. */
+/* Sends SUBSCRIBE for event to aor (with Supported: eventlist for an RFC 4662 list). The
+ * handle reports to owner until released. */
 struct sipua_handle *sipua_subscribe(struct sipua *ua, const char *aor, const char *event,
-                                     const char *accept, long expires, void *owner);
+                                     const char *accept, long expires, bool eventlist,
+                                     void *owner);
 /* Re-sends SUBSCRIBE on the existing dialog (asks for a fresh full-state NOTIFY). */
 void sipua_refresh(struct sipua_handle *h, long expires);
 /* Detaches the owner. With unsubscribe, an Expires: 0 SUBSCRIBE is sent first and the

@@ -30,14 +30,15 @@ struct subscription {
     struct event *timer;          /* retry, or watchdog while subscribed */
     long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
     bool notified;                /* a NOTIFY arrived in this dialog */
+    const struct subs_owner_ops *ops;
     struct subscription *qnext;   /* ramp queue link */
     bool queued;
+    bool eventlist;               /* RFC 4662 list subscription */
 };
 
 struct subs_mgr {
     struct event_base *base;
     struct sipua *ua;
-    struct subs_owner_ops ops;
     long expires;
     double rate;                  /* SUBSCRIBEs per second at most */
     double tokens;
@@ -91,6 +92,8 @@ static void set_state(struct subscription *s, enum sub_state st)
     log_debug("sip", "event=subscription_state aor=%s package=%s from=%s to=%s", s->aor,
               s->event, sub_state_name(s->state), sub_state_name(st));
     s->state = st;
+    if (s->ops->on_state)
+        s->ops->on_state(s->owner, s, st);
 }
 
 static void arm(struct subscription *s, long ms)
@@ -120,8 +123,11 @@ static void arm_watchdog(struct subscription *s)
 static void send_subscribe(struct subscription *s)
 {
     struct subs_mgr *m = s->mgr;
+    /* Up to a tenth less than configured: refreshes of subscriptions started together
+     * drift apart instead of reaching the PBX in one burst every period. */
+    long expires = m->expires - (long)backoff_rand(&s->bo, (uint32_t)(m->expires / 10) + 1);
 
-    s->h = sipua_subscribe(m->ua, s->aor, s->event, s->accept, m->expires, s);
+    s->h = sipua_subscribe(m->ua, s->aor, s->event, s->accept, expires, s->eventlist, s);
     if (!s->h) {
         log_err("sip", "event=subscribe_failed aor=%s package=%s reason=\"cannot create "
                        "handle\"",
@@ -132,7 +138,7 @@ static void send_subscribe(struct subscription *s)
     }
     if (m_sent)
         metric_inc(m_sent, NULL);
-    m->ops.on_restart(s->owner, s);
+    s->ops->on_restart(s->owner, s);
     set_state(s, SUB_SUBSCRIBING);
     s->granted = 0;
     s->notified = false;
@@ -294,7 +300,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     struct subscription *s = owner;
     const char *substate = n->substate ? n->substate : "active";
 
-    s->mgr->ops.on_notify(s->owner, s, n);
+    s->ops->on_notify(s->owner, s, n);
     if (strcmp(substate, "terminated") == 0) {
         const char *reason = n->reason ? n->reason : "";
         /* RFC 6665 4.1.3: deactivated and timeout invite an immediate retry; probation
@@ -332,13 +338,12 @@ const struct sipua_ops *subs_ua_ops(void)
 /* ---- public ------------------------------------------------------------------------ */
 
 struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
-                              double rate_per_s, const struct subs_owner_ops *ops)
+                              double rate_per_s)
 {
     struct subs_mgr *m = xcalloc(1, sizeof *m);
 
     m->base = base;
     m->ua = ua;
-    m->ops = *ops;
     m->expires = expires;
     m->rate = rate_per_s > 0 ? rate_per_s : 1;
     m->tokens = 1;
@@ -378,16 +383,18 @@ int subs_mgr_total(const struct subs_mgr *m)
 }
 
 struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *event,
-                              const char *accept, void *owner)
+                              const char *accept, bool eventlist,
+                              const struct subs_owner_ops *ops, void *owner)
 {
     struct subscription *s = xcalloc(1, sizeof *s);
 
+    s->eventlist = eventlist;
+    s->ops = ops;
     s->mgr = m;
     s->aor = xstrdup(aor);
     s->event = xstrdup(event);
     s->accept = xstrdup(accept);
     s->owner = owner;
-    s->state = SUB_QUEUED;
     m->seed = m->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
     s->timer = evtimer_new(m->base, on_timer, s);

@@ -28,10 +28,12 @@ struct subs_owner_ops {
     void (*on_notify)(void *owner, struct subscription *s, const struct sipua_notify *n);
     /* A new subscription dialog starts: the owner restarts version tracking. */
     void (*on_restart)(void *owner, struct subscription *s);
+    /* The subscription changed state (optional). */
+    void (*on_state)(void *owner, struct subscription *s, enum sub_state st);
 };
 
 struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
-                              double rate_per_s, const struct subs_owner_ops *ops);
+                              double rate_per_s);
 void subs_mgr_free(struct subs_mgr *m);
 void subs_mgr_set_expires(struct subs_mgr *m, long expires);
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
@@ -39,9 +41,12 @@ void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
 int subs_mgr_count(const struct subs_mgr *m, enum sub_state st);
 int subs_mgr_total(const struct subs_mgr *m);
 
-/* Creates and queues a subscription. event: "dialog", "presence" or "reg". */
+/* Creates and queues a subscription. event: "dialog", "presence" or "reg". eventlist:
+ * the URI is an RFC 4662 resource list (Supported: eventlist). ops (static) report to
+ * owner. */
 struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *event,
-                              const char *accept, void *owner);
+                              const char *accept, bool eventlist,
+                              const struct subs_owner_ops *ops, void *owner);
 /* Stops it (Expires: 0 when unsubscribe) and frees it. Not from the owner's callbacks. */
 void subs_free(struct subscription *s, bool unsubscribe);
 /* Asks the notifier for a fresh full state (re-SUBSCRIBE in the dialog). */

@@ -398,8 +398,9 @@ class SippPbx:
         self.proc = None
 
     def listening(self):
-        """True once sipp holds its UDP port (a bind of ours then fails)."""
-        t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        """True once sipp holds its port (a bind of ours then fails)."""
+        kind = socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
+        t = socket.socket(socket.AF_INET, kind)
         try:
             t.bind(("127.0.0.1", self.port))
             return False
@@ -555,6 +556,12 @@ class Stack:
         self.all_daemons = []
 
     def aor(self, ext):
+        """An extension on the sipp PBX, or ext itself when it is already a SIP URI; several
+        comma-separated are several phones of one user."""
+        if "," in ext:
+            return ", ".join(self.aor(e.strip()) for e in ext.split(","))
+        if ext.startswith("sip:") or ext.startswith("sips:"):
+            return ext
         return "sip:%s@127.0.0.1:%d" % (ext, self.pbx_port)
 
     def write_config(self, users=None, extra=None):
@@ -581,6 +588,13 @@ class Stack:
         self.pbx = SippPbx(self.dir, sipp_pbx_scenario(notifies, self.dir, **kw),
                            port=self.pbx_port)
         self.pbx.start()
+        return self.pbx
+
+    def start_pbx_script(self, calls, transport="u1"):
+        """sipp playing a PBX from per-dialog step lists (see sipp_pbx_script)."""
+        self.pbx = SippPbx(self.dir, sipp_pbx_script(calls, self.dir), port=self.pbx_port,
+                           transport=transport)
+        self.pbx.start(calls=len(calls))
         return self.pbx
 
     def start_sipbridge(self, wait_ready=False, wrapper=()):
