@@ -72,8 +72,9 @@ static int parse_dialog(const xmlNode *n, struct dlg_entry *d, const char **reas
         return -1;
     }
     xmlsafe_text(st, text, sizeof text);
+    /* RFC 4235 spells states in lower case; Kamailio 5.6 writes "Trying". */
     for (i = 0; i < sizeof state_names / sizeof state_names[0]; i++) {
-        if (strcmp(text, state_names[i]) == 0)
+        if (strcasecmp(text, state_names[i]) == 0)
             break;
     }
     if (i == sizeof state_names / sizeof state_names[0]) {
@@ -81,9 +82,9 @@ static int parse_dialog(const xmlNode *n, struct dlg_entry *d, const char **reas
         return -1;
     }
     d->state = (enum dlg_state)i;
-    if (dir && strcmp(dir, "initiator") == 0)
+    if (dir && strcasecmp(dir, "initiator") == 0)
         d->dir = DIR_OUTGOING;
-    else if (dir && strcmp(dir, "recipient") == 0)
+    else if (dir && strcasecmp(dir, "recipient") == 0)
         d->dir = DIR_INCOMING;
     else if (dir) {
         *reason = "unknown dialog direction";
