@@ -9,6 +9,7 @@ PACKAGES=(
   libstrophe-dev libsofia-sip-ua-dev libevent-dev libhiredis-dev libxml2-dev libcmocka-dev
   # the real servers the tests, demo and benchmarks start on loopback
   redis-server redis-tools prosody prosody-modules lua-unbound sip-tester
+  kamailio kamailio-presence-modules ejabberd
   # test clients (Debian's Python: no PyPI here)
   python3 python3-pytest python3-slixmpp
 )
