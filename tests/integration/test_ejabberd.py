@@ -1,0 +1,177 @@
+"""offhook-component against a real ejabberd 23.01 (deploy/ejabberd/), end to end: the same
+call as test_walking_skeleton, a foreign-domain watcher refused, disco on the component,
+and the roster recipes of deploy/ejabberd/README.md.
+
+ejabberd starts once for the module (a few seconds to start and to stop); each test gets
+its own Redis, component, sipbridge and sipp, and the accounts it logged in with are
+re-created afterwards."""
+
+import os
+
+import pytest
+
+from ejabberd import Ejabberd, EjabberdStack, available
+from harness import ASTERISK_CALL_VIEWS, Workdir, asterisk_call_notifies, wait_until
+
+CONTACT = "alice@phone.localhost"
+
+pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+
+
+@pytest.fixture(scope="module")
+def ejabberd_server():
+    wd = Workdir(prefix="offhook-ejd-")
+    server = Ejabberd(wd.path)
+    for u in ("alice", "bob", "carol"):
+        server.register(u, "pw")
+    server.register("eve", "pw", host="other.localhost")
+    try:
+        server.start()
+    except Exception:
+        wd.cleanup()
+        raise
+    yield server
+    server.stop()
+    left = server.alive()
+    wd.cleanup()
+    assert not left, "ejabberd node %s still running after stop()" % server.node
+
+
+@pytest.fixture
+def ejd_stack(ejabberd_server, workdir, request):
+    stacks = []
+
+    def make(**kw):
+        s = EjabberdStack(workdir, ejabberd_server, **kw)
+        stacks.append(s)
+        return s
+    yield make
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    problems = []
+    for s in stacks:
+        if failed:
+            print(s.logs())
+        problems += s.stop()
+    if problems:
+        pytest.fail("daemon problems:\n" + "\n".join(problems), pytrace=False)
+
+
+def test_call_turns_into_presence(ejd_stack):
+    s = ejd_stack()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(CONTACT)
+    # Before sipbridge has said anything, Bob's client shows the phone as unknown.
+    try:
+        wait_until(lambda: bob.views(CONTACT) == ASTERISK_CALL_VIEWS[:1],
+                   what="initial presence")
+    except TimeoutError:
+        raise AssertionError("Bob saw %r\n%s" % (bob.seen(CONTACT), s.logs()))
+    assert any(p.type == "subscribed" for p in bob.seen(CONTACT))
+
+    s.start_pbx(asterisk_call_notifies())
+    s.start_sipbridge()
+    try:
+        wait_until(lambda: bob.views(CONTACT) == ASTERISK_CALL_VIEWS, timeout=20,
+                   what="Bob seeing the whole call")
+    except TimeoutError:
+        raise AssertionError("Bob saw %r\n%s" % (bob.views(CONTACT), s.logs()))
+
+    # XEP-0152 reach addresses accompany available presence: the phone's SIP URI.
+    last = [p for p in bob.seen(CONTACT) if p.type == "available"][-1]
+    assert last.reach == [s.aor("1001")]
+
+    # ejabberd keeps the subscription in Bob's roster (the component answered 'subscribed').
+    roster = s.ejabberd.ctl("get_roster", "bob", "localhost").stdout
+    assert CONTACT in roster and "to" in roster.split(CONTACT, 1)[1].splitlines()[0]
+
+    comp = s.component.metrics()
+    assert comp["offhook_presence_updates_total"] == 5
+    assert comp["offhook_xmpp_connected"] == 1
+    assert s.redis.cli("SMEMBERS", "offhook:watchers:" + CONTACT) == "bob@localhost"
+
+    assert s.sipbridge.stop() == 0
+    wait_until(s.pbx.finished, what="sipp to see the un-SUBSCRIBE")
+
+
+def test_foreign_domain_watcher_refused(ejd_stack):
+    s = ejd_stack()
+    s.start_component()
+    eve = s.watcher("eve@other.localhost")
+    eve.subscribe(CONTACT)
+    try:
+        wait_until(lambda: any(p.type == "unsubscribed" for p in eve.seen(CONTACT)),
+                   what="refusal")
+    except TimeoutError:
+        raise AssertionError("Eve saw %r\n%s" % (eve.seen(CONTACT), s.logs()))
+    # Eve never sees the phone's state, not even "unknown".
+    assert eve.views(CONTACT) == []
+    assert s.component.metrics()["offhook_watchers_refused_total"] == 1
+    assert s.redis.cli("SMEMBERS", "offhook:watchers:" + CONTACT) == ""
+
+
+def test_disco_info_on_component(ejd_stack):
+    s = ejd_stack()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    res = bob.run(lambda: bob.client.plugin["xep_0030"].get_info(
+        jid="phone.localhost", timeout=10))
+    identities = res["disco_info"]["identities"]
+    assert ("gateway", "sip", None, "offhook desk-phone presence") in identities
+    assert s.component.alive()
+    assert s.component.metrics()['offhook_stanzas_sent_total{kind="iq_result"}'] >= 1
+
+
+def test_provisioned_roster_item_is_probed(ejd_stack):
+    """deploy/ejabberd/README.md's way to give users the phone contact without a
+    subscription request: add_rosteritem with subscription 'to'. At login ejabberd probes
+    the contact; the component answers and keeps Bob as a watcher, so the call reaches him."""
+    s = ejd_stack()
+    s.ejabberd.ctl("add_rosteritem", "bob", "localhost", "alice", "phone.localhost",
+                   "Alice (phone)", "Desk phones", "to")
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    try:
+        wait_until(lambda: bob.views(CONTACT) == ASTERISK_CALL_VIEWS[:1],
+                   what="presence answering ejabberd's probe")
+    except TimeoutError:
+        raise AssertionError("Bob saw %r\n%s" % (bob.seen(CONTACT), s.logs()))
+    assert not any(p.type == "subscribed" for p in bob.seen(CONTACT))
+    assert s.redis.cli("SMEMBERS", "offhook:watchers:" + CONTACT) == "bob@localhost"
+    s.start_pbx(asterisk_call_notifies(pause_ms=200))
+    s.start_sipbridge()
+    try:
+        wait_until(lambda: bob.views(CONTACT) == ASTERISK_CALL_VIEWS, timeout=20,
+                   what="Bob seeing the whole call")
+    except TimeoutError:
+        raise AssertionError("Bob saw %r\n%s" % (bob.views(CONTACT), s.logs()))
+
+
+def test_shared_roster_refuses_component_contacts(ejabberd_server):
+    """Pins a claim of deploy/ejabberd/README.md: ejabberd 23.01's mod_shared_roster does
+    not take members outside its virtual hosts, so srg_user_add of alice@phone.localhost
+    reports success but adds nobody. If this fails, ejabberd changed: update the README."""
+    srv = ejabberd_server
+    try:
+        srv.ctl("srg_create", "phones", "localhost", "Desk phones", "Phone contacts", "")
+        r = srv.ctl("srg_user_add", "alice", "phone.localhost", "phones", "localhost",
+                    check=False)
+        assert r.returncode == 0
+        assert srv.ctl("srg_get_members", "phones", "localhost").stdout.strip() == ""
+        assert "Attempted adding to shared roster user of inexistent vhost phone.localhost" \
+            in srv.log()
+        # A member on a virtual host is taken: the group itself works.
+        srv.ctl("srg_user_add", "carol", "localhost", "phones", "localhost")
+        assert srv.ctl("srg_get_members", "phones", "localhost").stdout.split() == \
+            ["carol@localhost"]
+    finally:
+        srv.ctl("srg_delete", "phones", "localhost", check=False)
+
+
+def test_server_runs_without_epmd(ejabberd_server):
+    """ejabberdctl.cfg gives each node its own distribution port: no epmd is started (or
+    left behind), and concurrent test runs cannot collide on node names in a shared one."""
+    assert ejabberd_server.alive()
+    assert os.path.exists(os.path.join(ejabberd_server.spool, "ejabberd.pid"))
+    cmdline = open("/proc/%d/cmdline" % ejabberd_server.pid, "rb").read().split(b"\0")
+    assert b"-start_epmd" in cmdline and b"false" in cmdline
