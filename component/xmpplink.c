@@ -32,6 +32,7 @@
 
 #define CONNECT_TIMEOUT_S 10
 #define MAX_PASSES 64
+#define HANDSHAKE_NUDGE_MS 20
 
 struct xmpplink {
     struct event_base *base;
@@ -46,6 +47,7 @@ struct xmpplink {
     struct event *ev_fd;
     short ev_what;            /* what ev_fd waits for */
     struct event *ev_retry;   /* reconnect after backoff, or connect timeout */
+    struct event *ev_nudge;   /* extra pass while the handshake is in flight */
     struct backoff bo;
     bool up;                  /* handshake accepted */
     bool connecting;          /* xmpp_connect_component issued, not yet up or down */
@@ -137,11 +139,27 @@ static void run_passes(struct xmpplink *l)
         bool want_write = xmpp_conn_is_connecting(l->conn) || xmpp_conn_send_queue_len(l->conn) > 0;
         watch(l, (short)(EV_READ | (want_write ? EV_WRITE : 0)));
     }
+    /* libstrophe queues the stream header and <handshake/> internally, where no public
+     * call shows them; if the server's answer was read in the same pass that queued the
+     * next step, nothing wakes us to write it. Until the stream is up, look again soon.
+     * Bounded by the connect timeout; once up, only our own sends queue output. */
+    if (l->connecting && !l->up && !l->closing) {
+        struct timeval tv = {.tv_sec = 0, .tv_usec = HANDSHAKE_NUDGE_MS * 1000};
+        evtimer_add(l->ev_nudge, &tv);
+    }
 }
 
 static void on_fd(evutil_socket_t fd, short what, void *arg)
 {
     run_passes(arg);
+}
+
+static void on_nudge(evutil_socket_t fd, short what, void *arg)
+{
+    struct xmpplink *l = arg;
+
+    if (l->fd >= 0 && l->connecting && !l->up)
+        run_passes(l);
 }
 
 static void watch(struct xmpplink *l, short what)
@@ -350,6 +368,7 @@ struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_conf
         log_warn("xmpp", "event=sm_state_prime_failed note=\"libstrophe 0.12.2 may crash on "
                          "the first stanza\"");
     l->ev_retry = evtimer_new(base, on_retry, l);
+    l->ev_nudge = evtimer_new(base, on_nudge, l);
     metric_set(m_connected, NULL, 0);
     start_connect(l);
     return l;
@@ -368,6 +387,7 @@ void xmpplink_free(struct xmpplink *l)
     if (l->ev_fd)
         event_free(l->ev_fd);
     event_free(l->ev_retry);
+    event_free(l->ev_nudge);
     xmpp_conn_release(l->conn);
     xmpp_ctx_free(l->ctx);
     xmpp_shutdown();
