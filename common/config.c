@@ -703,9 +703,10 @@ static void users_finalize(struct loader *ld)
             continue;
         }
         free(u->contact);
-        u->contact = xmalloc(JID_MAX + 1);
-        if (jid_format_bare(&j, u->contact, JID_MAX + 1) < 0)
+        u->contact = NULL;
+        if (jid_format_bare(&j, buf, sizeof buf) < 0)
             continue;
+        u->contact = xstrdup(buf); /* exact size: 100,000 users must not cost 300 MB */
         other = strmap_get(&cfg->user_by_contact, u->contact);
         if (other) {
             add_err(ld->errs, ld->file, u->line,

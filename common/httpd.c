@@ -3,6 +3,7 @@
 #include "httpd.h"
 
 #include <dirent.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +118,7 @@ void httpd_free(struct httpd *h)
 
 /* ---- process metrics --------------------------------------------------------------- */
 
-static struct metric *m_cpu, *m_rss, *m_vsz, *m_fds, *m_start;
+static struct metric *m_cpu, *m_rss, *m_vsz, *m_fds, *m_start, *m_heap;
 
 static void collect_process(void *arg)
 {
@@ -150,6 +151,12 @@ static void collect_process(void *arg)
             }
         }
     }
+    {
+        /* What is allocated, as opposed to RSS, which also holds freed but unreturned
+         * pages: the difference is fragmentation. */
+        struct mallinfo2 mi = mallinfo2();
+        metric_set(m_heap, NULL, (double)(mi.uordblks + mi.hblkhd));
+    }
     d = opendir("/proc/self/fd");
     if (d) {
         struct dirent *e;
@@ -172,6 +179,8 @@ void httpd_register_process_metrics(void)
                        NULL, NULL);
     m_start = metric_new(METRIC_GAUGE, "process_start_time_seconds",
                          "Start time of the process since unix epoch in seconds.", NULL, NULL);
+    m_heap = metric_new(METRIC_GAUGE, "offhook_heap_inuse_bytes",
+                        "Heap memory allocated and in use (glibc mallinfo2).", NULL, NULL);
     metric_set(m_start, NULL, (double)clock_wall_ms() / 1000.0);
     metrics_add_collector(collect_process, NULL);
 }
