@@ -46,6 +46,9 @@ static int v_redis_url(struct offhook_config *, const char *, char *, size_t);
 static int v_hostport_opt(struct offhook_config *, const char *, char *, size_t);
 static int v_events(struct offhook_config *, const char *, char *, size_t);
 static int v_sip_uri_opt_list(struct offhook_config *, const char *, char *, size_t);
+static int v_allow_watchers(struct offhook_config *, const char *, char *, size_t);
+static int v_watchers(struct offhook_config *, const char *, char *, size_t);
+static int v_publish(struct offhook_config *, const char *, char *, size_t);
 
 static const struct cfg_key keys[] = {
     {"log", "level", T_STR, OFF(log_level), "info", true, 0, 0, v_log_level,
@@ -105,6 +108,15 @@ static const struct cfg_key keys[] = {
      v_hostport_opt, "HOST:PORT of sipbridge's /metrics, /healthz, /readyz; empty = off"},
     {"component", "metrics", T_STR, OFF(component_metrics), "127.0.0.1:9465", false, 0, 0,
      v_hostport_opt, "HOST:PORT of component's /metrics, /healthz, /readyz; empty = off"},
+    {"component", "allow_watchers", T_STR, OFF(component_allow_watchers), "same-domain", true,
+     0, 0, v_allow_watchers,
+     "who may see phone state: same-domain (users' own domains), any, or list"},
+    {"component", "watchers", T_STR, OFF(component_watchers), "", true, 0, 0, v_watchers,
+     "with allow_watchers = list: comma-separated JIDs and domains allowed"},
+    {"component", "publish", T_STR, OFF(component_publish), "contacts, pep", true, 0, 0,
+     v_publish,
+     "contacts (phone-contact presence) and/or pep (XEP-0108/0152 in users' own PEP, where "
+     "the server grants XEP-0356)"},
 
     {"privacy", "show_remote_party", T_BOOL, OFF(show_remote_party), "no", true, 0, 0, NULL,
      "let the other party's name/number leave sipbridge (per user: [user JID])"},
@@ -360,6 +372,62 @@ static int v_sip_uri(struct offhook_config *cfg, const char *v, char *err, size_
 static int v_sip_uri_opt(struct offhook_config *cfg, const char *v, char *err, size_t len)
 {
     return *v ? check_sip_uri(v, true, err, len) : 0;
+}
+
+static int v_allow_watchers(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (strcmp(v, "same-domain") == 0 || strcmp(v, "any") == 0 || strcmp(v, "list") == 0)
+        return 0;
+    snprintf(err, len, "allow_watchers must be same-domain, any or list, not '%s'", v);
+    return -1;
+}
+
+static int v_watchers(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    char *copy = xstrdup(v);
+    char *items[256];
+    int n = str_split_list(copy, items, 256), rc = 0;
+
+    if (n < 0) {
+        snprintf(err, len, "at most 256 watchers entries (use domains)");
+        rc = -1;
+    }
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct jid j;
+        if (jid_parse(items[i], &j) < 0 || j.resource[0]) {
+            snprintf(err, len, "'%s' is not a bare JID or a domain", items[i]);
+            rc = -1;
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+static int v_publish(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    char *copy = xstrdup(v);
+    char *items[3];
+    int n = str_split_list(copy, items, 2), rc = 0;
+    bool contacts = false, pep = false;
+
+    if (n <= 0)
+        rc = -1;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (strcmp(items[i], "contacts") == 0)
+            contacts = true;
+        else if (strcmp(items[i], "pep") == 0)
+            pep = true;
+        else
+            rc = -1;
+    }
+    free(copy);
+    if (rc < 0) {
+        snprintf(err, len, "publish: contacts and/or pep, not '%s'", v);
+        return -1;
+    }
+    cfg->publish_contacts = contacts;
+    cfg->publish_pep = pep;
+    return 0;
 }
 
 /* A list URI names a list, not a user: sip:phones@pbx has a user part, sip:pbx may not. */

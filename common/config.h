@@ -74,6 +74,10 @@ struct offhook_config {
     /* [sipbridge] / [component] */
     char *sipbridge_metrics;   /* host:port, or "" to disable */
     char *component_metrics;
+    char *component_allow_watchers; /* same-domain | any | list */
+    char *component_watchers;  /* JIDs and domains allowed when allow_watchers = list */
+    char *component_publish;   /* raw list; parsed into the flags below */
+    bool publish_contacts, publish_pep;
 
     /* [privacy] */
     bool show_remote_party;

@@ -16,6 +16,7 @@
 
 struct event_base;
 struct feed;
+struct pep;
 struct watchers;
 struct xmpplink;
 
@@ -28,6 +29,8 @@ struct cuser {
     struct strmap watchers;      /* bare JID -> non-NULL; keys owned by the map's user */
     struct presence_view sent;   /* what subscribers were last sent */
     bool sent_valid;
+    char pep_sent[96];           /* what was last published into the user's PEP; "" = none */
+    char caps_ver[32];           /* XEP-0115 ver of this contact's disco#info */
 };
 
 struct component {
@@ -36,9 +39,12 @@ struct component {
     struct xmpplink *xmpp;
     struct feed *feed;
     struct watchers *wstore;
+    struct pep *pep;
     struct strmap by_jid;        /* user JID -> struct cuser* */
     struct strmap by_contact;    /* contact JID -> struct cuser* */
     struct strmap user_domains;  /* domains of configured users -> non-NULL (owned keys) */
+    struct strmap gateway;       /* "ext:1001", "aor:1001@pbx", "tel:+1555..." -> cuser */
+    struct strmap watcher_list;  /* [component] watchers entries (owned keys) */
 };
 
 /* publisher.c */
@@ -52,6 +58,8 @@ void pub_all(struct component *c);
 void pub_presence_type(struct component *c, const char *from, const char *to,
                        const char *type);
 void pub_register_metrics(void);
+/* Adds <addr uri=.../> for each of u's phone AORs and its tel: number to reach. */
+void reach_addresses(xmpp_ctx_t *ctx, xmpp_stanza_t *reach, const struct cuser *u);
 
 /* router.c */
 void router_stanza(struct component *c, xmpp_stanza_t *stanza);
@@ -77,6 +85,10 @@ void feed_register_metrics(void);
 
 /* component users */
 struct cuser *component_user_by_contact(struct component *c, const char *contact);
+/* XEP-0100 lookup: an extension, SIP URI or phone number -> the user, or NULL. */
+struct cuser *component_user_by_number(struct component *c, const char *query);
+/* Whether bare may use the component at all (the watcher policy, not tied to a user). */
+bool component_requester_allowed(const struct component *c, const char *bare);
 /* Whether a watcher may see the phone state of u (the [component] watcher policy). */
 bool component_watcher_allowed(const struct component *c, const struct cuser *u,
                                const char *bare);

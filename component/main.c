@@ -4,11 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/event.h>
 
 #include "component.h"
 #include "config.h"
+#include "pep.h"
 #include "daemon.h"
 #include "httpd.h"
 #include "jid.h"
@@ -38,13 +40,156 @@ struct cuser *component_user_by_contact(struct component *c, const char *contact
     return strmap_get(&c->by_contact, contact);
 }
 
+bool component_requester_allowed(const struct component *c, const char *bare)
+{
+    struct jid j;
+    const char *policy = c->cfg->component_allow_watchers;
+
+    if (jid_parse(bare, &j) < 0 || !j.local[0])
+        return false; /* servers and components do not watch phones */
+    if (strcmp(policy, "any") == 0)
+        return true;
+    if (strcmp(policy, "list") == 0)
+        return strmap_get(&c->watcher_list, bare) || strmap_get(&c->watcher_list, j.domain);
+    /* same-domain: users of the directory's own domains. */
+    return strmap_get(&c->user_domains, j.domain) != NULL;
+}
+
 bool component_watcher_allowed(const struct component *c, const struct cuser *u,
                                const char *bare)
 {
-    struct jid j;
+    return component_requester_allowed(c, bare);
+}
 
-    /* same-domain: users of the directory's own domains may watch. */
-    return jid_parse(bare, &j) == 0 && strmap_get(&c->user_domains, j.domain) != NULL;
+/* Keys of the gateway index: extension (AOR user part), "user@host" of the AOR, and the
+ * tel number with only digits and a leading +. */
+static void number_key(const char *kind, const char *v, char *out, size_t len)
+{
+    size_t n = (size_t)snprintf(out, len, "%s:", kind);
+
+    for (; *v && n + 1 < len; v++) {
+        if (strcmp(kind, "tel") == 0 && !((*v >= '0' && *v <= '9') || (*v == '+' && n == 4)))
+            continue;
+        out[n++] = strcmp(kind, "aor") == 0 && *v >= 'A' && *v <= 'Z' ? (char)(*v + 32) : *v;
+    }
+    out[n] = '\0';
+}
+
+static void aor_parts(const char *aor, char *user, size_t ulen, char *key, size_t klen)
+{
+    const char *p = strchr(aor, ':'), *at;
+    size_t n;
+
+    user[0] = key[0] = '\0';
+    if (!p || !(at = strchr(p + 1, '@')))
+        return;
+    n = (size_t)(at - p - 1);
+    snprintf(user, ulen, "%.*s", (int)n, p + 1);
+    snprintf(key, klen, "%.*s", (int)(n + 1 + strcspn(at + 1, ":;?>")), p + 1);
+}
+
+static void gateway_put(struct component *c, char *key, struct cuser *u)
+{
+    struct cuser *prev = strmap_get(&c->gateway, key);
+
+    if (prev && prev != u) {
+        /* Two users share the number: answer neither rather than guess. */
+        log_warn("main", "event=gateway_ambiguous key=%s users=%s,%s", key, prev->jid, u->jid);
+        strmap_put(&c->gateway, key, NULL);
+        free(key);
+        return;
+    }
+    if (prev) {
+        free(key);
+        return;
+    }
+    strmap_put(&c->gateway, key, u);
+}
+
+static void gateway_clear(struct component *c)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&c->gateway, &pos, &k, &v))
+        free((char *)k);
+    strmap_free(&c->gateway);
+    strmap_init(&c->gateway);
+}
+
+static void index_gateway(struct component *c)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    gateway_clear(c);
+    while (strmap_next(&c->by_jid, &pos, &k, &v)) {
+        struct cuser *u = v;
+        char key[600], user[256], ua[512];
+        for (int i = 0; i < u->cfg->naors; i++) {
+            aor_parts(u->cfg->aors[i], user, sizeof user, ua, sizeof ua);
+            number_key("ext", user, key, sizeof key);
+            gateway_put(c, xstrdup(key), u);
+            number_key("aor", ua, key, sizeof key);
+            gateway_put(c, xstrdup(key), u);
+        }
+        if (u->cfg->tel) {
+            number_key("tel", u->cfg->tel, key, sizeof key);
+            gateway_put(c, xstrdup(key), u);
+        }
+    }
+}
+
+struct cuser *component_user_by_number(struct component *c, const char *q)
+{
+    char key[600], user[256], ua[512];
+
+    if (strncasecmp(q, "sip:", 4) == 0 || strncasecmp(q, "sips:", 5) == 0) {
+        aor_parts(q, user, sizeof user, ua, sizeof ua);
+        number_key("aor", ua, key, sizeof key);
+        if (strmap_get(&c->gateway, key))
+            return strmap_get(&c->gateway, key);
+        number_key("ext", user, key, sizeof key);
+        return strmap_get(&c->gateway, key);
+    }
+    if (strncasecmp(q, "tel:", 4) == 0)
+        q += 4;
+    number_key("ext", q, key, sizeof key);
+    if (strmap_get(&c->gateway, key))
+        return strmap_get(&c->gateway, key);
+    number_key("tel", q, key, sizeof key);
+    return strlen(key) > 4 ? strmap_get(&c->gateway, key) : NULL;
+}
+
+static void watcher_list_clear(struct component *c)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&c->watcher_list, &pos, &k, &v))
+        free(v);
+    strmap_free(&c->watcher_list);
+    strmap_init(&c->watcher_list);
+}
+
+static void index_watcher_list(struct component *c)
+{
+    char *copy = xstrdup(c->cfg->component_watchers);
+    char *items[256];
+    int n = str_split_list(copy, items, 256);
+
+    watcher_list_clear(c);
+    for (int i = 0; i < n; i++) {
+        char bare[JID_MAX + 1];
+        if (jid_to_bare(items[i], bare, sizeof bare) == 0 && !strmap_get(&c->watcher_list, bare)) {
+            char *d = xstrdup(bare);
+            strmap_put(&c->watcher_list, d, d);
+        }
+    }
+    free(copy);
 }
 
 static void domains_clear(struct component *c)
@@ -129,6 +274,8 @@ static void apply_users(struct component *c, const struct offhook_config *cfg)
         }
     }
     index_domains(c);
+    index_gateway(c);
+    index_watcher_list(c);
     if (added || removed)
         log_notice("main", "event=users_changed added=%d removed=%d", added, removed);
 }
@@ -184,6 +331,7 @@ static void on_xmpp_up(void *arg)
 {
     struct component *c = arg;
 
+    pep_connected(c->pep);
     /* Before the feed has every user's state, it would publish "unknown" for all. */
     if (feed_synced(c->feed))
         pub_all(c);
@@ -278,9 +426,13 @@ int main(int argc, char **argv)
     strmap_init(&c->by_jid);
     strmap_init(&c->by_contact);
     strmap_init(&c->user_domains);
+    strmap_init(&c->gateway);
+    strmap_init(&c->watcher_list);
     for (size_t i = 0; i < a.cfg->nusers; i++)
         user_new(c, &a.cfg->users[i]);
     index_domains(c);
+    index_gateway(c);
+    index_watcher_list(c);
 
     httpd_register_process_metrics();
     redislink_register_metrics();
@@ -288,12 +440,14 @@ int main(int argc, char **argv)
     router_register_metrics();
     pub_register_metrics();
     feed_register_metrics();
+    pep_register_metrics();
     daemon_setup(c->base, &hooks);
     if (a.cfg->component_metrics[0]) {
         a.http = httpd_start(c->base, a.cfg->component_metrics, is_ready, &a);
         if (!a.http)
             goto out;
     }
+    c->pep = pep_new(c);
     c->feed = feed_new(c);
     c->wstore = watchers_new(c);
     c->xmpp = xmpplink_new(c->base, a.cfg, &link_ops, c);
@@ -307,6 +461,7 @@ out:
     if (a.status_timer)
         event_free(a.status_timer);
     xmpplink_free(c->xmpp);
+    pep_free(c->pep);
     watchers_free(c->wstore);
     feed_free(c->feed);
     httpd_free(a.http);
@@ -324,6 +479,10 @@ out:
     strmap_free(&c->by_jid);
     strmap_free(&c->by_contact);
     domains_clear(c);
+    gateway_clear(c);
+    strmap_free(&c->gateway);
+    watcher_list_clear(c);
+    strmap_free(&c->watcher_list);
     daemon_teardown();
     if (c->base)
         event_base_free(c->base);

@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "caps.h"
 #include "component.h"
+#include "pep.h"
 #include "log.h"
 #include "metrics.h"
 #include "strutil.h"
@@ -38,12 +40,8 @@ static xmpp_stanza_t *child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *
     return c;
 }
 
-/* XEP-0152 reachability: how to reach the user's phone, while it is reachable. */
-static void add_reach(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *u)
+void reach_addresses(xmpp_ctx_t *ctx, xmpp_stanza_t *reach, const struct cuser *u)
 {
-    xmpp_stanza_t *reach = child(ctx, pres, "reach", NULL);
-
-    xmpp_stanza_set_ns(reach, REACH_NS);
     for (int i = 0; i < u->cfg->naors; i++) {
         xmpp_stanza_t *addr = child(ctx, reach, "addr", NULL);
         xmpp_stanza_set_attribute(addr, "uri", u->cfg->aors[i]);
@@ -63,7 +61,32 @@ static void add_reach(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *
     }
 }
 
-static xmpp_stanza_t *build(struct component *c, const struct cuser *u,
+/* XEP-0152 reachability: how to reach the user's phone, while it is reachable. */
+static void add_reach(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *u)
+{
+    xmpp_stanza_t *reach = child(ctx, pres, "reach", NULL);
+
+    xmpp_stanza_set_ns(reach, REACH_NS);
+    reach_addresses(ctx, reach, u);
+}
+
+/* XEP-0115: lets clients cache what a phone contact supports. */
+static void add_caps(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, struct cuser *u)
+{
+    xmpp_stanza_t *c;
+
+    if (!u->caps_ver[0] &&
+        caps_contact_ver(u->cfg->name ? u->cfg->name : u->contact, u->caps_ver,
+                         sizeof u->caps_ver) < 0)
+        return;
+    c = child(ctx, pres, "c", NULL);
+    xmpp_stanza_set_ns(c, NS_CAPS);
+    xmpp_stanza_set_attribute(c, "hash", "sha-1");
+    xmpp_stanza_set_attribute(c, "node", CAPS_NODE);
+    xmpp_stanza_set_attribute(c, "ver", u->caps_ver);
+}
+
+static xmpp_stanza_t *build(struct component *c, struct cuser *u,
                             const struct presence_view *v, const char *to)
 {
     xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
@@ -77,8 +100,10 @@ static xmpp_stanza_t *build(struct component *c, const struct cuser *u,
         child(ctx, p, "show", v->show);
     if (v->status[0])
         child(ctx, p, "status", v->status);
-    if (v->available)
+    if (v->available) {
         add_reach(ctx, p, u);
+        add_caps(ctx, p, u);
+    }
     return p;
 }
 
@@ -98,6 +123,10 @@ void pub_user_to(struct component *c, struct cuser *u, const char *to)
     struct presence_view v;
     xmpp_stanza_t *p;
 
+    if (!c->cfg->publish_contacts) {
+        pub_presence_type(c, u->contact, to, "unavailable");
+        return;
+    }
     current_view(u, &v);
     p = build(c, u, &v, to);
     (void)xmpplink_send(c->xmpp, p, "presence");
@@ -112,6 +141,9 @@ void pub_user(struct component *c, struct cuser *u, bool force, int64_t event_us
     void *val;
     int sent = 0;
 
+    pep_user(c->pep, u, force);
+    if (!c->cfg->publish_contacts)
+        return;
     current_view(u, &v);
     if (!force && u->sent_valid && same_view(&v, &u->sent))
         return;

@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "caps.h"
 #include "component.h"
 #include "jid.h"
+#include "pep.h"
 #include "log.h"
 #include "metrics.h"
 #include "strutil.h"
@@ -14,11 +16,7 @@
 #include "xmpplink.h"
 
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
-#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
-#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-#define NS_PING "urn:xmpp:ping"
-#define NS_VERSION "jabber:iq:version"
-#define NS_VCARD "vcard-temp"
+#define GATEWAY_QUERY_MAX 256 /* longest number, extension or SIP URI looked up */
 
 static struct metric *m_in, *m_rejected, *m_refused_watchers;
 
@@ -31,7 +29,8 @@ void router_register_metrics(void)
                             "Incoming stanzas refused or answered with an error, by reason.",
                             "reason",
                             (const char *const[]){"bad_address", "foreign_to", "unknown_contact",
-                                                  "service_unavailable", "bad_request", NULL});
+                                                  "service_unavailable", "bad_request",
+                                                  "forbidden", "item_not_found", NULL});
     m_refused_watchers = metric_new(METRIC_COUNTER, "offhook_watchers_refused_total",
                                     "Presence subscriptions or probes refused by the watcher "
                                     "policy.",
@@ -159,17 +158,19 @@ static void handle_presence(struct component *c, xmpp_stanza_t *st, const struct
 
 /* ---- iq ------------------------------------------------------------------------------ */
 
-static void disco_info(struct component *c, xmpp_stanza_t *st, struct cuser *u)
+static void disco_info(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *query,
+                       struct cuser *u)
 {
     xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
     xmpp_stanza_t *r = reply_to(c, st, "result");
     xmpp_stanza_t *q = new_child(ctx, r, "query", NS_DISCO_INFO);
     xmpp_stanza_t *id = new_child(ctx, q, "identity", NULL);
-    static const char *const domain_features[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING,
-                                                  NS_VERSION, NULL};
-    static const char *const contact_features[] = {NS_DISCO_INFO, NS_PING, NS_VCARD, NULL};
-    const char *const *f = u ? contact_features : domain_features;
+    const char *const *f = u ? caps_contact_features : caps_domain_features;
+    const char *node = xmpp_stanza_get_attribute(query, "node");
 
+    /* A client resolving our XEP-0115 hash asks for node#ver: it must be echoed. */
+    if (node)
+        xmpp_stanza_set_attribute(q, "node", node);
     if (u) {
         xmpp_stanza_set_attribute(id, "category", "client");
         xmpp_stanza_set_attribute(id, "type", "phone");
@@ -203,6 +204,51 @@ static void vcard(struct component *c, xmpp_stanza_t *st, struct cuser *u)
     send_result(c, r);
 }
 
+/* XEP-0100 jabber:iq:gateway: a number, extension or SIP URI -> the phone contact's JID.
+ * Answers only requesters the watcher policy allows; the answer names a contact, never a
+ * state (the state still needs a subscription, which the policy also guards). */
+static void gateway(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *query, bool get)
+{
+    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+    char bare[JID_MAX + 1];
+    xmpp_stanza_t *r, *q, *prompt;
+    char *value;
+    struct cuser *u;
+
+    if (jid_to_bare(xmpp_stanza_get_from(st), bare, sizeof bare) < 0 ||
+        !component_requester_allowed(c, bare)) {
+        send_error(c, st, "auth", "forbidden", "forbidden");
+        return;
+    }
+    r = reply_to(c, st, "result");
+    q = new_child(ctx, r, "query", NS_GATEWAY);
+    if (get) {
+        add_text(ctx, q, "desc", "Enter the extension, phone number or SIP address of a "
+                                 "colleague's desk phone.");
+        add_text(ctx, q, "prompt", "Phone number");
+        send_result(c, r);
+        return;
+    }
+    prompt = xmpp_stanza_get_child_by_name(query, "prompt");
+    value = prompt ? xmpp_stanza_get_text(prompt) : NULL;
+    if (!value || !*value || strlen(value) > GATEWAY_QUERY_MAX) {
+        xmpp_stanza_release(r);
+        if (value)
+            xmpp_free(ctx, value);
+        send_error(c, st, "modify", "bad-request", "bad_request");
+        return;
+    }
+    u = component_user_by_number(c, str_trim(value));
+    xmpp_free(ctx, value);
+    if (!u) {
+        xmpp_stanza_release(r);
+        send_error(c, st, "cancel", "item-not-found", "item_not_found");
+        return;
+    }
+    add_text(ctx, q, "jid", u->contact);
+    send_result(c, r);
+}
+
 static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bare,
                       const struct jid *to)
 {
@@ -212,8 +258,11 @@ static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bar
     struct cuser *u = NULL;
     bool is_get;
 
-    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
-        return; /* result/error: answers to requests we did not make here */
+    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) {
+        /* result/error: answers to our privileged publishes; nothing else is asked. */
+        pep_on_iq(c->pep, st);
+        return;
+    }
     if (!xmpp_stanza_get_id(st)) {
         send_error(c, st, "modify", "bad-request", "bad_request");
         return;
@@ -236,7 +285,9 @@ static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bar
     if (is_get && ns && strcmp(ns, NS_PING) == 0) {
         send_result(c, reply_to(c, st, "result"));
     } else if (is_get && ns && strcmp(ns, NS_DISCO_INFO) == 0) {
-        disco_info(c, st, u);
+        disco_info(c, st, payload, u);
+    } else if (ns && strcmp(ns, NS_GATEWAY) == 0 && !u) {
+        gateway(c, st, payload, is_get);
     } else if (is_get && ns && strcmp(ns, NS_DISCO_ITEMS) == 0 && !u) {
         xmpp_stanza_t *r = reply_to(c, st, "result");
         new_child(xmpplink_ctx(c->xmpp), r, "query", NS_DISCO_ITEMS);
@@ -294,6 +345,13 @@ void router_stanza(struct component *c, xmpp_stanza_t *st)
         handle_iq(c, st, to_bare, &tj);
         return;
     }
-    /* Messages: phone contacts do not chat. */
+    /* A message from a server (no local part): XEP-0356 grants, or server notices. A
+     * server never gets an error back from us. */
+    if (!fj.local[0]) {
+        if (!pep_on_message(c->pep, st, fj.domain))
+            log_debug("router", "event=server_message_ignored from=%s", fj.domain);
+        return;
+    }
+    /* Messages from people: phone contacts do not chat. */
     send_error(c, st, "cancel", "service-unavailable", "service_unavailable");
 }

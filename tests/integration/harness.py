@@ -525,16 +525,35 @@ def asterisk_call_notifies(pause_ms=400):
             for i, f in enumerate(ASTERISK_CALL)]
 
 
+PROSODY_PRIVILEGE_GRANT = """    privileged_entities = {
+        ["phone.localhost"] = {
+            presence = "managed_entity";
+            message = "outgoing";
+            iq = { ["http://jabber.org/protocol/pubsub"] = "set" };
+        };
+    }
+"""
+
+
 class Stack:
     """Redis + Prosody (+ component, sipbridge, sipp) wired together by one config."""
 
     def __init__(self, workdir, users=(("alice@localhost", "1001"),), extra_config="",
                  prosody_kwargs=None, chat_users=("alice", "bob", "carol"),
-                 other_domain_users=("eve",), loglevel="debug"):
+                 other_domain_users=("eve",), loglevel="debug", privilege=False):
         self.dir = workdir
         self.redis = Redis(workdir).start()
-        vhost_extra = 'VirtualHost "other.localhost"\n'
-        self.prosody = Prosody(workdir, vhost_extra=vhost_extra, **(prosody_kwargs or {}))
+        kw = dict(prosody_kwargs or {})
+        localhost_extra = ""
+        if privilege:
+            # XEP-0356 as in deploy/prosody: the component may publish into PEP for
+            # localhost's users (IQ permission for pubsub set).
+            kw.setdefault("extra_modules", ("privilege",))
+            localhost_extra = PROSODY_PRIVILEGE_GRANT
+            kw["component_extra"] = kw.get("component_extra", "") + \
+                '    modules_enabled = { "privilege" }\n'
+        vhost_extra = localhost_extra + 'VirtualHost "other.localhost"\n'
+        self.prosody = Prosody(workdir, vhost_extra=vhost_extra, **kw)
         for u in chat_users:
             self.prosody.register(u, "pw")
         for u in other_domain_users:
@@ -605,9 +624,9 @@ class Stack:
             wait_until(self.sipbridge.ready, timeout=30, what="sipbridge /readyz")
         return self.sipbridge
 
-    def watcher(self, jid, password="pw"):
+    def watcher(self, jid, password="pw", pep_nodes=()):
         from watcher import Watcher
-        w = Watcher(jid, password, self.prosody.c2s)
+        w = Watcher(jid, password, self.prosody.c2s, pep_nodes=pep_nodes)
         self.watchers.append(w)
         return w
 

@@ -29,9 +29,22 @@ class Presence:
                                                       self.status)
 
 
+class PepEvent:
+    def __init__(self, frm, node, item_xml):
+        self.frm = frm           # bare JID of the publisher (the user, not the component)
+        self.node = node
+        self.xml = item_xml      # the <item/> as a string
+        self.at = time.monotonic()
+
+    def __repr__(self):
+        return "PepEvent(%s %s %s)" % (self.frm, self.node, self.xml)
+
+
 class Watcher:
-    def __init__(self, jid, password, port, host="127.0.0.1"):
+    def __init__(self, jid, password, port, host="127.0.0.1", pep_nodes=()):
         self.jid = jid
+        self.pep_nodes = list(pep_nodes)
+        self.pep = []
         self.presences = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -53,11 +66,17 @@ class Watcher:
         self.client = c
         c.register_plugin("xep_0030")
         c.register_plugin("xep_0199")
+        if self.pep_nodes:
+            # +notify for these nodes through entity capabilities (XEP-0163).
+            for plugin in ("xep_0060", "xep_0115", "xep_0163"):
+                c.register_plugin(plugin)
+            c.add_event_handler("pubsub_publish", self._pubsub)
         c.add_event_handler("session_start", self._start)
         c.add_event_handler("failed_auth", lambda e: self._fail("auth"))
         c.add_event_handler("presence", self._presence)
-        # Accept nothing automatically: the test decides.
-        c.auto_authorize = False
+        # Decide nothing automatically: the test does. (slixmpp: False would auto-REJECT
+        # subscription requests; None leaves them to us.)
+        c.auto_authorize = None
         c.auto_subscribe = False
         c.add_event_handler("disconnected", lambda e: self.disconnected.set())
         c.connect((self.host, self.port), disable_starttls=True, force_starttls=False)
@@ -75,9 +94,40 @@ class Watcher:
         self.connected.set()
 
     async def _start(self, event):
+        if self.pep_nodes:
+            # +notify features, and a caps hash covering them, before the first presence:
+            # the server learns interests from the caps in that presence.
+            for node in self.pep_nodes:
+                self.client.plugin["xep_0163"].add_interest(node)
+            await self.client.plugin["xep_0115"].update_caps()
         self.client.send_presence()
         await self.client.get_roster()
         self.connected.set()
+
+    def _pubsub(self, msg):
+        # slixmpp 1.8: read the one item; iterating the items loops forever.
+        item = msg["pubsub_event"]["items"]["item"]
+        from xml.etree import ElementTree as ET
+        with self.lock:
+            self.pep.append(PepEvent(msg["from"].bare, msg["pubsub_event"]["items"]["node"],
+                                     ET.tostring(item.xml, encoding="unicode")))
+
+    def pep_events(self, frm=None, node=None):
+        """PEP items received, in order, with the bare and full JID copies Prosody sends
+        folded into one."""
+        with self.lock:
+            evs = [e for e in self.pep if (frm is None or e.frm == frm) and
+                   (node is None or e.node == node)]
+        out = []
+        for e in evs:
+            if not out or (out[-1].xml, out[-1].node) != (e.xml, e.node) or e.at - out[-1].at > 0.2:
+                out.append(e)
+        return out
+
+    def authorize(self, jid):
+        """Accepts jid's presence subscription and subscribes back (mutual)."""
+        self.call(lambda: self.client.send_presence(pto=jid, ptype="subscribed"))
+        self.call(lambda: self.client.send_presence(pto=jid, ptype="subscribe"))
 
     def _presence(self, p):
         frm = p["from"].bare

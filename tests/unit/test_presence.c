@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include "caps.h"
 #include "presence.h"
 
 static void expect(enum user_state st, const char *remote, int available, const char *show,
@@ -56,12 +57,37 @@ static void test_no_record(void **state)
     assert_string_equal(v.status, "Phone status unknown");
 }
 
+/* XEP-0115 5.2's worked example, then our own string's shape. */
+static void test_caps_hash(void **state)
+{
+    static const char ex[] = "client/pc//Exodus 0.9.1<http://jabber.org/protocol/caps<"
+                             "http://jabber.org/protocol/disco#info<"
+                             "http://jabber.org/protocol/disco#items<"
+                             "http://jabber.org/protocol/muc<";
+    char out[64], s[512];
+    unsigned char two[] = {0xff, 0x01};
+
+    assert_int_equal(caps_hash(ex, sizeof ex - 1, out, sizeof out), 0);
+    assert_string_equal(out, "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    assert_int_equal(caps_base64(two, 2, out, sizeof out), 0);
+    assert_string_equal(out, "/wE=");
+    assert_true(caps_contact_string("Alice", s, sizeof s) > 0);
+    assert_string_equal(s, "client/phone//Alice<http://jabber.org/protocol/caps<"
+                           "http://jabber.org/protocol/disco#info<"
+                           "http://jabber.org/protocol/nick<urn:xmpp:ping<vcard-temp<");
+    for (int i = 1; caps_contact_features[i]; i++)
+        assert_true(strcmp(caps_contact_features[i - 1], caps_contact_features[i]) < 0);
+    for (int i = 1; caps_domain_features[i]; i++)
+        assert_true(strcmp(caps_domain_features[i - 1], caps_domain_features[i]) < 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mapping),
         cmocka_unit_test(test_remote_party_only_when_present),
         cmocka_unit_test(test_no_record),
+        cmocka_unit_test(test_caps_hash),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,32 @@
+/* What a phone contact and the component domain say about themselves (XEP-0030 identity
+ * and features) and the XEP-0115 capabilities hash of a contact, computed from the very
+ * same lists so disco and caps cannot disagree. Used by router.c and publisher.c. */
+#ifndef OFFHOOK_CAPS_H
+#define OFFHOOK_CAPS_H
+
+#include <stddef.h>
+
+#define CAPS_NODE "https://github.com/offhook/offhook"
+#define NS_CAPS "http://jabber.org/protocol/caps"
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+#define NS_PING "urn:xmpp:ping"
+#define NS_VERSION "jabber:iq:version"
+#define NS_VCARD "vcard-temp"
+#define NS_GATEWAY "jabber:iq:gateway"
+#define NS_NICK "http://jabber.org/protocol/nick"
+
+extern const char *const caps_contact_features[]; /* NULL-terminated, sorted */
+extern const char *const caps_domain_features[];  /* NULL-terminated, sorted */
+
+/* The XEP-0115 verification string of a contact whose identity is client/phone named
+ * name (pure): "client/phone//<name><feature<...". Returns the length, or -1 if it does
+ * not fit in out. */
+int caps_contact_string(const char *name, char *out, size_t len);
+/* base64(SHA-1(caps_contact_string)) into out (at least 29 bytes). Returns 0/-1. */
+int caps_contact_ver(const char *name, char *out, size_t len);
+/* base64(SHA-1(s[0..n))) (XEP-0115 5.1 steps 7-8). Returns 0/-1. */
+int caps_hash(const char *s, size_t n, char *out, size_t len);
+int caps_base64(const unsigned char *in, size_t n, char *out, size_t len);
+
+#endif

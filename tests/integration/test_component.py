@@ -1,0 +1,259 @@
+"""Issue 4: what chat users see, on a real Prosody. Phone contacts complete (RFC 6121,
+caps, vCard, ping, version, gateway lookup, watcher policy, stanza errors), and the
+users' own status published into their PEP through XEP-0356 (Prosody's mod_privilege
+from Debian's prosody-modules), surviving a kill -9 of the component."""
+
+import base64
+import hashlib
+import os
+import signal
+
+from harness import (DATA, scenario_notify, step_answer_forever, step_respond, wait_until)
+
+ALICE = "alice@phone.localhost"
+UNKNOWN = ("unavailable", "", "Phone status unknown")
+IDLE = ("available", "", "")
+RINGING = ("available", "", "Ringing")
+ON_CALL = ("available", "dnd", "On the phone")
+ACTIVITY = "http://jabber.org/protocol/activity"
+REACH = "urn:xmpp:reach:0"
+
+
+def body(rel):
+    return open(os.path.join(DATA, rel)).read()
+
+
+def notify(rel, version, pause_ms=300):
+    return scenario_notify(body(rel), version=version, pause_ms=pause_ms)
+
+
+def iq(w, xml, timeout=10):
+    """Sends a raw <iq type=get|set> from watcher w and returns the answer's XML string."""
+    from xml.etree import ElementTree as ET
+
+    async def go():
+        stanza = w.client.Iq(xml=ET.fromstring(xml))
+        stanza["from"] = w.client.boundjid
+        try:
+            r = await stanza.send(timeout=timeout)
+        except Exception as e:  # IqError carries the error stanza
+            r = getattr(e, "iq", None)
+            if r is None:
+                raise
+        return str(r)
+    return w.run(go)
+
+
+def call_pbx(s, steps):
+    s.start_pbx_script([[step_respond(expires=3600, initial=True)] + steps +
+                        [step_answer_forever()]])
+
+
+# ---- phone contacts -------------------------------------------------------------------
+
+def test_disco_caps_vcard_ping_version(stack_factory):
+    s = stack_factory(extra_config="[user alice@localhost]\nname = Alice Jones\n"
+                                   "tel = +1 555 0100\n")
+    s.start_component()
+    call_pbx(s, [notify("dialog-info/asterisk-idle.xml", 0)])
+    s.start_sipbridge()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    wait_until(lambda: bob.last(ALICE) == IDLE, what="idle presence")
+
+    # XEP-0115: the hash in presence is the hash of what disco#info answers for it.
+    pres = [p for p in bob.seen(ALICE) if p.type == "available"][-1]
+    raw = [x for x in s.component.log().splitlines() if "SENT: <presence" in x and
+           "caps" in x][-1]
+    ver = raw.split('ver="')[1].split('"')[0]
+    info = iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'><query "
+                   "xmlns='http://jabber.org/protocol/disco#info' node='%s#%s'/></iq>"
+                   % (ALICE, "https://github.com/offhook/offhook", ver))
+    assert "node=" in info and ver in info
+    from xml.etree import ElementTree as ET
+    q = ET.fromstring(info).find("{http://jabber.org/protocol/disco#info}query")
+    idents = sorted("%s/%s//%s<" % (i.get("category"), i.get("type"), i.get("name") or "")
+                    for i in q.findall("{http://jabber.org/protocol/disco#info}identity"))
+    feats = sorted(f.get("var") + "<" for f in
+                   q.findall("{http://jabber.org/protocol/disco#info}feature"))
+    computed = base64.b64encode(hashlib.sha1("".join(idents + feats).encode()).digest())
+    assert computed.decode() == ver
+    assert idents == ["client/phone//Alice Jones<"]
+    assert pres.reach == [s.aor("1001"), "tel:+15550100"]
+
+    vcard = iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'><vCard "
+                    "xmlns='vcard-temp'/></iq>" % ALICE)
+    assert "<FN>Alice Jones</FN>" in vcard and "<NUMBER>+1 555 0100</NUMBER>" in vcard
+    assert "NICKNAME>Alice Jones (phone)<" in vcard
+    assert 'type="result"' in iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'>"
+                                      "<ping xmlns='urn:xmpp:ping'/></iq>" % ALICE)
+    version = iq(bob, "<iq xmlns='jabber:client' type='get' to='phone.localhost'><query "
+                      "xmlns='jabber:iq:version'/></iq>")
+    assert "<name>offhook</name>" in version
+
+
+def test_stanza_errors(stack_factory):
+    s = stack_factory()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    unknown_ns = iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'><query "
+                         "xmlns='urn:example:nothing'/></iq>" % ALICE)
+    assert "service-unavailable" in unknown_ns
+    nobody = iq(bob, "<iq xmlns='jabber:client' type='get' to='nobody@phone.localhost'>"
+                     "<ping xmlns='urn:xmpp:ping'/></iq>")
+    assert "item-not-found" in nobody
+    empty = iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'/>" % ALICE)
+    assert "bad-request" in empty
+    # A chat message to a phone contact: it does not chat.
+    bob.send_raw("<message xmlns='jabber:client' to='%s' type='chat' id='m1'><body>hi</body>"
+                 "</message>" % ALICE)
+    wait_until(lambda: s.component.metrics().get(
+        'offhook_stanzas_rejected_total{reason="service_unavailable"}', 0) >= 2,
+        what="message refused")
+    m = s.component.metrics()
+    assert m['offhook_stanzas_rejected_total{reason="unknown_contact"}'] == 1
+    # (The childless IQ never reaches us: Prosody answers bad-request itself.)
+    assert s.component.alive()
+
+
+def test_unsubscribe_and_probe(stack_factory):
+    s = stack_factory()
+    s.start_component()
+    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0)])
+    s.start_sipbridge()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, what="on the phone")
+    members = s.redis.cli("SMEMBERS", "offhook:watchers:alice@phone.localhost")
+    assert members == "bob@localhost"
+    bob.unsubscribe(ALICE)
+    wait_until(lambda: bob.last(ALICE) == ("unavailable", "", ""), what="contact goes away")
+    wait_until(lambda: s.redis.cli("SMEMBERS", "offhook:watchers:alice@phone.localhost") == "",
+               what="watcher forgotten")
+    # A probe from a JID the server no longer has subscribed is still answered only if
+    # policy allows; Prosody itself stops probing after unsubscribe.
+    assert s.component.alive()
+
+
+def test_watcher_policies(stack_factory):
+    s = stack_factory(extra_config="[component]\nallow_watchers = list\n"
+                                   "watchers = other.localhost\n")
+    s.start_component()
+    eve = s.watcher("eve@other.localhost")
+    eve.subscribe(ALICE)
+    wait_until(lambda: eve.views(ALICE) == [UNKNOWN], what="eve allowed by domain")
+    carol = s.watcher("carol@localhost")
+    carol.subscribe(ALICE)
+    wait_until(lambda: any(p.type == "unsubscribed" for p in carol.seen(ALICE)),
+               what="carol refused: not in the list")
+    assert carol.views(ALICE) == []
+
+
+def test_gateway_lookup(stack_factory):
+    s = stack_factory(users=(("alice@localhost", "1001"), ("bob@localhost", "1002")),
+                      extra_config="[user alice@localhost]\ntel = +1 (555) 0100\n")
+    s.start_component()
+    carol = s.watcher("carol@localhost")
+    get = iq(carol, "<iq xmlns='jabber:client' type='get' to='phone.localhost'><query "
+                    "xmlns='jabber:iq:gateway'/></iq>")
+    assert "<prompt>" in get and "<desc>" in get
+
+    def lookup(w, value):
+        return iq(w, "<iq xmlns='jabber:client' type='set' to='phone.localhost'><query "
+                     "xmlns='jabber:iq:gateway'><prompt>%s</prompt></query></iq>" % value)
+    for q in ("1001", "sip:1001@127.0.0.1:%d" % s.pbx_port, "+15550100", "tel:+1-555-0100"):
+        assert "<jid>alice@phone.localhost</jid>" in lookup(carol, q), q
+    assert "<jid>bob@phone.localhost</jid>" in lookup(carol, "1002")
+    assert "item-not-found" in lookup(carol, "9999")
+    assert "bad-request" in lookup(carol, "x" * 300)
+    # Someone the watcher policy does not allow learns nothing, not even the JID.
+    eve = s.watcher("eve@other.localhost")
+    refused = lookup(eve, "1001")
+    assert "forbidden" in refused and "alice" not in refused
+
+
+# ---- the user's own status through XEP-0356 ---------------------------------------------
+
+def pep_items(w, node):
+    return [e.xml for e in w.pep_events(frm="alice@localhost", node=node)]
+
+
+def mutual(alice, bob):
+    bob.subscribe("alice@localhost")
+    wait_until(lambda: any(p.type == "subscribe" for p in alice.seen("bob@localhost")),
+               what="subscription request")
+    alice.authorize("bob@localhost")
+    wait_until(lambda: any(p.type == "subscribe" for p in bob.seen("alice@localhost")),
+               what="subscription back")
+    bob.authorize("alice@localhost")
+
+
+def test_privileged_pep(stack_factory):
+    s = stack_factory(privilege=True)
+    s.start_component()
+    alice = s.watcher("alice@localhost")
+    bob = s.watcher("bob@localhost", pep_nodes=(ACTIVITY, REACH))
+    mutual(alice, bob)
+    wait_until(lambda: "event=privileges domain=localhost" in s.component.log(),
+               what="the server's <privilege/>")
+    assert "pep=on" in s.component.log()
+    call_pbx(s, [notify("dialog-info/asterisk-idle.xml", 0, pause_ms=500),
+                 notify("dialog-info/asterisk-inuse.xml", 1, pause_ms=800),
+                 notify("dialog-info/asterisk-idle.xml", 2, pause_ms=800)])
+    s.start_sipbridge()
+    wait_until(lambda: any("on_the_phone" in x for x in pep_items(bob, ACTIVITY)),
+               timeout=20, what="activity: on the phone")
+    wait_until(lambda: pep_items(bob, ACTIVITY)[-1].count("<") <= 3 and
+               "on_the_phone" not in pep_items(bob, ACTIVITY)[-1],
+               timeout=20, what="activity cleared after the call")
+    acts = pep_items(bob, ACTIVITY)
+    talking = [x for x in acts if "on_the_phone" in x][0]
+    assert "talking" in talking and "On the phone" in talking
+    reach = pep_items(bob, REACH)
+    assert any(s.aor("1001") in x for x in reach)
+    m = s.component.metrics()
+    assert m['offhook_pep_publishes_total{result="ok"}'] >= 4
+    assert m['offhook_pep_publishes_total{result="error"}'] == 0
+    assert m['offhook_pep_domains{granted="yes"}'] == 1
+    # The item lives in alice's own PEP, with the presence access model.
+    cfg = iq(alice, "<iq xmlns='jabber:client' type='get'><pubsub "
+                    "xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='%s'/>"
+                    "</pubsub></iq>" % ACTIVITY)
+    assert "presence" in cfg
+
+
+def test_component_kill9_leaves_no_stale_state(stack_factory):
+    """On the phone when the component dies; the call ends while it is down; after the
+    restart both the contact's presence and alice's PEP activity say the call is over."""
+    s = stack_factory(privilege=True)
+    s.start_component()
+    alice = s.watcher("alice@localhost")
+    bob = s.watcher("bob@localhost", pep_nodes=(ACTIVITY,))
+    mutual(alice, bob)
+    bob.subscribe(ALICE)
+    s.start_pbx_script([[step_respond(expires=3600, initial=True),
+                         notify("dialog-info/asterisk-inuse.xml", 0, pause_ms=500),
+                         step_answer_forever()]])
+    s.start_sipbridge()
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
+    wait_until(lambda: any("on_the_phone" in x for x in pep_items(bob, ACTIVITY)),
+               what="PEP on the phone")
+    old = s.component
+    old.kill9()
+    # The call ends while no component runs: only Redis learns it.
+    s.redis.cli("HSET", "offhook:user:alice@localhost", "state", "idle", "ts", "1")
+    s.redis.cli("XADD", "offhook:events", "*", "user", "alice@localhost", "state", "idle",
+                "ts", "1")
+    s.start_component()
+    wait_until(lambda: bob.last(ALICE) == IDLE, timeout=20, what="presence after restart")
+    wait_until(lambda: "on_the_phone" not in pep_items(bob, ACTIVITY)[-1], timeout=20,
+               what="PEP cleared after restart")
+
+
+def test_no_privileges_logged_once(stack_factory):
+    s = stack_factory()  # Prosody without mod_privilege
+    s.start_component()
+    wait_until(lambda: "event=pep_off domain=localhost" in s.component.log(), timeout=15,
+               what="the explanation")
+    assert s.component.log().count("event=pep_off") == 1
+    assert s.component.metrics()['offhook_pep_domains{granted="no"}'] == 1
