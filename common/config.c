@@ -118,6 +118,11 @@ static const struct cfg_key keys[] = {
      "contacts (phone-contact presence) and/or pep (XEP-0108/0152 in users' own PEP, where "
      "the server grants XEP-0356)"},
 
+    {"component", "keep_presence_on_stop", T_BOOL, OFF(component_keep_on_stop), "no", true, 0,
+     0, NULL,
+     "on a clean stop, leave phone contacts' presence and PEP items as they are (yes, for "
+     "planned restarts) instead of marking them unavailable/cleared (no)"},
+
     {"privacy", "show_remote_party", T_BOOL, OFF(show_remote_party), "no", true, 0, 0, NULL,
      "let the other party's name/number leave sipbridge (per user: [user JID])"},
 };

@@ -78,6 +78,7 @@ struct offhook_config {
     char *component_watchers;  /* JIDs and domains allowed when allow_watchers = list */
     char *component_publish;   /* raw list; parsed into the flags below */
     bool publish_contacts, publish_pep;
+    bool component_keep_on_stop; /* leave presence and PEP as they are on a clean stop */
 
     /* [privacy] */
     bool show_remote_party;

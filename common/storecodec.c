@@ -111,3 +111,13 @@ int store_key_watchers(const char *prefix, const char *contact, char *buf, size_
 {
     return key(buf, len, prefix, "watchers:", contact);
 }
+
+int store_key_subs(const char *prefix, const char *jid, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "subs:", jid);
+}
+
+int store_key_heartbeat(const char *prefix, const char *daemon, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "heartbeat:", daemon);
+}

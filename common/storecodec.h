@@ -4,6 +4,12 @@
  *   <prefix>user:<jid>          hash   the user's current state record
  *   <prefix>events              stream one entry per change: user=<jid> + the record
  *   <prefix>watchers:<contact>  set    bare JIDs subscribed to a phone contact
+ *   <prefix>subs:<jid>          hash   "<package> <aor>" -> "<state> <unix ms>", sipbridge's
+ *                                      subscriptions for the user (for offhookctl)
+ *   <prefix>heartbeat:<daemon>  string unix ms of the daemon's last beat, expires after 30 s
+ *
+ * A stream entry with cmd=resync (and user=<jid> or "*") asks the component to send
+ * everything again (offhookctl resync).
  *
  * sipbridge writes the hash and the stream entry in one MULTI, so a reader that takes
  * the stream's last id before reading the hashes and then follows the stream misses
@@ -49,5 +55,10 @@ int storecodec_decode(const char *const *names, const char *const *values, size_
 int store_key_user(const char *prefix, const char *jid, char *buf, size_t len);
 int store_key_events(const char *prefix, char *buf, size_t len);
 int store_key_watchers(const char *prefix, const char *contact, char *buf, size_t len);
+int store_key_subs(const char *prefix, const char *jid, char *buf, size_t len);
+int store_key_heartbeat(const char *prefix, const char *daemon, char *buf, size_t len);
+
+#define STORE_HEARTBEAT_EVERY_MS 10000 /* each daemon beats this often ... */
+#define STORE_HEARTBEAT_TTL_MS 30000   /* ... and is taken for dead when a beat is this old */
 
 #endif

@@ -16,6 +16,7 @@
 
 struct event_base;
 struct feed;
+struct health;
 struct pep;
 struct watchers;
 struct xmpplink;
@@ -40,6 +41,8 @@ struct component {
     struct feed *feed;
     struct watchers *wstore;
     struct pep *pep;
+    struct health *health;
+    bool sipbridge_alive;        /* its heartbeat is fresh: records are being kept true */
     struct strmap by_jid;        /* user JID -> struct cuser* */
     struct strmap by_contact;    /* contact JID -> struct cuser* */
     struct strmap user_domains;  /* domains of configured users -> non-NULL (owned keys) */
@@ -54,6 +57,8 @@ void pub_user(struct component *c, struct cuser *u, bool force, int64_t event_us
 void pub_user_to(struct component *c, struct cuser *u, const char *to);
 /* After (re)connecting: every user's presence to every watcher. */
 void pub_all(struct component *c);
+/* On a clean stop: every contact unavailable to its watchers, every PEP item cleared. */
+void pub_goodbye(struct component *c);
 /* Presence of type (subscribed, unsubscribed, unavailable...) from u's contact. */
 void pub_presence_type(struct component *c, const char *from, const char *to,
                        const char *type);
@@ -82,6 +87,17 @@ bool feed_synced(const struct feed *f);
 /* Takes a fresh snapshot (after a reload changed the users). */
 void feed_resync(struct feed *f);
 void feed_register_metrics(void);
+
+/* health.c: heartbeats in Redis */
+struct health *health_new(struct component *c);
+void health_free(struct health *h);
+void health_register_metrics(void);
+/* A state event from sipbridge arrived: it is alive, whatever the last beat said. */
+void health_seen_sipbridge(struct health *h);
+
+/* The record to show for u: NULL while nothing is known or sipbridge is not keeping it
+ * true (its heartbeat is missing). */
+const struct user_record *cuser_record(const struct component *c, const struct cuser *u);
 
 /* component users */
 struct cuser *component_user_by_contact(struct component *c, const char *contact);

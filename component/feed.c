@@ -92,6 +92,29 @@ static long pairs(const redisReply *r, const char **names, const char **values, 
 
 static void read_next(struct feed *f);
 
+/* offhookctl resync [JID]: send everything again (presence to every watcher, PEP). */
+static void command(struct feed *f, const char *cmd, const char *jid)
+{
+    struct cuser *u;
+
+    if (strcmp(cmd, "resync") != 0) {
+        log_warn("feed", "event=unknown_command cmd=%.40s", cmd);
+        return;
+    }
+    if (!f->synced)
+        return; /* a snapshot is coming anyway */
+    if (!jid || strcmp(jid, "*") == 0) {
+        log_notice("feed", "event=resync scope=all");
+        pub_all(f->c);
+        return;
+    }
+    u = strmap_get(&f->c->by_jid, jid);
+    if (u) {
+        log_notice("feed", "event=resync user=%s", jid);
+        pub_user(f->c, u, true, 0);
+    }
+}
+
 static void on_read(struct redislink *l, redisReply *r, void *arg)
 {
     struct feed *f = arg;
@@ -126,12 +149,21 @@ static void on_read(struct redislink *l, redisReply *r, void *arg)
                 metric_inc(m_bad, NULL);
                 continue;
             }
+            const char *cmd = NULL;
             for (long k = 0; k < n; k++) {
                 if (strcmp(names[k], "user") == 0)
                     jid = values[k];
+                else if (strcmp(names[k], "cmd") == 0)
+                    cmd = values[k];
             }
-            if (jid)
+            if (cmd) {
+                command(f, cmd, jid);
+            } else if (jid) {
+                /* Apply first: marking sipbridge alive re-renders everyone, and this user
+                 * must not flash its previous state on the way. */
                 apply(f, jid, names, values, (size_t)n);
+                health_seen_sipbridge(f->c->health);
+            }
         }
     }
     read_next(f);

@@ -35,6 +35,11 @@ struct app {
 
 /* ---- users ------------------------------------------------------------------------- */
 
+const struct user_record *cuser_record(const struct component *c, const struct cuser *u)
+{
+    return u->have_rec && c->sipbridge_alive ? &u->rec : NULL;
+}
+
 struct cuser *component_user_by_contact(struct component *c, const char *contact)
 {
     return strmap_get(&c->by_contact, contact);
@@ -366,6 +371,8 @@ static void on_stop(void *arg)
     struct app *a = arg;
 
     daemon_notify("STOPPING=1");
+    if (!a->cfg->component_keep_on_stop)
+        pub_goodbye(&a->c);
     event_base_loopexit(a->c.base, NULL);
 }
 
@@ -441,6 +448,7 @@ int main(int argc, char **argv)
     pub_register_metrics();
     feed_register_metrics();
     pep_register_metrics();
+    health_register_metrics();
     daemon_setup(c->base, &hooks);
     if (a.cfg->component_metrics[0]) {
         a.http = httpd_start(c->base, a.cfg->component_metrics, is_ready, &a);
@@ -449,6 +457,7 @@ int main(int argc, char **argv)
     }
     c->pep = pep_new(c);
     c->feed = feed_new(c);
+    c->health = health_new(c);
     c->wstore = watchers_new(c);
     c->xmpp = xmpplink_new(c->base, a.cfg, &link_ops, c);
     a.status_timer = event_new(c->base, -1, EV_PERSIST, on_status, &a);
@@ -461,6 +470,7 @@ out:
     if (a.status_timer)
         event_free(a.status_timer);
     xmpplink_free(c->xmpp);
+    health_free(c->health);
     pep_free(c->pep);
     watchers_free(c->wstore);
     feed_free(c->feed);

@@ -162,9 +162,9 @@ static void send_publish(struct pep *p, const char *user, const char *node,
 }
 
 /* XEP-0108: talking/on_the_phone during a call; an empty <activity/> otherwise. */
-static void activity_for(const struct cuser *u, char *text, size_t len, bool *talking)
+static void activity_for(const struct user_record *r, char *text, size_t len, bool *talking)
 {
-    enum user_state st = u->have_rec ? u->rec.state : US_UNKNOWN;
+    enum user_state st = r ? r->state : US_UNKNOWN;
 
     *talking = st == US_ON_CALL || st == US_ON_HOLD;
     snprintf(text, len, "%s", st == US_ON_HOLD ? "On hold" : st == US_ON_CALL ? "On the phone"
@@ -172,14 +172,28 @@ static void activity_for(const struct cuser *u, char *text, size_t len, bool *ta
 }
 
 /* XEP-0152: the phone's addresses while it can be reached; empty when it cannot. */
-static bool reachable(const struct cuser *u)
+static bool reachable(const struct user_record *r)
 {
-    enum user_state st = u->have_rec ? u->rec.state : US_UNKNOWN;
+    enum user_state st = r ? r->state : US_UNKNOWN;
 
     return st != US_OFFLINE && st != US_UNKNOWN;
 }
 
+static void publish(struct pep *p, struct cuser *u, const struct user_record *rec, bool force);
+
 void pep_user(struct pep *p, struct cuser *u, bool force)
+{
+    if (p)
+        publish(p, u, cuser_record(p->c, u), force);
+}
+
+void pep_clear(struct pep *p, struct cuser *u)
+{
+    if (p)
+        publish(p, u, NULL, false);
+}
+
+static void publish(struct pep *p, struct cuser *u, const struct user_record *rec, bool force)
 {
     xmpp_ctx_t *ctx;
     struct jid j;
@@ -187,15 +201,15 @@ void pep_user(struct pep *p, struct cuser *u, bool force)
     char text[64], sig[sizeof u->pep_sent];
     bool talking, reach;
 
-    if (!p || !p->c->cfg->publish_pep || !xmpplink_up(p->c->xmpp))
+    if (!p->c->cfg->publish_pep || !xmpplink_up(p->c->xmpp))
         return;
     if (jid_parse(u->jid, &j) < 0)
         return;
     g = grant_for(p, j.domain, false);
     if (!g || !g->pubsub_set)
         return;
-    activity_for(u, text, sizeof text, &talking);
-    reach = reachable(u);
+    activity_for(rec, text, sizeof text, &talking);
+    reach = reachable(rec);
     snprintf(sig, sizeof sig, "%d|%s|%d", talking, text, reach);
     if (!force && strcmp(sig, u->pep_sent) == 0)
         return;

@@ -17,6 +17,8 @@ bool pep_on_message(struct pep *p, xmpp_stanza_t *msg, const char *from_domain);
 bool pep_on_iq(struct pep *p, xmpp_stanza_t *iq);
 /* Publishes u's activity and reachability if they changed (or always with force). */
 void pep_user(struct pep *p, struct cuser *u, bool force);
+/* Publishes empty activity and reach for u (a clean stop: nothing stale stays behind). */
+void pep_clear(struct pep *p, struct cuser *u);
 /* Every user whose server granted the privilege, forced. */
 void pep_all(struct pep *p);
 void pep_register_metrics(void);

@@ -107,9 +107,10 @@ static xmpp_stanza_t *build(struct component *c, struct cuser *u,
     return p;
 }
 
-static void current_view(const struct cuser *u, struct presence_view *v)
+static void current_view(const struct component *c, const struct cuser *u,
+                         struct presence_view *v)
 {
-    presence_for_record(u->have_rec ? &u->rec : NULL, v);
+    presence_for_record(cuser_record(c, u), v);
 }
 
 static bool same_view(const struct presence_view *a, const struct presence_view *b)
@@ -127,7 +128,7 @@ void pub_user_to(struct component *c, struct cuser *u, const char *to)
         pub_presence_type(c, u->contact, to, "unavailable");
         return;
     }
-    current_view(u, &v);
+    current_view(c, u, &v);
     p = build(c, u, &v, to);
     (void)xmpplink_send(c->xmpp, p, "presence");
     xmpp_stanza_release(p);
@@ -144,7 +145,7 @@ void pub_user(struct component *c, struct cuser *u, bool force, int64_t event_us
     pep_user(c->pep, u, force);
     if (!c->cfg->publish_contacts)
         return;
-    current_view(u, &v);
+    current_view(c, u, &v);
     if (!force && u->sent_valid && same_view(&v, &u->sent))
         return;
     if (!xmpplink_up(c->xmpp)) {
@@ -185,6 +186,28 @@ void pub_all(struct component *c)
         users++;
     }
     log_info("publish", "event=republished users=%d", users);
+}
+
+void pub_goodbye(struct component *c)
+{
+    size_t pos = 0, wpos;
+    const char *k, *w;
+    void *v, *val;
+    int n = 0;
+
+    if (!xmpplink_up(c->xmpp))
+        return;
+    while (strmap_next(&c->by_jid, &pos, &k, &v)) {
+        struct cuser *u = v;
+        if (c->cfg->publish_contacts) {
+            for (wpos = 0; strmap_next(&u->watchers, &wpos, &w, &val);)
+                pub_presence_type(c, u->contact, w, "unavailable");
+        }
+        pep_clear(c->pep, u);
+        n++;
+    }
+    log_notice("publish", "event=goodbye users=%d note=\"watchers see the phones unavailable "
+                          "until offhook is back\"", n);
 }
 
 void pub_presence_type(struct component *c, const char *from, const char *to,

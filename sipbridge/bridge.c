@@ -605,6 +605,7 @@ static void on_state(void *owner, struct subscription *sub, enum sub_state st)
     struct bsource *s = owner;
 
     stale_timer(s->u->b, &s->stale, on_source_stale, s, sub_down(st));
+    store_sub_state(s->u->b->store, s->u->jid, pkgs[s->pkg].event, s->aor, sub_state_name(st));
 }
 
 static const struct subs_owner_ops owner_ops = {
@@ -667,9 +668,39 @@ static void on_list_stale(evutil_socket_t fd, short what, void *arg)
 static void on_list_state(void *owner, struct subscription *sub, enum sub_state st)
 {
     struct bridge *b = owner;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    char state[64];
 
+    if (!b->list)
+        return;
+    stale_timer(b, &b->list->stale, on_list_stale, b, sub_down(st));
+    snprintf(state, sizeof state, "%s(list)", sub_state_name(st));
+    while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
+        struct bsource *s = v;
+        store_sub_state(b->store, s->u->jid, "dialog", s->aor, state);
+    }
+}
+
+/* Redis is back: rewrite every subscription's state for offhookctl. */
+static void on_store_up(void *arg)
+{
+    struct bridge *b = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&b->users, &pos, &k, &v)) {
+        struct buser *u = v;
+        for (int i = 0; i < u->nsrc; i++) {
+            if (u->src[i].sub)
+                store_sub_state(b->store, u->jid, pkgs[u->src[i].pkg].event, u->src[i].aor,
+                                sub_state_name(subs_state(u->src[i].sub)));
+        }
+    }
     if (b->list)
-        stale_timer(b, &b->list->stale, on_list_stale, b, sub_down(st));
+        on_list_state(b, b->list->sub, subs_state(b->list->sub));
 }
 
 static const struct subs_owner_ops list_ops = {
@@ -790,6 +821,7 @@ struct bridge *bridge_new(struct event_base *base, const struct offhook_config *
     if (b->list)
         b->list->sub = subs_new(b->subs, cfg->sip_resource_list, "dialog", LIST_ACCEPT, true,
                                 &list_ops, b);
+    store_on_up(store, on_store_up, b);
     log_info("bridge", "event=started users=%zu subscriptions=%d subscribe_rate=%ld%s%s",
              cfg->nusers, subs_mgr_total(b->subs), cfg->sip_subscribe_rate,
              b->list ? " resource_list=" : "", b->list ? cfg->sip_resource_list : "");
@@ -818,6 +850,7 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
         if (!cu) {
             log_info("bridge", "event=user_removed user=%s", u->jid);
             store_remove(b->store, u->jid);
+            store_sub_clear(b->store, u->jid);
             user_free(b, u, true);
             removed++;
         } else if (strcmp(sig, u->signature) != 0) {

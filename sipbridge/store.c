@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
 #include <hiredis/hiredis.h>
 
 #include "config.h"
@@ -25,6 +26,10 @@ struct entry {
 
 struct store {
     struct redislink *link;
+    struct event *beat;        /* heartbeat:sipbridge refresh */
+    char *beat_key;
+    void (*on_up)(void *arg);
+    void *on_up_arg;
     struct strmap entries; /* jid -> struct entry* */
     char *prefix;
     char *events_key;
@@ -156,12 +161,28 @@ static void flush(struct store *st)
         log_notice("store", "event=flushed users=%d", n);
 }
 
+static void heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    struct store *st = arg;
+    char ms[24];
+
+    snprintf(ms, sizeof ms, "%lld", (long long)clock_wall_ms());
+    if (redislink_up(st->link) &&
+        redislink_command(st->link, NULL, NULL, "SET %s %s PX %d", st->beat_key, ms,
+                          STORE_HEARTBEAT_TTL_MS) < 0)
+        redislink_reset(st->link, "cannot queue heartbeat");
+}
+
 static void on_link(struct redislink *l, bool up, void *arg)
 {
     struct store *st = arg;
 
-    if (up)
+    if (up) {
         flush(st);
+        heartbeat(-1, 0, st);
+        if (st->on_up)
+            st->on_up(st->on_up_arg);
+    }
     else if (st->npending)
         log_warn("store", "event=buffering pending_users=%d", st->npending);
 }
@@ -176,6 +197,14 @@ struct store *store_new(struct event_base *base, const struct offhook_config *cf
     if (store_key_events(cfg->redis_prefix, key, sizeof key) < 0)
         key[0] = '\0';
     st->events_key = xstrdup(key);
+    if (store_key_heartbeat(cfg->redis_prefix, "sipbridge", key, sizeof key) < 0)
+        key[0] = '\0';
+    st->beat_key = xstrdup(key);
+    st->beat = event_new(base, -1, EV_PERSIST, heartbeat, st);
+    {
+        struct timeval tv = {.tv_sec = STORE_HEARTBEAT_EVERY_MS / 1000};
+        event_add(st->beat, &tv);
+    }
     st->link = redislink_new(base, cfg, "store", 10000, on_link, st);
     update_pending_metric(st);
     return st;
@@ -189,6 +218,7 @@ void store_free(struct store *st)
 
     if (!st)
         return;
+    event_free(st->beat);
     redislink_free(st->link); /* in-flight callbacks run now, with NULL replies */
     while (strmap_next(&st->entries, &pos, &k, &v)) {
         struct entry *e = v;
@@ -198,7 +228,27 @@ void store_free(struct store *st)
     strmap_free(&st->entries);
     free(st->prefix);
     free(st->events_key);
+    free(st->beat_key);
     free(st);
+}
+
+void store_on_up(struct store *st, void (*fn)(void *arg), void *arg)
+{
+    st->on_up = fn;
+    st->on_up_arg = arg;
+}
+
+void store_sub_state(struct store *st, const char *jid, const char *package, const char *aor,
+                     const char *state)
+{
+    char key[2048], field[1024], value[64];
+
+    if (!redislink_up(st->link) || store_key_subs(st->prefix, jid, key, sizeof key) < 0)
+        return;
+    snprintf(field, sizeof field, "%s %s", package, aor);
+    snprintf(value, sizeof value, "%s %lld", state, (long long)clock_wall_ms());
+    if (redislink_command(st->link, NULL, NULL, "HSET %s %s %s", key, field, value) < 0)
+        redislink_reset(st->link, "cannot queue a subscription state");
 }
 
 bool store_up(const struct store *st)
@@ -248,4 +298,13 @@ void store_remove(struct store *st, const char *jid)
 
     e->removed = true;
     changed(st, e);
+}
+
+void store_sub_clear(struct store *st, const char *jid)
+{
+    char key[2048];
+
+    if (redislink_up(st->link) && store_key_subs(st->prefix, jid, key, sizeof key) == 0 &&
+        redislink_command(st->link, NULL, NULL, "DEL %s", key) < 0)
+        redislink_reset(st->link, "cannot queue a delete");
 }

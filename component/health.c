@@ -1,0 +1,112 @@
+/* Liveness between the daemons, through Redis: the component refreshes its own heartbeat
+ * key and watches sipbridge's. While sipbridge's beat is missing, what Redis holds is no
+ * longer being kept true, so every phone shows "unknown" instead of a frozen state. A beat,
+ * or any state event in the stream, brings it back. Called by main.c and feed.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "component.h"
+#include "log.h"
+#include "metrics.h"
+#include "redislink.h"
+#include "storecodec.h"
+#include "strutil.h"
+
+struct health {
+    struct component *c;
+    struct redislink *link;
+    struct event *tick;
+    char own_key[512];
+    char sipbridge_key[512];
+    int sipbridge;            /* -1 not checked yet, 0 missing, 1 beating */
+};
+
+static struct metric *m_sipbridge;
+
+void health_register_metrics(void)
+{
+    m_sipbridge = metric_new(METRIC_GAUGE, "offhook_sipbridge_alive",
+                             "1 while sipbridge's heartbeat in Redis is fresh.", NULL, NULL);
+}
+
+static void set_alive(struct health *h, int alive)
+{
+    struct component *c = h->c;
+
+    if (alive == h->sipbridge)
+        return;
+    if (h->sipbridge >= 0 || !alive)
+        log_notice("health", "event=sipbridge_%s%s", alive ? "back" : "missing",
+                   alive ? "" : " action=showing_unknown");
+    h->sipbridge = alive;
+    metric_set(m_sipbridge, NULL, alive);
+    c->sipbridge_alive = alive;
+    /* The feed kept following the stream either way: only what watchers see changes. */
+    if (feed_synced(c->feed))
+        pub_all(c);
+}
+
+void health_seen_sipbridge(struct health *h)
+{
+    if (h && h->sipbridge != 1)
+        set_alive(h, 1);
+}
+
+static void on_get(struct redislink *l, redisReply *r, void *arg)
+{
+    struct health *h = arg;
+
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        return;
+    set_alive(h, r->type == REDIS_REPLY_STRING);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct health *h = arg;
+    char ms[24];
+
+    if (!redislink_up(h->link))
+        return;
+    snprintf(ms, sizeof ms, "%lld", (long long)clock_wall_ms());
+    if (redislink_command(h->link, NULL, NULL, "SET %s %s PX %d", h->own_key, ms,
+                          STORE_HEARTBEAT_TTL_MS) < 0 ||
+        redislink_command(h->link, on_get, h, "GET %s", h->sipbridge_key) < 0)
+        redislink_reset(h->link, "cannot queue heartbeat");
+}
+
+static void on_link(struct redislink *l, bool up, void *arg)
+{
+    if (up)
+        on_tick(-1, 0, arg);
+}
+
+struct health *health_new(struct component *c)
+{
+    struct health *h = xcalloc(1, sizeof *h);
+    struct timeval tv = {.tv_sec = STORE_HEARTBEAT_EVERY_MS / 1000 / 2};
+
+    h->c = c;
+    h->sipbridge = -1;
+    c->sipbridge_alive = true; /* until Redis says otherwise: no flap at start */
+    store_key_heartbeat(c->cfg->redis_prefix, "component", h->own_key, sizeof h->own_key);
+    store_key_heartbeat(c->cfg->redis_prefix, "sipbridge", h->sipbridge_key,
+                        sizeof h->sipbridge_key);
+    h->tick = event_new(c->base, -1, EV_PERSIST, on_tick, h);
+    event_add(h->tick, &tv);
+    h->link = redislink_new(c->base, c->cfg, "health", 10000, on_link, h);
+    return h;
+}
+
+void health_free(struct health *h)
+{
+    if (!h)
+        return;
+    event_free(h->tick);
+    redislink_free(h->link);
+    free(h);
+}

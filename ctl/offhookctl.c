@@ -1,0 +1,402 @@
+/* offhookctl: what offhook knows, read from Redis, for operators and scripts.
+ *
+ *   offhookctl [-c FILE] [--json] status [JID]   a user's phone state, subscriptions and
+ *                                                watchers; without JID, a summary
+ *   offhookctl [-c FILE] [--json] users          every configured user and their state
+ *   offhookctl [-c FILE] resync [JID]            ask the component to send everything again
+ *
+ * It reads the same configuration as the daemons (Redis address, key prefix, users) and
+ * talks only to Redis: it works whether or not the daemons run. */
+#include <getopt.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "config.h"
+#include "jid.h"
+#include "storecodec.h"
+#include "strutil.h"
+#include "version.h"
+
+static bool json;
+
+/* ---- output helpers ------------------------------------------------------------------ */
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+static void ago(int64_t ms, char *out, size_t len)
+{
+    int64_t d = clock_wall_ms() - ms;
+
+    if (ms <= 0)
+        snprintf(out, len, "never");
+    else if (d < 1000)
+        snprintf(out, len, "just now");
+    else if (d < 120000)
+        snprintf(out, len, "%" PRId64 " s ago", d / 1000);
+    else if (d < 7200000)
+        snprintf(out, len, "%" PRId64 " min ago", d / 60000);
+    else
+        snprintf(out, len, "%" PRId64 " h ago", d / 3600000);
+}
+
+/* ---- Redis ----------------------------------------------------------------------------- */
+
+static redisContext *connect_redis(const struct offhook_config *cfg)
+{
+    struct timeval tv = {.tv_sec = 3};
+    redisContext *r = cfg->redis.unix_path
+                          ? redisConnectUnixWithTimeout(cfg->redis.unix_path, tv)
+                          : redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
+    redisReply *rep;
+
+    if (!r || r->err) {
+        fprintf(stderr, "offhookctl: cannot reach Redis at %s: %s\n", cfg->redis_url,
+                r ? r->errstr : "out of memory");
+        exit(3);
+    }
+    redisSetTimeout(r, tv);
+    if (cfg->redis_password[0]) {
+        rep = redisCommand(r, "AUTH %s", cfg->redis_password);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "offhookctl: Redis refused AUTH\n");
+            exit(3);
+        }
+        freeReplyObject(rep);
+    }
+    if (cfg->redis.db) {
+        rep = redisCommand(r, "SELECT %d", cfg->redis.db);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "offhookctl: Redis refused SELECT %d\n", cfg->redis.db);
+            exit(3);
+        }
+        freeReplyObject(rep);
+    }
+    return r;
+}
+
+static redisReply *cmd(redisContext *r, const char *fmt, ...)
+{
+    va_list ap;
+    redisReply *rep;
+
+    va_start(ap, fmt);
+    rep = redisvCommand(r, fmt, ap);
+    va_end(ap);
+    if (!rep) {
+        fprintf(stderr, "offhookctl: Redis: %s\n", r->errstr);
+        exit(3);
+    }
+    return rep;
+}
+
+/* The user's record; false if sipbridge has written none. */
+static bool load_record(redisContext *r, const struct offhook_config *cfg, const char *jid,
+                        struct user_record *rec)
+{
+    char key[4096], err[128];
+    const char *names[16], *values[16];
+    redisReply *rep;
+    size_t n = 0;
+    bool ok;
+
+    if (store_key_user(cfg->redis_prefix, jid, key, sizeof key) < 0)
+        return false;
+    rep = cmd(r, "HGETALL %s", key);
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements && n < 16; i += 2) {
+        names[n] = rep->element[i]->str;
+        values[n] = rep->element[i + 1]->str;
+        n++;
+    }
+    ok = n > 0 && storecodec_decode(names, values, n, rec, err, sizeof err) == 0;
+    freeReplyObject(rep);
+    return ok;
+}
+
+static int64_t heartbeat(redisContext *r, const struct offhook_config *cfg, const char *daemon)
+{
+    char key[512];
+    redisReply *rep;
+    int64_t v = 0;
+
+    store_key_heartbeat(cfg->redis_prefix, daemon, key, sizeof key);
+    rep = cmd(r, "GET %s", key);
+    if (rep->type == REDIS_REPLY_STRING)
+        v = strtoll(rep->str, NULL, 10);
+    freeReplyObject(rep);
+    return v;
+}
+
+/* ---- commands ------------------------------------------------------------------------ */
+
+static int cmd_users(redisContext *r, const struct offhook_config *cfg)
+{
+    if (json)
+        printf("[");
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        const struct cfg_user *u = &cfg->users[i];
+        struct user_record rec;
+        bool have = load_record(r, cfg, u->jid, &rec);
+        char since[32];
+
+        ago(have ? rec.since_ms : 0, since, sizeof since);
+        if (json) {
+            printf("%s{\"jid\":", i ? "," : "");
+            json_str(u->jid);
+            printf(",\"contact\":");
+            json_str(u->contact);
+            printf(",\"state\":");
+            json_str(have ? user_state_name(rec.state) : "unknown");
+            printf(",\"since_ms\":%" PRId64 "}", have ? rec.since_ms : 0);
+        } else {
+            printf("%-32s %-32s %-8s %s\n", u->jid, u->contact,
+                   have ? user_state_name(rec.state) : "unknown", have ? since : "");
+        }
+    }
+    if (json)
+        printf("]\n");
+    return 0;
+}
+
+static int cmd_summary(redisContext *r, const struct offhook_config *cfg)
+{
+    int counts[US__COUNT] = {0};
+    int64_t sb = heartbeat(r, cfg, "sipbridge"), comp = heartbeat(r, cfg, "component");
+    char a[32], b[32], key[512];
+    redisReply *rep;
+    long long xlen = 0;
+
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        struct user_record rec;
+        counts[load_record(r, cfg, cfg->users[i].jid, &rec) ? rec.state : US_UNKNOWN]++;
+    }
+    store_key_events(cfg->redis_prefix, key, sizeof key);
+    rep = cmd(r, "XLEN %s", key);
+    if (rep->type == REDIS_REPLY_INTEGER)
+        xlen = rep->integer;
+    freeReplyObject(rep);
+    ago(sb, a, sizeof a);
+    ago(comp, b, sizeof b);
+    if (json) {
+        printf("{\"users\":%zu,\"states\":{", cfg->nusers);
+        for (int s = 0; s < US__COUNT; s++)
+            printf("%s\"%s\":%d", s ? "," : "", user_state_name((enum user_state)s), counts[s]);
+        printf("},\"sipbridge_heartbeat_ms\":%" PRId64 ",\"component_heartbeat_ms\":%" PRId64
+               ",\"events\":%lld}\n",
+               sb, comp, xlen);
+        return 0;
+    }
+    printf("users:      %zu\n", cfg->nusers);
+    for (int s = 0; s < US__COUNT; s++) {
+        if (counts[s])
+            printf("  %-9s %d\n", user_state_name((enum user_state)s), counts[s]);
+    }
+    printf("sipbridge:  %s (heartbeat %s)\n", sb ? "alive" : "not running", a);
+    printf("component:  %s (heartbeat %s)\n", comp ? "alive" : "not running", b);
+    printf("events:     %lld in the stream\n", xlen);
+    return 0;
+}
+
+static int cmd_status(redisContext *r, const struct offhook_config *cfg, const char *arg)
+{
+    char bare[JID_MAX + 1], key[4096], since[32], last[32];
+    const struct cfg_user *u;
+    struct user_record rec;
+    redisReply *subs, *watchers;
+    bool have;
+
+    if (jid_to_bare(arg, bare, sizeof bare) < 0 ||
+        !((u = config_user_by_jid(cfg, bare)) || (u = config_user_by_contact(cfg, bare)))) {
+        fprintf(stderr, "offhookctl: %s is not a configured user or phone contact\n", arg);
+        return 1;
+    }
+    have = load_record(r, cfg, u->jid, &rec);
+    store_key_subs(cfg->redis_prefix, u->jid, key, sizeof key);
+    subs = cmd(r, "HGETALL %s", key);
+    store_key_watchers(cfg->redis_prefix, u->contact, key, sizeof key);
+    watchers = cmd(r, "SMEMBERS %s", key);
+    ago(have ? rec.since_ms : 0, since, sizeof since);
+    ago(have ? rec.event_us / 1000 : 0, last, sizeof last);
+    if (json) {
+        printf("{\"jid\":");
+        json_str(u->jid);
+        printf(",\"contact\":");
+        json_str(u->contact);
+        printf(",\"state\":");
+        json_str(have ? user_state_name(rec.state) : "unknown");
+        if (have) {
+            printf(",\"direction\":");
+            json_str(call_dir_name(rec.dir));
+            printf(",\"reach\":");
+            json_str(phone_reach_name(rec.reach));
+            printf(",\"dnd\":%s,\"since_ms\":%" PRId64 ",\"last_event_ms\":%" PRId64,
+                   rec.dnd ? "true" : "false", rec.since_ms, rec.event_us / 1000);
+        }
+        printf(",\"subscriptions\":[");
+        for (size_t i = 0; subs->type == REDIS_REPLY_ARRAY && i + 1 < subs->elements; i += 2) {
+            char state[64] = "";
+            long long at = 0;
+            sscanf(subs->element[i + 1]->str, "%63s %lld", state, &at);
+            printf("%s{\"what\":", i ? "," : "");
+            json_str(subs->element[i]->str);
+            printf(",\"state\":");
+            json_str(state);
+            printf(",\"since_ms\":%lld}", at);
+        }
+        printf("],\"watchers\":[");
+        for (size_t i = 0; watchers->type == REDIS_REPLY_ARRAY && i < watchers->elements; i++) {
+            printf("%s", i ? "," : "");
+            json_str(watchers->element[i]->str);
+        }
+        printf("]}\n");
+    } else {
+        printf("user:       %s\ncontact:    %s\n", u->jid, u->contact);
+        printf("state:      %s", have ? user_state_name(rec.state) : "unknown");
+        if (have)
+            printf(" (since %s; %s call; phone %s%s)", since, call_dir_name(rec.dir),
+                   phone_reach_name(rec.reach), rec.dnd ? "; DND" : "");
+        printf("\nlast event: %s\nsubscriptions:\n", last);
+        for (size_t i = 0; subs->type == REDIS_REPLY_ARRAY && i + 1 < subs->elements; i += 2) {
+            char state[64] = "", when[32];
+            long long at = 0;
+            sscanf(subs->element[i + 1]->str, "%63s %lld", state, &at);
+            ago(at, when, sizeof when);
+            printf("  %-48s %-20s %s\n", subs->element[i]->str, state, when);
+        }
+        if (subs->type != REDIS_REPLY_ARRAY || subs->elements == 0)
+            printf("  (none recorded: is sipbridge running?)\n");
+        printf("watchers:   %zu\n", watchers->type == REDIS_REPLY_ARRAY ? watchers->elements : 0);
+        for (size_t i = 0; watchers->type == REDIS_REPLY_ARRAY && i < watchers->elements; i++)
+            printf("  %s\n", watchers->element[i]->str);
+    }
+    freeReplyObject(subs);
+    freeReplyObject(watchers);
+    return 0;
+}
+
+static int cmd_resync(redisContext *r, const struct offhook_config *cfg, const char *arg)
+{
+    char key[512], bare[JID_MAX + 1];
+    const char *who = "*";
+    redisReply *rep;
+
+    if (arg) {
+        const struct cfg_user *u;
+        if (jid_to_bare(arg, bare, sizeof bare) < 0 ||
+            !((u = config_user_by_jid(cfg, bare)) || (u = config_user_by_contact(cfg, bare)))) {
+            fprintf(stderr, "offhookctl: %s is not a configured user or phone contact\n", arg);
+            return 1;
+        }
+        who = u->jid;
+    }
+    store_key_events(cfg->redis_prefix, key, sizeof key);
+    rep = cmd(r, "XADD %s MAXLEN ~ 100000 * cmd resync user %s", key, who);
+    if (rep->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "offhookctl: Redis: %s\n", rep->str);
+        freeReplyObject(rep);
+        return 3;
+    }
+    freeReplyObject(rep);
+    if (json)
+        printf("{\"resync\":\"requested\",\"user\":\"%s\"}\n", who);
+    else
+        printf("resync requested for %s\n", strcmp(who, "*") ? who : "every user");
+    if (!heartbeat(r, cfg, "component"))
+        fprintf(stderr, "offhookctl: note: no component heartbeat; it will resync when it "
+                        "starts\n");
+    return 0;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: offhookctl [-c FILE] [--json] COMMAND [JID]\n"
+                 "Reads offhook's state from Redis.\n\n"
+                 "  status [JID]   a user's phone state, subscriptions and watchers (JID: the\n"
+                 "                 chat user or the phone contact); without JID, a summary\n"
+                 "  users          every configured user, phone contact and state\n"
+                 "  resync [JID]   ask the component to send every (or one) user's state again\n\n"
+                 "  -c, --config FILE   configuration (default /etc/offhook/offhook.conf)\n"
+                 "  -j, --json          machine-readable output\n"
+                 "  -h, --help, -V, --version\n\n"
+                 "Exit status: 0 ok, 1 bad argument, 2 usage, 3 Redis unreachable or failing.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
+    const char *path = "/etc/offhook/offhook.conf";
+    struct offhook_config cfg = {0};
+    struct cfg_errors errs = {0};
+    redisContext *r;
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, "c:jhV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("offhookctl %s\n", OFFHOOK_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (config_load(path, &cfg, &errs) != 0) {
+        cfg_errors_print(&errs, stderr);
+        cfg_errors_free(&errs);
+        config_free(&cfg);
+        return 2;
+    }
+    cfg_errors_free(&errs);
+    r = connect_redis(&cfg);
+    if (strcmp(argv[optind], "users") == 0 && optind + 1 == argc)
+        rc = cmd_users(r, &cfg);
+    else if (strcmp(argv[optind], "status") == 0 && optind + 1 == argc)
+        rc = cmd_summary(r, &cfg);
+    else if (strcmp(argv[optind], "status") == 0 && optind + 2 == argc)
+        rc = cmd_status(r, &cfg, argv[optind + 1]);
+    else if (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc)
+        rc = cmd_resync(r, &cfg, optind + 1 < argc ? argv[optind + 1] : NULL);
+    else {
+        usage(stderr);
+        rc = 2;
+    }
+    redisFree(r);
+    config_free(&cfg);
+    return rc;
+}
