@@ -57,6 +57,8 @@ void pub_user(struct component *c, struct cuser *u, bool force, int64_t event_us
 void pub_user_to(struct component *c, struct cuser *u, const char *to);
 /* After (re)connecting: every user's presence to every watcher. */
 void pub_all(struct component *c);
+/* Every user whose view changed (e.g. sipbridge came or went), unforced. */
+void pub_changed(struct component *c);
 /* On a clean stop: every contact unavailable to its watchers, every PEP item cleared. */
 void pub_goodbye(struct component *c);
 /* Presence of type (subscribed, unsubscribed, unavailable...) from u's contact. */
@@ -92,8 +94,9 @@ void feed_register_metrics(void);
 struct health *health_new(struct component *c);
 void health_free(struct health *h);
 void health_register_metrics(void);
-/* A state event from sipbridge arrived: it is alive, whatever the last beat said. */
-void health_seen_sipbridge(struct health *h);
+/* A state event from sipbridge arrived: it is alive, whatever the last beat said. Returns
+ * true if that is news (the caller then publishes what changed). */
+bool health_seen_sipbridge(struct health *h);
 
 /* The record to show for u: NULL while nothing is known or sipbridge is not keeping it
  * true (its heartbeat is missing). */

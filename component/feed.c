@@ -159,10 +159,12 @@ static void on_read(struct redislink *l, redisReply *r, void *arg)
             if (cmd) {
                 command(f, cmd, jid);
             } else if (jid) {
-                /* Apply first: marking sipbridge alive re-renders everyone, and this user
-                 * must not flash its previous state on the way. */
+                /* An event proves sipbridge alive: this user's change is published as it
+                 * comes (counted, with its latency), then everyone else's view. */
+                bool revived = health_seen_sipbridge(f->c->health);
                 apply(f, jid, names, values, (size_t)n);
-                health_seen_sipbridge(f->c->health);
+                if (revived)
+                    pub_changed(f->c);
             }
         }
     }

@@ -33,27 +33,32 @@ void health_register_metrics(void)
                              "1 while sipbridge's heartbeat in Redis is fresh.", NULL, NULL);
 }
 
-static void set_alive(struct health *h, int alive)
+/* Records the new liveness; returns true if it changed what watchers should see. */
+static bool note_alive(struct health *h, int alive)
 {
     struct component *c = h->c;
 
     if (alive == h->sipbridge)
-        return;
+        return false;
     if (h->sipbridge >= 0 || !alive)
         log_notice("health", "event=sipbridge_%s%s", alive ? "back" : "missing",
                    alive ? "" : " action=showing_unknown");
     h->sipbridge = alive;
     metric_set(m_sipbridge, NULL, alive);
     c->sipbridge_alive = alive;
-    /* The feed kept following the stream either way: only what watchers see changes. */
-    if (feed_synced(c->feed))
-        pub_all(c);
+    return true;
 }
 
-void health_seen_sipbridge(struct health *h)
+/* The feed kept following the stream either way: only what watchers see changes. */
+static void set_alive(struct health *h, int alive)
 {
-    if (h && h->sipbridge != 1)
-        set_alive(h, 1);
+    if (note_alive(h, alive) && feed_synced(h->c->feed))
+        pub_changed(h->c);
+}
+
+bool health_seen_sipbridge(struct health *h)
+{
+    return h && h->sipbridge != 1 && note_alive(h, 1);
 }
 
 static void on_get(struct redislink *l, redisReply *r, void *arg)

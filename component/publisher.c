@@ -188,6 +188,16 @@ void pub_all(struct component *c)
     log_info("publish", "event=republished users=%d", users);
 }
 
+void pub_changed(struct component *c)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&c->by_jid, &pos, &k, &v))
+        pub_user(c, v, false, 0);
+}
+
 void pub_goodbye(struct component *c)
 {
     size_t pos = 0, wpos;
