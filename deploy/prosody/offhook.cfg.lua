@@ -1,8 +1,31 @@
--- offhook's phone contacts live on their own component domain.
--- Listen for XEP-0114 components on loopback only: the component runs on this host.
+-- offhook for Prosody 0.12: put this file in /etc/prosody/conf.d/ (Debian includes that
+-- directory), replace example.com (your users' domain), phone.example.com (offhook's
+-- component domain, [xmpp] domain) and change-me ([xmpp] secret), then prosodyctl reload.
+-- offhook's integration tests load this very file with those three values replaced.
+
+-- XEP-0114: offhook-component connects here. Loopback only: it runs on this host.
 component_ports = { 5347 }
 component_interfaces = { "127.0.0.1" }
 
+-- The users' host. Prosody adds these modules to the global ones.
+--   mod_privilege (XEP-0356, Debian's prosody-modules): lets offhook publish the user's own
+--     status (XEP-0108 activity, XEP-0152 reachability) into their PEP.
+--   mod_groups: a shared roster, so every user has the phone contacts without adding them
+--     (members listed in the groups file; see offhook-groups.txt).
+VirtualHost "example.com"
+    modules_enabled = { "privilege"; "groups" }
+    groups_file = "/etc/prosody/offhook-groups.txt"
+    -- [privilege] begin: what offhook may do. Without it offhook still shows phone contacts
+    -- and logs once why it does not publish into PEP.
+    privileged_entities = {
+        ["phone.example.com"] = {
+            presence = "managed_entity";
+            message = "outgoing";
+            iq = { ["http://jabber.org/protocol/pubsub"] = "set" };
+        };
+    }
+    -- [privilege] end
+
 Component "phone.example.com"
-    -- Same value as [xmpp] secret in /etc/offhook/offhook.conf.
     component_secret = "change-me"
+    modules_enabled = { "privilege" }

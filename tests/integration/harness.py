@@ -179,17 +179,42 @@ storage = "internal"
 allow_registration = false
 VirtualHost "localhost"
 {vhost_extra}
-Component "{domain}"
-    component_secret = "{secret}"
-{component_extra}
+{component_section}
 """
+
+DEPLOY_PROSODY = os.path.join(ROOT, "deploy", "prosody", "offhook.cfg.lua")
+
+
+def prosody_recipe(dirpath, domain, secret, port, users_domain="localhost",
+                   blocks=("privilege",), groups=""):
+    """deploy/prosody/offhook.cfg.lua as the tests use it: the operator's three values
+    replaced, optional [block] begin/end sections kept only if named, the groups file
+    written to dirpath. Returns the path of the copy."""
+    import re
+    text = open(DEPLOY_PROSODY).read()
+    for block in ("privilege",):
+        if block not in blocks:
+            text = re.sub(r" *-- \[%s\] begin.*?-- \[%s\] end\n" % (block, block), "", text,
+                          flags=re.S)
+    groups_path = os.path.join(dirpath, "offhook-groups.txt")
+    with open(groups_path, "w") as f:
+        f.write(groups)
+    text = (text.replace("phone.example.com", domain).replace("example.com", users_domain)
+            .replace('"change-me"', '"%s"' % secret)
+            .replace("component_ports = { 5347 }", "component_ports = { %d }" % port)
+            .replace("/etc/prosody/offhook-groups.txt", groups_path))
+    path = os.path.join(dirpath, "offhook.cfg.lua")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
 
 
 class Prosody:
     """Prosody 0.12 as a plain foreground process with a component listener."""
 
     def __init__(self, workdir, domain="phone.localhost", secret="s3cret",
-                 extra_modules=(), vhost_extra="", component_extra="", config_text=None):
+                 extra_modules=(), vhost_extra="", component_extra="", config_text=None,
+                 recipe_blocks=None, groups=""):
         self.dir = os.path.join(workdir, "prosody")
         os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
         self.c2s = free_port()
@@ -198,11 +223,20 @@ class Prosody:
         self.secret = secret
         self.cfg = os.path.join(self.dir, "prosody.cfg.lua")
         text = config_text or PROSODY_CFG
+        if recipe_blocks is not None:
+            # The component (and its listener) come from the deploy recipe itself.
+            recipe = prosody_recipe(self.dir, domain, secret, self.comp, blocks=recipe_blocks,
+                                    groups=groups)
+            component_section = 'Include "%s"' % recipe
+            text = text.replace("component_ports = {{ {comp} }}\n", "")
+        else:
+            component_section = 'Component "%s"\n    component_secret = "%s"\n%s' % (
+                domain, secret, component_extra)
         with open(self.cfg, "w") as f:
             f.write(text.format(dir=self.dir, c2s=self.c2s, comp=self.comp, domain=domain,
                                 secret=secret, loglevel="debug",
                                 extra_modules="".join('; "%s"' % m for m in extra_modules),
-                                vhost_extra=vhost_extra, component_extra=component_extra))
+                                vhost_extra=vhost_extra, component_section=component_section))
         # Started as root, Prosody drops to the prosody user: it must own its files.
         if os.geteuid() == 0:
             pw = pwd.getpwnam("prosody")
@@ -525,16 +559,6 @@ def asterisk_call_notifies(pause_ms=400):
             for i, f in enumerate(ASTERISK_CALL)]
 
 
-PROSODY_PRIVILEGE_GRANT = """    privileged_entities = {
-        ["phone.localhost"] = {
-            presence = "managed_entity";
-            message = "outgoing";
-            iq = { ["http://jabber.org/protocol/pubsub"] = "set" };
-        };
-    }
-"""
-
-
 class Stack:
     """Redis + Prosody (+ component, sipbridge, sipp) wired together by one config."""
 
@@ -544,16 +568,10 @@ class Stack:
         self.dir = workdir
         self.redis = Redis(workdir).start()
         kw = dict(prosody_kwargs or {})
-        localhost_extra = ""
-        if privilege:
-            # XEP-0356 as in deploy/prosody: the component may publish into PEP for
-            # localhost's users (IQ permission for pubsub set).
-            kw.setdefault("extra_modules", ("privilege",))
-            localhost_extra = PROSODY_PRIVILEGE_GRANT
-            kw["component_extra"] = kw.get("component_extra", "") + \
-                '    modules_enabled = { "privilege" }\n'
-        vhost_extra = localhost_extra + 'VirtualHost "other.localhost"\n'
-        self.prosody = Prosody(workdir, vhost_extra=vhost_extra, **kw)
+        # Prosody gets offhook's deploy recipe (deploy/prosody/offhook.cfg.lua); its XEP-0356
+        # block only when the test wants the server to grant privileges.
+        kw.setdefault("recipe_blocks", ("privilege",) if privilege else ())
+        self.prosody = Prosody(workdir, vhost_extra='VirtualHost "other.localhost"\n', **kw)
         for u in chat_users:
             self.prosody.register(u, "pw")
         for u in other_domain_users:

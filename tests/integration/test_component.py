@@ -257,3 +257,19 @@ def test_no_privileges_logged_once(stack_factory):
                what="the explanation")
     assert s.component.log().count("event=pep_off") == 1
     assert s.component.metrics()['offhook_pep_domains{granted="no"}'] == 1
+
+
+def test_shared_roster_groups(stack_factory):
+    """deploy/prosody's mod_groups: with bob and alice's phone contact in one group, bob
+    sees the phone without ever subscribing (the server probes the contact for him)."""
+    groups = "[Desk phones]\nbob@localhost=Bob\nalice@phone.localhost=Alice (phone)\n"
+    s = stack_factory(prosody_kwargs={"groups": groups})
+    s.start_component()
+    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0)])
+    s.start_sipbridge()
+    wait_until(lambda: s.redis.cli("HGET", "offhook:user:alice@localhost", "state") == "on_call",
+               what="the call")
+    bob = s.watcher("bob@localhost")
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, what="presence through the shared roster")
+    roster = bob.call(lambda: dict(bob.client.client_roster))
+    assert ALICE in roster
