@@ -761,12 +761,12 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
     return u;
 }
 
-static void user_free(struct bridge *b, struct buser *u, bool unsubscribe)
+static void user_free(struct bridge *b, struct buser *u)
 {
     strmap_del(&b->users, u->jid);
     for (int i = 0; i < u->nsrc; i++) {
         struct bsource *s = &u->src[i];
-        subs_free(s->sub, unsubscribe);
+        subs_free(s->sub);
         merge_source_clear(&s->dlg);
         if (s->stale)
             event_free(s->stale);
@@ -851,11 +851,11 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
             log_info("bridge", "event=user_removed user=%s", u->jid);
             store_remove(b->store, u->jid);
             store_sub_clear(b->store, u->jid);
-            user_free(b, u, true);
+            user_free(b, u);
             removed++;
         } else if (strcmp(sig, u->signature) != 0) {
             log_info("bridge", "event=user_changed user=%s action=resubscribe", u->jid);
-            user_free(b, u, true);
+            user_free(b, u);
             resubscribed++;
         } else {
             bool show = config_user_shows_remote(cfg, cu);
@@ -882,7 +882,7 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
                cfg->nusers, added, removed, resubscribed, kept);
 }
 
-void bridge_free(struct bridge *b, bool unsubscribe)
+void bridge_free(struct bridge *b)
 {
     size_t pos = 0;
     const char *k;
@@ -891,7 +891,7 @@ void bridge_free(struct bridge *b, bool unsubscribe)
     if (!b)
         return;
     if (b->list) {
-        subs_free(b->list->sub, unsubscribe);
+        subs_free(b->list->sub);
         if (b->list->stale)
             event_free(b->list->stale);
         list_unindex_all(b->list);
@@ -902,7 +902,7 @@ void bridge_free(struct bridge *b, bool unsubscribe)
     }
     /* strmap_del inside iteration only tombstones slots: iteration stays valid. */
     while (strmap_next(&b->users, &pos, &k, &v))
-        user_free(b, v, unsubscribe);
+        user_free(b, v);
     strmap_free(&b->users);
     subs_mgr_free(b->subs);
     if (collect_bridge == b)

@@ -23,8 +23,9 @@ struct subs_mgr *bridge_subs(const struct bridge *b);
 /* Reload: adds and removes users, re-subscribes users whose phones or packages changed,
  * leaves every other subscription untouched. */
 void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg);
-/* Frees every user. unsubscribe: send Expires: 0 for each subscription. */
-void bridge_free(struct bridge *b, bool unsubscribe);
+/* Frees every user; live subscriptions get Expires: 0 (none are left after
+ * sipua_shutdown, which ends them all). */
+void bridge_free(struct bridge *b);
 int bridge_user_count(const struct bridge *b);
 void bridge_register_metrics(void);
 

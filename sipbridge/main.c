@@ -222,7 +222,7 @@ out:
     if (a.shutdown_timer)
         event_free(a.shutdown_timer);
     /* Subscriptions release their nua handles; nua_shutdown has sent the un-SUBSCRIBEs. */
-    bridge_free(a.bridge, false);
+    bridge_free(a.bridge);
     sipua_free(a.ua);
     suloop_free(a.loop);
     store_free(a.store);

@@ -30,7 +30,6 @@ struct sipua_handle {
     void *owner;           /* NULL once released */
     char *aor;             /* for logs */
     int auth_tries;
-    bool unsubscribing;
 };
 
 struct sipua {
@@ -210,10 +209,6 @@ static void on_event(nua_event_t event, int status, char const *phrase, nua_t *n
         if (h->owner)
             on_notify(h, sip);
         return;
-    case nua_r_unsubscribe:
-        if (h && !h->owner && status >= 200)
-            handle_destroy(h);
-        return;
     case nua_r_shutdown:
         if (status >= 200 && !ua->shut_down) {
             ua->shut_down = true;
@@ -330,17 +325,14 @@ void sipua_refresh(struct sipua_handle *h, long expires)
     kick(h->ua);
 }
 
-void sipua_release(struct sipua_handle *h, bool unsubscribe)
+void sipua_release(struct sipua_handle *h)
 {
     if (!h)
         return;
     h->owner = NULL;
-    if (unsubscribe && !h->ua->shut_down) {
-        h->unsubscribing = true;
-        nua_unsubscribe(h->nh, TAG_END());
-        kick(h->ua);
-        return;
-    }
+    /* Destroying the handle shuts its subscriber usage down, which sends one
+     * un-SUBSCRIBE (Expires: 0) while the dialog is alive; an explicit nua_unsubscribe()
+     * first made two. A dialog the notifier already ended sends nothing. */
     handle_destroy(h);
 }
 

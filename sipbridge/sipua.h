@@ -48,9 +48,9 @@ struct sipua_handle *sipua_subscribe(struct sipua *ua, const char *aor, const ch
                                      void *owner);
 /* Re-sends SUBSCRIBE on the existing dialog (asks for a fresh full-state NOTIFY). */
 void sipua_refresh(struct sipua_handle *h, long expires);
-/* Detaches the owner. With unsubscribe, an Expires: 0 SUBSCRIBE is sent first and the
- * handle is destroyed when it completes; otherwise at once. */
-void sipua_release(struct sipua_handle *h, bool unsubscribe);
+/* Detaches the owner and destroys the handle; a live subscription is ended with one
+ * SUBSCRIBE Expires: 0 (by nua, as the dialog usage shuts down). */
+void sipua_release(struct sipua_handle *h);
 /* Un-SUBSCRIBEs everything (nua_shutdown) and calls done once nua has finished. */
 void sipua_shutdown(struct sipua *ua, void (*done)(void *arg), void *arg);
 /* Frees the nua; only after the shutdown callback. */

@@ -162,7 +162,7 @@ static void restart_later(struct subscription *s, const char *cause, long min_ms
     }
     if (s->h) {
         /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
-        sipua_release(s->h, strcmp(cause, "silence") == 0);
+        sipua_release(s->h);
         s->h = NULL;
     }
     if (m_resub)
@@ -406,7 +406,7 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     return s;
 }
 
-void subs_free(struct subscription *s, bool unsubscribe)
+void subs_free(struct subscription *s)
 {
     struct subs_mgr *m;
 
@@ -415,7 +415,7 @@ void subs_free(struct subscription *s, bool unsubscribe)
     m = s->mgr;
     dequeue(s);
     if (s->h)
-        sipua_release(s->h, unsubscribe);
+        sipua_release(s->h);
     m->count[s->state]--;
     m->total--;
     if (m_state)

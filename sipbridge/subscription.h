@@ -47,8 +47,9 @@ int subs_mgr_total(const struct subs_mgr *m);
 struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *event,
                               const char *accept, bool eventlist,
                               const struct subs_owner_ops *ops, void *owner);
-/* Stops it (Expires: 0 when unsubscribe) and frees it. Not from the owner's callbacks. */
-void subs_free(struct subscription *s, bool unsubscribe);
+/* Stops it (a live subscription gets Expires: 0) and frees it. Not from the owner's
+ * callbacks. */
+void subs_free(struct subscription *s);
 /* Asks the notifier for a fresh full state (re-SUBSCRIBE in the dialog). */
 void subs_request_full_state(struct subscription *s, const char *why);
 /* The callbacks sipua_new() must be given: the user agent reports to subscriptions. */

@@ -270,7 +270,7 @@ class Prosody:
 
 
 _RESPONSE = """
-  <send>
+  <send%(next)s>
     <![CDATA[
       SIP/2.0 %(code)s
       [last_Via:]
@@ -285,12 +285,13 @@ _RESPONSE = """
   </send>"""
 
 
-def step_respond(code="200 OK", expires=None, headers=(), initial=False):
-    """Answers the request received last (initial=True adds the dialog's To tag)."""
+def step_respond(code="200 OK", expires=None, headers=(), initial=False, goto=None):
+    """Answers the request received last (initial=True adds the dialog's To tag); goto
+    jumps to a label once sent."""
     h = "".join("      %s\n" % x for x in headers)
     if expires is not None:
         h += "      Expires: %d\n" % expires
-    return {"kind": "respond", "code": code, "headers": h, "initial": initial}
+    return {"kind": "respond", "code": code, "headers": h, "initial": initial, "goto": goto}
 
 
 def step_recv(method="SUBSCRIBE", timeout_ms=None, auth=None):
@@ -323,13 +324,16 @@ def scenario_notify(body, version=None, event="dialog",
 def _render_step(st, n, call, bodydir=None):
     if st["kind"] == "respond":
         return _RESPONSE % {"code": st["code"], "headers": st["headers"],
-                            "totag": ";tag=pbx[call_number]" if st["initial"] else ""}
+                            "totag": ";tag=pbx[call_number]" if st["initial"] else "",
+                            "next": ' next="%s"' % st["goto"] if st.get("goto") else ""}
     if st["kind"] == "pause":
         return '\n  <pause milliseconds="%d"/>' % st["ms"]
     if st["kind"] == "loop":
+        # The jump sits on the <send>: sipp lingers on a bare <nop next=...> and takes the
+        # next request for an unexpected message.
         return ('\n  <label id="c%dloop"/>\n  <recv request="SUBSCRIBE" timeout="600000"/>' % call
-                + _render_step(step_respond(expires=st["expires"]), n, call, bodydir)
-                + '\n  <nop next="c%dloop"/>' % call)
+                + _render_step(step_respond(expires=st["expires"], goto="c%dloop" % call), n,
+                               call, bodydir))
     if st["kind"] == "recv":
         attrs = ' timeout="%d"' % st["timeout"] if st["timeout"] else ""
         if st["auth"]:
@@ -340,7 +344,8 @@ def _render_step(st, n, call, bodydir=None):
   </recv>
   <nop next="c%dauthok" test="authok"/>""" % (st["method"], attrs, st["auth"][0], st["auth"][1],
                                              call) + _RESPONSE % {
-                "code": "403 Forbidden", "headers": "", "totag": ";tag=pbx[call_number]"} +
+                "code": "403 Forbidden", "headers": "", "totag": ";tag=pbx[call_number]",
+                "next": ""} +
                 """
   <nop next="end"/>
   <label id="c%dauthok"/>""" % call)
@@ -504,6 +509,8 @@ class Daemon(Proc):
 
     def __init__(self, name, config, workdir, metrics_port, env=None, wrapper=()):
         argv = list(wrapper) + [binary("offhook-" + name), "-c", config]
+        if env is not None:
+            env = dict(os.environ, **env)
         super().__init__(name, argv, workdir, env=env)
         self.metrics_port = metrics_port
 
@@ -613,9 +620,9 @@ class Stack:
             loglevel=self.loglevel)
         return self.config
 
-    def start_component(self, wait_ready=True, wrapper=()):
+    def start_component(self, wait_ready=True, wrapper=(), env=None):
         self.component = Daemon("component", self.config, self.dir, self.metrics_comp,
-                                wrapper=wrapper)
+                                wrapper=wrapper, env=env)
         self.all_daemons.append(self.component)
         if wait_ready:
             wait_until(self.component.ready, timeout=30, what="component /readyz")
@@ -634,9 +641,9 @@ class Stack:
         self.pbx.start(calls=len(calls))
         return self.pbx
 
-    def start_sipbridge(self, wait_ready=False, wrapper=()):
+    def start_sipbridge(self, wait_ready=False, wrapper=(), env=None):
         self.sipbridge = Daemon("sipbridge", self.config, self.dir, self.metrics_sb,
-                                wrapper=wrapper)
+                                wrapper=wrapper, env=env)
         self.all_daemons.append(self.sipbridge)
         if wait_ready:
             wait_until(self.sipbridge.ready, timeout=30, what="sipbridge /readyz")

@@ -107,10 +107,12 @@ def test_presence_and_reg_packages(stack_factory):
     s.start_component()
     w = watch(s, ["alice@phone.localhost"])
     # Subscriptions start in order: dialog, presence, reg (one dialog each at the PBX).
+    # The changes are seconds apart so their order survives a loaded machine: DND at
+    # ~0.6 s, unregistered at ~2.3 s, the call at ~4.2 s.
     s.start_pbx_script([
         [step_respond(expires=3600, initial=True),
          notify("dialog-info/asterisk-idle.xml", 0, pause_ms=200),
-         notify("dialog-info/asterisk-inuse.xml", 1, pause_ms=1500),
+         notify("dialog-info/asterisk-inuse.xml", 1, pause_ms=4000),
          step_answer_forever()],
         [step_respond(expires=3600, initial=True),
          notify("pidf/asterisk-ready.xml", event="presence", ctype="application/pidf+xml",
@@ -120,9 +122,9 @@ def test_presence_and_reg_packages(stack_factory):
          step_answer_forever()],
         [step_respond(expires=3600, initial=True),
          notify("reginfo/registered.xml", event="reg", ctype="application/reginfo+xml",
-                pause_ms=900),
-         notify("reginfo/unregistered.xml", event="reg", ctype="application/reginfo+xml",
                 pause_ms=300),
+         notify("reginfo/unregistered.xml", event="reg", ctype="application/reginfo+xml",
+                pause_ms=2000),
          step_answer_forever()],
     ])
     s.start_sipbridge()
