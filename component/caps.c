@@ -12,10 +12,10 @@ const char *const caps_contact_features[] = {NS_CAPS, NS_DISCO_INFO, NS_NICK, NS
 const char *const caps_domain_features[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_GATEWAY,
                                             NS_VERSION, NS_PING, NULL};
 
-int caps_contact_string(const char *name, char *out, size_t len)
+int caps_contact_string(char *out, size_t len)
 {
     size_t used = 0;
-    int n = snprintf(out, len, "client/phone//%s<", name);
+    int n = snprintf(out, len, "client/phone//<");
 
     if (n < 0 || (size_t)n >= len)
         return -1;
@@ -56,10 +56,10 @@ int caps_hash(const char *s, size_t n, char *out, size_t len)
     return caps_base64(digest, sizeof digest, out, len);
 }
 
-int caps_contact_ver(const char *name, char *out, size_t len)
+int caps_contact_ver(char *out, size_t len)
 {
     char s[2048];
-    int n = caps_contact_string(name, s, sizeof s);
+    int n = caps_contact_string(s, sizeof s);
 
     return n < 0 ? -1 : caps_hash(s, (size_t)n, out, len);
 }

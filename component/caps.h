@@ -19,12 +19,12 @@
 extern const char *const caps_contact_features[]; /* NULL-terminated, sorted */
 extern const char *const caps_domain_features[];  /* NULL-terminated, sorted */
 
-/* The XEP-0115 verification string of a contact whose identity is client/phone named
- * name (pure): "client/phone//<name><feature<...". Returns the length, or -1 if it does
- * not fit in out. */
-int caps_contact_string(const char *name, char *out, size_t len);
+/* The XEP-0115 verification string of a phone contact, whose identity is client/phone
+ * with no name (pure): "client/phone//<feature<...". The same for every contact, so
+ * clients resolve it once. Returns the length, or -1 if it does not fit in out. */
+int caps_contact_string(char *out, size_t len);
 /* base64(SHA-1(caps_contact_string)) into out (at least 29 bytes). Returns 0/-1. */
-int caps_contact_ver(const char *name, char *out, size_t len);
+int caps_contact_ver(char *out, size_t len);
 /* base64(SHA-1(s[0..n))) (XEP-0115 5.1 steps 7-8). Returns 0/-1. */
 int caps_hash(const char *s, size_t n, char *out, size_t len);
 int caps_base64(const unsigned char *in, size_t n, char *out, size_t len);

@@ -61,9 +61,17 @@ void pub_all(struct component *c);
 void pub_changed(struct component *c);
 /* On a clean stop: every contact unavailable to its watchers, every PEP item cleared. */
 void pub_goodbye(struct component *c);
-/* Presence of type (subscribed, unsubscribed, unavailable...) from u's contact. */
+/* Subscription management presence (subscribed, unsubscribed) from a bare JID. */
 void pub_presence_type(struct component *c, const char *from, const char *to,
                        const char *type);
+/* "unavailable" from u's phone resource (where its available presence came from). */
+void pub_unavailable(struct component *c, const struct cuser *u, const char *to);
+/* The answer to a subscription request: "subscribed", with a roster nickname. */
+void pub_subscribed(struct component *c, struct cuser *u, const char *to);
+
+/* Phone contacts' availability comes from this resource: clients track presence per
+ * resource, and some will not query a bare JID (XEP-0092 version, for one). */
+#define CONTACT_RESOURCE "phone"
 void pub_register_metrics(void);
 /* Adds <addr uri=.../> for each of u's phone AORs and its tel: number to reach. */
 void reach_addresses(xmpp_ctx_t *ctx, xmpp_stanza_t *reach, const struct cuser *u);

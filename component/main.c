@@ -266,7 +266,7 @@ static void apply_users(struct component *c, const struct offhook_config *cfg)
         /* Gone (or renamed): its watchers see it go offline. */
         pos = 0;
         while (strmap_next(&all[i]->watchers, &pos, &k, &v))
-            pub_presence_type(c, all[i]->contact, k, "unavailable");
+            pub_unavailable(c, all[i], k);
         user_free(c, all[i]);
         removed++;
     }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "caps.h"
+#include "jid.h"
 #include "component.h"
 #include "pep.h"
 #include "log.h"
@@ -75,9 +76,7 @@ static void add_caps(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, struct cuser *u)
 {
     xmpp_stanza_t *c;
 
-    if (!u->caps_ver[0] &&
-        caps_contact_ver(u->cfg->name ? u->cfg->name : u->contact, u->caps_ver,
-                         sizeof u->caps_ver) < 0)
+    if (!u->caps_ver[0] && caps_contact_ver(u->caps_ver, sizeof u->caps_ver) < 0)
         return;
     c = child(ctx, pres, "c", NULL);
     xmpp_stanza_set_ns(c, NS_CAPS);
@@ -86,13 +85,32 @@ static void add_caps(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, struct cuser *u)
     xmpp_stanza_set_attribute(c, "ver", u->caps_ver);
 }
 
+/* XEP-0172: what a roster should call the contact. */
+static void add_nick(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *u)
+{
+    char nick[JID_MAX + 16];
+    xmpp_stanza_t *n;
+
+    snprintf(nick, sizeof nick, "%s (phone)", u->cfg->name ? u->cfg->name : u->jid);
+    n = child(ctx, pres, "nick", nick);
+    xmpp_stanza_set_ns(n, NS_NICK);
+}
+
+static void set_full_from(xmpp_stanza_t *p, const struct cuser *u)
+{
+    char from[JID_MAX + 1];
+
+    snprintf(from, sizeof from, "%s/%s", u->contact, CONTACT_RESOURCE);
+    xmpp_stanza_set_from(p, from);
+}
+
 static xmpp_stanza_t *build(struct component *c, struct cuser *u,
                             const struct presence_view *v, const char *to)
 {
     xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
     xmpp_stanza_t *p = xmpp_presence_new(ctx);
 
-    xmpp_stanza_set_from(p, u->contact);
+    set_full_from(p, u);
     xmpp_stanza_set_to(p, to);
     if (!v->available)
         xmpp_stanza_set_type(p, "unavailable");
@@ -101,6 +119,7 @@ static xmpp_stanza_t *build(struct component *c, struct cuser *u,
     if (v->status[0])
         child(ctx, p, "status", v->status);
     if (v->available) {
+        add_nick(ctx, p, u);
         add_reach(ctx, p, u);
         add_caps(ctx, p, u);
     }
@@ -125,7 +144,7 @@ void pub_user_to(struct component *c, struct cuser *u, const char *to)
     xmpp_stanza_t *p;
 
     if (!c->cfg->publish_contacts) {
-        pub_presence_type(c, u->contact, to, "unavailable");
+        pub_unavailable(c, u, to);
         return;
     }
     current_view(c, u, &v);
@@ -211,7 +230,7 @@ void pub_goodbye(struct component *c)
         struct cuser *u = v;
         if (c->cfg->publish_contacts) {
             for (wpos = 0; strmap_next(&u->watchers, &wpos, &w, &val);)
-                pub_presence_type(c, u->contact, w, "unavailable");
+                pub_unavailable(c, u, w);
         }
         pep_clear(c->pep, u);
         n++;
@@ -228,6 +247,30 @@ void pub_presence_type(struct component *c, const char *from, const char *to,
     xmpp_stanza_set_from(p, from);
     xmpp_stanza_set_to(p, to);
     xmpp_stanza_set_type(p, type);
+    (void)xmpplink_send(c->xmpp, p, "presence");
+    xmpp_stanza_release(p);
+}
+
+void pub_unavailable(struct component *c, const struct cuser *u, const char *to)
+{
+    xmpp_stanza_t *p = xmpp_presence_new(xmpplink_ctx(c->xmpp));
+
+    set_full_from(p, u);
+    xmpp_stanza_set_to(p, to);
+    xmpp_stanza_set_type(p, "unavailable");
+    (void)xmpplink_send(c->xmpp, p, "presence");
+    xmpp_stanza_release(p);
+}
+
+void pub_subscribed(struct component *c, struct cuser *u, const char *to)
+{
+    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+    xmpp_stanza_t *p = xmpp_presence_new(ctx);
+
+    xmpp_stanza_set_from(p, u->contact);
+    xmpp_stanza_set_to(p, to);
+    xmpp_stanza_set_type(p, "subscribed");
+    add_nick(ctx, p, u);
     (void)xmpplink_send(c->xmpp, p, "presence");
     xmpp_stanza_release(p);
 }

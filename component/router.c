@@ -141,14 +141,14 @@ static void handle_presence(struct component *c, xmpp_stanza_t *st, const struct
          * authority, so a probe also restores a watcher Redis may have lost. */
         watchers_add(c->wstore, u, bare);
         if (strcmp(type, "subscribe") == 0)
-            pub_presence_type(c, u->contact, bare, "subscribed");
+            pub_subscribed(c, u, bare);
         pub_user_to(c, u, bare);
         return;
     }
     if (strcmp(type, "unsubscribe") == 0) {
         watchers_remove(c->wstore, u, bare);
         pub_presence_type(c, u->contact, bare, "unsubscribed");
-        pub_presence_type(c, u->contact, bare, "unavailable");
+        pub_unavailable(c, u, bare);
         return;
     }
     /* subscribed / unsubscribed concern our subscription to them: we hold none.
@@ -172,9 +172,10 @@ static void disco_info(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *qu
     if (node)
         xmpp_stanza_set_attribute(q, "node", node);
     if (u) {
+        /* No per-contact name: every phone contact then shares one XEP-0115 hash, and a
+         * client asks disco#info once, not once per contact. Names: vCard and <nick/>. */
         xmpp_stanza_set_attribute(id, "category", "client");
         xmpp_stanza_set_attribute(id, "type", "phone");
-        xmpp_stanza_set_attribute(id, "name", u->cfg->name ? u->cfg->name : u->contact);
     } else {
         xmpp_stanza_set_attribute(id, "category", "gateway");
         xmpp_stanza_set_attribute(id, "type", "sip");

@@ -11,7 +11,7 @@ PACKAGES=(
   redis-server redis-tools prosody prosody-modules lua-unbound sip-tester
   kamailio kamailio-presence-modules ejabberd
   # test clients (Debian's Python: no PyPI here)
-  python3 python3-pytest python3-slixmpp
+  python3 python3-pytest python3-slixmpp profanity tmux
 )
 
 missing=()

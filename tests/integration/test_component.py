@@ -78,7 +78,9 @@ def test_disco_caps_vcard_ping_version(stack_factory):
                    q.findall("{http://jabber.org/protocol/disco#info}feature"))
     computed = base64.b64encode(hashlib.sha1("".join(idents + feats).encode()).digest())
     assert computed.decode() == ver
-    assert idents == ["client/phone//Alice Jones<"]
+    assert idents == ["client/phone//<"]  # no name: one hash for every phone contact
+    assert any("Alice Jones (phone)" in x for x in s.component.log().splitlines()
+               if "SENT: <presence" in x and "nick" in x)
     assert pres.reach == [s.aor("1001"), "tel:+15550100"]
 
     vcard = iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'><vCard "
@@ -128,6 +130,9 @@ def test_unsubscribe_and_probe(stack_factory):
     assert members == "bob@localhost"
     bob.unsubscribe(ALICE)
     wait_until(lambda: bob.last(ALICE) == ("unavailable", "", ""), what="contact goes away")
+    # Availability came from the phone's resource, and so did its end.
+    assert any(p.frm == ALICE for p in bob.seen(ALICE))
+    assert "from=\"alice@phone.localhost/phone\"" in s.component.log().replace("'", '"')
     wait_until(lambda: s.redis.cli("SMEMBERS", "offhook:watchers:alice@phone.localhost") == "",
                what="watcher forgotten")
     # A probe from a JID the server no longer has subscribed is still answered only if
