@@ -58,7 +58,7 @@ static const struct cfg_key keys[] = {
      "where sipbridge's SIP stack binds: udp:|tcp:HOST:PORT (both on one address allowed), tls:HOST:PORT"},
     {"sip", "pbx", T_STR, OFF(sip_pbx), "sip:127.0.0.1:5060", false, 0, 0, v_sip_uri,
      "outbound proxy every SUBSCRIBE is sent through (sip: or sips: URI, ;transport= allowed)"},
-    {"sip", "from", T_STR, OFF(sip_from), "", true, 0, 0, v_sip_uri_opt,
+    {"sip", "from", T_STR, OFF(sip_from), "", false, 0, 0, v_sip_uri_opt,
      "From URI of SUBSCRIBEs; empty = sip:<username or offhook>@<pbx host>"},
     {"sip", "username", T_STR, OFF(sip_username), "", true, 0, 0, NULL,
      "digest user name for 401/407 challenges; empty = no authentication"},
@@ -799,10 +799,16 @@ static int read_secret_file(const char *path, char **out, char *err, size_t len)
 {
     char buf[1024];
     FILE *f = fopen(path, "r");
+    struct stat st;
     size_t n;
 
     if (!f) {
         snprintf(err, len, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH)) {
+        fclose(f);
+        snprintf(err, len, "%s is readable by other users: chmod o-r it", path);
         return -1;
     }
     n = fread(buf, 1, sizeof buf - 1, f);
@@ -932,7 +938,8 @@ static void handle_line(struct loader *ld, int line, char *s, char *section)
         return;
     if (*s == '[') {
         char *rb = strchr(s, ']');
-        if (!rb || *str_trim(rb + 1)) {
+        char *rest = rb ? str_trim(rb + 1) : NULL;
+        if (!rb || (*rest && *rest != ';' && *rest != '#')) {
             add_err(ld->errs, ld->file, line, "malformed section header");
             ld->skip_section = true;
             return;
@@ -1031,8 +1038,6 @@ static size_t load(const char *name, const char *buf, size_t len, bool world_rea
     free(lbuf);
 
     resolve_secrets(&ld, world_readable);
-    if (!cfg->xmpp_secret[0])
-        add_err(errs, name, 0, "[xmpp] secret (or secret_file) is required");
     users_finalize(&ld);
     if (cfg->nusers == 0)
         add_err(errs, name, 0, "no users: add a [users] section (chat JID = phone SIP URI)");

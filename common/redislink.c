@@ -39,6 +39,7 @@ struct redislink {
     redislink_state_fn on_state;
     void *arg;
     bool logged_down;         /* "cannot connect" is logged once per outage */
+    bool restarting;          /* redislink_restart(): not an error, reconnect at once */
 };
 
 struct pending {
@@ -87,6 +88,15 @@ static void went_down(struct redislink *l, const char *why)
     l->state = RL_DOWN;
     l->outstanding = 0;
     set_connected_metric(l, false);
+    if (l->restarting) {
+        l->restarting = false;
+        log_info("redis", "event=reconnecting link=%s reason=\"%s\"", l->name, why);
+        if (was_up)
+            l->on_state(l, false, l->arg);
+        evtimer_del(l->retry);
+        event_active(l->retry, EV_TIMEOUT, 1);
+        return;
+    }
     if (was_up) {
         log_warn("redis", "event=disconnected link=%s reason=\"%s\"", l->name, why);
         l->logged_down = true;
@@ -242,7 +252,8 @@ struct redislink *redislink_new(struct event_base *base, const struct offhook_co
     l->stall_ms = stall_ms;
     l->on_state = on_state;
     l->arg = arg;
-    backoff_init(&l->bo, 200, 10000, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
+    /* Capped at 3 s: once Redis is back, state converges within seconds. */
+    backoff_init(&l->bo, 200, 3000, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
     l->retry = evtimer_new(base, on_retry, l);
     l->health = event_new(base, -1, EV_PERSIST, on_health, l);
     event_add(l->health, &hi);
@@ -289,6 +300,19 @@ void redislink_reset(struct redislink *l, const char *why)
      * disconnect callback may touch this link again. */
     ac->data = NULL;
     redisAsyncSetDisconnectCallback(ac, NULL);
+    went_down(l, why);
+    redisAsyncFree(ac);
+}
+
+void redislink_restart(struct redislink *l, const char *why)
+{
+    redisAsyncContext *ac = l->ac;
+
+    if (!ac)
+        return;
+    ac->data = NULL;
+    redisAsyncSetDisconnectCallback(ac, NULL);
+    l->restarting = true;
     went_down(l, why);
     redisAsyncFree(ac);
 }

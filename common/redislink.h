@@ -34,8 +34,12 @@ int redislink_command(struct redislink *l, redislink_reply_fn fn, void *arg, con
 int redislink_command_argv(struct redislink *l, redislink_reply_fn fn, void *arg, int argc,
                            const char **argv, const size_t *argvlen)
     __attribute__((warn_unused_result));
-/* Drops the connection now and reconnects after backoff (used on protocol errors). */
+/* Drops the connection now and reconnects after backoff (used on protocol errors):
+ * counted in offhook_redis_errors_total and logged as a warning. */
 void redislink_reset(struct redislink *l, const char *why);
+/* The same, on purpose (e.g. to cancel a blocking read after a reload): reconnects at
+ * once, counted nowhere, logged at info. */
+void redislink_restart(struct redislink *l, const char *why);
 /* Registers offhook_redis_connected{link} and offhook_redis_errors_total{link}. */
 void redislink_register_metrics(void);
 

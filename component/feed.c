@@ -287,7 +287,7 @@ struct feed *feed_new(struct component *c)
 void feed_resync(struct feed *f)
 {
     if (redislink_up(f->link))
-        redislink_reset(f->link, "configuration reloaded");
+        redislink_restart(f->link, "configuration reloaded");
 }
 
 void feed_free(struct feed *f)

@@ -285,6 +285,43 @@ static void apply_users(struct component *c, const struct offhook_config *cfg)
         log_notice("main", "event=users_changed added=%d removed=%d", added, removed);
 }
 
+/* After a reload tightened [component] allow_watchers: whoever may no longer watch is
+ * unsubscribed (and told), in memory and in Redis. */
+static void enforce_watcher_policy(struct component *c)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int dropped = 0;
+
+    while (strmap_next(&c->by_jid, &pos, &k, &v)) {
+        struct cuser *u = v;
+        char **gone = NULL;
+        size_t ngone = 0, wpos = 0;
+        const char *w;
+        void *val;
+
+        while (strmap_next(&u->watchers, &wpos, &w, &val)) {
+            if (!component_watcher_allowed(c, u, w)) {
+                gone = xrealloc(gone, (ngone + 1) * sizeof *gone);
+                gone[ngone++] = xstrdup(w);
+            }
+        }
+        for (size_t i = 0; i < ngone; i++) {
+            pub_unavailable(c, u, gone[i]);
+            pub_presence_type(c, u->contact, gone[i], "unsubscribed");
+            watchers_remove(c->wstore, u, gone[i]);
+            free(gone[i]);
+            dropped++;
+        }
+        free(gone);
+    }
+    if (dropped)
+        log_notice("main", "event=watchers_dropped count=%d reason=\"no longer allowed by "
+                           "[component] allow_watchers\"",
+                   dropped);
+}
+
 /* ---- readiness, status ------------------------------------------------------------- */
 
 static bool is_ready(void *arg, struct sbuf *why)
@@ -401,6 +438,7 @@ static void on_reload(void *arg)
     config_free(a->cfg);
     free(a->cfg);
     a->cfg = next;
+    enforce_watcher_policy(&a->c);
     feed_resync(a->c.feed);
     log_notice("main", "event=reloaded users=%zu", next->nusers);
 }
@@ -421,6 +459,13 @@ int main(int argc, char **argv)
     a.cfg = xcalloc(1, sizeof *a.cfg);
     if (daemon_load_config(args.config_path, a.cfg) < 0)
         goto out_cfg;
+    if (!a.cfg->xmpp_secret[0]) {
+        /* Only the component needs it: sipbridge's user need not be able to read it. */
+        fprintf(stderr, "%s: [xmpp] secret (or secret_file) is required by "
+                        "offhook-component\n1 problem in %s\n",
+                args.config_path, args.config_path);
+        goto out_cfg;
+    }
     if (args.check_config) {
         printf("%s: OK (%zu users)\n", args.config_path, a.cfg->nusers);
         rc = 0;

@@ -357,7 +357,8 @@ struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_conf
     l->domain = xstrdup(cfg->xmpp_domain);
     l->host = xstrdup(cfg->xmpp_host);
     l->port = (unsigned short)cfg->xmpp_port;
-    backoff_init(&l->bo, 500, 30000, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
+    /* Capped at 5 s: once the server is back, watchers see the truth within seconds. */
+    backoff_init(&l->bo, 500, 5000, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
     l->ctx = xmpp_ctx_new(NULL, &strophe_logger);
     l->conn = xmpp_conn_new(l->ctx);
     xmpp_conn_set_jid(l->conn, cfg->xmpp_domain);

@@ -372,9 +372,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind >= argc) {
+    if (optind >= argc ||
+        !((strcmp(argv[optind], "users") == 0 && optind + 1 == argc) ||
+          (strcmp(argv[optind], "status") == 0 && optind + 2 >= argc) ||
+          (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc))) {
         usage(stderr);
-        return 2;
+        return 2; /* before touching the config or Redis */
     }
     if (config_load(path, &cfg, &errs) != 0) {
         cfg_errors_print(&errs, stderr);

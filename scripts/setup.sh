@@ -10,6 +10,8 @@ PACKAGES=(
   # the real servers the tests, demo and benchmarks start on loopback
   redis-server redis-tools prosody prosody-modules lua-unbound sip-tester
   kamailio kamailio-presence-modules ejabberd
+  # packaging (tests/package/test_deb.sh builds and installs the .deb)
+  debhelper man-db
   # test clients (Debian's Python: no PyPI here)
   python3 python3-pytest python3-slixmpp profanity tmux
 )

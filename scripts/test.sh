@@ -9,6 +9,8 @@ echo "== unit tests"
 ctest --test-dir build --output-on-failure
 echo "== integration tests"
 OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+echo "== Debian package: build, install, check, purge"
+bash tests/package/test_deb.sh
 echo "== the same under AddressSanitizer + UndefinedBehaviorSanitizer"
 BUILD_DIR=build-asan scripts/build.sh -DOFFHOOK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 ctest --test-dir build-asan --output-on-failure

@@ -192,6 +192,8 @@ static void on_event(nua_event_t event, int status, char const *phrase, nua_t *n
             return;
         if (sip && sip->sip_expires)
             expires = (long)sip->sip_expires->ex_delta;
+        if (status == 423 && sip && sip->sip_min_expires)
+            expires = (long)sip->sip_min_expires->me_delta;
         if (sip && sip->sip_retry_after)
             retry_after = (long)sip->sip_retry_after->af_delta;
         ua->ops.on_response(h->owner, status, phrase, expires, retry_after);

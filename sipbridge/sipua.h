@@ -29,7 +29,8 @@ struct sipua_notify {
 
 struct sipua_ops {
     /* A final response to a SUBSCRIBE (initial or refresh). status 2xx: expires is what
-     * the notifier granted (-1 if not given). retry_after: Retry-After header or -1. */
+     * the notifier granted (-1 if not given); 423: the Min-Expires it wants. retry_after:
+     * Retry-After header or -1. */
     void (*on_response)(void *owner, int status, const char *phrase, long expires,
                         long retry_after);
     void (*on_notify)(void *owner, const struct sipua_notify *n);

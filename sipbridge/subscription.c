@@ -29,6 +29,7 @@ struct subscription {
     struct backoff bo;
     struct event *timer;          /* retry, or watchdog while subscribed */
     long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
+    long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
     bool notified;                /* a NOTIFY arrived in this dialog */
     const struct subs_owner_ops *ops;
     struct subscription *qnext;   /* ramp queue link */
@@ -127,6 +128,8 @@ static void send_subscribe(struct subscription *s)
      * drift apart instead of reaching the PBX in one burst every period. */
     long expires = m->expires - (long)backoff_rand(&s->bo, (uint32_t)(m->expires / 10) + 1);
 
+    if (expires < s->min_expires)
+        expires = s->min_expires;
     s->h = sipua_subscribe(m->ua, s->aor, s->event, s->accept, expires, s->eventlist, s);
     if (!s->h) {
         log_err("sip", "event=subscribe_failed aor=%s package=%s reason=\"cannot create "
@@ -284,6 +287,17 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         /* Only the first answer arms the watchdog; refreshes do not prove NOTIFYs flow. */
         if (first && !s->notified)
             arm_watchdog(s);
+        return;
+    }
+    if (status == 423 && expires > 0 && expires <= 86400 && expires > s->min_expires) {
+        /* Interval Too Brief: ask again at once with what the notifier wants. */
+        log_notice("sip", "event=interval_too_brief aor=%s package=%s min_expires=%ld "
+                          "action=resubscribe",
+                   s->aor, s->event, expires);
+        s->min_expires = expires;
+        restart_later(s, "error_response", 0, -1);
+        evtimer_del(s->timer);
+        enqueue(s);
         return;
     }
     log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=\"%s\" "

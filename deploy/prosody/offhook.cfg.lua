@@ -15,12 +15,11 @@ component_interfaces = { "127.0.0.1" }
 VirtualHost "example.com"
     modules_enabled = { "privilege"; "groups" }
     groups_file = "/etc/prosody/offhook-groups.txt"
-    -- [privilege] begin: what offhook may do. Without it offhook still shows phone contacts
-    -- and logs once why it does not publish into PEP.
+    -- [privilege] begin: what offhook may do: publish into the users' PEP, nothing else
+    -- (no roster, message or presence permission: it uses none). Without it offhook
+    -- still shows phone contacts and logs once why it does not publish into PEP.
     privileged_entities = {
         ["phone.example.com"] = {
-            presence = "managed_entity";
-            message = "outgoing";
             iq = { ["http://jabber.org/protocol/pubsub"] = "set" };
         };
     }

@@ -184,3 +184,25 @@ def test_offhookctl(stack_factory):
     assert "event=resync scope=all" in s.component.log()
     bad = subprocess.run(ctl + ["status", "nobody@localhost"], capture_output=True, text=True)
     assert bad.returncode == 1 and "not a configured user" in bad.stderr
+
+
+def test_reload_tightened_policy_drops_watchers(stack_factory):
+    """allow_watchers narrowed by SIGHUP: a watcher no longer allowed stops seeing the
+    phone at once (unavailable + unsubscribed) and is forgotten in Redis."""
+    s = stack_factory()
+    s.start_component()
+    s.start_pbx_script([dialog(INUSE, 0)])
+    s.start_sipbridge()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe("alice@phone.localhost")
+    wait_until(lambda: bob.last("alice@phone.localhost") == ("available", "dnd", "On the phone"),
+               what="bob watching")
+    s.write_config(extra="[component]\nallow_watchers = list\nwatchers = carol@localhost\n")
+    s.component.send_signal(signal.SIGHUP)
+    wait_until(lambda: bob.last("alice@phone.localhost") == ("unavailable", "", ""),
+               what="bob no longer sees the phone")
+    assert any(p.type == "unsubscribed" for p in bob.seen("alice@phone.localhost"))
+    wait_until(lambda: s.redis.cli("SMEMBERS", "offhook:watchers:alice@phone.localhost") == "",
+               what="bob forgotten in Redis")
+    assert "event=watchers_dropped count=1" in s.component.log()
+    assert s.component.metrics().get('offhook_redis_errors_total{link="feed"}', 0) == 0
