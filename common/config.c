@@ -825,15 +825,26 @@ static int read_secret_file(const char *path, char **out, char *err, size_t len)
     return 0;
 }
 
+static unsigned secret_use = CFG_SECRET_ALL;
+
+void config_set_secret_use(unsigned flags)
+{
+    secret_use = flags;
+}
+
 static void resolve_secrets(struct loader *ld, bool world_readable)
 {
     static const struct {
         const char *section, *secret, *file;
         size_t secret_off, file_off;
+        unsigned flag;
     } pairs[] = {
-        {"sip", "password", "password_file", OFF(sip_password), OFF(sip_password_file)},
-        {"xmpp", "secret", "secret_file", OFF(xmpp_secret), OFF(xmpp_secret_file)},
-        {"redis", "password", "password_file", OFF(redis_password), OFF(redis_password_file)},
+        {"sip", "password", "password_file", OFF(sip_password), OFF(sip_password_file),
+         CFG_SECRET_SIP},
+        {"xmpp", "secret", "secret_file", OFF(xmpp_secret), OFF(xmpp_secret_file),
+         CFG_SECRET_XMPP},
+        {"redis", "password", "password_file", OFF(redis_password), OFF(redis_password_file),
+         CFG_SECRET_REDIS},
     };
     char *base = (char *)ld->cfg;
 
@@ -855,6 +866,8 @@ static void resolve_secrets(struct loader *ld, bool world_readable)
             if ((*secret)[0]) {
                 add_err(ld->errs, ld->file, ld->set_line[fi], "[%s] set %s or %s, not both",
                         pairs[i].section, pairs[i].secret, pairs[i].file);
+            } else if (!(secret_use & pairs[i].flag)) {
+                /* not this process's secret: leave the file unopened */
             } else if (read_secret_file(file, secret, err, sizeof err) < 0) {
                 add_err(ld->errs, ld->file, ld->set_line[fi], "[%s] %s: %s", pairs[i].section,
                         pairs[i].file, err);

@@ -106,6 +106,11 @@ size_t config_load_buffer(const char *name, const char *buf, size_t len,
                           struct offhook_config *cfg, struct cfg_errors *errs)
     __attribute__((warn_unused_result));
 void config_free(struct offhook_config *cfg);
+
+/* Secret files a process has no use for are not opened (least privilege: the sipbridge
+ * user need not be able to read the component secret). Flags, set once at start. */
+enum { CFG_SECRET_SIP = 1, CFG_SECRET_XMPP = 2, CFG_SECRET_REDIS = 4, CFG_SECRET_ALL = 7 };
+void config_set_secret_use(unsigned flags);
 void cfg_errors_print(const struct cfg_errors *errs, FILE *out);
 void cfg_errors_free(struct cfg_errors *errs);
 

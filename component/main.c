@@ -454,6 +454,7 @@ int main(int argc, char **argv)
 
     daemon_parse_args(argc, argv, "offhook-component",
                       "XEP-0114 component showing desk-phone state as XMPP presence.", &args);
+    config_set_secret_use(CFG_SECRET_XMPP | CFG_SECRET_REDIS);
     log_init("offhook-component");
     a.config_path = args.config_path;
     a.cfg = xcalloc(1, sizeof *a.cfg);

@@ -379,6 +379,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2; /* before touching the config or Redis */
     }
+    config_set_secret_use(CFG_SECRET_REDIS); /* the only secret offhookctl uses */
     if (config_load(path, &cfg, &errs) != 0) {
         cfg_errors_print(&errs, stderr);
         cfg_errors_free(&errs);

@@ -174,6 +174,7 @@ int main(int argc, char **argv)
                       "Subscribes to PBX call events and keeps each user's phone state in "
                       "Redis.",
                       &args);
+    config_set_secret_use(CFG_SECRET_SIP | CFG_SECRET_REDIS);
     log_init("offhook-sipbridge");
     a.config_path = args.config_path;
     a.cfg = xcalloc(1, sizeof *a.cfg);

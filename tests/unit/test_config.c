@@ -276,6 +276,17 @@ static void test_secret_rules(void **state)
     assert_true(has_err(&errs, "cannot read /nonexistent", NULL));
     config_free(&cfg);
     cfg_errors_free(&errs);
+
+    /* A process that does not use a secret does not open its file (sipbridge and the
+     * component secret), but both-at-once stays an error for every process. */
+    config_set_secret_use(CFG_SECRET_SIP | CFG_SECRET_REDIS);
+    load_text("[xmpp]\nsecret_file = /nonexistent\n[users]\nalice@localhost = sip:1@x\n", &cfg,
+              &errs);
+    assert_int_equal(errs.n, 0);
+    assert_string_equal(cfg.xmpp_secret, "");
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+    config_set_secret_use(CFG_SECRET_ALL);
     free(secret_path);
 }
 
