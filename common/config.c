@@ -83,6 +83,12 @@ static const struct cfg_key keys[] = {
     {"sip", "stale_after", T_INT, OFF(sip_stale_after), "60", true, 0, 86400, NULL,
      "seconds a user's subscriptions may stay down before their state shows as unknown; 0 = "
      "never"},
+    {"sip", "notify_rate", T_INT, OFF(sip_notify_rate), "20", true, 0, 100000, NULL,
+     "NOTIFYs applied per subscription per second (bursts of twice that); in a flood only "
+     "the latest is applied, late; resource lists exempt; 0 = no limit"},
+    {"sip", "probe_interval", T_INT, OFF(sip_probe_interval), "5", true, 0, 3600, NULL,
+     "seconds between refreshes of one subscription per notifier, to notice a PBX that "
+     "restarted and forgot them (481): all are then re-established; 0 = never"},
 
     {"xmpp", "host", T_STR, OFF(xmpp_host), "127.0.0.1", false, 0, 0, NULL,
      "XMPP server's component listener host"},

@@ -55,6 +55,8 @@ struct offhook_config {
     long sip_subscribe_rate;   /* SUBSCRIBEs per second at most */
     char *sip_resource_list;   /* RFC 4662 list URI for dialog events, "" = per AOR */
     long sip_coalesce_ms;      /* states shorter than this may be skipped; 0 = off */
+    long sip_notify_rate;      /* NOTIFYs per subscription per second, 0 = no limit */
+    long sip_probe_interval;   /* seconds between notifier probes, 0 = none */
     long sip_stale_after;      /* seconds without a live subscription before "unknown" */
 
     /* [xmpp] */

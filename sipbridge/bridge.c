@@ -96,18 +96,15 @@ struct bridge {
     struct rlist *list;         /* NULL unless [sip] resource_list is set */
 };
 
-static struct metric *m_notifies, *m_errors, *m_stale, *m_users, *m_changes, *m_lost,
+static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost,
     *m_list_resources;
 static struct bridge *collect_bridge; /* the bridge whose users the gauge counts */
 
 void bridge_register_metrics(void)
 {
-    static const char *const packages[] = {"dialog", "presence", "reg", NULL};
     static const char *const states[] = {"unknown", "offline", "idle",    "dnd",
                                          "dialing", "ringing", "on_hold", "on_call", NULL};
 
-    m_notifies = metric_new(METRIC_COUNTER, "offhook_notifies_total",
-                            "NOTIFY requests received, by event package.", "package", packages);
     m_errors = metric_new(METRIC_COUNTER, "offhook_body_errors_total",
                           "NOTIFY bodies rejected (state left as it was), by reason.", "reason",
                           NULL);
@@ -566,7 +563,6 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
     struct buser *u = s->u;
     struct bridge *b = u->b;
 
-    metric_inc(m_notifies, pkgs[s->pkg].event);
     if (!n->body) {
         /* Kamailio's first NOTIFY carries no body: nothing known yet, nothing wrong. */
         log_debug("bridge", "event=empty_notify user=%s aor=%s", u->jid, s->aor);
@@ -619,7 +615,6 @@ static void on_list_notify(void *owner, struct subscription *sub, const struct s
 {
     struct bridge *b = owner;
 
-    metric_inc(m_notifies, "dialog");
     if (!n->body)
         return;
     if (!content_type_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
@@ -808,6 +803,8 @@ struct bridge *bridge_new(struct event_base *base, const struct offhook_config *
     b->cfg = cfg;
     b->store = store;
     b->subs = subs_mgr_new(base, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate);
+    subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
+    subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
     strmap_init(&b->users);
     collect_bridge = b;
     metrics_add_collector(collect_users, NULL);
@@ -838,6 +835,8 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
 
     subs_mgr_set_expires(b->subs, cfg->sip_expires);
     subs_mgr_set_rate(b->subs, (double)cfg->sip_subscribe_rate);
+    subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
+    subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
     while (strmap_next(&b->users, &pos, &k, &v))
         old[nold++] = v;
     if (b->list)

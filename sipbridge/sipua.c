@@ -13,6 +13,7 @@ struct sipua_handle;
 #include <sofia-sip/sip_header.h>
 #include <sofia-sip/sip_status.h>
 #include <sofia-sip/su_tag_io.h>
+#include <sofia-sip/tport_tag.h>
 
 #include "sipua.h"
 
@@ -22,6 +23,7 @@ struct sipua_handle;
 #include "strutil.h"
 #include "version.h"
 
+#define SIP_UDP_RMEM (4 << 20) /* receive buffer asked for the UDP socket */
 #define MAX_AUTH_TRIES 2 /* a second challenge for the same request means wrong credentials */
 
 struct sipua_handle {
@@ -52,16 +54,13 @@ static void kick(struct sipua *ua)
         ua->kick(ua->kick_arg);
 }
 
-static struct metric *m_auth, *m_unknown_notify;
+static struct metric *m_auth;
 
 void sipua_register_metrics(void)
 {
     m_auth = metric_new(METRIC_COUNTER, "offhook_sip_auth_challenges_total",
                         "Digest challenges (401/407) answered, by outcome.", "outcome",
                         (const char *const[]){"answered", "no_credentials", "rejected", NULL});
-    m_unknown_notify = metric_new(METRIC_COUNTER, "offhook_sip_unknown_notify_total",
-                                  "NOTIFYs for no subscription of ours (answered 481).", NULL,
-                                  NULL);
 }
 
 static void clear_credentials(struct sipua *ua)
@@ -201,8 +200,8 @@ static void on_event(nua_event_t event, int status, char const *phrase, nua_t *n
     }
     case nua_i_notify:
         if (!h) {
-            /* nua answers it; a NOTIFY here without a handle of ours is stray. */
-            metric_inc(m_unknown_notify, NULL);
+            /* A NOTIFY in no dialog of ours never gets here: nua answers it 481 itself
+             * (nua_server.c), unseen by us. This is for a stack that passes one up. */
             log_warn("sip", "event=unknown_notify status=%d", status);
             if (nh)
                 nua_handle_destroy(nh);
@@ -279,6 +278,10 @@ struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
                          NUTAG_USER_AGENT(agent),
                          /* We only subscribe: no registration keepalives or outbound. */
                          NUTAG_OUTBOUND("no-options-keepalive no-validate no-natify"),
+                         /* A PBX answering a mass re-SUBSCRIBE sends a burst of NOTIFYs:
+                          * the default UDP buffer (208 KiB) drops some. Capped by
+                          * net.core.rmem_max unless run with CAP_NET_ADMIN. */
+                         TPTAG_UDP_RMEM(SIP_UDP_RMEM),
                          TAG_END());
     if (!ua->nua) {
         log_err("sip", "event=bind_failed listen=%s reason=\"nua_create failed (address in use "

@@ -1,4 +1,13 @@
-/* Subscription lifecycle: ramp, backoff, RFC 6665 termination reasons, silence watchdog. */
+/* Subscription lifecycle: ramp, backoff, RFC 6665 termination reasons, silence watchdog,
+ * and the notifier probe.
+ *
+ * A notifier that restarts forgets its subscriptions and says nothing: its NOTIFYs just
+ * stop. Every probe interval one active subscription per notifier (taken in turn) is
+ * refreshed; the answer 481 to any in-dialog refresh means the notifier has lost the
+ * dialog, and then every subscription to it is re-established (through the ramp, old
+ * dialogs released as each new one starts). A notifier that was unreachable is retried
+ * all at once when any subscription to it succeeds again, instead of each waiting out
+ * its own backoff. */
 #include "subscription.h"
 
 #include <stdlib.h>
@@ -9,6 +18,7 @@
 #include "backoff.h"
 #include "log.h"
 #include "metrics.h"
+#include "strmap.h"
 #include "strutil.h"
 
 #define RETRY_BASE_MS 1000
@@ -17,6 +27,16 @@
 #define RETRY_AFTER_MAX_S 3600
 #define WATCHDOG_GRACE_MAX_S 30   /* silence allowed past the granted expiry ... */
 #define WATCHDOG_GRACE_MIN_S 2    /* ... at least, for very short expiries */
+#define WAKE_MIN_INTERVAL_MS 1000 /* at most one "notifier is back" sweep per second */
+
+/* Where a group of subscriptions is served: the host[:port] of their AORs. */
+struct notifier {
+    char *key;
+    struct subscription *head;    /* its subscriptions (doubly linked) */
+    struct subscription *cursor;  /* next candidate for a probe */
+    struct subscription *probing; /* refresh in flight as a probe, or NULL */
+    int64_t woke_ms;              /* last "notifier is back" sweep */
+};
 
 struct subscription {
     struct subs_mgr *mgr;
@@ -35,6 +55,24 @@ struct subscription {
     struct subscription *qnext;   /* ramp queue link */
     bool queued;
     bool eventlist;               /* RFC 4662 list subscription */
+    bool failed;                  /* the last attempt failed (timeout, transport, 5xx) */
+    struct notifier *nt;
+    struct subscription *nprev, *nnext; /* in nt's list */
+    /* NOTIFY flood control (not for resource lists): a token bucket; a NOTIFY beyond it
+     * waits here, replaced by any newer one, until a token comes. */
+    double ntokens;
+    int64_t ntokens_at;
+    struct stash *stash;
+    struct event *stash_ev;
+    uint64_t throttled;           /* in the current flood */
+};
+
+struct stash {
+    char *content_type;
+    char *body;
+    size_t len;
+    long expires;
+    int64_t received_us;
 };
 
 struct subs_mgr {
@@ -49,6 +87,10 @@ struct subs_mgr {
     int count[SUB__COUNT];
     int total;
     uint64_t seed;
+    struct strmap notifiers;      /* key -> struct notifier* */
+    struct event *probe;
+    long probe_ms;                /* 0: no probes */
+    double notify_rate;           /* NOTIFYs per subscription per second; 0: no limit */
 };
 
 static const char *const state_names[SUB__COUNT] = {
@@ -56,7 +98,8 @@ static const char *const state_names[SUB__COUNT] = {
     [SUB_ACTIVE] = "active",   [SUB_BACKOFF] = "backoff",
 };
 
-static struct metric *m_state, *m_resub, *m_sent;
+static struct metric *m_state, *m_resub, *m_sent, *m_probes, *m_lost, *m_throttled,
+    *m_notifies;
 
 const char *sub_state_name(enum sub_state st)
 {
@@ -68,7 +111,9 @@ void subs_register_metrics(void)
     static const char *const states[] = {"queued", "subscribing", "pending", "active",
                                          "backoff", NULL};
     static const char *const causes[] = {"error_response", "timeout", "terminated",
-                                         "silence", "version_gap", NULL};
+                                         "silence", "version_gap", "notifier_lost",
+                                         "notifier_back", NULL};
+    static const char *const results[] = {"ok", "lost", "failed", NULL};
 
     m_state = metric_new(METRIC_GAUGE, "offhook_subscriptions",
                          "SIP event subscriptions by state.", "state", states);
@@ -77,6 +122,21 @@ void subs_register_metrics(void)
                          causes);
     m_sent = metric_new(METRIC_COUNTER, "offhook_subscribe_sent_total",
                         "Initial SUBSCRIBE requests sent (refreshes by the stack not counted).",
+                        NULL, NULL);
+    m_probes = metric_new(METRIC_COUNTER, "offhook_notifier_probes_total",
+                          "Refreshes sent to check that a notifier still has our "
+                          "subscriptions, by answer (lost: 481, it forgot them).",
+                          "result", results);
+    m_notifies = metric_new(METRIC_COUNTER, "offhook_notifies_total",
+                            "NOTIFY requests received, by event package.", "package",
+                            (const char *const[]){"dialog", "presence", "reg", NULL});
+    m_throttled = metric_new(METRIC_COUNTER, "offhook_notifies_throttled_total",
+                             "NOTIFYs beyond [sip] notify_rate on one subscription: deferred "
+                             "(applied late) or superseded (a newer one was applied instead).",
+                             "outcome", (const char *const[]){"deferred", "superseded", NULL});
+    m_lost = metric_new(METRIC_COUNTER, "offhook_notifier_lost_total",
+                        "Times a notifier was found to have forgotten our subscriptions "
+                        "(restarted): all of them were re-established.",
                         NULL, NULL);
 }
 
@@ -105,6 +165,64 @@ static void arm(struct subscription *s, long ms)
 }
 
 static void enqueue(struct subscription *s);
+static void stash_drop(struct subscription *s);
+
+/* s's handle is going away: a probe riding on it is over. */
+static void probe_forget(struct subscription *s)
+{
+    if (s->nt && s->nt->probing == s)
+        s->nt->probing = NULL;
+}
+
+/* The notifier forgot s's dialog (481 to a refresh): it restarted and forgot them all.
+ * Every subscription to it not already being re-established goes through the ramp again;
+ * each keeps its old handle until its new SUBSCRIBE is sent. */
+static void notifier_lost(struct subscription *trigger)
+{
+    struct notifier *nt = trigger->nt;
+    int n = 0;
+
+    if (m_lost)
+        metric_inc(m_lost, NULL);
+    for (struct subscription *s = nt->head; s; s = s->nnext) {
+        if (s->queued || s->state == SUB_SUBSCRIBING)
+            continue; /* already on its way to a new dialog */
+        if (m_resub)
+            metric_inc(m_resub, "notifier_lost");
+        backoff_reset(&s->bo);
+        s->failed = false;
+        enqueue(s);
+        n++;
+    }
+    log_warn("sip", "event=notifier_lost notifier=%s aor=%s package=%s resubscribing=%d "
+                    "reason=\"481 to an in-dialog refresh: the notifier restarted or dropped "
+                    "our subscriptions\"",
+             nt->key, trigger->aor, trigger->event, n);
+}
+
+/* A subscription to nt succeeded after failures: nt is reachable again, so the others
+ * that failed with it retry now instead of at the end of their own backoff. */
+static void notifier_back(struct subscription *trigger)
+{
+    struct notifier *nt = trigger->nt;
+    int64_t now = clock_mono_ms();
+    int n = 0;
+
+    if (now - nt->woke_ms < WAKE_MIN_INTERVAL_MS)
+        return;
+    nt->woke_ms = now;
+    for (struct subscription *s = nt->head; s; s = s->nnext) {
+        if (s->state != SUB_BACKOFF || !s->failed)
+            continue;
+        if (m_resub)
+            metric_inc(m_resub, "notifier_back");
+        backoff_reset(&s->bo);
+        enqueue(s);
+        n++;
+    }
+    if (n)
+        log_notice("sip", "event=notifier_back notifier=%s retrying=%d", nt->key, n);
+}
 
 /* A NOTIFY must come within the granted expiry: RFC 6665 has the notifier send one after
  * every refresh. A notifier that answers refreshes but has stopped notifying (Asterisk's
@@ -130,6 +248,14 @@ static void send_subscribe(struct subscription *s)
 
     if (expires < s->min_expires)
         expires = s->min_expires;
+    stash_drop(s); /* from the old dialog: the new one starts with a full state */
+    if (s->h) {
+        /* Re-established after the notifier lost it: the old dialog goes now, paced by
+         * the ramp like the new SUBSCRIBE (its un-SUBSCRIBE gets a harmless 481). */
+        probe_forget(s);
+        sipua_release(s->h);
+        s->h = NULL;
+    }
     s->h = sipua_subscribe(m->ua, s->aor, s->event, s->accept, expires, s->eventlist, s);
     if (!s->h) {
         log_err("sip", "event=subscribe_failed aor=%s package=%s reason=\"cannot create "
@@ -163,8 +289,10 @@ static void restart_later(struct subscription *s, const char *cause, long min_ms
         if (retry_after_s * 1000 > ms)
             ms = retry_after_s * 1000;
     }
+    stash_drop(s);
     if (s->h) {
         /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
+        probe_forget(s);
         sipua_release(s->h);
         s->h = NULL;
     }
@@ -273,11 +401,23 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                         long retry_after)
 {
     struct subscription *s = owner;
+    bool in_dialog = s->state == SUB_ACTIVE || s->state == SUB_PENDING;
 
+    if (s->nt->probing == s) {
+        s->nt->probing = NULL;
+        if (m_probes)
+            metric_inc(m_probes, status < 300 ? "ok" : status == 481 ? "lost" : "failed");
+    }
+    if (s->queued)
+        return; /* an old dialog, replaced when the ramp reaches it */
     if (status < 300) {
         bool first = s->granted == 0;
         s->granted = expires > 0 ? expires : s->mgr->expires;
         backoff_reset(&s->bo);
+        if (s->failed) {
+            s->failed = false;
+            notifier_back(s);
+        }
         if (s->state == SUB_SUBSCRIBING) {
             log_info("sip", "event=subscribed aor=%s package=%s status=%d expires=%ld", s->aor,
                      s->event, status, s->granted);
@@ -300,13 +440,110 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         enqueue(s);
         return;
     }
+    if (status == 481 && in_dialog) {
+        notifier_lost(s);
+        return;
+    }
     log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=\"%s\" "
                     "action=resubscribe",
              s->aor, s->event, status, phrase ? phrase : "");
+    /* Unreachable or overloaded: when one subscription gets through again, all retry. */
+    s->failed = status == 408 || status >= 500;
     /* 408 is the stack's own timeout; 481 a dialog the notifier forgot: start afresh. */
     restart_later(s, status == 408 ? "timeout" : "error_response",
                   status == 403 || status == 404 || status == 489 ? REJECTED_MIN_MS : 0,
                   retry_after);
+}
+
+/* ---- NOTIFY flood control ------------------------------------------------------------ */
+
+static void stash_drop(struct subscription *s)
+{
+    if (!s->stash)
+        return;
+    free(s->stash->content_type);
+    free(s->stash->body);
+    free(s->stash);
+    s->stash = NULL;
+    evtimer_del(s->stash_ev);
+}
+
+static bool take_token(struct subscription *s)
+{
+    double rate = s->mgr->notify_rate;
+    int64_t now = clock_mono_ms();
+
+    if (rate <= 0 || s->eventlist)
+        return true;
+    s->ntokens += (double)(now - s->ntokens_at) * rate / 1000.0;
+    if (s->ntokens > 2 * rate)
+        s->ntokens = 2 * rate; /* a burst of two seconds' worth */
+    s->ntokens_at = now;
+    if (s->ntokens < 1.0)
+        return false;
+    s->ntokens -= 1.0;
+    return true;
+}
+
+static void arm_stash(struct subscription *s)
+{
+    long ms = (long)((1.0 - s->ntokens) * 1000.0 / s->mgr->notify_rate) + 1;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+    evtimer_add(s->stash_ev, &tv);
+}
+
+/* Keeps n to apply later (the newest replaces an older one: each carries the state). */
+static void stash_keep(struct subscription *s, const struct sipua_notify *n)
+{
+    if (s->stash) {
+        if (m_throttled)
+            metric_inc(m_throttled, "superseded");
+        free(s->stash->content_type);
+        free(s->stash->body);
+    } else {
+        s->stash = xcalloc(1, sizeof *s->stash);
+        if (m_throttled)
+            metric_inc(m_throttled, "deferred");
+    }
+    if (s->throttled++ == 0)
+        log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
+                        "action=applying_latest_only",
+                 s->aor, s->event, s->mgr->notify_rate);
+    s->stash->content_type = n->content_type ? xstrdup(n->content_type) : NULL;
+    s->stash->body = n->body ? xmalloc(n->len + 1) : NULL;
+    if (n->body) {
+        memcpy(s->stash->body, n->body, n->len);
+        s->stash->body[n->len] = '\0';
+    }
+    s->stash->len = n->len;
+    s->stash->expires = n->expires;
+    s->stash->received_us = n->received_us;
+    if (!evtimer_pending(s->stash_ev, NULL))
+        arm_stash(s);
+}
+
+static void on_stash(evutil_socket_t fd, short what, void *arg)
+{
+    struct subscription *s = arg;
+    struct sipua_notify n = {.substate = "active", .expires = -1, .retry_after = -1};
+
+    if (!s->stash)
+        return;
+    if (!take_token(s)) {
+        arm_stash(s);
+        return;
+    }
+    n.content_type = s->stash->content_type;
+    n.body = s->stash->body;
+    n.len = s->stash->len;
+    n.expires = s->stash->expires;
+    n.received_us = s->stash->received_us;
+    s->ops->on_notify(s->owner, s, &n);
+    stash_drop(s);
+    log_notice("sip", "event=notify_flood_over aor=%s package=%s throttled=%llu", s->aor,
+               s->event, (unsigned long long)s->throttled);
+    s->throttled = 0;
 }
 
 static void on_notify(void *owner, const struct sipua_notify *n)
@@ -314,7 +551,21 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     struct subscription *s = owner;
     const char *substate = n->substate ? n->substate : "active";
 
-    s->ops->on_notify(s->owner, s, n);
+    if (m_notifies)
+        metric_inc(m_notifies, s->event);
+    if (s->queued) {
+        /* An old dialog waiting to be replaced: its news still counts, its end does not
+         * change what is already scheduled. */
+        if (strcmp(substate, "terminated") != 0)
+            s->ops->on_notify(s->owner, s, n);
+        return;
+    }
+    if (strcmp(substate, "terminated") != 0 && (s->stash || !take_token(s))) {
+        stash_keep(s, n); /* a flood: only the latest is applied, when a token comes */
+    } else {
+        stash_drop(s); /* superseded by this one, applied now */
+        s->ops->on_notify(s->owner, s, n);
+    }
     if (strcmp(substate, "terminated") == 0) {
         const char *reason = n->reason ? n->reason : "";
         /* RFC 6665 4.1.3: deactivated and timeout invite an immediate retry; probation
@@ -349,6 +600,110 @@ const struct sipua_ops *subs_ua_ops(void)
     return &ua_ops;
 }
 
+/* ---- notifiers and probes ---------------------------------------------------------- */
+
+/* host[:port] of a SIP URI: "sip:1001@pbx:5060;transport=tcp" -> "pbx:5060". */
+static void notifier_key(const char *aor, char *out, size_t len)
+{
+    const char *p = strchr(aor, ':'), *at;
+    size_t n;
+
+    p = p ? p + 1 : aor;
+    at = strchr(p, '@');
+    if (at)
+        p = at + 1;
+    n = strcspn(p, ";?>");
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+static void notifier_attach(struct subs_mgr *m, struct subscription *s)
+{
+    char key[512];
+    struct notifier *nt;
+
+    notifier_key(s->aor, key, sizeof key);
+    nt = strmap_get(&m->notifiers, key);
+    if (!nt) {
+        nt = xcalloc(1, sizeof *nt);
+        nt->key = xstrdup(key);
+        strmap_put(&m->notifiers, nt->key, nt);
+    }
+    s->nt = nt;
+    s->nprev = NULL;
+    s->nnext = nt->head;
+    if (nt->head)
+        nt->head->nprev = s;
+    nt->head = s;
+}
+
+static void notifier_detach(struct subscription *s)
+{
+    struct notifier *nt = s->nt;
+
+    probe_forget(s);
+    if (nt->cursor == s)
+        nt->cursor = s->nnext;
+    if (s->nprev)
+        s->nprev->nnext = s->nnext;
+    else
+        nt->head = s->nnext;
+    if (s->nnext)
+        s->nnext->nprev = s->nprev;
+    s->nprev = s->nnext = NULL;
+}
+
+/* Refreshes the next active subscription of nt, unless a probe is still in flight (the
+ * stack retransmits it; a notifier back within 32 s answers it). */
+static void probe_notifier(struct subs_mgr *m, struct notifier *nt)
+{
+    struct subscription *s = nt->cursor ? nt->cursor : nt->head;
+
+    if (nt->probing)
+        return;
+    for (struct subscription *first = s; s;) {
+        if (s->state == SUB_ACTIVE && !s->queued && s->h)
+            break;
+        s = s->nnext ? s->nnext : nt->head;
+        if (s == first)
+            s = NULL;
+    }
+    if (!s)
+        return; /* nothing established to ask about */
+    nt->cursor = s->nnext;
+    nt->probing = s;
+    log_debug("sip", "event=probe notifier=%s aor=%s package=%s", nt->key, s->aor, s->event);
+    sipua_refresh(s->h, m->expires);
+}
+
+static void on_probe(evutil_socket_t fd, short what, void *arg)
+{
+    struct subs_mgr *m = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&m->notifiers, &pos, &k, &v))
+        probe_notifier(m, v);
+}
+
+void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s)
+{
+    m->notify_rate = per_s > 0 ? per_s : 0;
+}
+
+void subs_mgr_set_probe(struct subs_mgr *m, long seconds)
+{
+    struct timeval tv = {.tv_sec = seconds};
+
+    m->probe_ms = seconds * 1000;
+    evtimer_del(m->probe);
+    if (seconds > 0)
+        evtimer_add(m->probe, &tv); /* persistent: every tv */
+}
+
 /* ---- public ------------------------------------------------------------------------ */
 
 struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
@@ -364,15 +719,28 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long ex
     m->tokens_at = clock_mono_ms();
     m->qtail = &m->qhead;
     m->ramp = evtimer_new(base, on_ramp, m);
+    m->probe = event_new(base, -1, EV_PERSIST, on_probe, m);
     m->seed = (uint64_t)clock_wall_us();
+    strmap_init(&m->notifiers);
     return m;
 }
 
 void subs_mgr_free(struct subs_mgr *m)
 {
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
     if (!m)
         return;
     event_free(m->ramp);
+    event_free(m->probe);
+    while (strmap_next(&m->notifiers, &pos, &k, &v)) {
+        struct notifier *nt = v;
+        free(nt->key);
+        free(nt);
+    }
+    strmap_free(&m->notifiers);
     free(m);
 }
 
@@ -412,6 +780,10 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     m->seed = m->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
     s->timer = evtimer_new(m->base, on_timer, s);
+    s->stash_ev = evtimer_new(m->base, on_stash, s);
+    s->ntokens = 2 * m->notify_rate;
+    s->ntokens_at = clock_mono_ms();
+    notifier_attach(m, s);
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
     s->state = SUB_BACKOFF;
     m->count[SUB_BACKOFF]++;
@@ -428,12 +800,15 @@ void subs_free(struct subscription *s)
         return;
     m = s->mgr;
     dequeue(s);
+    notifier_detach(s);
     if (s->h)
         sipua_release(s->h);
     m->count[s->state]--;
     m->total--;
     if (m_state)
         metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
+    stash_drop(s);
+    event_free(s->stash_ev);
     event_free(s->timer);
     free(s->aor);
     free(s->event);

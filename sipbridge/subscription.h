@@ -37,6 +37,12 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long ex
 void subs_mgr_free(struct subs_mgr *m);
 void subs_mgr_set_expires(struct subs_mgr *m, long expires);
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
+/* Every seconds (0: never), refresh one active subscription per notifier to learn whether
+ * it still has them (see subscription.c). */
+void subs_mgr_set_probe(struct subs_mgr *m, long seconds);
+/* NOTIFYs applied per subscription per second at most (bursts of twice that); beyond it
+ * only the latest is kept and applied when allowed. Resource lists are exempt. 0: none. */
+void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s);
 /* Number of subscriptions in each state (for readiness and status lines). */
 int subs_mgr_count(const struct subs_mgr *m, enum sub_state st);
 int subs_mgr_total(const struct subs_mgr *m);

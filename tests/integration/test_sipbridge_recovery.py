@@ -97,9 +97,11 @@ def recovery(stack_factory, first_call_tail, cause):
 
 
 def test_481_on_refresh(stack_factory):
+    """The PBX forgot the dialog (it restarted): every subscription to it is redone."""
     s = recovery(stack_factory, [step_recv(), step_respond("481 Subscription does not exist")],
-                 "error_response")
-    assert "status=481" in s.sipbridge.log()
+                 "notifier_lost")
+    assert "event=notifier_lost notifier=127.0.0.1:%d" % s.pbx_port in s.sipbridge.log()
+    assert s.sipbridge.metrics()["offhook_notifier_lost_total"] == 1
 
 
 def test_408_on_refresh(stack_factory):
@@ -147,12 +149,14 @@ def test_stale_and_bad_bodies_change_nothing(stack_factory):
         notify("hostile/xxe-file.xml", 7),
         notify("hostile/truncated.xml", 8),
         notify("hostile/unknown-state.xml", 9),
-        notify("dialog-info/asterisk-onhold.xml", 10),
+        notify("hostile/wrong-namespace.xml", 10),
+        notify("dialog-info/asterisk-onhold.xml", 11),
         step_answer_forever(),
     ]])
     expect_views(s, bob, [UNKNOWN, ON_CALL, ON_HOLD])
     m = s.sipbridge.metrics()
     assert m["offhook_stale_notifies_total"] == 1
+    assert m['offhook_body_errors_total{reason="wrong namespace"}'] == 1
     assert m['offhook_body_errors_total{reason="DTD not allowed"}'] == 2
     assert m['offhook_body_errors_total{reason="not well-formed"}'] == 1
     assert m['offhook_body_errors_total{reason="unknown dialog state"}'] == 1
@@ -169,3 +173,91 @@ def test_freeswitch_call(stack_factory):
         + [notify("freeswitch/" + f, i) for i, f in enumerate(calls)]
         + [step_answer_forever()]])
     expect_views(s, bob, [UNKNOWN, IDLE, RINGING, ON_CALL, ON_HOLD, ON_CALL, IDLE])
+
+
+def padded(rel, size):
+    """A fixture grown past size bytes with white space (still valid XML)."""
+    text = body(rel)
+    return text.replace("</dialog-info>", " " * size + "</dialog-info>")
+
+
+def test_body_over_size_limit(stack_factory):
+    """[sip] max_body: a larger body is refused before parsing, counted, state kept."""
+    from harness import scenario_notify
+    s, bob = start(stack_factory, [[
+        step_respond(expires=3600, initial=True),
+        notify("dialog-info/asterisk-inuse.xml", 1),
+        scenario_notify(padded("dialog-info/asterisk-idle.xml", 2000), version=2,
+                        pause_ms=100),
+        notify("dialog-info/asterisk-onhold.xml", 3),
+        step_answer_forever(),
+    ]], extra_config="[sip]\nmax_body = 1024\n")
+    expect_views(s, bob, [UNKNOWN, ON_CALL, ON_HOLD])
+    assert s.sipbridge.metrics()['offhook_body_errors_total{reason="too large"}'] == 1
+
+
+def test_notify_flood_is_throttled(stack_factory):
+    """One dialog floods 100 NOTIFYs back to back (sipp reads scenarios up to 64 KiB): sipbridge applies at most notify_rate
+    per second (bursts of twice that), keeps only the newest of the rest, stays up, and
+    ends on the last state sent."""
+    from harness import scenario_notify
+    inuse, ringing = body("dialog-info/asterisk-inuse.xml"), body("dialog-info/asterisk-ringing.xml")
+    flood = [scenario_notify(ringing if i % 2 else inuse, version=i, pause_ms=0)
+             for i in range(1, 100)]
+    s, bob = start(stack_factory, [[step_respond(expires=3600, initial=True)] + flood + [
+        notify("dialog-info/asterisk-onhold.xml", 100, pause_ms=0),
+        step_answer_forever(),
+    ]], extra_config="[sip]\nnotify_rate = 10\n")
+    wait_until(lambda: bob.last(CONTACT) == ON_HOLD, timeout=20, what="the last state")
+    m = s.sipbridge.metrics()
+    assert m['offhook_notifies_total{package="dialog"}'] == 100
+    deferred = m.get('offhook_notifies_throttled_total{outcome="deferred"}', 0)
+    superseded = m.get('offhook_notifies_throttled_total{outcome="superseded"}', 0)
+    assert deferred >= 1 and superseded >= 40, m
+    # Applied = received - superseded: bounded by the bucket, not by the flood.
+    assert 100 - superseded <= 50
+    assert "event=notify_flood aor=" in s.sipbridge.log()
+    assert s.sipbridge.alive()
+    assert s.redis.cli("HGET", "offhook:user:alice@localhost", "state") == "on_hold"
+
+
+def forged_notify(s, to_tag, call_id):
+    """Sends sipbridge a NOTIFY of no subscription of its own; returns the answer's
+    status line."""
+    import socket
+    payload = body("dialog-info/asterisk-idle.xml")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    msg = ("NOTIFY sip:offhook@127.0.0.1:%d SIP/2.0\r\n"
+           "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK%s\r\n"
+           "Max-Forwards: 70\r\nFrom: <sip:1001@127.0.0.1>;tag=forged\r\n"
+           "To: <sip:offhook@127.0.0.1>%s\r\nCall-ID: %s\r\n"
+           "CSeq: 1 NOTIFY\r\nEvent: dialog\r\nSubscription-State: active;expires=60\r\n"
+           "Contact: <sip:127.0.0.1>\r\nContent-Type: application/dialog-info+xml\r\n"
+           "Content-Length: %d\r\n\r\n%s" % (
+               s.sip_port, sock.getsockname()[1], call_id, ";tag=" + to_tag if to_tag else "",
+               call_id, len(payload), payload))
+    try:
+        sock.sendto(msg.encode(), ("127.0.0.1", s.sip_port))
+        return sock.recv(65536).decode(errors="replace").split("\r\n")[0]
+    finally:
+        sock.close()
+
+
+def test_notify_for_unknown_subscription(stack_factory):
+    """NOTIFYs in no subscription of ours (forged, or from before a restart) get 481 and
+    change nothing. The SIP stack answers them before offhook sees them, so they are
+    not parsed, not counted as NOTIFYs, and cannot touch any state."""
+    s, bob = start(stack_factory, [[
+        step_respond(expires=3600, initial=True),
+        notify("dialog-info/asterisk-inuse.xml", 1),
+        step_answer_forever(),
+    ]])
+    expect_views(s, bob, [UNKNOWN, ON_CALL])
+    assert forged_notify(s, None, "forged-1").startswith("SIP/2.0 481")
+    assert forged_notify(s, "nosuchdialog", "forged-2").startswith("SIP/2.0 481")
+    assert s.sipbridge.metrics()['offhook_notifies_total{package="dialog"}'] == 1
+    assert bob.views(CONTACT) == [UNKNOWN, ON_CALL]
+    assert s.redis.cli("HGET", "offhook:user:alice@localhost", "state") == "on_call"
+    assert s.sipbridge.alive()
