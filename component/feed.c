@@ -191,7 +191,7 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
 {
     struct feed *f = arg;
     const redisReply *last;
-    size_t loaded = 0;
+    size_t loaded = 0, kept = 0;
 
     if (!r) {
         free_snapshot(f);
@@ -217,14 +217,18 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
         if (!u)
             continue;
         if (n <= 0) {
-            u->have_rec = false; /* sipbridge has written nothing for this user yet */
+            /* Nothing written for this user yet, or Redis lost it (restarted empty):
+             * what this process last saw stays until sipbridge writes it again, which
+             * it does for every user when it reconnects. */
+            if (u->have_rec)
+                kept++;
             continue;
         }
         apply(f, f->snapshot_jids[i], names, values, (size_t)n);
         loaded++;
     }
-    log_notice("feed", "event=synced users=%zu with_state=%zu stream_id=%s", f->nsnapshot,
-               loaded, f->last_id);
+    log_notice("feed", "event=synced users=%zu with_state=%zu kept_missing=%zu stream_id=%s",
+               f->nsnapshot, loaded, kept, f->last_id);
     free_snapshot(f);
     f->synced = true;
     metric_set(m_synced, NULL, 1);

@@ -23,7 +23,12 @@ struct health {
     char own_key[512];
     char sipbridge_key[512];
     int sipbridge;            /* -1 not checked yet, 0 missing, 1 beating */
+    int64_t up_since_ms;      /* when the Redis link last came up */
 };
+
+/* After a (re)connect, a missing beat counts only once sipbridge has had a full beat
+ * period to write it: a Redis that restarted empty has lost the key, not sipbridge. */
+#define MISSING_GRACE_MS (STORE_HEARTBEAT_EVERY_MS + 2000)
 
 static struct metric *m_sipbridge;
 
@@ -67,6 +72,8 @@ static void on_get(struct redislink *l, redisReply *r, void *arg)
 
     if (!r || r->type == REDIS_REPLY_ERROR)
         return;
+    if (r->type != REDIS_REPLY_STRING && clock_mono_ms() - h->up_since_ms < MISSING_GRACE_MS)
+        return;
     set_alive(h, r->type == REDIS_REPLY_STRING);
 }
 
@@ -86,8 +93,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static void on_link(struct redislink *l, bool up, void *arg)
 {
-    if (up)
+    struct health *h = arg;
+
+    if (up) {
+        h->up_since_ms = clock_mono_ms();
         on_tick(-1, 0, arg);
+    }
 }
 
 struct health *health_new(struct component *c)

@@ -1,6 +1,7 @@
 /* Who watches each phone contact: kept in memory (authoritative while running) and in
  * Redis sets (so a restart remembers). Changes made while Redis is down are queued
- * (bounded) and replayed, then the sets are read back and merged. */
+ * (bounded) and replayed; then memory is written back whole (Redis may have restarted
+ * empty) and the sets are read back and merged. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,6 +138,24 @@ static void on_members(struct redislink *l, redisReply *r, void *arg)
     free(lc);
 }
 
+/* SADD of everything u's watchers in memory: Redis may have come back empty. */
+static int persist_all(struct watchers *w, struct cuser *u, const char *key)
+{
+    size_t n = u->watchers.count, pos = 0, argc = 0;
+    const char **argv = xcalloc(n + 2, sizeof *argv);
+    const char *k;
+    void *v;
+    int rc;
+
+    argv[argc++] = "SADD";
+    argv[argc++] = key;
+    while (strmap_next(&u->watchers, &pos, &k, &v) && argc < n + 2)
+        argv[argc++] = k;
+    rc = redislink_command_argv(w->link, NULL, NULL, (int)argc, argv, NULL);
+    free(argv);
+    return rc;
+}
+
 static void load_all(struct watchers *w)
 {
     size_t pos = 0;
@@ -150,6 +169,8 @@ static void load_all(struct watchers *w)
 
         if (store_key_watchers(w->c->cfg->redis_prefix, u->contact, key, sizeof key) < 0)
             continue;
+        if (u->watchers.count && persist_all(w, u, key) < 0)
+            return;
         lc = xmalloc(sizeof *lc);
         lc->w = w;
         lc->contact = xstrdup(u->contact);

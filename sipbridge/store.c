@@ -1,5 +1,7 @@
 /* User state to Redis: hash + stream entry per change in one MULTI, with a per-user
- * pending slot while the link is down. */
+ * pending slot while the link is down. On every reconnect the users whose latest state
+ * was already written get their hash written again (no event): a Redis that restarted
+ * without persistence, or was flushed, has lost them. */
 #include "store.h"
 
 #include <stdio.h>
@@ -15,6 +17,8 @@
 #include "redislink.h"
 #include "strmap.h"
 #include "strutil.h"
+
+#define REWRITE_BATCH 1000 /* users rewritten per loop turn after a reconnect */
 
 struct entry {
     char *jid;
@@ -34,6 +38,9 @@ struct store {
     char *prefix;
     char *events_key;
     int npending;          /* entries with gen != written */
+    struct entry **rw;     /* entries to rewrite after a reconnect */
+    size_t nrw, rw_pos;
+    struct event *rw_ev;
 };
 
 struct inflight {
@@ -42,7 +49,7 @@ struct inflight {
     uint64_t gen;
 };
 
-static struct metric *m_pending, *m_writes;
+static struct metric *m_pending, *m_writes, *m_rewrites;
 
 void store_register_metrics(void)
 {
@@ -52,6 +59,9 @@ void store_register_metrics(void)
     m_writes = metric_new(METRIC_COUNTER, "offhook_store_writes_total",
                           "User state writes to Redis, by result.", "result",
                           (const char *const[]){"ok", "error", "retried", NULL});
+    m_rewrites = metric_new(METRIC_COUNTER, "offhook_store_rewrites_total",
+                            "User hashes written again after a Redis reconnect (no event).",
+                            NULL, NULL);
 }
 
 static void update_pending_metric(struct store *st)
@@ -90,31 +100,43 @@ static void on_exec(struct redislink *l, redisReply *r, void *arg)
     free(f);
 }
 
+/* Queues MULTI / DEL / HSET for e's latest state (the caller ends the transaction);
+ * f gets the encoded fields. Returns 0, -1 if a command could not be queued, or -2 for
+ * a JID too long for a key (nothing queued). */
+static int send_hash(struct store *st, struct entry *e, struct store_fields *f)
+{
+    char key[2048];
+    const char *argv[2 + 2 * STORE_FIELDS_MAX];
+    int argc = 0, rc = 0;
+
+    if (store_key_user(st->prefix, e->jid, key, sizeof key) < 0)
+        return -2;
+    rc |= redislink_command(st->link, NULL, NULL, "MULTI");
+    rc |= redislink_command(st->link, NULL, NULL, "DEL %s", key);
+    if (!e->removed) {
+        storecodec_encode(&e->rec, f);
+        argv[argc++] = "HSET";
+        argv[argc++] = key;
+        for (int i = 0; i < f->n; i++) {
+            argv[argc++] = f->name[i];
+            argv[argc++] = f->value[i];
+        }
+        rc |= redislink_command_argv(st->link, NULL, NULL, argc, argv, NULL);
+    }
+    return rc;
+}
+
 /* Queues MULTI / DEL / HSET / XADD / EXEC for e's latest state. */
 static void send_entry(struct store *st, struct entry *e)
 {
-    char key[2048];
     struct store_fields f;
     const char *argv[8 + 2 * STORE_FIELDS_MAX];
     int argc = 0;
     struct inflight *fl;
-    int rc = 0;
+    int rc = send_hash(st, e, &f);
 
-    if (store_key_user(st->prefix, e->jid, key, sizeof key) < 0)
+    if (rc == -2)
         return;
-    rc |= redislink_command(st->link, NULL, NULL, "MULTI");
-    rc |= redislink_command(st->link, NULL, NULL, "DEL %s", key);
-    if (!e->removed) {
-        storecodec_encode(&e->rec, &f);
-        argv[argc++] = "HSET";
-        argv[argc++] = key;
-        for (int i = 0; i < f.n; i++) {
-            argv[argc++] = f.name[i];
-            argv[argc++] = f.value[i];
-        }
-        rc |= redislink_command_argv(st->link, NULL, NULL, argc, argv, NULL);
-    }
-    argc = 0;
     argv[argc++] = "XADD";
     argv[argc++] = st->events_key;
     argv[argc++] = "MAXLEN";
@@ -141,6 +163,59 @@ static void send_entry(struct store *st, struct entry *e)
         free(fl);
         redislink_reset(st->link, "cannot queue a write");
     }
+}
+
+/* Writes the next batch of already-written users' hashes again (after a reconnect). */
+static void rewrite_step(evutil_socket_t fd, short what, void *arg)
+{
+    struct store *st = arg;
+    size_t end = st->rw_pos + REWRITE_BATCH;
+    struct timeval now = {0, 0};
+
+    if (!redislink_up(st->link))
+        return; /* the next connection starts over */
+    if (end > st->nrw)
+        end = st->nrw;
+    for (; st->rw_pos < end; st->rw_pos++) {
+        struct entry *e = st->rw[st->rw_pos];
+        struct store_fields f;
+        int rc;
+
+        if (e->gen != e->written || e->removed)
+            continue; /* on its way with an event, or nothing to hold */
+        rc = send_hash(st, e, &f);
+        if (rc == -2)
+            continue;
+        if (rc || redislink_command(st->link, NULL, NULL, "EXEC") < 0) {
+            redislink_reset(st->link, "cannot queue a rewrite");
+            return;
+        }
+        if (m_rewrites)
+            metric_inc(m_rewrites, NULL);
+    }
+    if (st->rw_pos < st->nrw) {
+        evtimer_add(st->rw_ev, &now);
+        return;
+    }
+    log_info("store", "event=rewritten users=%zu", st->nrw);
+    free(st->rw);
+    st->rw = NULL;
+    st->nrw = st->rw_pos = 0;
+}
+
+static void rewrite_start(struct store *st)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    struct timeval now = {0, 0};
+
+    free(st->rw);
+    st->rw = xcalloc(st->entries.count + 1, sizeof *st->rw);
+    st->nrw = st->rw_pos = 0;
+    while (strmap_next(&st->entries, &pos, &k, &v))
+        st->rw[st->nrw++] = v; /* entries live as long as the store */
+    evtimer_add(st->rw_ev, &now);
 }
 
 static void flush(struct store *st)
@@ -179,6 +254,7 @@ static void on_link(struct redislink *l, bool up, void *arg)
 
     if (up) {
         flush(st);
+        rewrite_start(st);
         heartbeat(-1, 0, st);
         if (st->on_up)
             st->on_up(st->on_up_arg);
@@ -201,6 +277,7 @@ struct store *store_new(struct event_base *base, const struct offhook_config *cf
         key[0] = '\0';
     st->beat_key = xstrdup(key);
     st->beat = event_new(base, -1, EV_PERSIST, heartbeat, st);
+    st->rw_ev = evtimer_new(base, rewrite_step, st);
     {
         struct timeval tv = {.tv_sec = STORE_HEARTBEAT_EVERY_MS / 1000};
         event_add(st->beat, &tv);
@@ -219,6 +296,8 @@ void store_free(struct store *st)
     if (!st)
         return;
     event_free(st->beat);
+    event_free(st->rw_ev);
+    free(st->rw);
     redislink_free(st->link); /* in-flight callbacks run now, with NULL replies */
     while (strmap_next(&st->entries, &pos, &k, &v)) {
         struct entry *e = v;
