@@ -7,8 +7,26 @@
  * One process, one socket, one libevent loop: it costs far less per NOTIFY than sipp,
  * which matters when the figure being measured is offhook's own cost per event.
  *
+ * Call state belongs to the extension, so every subscription to one extension (a
+ * subscriber that restarted and subscribed again, before its old dialog was dropped)
+ * gets the same NOTIFYs. Each NOTIFY is retransmitted until answered (RFC 3261 timers
+ * E and F; only the latest of a dialog, which carries the full state). It behaves as a
+ * notifier must when things go wrong: an
+ * in-dialog SUBSCRIBE for a dialog it does not know (it restarted) gets 481, a 481
+ * answer to one of its NOTIFYs drops that dialog, OPTIONS gets 200. The fault-injection
+ * tests drive it through a control socket (--control PORT, UDP on 127.0.0.1, one
+ * command per datagram, answered in one datagram):
+ *
+ *   set EXT STATE     STATE: idle, ringing, on_call, on_hold -> "ok N" (N dialogs notified)
+ *   get               -> "EXT STATE DIALOGS" per line, every extension seen
+ *   stats             -> the counters line
+ *
+ * With --goodbye, SIGTERM ends every live subscription with Subscription-State:
+ * terminated;reason=deactivated (RFC 6665: "subscribe again") before exiting.
+ *
  *   pbxsim --port P [--rate R] [--active K] [--start-after N] [--duration S]
- *          [--expires E] [--events-log FILE] [--stats-every S]
+ *          [--expires E] [--events-log FILE] [--stats-every S] [--control PORT]
+ *          [--goodbye] [--trace FILE]
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -33,21 +51,38 @@
 
 #define MAX_MSG 65536
 
-enum cstate { CS_IDLE, CS_RINGING, CS_ONCALL, CS__N };
-static const char *const cstate_name[] = {"idle", "ringing", "on_call"};
+/* The drive cycles through the first CS_CYCLE states; on_hold only by command. */
+enum cstate { CS_IDLE, CS_RINGING, CS_ONCALL, CS_CYCLE, CS_ONHOLD = CS_CYCLE, CS__N };
+static const char *const cstate_name[] = {"idle", "ringing", "on_call", "on_hold"};
+
+struct dlg;
+
+struct ext {
+    char name[64];
+    enum cstate st;
+    struct dlg **dlgs;   /* live subscriptions to this extension */
+    size_t ndlgs, cap;
+};
 
 struct dlg {
     char *callid;
     char *remote;        /* From of the SUBSCRIBE (with its tag): our To */
     char *local;         /* To of the SUBSCRIBE: our From (plus tag) */
     char *contact;       /* where NOTIFYs go (request URI) */
-    char ext[64];        /* user part of the AOR */
+    struct ext *ext;     /* the extension (user part of the AOR) */
     char tag[24];
     struct sockaddr_in peer;
     unsigned cseq;
     unsigned version;
-    enum cstate st;
-    bool active;         /* may be driven */
+    bool active;         /* live: gets NOTIFYs, may be driven */
+    bool keep;           /* a subscription (not a fetch): its NOTIFYs are retransmitted */
+    /* The latest NOTIFY until it is answered (RFC 3261 17.1.2 over UDP: Timer E doubles
+     * from T1 to T2, Timer F gives up after 64*T1). A newer NOTIFY replaces it. */
+    char *pending;
+    size_t pending_len;
+    unsigned pending_cseq;
+    int64_t next_us, giveup_us, interval_us;
+    struct dlg *pnext, *pprev;
 };
 
 static struct {
@@ -55,6 +90,10 @@ static struct {
     int port;
     struct event_base *base;
     struct strmap dialogs;   /* call-id -> struct dlg* */
+    struct strmap exts;      /* extension -> struct ext* */
+    struct dlg *pending;     /* dialogs with an unanswered NOTIFY */
+    int ctl_fd;
+    bool goodbye;
     struct dlg **list;       /* in arrival order, for picking */
     size_t nlist, cap;
     double rate;
@@ -63,15 +102,17 @@ static struct {
     double duration;
     long expires;
     FILE *events_log;
+    FILE *trace;             /* --trace: one line per message in and out */
     bool driving;
     double credit;
     int64_t drive_started_us, last_tick_us;
     uint64_t rng;
     /* counters */
     uint64_t subscribes, refreshes, unsubscribes, notifies, changes, ok200, other_rsp, bad;
+    uint64_t unknown_dialog, dropped, options, fetches, retransmits, timeouts;
     int64_t first_sub_us, nth_sub_us;
     double stats_every;
-} S = {.rate = 0, .expires = 3600, .stats_every = 5};
+} S = {.rate = 0, .expires = 3600, .stats_every = 5, .ctl_fd = -1};
 
 static int64_t now_us(void)
 {
@@ -124,33 +165,115 @@ static int header(const char *msg, const char *name, char compact, char *out, si
     return -1;
 }
 
+static void trace(const char *dir, const char *msg)
+{
+    char callid[256] = "";
+
+    if (!S.trace)
+        return;
+    header(msg, "Call-ID", 'i', callid, sizeof callid);
+    fprintf(S.trace, "%lld %s %.*s call-id=%s\n", (long long)now_us(), dir,
+            (int)strcspn(msg, "\r\n"), msg, callid);
+}
+
 static void send_to(const struct sockaddr_in *to, const char *buf, size_t len)
 {
+    trace("out", buf);
     if (sendto(S.fd, buf, len, 0, (const struct sockaddr *)to, sizeof *to) < 0)
         S.bad++;
 }
 
 static const char *body_for(const struct dlg *d, char *buf, size_t len)
 {
-    static const char *const dialog_attrs[] = {[CS_IDLE] = "", [CS_RINGING] =
-                                               " direction=\"recipient\"", [CS_ONCALL] = ""};
-    static const char *const dialog_state[] = {
-        [CS_IDLE] = "terminated", [CS_RINGING] = "early", [CS_ONCALL] = "confirmed"};
+    static const char *const dialog_attrs[] = {
+        [CS_IDLE] = "", [CS_RINGING] = " direction=\"recipient\"", [CS_ONCALL] = "",
+        [CS_ONHOLD] = ""};
+    static const char *const dialog_state[] = {[CS_IDLE] = "terminated",
+                                               [CS_RINGING] = "early",
+                                               [CS_ONCALL] = "confirmed",
+                                               [CS_ONHOLD] = "confirmed"};
+    enum cstate st = d->ext->st;
     int n = snprintf(buf, len,
                      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<dialog-info xmlns=\"urn:ietf:"
                      "params:xml:ns:dialog-info\" version=\"%u\" state=\"full\" entity=\"sip:%s"
                      "@pbxsim\">\n",
-                     d->version, d->ext);
-    n += snprintf(buf + n, len - (size_t)n,
-                  " <dialog id=\"%s\"%s>\n  <state>%s</state>\n </dialog>\n", d->ext,
-                  dialog_attrs[d->st], dialog_state[d->st]);
-    snprintf(buf + n, len - (size_t)n, "</dialog-info>\n");
+                     d->version, d->ext->name);
+
+    n += snprintf(buf + n, len - (size_t)n, " <dialog id=\"%s\"%s>\n  <state>%s</state>\n",
+                  d->ext->name, dialog_attrs[st], dialog_state[st]);
+    if (st != CS_IDLE)
+        /* The other party, as Asterisk names it: offhook must not show it by default. */
+        n += snprintf(buf + n, len - (size_t)n,
+                      "  <remote><identity display=\"Caller %s\">sip:555%s@pbxsim</identity>"
+                      "</remote>\n",
+                      d->ext->name, d->ext->name);
+    if (st == CS_ONHOLD)
+        n += snprintf(buf + n, len - (size_t)n,
+                      "  <local><target uri=\"sip:%s@pbxsim\"><param pname=\"+sip.rendering\" "
+                      "pvalue=\"no\"/></target></local>\n",
+                      d->ext->name);
+    snprintf(buf + n, len - (size_t)n, " </dialog>\n</dialog-info>\n");
     return buf;
+}
+
+#define T1_US 500000
+#define T2_US 4000000
+
+static void pending_clear(struct dlg *d)
+{
+    if (!d->pending)
+        return;
+    free(d->pending);
+    d->pending = NULL;
+    if (d->pprev)
+        d->pprev->pnext = d->pnext;
+    else
+        S.pending = d->pnext;
+    if (d->pnext)
+        d->pnext->pprev = d->pprev;
+    d->pnext = d->pprev = NULL;
+}
+
+static void pending_set(struct dlg *d, const char *msg, size_t len)
+{
+    int64_t now = now_us();
+
+    pending_clear(d);
+    d->pending = xmalloc(len);
+    memcpy(d->pending, msg, len);
+    d->pending_len = len;
+    d->pending_cseq = d->cseq;
+    d->interval_us = T1_US;
+    d->next_us = now + T1_US;
+    d->giveup_us = now + 64 * (int64_t)T1_US;
+    d->pprev = NULL;
+    d->pnext = S.pending;
+    if (S.pending)
+        S.pending->pprev = d;
+    S.pending = d;
+}
+
+static void retransmit(evutil_socket_t fd, short what, void *arg)
+{
+    int64_t now = now_us();
+
+    for (struct dlg *d = S.pending, *next; d; d = next) {
+        next = d->pnext;
+        if (now >= d->giveup_us) {
+            S.timeouts++;
+            pending_clear(d);
+        } else if (now >= d->next_us) {
+            S.retransmits++;
+            send_to(&d->peer, d->pending, d->pending_len);
+            d->interval_us = d->interval_us * 2 > T2_US ? T2_US : d->interval_us * 2;
+            d->next_us = now + d->interval_us;
+        }
+    }
 }
 
 static void send_notify(struct dlg *d, const char *substate)
 {
-    char body[1024], msg[4096];
+    char body[2048], msg[4096];
     int n;
 
     body_for(d, body, sizeof body);
@@ -171,6 +294,8 @@ static void send_notify(struct dlg *d, const char *substate)
                  d->callid, ++d->cseq, S.port, substate, strlen(body), body);
     d->version++;
     send_to(&d->peer, msg, (size_t)n);
+    if (d->keep)
+        pending_set(d, msg, (size_t)n);
     S.notifies++;
 }
 
@@ -213,9 +338,68 @@ static void uri_of(const char *v, char *out, size_t len)
     snprintf(out, len, "%.*s", (int)strcspn(v, ";"), v);
 }
 
+static struct ext *ext_get(const char *name)
+{
+    struct ext *x = strmap_get(&S.exts, name);
+
+    if (!x) {
+        x = xcalloc(1, sizeof *x);
+        snprintf(x->name, sizeof x->name, "%s", name);
+        strmap_put(&S.exts, x->name, x);
+    }
+    return x;
+}
+
+static void ext_attach(struct ext *x, struct dlg *d)
+{
+    if (x->ndlgs == x->cap) {
+        x->cap = x->cap ? x->cap * 2 : 2;
+        x->dlgs = xrealloc(x->dlgs, x->cap * sizeof *x->dlgs);
+    }
+    x->dlgs[x->ndlgs++] = d;
+    d->ext = x;
+}
+
+/* The dialog ends: no more NOTIFYs (it stays in the maps so late requests find it). */
+static void dlg_end(struct dlg *d)
+{
+    struct ext *x = d->ext;
+
+    if (!d->active)
+        return;
+    d->active = false;
+    for (size_t i = 0; i < x->ndlgs; i++) {
+        if (x->dlgs[i] == d) {
+            x->dlgs[i] = x->dlgs[--x->ndlgs];
+            break;
+        }
+    }
+}
+
+static void active_substate(char *buf, size_t len)
+{
+    snprintf(buf, len, "active;expires=%ld", S.expires);
+}
+
+/* ext's state changes: every live subscription to it hears of it. */
+static size_t ext_set(struct ext *x, enum cstate st)
+{
+    char sub[64];
+    size_t n = x->ndlgs;
+
+    x->st = st;
+    active_substate(sub, sizeof sub);
+    for (size_t i = 0; i < x->ndlgs; i++)
+        send_notify(x->dlgs[i], sub);
+    S.changes++;
+    if (S.events_log)
+        fprintf(S.events_log, "%lld %s %s\n", (long long)now_us(), x->name, cstate_name[st]);
+    return n;
+}
+
 static void on_subscribe(const char *msg, const struct sockaddr_in *from)
 {
-    char callid[512], fromh[1024], toh[1024], contact[1024], ruri[1024], exp[32];
+    char callid[512], fromh[1024], toh[1024], contact[1024], ruri[1024], exp[32], name[64];
     struct dlg *d;
     long expires = S.expires;
     const char *sp;
@@ -229,23 +413,51 @@ static void on_subscribe(const char *msg, const struct sockaddr_in *from)
     if (header(msg, "Expires", 0, exp, sizeof exp) == 0)
         expires = strtol(exp, NULL, 10) == 0 ? 0 : S.expires;
     d = strmap_get(&S.dialogs, callid);
-    if (d) {
+    if (d && d->active) {
         /* In-dialog: refresh or un-SUBSCRIBE. Every refresh gets a NOTIFY (RFC 6665). */
         respond(msg, from, "200 OK", NULL, expires);
         if (expires == 0) {
             S.unsubscribes++;
             send_notify(d, "terminated;reason=timeout");
-            d->active = false;
+            dlg_end(d);
         } else {
             char sub[64];
             S.refreshes++;
-            snprintf(sub, sizeof sub, "active;expires=%ld", S.expires);
+            active_substate(sub, sizeof sub);
             send_notify(d, sub);
         }
         return;
     }
+    if (d || strcasestr(toh, "tag=")) {
+        /* A dialog this notifier does not know (ended, or from before a restart). */
+        S.unknown_dialog++;
+        respond(msg, from, "481 Call/Transaction Does Not Exist", NULL, 0);
+        return;
+    }
     if (header(msg, "Contact", 'm', contact, sizeof contact) < 0) {
         S.bad++;
+        return;
+    }
+    if (expires == 0) {
+        /* A fetch (RFC 6665 4.4.3), or an un-SUBSCRIBE sent outside its dialog: one
+         * NOTIFY with the state, and no subscription. */
+        struct dlg f = {.callid = callid, .remote = fromh, .local = toh, .contact = ruri,
+                        .peer = *from};
+
+        uri_of(contact, ruri, sizeof ruri);
+        snprintf(f.tag, sizeof f.tag, "sim%llx", (unsigned long long)(rnd() & 0xffffffffff));
+        sp = strstr(msg, "sip:");
+        name[0] = '\0';
+        if (sp) {
+            const char *at = strchr(sp, '@');
+            size_t n = at ? (size_t)(at - sp - 4) : 0;
+            snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1),
+                     sp + 4);
+        }
+        f.ext = ext_get(name);
+        S.fetches++;
+        respond(msg, from, "200 OK", f.tag, 0);
+        send_notify(&f, "terminated;reason=timeout");
         return;
     }
     d = xcalloc(1, sizeof *d);
@@ -258,14 +470,18 @@ static void on_subscribe(const char *msg, const struct sockaddr_in *from)
     snprintf(d->tag, sizeof d->tag, "sim%llx", (unsigned long long)(rnd() & 0xffffffffff));
     d->peer = *from;
     d->active = true;
+    d->keep = true;
+    name[0] = '\0';
     sp = strstr(msg, "sip:");
     if (sp) {
         const char *at = strchr(sp, '@');
         size_t n = at ? (size_t)(at - sp - 4) : 0;
-        if (n >= sizeof d->ext)
-            n = sizeof d->ext - 1;
-        memcpy(d->ext, sp + 4, n);
+        if (n >= sizeof name)
+            n = sizeof name - 1;
+        memcpy(name, sp + 4, n);
+        name[n] = '\0';
     }
+    ext_attach(ext_get(name), d);
     strmap_put(&S.dialogs, d->callid, d);
     if (S.nlist == S.cap) {
         S.cap = S.cap ? S.cap * 2 : 1024;
@@ -278,13 +494,38 @@ static void on_subscribe(const char *msg, const struct sockaddr_in *from)
     respond(msg, from, "200 OK", d->tag, S.expires);
     {
         char sub[64];
-        snprintf(sub, sizeof sub, "active;expires=%ld", S.expires);
+        active_substate(sub, sizeof sub);
         send_notify(d, sub);
     }
     if (S.start_after && S.nlist == S.start_after) {
         S.nth_sub_us = now_us();
         fprintf(stderr, "pbxsim: %zu subscriptions in %.3f s (first to last)\n", S.nlist,
                 (double)(S.nth_sub_us - S.first_sub_us) / 1e6);
+    }
+}
+
+/* A response to one of our NOTIFYs: it ends the retransmissions; 481 means the
+ * subscriber forgot the dialog. */
+static void on_response(const char *msg)
+{
+    char callid[512], cseq[64];
+    struct dlg *d;
+    bool ok = strncmp(msg, "SIP/2.0 200", 11) == 0;
+
+    if (ok)
+        S.ok200++;
+    else
+        S.other_rsp++;
+    if (strncmp(msg, "SIP/2.0 1", 9) == 0 ||
+        header(msg, "Call-ID", 'i', callid, sizeof callid) < 0 ||
+        !(d = strmap_get(&S.dialogs, callid)))
+        return;
+    if (d->pending && header(msg, "CSeq", 0, cseq, sizeof cseq) == 0 &&
+        strtoul(cseq, NULL, 10) == d->pending_cseq)
+        pending_clear(d);
+    if (strncmp(msg, "SIP/2.0 481", 11) == 0 && d->active) {
+        S.dropped++;
+        dlg_end(d);
     }
 }
 
@@ -300,14 +541,19 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         if (n < 0)
             return;
         buf[n] = '\0';
-        if (strncmp(buf, "SUBSCRIBE ", 10) == 0)
+        trace("in", buf);
+        if (strncmp(buf, "SUBSCRIBE ", 10) == 0) {
             on_subscribe(buf, &from);
-        else if (strncmp(buf, "SIP/2.0 200", 11) == 0)
-            S.ok200++;
-        else if (strncmp(buf, "SIP/2.0 ", 8) == 0)
-            S.other_rsp++;
-        else
+        } else if (strncmp(buf, "OPTIONS ", 8) == 0) {
+            S.options++;
+            respond(buf, &from, "200 OK", NULL, 0);
+        } else if (strncmp(buf, "SIP/2.0 ", 8) == 0) {
+            on_response(buf);
+        } else if (strncmp(buf, "ACK ", 4) != 0 && isupper((unsigned char)buf[0])) {
+            respond(buf, &from, "501 Not Implemented", NULL, 0);
+        } else {
             S.bad++;
+        }
     }
 }
 
@@ -332,36 +578,98 @@ static void drive(evutil_socket_t fd, short what, void *arg)
     S.last_tick_us = now;
     while (S.credit >= 1.0) {
         struct dlg *d = S.list[rnd() % pool];
-        char sub[64];
 
         S.credit -= 1.0;
         if (!d->active)
             continue;
-        d->st = (enum cstate)((d->st + 1) % CS__N);
-        snprintf(sub, sizeof sub, "active;expires=%ld", S.expires);
-        send_notify(d, sub);
-        S.changes++;
-        if (S.events_log)
-            fprintf(S.events_log, "%lld %s %s\n", (long long)now_us(), d->ext,
-                    cstate_name[d->st]);
+        ext_set(d->ext, (enum cstate)((d->ext->st + 1) % CS_CYCLE));
     }
+}
+
+/* ---- control socket ---------------------------------------------------------------- */
+
+static void on_control(evutil_socket_t fd, short what, void *arg)
+{
+    char cmd[512], out[MAX_MSG];
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(fd, cmd, sizeof cmd - 1, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+    size_t len = 0;
+
+    if (n < 0)
+        return;
+    cmd[n] = '\0';
+    cmd[strcspn(cmd, "\r\n")] = '\0';
+    if (strncmp(cmd, "set ", 4) == 0) {
+        char name[64], state[32];
+        int st = -1;
+
+        if (sscanf(cmd + 4, "%63s %31s", name, state) == 2) {
+            for (int i = 0; i < CS__N; i++)
+                if (strcmp(state, cstate_name[i]) == 0)
+                    st = i;
+        }
+        if (st < 0)
+            len = (size_t)snprintf(out, sizeof out, "error: set EXT idle|ringing|on_call|on_hold");
+        else
+            len = (size_t)snprintf(out, sizeof out, "ok %zu",
+                                   ext_set(ext_get(name), (enum cstate)st));
+    } else if (strcmp(cmd, "get") == 0) {
+        size_t pos = 0;
+        const char *k;
+        void *v;
+
+        while (strmap_next(&S.exts, &pos, &k, &v) && len + 128 < sizeof out) {
+            const struct ext *x = v;
+            len += (size_t)snprintf(out + len, sizeof out - len, "%s %s %zu\n", x->name,
+                                    cstate_name[x->st], x->ndlgs);
+        }
+    } else if (strcmp(cmd, "stats") == 0) {
+        len = (size_t)snprintf(
+            out, sizeof out,
+            "subscribes=%llu refreshes=%llu unsubscribes=%llu notifies=%llu changes=%llu "
+            "unknown_dialog=%llu dropped=%llu options=%llu fetches=%llu retransmits=%llu "
+            "timeouts=%llu",
+            (unsigned long long)S.subscribes, (unsigned long long)S.refreshes,
+            (unsigned long long)S.unsubscribes, (unsigned long long)S.notifies,
+            (unsigned long long)S.changes, (unsigned long long)S.unknown_dialog,
+            (unsigned long long)S.dropped, (unsigned long long)S.options,
+            (unsigned long long)S.fetches, (unsigned long long)S.retransmits,
+            (unsigned long long)S.timeouts);
+    } else {
+        len = (size_t)snprintf(out, sizeof out, "error: unknown command");
+    }
+    sendto(fd, out, len, 0, (struct sockaddr *)&from, fl);
 }
 
 static void stats(evutil_socket_t fd, short what, void *arg)
 {
     fprintf(stderr,
             "pbxsim: dialogs=%zu subscribes=%llu refreshes=%llu unsubscribes=%llu "
-            "notifies=%llu changes=%llu ok=%llu other=%llu bad=%llu\n",
+            "notifies=%llu changes=%llu ok=%llu other=%llu bad=%llu unknown_dialog=%llu "
+            "dropped=%llu fetches=%llu retransmits=%llu timeouts=%llu\n",
             S.nlist, (unsigned long long)S.subscribes, (unsigned long long)S.refreshes,
             (unsigned long long)S.unsubscribes, (unsigned long long)S.notifies,
             (unsigned long long)S.changes, (unsigned long long)S.ok200,
-            (unsigned long long)S.other_rsp, (unsigned long long)S.bad);
+            (unsigned long long)S.other_rsp, (unsigned long long)S.bad,
+            (unsigned long long)S.unknown_dialog, (unsigned long long)S.dropped,
+            (unsigned long long)S.fetches, (unsigned long long)S.retransmits,
+            (unsigned long long)S.timeouts);
     if (S.events_log)
         fflush(S.events_log);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
+    if (S.goodbye && sig == SIGTERM) {
+        /* A clean shutdown tells each subscriber to subscribe again (RFC 6665 4.1.3). */
+        for (size_t i = 0; i < S.nlist; i++) {
+            if (S.list[i]->active) {
+                send_notify(S.list[i], "terminated;reason=deactivated");
+                dlg_end(S.list[i]);
+            }
+        }
+    }
     event_base_loopexit(S.base, NULL);
 }
 
@@ -373,13 +681,15 @@ int main(int argc, char **argv)
         {"duration", required_argument, NULL, 'd'}, {"expires", required_argument, NULL, 'e'},
         {"events-log", required_argument, NULL, 'l'},
         {"stats-every", required_argument, NULL, 'S'},
+        {"control", required_argument, NULL, 'c'}, {"goodbye", no_argument, NULL, 'g'},
+        {"trace", required_argument, NULL, 't'},
         {NULL, 0, NULL, 0}};
     struct sockaddr_in sa = {.sin_family = AF_INET};
     struct timeval tick = {0, 2000};
     struct timeval st;
-    int c, bufsz = 8 << 20;
+    int c, bufsz = 8 << 20, ctl_port = 0;
 
-    while ((c = getopt_long(argc, argv, "p:r:a:s:d:e:l:S:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:r:a:s:d:e:l:S:c:gt:", opts, NULL)) != -1) {
         switch (c) {
         case 'p': S.port = atoi(optarg); break;
         case 'r': S.rate = atof(optarg); break;
@@ -389,9 +699,17 @@ int main(int argc, char **argv)
         case 'e': S.expires = atol(optarg); break;
         case 'l': S.events_log = fopen(optarg, "w"); break;
         case 'S': S.stats_every = atof(optarg); break;
+        case 'c': ctl_port = atoi(optarg); break;
+        case 'g': S.goodbye = true; break;
+        case 't':
+            S.trace = fopen(optarg, "a");
+            if (S.trace)
+                setvbuf(S.trace, NULL, _IOLBF, 0);
+            break;
         default:
             fprintf(stderr, "usage: %s --port P [--rate R] [--active K] [--start-after N] "
-                            "[--duration S] [--expires E] [--events-log FILE]\n", argv[0]);
+                            "[--duration S] [--expires E] [--events-log FILE] [--stats-every S] "
+                            "[--control PORT] [--goodbye] [--trace FILE]\n", argv[0]);
             return 2;
         }
     }
@@ -401,6 +719,7 @@ int main(int argc, char **argv)
     }
     S.rng = (uint64_t)now_us() | 1;
     strmap_init(&S.dialogs);
+    strmap_init(&S.exts);
     S.fd = socket(AF_INET, SOCK_DGRAM, 0);
     setsockopt(S.fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
     setsockopt(S.fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
@@ -411,8 +730,24 @@ int main(int argc, char **argv)
         return 1;
     }
     S.base = event_base_new();
+    if (ctl_port) {
+        struct sockaddr_in ca = {.sin_family = AF_INET};
+
+        S.ctl_fd = socket(AF_INET, SOCK_DGRAM, 0);
+        ca.sin_port = htons((uint16_t)ctl_port);
+        ca.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (bind(S.ctl_fd, (struct sockaddr *)&ca, sizeof ca) < 0) {
+            perror("pbxsim: bind control");
+            return 1;
+        }
+        event_add(event_new(S.base, S.ctl_fd, EV_READ | EV_PERSIST, on_control, NULL), NULL);
+    }
     event_add(event_new(S.base, S.fd, EV_READ | EV_PERSIST, on_read, NULL), NULL);
     event_add(event_new(S.base, -1, EV_PERSIST, drive, NULL), &tick);
+    {
+        struct timeval rt = {0, 50000};
+        event_add(event_new(S.base, -1, EV_PERSIST, retransmit, NULL), &rt);
+    }
     st.tv_sec = (long)S.stats_every;
     st.tv_usec = (long)((S.stats_every - (double)st.tv_sec) * 1e6);
     event_add(event_new(S.base, -1, EV_PERSIST, stats, NULL), &st);

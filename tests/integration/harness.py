@@ -472,6 +472,60 @@ class SippPbx:
             self.proc.stop(signal.SIGINT, timeout=1)  # then SIGKILL: sipp keeps no state
 
 
+class PbxSim:
+    """bench/pbxsim playing the PBX, driven call by call through its control socket:
+    the test sets each extension's call state and reads back what the PBX holds."""
+
+    def __init__(self, workdir, port, goodbye=True, expires=3600):
+        self.dir = workdir
+        self.port = port
+        self.ctl_port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.goodbye = goodbye
+        self.expires = expires
+        self.proc = None
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+        argv = [binary("pbxsim"), "--port", str(self.port), "--control", str(self.ctl_port),
+                "--expires", str(self.expires), "--stats-every", "3600"]
+        if self.goodbye:
+            argv.append("--goodbye")
+        if os.environ.get("OFFHOOK_PBXSIM_TRACE") == "1":
+            argv += ["--trace", os.path.join(self.dir, "pbxsim.trace")]
+        self.proc = Proc("pbxsim", argv, self.dir)
+        wait_until(lambda: self.command("stats", timeout=0.2).startswith("subscribes="),
+                   what="pbxsim control socket")
+        return self
+
+    def command(self, text, timeout=2.0):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(timeout)
+        try:
+            s.sendto(text.encode(), ("127.0.0.1", self.ctl_port))
+            return s.recv(65536).decode()
+        finally:
+            s.close()
+
+    def set(self, ext, state):
+        """ext's call state becomes state; returns how many subscriptions were told."""
+        out = self.command("set %s %s" % (ext, state))
+        if not out.startswith("ok "):
+            raise RuntimeError("pbxsim: %s" % out)
+        return int(out.split()[1])
+
+    def get(self):
+        """{ext: (state, live subscriptions)} for every extension the PBX knows."""
+        out = {}
+        for line in self.command("get").splitlines():
+            ext, state, n = line.split()
+            out[ext] = (state, int(n))
+        return out
+
+    def stats(self):
+        return dict(kv.split("=") for kv in self.command("stats").split())
+
+
 def offhook_config(path, redis_url, xmpp_port, sip_listen_port, pbx_port, metrics_sb,
                    metrics_comp, users, domain="phone.localhost", secret="s3cret",
                    extra="", loglevel="debug"):
@@ -649,9 +703,9 @@ class Stack:
             wait_until(self.sipbridge.ready, timeout=30, what="sipbridge /readyz")
         return self.sipbridge
 
-    def watcher(self, jid, password="pw", pep_nodes=()):
+    def watcher(self, jid, password="pw", pep_nodes=(), reconnect=False):
         from watcher import Watcher
-        w = Watcher(jid, password, self.prosody.c2s, pep_nodes=pep_nodes)
+        w = Watcher(jid, password, self.prosody.c2s, pep_nodes=pep_nodes, reconnect=reconnect)
         self.watchers.append(w)
         return w
 

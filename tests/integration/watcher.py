@@ -41,8 +41,14 @@ class PepEvent:
 
 
 class Watcher:
-    def __init__(self, jid, password, port, host="127.0.0.1", pep_nodes=()):
+    def __init__(self, jid, password, port, host="127.0.0.1", pep_nodes=(), reconnect=False):
         self.jid = jid
+        # reconnect: log in again after the server goes away, as clients do; the roster's
+        # view (current()) starts empty again in each session.
+        self.reconnect = reconnect
+        self.closing = False
+        self.sessions = 0
+        self.current_views = {}
         self.pep_nodes = list(pep_nodes)
         self.pep = []
         self.presences = []
@@ -78,8 +84,8 @@ class Watcher:
         # subscription requests; None leaves them to us.)
         c.auto_authorize = None
         c.auto_subscribe = False
-        c.add_event_handler("disconnected", lambda e: self.disconnected.set())
-        c.connect((self.host, self.port), disable_starttls=True, force_starttls=False)
+        c.add_event_handler("disconnected", self._disconnected)
+        self._connect()
         self.loop.run_forever()
         # Let slixmpp's tasks finish cancelling, so nothing is left pending at exit.
         pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
@@ -88,6 +94,15 @@ class Watcher:
         if pending:
             self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
+
+    def _connect(self):
+        self.client.connect((self.host, self.port), disable_starttls=True,
+                            force_starttls=False)
+
+    def _disconnected(self, event):
+        self.disconnected.set()
+        if self.reconnect and not self.closing:
+            self.loop.call_later(0.5, self._connect)
 
     def _fail(self, why):
         self.failed = why
@@ -100,6 +115,10 @@ class Watcher:
             for node in self.pep_nodes:
                 self.client.plugin["xep_0163"].add_interest(node)
             await self.client.plugin["xep_0115"].update_caps()
+        with self.lock:
+            self.sessions += 1
+            self.current_views = {}
+        self.disconnected.clear()
         self.client.send_presence()
         await self.client.get_roster()
         self.connected.set()
@@ -137,9 +156,17 @@ class Watcher:
         if ptype in ("available", "chat", "away", "dnd", "xa"):
             ptype = "available"
         reach = [a.get("uri") for a in p.xml.iter("{urn:xmpp:reach:0}addr")]
+        pr = Presence(frm, ptype, p["show"] if ptype == "available" else "", p["status"], reach)
         with self.lock:
-            self.presences.append(Presence(frm, ptype, p["show"] if ptype == "available" else "",
-                                           p["status"], reach))
+            self.presences.append(pr)
+            if ptype in ("available", "unavailable"):
+                self.current_views[frm] = pr.view()
+
+    def current(self):
+        """{contact: (type, show, status)} as the client shows it now: the latest presence
+        of each contact received in this session."""
+        with self.lock:
+            return dict(self.current_views)
 
     def call(self, fn):
         """Runs fn() in the client's loop thread."""
@@ -189,6 +216,7 @@ class Watcher:
         return v[-1] if v else None
 
     def close(self):
+        self.closing = True
         if self.client and not self.disconnected.is_set():
             self.call(lambda: self.client.disconnect())
             self.disconnected.wait(5)

@@ -1,0 +1,226 @@
+"""Issue 6's fault matrix: with calls going on for 50 users, each of Redis, Prosody, the
+PBX, sipbridge and the component is restarted cleanly (SIGTERM) and killed (SIGKILL) in
+the middle of calls. Calls keep changing while it is down (for the PBX: right after it is
+back, before offhook has noticed). After it returns, the chat user's client must show
+every phone exactly as the PBX holds the calls, within BOUND_S seconds; the time is
+measured and reported, and the suite then checks that fresh changes still flow.
+
+The PBX is bench/pbxsim, driven call by call through its control socket, so the test
+knows the truth. Redis runs without persistence: every restart comes back empty.
+
+Set OFFHOOK_FAULTS_REPORT=FILE to append one JSON line per cell (docs/reliability.md).
+"""
+
+import json
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from harness import PbxSim, Stack, Workdir, wait_until
+
+N_USERS = 50
+BOUND_S = 10.0
+EXT0 = 2000
+STATES = ("idle", "ringing", "on_call", "on_hold")
+VIEW = {
+    "idle": ("available", "", ""),
+    "ringing": ("available", "", "Ringing"),
+    "on_call": ("available", "dnd", "On the phone"),
+    "on_hold": ("available", "dnd", "On hold"),
+}
+UNKNOWN = ("unavailable", "", "Phone status unknown")
+
+
+def contact(i):
+    return "u%02d@phone.localhost" % i
+
+
+class Matrix:
+    """One stack for the whole matrix: Redis, Prosody, pbxsim, both daemons, a watcher."""
+
+    def __init__(self, workdir):
+        users = [("u%02d@localhost" % i, str(EXT0 + i)) for i in range(N_USERS)]
+        self.s = Stack(workdir, users=users, chat_users=("boss",), other_domain_users=(),
+                       loglevel=os.environ.get("OFFHOOK_FAULTS_LOGLEVEL", "info"))
+        self.pbx = PbxSim(workdir, self.s.pbx_port).start()
+        self.s.start_component()
+        self.s.start_sipbridge()
+        self.truth = {i: "idle" for i in range(N_USERS)}
+        self.rng = random.Random(6)
+        self.w = self.s.watcher("boss@localhost", reconnect=True)
+        for i in range(N_USERS):
+            self.w.subscribe(contact(i))
+        self.converge(timeout=60)
+
+    # ---- calls ---------------------------------------------------------------------
+    def set(self, i, state):
+        self.pbx.set(EXT0 + i, state)
+        self.truth[i] = state
+
+    def shuffle(self, count=N_USERS):
+        """count users change call state (each to a different one), many mid-call."""
+        for i in self.rng.sample(range(N_USERS), count):
+            self.set(i, self.rng.choice([st for st in STATES if st != self.truth[i]]))
+
+    def pbx_restarted(self):
+        """A PBX that restarts has dropped its calls."""
+        for i in range(N_USERS):
+            self.truth[i] = "idle"
+
+    # ---- what the client shows ------------------------------------------------------
+    def wrong(self):
+        cur = self.w.current()
+        return {contact(i): (cur.get(contact(i)), VIEW[self.truth[i]])
+                for i in range(N_USERS) if cur.get(contact(i)) != VIEW[self.truth[i]]}
+
+    def converge(self, timeout=30.0):
+        """Seconds until the client shows every phone as the PBX holds it."""
+        t0 = time.monotonic()
+        try:
+            wait_until(lambda: not self.wrong(), timeout=timeout, interval=0.05,
+                       what="every phone shown as the PBX holds it")
+        except TimeoutError:
+            w = self.wrong()
+            try:
+                held = {k: v for k, v in self.pbx.get().items() if v[1] != 1}
+            except OSError as e:
+                held = repr(e)
+            raise AssertionError("%d phones wrong after %.0fs, e.g. %r; PBX extensions without "
+                                 "exactly one subscription: %r\n%s" % (
+                                     len(w), timeout, sorted(w.items())[:5], held,
+                                     self.s.logs()))
+        return time.monotonic() - t0
+
+    # ---- the services ----------------------------------------------------------------
+    def stop(self, what, how):
+        sig = signal.SIGKILL if how == "kill9" else signal.SIGTERM
+        proc = {"redis": lambda: self.s.redis.proc, "prosody": lambda: self.s.prosody.proc,
+                "pbx": lambda: self.pbx.proc, "sipbridge": lambda: self.s.sipbridge,
+                "component": lambda: self.s.component}[what]()
+        if sig == signal.SIGKILL:
+            proc.kill9()
+        else:
+            rc = proc.stop()
+            if what in ("sipbridge", "component"):
+                assert rc == 0, "%s exited with %s on SIGTERM" % (what, rc)
+
+    def start(self, what):
+        if what == "redis":
+            self.s.redis.start()
+        elif what == "prosody":
+            self.s.prosody.start()
+        elif what == "pbx":
+            self.pbx.start()
+        elif what == "sipbridge":
+            self.s.start_sipbridge()
+        else:
+            self.s.start_component(wait_ready=False)
+
+    def close(self):
+        problems = self.s.stop()
+        if self.pbx.proc:
+            self.pbx.proc.stop()
+        return problems
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    wd = Workdir()
+    m = Matrix(wd.path)
+    yield m
+    problems = m.close()
+    wd.cleanup()
+    assert not problems, "daemon problems:\n" + "\n".join(problems)
+
+
+CELLS = [(svc, how) for svc in ("redis", "prosody", "pbx", "sipbridge", "component")
+         for how in ("restart", "kill9")]
+
+
+@pytest.mark.parametrize("svc,how", CELLS, ids=["%s-%s" % c for c in CELLS])
+def test_fault(matrix, svc, how):
+    m = matrix
+    m.shuffle()                      # mid-call: about half the phones are busy
+    m.converge()
+    sb_before = m.s.sipbridge.metrics()
+
+    m.stop(svc, how)
+    down_at = time.monotonic()
+    outage_changes = 0
+    if svc != "pbx":
+        # Calls go on while it is down: none of these may be lost.
+        for _ in range(4):
+            m.shuffle(5)
+            outage_changes += 5
+            time.sleep(0.25)
+        if svc == "redis":
+            # sipbridge holds what it could not write (bounded by the number of users).
+            pending = wait_until(lambda: m.s.sipbridge.metrics().get(
+                "offhook_store_pending_users", 0), what="sipbridge buffering")
+            assert 0 < pending <= N_USERS
+    else:
+        time.sleep(1.0)
+    m.start(svc)
+    t0 = time.monotonic()
+    if svc == "pbx":
+        m.pbx_restarted()
+        # Calls on the PBX that came back, before offhook has subscribed again.
+        m.shuffle(10)
+        outage_changes = 10
+    # There is something to recover: the client does not show the truth yet.
+    stale = len(m.wrong())
+    assert stale > 0
+    took = m.converge()
+    recovered = time.monotonic()
+
+    # And it keeps working: one more change for everyone arrives.
+    m.shuffle()
+    t1 = time.monotonic()
+    m.converge()
+    after = time.monotonic() - t1
+
+    # The matching evidence in the metrics.
+    sb = m.s.sipbridge.metrics()
+    if svc == "redis":
+        assert sb.get("offhook_store_rewrites_total", 0) > 0
+        assert sb.get("offhook_store_pending_users", -1) == 0
+    if svc == "pbx" and how == "kill9":
+        assert sb.get("offhook_notifier_lost_total", 0) > sb_before.get(
+            "offhook_notifier_lost_total", 0)
+    if svc == "pbx" and how == "restart":
+        assert sb.get('offhook_resubscribes_total{cause="terminated"}', 0) > sb_before.get(
+            'offhook_resubscribes_total{cause="terminated"}', 0)
+    # Every user holds exactly one live subscription on the PBX again.
+    held = m.pbx.get()
+    assert all(held[str(EXT0 + i)][1] == 1 for i in range(N_USERS)), held
+
+    row = {"service": svc, "fault": how, "users": N_USERS, "outage_s": round(t0 - down_at, 2),
+           "changes_during_outage": outage_changes, "phones_wrong_at_restart": stale,
+           "converged_s": round(took, 2),
+           "next_change_s": round(after, 2)}
+    print("FAULT %s" % json.dumps(row))
+    out = os.environ.get("OFFHOOK_FAULTS_REPORT")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    assert recovered - t0 <= BOUND_S + 0.5 and took <= BOUND_S, (
+        "%s %s: converged in %.1fs (bound %.0fs)" % (svc, how, took, BOUND_S))
+
+
+def test_sipbridge_gone_shows_unknown(matrix):
+    """sipbridge stopped and its heartbeat expired: nobody keeps Redis true any more, so
+    every phone shows "unknown" rather than a frozen state; its return restores them."""
+    m = matrix
+    m.shuffle()
+    m.converge()
+    m.s.sipbridge.stop()
+    # What the heartbeat's TTL would do after 30 s, without waiting for it.
+    m.s.redis.cli("DEL", "offhook:heartbeat:sipbridge")
+    wait_until(lambda: all(m.w.current().get(contact(i)) == UNKNOWN for i in range(N_USERS)),
+               timeout=15, what="every phone unknown")
+    assert m.s.component.metrics()["offhook_sipbridge_alive"] == 0
+    m.s.start_sipbridge()
+    assert m.converge() <= BOUND_S
