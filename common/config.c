@@ -128,6 +128,10 @@ static const struct cfg_key keys[] = {
      0, NULL,
      "on a clean stop, leave phone contacts' presence and PEP items as they are (yes, for "
      "planned restarts) instead of marking them unavailable/cleared (no)"},
+    {"component", "max_stanza", T_INT, OFF(component_max_stanza), "65536", true, 1024,
+     16L << 20, NULL,
+     "largest incoming stanza handled, in bytes of names, attributes and text; larger ones "
+     "get a policy-violation error"},
 
     {"privacy", "show_remote_party", T_BOOL, OFF(show_remote_party), "no", true, 0, 0, NULL,
      "let the other party's name/number leave sipbridge (per user: [user JID])"},

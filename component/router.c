@@ -17,6 +17,7 @@
 
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 #define GATEWAY_QUERY_MAX 256 /* longest number, extension or SIP URI looked up */
+#define STANZA_DEPTH_MAX 32   /* deeper nesting is refused like an oversized stanza */
 
 static struct metric *m_in, *m_rejected, *m_refused_watchers;
 
@@ -30,7 +31,8 @@ void router_register_metrics(void)
                             "reason",
                             (const char *const[]){"bad_address", "foreign_to", "unknown_contact",
                                                   "service_unavailable", "bad_request",
-                                                  "forbidden", "item_not_found", NULL});
+                                                  "forbidden", "item_not_found", "too_large",
+                                                  NULL});
     m_refused_watchers = metric_new(METRIC_COUNTER, "offhook_watchers_refused_total",
                                     "Presence subscriptions or probes refused by the watcher "
                                     "policy.",
@@ -309,6 +311,36 @@ static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bar
 
 /* ---- entry ------------------------------------------------------------------------- */
 
+/* Adds st's size (names, attributes, text) to *size; false once over limit or nested
+ * deeper than STANZA_DEPTH_MAX (it stops walking there). */
+static bool stanza_fits(xmpp_stanza_t *st, size_t limit, size_t *size, int depth)
+{
+    if (depth > STANZA_DEPTH_MAX)
+        return false;
+    if (xmpp_stanza_is_text(st)) {
+        const char *t = xmpp_stanza_get_text_ptr(st);
+        *size += t ? strlen(t) : 0;
+        return *size <= limit;
+    }
+    {
+        const char *name = xmpp_stanza_get_name(st);
+        int n = xmpp_stanza_get_attribute_count(st);
+        const char *attrs[64];
+
+        *size += name ? strlen(name) : 0;
+        if (n > (int)(sizeof attrs / sizeof attrs[0]) / 2)
+            return false; /* 32 attributes on one element: nobody legitimate */
+        n = xmpp_stanza_get_attributes(st, attrs, (int)(sizeof attrs / sizeof attrs[0]));
+        for (int i = 0; i < n; i++)
+            *size += attrs[i] ? strlen(attrs[i]) : 0;
+    }
+    for (xmpp_stanza_t *c = xmpp_stanza_get_children(st); c; c = xmpp_stanza_get_next(c)) {
+        if (*size > limit || !stanza_fits(c, limit, size, depth + 1))
+            return false;
+    }
+    return *size <= limit;
+}
+
 void router_stanza(struct component *c, xmpp_stanza_t *st)
 {
     const char *name = xmpp_stanza_get_name(st);
@@ -337,6 +369,19 @@ void router_stanza(struct component *c, xmpp_stanza_t *st)
     }
     if (jid_format_bare(&tj, to_bare, sizeof to_bare) < 0)
         return;
+    {
+        size_t size = 0;
+        if (!stanza_fits(st, (size_t)c->cfg->component_max_stanza, &size, 0)) {
+            log_warn("router", "event=stanza_refused kind=%s from=%s reason=\"larger than "
+                               "[component] max_stanza (%ld bytes) or nested deeper than %d\"",
+                     kind, from, c->cfg->component_max_stanza, STANZA_DEPTH_MAX);
+            if (fj.local[0])
+                send_error(c, st, "modify", "policy-violation", "too_large");
+            else
+                metric_inc(m_rejected, "too_large"); /* a server gets no error back */
+            return;
+        }
+    }
     if (!strcmp(kind, "presence")) {
         if (tj.local[0])
             handle_presence(c, st, &fj, from, to_bare);

@@ -48,6 +48,7 @@ struct xmpplink {
     short ev_what;            /* what ev_fd waits for */
     struct event *ev_retry;   /* reconnect after backoff, or connect timeout */
     struct event *ev_nudge;   /* extra pass while the handshake is in flight */
+    struct event *ev_close;   /* a pass after libstrophe's disconnect timeout */
     struct backoff bo;
     bool up;                  /* handshake accepted */
     bool connecting;          /* xmpp_connect_component issued, not yet up or down */
@@ -57,8 +58,13 @@ struct xmpplink {
     bool closing;             /* xmpplink_free in progress: no reconnect */
     bool refuse_sockets;      /* the state-priming connect must not open anything */
     bool secret_warned;
+    bool invalid_xml;         /* the server sent XML that does not parse */
+    bool lost_counted;        /* the coming disconnect is already counted */
     unsigned long sent;
 };
+
+/* The process's one link, for the log hook below. */
+static struct xmpplink *the_link;
 
 static struct metric *m_connected, *m_sent, *m_refused, *m_disconnects;
 
@@ -80,7 +86,7 @@ void xmpplink_register_metrics(void)
                                "Component stream losses, by cause.", "cause",
                                (const char *const[]){"not_authorized", "stream_error",
                                                      "connect_failed", "socket", "timeout",
-                                                     NULL});
+                                                     "invalid_xml", NULL});
 }
 
 /* ---- libstrophe logging ------------------------------------------------------------ */
@@ -94,6 +100,11 @@ static void strophe_log(void *userdata, xmpp_log_level_t level, const char *area
                                           : LOG_DEBUG;
 
     LOG_AT(prio, "strophe", "area=%s msg=\"%.1500s\"", area, msg);
+    /* libstrophe 0.12 answers XML it cannot parse with a stream error but keeps the
+     * socket, with its parser dead: the stream would stay up and deaf. Its only sign is
+     * this debug line, so the link closes the stream itself after the pass. */
+    if (the_link && area && strcmp(area, "xmpp") == 0 && strncmp(msg, "parse error", 11) == 0)
+        the_link->invalid_xml = true;
 }
 
 static const xmpp_log_t strophe_logger = {.handler = strophe_log, .userdata = NULL};
@@ -118,6 +129,21 @@ static void run_passes(struct xmpplink *l)
         l->dirty = false;
         xmpp_run_once(l->ctx, 0);
         passes++;
+        if (l->invalid_xml) {
+            l->invalid_xml = false;
+            metric_inc(m_disconnects, "invalid_xml");
+            log_err("xmpp", "event=stream_error domain=%s reason=\"the server sent XML that "
+                            "does not parse\" action=reconnect",
+                    l->domain);
+            l->lost_counted = true;
+            xmpp_disconnect(l->conn);
+            /* It waits for the server's </stream:stream> up to 2 s, a timed handler that
+             * only runs inside a pass: make sure one comes. */
+            {
+                struct timeval tv = {.tv_sec = 2, .tv_usec = 200000};
+                evtimer_add(l->ev_close, &tv);
+            }
+        }
         if (l->fd_closed || passes >= MAX_PASSES)
             break;
         /* Another pass flushes what this one queued while reading or connecting. */
@@ -159,6 +185,14 @@ static void on_nudge(evutil_socket_t fd, short what, void *arg)
     struct xmpplink *l = arg;
 
     if (l->fd >= 0 && l->connecting && !l->up)
+        run_passes(l);
+}
+
+static void on_close_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct xmpplink *l = arg;
+
+    if (l->fd >= 0)
         run_passes(l);
 }
 
@@ -253,7 +287,8 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
     } else if (l->up && l->closing) {
         log_info("xmpp", "event=closed domain=%s", l->domain);
     } else if (l->up) {
-        metric_inc(m_disconnects, "socket");
+        if (!l->lost_counted)
+            metric_inc(m_disconnects, "socket");
         log_warn("xmpp", "event=disconnected domain=%s error=%d", l->domain, error);
     } else {
         metric_inc(m_disconnects, "connect_failed");
@@ -266,6 +301,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
         l->ops.on_down(l->arg);
     }
     l->connecting = false;
+    l->lost_counted = false;
     if (!l->closing)
         schedule_reconnect(l);
 }
@@ -360,6 +396,7 @@ struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_conf
     /* Capped at 5 s: once the server is back, watchers see the truth within seconds. */
     backoff_init(&l->bo, 500, 5000, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
     l->ctx = xmpp_ctx_new(NULL, &strophe_logger);
+    the_link = l;
     l->conn = xmpp_conn_new(l->ctx);
     xmpp_conn_set_jid(l->conn, cfg->xmpp_domain);
     xmpp_conn_set_pass(l->conn, cfg->xmpp_secret);
@@ -370,6 +407,7 @@ struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_conf
                          "the first stanza\"");
     l->ev_retry = evtimer_new(base, on_retry, l);
     l->ev_nudge = evtimer_new(base, on_nudge, l);
+    l->ev_close = evtimer_new(base, on_close_timer, l);
     metric_set(m_connected, NULL, 0);
     start_connect(l);
     return l;
@@ -389,9 +427,12 @@ void xmpplink_free(struct xmpplink *l)
         event_free(l->ev_fd);
     event_free(l->ev_retry);
     event_free(l->ev_nudge);
+    event_free(l->ev_close);
     xmpp_conn_release(l->conn);
     xmpp_ctx_free(l->ctx);
     xmpp_shutdown();
+    if (the_link == l)
+        the_link = NULL;
     free(l->domain);
     free(l->host);
     free(l);
