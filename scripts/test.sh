@@ -9,6 +9,8 @@ echo "== unit tests"
 ctest --test-dir build --output-on-failure
 echo "== integration tests"
 OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+echo "== benchmark harness, smoke mode (figures: docs/performance.md)"
+OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 bench/run.py --smoke
 echo "== Debian package: build, install, check, purge"
 bash tests/package/test_deb.sh
 echo "== the same under AddressSanitizer + UndefinedBehaviorSanitizer"
