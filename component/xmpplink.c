@@ -49,6 +49,8 @@ struct xmpplink {
     struct event *ev_retry;   /* reconnect after backoff, or connect timeout */
     struct event *ev_nudge;   /* extra pass while the handshake is in flight */
     struct event *ev_close;   /* a pass after libstrophe's disconnect timeout */
+    struct event *ev_flush;   /* one pass for everything sent in this loop turn */
+    bool flush_pending;
     struct backoff bo;
     bool up;                  /* handshake accepted */
     bool connecting;          /* xmpp_connect_component issued, not yet up or down */
@@ -185,6 +187,15 @@ static void on_nudge(evutil_socket_t fd, short what, void *arg)
     struct xmpplink *l = arg;
 
     if (l->fd >= 0 && l->connecting && !l->up)
+        run_passes(l);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct xmpplink *l = arg;
+
+    l->flush_pending = false;
+    if (l->fd >= 0 && l->dirty)
         run_passes(l);
 }
 
@@ -408,6 +419,7 @@ struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_conf
     l->ev_retry = evtimer_new(base, on_retry, l);
     l->ev_nudge = evtimer_new(base, on_nudge, l);
     l->ev_close = evtimer_new(base, on_close_timer, l);
+    l->ev_flush = event_new(base, -1, 0, on_flush, l);
     metric_set(m_connected, NULL, 0);
     start_connect(l);
     return l;
@@ -428,6 +440,7 @@ void xmpplink_free(struct xmpplink *l)
     event_free(l->ev_retry);
     event_free(l->ev_nudge);
     event_free(l->ev_close);
+    event_free(l->ev_flush);
     xmpp_conn_release(l->conn);
     xmpp_ctx_free(l->ctx);
     xmpp_shutdown();
@@ -480,7 +493,11 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind)
     l->sent++;
     metric_inc(m_sent, kind);
     l->dirty = true;
-    if (!l->in_pass)
-        run_passes(l);
+    /* One libstrophe pass (select, serialize, send, re-arm) for all the stanzas queued
+     * in this turn of the loop, not one per stanza: a burst of changes is one write. */
+    if (!l->in_pass && !l->flush_pending) {
+        l->flush_pending = true;
+        event_active(l->ev_flush, EV_TIMEOUT, 1);
+    }
     return 0;
 }

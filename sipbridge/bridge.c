@@ -326,7 +326,9 @@ static bool content_type_is(const char *ctype, size_t len, const char *want)
 /* Applies a dialog-info body; returns false if a fresh full state is needed. */
 static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, size_t len)
 {
-    struct dlg_doc *doc = xmalloc(sizeof *doc);
+    /* 12 KiB, once per NOTIFY: kept, not allocated each time (one thread, no reentry). */
+    static struct dlg_doc docbuf;
+    struct dlg_doc *doc = &docbuf;
     const char *reason = NULL;
     bool ok = true;
 
@@ -348,7 +350,6 @@ static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, 
     }
     s->heard = true;
 out:
-    free(doc);
     return ok;
 }
 

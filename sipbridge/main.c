@@ -231,6 +231,7 @@ out:
     if (a.base)
         event_base_free(a.base);
     metrics_reset();
+    xmlsafe_cleanup();
 out_cfg:
     config_free(a.cfg);
     free(a.cfg);

@@ -24,5 +24,7 @@ const char *xmlsafe_attr(const xmlNode *n, const char *name);
 void xmlsafe_text(const xmlNode *n, char *buf, size_t len);
 /* Once per process: silences libxml2's own stderr output. */
 void xmlsafe_init(void);
+/* Frees the parser context kept between parses (at exit, for leak checkers). */
+void xmlsafe_cleanup(void);
 
 #endif

@@ -7,6 +7,12 @@
 component_ports = { 5347 }
 component_interfaces = { "127.0.0.1" }
 
+-- Optional, server-wide: Prosody 0.12 leaves Nagle's algorithm on, which holds small
+-- presence stanzas back; with delayed ACKs that put ~40 ms on the p99 of a phone state
+-- reaching a client in offhook's benchmarks (5.5-6.4 ms without it, docs/performance.md).
+-- Uncomment if your main config sets no network_settings of its own (this replaces them).
+-- network_settings = { nagle = false }
+
 -- The users' host. Prosody adds these modules to the global ones.
 --   mod_privilege (XEP-0356, Debian's prosody-modules): lets offhook publish the user's own
 --     status (XEP-0108 activity, XEP-0152 reachability) into their PEP.
