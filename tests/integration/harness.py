@@ -131,8 +131,9 @@ class Proc:
 
 
 class Redis:
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, password=None):
         self.port = port or free_port()
+        self.password = password
         self.dir = os.path.join(workdir, "redis")
         os.makedirs(self.dir, exist_ok=True)
         self.proc = None
@@ -140,13 +141,15 @@ class Redis:
     def start(self):
         self.proc = Proc("redis", ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                                    "--save", "", "--appendonly", "no", "--dir", self.dir,
-                                   "--daemonize", "no", "--protected-mode", "yes"],
+                                   "--daemonize", "no", "--protected-mode", "yes"]
+                         + (["--requirepass", self.password] if self.password else []),
                          self.dir)
         wait_until(lambda: self.cli("PING") == "PONG", what="redis-server")
         return self
 
     def cli(self, *args):
-        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + list(args),
+        auth = ["--no-auth-warning", "-a", self.password] if self.password else []
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + auth + list(args),
                              capture_output=True, text=True, timeout=10)
         return out.stdout.strip()
 
@@ -625,9 +628,10 @@ class Stack:
 
     def __init__(self, workdir, users=(("alice@localhost", "1001"),), extra_config="",
                  prosody_kwargs=None, chat_users=("alice", "bob", "carol"),
-                 other_domain_users=("eve",), loglevel="debug", privilege=False):
+                 other_domain_users=("eve",), loglevel="debug", privilege=False,
+                 redis_password=None):
         self.dir = workdir
-        self.redis = Redis(workdir).start()
+        self.redis = Redis(workdir, password=redis_password).start()
         kw = dict(prosody_kwargs or {})
         # Prosody gets offhook's deploy recipe (deploy/prosody/offhook.cfg.lua); its XEP-0356
         # block only when the test wants the server to grant privileges.
@@ -671,7 +675,7 @@ class Stack:
             os.path.join(self.dir, "offhook.conf"), self.redis.url(), self.prosody.comp,
             self.sip_port, self.pbx_port, self.metrics_sb, self.metrics_comp,
             [(jid, self.aor(ext)) for jid, ext in self.users], extra=self.extra_config,
-            loglevel=self.loglevel)
+            loglevel=self.loglevel, secret=self.prosody.secret)
         return self.config
 
     def start_component(self, wait_ready=True, wrapper=(), env=None):

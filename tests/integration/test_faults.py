@@ -224,3 +224,31 @@ def test_sipbridge_gone_shows_unknown(matrix):
     assert m.s.component.metrics()["offhook_sipbridge_alive"] == 0
     m.s.start_sipbridge()
     assert m.converge() <= BOUND_S
+
+
+def redis_dump(r):
+    """Every key's value in Redis, as text."""
+    out = []
+    for key in r.cli("KEYS", "*").splitlines():
+        kind = r.cli("TYPE", key)
+        cmd = {"hash": ["HGETALL"], "stream": ["XRANGE", key, "-", "+"], "set": ["SMEMBERS"],
+               "string": ["GET"]}.get(kind)
+        if cmd:
+            out.append(key + " " + r.cli(*(cmd if kind == "stream" else cmd + [key])))
+    return "\n".join(out)
+
+
+def test_no_remote_party_leaves_sipbridge(matrix):
+    """pbxsim names the other party of every call ("Caller <ext>", sip:555<ext>@pbxsim).
+    After the whole matrix (hundreds of calls, every restart), with default privacy that
+    identity is in no Redis key, no presence a client received, and no component log."""
+    m = matrix
+    m.shuffle()
+    m.converge()
+    dump = redis_dump(m.s.redis)
+    assert "offhook:user:u00@localhost" in dump and "on_" in dump   # the dump is real
+    statuses = [p.status for p in m.w.seen()]
+    assert any(st == "On the phone" for st in statuses)
+    for text, where in ((dump, "Redis"), ("\n".join(statuses), "presence"),
+                        (m.s.component.log(), "component log")):
+        assert "Caller" not in text and "sip:555" not in text, where
