@@ -23,6 +23,8 @@ One human line and one JSON line per run:
                                                             # Kamailio generates the NOTIFYs
     python3 bench/run.py --users 1000 --rate 1000 --perf 15 --perf-out /tmp/prof
                                                             # + perf profiles of both daemons
+    python3 bench/run.py --users 10000 --rate 100 --warmup 60 --seconds 600 --soak-sample 30
+                                                            # the soak: RSS and fd drift
 
 OFFHOOK_BUILD selects the build directory (default build/); OFFHOOK_KEEP=1 keeps the
 temporary directory (logs, events, sink log).
@@ -577,7 +579,11 @@ def run_pbxsim(a, rate):
                 "pbxsim": pbx.p.pid, "sink": stack.sink.p.pid}
         m_sb0, m_comp0 = sb.metrics(), comp.metrics()
         s0 = snapshot(pids)
-        time.sleep(a.seconds)  # the measurement window itself
+        if a.soak_sample > 0:
+            res["soak"] = soak_window(a.seconds, a.soak_sample,
+                                      {"sipbridge": sb.p.pid, "component": comp.p.pid})
+        else:
+            time.sleep(a.seconds)  # the measurement window itself
         s1 = snapshot(pids)
         m_sb1, m_comp1 = sb.metrics(), comp.metrics()
         res["udp_drops_end"] = {"sipbridge": udp_drops(stack.sip_port),
@@ -682,6 +688,37 @@ def run_pbxsim(a, rate):
     return res
 
 
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def soak_window(seconds, every, pids):
+    """The measurement window, sampling RSS and open fds of each daemon every `every`
+    seconds; returns the series and the drift from first to last sample."""
+    t0 = time.time()
+    series = {"t_s": []}
+    for name in pids:
+        series[name + "_rss_mib"] = []
+        series[name + "_fds"] = []
+    while True:
+        now = time.time()
+        series["t_s"].append(round(now - t0))
+        for name, pid in pids.items():
+            series[name + "_rss_mib"].append(round(proc_stat(pid)[1] / 2**20, 2))
+            series[name + "_fds"].append(fd_count(pid))
+        if now - t0 >= seconds:
+            break
+        time.sleep(min(every, max(0.0, seconds - (time.time() - t0))))
+    drift = {}
+    for name in pids:
+        rss, fds = series[name + "_rss_mib"], series[name + "_fds"]
+        drift[name] = {"rss_start_mib": rss[0], "rss_end_mib": rss[-1],
+                       "rss_drift_pct": round((rss[-1] - rss[0]) * 100.0 / rss[0], 2),
+                       "rss_min_mib": min(rss), "rss_max_mib": max(rss),
+                       "fds_start": fds[0], "fds_end": fds[-1]}
+    return {"every_s": every, "series": series, "drift": drift}
+
+
 def idle_phase(seconds, pid):
     """sipbridge with its subscriptions and no events: CPU per second (Sofia's timers) and
     RSS over time (NOTIFY server transactions linger 32 s, Timer J)."""
@@ -739,7 +776,15 @@ def human(r):
                 c["component"], c["redis"], c["prosody"], ratio,
                 r["rss_mib"]["sipbridge_end"], r["rss_per_user_bytes"]["sipbridge_subscriptions"],
                 r["rss_mib"]["component_end"], r["ramp_s"], r["loadavg"][1],
-                r["other_load_cores"]))
+                r["other_load_cores"])) + soak_line(r)
+
+
+def soak_line(r):
+    if "soak" not in r:
+        return ""
+    return "".join("; soak %s RSS %.1f -> %.1f MiB (%+.2f%%), fds %d -> %d" % (
+        name, d["rss_start_mib"], d["rss_end_mib"], d["rss_drift_pct"], d["fds_start"],
+        d["fds_end"]) for name, d in r["soak"]["drift"].items())
 
 
 # ---- Kamailio run -------------------------------------------------------------------
@@ -924,6 +969,9 @@ def main():
     ap.add_argument("--sipbridge-preload", metavar="LIB",
                     help="LD_PRELOAD for sipbridge, e.g. /usr/lib/x86_64-linux-gnu/"
                          "libjemalloc.so.2 to compare allocators")
+    ap.add_argument("--soak-sample", type=float, default=0, metavar="S",
+                    help="sample RSS and open fds of both daemons every S seconds through "
+                         "the window and report their drift (the soak: --seconds 600)")
     ap.add_argument("--log", help="append each JSON result to this file")
     a = ap.parse_args()
     if a.smoke:
