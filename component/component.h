@@ -110,7 +110,14 @@ bool health_seen_sipbridge(struct health *h);
  * true (its heartbeat is missing). */
 const struct user_record *cuser_record(const struct component *c, const struct cuser *u);
 
-/* component users */
+/* users.c: component users */
+/* Builds the indexes for cfg's users (c->cfg = cfg); frees them all. */
+void component_users_init(struct component *c, const struct offhook_config *cfg);
+void component_users_free(struct component *c);
+/* Reload: users whose contact changed are replaced, removed ones tell their watchers. */
+void component_users_apply(struct component *c, const struct offhook_config *cfg);
+/* After a reload tightened allow_watchers: unsubscribes whoever may no longer watch. */
+void component_enforce_watcher_policy(struct component *c);
 struct cuser *component_user_by_contact(struct component *c, const char *contact);
 /* XEP-0100 lookup: an extension, SIP URI or phone number -> the user, or NULL. */
 struct cuser *component_user_by_number(struct component *c, const char *query);

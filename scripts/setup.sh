@@ -10,6 +10,8 @@ PACKAGES=(
   # the real servers the tests, demo and benchmarks start on loopback
   redis-server redis-tools prosody prosody-modules lua-unbound sip-tester
   kamailio kamailio-presence-modules ejabberd
+  # fuzzing (fuzz/run.sh: clang's libFuzzer) and memcheck (scripts/valgrind.sh)
+  clang libclang-rt-14-dev valgrind
   # packaging (tests/package/test_deb.sh builds and installs the .deb)
   debhelper man-db
   # test clients (Debian's Python: no PyPI here)

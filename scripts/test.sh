@@ -11,6 +11,8 @@ echo "== integration tests"
 OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 echo "== benchmark harness, smoke mode (figures: docs/performance.md)"
 OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 bench/run.py --smoke
+echo "== fuzz targets, bounded (ASan+UBSan; long runs: docs/fuzzing.md)"
+fuzz/run.sh "${OFFHOOK_FUZZ_SECONDS:-20}"
 echo "== Debian package: build, install, check, purge"
 bash tests/package/test_deb.sh
 echo "== the same under AddressSanitizer + UndefinedBehaviorSanitizer"
