@@ -19,3 +19,5 @@ echo "== the same under AddressSanitizer + UndefinedBehaviorSanitizer"
 BUILD_DIR=build-asan scripts/build.sh -DOFFHOOK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 ctest --test-dir build-asan --output-on-failure
 OFFHOOK_BUILD="$PWD/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+echo "== the integration suite with both daemons under valgrind memcheck"
+scripts/valgrind.sh

@@ -564,7 +564,21 @@ def binary(name):
 class Daemon(Proc):
     """offhook-sipbridge or offhook-component with a config file."""
 
+    # What memcheck reports that is a defect (its output has nothing else with --quiet).
+    VALGRIND_MARKERS = ("Invalid read", "Invalid write", "Invalid free", "Mismatched free",
+                        "uninitialised", "Conditional jump", "Syscall param",
+                        "definitely lost in", "overlap", "Process terminating")
+
     def __init__(self, name, config, workdir, metrics_port, env=None, wrapper=()):
+        self.valgrind_logs = None
+        if not wrapper and os.environ.get("OFFHOOK_VALGRIND") == "1":
+            # scripts/valgrind.sh: every daemon under memcheck; reports fail the test.
+            self.valgrind_logs = os.path.join(workdir, "%s.valgrind" % name)
+            wrapper = ["valgrind", "--quiet", "--tool=memcheck", "--leak-check=full",
+                       "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
+                       "--track-origins=yes", "--num-callers=30",
+                       "--suppressions=%s" % os.path.join(ROOT, "tests", "valgrind.supp"),
+                       "--log-file=%s.%%p" % self.valgrind_logs]
         argv = list(wrapper) + [binary("offhook-" + name), "-c", config]
         if env is not None:
             env = dict(os.environ, **env)
@@ -580,6 +594,12 @@ class Daemon(Proc):
             if marker in text:
                 i = text.index(marker)
                 out.append("%s: %s" % (self.name, text[max(0, i - 200):i + 3000]))
+        if self.valgrind_logs:
+            import glob
+            for path in glob.glob(self.valgrind_logs + ".*"):
+                report = open(path, errors="replace").read()
+                if any(m in report for m in self.VALGRIND_MARKERS):
+                    out.append("%s: valgrind %s:\n%s" % (self.name, path, report[:6000]))
         return out
 
     def metrics(self):

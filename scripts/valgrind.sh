@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the integration suite with both daemons under valgrind memcheck (leaks: definite;
+# every invalid read/write/free, uninitialised use, bad syscall parameter). A test whose
+# daemons' memcheck reported any of those fails and prints the report. Extra arguments go
+# to pytest (e.g. a single file, or -k NAME).
+#
+#   scripts/valgrind.sh                      # everything in tests/integration
+#   scripts/valgrind.sh tests/integration/test_faults.py
+#
+# Suppressions (none needed so far): tests/valgrind.supp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build.sh
+if [ $# -eq 0 ]; then
+  set -- tests/integration
+fi
+OFFHOOK_VALGRIND=1 OFFHOOK_BUILD="$PWD/build" \
+  /usr/bin/python3 -m pytest -q -p no:cacheprovider "$@"
