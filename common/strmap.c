@@ -126,3 +126,15 @@ int strmap_next(const struct strmap *m, size_t *pos, const char **key, void **va
     }
     return 0;
 }
+
+void strmap_clear_owned(struct strmap *m)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(m, &pos, &k, &v))
+        free(v);
+    strmap_free(m);
+    strmap_init(m);
+}

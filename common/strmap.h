@@ -20,6 +20,9 @@ struct strmap {
 
 void strmap_init(struct strmap *m);
 void strmap_free(struct strmap *m);
+/* For a map whose values are malloc'd strings that are also its keys (a set of owned
+ * strings): frees every value and leaves the map empty and usable. */
+void strmap_clear_owned(struct strmap *m);
 void *strmap_get(const struct strmap *m, const char *key);
 /* Inserts or replaces; returns the previous value or NULL. */
 void *strmap_put(struct strmap *m, const char *key, void *value);

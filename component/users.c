@@ -149,14 +149,7 @@ struct cuser *component_user_by_number(struct component *c, const char *q)
 
 static void watcher_list_clear(struct component *c)
 {
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    while (strmap_next(&c->watcher_list, &pos, &k, &v))
-        free(v);
-    strmap_free(&c->watcher_list);
-    strmap_init(&c->watcher_list);
+    strmap_clear_owned(&c->watcher_list);
 }
 
 static void index_watcher_list(struct component *c)
@@ -178,14 +171,7 @@ static void index_watcher_list(struct component *c)
 
 static void domains_clear(struct component *c)
 {
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    while (strmap_next(&c->user_domains, &pos, &k, &v))
-        free(v);
-    strmap_free(&c->user_domains);
-    strmap_init(&c->user_domains);
+    strmap_clear_owned(&c->user_domains);
 }
 
 static void index_domains(struct component *c)

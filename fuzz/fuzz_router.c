@@ -146,14 +146,7 @@ void watchers_remove(struct watchers *w, struct cuser *u, const char *bare)
 
 void cuser_watchers_clear(struct cuser *u)
 {
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    while (strmap_next(&u->watchers, &pos, &k, &v))
-        free(v);
-    strmap_free(&u->watchers);
-    strmap_init(&u->watchers);
+    strmap_clear_owned(&u->watchers);
 }
 
 /* ---- the target --------------------------------------------------------------------- */

@@ -200,6 +200,33 @@ static void test_strmap(void **state)
     strmap_free(&m);
 }
 
+/* A set of owned strings: cleared (every value freed, LeakSanitizer/valgrind check that)
+ * and usable again afterwards. */
+static void test_strmap_clear_owned(void **state)
+{
+    struct strmap m;
+    char name[16];
+
+    strmap_init(&m);
+    for (int i = 0; i < 100; i++) {
+        char *d;
+        snprintf(name, sizeof name, "w%d@localhost", i);
+        d = strdup(name);
+        strmap_put(&m, d, d);
+    }
+    assert_int_equal(m.count, 100);
+    strmap_clear_owned(&m);
+    assert_int_equal(m.count, 0);
+    assert_null(strmap_get(&m, "w1@localhost"));
+    {
+        char *d = strdup("again@localhost");
+        strmap_put(&m, d, d);
+    }
+    assert_string_equal(strmap_get(&m, "again@localhost"), "again@localhost");
+    strmap_clear_owned(&m);
+    strmap_free(&m);
+}
+
 static void test_metrics_render(void **state)
 {
     static const char *const states[] = {"idle", "on_call", NULL};
@@ -284,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_jid),
         cmocka_unit_test(test_strmap),
+        cmocka_unit_test(test_strmap_clear_owned),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_label_cap),
         cmocka_unit_test(test_strutil),
