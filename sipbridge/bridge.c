@@ -345,6 +345,15 @@ static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, 
     case MERGE_GAP:
         ok = false;
         break;
+    case MERGE_OVERFLOW:
+        /* Partial updates kept adding dialogs the PBX never ended: some were dropped.
+         * Full state replaces the whole set (up to DLG_MAX_DIALOGS), so ask for it. */
+        metric_inc(m_errors, "too many dialogs");
+        log_warn("bridge", "event=dialogs_dropped user=%s aor=%s max=%d "
+                           "action=request_full_state",
+                 s->u->jid, s->aor, MERGE_MAX_DIALOGS);
+        ok = false;
+        break;
     case MERGE_APPLIED:
         break;
     }
@@ -553,7 +562,7 @@ static void apply_list(struct bridge *b, struct subscription *sub, const struct 
         ((struct bsource *)v)->seen_in_list = false;
     rlmi_doc_free(&doc);
     if (need_full)
-        subs_request_full_state(sub, "resource list version gap");
+        subs_request_full_state(sub, "resource list version gap or too many dialogs");
 }
 
 /* ---- subscription callbacks -------------------------------------------------------- */
@@ -577,7 +586,7 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
     switch (s->pkg) {
     case PKG_DIALOG:
         if (!apply_dialog(b, s, n->body, n->len))
-            subs_request_full_state(sub, "dialog-info version gap");
+            subs_request_full_state(sub, "dialog-info version gap or too many dialogs");
         break;
     case PKG_PRESENCE:
         apply_presence(b, s, n->body, n->len);

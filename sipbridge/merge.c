@@ -7,7 +7,7 @@
 
 #include "strutil.h"
 
-static const char *const result_names[] = {"applied", "stale", "gap"};
+static const char *const result_names[] = {"applied", "stale", "gap", "overflow"};
 
 const char *merge_result_name(enum merge_result r)
 {
@@ -64,7 +64,8 @@ static char *party(const struct dlg_entry *e)
 
 /* Inserts or updates one dialog. An update without identity keeps the known one:
  * Asterisk names the other party only while ringing. An anonymous update clears it. */
-static void upsert(struct merge_source *src, const struct dlg_entry *e, int max)
+/* Adds or updates e; false if it is new and the set already holds max dialogs. */
+static bool upsert(struct merge_source *src, const struct dlg_entry *e, int max)
 {
     int i = find(src, e->id);
     struct merge_dialog *d;
@@ -73,7 +74,7 @@ static void upsert(struct merge_source *src, const struct dlg_entry *e, int max)
     if (i < 0) {
         if (src->ndialogs == max) {
             free(remote);
-            return;
+            return false;
         }
         d = &src->dialogs[src->ndialogs++];
         memset(d, 0, sizeof *d);
@@ -88,6 +89,7 @@ static void upsert(struct merge_source *src, const struct dlg_entry *e, int max)
         free(d->remote);
         d->remote = remote;
     }
+    return true;
 }
 
 enum merge_result merge_apply(struct merge_source *src, const struct dlg_doc *doc)
@@ -139,7 +141,8 @@ enum merge_result merge_apply(struct merge_source *src, const struct dlg_doc *do
                     remove_at(src, j);
                 continue;
             }
-            upsert(src, e, cap);
+            if (!upsert(src, e, cap))
+                res = MERGE_OVERFLOW;
         }
     }
     src->have_version = true;

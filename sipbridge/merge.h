@@ -11,7 +11,7 @@
 #include "callstate.h"
 #include "dialoginfo.h"
 
-#define MERGE_MAX_DIALOGS 64 /* per subscription; partial updates past it are dropped */
+#define MERGE_MAX_DIALOGS 64 /* per subscription from partial updates; see MERGE_OVERFLOW */
 
 struct merge_dialog {
     char *id;
@@ -34,6 +34,8 @@ enum merge_result {
     MERGE_APPLIED,   /* state updated */
     MERGE_STALE,     /* version not newer than the last: ignored */
     MERGE_GAP,       /* applied, but a partial update was missed: ask for full state */
+    MERGE_OVERFLOW,  /* applied, but a partial update added dialogs past MERGE_MAX_DIALOGS
+                      * and they were dropped: ask for full state, which replaces the set */
 };
 
 enum merge_result merge_apply(struct merge_source *src, const struct dlg_doc *doc);

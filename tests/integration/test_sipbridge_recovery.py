@@ -140,6 +140,30 @@ def test_version_gap_asks_for_full_state(stack_factory):
     assert s.sipbridge.metrics()['offhook_resubscribes_total{cause="version_gap"}'] == 1
 
 
+def test_too_many_dialogs_asks_for_full_state(stack_factory):
+    """A PBX that only ever adds dialogs in partial updates (and never ends them): past
+    MERGE_MAX_DIALOGS (64) the next one is dropped, counted and logged, and sipbridge asks
+    for full state, which replaces the whole set."""
+    from harness import scenario_notify
+    partial = ('<?xml version="1.0"?>\n<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" '
+               'version="1" state="partial" entity="sip:1001@pbx.example.com"><dialog '
+               'id="x%d" direction="recipient"><state>confirmed</state></dialog></dialog-info>')
+    steps = [step_respond(expires=3600, initial=True),
+             notify("dialog-info/asterisk-idle.xml", 1)]
+    steps += [scenario_notify(partial % i, version=2 + i, pause_ms=20) for i in range(65)]
+    steps += [step_recv(),                               # the refresh it asks for
+              step_respond(expires=3600),
+              notify("dialog-info/asterisk-onhold.xml", 67),
+              step_answer_forever()]
+    s, bob = start(stack_factory, [steps], extra_config="[sip]\nnotify_rate = 1000\n")
+    wait_until(lambda: bob.last(CONTACT) == ON_HOLD, timeout=30, what="the full state applied")
+    m = s.sipbridge.metrics()
+    assert m['offhook_body_errors_total{reason="too many dialogs"}'] == 1
+    assert m['offhook_resubscribes_total{cause="version_gap"}'] == 1
+    assert s.sipbridge.log().count("event=dialogs_dropped user=alice@localhost") == 1
+    assert ON_CALL in bob.views(CONTACT)
+
+
 def test_stale_and_bad_bodies_change_nothing(stack_factory):
     s, bob = start(stack_factory, [[
         step_respond(expires=3600, initial=True),

@@ -186,7 +186,9 @@ static void test_several_phones(void **state)
     merge_source_clear(&soft);
 }
 
-/* A PBX that only ever sends partial additions cannot grow a source without bound. */
+/* A PBX that only ever sends partial additions cannot grow a source without bound; the
+ * update that would is reported (the bridge then asks for full state), and full state
+ * replaces the set. */
 static void test_partial_growth_capped(void **state)
 {
     struct merge_source s = {0};
@@ -199,9 +201,25 @@ static void test_partial_growth_capped(void **state)
                  "state='partial' entity='e'><dialog id='x%d'><state>confirmed</state>"
                  "</dialog></dialog-info>",
                  i + 2, i);
-        apply_free(&s, parse_str(xml), MERGE_APPLIED);
+        apply_free(&s, parse_str(xml), i < MERGE_MAX_DIALOGS ? MERGE_APPLIED : MERGE_OVERFLOW);
     }
     assert_int_equal(s.ndialogs, MERGE_MAX_DIALOGS);
+    /* An update to a dialog already held still applies at the cap. */
+    snprintf(xml, sizeof xml,
+             "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='%d' "
+             "state='partial' entity='e'><dialog id='x0'><state>terminated</state>"
+             "</dialog></dialog-info>",
+             MERGE_MAX_DIALOGS + 12);
+    apply_free(&s, parse_str(xml), MERGE_APPLIED);
+    assert_int_equal(s.ndialogs, MERGE_MAX_DIALOGS - 1);
+    /* The full state asked for replaces everything. */
+    snprintf(xml, sizeof xml,
+             "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='%d' "
+             "state='full' entity='e'><dialog id='y'><state>confirmed</state>"
+             "</dialog></dialog-info>",
+             MERGE_MAX_DIALOGS + 13);
+    apply_free(&s, parse_str(xml), MERGE_APPLIED);
+    assert_int_equal(s.ndialogs, 1);
     merge_source_clear(&s);
 }
 
