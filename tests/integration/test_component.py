@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import signal
+import time
 
 from harness import (DATA, scenario_notify, step_answer_forever, step_respond, wait_until)
 
@@ -278,3 +279,61 @@ def test_shared_roster_groups(stack_factory):
     wait_until(lambda: bob.last(ALICE) == ON_CALL, what="presence through the shared roster")
     roster = bob.call(lambda: dict(bob.client.client_roster))
     assert ALICE in roster
+
+
+def test_wrong_secret_is_reported_once(stack_factory):
+    """A component secret the server refuses: one clear error line however often it
+    retries, each refusal counted, the secret itself never logged, the daemon stays up."""
+    s = stack_factory()
+    real = s.prosody.secret
+    s.prosody.secret = "not-the-secret-42"
+    s.write_config()
+    s.prosody.secret = real
+    s.start_component(wait_ready=False)
+    wait_until(lambda: s.component.metrics().get(
+        'offhook_xmpp_disconnects_total{cause="not_authorized"}', 0) >= 3, timeout=30,
+        what="three refused handshakes")
+    log = s.component.log()
+    assert log.count("event=handshake_rejected") == 1, log
+    assert "[xmpp] secret" in log
+    assert "not-the-secret-42" not in log
+    assert s.component.alive()
+    assert s.component.metrics()["offhook_xmpp_connected"] == 0
+    assert not s.component.ready()
+
+
+def test_keep_presence_on_stop(stack_factory):
+    """[component] keep_presence_on_stop = yes (planned restarts): a clean stop leaves the
+    phone contact's presence as it was, and the restarted component carries on."""
+    s = stack_factory(extra_config="[component]\nkeep_presence_on_stop = yes\n")
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0, pause_ms=500)])
+    s.start_sipbridge()
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
+    seen = len(bob.views(ALICE))
+    assert s.component.stop() == 0
+    assert "event=stopped" in s.component.log()
+    # Anything the stop sent went out before the process exited; give it time to arrive.
+    time.sleep(1.5)
+    assert bob.views(ALICE)[seen:] == [], bob.views(ALICE)
+    s.start_component()
+    time.sleep(1.0)
+    assert ("unavailable", "", "") not in bob.views(ALICE)
+    assert UNKNOWN not in bob.views(ALICE)[seen:] and bob.last(ALICE) == ON_CALL
+
+
+def test_stop_without_keep_marks_contacts_unavailable(stack_factory):
+    """The default (keep_presence_on_stop = no): a clean stop tells watchers the phone
+    contact is gone, so nobody keeps seeing a call the component no longer tracks."""
+    s = stack_factory()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0, pause_ms=500)])
+    s.start_sipbridge()
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
+    assert s.component.stop() == 0
+    wait_until(lambda: bob.last(ALICE)[0] == "unavailable", timeout=10,
+               what="the contact unavailable after the stop")
