@@ -225,7 +225,17 @@ def test_privileged_pep(stack_factory):
     cfg = iq(alice, "<iq xmlns='jabber:client' type='get'><pubsub "
                     "xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='%s'/>"
                     "</pubsub></iq>" % ACTIVITY)
-    assert "presence" in cfg
+    assert access_model(cfg) == "presence", cfg
+
+
+def access_model(configure_result):
+    """The value of the pubsub#access_model field in a node configuration form."""
+    from xml.etree import ElementTree as ET
+    for field in ET.fromstring(configure_result).iter("{jabber:x:data}field"):
+        if field.get("var") == "pubsub#access_model":
+            value = field.find("{jabber:x:data}value")
+            return value.text if value is not None else None
+    return None
 
 
 def test_component_kill9_leaves_no_stale_state(stack_factory):
