@@ -8,6 +8,7 @@
 #
 # Environment:
 #   FUZZ_RUNS=N        also stop each target after N executions (-runs=N)
+#   FUZZ_MAX_LEN=N     largest input for every target instead of each one's own (below)
 #   FUZZ_BUILD_DIR=D   build directory (default: build-fuzz in the repository)
 #   FUZZ_KEEP=1        keep the temporary corpora and logs (their path is printed)
 #   FUZZ_EXTRA="..."   more libFuzzer flags for every target
@@ -94,7 +95,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$arts"
   cp -r "$root/fuzz/corpus/$t/." "$corpus/"
   chmod -R u+w "$corpus"
-  args=(-max_total_time="$secs" -max_len="$(max_len "$t")" -timeout=25 -rss_limit_mb=2048
+  args=(-max_total_time="$secs" -max_len="${FUZZ_MAX_LEN:-$(max_len "$t")}" -timeout=25 -rss_limit_mb=2048
         -print_final_stats=1 -artifact_prefix="$arts/")
   [ -f "$root/fuzz/$t.dict" ] && args+=(-dict="$root/fuzz/$t.dict")
   [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
