@@ -303,7 +303,13 @@ static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bar
         add_text(ctx, q, "version", OFFHOOK_VERSION);
         send_result(c, r);
     } else if (is_get && ns && strcmp(ns, NS_VCARD) == 0 && u) {
-        vcard(c, st, u);
+        /* Name and desk number are directory data: only for whom the policy allows. */
+        char bare[JID_MAX + 1];
+        if (jid_to_bare(xmpp_stanza_get_from(st), bare, sizeof bare) == 0 &&
+            component_requester_allowed(c, bare))
+            vcard(c, st, u);
+        else
+            send_error(c, st, "auth", "forbidden", "forbidden");
     } else {
         send_error(c, st, "cancel", "service-unavailable", "service_unavailable");
     }

@@ -8,6 +8,7 @@
  *   - an available presence (one that carries phone state) goes only to a JID the watcher
  *     policy allows (same-domain: localhost), never to a stranger;
  *   - a privileged PEP publish goes only to a configured user's own JID;
+ *   - a vCard (name, desk number) goes only to a JID the policy allows;
  *   - an error reply goes back to the stanza's sender and never quotes a user's state.
  *
  * Redis is replaced by the in-memory part of watchers.c (watchers_add/remove) and
@@ -110,6 +111,8 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *st, const char *kind)
         FUZZ_CHECK(jid_to_bare(to, bare, sizeof bare) == 0);
         FUZZ_CHECK(strmap_get(&cur->by_jid, bare) != NULL);
     }
+    if (strstr(text, "vcard-temp") && type && strcmp(type, "result") == 0)
+        FUZZ_CHECK(allowed_watcher(to)); /* name and number only to allowed requesters */
     if (type && strcmp(type, "error") == 0) {
         /* Errors answer the stanza at hand, to its sender, and say nothing of state. */
         const char *in_from = xmpp_stanza_get_from((xmpp_stanza_t *)cur_in);

@@ -88,6 +88,12 @@ def test_disco_caps_vcard_ping_version(stack_factory):
                     "xmlns='vcard-temp'/></iq>" % ALICE)
     assert "<FN>Alice Jones</FN>" in vcard and "<NUMBER>+1 555 0100</NUMBER>" in vcard
     assert "NICKNAME>Alice Jones (phone)<" in vcard
+    # Name and desk number are not for someone the watcher policy does not allow.
+    eve = s.watcher("eve@other.localhost")
+    refused = iq(eve, "<iq xmlns='jabber:client' type='get' to='%s'><vCard "
+                      "xmlns='vcard-temp'/></iq>" % ALICE)
+    assert "forbidden" in refused and "555" not in refused and "Alice" not in refused
+    assert s.component.metrics()['offhook_stanzas_rejected_total{reason="forbidden"}'] >= 1
     assert 'type="result"' in iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'>"
                                       "<ping xmlns='urn:xmpp:ping'/></iq>" % ALICE)
     version = iq(bob, "<iq xmlns='jabber:client' type='get' to='phone.localhost'><query "
