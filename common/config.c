@@ -49,6 +49,7 @@ static int v_sip_uri_opt_list(struct offhook_config *, const char *, char *, siz
 static int v_allow_watchers(struct offhook_config *, const char *, char *, size_t);
 static int v_watchers(struct offhook_config *, const char *, char *, size_t);
 static int v_publish(struct offhook_config *, const char *, char *, size_t);
+static int v_tls_verify(struct offhook_config *, const char *, char *, size_t);
 
 static const struct cfg_key keys[] = {
     {"log", "level", T_STR, OFF(log_level), "info", true, 0, 0, v_log_level,
@@ -89,6 +90,13 @@ static const struct cfg_key keys[] = {
     {"sip", "probe_interval", T_INT, OFF(sip_probe_interval), "5", true, 0, 3600, NULL,
      "seconds between refreshes of one subscription per notifier, to notice a PBX that "
      "restarted and forgot them (481): all are then re-established; 0 = never"},
+    {"sip", "tls_dir", T_STR, OFF(sip_tls_dir), "/etc/offhook/tls", false, 0, 0, NULL,
+     "with a tls: listen: directory holding cafile.pem (the CAs trusted for the PBX's "
+     "certificate) and agent.pem (offhook's certificate and key, for NOTIFYs sent over a "
+     "new TLS connection)"},
+    {"sip", "tls_verify", T_STR, OFF(sip_tls_verify), "subject", false, 0, 0, v_tls_verify,
+     "check of the PBX's TLS certificate: subject (chain to cafile.pem and a DNS name or CN "
+     "equal to the pbx URI's host), chain (chain only) or none (testing only)"},
 
     {"xmpp", "host", T_STR, OFF(xmpp_host), "127.0.0.1", false, 0, 0, NULL,
      "XMPP server's component listener host"},
@@ -446,6 +454,14 @@ static int v_publish(struct offhook_config *cfg, const char *v, char *err, size_
 }
 
 /* A list URI names a list, not a user: sip:phones@pbx has a user part, sip:pbx may not. */
+static int v_tls_verify(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (!strcmp(v, "subject") || !strcmp(v, "chain") || !strcmp(v, "none"))
+        return 0;
+    snprintf(err, len, "tls_verify must be subject, chain or none, not '%s'", v);
+    return -1;
+}
+
 static int v_sip_uri_opt_list(struct offhook_config *cfg, const char *v, char *err,
                               size_t len)
 {
@@ -890,6 +906,43 @@ static void resolve_secrets(struct loader *ld, bool world_readable)
 
 /* Cuts a value at an inline comment (';' or '#' after white space) or unquotes it.
  * Returns the value or NULL with a message. */
+/* SIP over TLS: a pbx reached over TLS needs a tls: listen (Sofia has no TLS transport
+ * otherwise), and the files of tls_dir must be readable (Sofia would silently go on
+ * without them, checking nothing). Only where the SIP side runs (sipbridge). */
+static void check_tls(struct loader *ld)
+{
+    struct offhook_config *cfg = ld->cfg;
+    bool tls_listen = false, tls_pbx;
+    size_t dir_i, pbx_i;
+    int line;
+
+    if (!(secret_use & CFG_SECRET_SIP))
+        return;
+    for (int i = 0; i < cfg->sip_nlisten; i++)
+        tls_listen = tls_listen || strncmp(cfg->sip_listen_urls[i], "sips:", 5) == 0;
+    tls_pbx = strncasecmp(cfg->sip_pbx, "sips:", 5) == 0 ||
+              strcasestr(cfg->sip_pbx, ";transport=tls") != NULL;
+    find_key("sip", "pbx", &pbx_i);
+    if (tls_pbx && !tls_listen)
+        add_err(ld->errs, ld->file, ld->set_line[pbx_i],
+                "pbx '%s' is reached over TLS: [sip] listen needs a tls:HOST:PORT entry",
+                cfg->sip_pbx);
+    if (!tls_listen)
+        return;
+    find_key("sip", "tls_dir", &dir_i);
+    line = ld->set[dir_i] ? ld->set_line[dir_i] : 0;
+    for (int i = 0; i < 2; i++) {
+        const char *file = i == 0 ? "cafile.pem" : "agent.pem";
+        char path[4096];
+        if (i == 0 && strcmp(cfg->sip_tls_verify, "none") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", cfg->sip_tls_dir, file);
+        if (access(path, R_OK) != 0)
+            add_err(ld->errs, ld->file, line, "[sip] tls_dir: cannot read %s (%s)", path,
+                    strerror(errno));
+    }
+}
+
 static char *parse_value(char *v, char *err, size_t len)
 {
     v = str_trim(v);
@@ -1061,6 +1114,7 @@ static size_t load(const char *name, const char *buf, size_t len, bool world_rea
     free(lbuf);
 
     resolve_secrets(&ld, world_readable);
+    check_tls(&ld);
     users_finalize(&ld);
     if (cfg->nusers == 0)
         add_err(errs, name, 0, "no users: add a [users] section (chat JID = phone SIP URI)");

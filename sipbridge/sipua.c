@@ -48,6 +48,7 @@ struct sipua {
     bool shut_down;
     void (*kick)(void *arg);
     void *kick_arg;
+    bool tls;                     /* a tls: listen: the PBX may be reached over TLS */
 };
 
 static void kick(struct sipua *ua)
@@ -249,6 +250,17 @@ static void default_from(const struct offhook_config *cfg, char *out, size_t len
              (int)hl, host);
 }
 
+/* Outgoing connections only: checking incoming ones would make the PBX present a client
+ * certificate when it opens a connection to deliver a NOTIFY. */
+static unsigned tls_policy(const struct offhook_config *cfg)
+{
+    if (strcmp(cfg->sip_tls_verify, "none") == 0)
+        return TPTLS_VERIFY_NONE;
+    if (strcmp(cfg->sip_tls_verify, "chain") == 0)
+        return TPTLS_VERIFY_OUT;
+    return TPTLS_VERIFY_SUBJECTS_OUT;
+}
+
 struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
                         const struct sipua_ops *ops, void (*kick_fn)(void *), void *kick_arg)
 {
@@ -272,9 +284,16 @@ struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
     ua->kick = kick_fn;
     ua->kick_arg = kick_arg;
     set_credentials(ua, cfg);
+    ua->tls = tls != NULL;
+    if (tls)
+        log_info("sip", "event=tls dir=%s verify=%s", cfg->sip_tls_dir, cfg->sip_tls_verify);
     ua->nua = nua_create(root, on_event, ua,
                          TAG_IF(plain, NUTAG_URL(plain)),
                          TAG_IF(tls, NUTAG_SIPS_URL(tls)),
+                         /* Always our own directory: without it Sofia reads
+                          * $HOME/.sip/auth, and with no files it checks nothing. */
+                         TAG_IF(tls, NUTAG_CERTIFICATE_DIR(cfg->sip_tls_dir)),
+                         TAG_IF(tls, TPTAG_TLS_VERIFY_POLICY(tls_policy(cfg))),
                          NUTAG_PROXY(cfg->sip_pbx),
                          SIPTAG_FROM_STR(from),
                          NUTAG_USER_AGENT(agent),
@@ -355,6 +374,11 @@ void sipua_shutdown(struct sipua *ua, void (*done)(void *arg), void *arg)
     /* nua_shutdown un-SUBSCRIBEs every live subscription itself (Expires: 0). */
     nua_shutdown(ua->nua);
     kick(ua);
+}
+
+bool sipua_tls(const struct sipua *ua)
+{
+    return ua->tls;
 }
 
 void sipua_free(struct sipua *ua)

@@ -56,6 +56,8 @@ void sipua_release(struct sipua_handle *h);
 void sipua_shutdown(struct sipua *ua, void (*done)(void *arg), void *arg);
 /* Frees the nua; only after the shutdown callback. */
 void sipua_free(struct sipua *ua);
+/* Whether SIP over TLS is configured (a tls: listen). */
+bool sipua_tls(const struct sipua *ua);
 /* Registers offhook_sip_* metrics owned by this layer. */
 void sipua_register_metrics(void);
 

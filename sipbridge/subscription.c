@@ -445,8 +445,14 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         return;
     }
     log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=\"%s\" "
-                    "action=resubscribe",
-             s->aor, s->event, status, phrase ? phrase : "");
+                    "action=resubscribe%s",
+             s->aor, s->event, status, phrase ? phrase : "",
+             /* Sofia reports a refused certificate or a failed handshake only this way. */
+             status == 408 && s->mgr->ua && sipua_tls(s->mgr->ua)
+                 ? " hint=\"over TLS a failed handshake or certificate check also ends in "
+                   "408: check [sip] tls_dir/cafile.pem and that the PBX's certificate "
+                   "names the pbx host\""
+                 : "");
     /* Unreachable or overloaded: when one subscription gets through again, all retry. */
     s->failed = status == 408 || status >= 500;
     /* 408 is the stack's own timeout; 481 a dialog the notifier forgot: start afresh. */

@@ -63,7 +63,10 @@ def options_ping(port, host="127.0.0.1", timeout=0.3):
 class Kamailio:
     """Kamailio 5.6 with deploy/kamailio/kamailio.cfg, in the foreground."""
 
-    def __init__(self, workdir, name="kamailio", port=None, debug=2, log_local=True):
+    def __init__(self, workdir, name="kamailio", port=None, debug=2, log_local=True,
+                 tls_cert=None):
+        """tls_cert: (certificate, key) paths: also listen for SIP over TLS on tls_port
+        (WITH_TLS), presenting that certificate."""
         self.name = name
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -74,6 +77,8 @@ class Kamailio:
         self.debug = debug
         self.log_local = log_local
         self.proc = None
+        self.tls_cert = tls_cert
+        self.tls_port = free_port() if tls_cert else None
 
     def aor(self, user):
         """The AOR a phone registers and offhook subscribes to: sip:user@127.0.0.1:port.
@@ -87,6 +92,15 @@ class Kamailio:
                    "KAM_DEBUG=%d" % self.debug]
         if self.log_local:
             defines.append("WITH_LOCAL_REQUEST_LOG")
+        if self.tls_cert:
+            tls_cfg = os.path.join(self.dir, "tls.cfg")
+            with open(tls_cfg, "w") as f:
+                f.write("[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+                        "require_certificate = no\ncertificate = %s\nprivate_key = %s\n\n"
+                        "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+                        "require_certificate = no\n" % self.tls_cert)
+            defines += ["WITH_TLS", "KAM_TLS_PORT=%d" % self.tls_port,
+                        'KAM_TLS_CFG="%s"' % tls_cfg]
         argv = ["kamailio", "-f", CONFIG, "-DD", "-E", "-m", "64", "-M", "8"]
         for d in defines:
             argv += ["-A", d]
@@ -454,4 +468,51 @@ class SippCaller:
     def stop(self):
         for c in self.calls:
             c.stop()
+
+
+# ---- a test PKI (openssl CLI) ----------------------------------------------------------
+
+def make_pki(directory, server_cn="127.0.0.1"):
+    """A CA, a server certificate for Kamailio (CN server_cn, SAN IP and DNS) and offhook's
+    tls_dir (agent.pem: its own certificate and key; cafile.pem: the CA), plus a second,
+    unrelated CA. Returns a dict of paths: ca, server_cert, server_key, tls_dir,
+    other_ca."""
+    os.makedirs(directory, exist_ok=True)
+
+    def run(*argv):
+        subprocess.run(["openssl"] + list(argv), cwd=directory, check=True,
+                       capture_output=True, timeout=60)
+
+    def ca(name):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=offhook test %s" % name, "-keyout", name + ".key", "-out", name + ".pem")
+
+    def leaf(name, cn, san):
+        with open(os.path.join(directory, name + ".ext"), "w") as f:
+            f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n"
+                    "keyUsage=digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n" % san)
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s" % cn,
+            "-keyout", name + ".key", "-out", name + ".csr")
+        run("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", name + ".ext", "-out", name + ".pem")
+
+    ca("ca")
+    ca("other-ca")
+    # Sofia matches the proxy host against DNS names, URI SANs and the CN, not IP SANs.
+    leaf("server", server_cn, "IP:%s,URI:sip:%s" % (server_cn, server_cn))
+    leaf("agent", "offhook.test", "DNS:offhook.test")
+    tls_dir = os.path.join(directory, "offhook-tls")
+    os.makedirs(tls_dir, exist_ok=True)
+    with open(os.path.join(tls_dir, "agent.pem"), "w") as f:
+        f.write(open(os.path.join(directory, "agent.pem")).read() +
+                open(os.path.join(directory, "agent.key")).read())
+    os.chmod(os.path.join(tls_dir, "agent.pem"), 0o600)
+    with open(os.path.join(tls_dir, "cafile.pem"), "w") as f:
+        f.write(open(os.path.join(directory, "ca.pem")).read())
+    return {"ca": os.path.join(directory, "ca.pem"),
+            "other_ca": os.path.join(directory, "other-ca.pem"),
+            "server_cert": os.path.join(directory, "server.pem"),
+            "server_key": os.path.join(directory, "server.key"),
+            "tls_dir": tls_dir}
 

@@ -201,3 +201,79 @@ def test_caller_dialing_through_kamailio(kam, stack_factory, phones):
               if k.startswith("offhook_body_errors_total") and v}
     assert dialing_while_trying, "Bob saw carol dialing only after alice's phone rang"
     assert not errors, "sipbridge rejected bodies: %r" % errors
+
+
+def tls_stack(stack_factory, kam, tls_dir, verify="subject"):
+    """kamailio_stack with sipbridge reaching Kamailio over TLS: a tls: listen next to the
+    UDP one, [sip] pbx = Kamailio's TLS port with ;transport=tls, certificates in
+    tls_dir. The AORs stay Kamailio's (the presentity is the same)."""
+    import os
+    from harness import free_port
+    s = kamailio_stack(stack_factory, kam)
+    conf = open(s.config).read()
+    listen = "listen = udp:127.0.0.1:%d" % s.sip_port
+    assert listen in conf and "pbx = %s\n" % kam.uri in conf
+    conf = conf.replace(listen, "%s, tls:127.0.0.1:%d\ntls_dir = %s\ntls_verify = %s"
+                        % (listen, free_port(), tls_dir, verify))
+    conf = conf.replace("pbx = %s\n" % kam.uri,
+                        "pbx = sip:127.0.0.1:%d;transport=tls\n" % kam.tls_port)
+    with open(s.config, "w") as f:
+        f.write(conf)
+    os.chmod(s.config, 0o600)
+    return s
+
+
+def test_call_over_tls(workdir, stack_factory):
+    """[sip] pbx over TLS (Kamailio's tls module, a test CA): the SUBSCRIBE and every
+    NOTIFY travel over TLS, the certificate and its name are checked, and a call shows
+    as usual."""
+    import os
+    from kamailio import make_pki
+    pki = make_pki(os.path.join(workdir, "pki"))
+    kam = Kamailio(workdir, tls_cert=(pki["server_cert"], pki["server_key"])).start()
+    phones = Phones(workdir, kam)
+    try:
+        s = tls_stack(stack_factory, kam, pki["tls_dir"])
+        bob = watch_alice(s)
+        alice = phones.phone("alice").answer(ring_ms=1000)
+        alice.register()
+        s.start_sipbridge()
+        expect_views(bob, s, kam, [UNKNOWN, IDLE], what="idle phone, subscribed over TLS")
+        call = phones.caller("carol").call("alice", talk_ms=1500)
+        expect_views(bob, s, kam, [UNKNOWN, IDLE, RINGING, ON_THE_PHONE, IDLE],
+                     what="the call, over TLS")
+        call.wait()
+        assert "event=tls dir=%s verify=subject" % pki["tls_dir"] in s.sipbridge.log()
+        # Kamailio sent its NOTIFYs to a TLS contact, on the connection offhook opened.
+        notifies = kam.local_requests("NOTIFY", "dialog")
+        assert notifies and all("sips:" in line or "transport=tls" in line.lower()
+                                for line, _, _ in notifies), [n[0] for n in notifies]
+        assert s.sipbridge.stop() == 0
+    finally:
+        phones.stop()
+        kam.stop()
+    assert not kam.problems(), kam.problems()
+
+
+def test_tls_certificate_from_unknown_ca_is_refused(workdir, stack_factory):
+    """A PBX whose certificate does not chain to tls_dir/cafile.pem: no subscription is
+    made, the user's phone stays "unknown", and sipbridge says the SUBSCRIBE failed."""
+    import os
+    import shutil
+    from kamailio import make_pki
+    pki = make_pki(os.path.join(workdir, "pki"))
+    shutil.copy(pki["other_ca"], os.path.join(pki["tls_dir"], "cafile.pem"))
+    kam = Kamailio(workdir, tls_cert=(pki["server_cert"], pki["server_key"])).start()
+    try:
+        s = tls_stack(stack_factory, kam, pki["tls_dir"])
+        bob = watch_alice(s)
+        s.start_sipbridge()
+        wait_until(lambda: "event=subscribe_error" in s.sipbridge.log(), timeout=30,
+                   what="the failed SUBSCRIBE reported")
+        assert "status=408" in s.sipbridge.log() and "tls_dir/cafile.pem" in s.sipbridge.log()
+        assert bob.views(CONTACT) == [UNKNOWN]
+        assert s.sipbridge.metrics().get('offhook_subscriptions{state="active"}', 0) == 0
+        assert not kam.local_requests("NOTIFY", "dialog")
+        assert s.sipbridge.stop() == 0
+    finally:
+        kam.stop()

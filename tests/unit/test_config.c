@@ -302,12 +302,17 @@ static void test_values(void **state)
     config_free(&cfg);
     cfg_errors_free(&errs);
 
+    write_file("cafile.pem", "", 0644);
+    write_file("agent.pem", "", 0600);
+    snprintf(text, sizeof text,
+             "[xmpp]\nsecret = \"a ; b # c\" ; comment\n[sip]\n"
+             "listen = udp:[::1]:5070, tcp:[::1]:5070, tls:127.0.0.1:5071\n"
+             "tls_dir = %s\n", tmpdir);
     assert_int_equal(
-        load_text("[xmpp]\nsecret = \"a ; b # c\" ; comment\n[sip]\n"
-                  "listen = udp:[::1]:5070, tcp:[::1]:5070, tls:127.0.0.1:5071\n"
+        load_text(strcat(text,
                   "from = sip:bridge@pbx.example.com;tag=x\n"
                   "[redis]\nurl = unix:///run/redis.sock?db=3\n"
-                  "[users]\nalice@localhost = sip:1001@127.0.0.1;transport=tcp\n",
+                  "[users]\nalice@localhost = sip:1001@127.0.0.1;transport=tcp\n"),
                   &cfg, &errs),
         0);
     assert_string_equal(cfg.xmpp_secret, "a ; b # c");
@@ -318,6 +323,40 @@ static void test_values(void **state)
     assert_int_equal(cfg.redis.db, 3);
     assert_string_equal(config_user_by_jid(&cfg, "alice@localhost")->aors[0],
                         "sip:1001@127.0.0.1;transport=tcp");
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
+/* SIP over TLS: a pbx reached over TLS needs a tls: listen, and the certificate files
+ * must be readable, else Sofia would go on checking nothing. */
+static void test_tls_settings(void **state)
+{
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+
+    assert_int_equal(load_text("[sip]\npbx = sip:127.0.0.1:5061;transport=tls\n"
+                               "[users]\nalice@localhost = sip:1001@127.0.0.1\n",
+                               &cfg, &errs),
+                     1);
+    assert_true(has_err(&errs, "t.conf:2:", "needs a tls:HOST:PORT entry"));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    assert_int_equal(load_text("[sip]\nlisten = udp:127.0.0.1:5070, tls:127.0.0.1:5071\n"
+                               "pbx = sips:pbx.example.com\ntls_dir = /nonexistent/tls\n"
+                               "[users]\nalice@localhost = sip:1001@127.0.0.1\n",
+                               &cfg, &errs),
+                     2);
+    assert_true(has_err(&errs, "t.conf:4:", "cannot read /nonexistent/tls/cafile.pem"));
+    assert_true(has_err(&errs, "t.conf:4:", "cannot read /nonexistent/tls/agent.pem"));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    assert_int_equal(load_text("[sip]\ntls_verify = maybe\n"
+                               "[users]\nalice@localhost = sip:1001@127.0.0.1\n",
+                               &cfg, &errs),
+                     1);
+    assert_true(has_err(&errs, "t.conf:2:", "subject, chain or none"));
     config_free(&cfg);
     cfg_errors_free(&errs);
 }
@@ -430,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_user_sections),
         cmocka_unit_test(test_secret_rules),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_restart_keys),
         cmocka_unit_test(test_example_covers_every_key),
     };
