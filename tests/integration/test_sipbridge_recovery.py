@@ -109,6 +109,42 @@ def test_408_on_refresh(stack_factory):
     assert "status=408" in s.sipbridge.log()
 
 
+def test_503_on_refresh(stack_factory):
+    """An overloaded PBX (503, no Retry-After) on refresh: the subscription is made
+    again. (With Retry-After, Sofia's nua retries the refresh by itself.)"""
+    s = recovery(stack_factory, [step_recv(), step_respond("503 Service Unavailable")],
+                 "error_response")
+    assert "status=503" in s.sipbridge.log()
+
+
+def test_proxy_auth_challenge(stack_factory):
+    """407 from an outbound proxy: answered with Proxy-Authorization, like a 401. (sipp's
+    verifyauth reads only Authorization, so the digest is checked here, from sipp's
+    message trace.)"""
+    import glob
+    import hashlib
+    import re
+    s, bob = start(stack_factory, [[
+        step_respond("407 Proxy Authentication Required", initial=True, headers=(
+            'Proxy-Authenticate: Digest realm="pbx.example.com", nonce="[pid]p[call_number]", '
+            'algorithm=MD5',)),
+        step_recv(),
+        step_respond(expires=3600, initial=True),
+        notify("dialog-info/asterisk-inuse.xml", 1),
+        step_answer_forever(),
+    ]], extra_config="[sip]\nusername = offhook\npassword = secret\n")
+    expect_views(s, bob, [UNKNOWN, ON_CALL])
+    assert s.sipbridge.metrics()['offhook_sip_auth_challenges_total{outcome="answered"}'] == 1
+    assert "secret" not in s.sipbridge.log()
+    trace = open(glob.glob(os.path.join(s.dir, "*.messages"))[0]).read()
+    auth = re.search(r"Proxy-Authorization: Digest (.*)", trace).group(1)
+    f = dict(re.findall(r'(\w+)="([^"]*)"', auth))
+    md5 = lambda x: hashlib.md5(x.encode()).hexdigest()  # noqa: E731
+    want = md5("%s:%s:%s" % (md5("offhook:%s:secret" % f["realm"]), f["nonce"],
+                             md5("SUBSCRIBE:%s" % f["uri"])))
+    assert f["username"] == "offhook" and f["response"] == want, auth
+
+
 def test_terminated_deactivated(stack_factory):
     s = recovery(stack_factory, [
         notify("dialog-info/asterisk-ringing.xml", 1,
