@@ -341,16 +341,22 @@ def test_wrong_secret_is_reported_once(stack_factory):
     assert not s.component.ready()
 
 
-def test_keep_presence_on_stop(stack_factory):
-    """[component] keep_presence_on_stop = yes (planned restarts): a clean stop leaves the
-    phone contact's presence as it was, and the restarted component carries on."""
-    s = stack_factory(extra_config="[component]\nkeep_presence_on_stop = yes\n")
+def alice_on_the_phone(s):
+    """Both daemons up, alice on a call, bob watching her phone contact: returns bob."""
     s.start_component()
     bob = s.watcher("bob@localhost")
     bob.subscribe(ALICE)
     call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0, pause_ms=500)])
     s.start_sipbridge()
     wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
+    return bob
+
+
+def test_keep_presence_on_stop(stack_factory):
+    """[component] keep_presence_on_stop = yes (planned restarts): a clean stop leaves the
+    phone contact's presence as it was, and the restarted component carries on."""
+    s = stack_factory(extra_config="[component]\nkeep_presence_on_stop = yes\n")
+    bob = alice_on_the_phone(s)
     seen = len(bob.views(ALICE))
     assert s.component.stop() == 0
     assert "event=stopped" in s.component.log()
@@ -367,12 +373,7 @@ def test_stop_without_keep_marks_contacts_unavailable(stack_factory):
     """The default (keep_presence_on_stop = no): a clean stop tells watchers the phone
     contact is gone, so nobody keeps seeing a call the component no longer tracks."""
     s = stack_factory()
-    s.start_component()
-    bob = s.watcher("bob@localhost")
-    bob.subscribe(ALICE)
-    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0, pause_ms=500)])
-    s.start_sipbridge()
-    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
+    bob = alice_on_the_phone(s)
     assert s.component.stop() == 0
     wait_until(lambda: bob.last(ALICE)[0] == "unavailable", timeout=10,
                what="the contact unavailable after the stop")
