@@ -111,7 +111,7 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *st, const char *kind)
         FUZZ_CHECK(jid_to_bare(to, bare, sizeof bare) == 0);
         FUZZ_CHECK(strmap_get(&cur->by_jid, bare) != NULL);
     }
-    if (strstr(text, "vcard-temp") && type && strcmp(type, "result") == 0)
+    if (type && strcmp(type, "result") == 0 && xmpp_stanza_get_child_by_ns(st, "vcard-temp"))
         FUZZ_CHECK(allowed_watcher(to)); /* name and number only to allowed requesters */
     if (type && strcmp(type, "error") == 0) {
         /* Errors answer the stanza at hand, to its sender, and say nothing of state. */
