@@ -7,7 +7,7 @@
 #   scripts/valgrind.sh                      # everything in tests/integration
 #   scripts/valgrind.sh tests/integration/test_faults.py
 #
-# Suppressions (none needed so far): tests/valgrind.supp.
+# Suppressions (library-internal only, each explained): tests/valgrind.supp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
