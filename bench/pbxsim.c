@@ -588,6 +588,26 @@ static void drive(evutil_socket_t fd, short what, void *arg)
 
 /* ---- control socket ---------------------------------------------------------------- */
 
+/* The counters as "name=value ..." (subscribes first): the control socket's answer to
+ * "stats" and the periodic stderr line. */
+static size_t stats_line(char *out, size_t len)
+{
+    int n = snprintf(
+        out, len,
+        "subscribes=%llu refreshes=%llu unsubscribes=%llu notifies=%llu changes=%llu ok=%llu "
+        "other=%llu bad=%llu unknown_dialog=%llu dropped=%llu options=%llu fetches=%llu "
+        "retransmits=%llu timeouts=%llu dialogs=%zu",
+        (unsigned long long)S.subscribes, (unsigned long long)S.refreshes,
+        (unsigned long long)S.unsubscribes, (unsigned long long)S.notifies,
+        (unsigned long long)S.changes, (unsigned long long)S.ok200,
+        (unsigned long long)S.other_rsp, (unsigned long long)S.bad,
+        (unsigned long long)S.unknown_dialog, (unsigned long long)S.dropped,
+        (unsigned long long)S.options, (unsigned long long)S.fetches,
+        (unsigned long long)S.retransmits, (unsigned long long)S.timeouts, S.nlist);
+
+    return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+}
+
 static void on_control(evutil_socket_t fd, short what, void *arg)
 {
     char cmd[512], out[MAX_MSG];
@@ -625,17 +645,7 @@ static void on_control(evutil_socket_t fd, short what, void *arg)
                                     cstate_name[x->st], x->ndlgs);
         }
     } else if (strcmp(cmd, "stats") == 0) {
-        len = (size_t)snprintf(
-            out, sizeof out,
-            "subscribes=%llu refreshes=%llu unsubscribes=%llu notifies=%llu changes=%llu "
-            "unknown_dialog=%llu dropped=%llu options=%llu fetches=%llu retransmits=%llu "
-            "timeouts=%llu",
-            (unsigned long long)S.subscribes, (unsigned long long)S.refreshes,
-            (unsigned long long)S.unsubscribes, (unsigned long long)S.notifies,
-            (unsigned long long)S.changes, (unsigned long long)S.unknown_dialog,
-            (unsigned long long)S.dropped, (unsigned long long)S.options,
-            (unsigned long long)S.fetches, (unsigned long long)S.retransmits,
-            (unsigned long long)S.timeouts);
+        len = stats_line(out, sizeof out);
     } else {
         len = (size_t)snprintf(out, sizeof out, "error: unknown command");
     }
@@ -644,17 +654,10 @@ static void on_control(evutil_socket_t fd, short what, void *arg)
 
 static void stats(evutil_socket_t fd, short what, void *arg)
 {
-    fprintf(stderr,
-            "pbxsim: dialogs=%zu subscribes=%llu refreshes=%llu unsubscribes=%llu "
-            "notifies=%llu changes=%llu ok=%llu other=%llu bad=%llu unknown_dialog=%llu "
-            "dropped=%llu fetches=%llu retransmits=%llu timeouts=%llu\n",
-            S.nlist, (unsigned long long)S.subscribes, (unsigned long long)S.refreshes,
-            (unsigned long long)S.unsubscribes, (unsigned long long)S.notifies,
-            (unsigned long long)S.changes, (unsigned long long)S.ok200,
-            (unsigned long long)S.other_rsp, (unsigned long long)S.bad,
-            (unsigned long long)S.unknown_dialog, (unsigned long long)S.dropped,
-            (unsigned long long)S.fetches, (unsigned long long)S.retransmits,
-            (unsigned long long)S.timeouts);
+    char line[512];
+
+    stats_line(line, sizeof line);
+    fprintf(stderr, "pbxsim: %s\n", line);
     if (S.events_log)
         fflush(S.events_log);
 }

@@ -405,6 +405,14 @@ static int v_allow_watchers(struct offhook_config *cfg, const char *v, char *err
     return -1;
 }
 
+static int v_tls_verify(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (!strcmp(v, "subject") || !strcmp(v, "chain") || !strcmp(v, "none"))
+        return 0;
+    snprintf(err, len, "tls_verify must be subject, chain or none, not '%s'", v);
+    return -1;
+}
+
 static int v_watchers(struct offhook_config *cfg, const char *v, char *err, size_t len)
 {
     char *copy = xstrdup(v);
@@ -454,14 +462,6 @@ static int v_publish(struct offhook_config *cfg, const char *v, char *err, size_
 }
 
 /* A list URI names a list, not a user: sip:phones@pbx has a user part, sip:pbx may not. */
-static int v_tls_verify(struct offhook_config *cfg, const char *v, char *err, size_t len)
-{
-    if (!strcmp(v, "subject") || !strcmp(v, "chain") || !strcmp(v, "none"))
-        return 0;
-    snprintf(err, len, "tls_verify must be subject, chain or none, not '%s'", v);
-    return -1;
-}
-
 static int v_sip_uri_opt_list(struct offhook_config *cfg, const char *v, char *err,
                               size_t len)
 {
@@ -904,13 +904,12 @@ static void resolve_secrets(struct loader *ld, bool world_readable)
 
 /* ---- the INI reader ---------------------------------------------------------------- */
 
-/* Cuts a value at an inline comment (';' or '#' after white space) or unquotes it.
- * Returns the value or NULL with a message. */
 /* SIP over TLS: a pbx reached over TLS needs a tls: listen (Sofia has no TLS transport
  * otherwise), and the files of tls_dir must be readable (Sofia would silently go on
  * without them, checking nothing). Only where the SIP side runs (sipbridge). */
 static void check_tls(struct loader *ld)
 {
+    static const char *const files[] = {"cafile.pem", "agent.pem"};
     struct offhook_config *cfg = ld->cfg;
     bool tls_listen = false, tls_pbx;
     size_t dir_i, pbx_i;
@@ -931,18 +930,18 @@ static void check_tls(struct loader *ld)
         return;
     find_key("sip", "tls_dir", &dir_i);
     line = ld->set[dir_i] ? ld->set_line[dir_i] : 0;
-    for (int i = 0; i < 2; i++) {
-        const char *file = i == 0 ? "cafile.pem" : "agent.pem";
+    /* cafile.pem is only read when something is checked; agent.pem always. */
+    for (int i = strcmp(cfg->sip_tls_verify, "none") == 0 ? 1 : 0; i < 2; i++) {
         char path[4096];
-        if (i == 0 && strcmp(cfg->sip_tls_verify, "none") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", cfg->sip_tls_dir, file);
+        snprintf(path, sizeof path, "%s/%s", cfg->sip_tls_dir, files[i]);
         if (access(path, R_OK) != 0)
             add_err(ld->errs, ld->file, line, "[sip] tls_dir: cannot read %s (%s)", path,
                     strerror(errno));
     }
 }
 
+/* Cuts a value at an inline comment (';' or '#' after white space) or unquotes it.
+ * Returns the value or NULL with a message. */
 static char *parse_value(char *v, char *err, size_t len)
 {
     v = str_trim(v);

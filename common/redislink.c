@@ -1,6 +1,7 @@
 /* A Redis connection on the libevent loop with reconnect, AUTH/SELECT and stall detection. */
 #include "redislink.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -371,6 +372,14 @@ int redislink_command(struct redislink *l, redislink_reply_fn fn, void *arg, con
         return -1;
     }
     return 0;
+}
+
+int redislink_heartbeat(struct redislink *l, const char *key, int ttl_ms)
+{
+    char ms[24];
+
+    snprintf(ms, sizeof ms, "%lld", (long long)clock_wall_ms());
+    return redislink_command(l, NULL, NULL, "SET %s %s PX %d", key, ms, ttl_ms);
 }
 
 int redislink_command_argv(struct redislink *l, redislink_reply_fn fn, void *arg, int argc,

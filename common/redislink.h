@@ -34,6 +34,9 @@ int redislink_command(struct redislink *l, redislink_reply_fn fn, void *arg, con
 int redislink_command_argv(struct redislink *l, redislink_reply_fn fn, void *arg, int argc,
                            const char **argv, const size_t *argvlen)
     __attribute__((warn_unused_result));
+/* SET key <wall-clock ms> PX ttl_ms: a daemon's heartbeat. Returns as redislink_command. */
+int redislink_heartbeat(struct redislink *l, const char *key, int ttl_ms)
+    __attribute__((warn_unused_result));
 /* Drops the connection now and reconnects after backoff (used on protocol errors):
  * counted in offhook_redis_errors_total and logged as a warning. */
 void redislink_reset(struct redislink *l, const char *why);

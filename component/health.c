@@ -80,13 +80,10 @@ static void on_get(struct redislink *l, redisReply *r, void *arg)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
-    char ms[24];
 
     if (!redislink_up(h->link))
         return;
-    snprintf(ms, sizeof ms, "%lld", (long long)clock_wall_ms());
-    if (redislink_command(h->link, NULL, NULL, "SET %s %s PX %d", h->own_key, ms,
-                          STORE_HEARTBEAT_TTL_MS) < 0 ||
+    if (redislink_heartbeat(h->link, h->own_key, STORE_HEARTBEAT_TTL_MS) < 0 ||
         redislink_command(h->link, on_get, h, "GET %s", h->sipbridge_key) < 0)
         redislink_reset(h->link, "cannot queue heartbeat");
 }

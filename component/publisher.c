@@ -96,12 +96,10 @@ static void add_nick(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *u
     xmpp_stanza_set_ns(n, NS_NICK);
 }
 
-static void set_full_from(xmpp_stanza_t *p, const struct cuser *u)
+/* The contact's phone resource, where its availability comes from. */
+static void full_jid(const struct cuser *u, char *out, size_t len)
 {
-    char from[JID_MAX + 1];
-
-    snprintf(from, sizeof from, "%s/%s", u->contact, CONTACT_RESOURCE);
-    xmpp_stanza_set_from(p, from);
+    snprintf(out, len, "%s/%s", u->contact, CONTACT_RESOURCE);
 }
 
 static xmpp_stanza_t *build(struct component *c, struct cuser *u,
@@ -109,8 +107,10 @@ static xmpp_stanza_t *build(struct component *c, struct cuser *u,
 {
     xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
     xmpp_stanza_t *p = xmpp_presence_new(ctx);
+    char from[JID_MAX + 1];
 
-    set_full_from(p, u);
+    full_jid(u, from, sizeof from);
+    xmpp_stanza_set_from(p, from);
     xmpp_stanza_set_to(p, to);
     if (!v->available)
         xmpp_stanza_set_type(p, "unavailable");
@@ -253,13 +253,10 @@ void pub_presence_type(struct component *c, const char *from, const char *to,
 
 void pub_unavailable(struct component *c, const struct cuser *u, const char *to)
 {
-    xmpp_stanza_t *p = xmpp_presence_new(xmpplink_ctx(c->xmpp));
+    char from[JID_MAX + 1];
 
-    set_full_from(p, u);
-    xmpp_stanza_set_to(p, to);
-    xmpp_stanza_set_type(p, "unavailable");
-    (void)xmpplink_send(c->xmpp, p, "presence");
-    xmpp_stanza_release(p);
+    full_jid(u, from, sizeof from);
+    pub_presence_type(c, from, to, "unavailable");
 }
 
 void pub_subscribed(struct component *c, struct cuser *u, const char *to)

@@ -61,12 +61,10 @@ struct xmpplink {
     bool refuse_sockets;      /* the state-priming connect must not open anything */
     bool secret_warned;
     bool invalid_xml;         /* the server sent XML that does not parse */
+    xmpp_log_t log;           /* libstrophe's logger, with this link as its userdata */
     bool lost_counted;        /* the coming disconnect is already counted */
     unsigned long sent;
 };
-
-/* The process's one link, for the log hook below. */
-static struct xmpplink *the_link;
 
 static struct metric *m_connected, *m_sent, *m_refused, *m_disconnects;
 
@@ -105,11 +103,10 @@ static void strophe_log(void *userdata, xmpp_log_level_t level, const char *area
     /* libstrophe 0.12 answers XML it cannot parse with a stream error but keeps the
      * socket, with its parser dead: the stream would stay up and deaf. Its only sign is
      * this debug line, so the link closes the stream itself after the pass. */
-    if (the_link && area && strcmp(area, "xmpp") == 0 && strncmp(msg, "parse error", 11) == 0)
-        the_link->invalid_xml = true;
+    if (userdata && area && strcmp(area, "xmpp") == 0 && strncmp(msg, "parse error", 11) == 0)
+        ((struct xmpplink *)userdata)->invalid_xml = true;
 }
 
-static const xmpp_log_t strophe_logger = {.handler = strophe_log, .userdata = NULL};
 
 /* ---- socket watching --------------------------------------------------------------- */
 
@@ -406,8 +403,9 @@ struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_conf
     l->port = (unsigned short)cfg->xmpp_port;
     /* Capped at 5 s: once the server is back, watchers see the truth within seconds. */
     backoff_init(&l->bo, 500, 5000, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
-    l->ctx = xmpp_ctx_new(NULL, &strophe_logger);
-    the_link = l;
+    l->log.handler = strophe_log;
+    l->log.userdata = l;
+    l->ctx = xmpp_ctx_new(NULL, &l->log);
     l->conn = xmpp_conn_new(l->ctx);
     xmpp_conn_set_jid(l->conn, cfg->xmpp_domain);
     xmpp_conn_set_pass(l->conn, cfg->xmpp_secret);
@@ -444,8 +442,6 @@ void xmpplink_free(struct xmpplink *l)
     xmpp_conn_release(l->conn);
     xmpp_ctx_free(l->ctx);
     xmpp_shutdown();
-    if (the_link == l)
-        the_link = NULL;
     free(l->domain);
     free(l->host);
     free(l);

@@ -239,12 +239,9 @@ static void flush(struct store *st)
 static void heartbeat(evutil_socket_t fd, short what, void *arg)
 {
     struct store *st = arg;
-    char ms[24];
 
-    snprintf(ms, sizeof ms, "%lld", (long long)clock_wall_ms());
     if (redislink_up(st->link) &&
-        redislink_command(st->link, NULL, NULL, "SET %s %s PX %d", st->beat_key, ms,
-                          STORE_HEARTBEAT_TTL_MS) < 0)
+        redislink_heartbeat(st->link, st->beat_key, STORE_HEARTBEAT_TTL_MS) < 0)
         redislink_reset(st->link, "cannot queue heartbeat");
 }
 

@@ -88,8 +88,7 @@ struct subs_mgr {
     int total;
     uint64_t seed;
     struct strmap notifiers;      /* key -> struct notifier* */
-    struct event *probe;
-    long probe_ms;                /* 0: no probes */
+    struct event *probe;          /* every [sip] probe_interval, if not 0 */
     double notify_rate;           /* NOTIFYs per subscription per second; 0: no limit */
 };
 
@@ -174,6 +173,17 @@ static void probe_forget(struct subscription *s)
         s->nt->probing = NULL;
 }
 
+/* s leaves its dialog: a NOTIFY held back from it and a probe riding on it go too. */
+static void drop_dialog(struct subscription *s)
+{
+    stash_drop(s);
+    if (s->h) {
+        probe_forget(s);
+        sipua_release(s->h);
+        s->h = NULL;
+    }
+}
+
 /* The notifier forgot s's dialog (481 to a refresh): it restarted and forgot them all.
  * Every subscription to it not already being re-established goes through the ramp again;
  * each keeps its old handle until its new SUBSCRIBE is sent. */
@@ -248,14 +258,10 @@ static void send_subscribe(struct subscription *s)
 
     if (expires < s->min_expires)
         expires = s->min_expires;
-    stash_drop(s); /* from the old dialog: the new one starts with a full state */
-    if (s->h) {
-        /* Re-established after the notifier lost it: the old dialog goes now, paced by
-         * the ramp like the new SUBSCRIBE (its un-SUBSCRIBE gets a harmless 481). */
-        probe_forget(s);
-        sipua_release(s->h);
-        s->h = NULL;
-    }
+    /* Re-established after the notifier lost it: the old dialog goes now, paced by the
+     * ramp like the new SUBSCRIBE (its un-SUBSCRIBE gets a harmless 481); a held-back
+     * NOTIFY goes with it, the new dialog starts with a full state. */
+    drop_dialog(s);
     s->h = sipua_subscribe(m->ua, s->aor, s->event, s->accept, expires, s->eventlist, s);
     if (!s->h) {
         log_err("sip", "event=subscribe_failed aor=%s package=%s reason=\"cannot create "
@@ -289,13 +295,8 @@ static void restart_later(struct subscription *s, const char *cause, long min_ms
         if (retry_after_s * 1000 > ms)
             ms = retry_after_s * 1000;
     }
-    stash_drop(s);
-    if (s->h) {
-        /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
-        probe_forget(s);
-        sipua_release(s->h);
-        s->h = NULL;
-    }
+    /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
+    drop_dialog(s);
     if (m_resub)
         metric_inc(m_resub, cause);
     set_state(s, SUB_BACKOFF);
@@ -704,7 +705,6 @@ void subs_mgr_set_probe(struct subs_mgr *m, long seconds)
 {
     struct timeval tv = {.tv_sec = seconds};
 
-    m->probe_ms = seconds * 1000;
     evtimer_del(m->probe);
     if (seconds > 0)
         evtimer_add(m->probe, &tv); /* persistent: every tv */
@@ -806,14 +806,12 @@ void subs_free(struct subscription *s)
         return;
     m = s->mgr;
     dequeue(s);
+    drop_dialog(s);
     notifier_detach(s);
-    if (s->h)
-        sipua_release(s->h);
     m->count[s->state]--;
     m->total--;
     if (m_state)
         metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
-    stash_drop(s);
     event_free(s->stash_ev);
     event_free(s->timer);
     free(s->aor);

@@ -249,7 +249,7 @@ def test_subscribe_rate_paces_the_ramp(stack_factory):
     pbx = PbxSim(s.dir, s.pbx_port).start()
     try:
         def count():
-            return int(pbx.command("stats").split()[0].split("=")[1])
+            return int(pbx.stats()["subscribes"])
         s.start_sipbridge()
         wait_until(lambda: count() > 0, what="the first SUBSCRIBE")
         t0 = time.monotonic()
