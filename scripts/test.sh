@@ -9,6 +9,8 @@ echo "== unit tests"
 ctest --test-dir build --output-on-failure
 echo "== integration tests"
 OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+echo "== the README's demo command (a call turning into presence)"
+scripts/demo.sh
 echo "== benchmark harness, smoke mode (figures: docs/performance.md)"
 OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 bench/run.py --smoke
 echo "== fuzz targets, bounded (ASan+UBSan; long runs: docs/fuzzing.md)"
