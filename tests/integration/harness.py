@@ -7,6 +7,7 @@ PBX, and offhook's two daemons. Waits poll a condition; nothing sleeps blindly.
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -20,24 +21,48 @@ DATA = os.path.join(ROOT, "tests", "data")
 BUILD = os.environ.get("OFFHOOK_BUILD", os.path.join(ROOT, "build"))
 
 
-def free_port(kind=socket.SOCK_STREAM, also_udp=False):
-    """A port free on 127.0.0.1 for TCP (and UDP too if asked)."""
-    for _ in range(200):
-        s = socket.socket(socket.AF_INET, kind)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+_HANDED_OUT = set()
+
+
+def _ephemeral_low():
+    """The first port of the kernel's ephemeral range (32768 on Debian by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port, kind):
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
         s.close()
-        if not also_udp:
-            return port
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        t = socket.socket(socket.AF_INET, other)
-        try:
-            t.bind(("127.0.0.1", port))
-            return port
-        except OSError:
+
+
+def free_port(kind=socket.SOCK_STREAM, also_udp=False):
+    """A port free on 127.0.0.1 for both TCP and UDP, taken below the kernel's ephemeral
+    range. A port the kernel handed out for an ephemeral bind (port 0) could be handed
+    out again to any other socket before the server we start binds it: Prosody's and
+    the clients' DNS queries open UDP sockets all the time, and one did take a PBX port
+    (CI, sipp "errno = 98"). Ports below the range are never assigned implicitly, and
+    none is handed out twice in one process. kind and also_udp are kept for callers;
+    every port is checked on both protocols."""
+    low = min(_ephemeral_low(), 65536)
+    lo, hi = 20000, low - 1
+    if hi - lo < 2000:  # a system whose ephemeral range starts low: the old way
+        lo, hi = 1024, 65535
+    for _ in range(2000):
+        port = random.randint(lo, hi)
+        if port in _HANDED_OUT:
             continue
-        finally:
-            t.close()
+        if _bindable(port, socket.SOCK_STREAM) and _bindable(port, socket.SOCK_DGRAM):
+            _HANDED_OUT.add(port)
+            return port
     raise RuntimeError("no free port")
 
 
