@@ -41,6 +41,8 @@ struct redislink {
     void *arg;
     bool logged_down;         /* "cannot connect" is logged once per outage */
     bool restarting;          /* redislink_restart(): not an error, reconnect at once */
+    unsigned long err_streak; /* error replies since the last good one */
+    char err_last[128];       /* the last error logged: the same one is not logged again */
 };
 
 struct pending {
@@ -318,6 +320,25 @@ void redislink_restart(struct redislink *l, const char *why)
     redisAsyncFree(ac);
 }
 
+/* Counts every error reply; logs one only when its code (the first word: READONLY,
+ * OOM, NOAUTH...) differs from the last one logged, so a Redis that refuses every write
+ * gives one line, not one per write or per retry; the first good reply after a run
+ * logs how many there were. */
+static void error_reply(struct redislink *l, const char *err)
+{
+    char code[sizeof l->err_last];
+
+    if (!err)
+        err = "";
+    count_error(l);
+    l->err_streak++;
+    snprintf(code, sizeof code, "%.*s", (int)strcspn(err, " "), err);
+    if (l->err_streak > 1 && strcmp(code, l->err_last) == 0)
+        return;
+    snprintf(l->err_last, sizeof l->err_last, "%s", code);
+    log_warn("redis", "event=error_reply link=%s error=\"%.120s\"", l->name, err);
+}
+
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     struct pending *p = priv;
@@ -329,10 +350,14 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         if (l->outstanding > 0)
             l->outstanding--;
         l->last_activity = clock_mono_ms();
-        if (r && ((redisReply *)r)->type == REDIS_REPLY_ERROR) {
-            count_error(l);
-            log_warn("redis", "event=error_reply link=%s error=\"%.120s\"", l->name,
-                     ((redisReply *)r)->str);
+        if (r && ((redisReply *)r)->type == REDIS_REPLY_ERROR)
+            error_reply(l, ((redisReply *)r)->str);
+        else if (r && l->err_streak) {
+            if (l->err_streak > 1)
+                log_notice("redis", "event=error_replies_ended link=%s count=%lu", l->name,
+                           l->err_streak);
+            l->err_streak = 0;
+            l->err_last[0] = '\0';
         }
     }
     if (p->fn)

@@ -11,7 +11,7 @@
  * A stream entry with cmd=resync (and user=<jid> or "*") asks the component to send
  * everything again (offhookctl resync).
  *
- * sipbridge writes the hash and the stream entry in one MULTI, so a reader that takes
+ * sipbridge writes the hash and the stream entry in one script (EVAL), so a reader that takes
  * the stream's last id before reading the hashes and then follows the stream misses
  * nothing and ends on the latest state. */
 #ifndef OFFHOOK_STORECODEC_H

@@ -1,4 +1,4 @@
-/* User state to Redis: hash + stream entry per change in one MULTI, with a per-user
+/* User state to Redis: hash + stream entry per change in one script, with a per-user
  * pending slot while the link is down. On every reconnect the users whose latest state
  * was already written get their hash written again (no event): a Redis that restarted
  * without persistence, or was flushed, has lost them. */
@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
+#include "backoff.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -25,7 +26,7 @@ struct entry {
     struct user_record rec;
     bool removed;        /* the latest change is a removal */
     uint64_t gen;        /* bumped on each put */
-    uint64_t written;    /* gen confirmed by EXEC; gen != written means unwritten */
+    uint64_t written;    /* gen confirmed by Redis; gen != written means unwritten */
 };
 
 struct store {
@@ -41,6 +42,9 @@ struct store {
     struct entry **rw;     /* entries to rewrite after a reconnect */
     size_t nrw, rw_pos;
     struct event *rw_ev;
+    unsigned long refused; /* writes refused since the last accepted one */
+    struct event *retry_ev; /* re-sends the unwritten users after a refusal */
+    struct backoff bo;
 };
 
 struct inflight {
@@ -70,13 +74,15 @@ static void update_pending_metric(struct store *st)
         metric_set(m_pending, NULL, st->npending);
 }
 
-static void on_exec(struct redislink *l, redisReply *r, void *arg)
+static void flush(struct store *st);
+
+static void on_written(struct redislink *l, redisReply *r, void *arg)
 {
     struct inflight *f = arg;
     struct store *st = f->st;
     struct entry *e = f->e;
 
-    if (r && r->type == REDIS_REPLY_ARRAY) {
+    if (r && r->type != REDIS_REPLY_ERROR) {
         if (f->gen > e->written) {
             bool was_unwritten = e->written != e->gen;
             e->written = f->gen;
@@ -85,13 +91,29 @@ static void on_exec(struct redislink *l, redisReply *r, void *arg)
         }
         if (m_writes)
             metric_inc(m_writes, "ok");
+        if (st->refused) {
+            log_notice("store", "event=writes_accepted refused_before=%lu", st->refused);
+            st->refused = 0;
+            backoff_reset(&st->bo);
+            evtimer_del(st->retry_ev);
+            flush(st); /* the users held meanwhile */
+        }
     } else if (r) {
-        /* Refused (out of memory, read-only replica...): reconnecting re-sends every
-         * unwritten user after backoff, instead of hammering a sick server. */
+        /* Refused (read-only replica, a script error...): the connection is fine, so it
+         * stays; the unwritten users are held (changed() sends nothing more) and sent
+         * again after backoff, instead of hammering a sick server. Logged once per run
+         * of refusals (each is counted); the first accepted write ends it. */
         if (m_writes)
             metric_inc(m_writes, "error");
-        log_err("store", "event=write_failed user=%s", e->jid);
-        redislink_reset(l, "write refused");
+        if (st->refused++ == 0)
+            log_err("store", "event=write_failed user=%s error=\"%.120s\" "
+                    "action=\"holding state, retrying after backoff\"",
+                    e->jid, r->str ? r->str : "");
+        if (!evtimer_pending(st->retry_ev, NULL)) {
+            uint32_t ms = backoff_next(&st->bo);
+            struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+            evtimer_add(st->retry_ev, &tv);
+        }
     } else if (m_writes) {
         /* Lost with the link: the latest state goes out again on reconnect. */
         metric_inc(m_writes, "retried");
@@ -100,69 +122,68 @@ static void on_exec(struct redislink *l, redisReply *r, void *arg)
     free(f);
 }
 
-/* Queues MULTI / DEL / HSET for e's latest state (the caller ends the transaction);
- * f gets the encoded fields. Returns 0, -1 if a command could not be queued, or -2 for
- * a JID too long for a key (nothing queued). */
-static int send_hash(struct store *st, struct entry *e, struct store_fields *f)
+/* One write is one EVAL of this script: Redis runs it atomically, as it did the
+ * MULTI/DEL/HSET/XADD/EXEC it replaces, with one command and one reply instead of five,
+ * and the fields sent once for both the hash and the event. EVAL, not EVALSHA: Redis
+ * caches the compiled script by its SHA1, and a Redis that restarted or ran SCRIPT FLUSH
+ * needs no reload step (no NOSCRIPT case). KEYS[1] is the user's hash, KEYS[2] (absent
+ * for a rewrite without an event) the event stream; ARGV[1] the user's JID, ARGV[2..]
+ * the hash's field/value pairs (none: the user was removed). */
+static const char WRITE_SCRIPT[] =
+    "redis.call('DEL',KEYS[1])\n"
+    "if #ARGV>1 then redis.call('HSET',KEYS[1],unpack(ARGV,2)) end\n"
+    "if #KEYS<2 then return 0 end\n"
+    "if #ARGV>1 then\n"
+    " return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORE_STREAM_MAXLEN_STR
+    "','*','user',ARGV[1],unpack(ARGV,2))\n"
+    "end\n"
+    "return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORE_STREAM_MAXLEN_STR
+    "','*','user',ARGV[1],'state','removed')\n";
+
+/* Queues the write of e's latest state: the hash, and with with_event a stream entry.
+ * fn/arg get the reply. Returns 0, -1 if it could not be queued, or -2 for a JID too
+ * long for a key (nothing queued). */
+static int send_record(struct store *st, struct entry *e, bool with_event,
+                       redislink_reply_fn fn, void *arg)
 {
     char key[2048];
-    const char *argv[2 + 2 * STORE_FIELDS_MAX];
-    int argc = 0, rc = 0;
+    struct store_fields f;
+    const char *argv[6 + 2 * STORE_FIELDS_MAX];
+    int argc = 0;
 
     if (store_key_user(st->prefix, e->jid, key, sizeof key) < 0)
         return -2;
-    rc |= redislink_command(st->link, NULL, NULL, "MULTI");
-    rc |= redislink_command(st->link, NULL, NULL, "DEL %s", key);
-    if (!e->removed) {
-        storecodec_encode(&e->rec, f);
-        argv[argc++] = "HSET";
-        argv[argc++] = key;
-        for (int i = 0; i < f->n; i++) {
-            argv[argc++] = f->name[i];
-            argv[argc++] = f->value[i];
-        }
-        rc |= redislink_command_argv(st->link, NULL, NULL, argc, argv, NULL);
-    }
-    return rc;
-}
-
-/* Queues MULTI / DEL / HSET / XADD / EXEC for e's latest state. */
-static void send_entry(struct store *st, struct entry *e)
-{
-    struct store_fields f;
-    const char *argv[8 + 2 * STORE_FIELDS_MAX];
-    int argc = 0;
-    struct inflight *fl;
-    int rc = send_hash(st, e, &f);
-
-    if (rc == -2)
-        return;
-    argv[argc++] = "XADD";
-    argv[argc++] = st->events_key;
-    argv[argc++] = "MAXLEN";
-    argv[argc++] = "~";
-    argv[argc++] = STORE_STREAM_MAXLEN_STR;
-    argv[argc++] = "*";
-    argv[argc++] = "user";
+    argv[argc++] = "EVAL";
+    argv[argc++] = WRITE_SCRIPT;
+    argv[argc++] = with_event ? "2" : "1";
+    argv[argc++] = key;
+    if (with_event)
+        argv[argc++] = st->events_key;
     argv[argc++] = e->jid;
-    if (e->removed) {
-        argv[argc++] = "state";
-        argv[argc++] = "removed";
-    } else {
+    if (!e->removed) {
+        storecodec_encode(&e->rec, &f);
         for (int i = 0; i < f.n; i++) {
             argv[argc++] = f.name[i];
             argv[argc++] = f.value[i];
         }
     }
-    rc |= redislink_command_argv(st->link, NULL, NULL, argc, argv, NULL);
-    fl = xmalloc(sizeof *fl);
+    return redislink_command_argv(st->link, fn, arg, argc, argv, NULL) < 0 ? -1 : 0;
+}
+
+/* Queues the write of e's latest state with its change event. */
+static void send_entry(struct store *st, struct entry *e)
+{
+    struct inflight *fl = xmalloc(sizeof *fl);
+    int rc;
+
     fl->st = st;
     fl->e = e;
     fl->gen = e->gen;
-    if (rc || redislink_command(st->link, on_exec, fl, "EXEC") < 0) {
+    rc = send_record(st, e, true, on_written, fl);
+    if (rc < 0)
         free(fl);
+    if (rc == -1)
         redislink_reset(st->link, "cannot queue a write");
-    }
 }
 
 /* Writes the next batch of already-written users' hashes again (after a reconnect). */
@@ -178,15 +199,14 @@ static void rewrite_step(evutil_socket_t fd, short what, void *arg)
         end = st->nrw;
     for (; st->rw_pos < end; st->rw_pos++) {
         struct entry *e = st->rw[st->rw_pos];
-        struct store_fields f;
         int rc;
 
         if (e->gen != e->written || e->removed)
             continue; /* on its way with an event, or nothing to hold */
-        rc = send_hash(st, e, &f);
+        rc = send_record(st, e, false, NULL, NULL);
         if (rc == -2)
             continue;
-        if (rc || redislink_command(st->link, NULL, NULL, "EXEC") < 0) {
+        if (rc) {
             redislink_reset(st->link, "cannot queue a rewrite");
             return;
         }
@@ -232,8 +252,30 @@ static void flush(struct store *st)
             n++;
         }
     }
-    if (n)
+    if (n && !st->refused)
         log_notice("store", "event=flushed users=%d", n);
+}
+
+/* After a refusal: one unwritten user's write goes out as a probe; its answer decides
+ * (accepted: on_written() sends the rest; refused: another backoff). */
+static void retry_refused(evutil_socket_t fd, short what, void *arg)
+{
+    struct store *st = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if (!redislink_up(st->link))
+        return; /* the reconnect flushes everything */
+    while (strmap_next(&st->entries, &pos, &k, &v)) {
+        struct entry *e = v;
+        if (e->gen != e->written) {
+            send_entry(st, e);
+            return;
+        }
+    }
+    st->refused = 0; /* nothing left unwritten */
+    backoff_reset(&st->bo);
 }
 
 static void heartbeat(evutil_socket_t fd, short what, void *arg)
@@ -275,6 +317,8 @@ struct store *store_new(struct event_base *base, const struct offhook_config *cf
     st->beat_key = xstrdup(key);
     st->beat = event_new(base, -1, EV_PERSIST, heartbeat, st);
     st->rw_ev = evtimer_new(base, rewrite_step, st);
+    st->retry_ev = evtimer_new(base, retry_refused, st);
+    backoff_init(&st->bo, 200, 3000, (uint64_t)(uintptr_t)st);
     {
         struct timeval tv = {.tv_sec = STORE_HEARTBEAT_EVERY_MS / 1000};
         event_add(st->beat, &tv);
@@ -294,6 +338,7 @@ void store_free(struct store *st)
         return;
     event_free(st->beat);
     event_free(st->rw_ev);
+    event_free(st->retry_ev);
     free(st->rw);
     redislink_free(st->link); /* in-flight callbacks run now, with NULL replies */
     while (strmap_next(&st->entries, &pos, &k, &v)) {
@@ -354,7 +399,7 @@ static void changed(struct store *st, struct entry *e)
     if (e->gen == e->written)
         st->npending++;
     e->gen++;
-    if (redislink_up(st->link))
+    if (redislink_up(st->link) && !st->refused)
         send_entry(st, e);
     update_pending_metric(st);
 }

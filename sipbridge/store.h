@@ -1,5 +1,5 @@
 /* sipbridge's writer of user state to Redis: each change replaces the user's hash and
- * appends a change event to the stream, atomically (MULTI). While Redis is down, the
+ * appends a change event to the stream, atomically (one script). While Redis is down, the
  * latest record of each changed user is held (bounded by the number of users) and written
  * when the link returns, so the final state is never lost. Called by bridge.c. */
 #ifndef OFFHOOK_STORE_H

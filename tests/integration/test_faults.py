@@ -226,6 +226,50 @@ def test_sipbridge_gone_shows_unknown(matrix):
     assert m.converge() <= BOUND_S
 
 
+def test_redis_refuses_writes(matrix):
+    """Redis up but refusing every write (made a replica of a master that is not there:
+    READONLY) while calls change: sipbridge keeps the connection, holds each user's latest
+    state, logs the refusal once however many writes it refuses, counts each, retries
+    after backoff; once Redis takes writes again every phone converges."""
+    m = matrix
+    m.shuffle()
+    m.converge()
+    sb_before = m.s.sipbridge.metrics()
+    log_before = len(m.s.sipbridge.log())
+    r = m.s.redis
+    r.cli("REPLICAOF", "127.0.0.1", "9")  # discard port: the master never answers
+    try:
+        for _ in range(4):
+            m.shuffle(5)
+            time.sleep(0.25)
+        wait_until(lambda: m.s.sipbridge.metrics().get(
+            'offhook_store_writes_total{result="error"}', 0) >= sb_before.get(
+            'offhook_store_writes_total{result="error"}', 0) + 2,
+            timeout=15, what="refused writes counted (and retried)")
+        pending = m.s.sipbridge.metrics().get("offhook_store_pending_users", 0)
+        assert 0 < pending <= N_USERS
+        assert m.wrong(), "no change may reach the client through a Redis that refuses it"
+    finally:
+        r.cli("REPLICAOF", "NO", "ONE")
+    took = m.converge()
+    assert took <= BOUND_S, "converged in %.1fs after Redis took writes again" % took
+    sb = m.s.sipbridge.metrics()
+    assert sb.get("offhook_store_pending_users", -1) == 0
+    assert sb.get("offhook_redis_connected{link=\"store\"}", 0) == 1
+    log = m.s.sipbridge.log()[log_before:]
+    print("REFUSED %d writes, converged in %.2fs; sipbridge said:\n%s" % (
+        sb.get('offhook_store_writes_total{result="error"}', 0) - sb_before.get(
+            'offhook_store_writes_total{result="error"}', 0), took,
+        "\n".join(x for x in log.splitlines() if "sub=store" in x or "sub=redis" in x)))
+    assert log.count("event=write_failed") == 1, log
+    assert "READONLY" in log and "event=writes_accepted" in log, log
+    assert "event=disconnected link=store" not in log, "the connection was fine: kept"
+    assert log.count("event=error_reply link=store") == 1, log
+    # Fresh changes flow as before.
+    m.shuffle()
+    assert m.converge() <= BOUND_S
+
+
 def redis_dump(r):
     """Every key's value in Redis, as text."""
     out = []
