@@ -116,11 +116,12 @@ def udp_drops(port):
 
 
 def machine_busy():
-    """(busy seconds, total seconds) summed over all CPUs, from /proc/stat."""
+    """(busy seconds, total seconds, steal seconds) summed over all CPUs, from /proc/stat.
+    Steal (time the hypervisor ran other guests while this one had work) is not busy."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + v[4]
-    return (sum(v[:8]) - idle) / CLK, sum(v[:8]) / CLK
+    idle, steal = v[3] + v[4], v[7]
+    return (sum(v[:8]) - idle - steal) / CLK, sum(v[:8]) / CLK, steal / CLK
 
 
 def loadavg():
@@ -504,6 +505,12 @@ def cpu_window(s0, s1):
     return d, others
 
 
+def steal_cores(s0, s1):
+    """Cores' worth of CPU the hypervisor gave other guests over the window: on a VM, a
+    run with steal had less machine than its figures suggest (slower, longer tails)."""
+    return round((s1["machine"][2] - s0["machine"][2]) / (s1["t"] - s0["t"]), 2)
+
+
 def r3(x, n=3):
     return None if x is None else round(x, n)
 
@@ -663,6 +670,7 @@ def run_pbxsim(a, rate):
             "cpu_s_per_1000_events": {k: round(v / per * 1000, 4) for k, v in dcpu.items()},
             "cpu_pct": {k: round(v / wall * 100, 1) for k, v in dcpu.items()},
             "other_load_cores": round(others, 2),
+            "steal_cores": steal_cores(s0, s1),
             "loadavg": [s0["load"], s1["load"]],
             "rss_mib": {"sipbridge_start": round(rss_sb0 / 2**20, 1),
                         "sipbridge_subscribed": round(rss_sb1 / 2**20, 1),
@@ -757,26 +765,28 @@ def human(r):
                 "sipbridge; CPU s per "
                 "1000 NOTIFYs: kamailio %.3f (marginal over calls without watchers %s) "
                 "sipbridge %.3f component %.3f; sink %.1f/s; offhook latency p50 %s p99 %s ms; "
-                "load %.2f other %.2f cores" % (
+                "load %.2f other %.2f steal %.2f cores" % (
                     r["phones"], r["call_rate"], r["calls_ok"], r["calls_failed"],
                     r["notifies_per_s"], k["kamailio"],
                     r.get("kamailio_marginal_cpu_s_per_1000_notifies"), k["sipbridge"],
                     k["component"], r["e2e_per_s"], r["offhook_latency_ms"]["p50"],
-                    r["offhook_latency_ms"]["p99"], r["loadavg"][1], r["other_load_cores"]))
+                    r["offhook_latency_ms"]["p99"], r["loadavg"][1], r["other_load_cores"],
+                    r.get("steal_cores", 0)))
     c = r["cpu_s_per_1000_events"]
     ratio = (c["sipbridge"] + c["component"]) / c["prosody"] if c["prosody"] else float("nan")
     lat, ol = r["latency_ms"], r["offhook_latency_ms"]
     return ("N=%d R=%g: e2e %.1f/s (sent %.1f/s, backlog %s %+.0f), latency p50 %s p99 %s max %s "
             "ms (offhook p50 %s p99 %s ms); CPU s/1000 ev: sipbridge %.3f component %.3f "
             "redis %.3f prosody %.3f (offhook/prosody %.2f); RSS sipbridge %.1f MiB "
-            "(%d B/sub) component %.1f MiB; ramp %.1f s; load %.2f, other %.2f cores" % (
+            "(%d B/sub) component %.1f MiB; ramp %.1f s; load %.2f, other %.2f, steal %.2f "
+            "cores" % (
                 r["users"], r["rate"], r["e2e_per_s"], r["sent_per_s"],
                 "GROWING" if r["growing_backlog"] else "flat", r["backlog_growth"],
                 lat["p50"], lat["p99"], lat["max"], ol["p50"], ol["p99"], c["sipbridge"],
                 c["component"], c["redis"], c["prosody"], ratio,
                 r["rss_mib"]["sipbridge_end"], r["rss_per_user_bytes"]["sipbridge_subscriptions"],
                 r["rss_mib"]["component_end"], r["ramp_s"], r["loadavg"][1],
-                r["other_load_cores"])) + soak_line(r)
+                r["other_load_cores"], r.get("steal_cores", 0))) + soak_line(r)
 
 
 def soak_line(r):
@@ -905,6 +915,7 @@ def run_kamailio(a):
             "offhook_latency_ms": {"p50": r3(q[0] and q[0] * 1000),
                                    "p99": r3(q[1] and q[1] * 1000), "n": nobs},
             "other_load_cores": round(others, 2),
+            "steal_cores": steal_cores(sB0, sB1),
             "loadavg": [sB0["load"], sB1["load"]],
             "kamailio_rss_mib": round(sB1["rss"]["kamailio"] / 2**20, 1),
         })
