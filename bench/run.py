@@ -36,7 +36,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -418,8 +417,8 @@ class Stack:
         self.prosody.register("watcher", "pw")
         self.prosody.start()
         self.procs.append(self.prosody)
-        self.pbx_port = free_port(socket.SOCK_DGRAM, also_udp=True)
-        self.sip_port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.pbx_port = free_port()
+        self.sip_port = free_port()
         self.msb, self.mcomp = free_port(), free_port()
         self.users = users
         self.config = offhook_config(
@@ -831,7 +830,7 @@ def run_kamailio(a):
             path = os.path.join(wd.path, name + ".xml")
             with open(path, "w") as f:
                 f.write(scenario_xml)
-            port = free_port(socket.SOCK_DGRAM, also_udp=True)
+            port = free_port()
             argv = ["sipp", "-sf", path, "-p", str(port), "-i", "127.0.0.1", "-t", "u1",
                     "-nostdin", "-trace_err", "-error_file",
                     os.path.join(wd.path, name + ".errors")] + extra

@@ -107,7 +107,6 @@ static void strophe_log(void *userdata, xmpp_log_level_t level, const char *area
         ((struct xmpplink *)userdata)->invalid_xml = true;
 }
 
-
 /* ---- socket watching --------------------------------------------------------------- */
 
 static void watch(struct xmpplink *l, short what);

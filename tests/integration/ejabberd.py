@@ -20,7 +20,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
@@ -246,8 +245,8 @@ class EjabberdStack(Stack):
         self.dir = workdir
         self.redis = Redis(workdir).start()
         self.prosody = server
-        self.pbx_port = free_port(socket.SOCK_DGRAM, also_udp=True)
-        self.sip_port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.pbx_port = free_port()
+        self.sip_port = free_port()
         self.metrics_sb = free_port()
         self.metrics_comp = free_port()
         self.users = users

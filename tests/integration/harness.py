@@ -44,14 +44,13 @@ def _bindable(port, kind):
         s.close()
 
 
-def free_port(kind=socket.SOCK_STREAM, also_udp=False):
+def free_port():
     """A port free on 127.0.0.1 for both TCP and UDP, taken below the kernel's ephemeral
     range. A port the kernel handed out for an ephemeral bind (port 0) could be handed
     out again to any other socket before the server we start binds it: Prosody's and
     the clients' DNS queries open UDP sockets all the time, and one did take a PBX port
     (CI, sipp "errno = 98"). Ports below the range are never assigned implicitly, and
-    none is handed out twice in one process. kind and also_udp are kept for callers;
-    every port is checked on both protocols."""
+    none is handed out twice in one process."""
     low = min(_ephemeral_low(), 65536)
     lo, hi = 20000, low - 1
     if hi - lo < 2000:  # a system whose ephemeral range starts low: the old way
@@ -456,7 +455,7 @@ class SippPbx:
 
     def __init__(self, workdir, scenario_xml, name="sipp-pbx", port=None, transport="u1"):
         self.dir = workdir
-        self.port = port or free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.port = port or free_port()
         self.name = name
         self.path = os.path.join(workdir, name + ".xml")
         with open(self.path, "w") as f:
@@ -507,7 +506,7 @@ class PbxSim:
     def __init__(self, workdir, port, goodbye=True, expires=3600):
         self.dir = workdir
         self.port = port
-        self.ctl_port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.ctl_port = free_port()
         self.goodbye = goodbye
         self.expires = expires
         self.proc = None
@@ -690,8 +689,8 @@ class Stack:
         for u in other_domain_users:
             self.prosody.register(u, "pw", host="other.localhost")
         self.prosody.start()
-        self.pbx_port = free_port(socket.SOCK_DGRAM, also_udp=True)
-        self.sip_port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.pbx_port = free_port()
+        self.sip_port = free_port()
         self.metrics_sb = free_port()
         self.metrics_comp = free_port()
         self.users = users

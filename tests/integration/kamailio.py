@@ -70,7 +70,7 @@ class Kamailio:
         self.name = name
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
-        self.port = port or free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.port = port or free_port()
         self.host = "127.0.0.1"
         self.uri = "sip:%s:%d" % (self.host, self.port)
         self.db = os.path.join(self.dir, "db")
@@ -362,7 +362,7 @@ class SippPhone:
         self.dir = workdir
         self.kam = kam
         self.user = user
-        self.port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        self.port = free_port()
         self.call_id = "reg-%s-%s" % (user, uuid.uuid4().hex[:12])
         self.cseq = 0
         self.ua = None
@@ -382,7 +382,7 @@ class SippPhone:
         path = os.path.join(self.dir, name + ".xml")
         with open(path, "w") as f:
             f.write(register_scenario(self.user, self.port, expires, self.cseq, self.domain))
-        port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        port = free_port()
         with open(os.path.join(self.dir, name + ".out"), "wb") as logf:
             rc = subprocess.run(_sipp_argv(path, port, self.domain, self.dir, name,
                                            extra=["-recv_timeout", str(timeout * 1000),
@@ -458,7 +458,7 @@ class SippCaller:
         domain = "%s:%d" % (self.kam.host, self.kam.port)
         with open(path, "w") as f:
             f.write(caller_scenario(self.user, target, domain, talk_ms))
-        port = free_port(socket.SOCK_DGRAM, also_udp=True)
+        port = free_port()
         proc = Proc(name, _sipp_argv(path, port, domain, self.dir, name,
                                      extra=["-timeout", "%ds" % timeout_s]), self.dir)
         c = SippCall(proc, name, self.dir)

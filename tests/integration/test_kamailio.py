@@ -96,18 +96,25 @@ def expect_views(bob, s, kam, views, timeout=15, what="Bob's view"):
                                           kam.local_requests("NOTIFY"))))
 
 
+def alice_idle(s, kam, phones, ring_ms, what):
+    """Bob watches alice's phone contact; her desk phone (answering after ring_ms)
+    registers with Kamailio; sipbridge subscribes and Bob sees the phone idle: Kamailio
+    answers the SUBSCRIBE with full state at once (a terminated dummy dialog,
+    force_dummy_dialog), so an idle phone shows available, not "unknown".
+    Returns (bob, alice)."""
+    bob = watch_alice(s)
+    alice = phones.phone("alice").answer(ring_ms=ring_ms)
+    alice.register()
+    s.start_sipbridge()
+    expect_views(bob, s, kam, [UNKNOWN, IDLE], what=what)
+    return bob, alice
+
+
 def test_call_through_kamailio(kam, stack_factory, phones):
     """carol calls alice's registered desk phone through Kamailio: Bob sees alice's phone
     ring, then alice on the phone, then available again after carol hangs up."""
     s = kamailio_stack(stack_factory, kam)
-    bob = watch_alice(s)
-
-    alice = phones.phone("alice").answer(ring_ms=1500)
-    alice.register()
-    s.start_sipbridge()
-    # Kamailio answers the SUBSCRIBE with full state at once (a terminated dummy dialog,
-    # force_dummy_dialog): an idle phone shows available, not "unknown".
-    expect_views(bob, s, kam, [UNKNOWN, IDLE], what="idle phone after subscribing")
+    bob, alice = alice_idle(s, kam, phones, 1500, "idle phone after subscribing")
 
     call = phones.caller("carol").call("alice", talk_ms=2500)
     expect_views(bob, s, kam, [UNKNOWN, IDLE, RINGING], what="alice's phone ringing")
@@ -234,11 +241,7 @@ def test_call_over_tls(workdir, stack_factory):
     phones = Phones(workdir, kam)
     try:
         s = tls_stack(stack_factory, kam, pki["tls_dir"])
-        bob = watch_alice(s)
-        alice = phones.phone("alice").answer(ring_ms=1000)
-        alice.register()
-        s.start_sipbridge()
-        expect_views(bob, s, kam, [UNKNOWN, IDLE], what="idle phone, subscribed over TLS")
+        bob, _ = alice_idle(s, kam, phones, 1000, "idle phone, subscribed over TLS")
         call = phones.caller("carol").call("alice", talk_ms=1500)
         expect_views(bob, s, kam, [UNKNOWN, IDLE, RINGING, ON_THE_PHONE, IDLE],
                      what="the call, over TLS")
