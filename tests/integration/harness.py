@@ -47,10 +47,10 @@ def _bindable(port, kind):
 def free_port():
     """A port free on 127.0.0.1 for both TCP and UDP, taken below the kernel's ephemeral
     range. A port the kernel handed out for an ephemeral bind (port 0) could be handed
-    out again to any other socket before the server we start binds it: Prosody's and
-    the clients' DNS queries open UDP sockets all the time, and one did take a PBX port
-    (CI, sipp "errno = 98"). Ports below the range are never assigned implicitly, and
-    none is handed out twice in one process."""
+    out again to any other socket (a DNS query, a client) before the server we start
+    binds it. Ports below the range are never assigned implicitly, and none is handed
+    out twice in one process. (The two CI runs that failed on sipp's "errno = 98" were
+    most likely SippPbx's own probe bind, since replaced: see SippPbx.listening().)"""
     low = min(_ephemeral_low(), 65536)
     lo, hi = 20000, low - 1
     if hi - lo < 2000:  # a system whose ephemeral range starts low: the old way
