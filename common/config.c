@@ -88,8 +88,9 @@ static const struct cfg_key keys[] = {
      "NOTIFYs applied per subscription per second (bursts of twice that); in a flood only "
      "the latest is applied, late; resource lists exempt; 0 = no limit"},
     {"sip", "probe_interval", T_INT, OFF(sip_probe_interval), "5", true, 0, 3600, NULL,
-     "seconds between refreshes of one subscription per notifier, to notice a PBX that "
-     "restarted and forgot them (481): all are then re-established; 0 = never"},
+     "seconds between refreshes of one subscription per notifier (not one it answered or "
+     "notified in the last second), to notice a PBX that restarted and forgot them (481): "
+     "all are then re-established; 0 = never"},
     {"sip", "tls_dir", T_STR, OFF(sip_tls_dir), "/etc/offhook/tls", false, 0, 0, NULL,
      "with a tls: listen: directory holding cafile.pem (the CAs trusted for the PBX's "
      "certificate) and agent.pem (offhook's certificate and key, for NOTIFYs sent over a "

@@ -3,7 +3,10 @@
  *
  * A notifier that restarts forgets its subscriptions and says nothing: its NOTIFYs just
  * stop. Every probe interval one active subscription per notifier (taken in turn) is
- * refreshed; the answer 481 to any in-dialog refresh means the notifier has lost the
+ * refreshed, skipping any the notifier answered or notified within the last second: that
+ * answer already says the dialog is alive, and a refresh right behind a 2xx would cross
+ * the NOTIFY the notifier sends with it. The answer 481 to any in-dialog refresh
+ * means the notifier has lost the
  * dialog, and then every subscription to it is re-established (through the ramp, old
  * dialogs released as each new one starts). A notifier that was unreachable is retried
  * all at once when any subscription to it succeeds again, instead of each waiting out
@@ -28,6 +31,7 @@
 #define WATCHDOG_GRACE_MAX_S 30   /* silence allowed past the granted expiry ... */
 #define WATCHDOG_GRACE_MIN_S 2    /* ... at least, for very short expiries */
 #define WAKE_MIN_INTERVAL_MS 1000 /* at most one "notifier is back" sweep per second */
+#define PROBE_QUIET_MS 1000       /* a dialog heard from more recently is not probed */
 
 /* Where a group of subscriptions is served: the host[:port] of their AORs. */
 struct notifier {
@@ -51,6 +55,8 @@ struct subscription {
     long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
     long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
     bool notified;                /* a NOTIFY arrived in this dialog */
+    int64_t heard_ms;             /* mono ms of the notifier's last 2xx (not to a probe)
+                                   * or NOTIFY in this dialog */
     const struct subs_owner_ops *ops;
     struct subscription *qnext;   /* ramp queue link */
     bool queued;
@@ -403,8 +409,9 @@ static void on_response(void *owner, int status, const char *phrase, long expire
 {
     struct subscription *s = owner;
     bool in_dialog = s->state == SUB_ACTIVE || s->state == SUB_PENDING;
+    bool probe = s->nt->probing == s;
 
-    if (s->nt->probing == s) {
+    if (probe) {
         s->nt->probing = NULL;
         if (m_probes)
             metric_inc(m_probes, status < 300 ? "ok" : status == 481 ? "lost" : "failed");
@@ -413,6 +420,10 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         return; /* an old dialog, replaced when the ramp reaches it */
     if (status < 300) {
         bool first = s->granted == 0;
+        /* A probe's own answer does not count: a quiet dialog would keep itself from
+         * ever being asked again. */
+        if (!probe)
+            s->heard_ms = clock_mono_ms();
         s->granted = expires > 0 ? expires : s->mgr->expires;
         backoff_reset(&s->bo);
         if (s->failed) {
@@ -594,6 +605,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     if (n->expires > 0)
         s->granted = n->expires;
     s->notified = true;
+    s->heard_ms = clock_mono_ms();
     arm_watchdog(s);
 }
 
@@ -662,16 +674,17 @@ static void notifier_detach(struct subscription *s)
     s->nprev = s->nnext = NULL;
 }
 
-/* Refreshes the next active subscription of nt, unless a probe is still in flight (the
- * stack retransmits it; a notifier back within 32 s answers it). */
-static void probe_notifier(struct subs_mgr *m, struct notifier *nt)
+/* Refreshes the next active subscription of nt not heard from within PROBE_QUIET_MS,
+ * unless a probe is still in flight (the stack retransmits it; a notifier back within
+ * 32 s answers it). */
+static void probe_notifier(struct subs_mgr *m, struct notifier *nt, int64_t now)
 {
     struct subscription *s = nt->cursor ? nt->cursor : nt->head;
 
     if (nt->probing)
         return;
     for (struct subscription *first = s; s;) {
-        if (s->state == SUB_ACTIVE && !s->queued && s->h)
+        if (s->state == SUB_ACTIVE && !s->queued && s->h && now - s->heard_ms >= PROBE_QUIET_MS)
             break;
         s = s->nnext ? s->nnext : nt->head;
         if (s == first)
@@ -691,9 +704,10 @@ static void on_probe(evutil_socket_t fd, short what, void *arg)
     size_t pos = 0;
     const char *k;
     void *v;
+    int64_t now = clock_mono_ms();
 
     while (strmap_next(&m->notifiers, &pos, &k, &v))
-        probe_notifier(m, v);
+        probe_notifier(m, v, now);
 }
 
 void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s)
