@@ -109,6 +109,29 @@ def test_408_on_refresh(stack_factory):
     assert "status=408" in s.sipbridge.log()
 
 
+def test_probe_spares_a_dialog_just_heard_from(stack_factory):
+    """The notifier probe skips a subscription the PBX answered or notified within the
+    last second. Here the probe runs every second and the scripted PBX notifies every
+    ~0.5 s for 2.5 s, answering nothing else: a probe in that time would make sipp abort
+    the dialog (and did: CI, test_408_on_refresh, a probe 11 ms after the 200). Once the
+    PBX goes quiet, the dialog is probed."""
+    s, bob = start(stack_factory, [[
+        step_respond(expires=3600, initial=True),
+        notify("dialog-info/asterisk-idle.xml", 0, pause_ms=100),
+        notify("dialog-info/asterisk-ringing.xml", 1, pause_ms=500),
+        notify("dialog-info/asterisk-inuse.xml", 2, pause_ms=500),
+        notify("dialog-info/asterisk-onhold.xml", 3, pause_ms=500),
+        notify("dialog-info/asterisk-inuse.xml", 4, pause_ms=500),
+        notify("dialog-info/asterisk-idle.xml", 5, pause_ms=500),
+        step_answer_forever(),
+    ]], extra_config="[sip]\nprobe_interval = 1\n")
+    expect_views(s, bob, [UNKNOWN, IDLE, RINGING, ON_CALL, ON_HOLD, ON_CALL, IDLE])
+    assert "Aborting call" not in s.pbx.proc.log()
+    wait_until(lambda: s.sipbridge.metrics().get(
+        'offhook_notifier_probes_total{result="ok"}', 0) >= 1, what="a probe of the quiet dialog")
+    assert s.sipbridge.metrics()['offhook_subscriptions{state="active"}'] == 1
+
+
 def test_503_on_refresh(stack_factory):
     """An overloaded PBX (503, no Retry-After) on refresh: the subscription is made
     again. (With Retry-After, Sofia's nua retries the refresh by itself.)"""
