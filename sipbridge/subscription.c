@@ -5,12 +5,11 @@
  * stop. Every probe interval one active subscription per notifier (taken in turn) is
  * refreshed, skipping any the notifier answered or notified within the last second: that
  * answer already says the dialog is alive, and a refresh right behind a 2xx would cross
- * the NOTIFY the notifier sends with it. The answer 481 to any in-dialog refresh
- * means the notifier has lost the
- * dialog, and then every subscription to it is re-established (through the ramp, old
- * dialogs released as each new one starts). A notifier that was unreachable is retried
- * all at once when any subscription to it succeeds again, instead of each waiting out
- * its own backoff. */
+ * the NOTIFY the notifier sends with it. The answer 481 to any in-dialog refresh means
+ * the notifier has lost the dialog, and then every subscription to it is re-established
+ * (through the ramp, old dialogs released as each new one starts). A notifier that was
+ * unreachable is retried all at once when any subscription to it succeeds again, instead
+ * of each waiting out its own backoff. */
 #include "subscription.h"
 
 #include <stdlib.h>
