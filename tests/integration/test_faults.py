@@ -45,15 +45,20 @@ class Matrix:
         users = [("u%02d@localhost" % i, str(EXT0 + i)) for i in range(N_USERS)]
         self.s = Stack(workdir, users=users, chat_users=("boss",), other_domain_users=(),
                        loglevel=os.environ.get("OFFHOOK_FAULTS_LOGLEVEL", "info"))
-        self.pbx = PbxSim(workdir, self.s.pbx_port).start()
-        self.s.start_component()
-        self.s.start_sipbridge()
-        self.truth = {i: "idle" for i in range(N_USERS)}
-        self.rng = random.Random(6)
-        self.w = self.s.watcher("boss@localhost", reconnect=True)
-        for i in range(N_USERS):
-            self.w.subscribe(contact(i))
-        self.converge(timeout=60)
+        self.pbx = PbxSim(workdir, self.s.pbx_port)
+        try:
+            self.pbx.start()
+            self.s.start_component()
+            self.s.start_sipbridge()
+            self.truth = {i: "idle" for i in range(N_USERS)}
+            self.rng = random.Random(6)
+            self.w = self.s.watcher("boss@localhost", reconnect=True)
+            for i in range(N_USERS):
+                self.w.subscribe(contact(i))
+            self.converge(timeout=60)
+        except BaseException:
+            self.close()  # the fixture never yields: nothing else stops Redis and Prosody
+            raise
 
     # ---- calls ---------------------------------------------------------------------
     def set(self, i, state):
