@@ -91,9 +91,12 @@ struct metric *metric_histogram(const char *name, const char *help, const double
     return m;
 }
 
+/* Every update takes a NULL metric as a no-op: code shared by a daemon and a tool (or a
+ * test) that never registered the metric needs no guard at each call. */
 void metric_add(struct metric *m, const char *label, double v)
 {
-    series_for(m, label)->value += v;
+    if (m)
+        series_for(m, label)->value += v;
 }
 
 void metric_inc(struct metric *m, const char *label)
@@ -103,18 +106,21 @@ void metric_inc(struct metric *m, const char *label)
 
 void metric_set(struct metric *m, const char *label, double v)
 {
-    series_for(m, label)->value = v;
+    if (m)
+        series_for(m, label)->value = v;
 }
 
 double metric_get(struct metric *m, const char *label)
 {
-    return series_for(m, label)->value;
+    return m ? series_for(m, label)->value : 0;
 }
 
 void metric_observe(struct metric *m, double v)
 {
     int i = 0;
 
+    if (!m)
+        return;
     while (i < m->nbounds && v > m->bounds[i])
         i++;
     m->counts[i]++;

@@ -19,7 +19,8 @@ struct metric *metric_new(enum metric_type type, const char *name, const char *h
 struct metric *metric_histogram(const char *name, const char *help, const double *bounds,
                                 int nbounds);
 
-/* label may be NULL for unlabelled metrics. Values past the label limit land in "other". */
+/* label may be NULL for unlabelled metrics. Values past the label limit land in "other".
+ * m may be NULL (a metric nobody registered): updates are then no-ops, reads give 0. */
 void metric_inc(struct metric *m, const char *label);
 void metric_add(struct metric *m, const char *label, double v);
 void metric_set(struct metric *m, const char *label, double v);

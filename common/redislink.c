@@ -65,14 +65,12 @@ void redislink_register_metrics(void)
 
 static void count_error(struct redislink *l)
 {
-    if (m_errors)
-        metric_inc(m_errors, l->name);
+    metric_inc(m_errors, l->name);
 }
 
 static void set_connected_metric(struct redislink *l, bool up)
 {
-    if (m_connected)
-        metric_set(m_connected, l->name, up ? 1 : 0);
+    metric_set(m_connected, l->name, up ? 1 : 0);
 }
 
 static void schedule_retry(struct redislink *l)

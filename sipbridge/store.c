@@ -70,8 +70,7 @@ void store_register_metrics(void)
 
 static void update_pending_metric(struct store *st)
 {
-    if (m_pending)
-        metric_set(m_pending, NULL, st->npending);
+    metric_set(m_pending, NULL, st->npending);
 }
 
 static void flush(struct store *st);
@@ -89,8 +88,7 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
             if (was_unwritten && e->written == e->gen)
                 st->npending--;
         }
-        if (m_writes)
-            metric_inc(m_writes, "ok");
+        metric_inc(m_writes, "ok");
         if (st->refused) {
             log_notice("store", "event=writes_accepted refused_before=%lu", st->refused);
             st->refused = 0;
@@ -103,8 +101,7 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
          * stays; the unwritten users are held (changed() sends nothing more) and sent
          * again after backoff, instead of hammering a sick server. Logged once per run
          * of refusals (each is counted); the first accepted write ends it. */
-        if (m_writes)
-            metric_inc(m_writes, "error");
+        metric_inc(m_writes, "error");
         if (st->refused++ == 0)
             log_err("store", "event=write_failed user=%s error=\"%.120s\" "
                     "action=\"holding state, retrying after backoff\"",
@@ -114,7 +111,7 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
             struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
             evtimer_add(st->retry_ev, &tv);
         }
-    } else if (m_writes) {
+    } else {
         /* Lost with the link: the latest state goes out again on reconnect. */
         metric_inc(m_writes, "retried");
     }
@@ -210,8 +207,7 @@ static void rewrite_step(evutil_socket_t fd, short what, void *arg)
             redislink_reset(st->link, "cannot queue a rewrite");
             return;
         }
-        if (m_rewrites)
-            metric_inc(m_rewrites, NULL);
+        metric_inc(m_rewrites, NULL);
     }
     if (st->rw_pos < st->nrw) {
         evtimer_add(st->rw_ev, &now);

@@ -132,6 +132,53 @@ static void test_storecodec_rejects(void **state)
     assert_int_equal(storecodec_decode(n4, v4, 2, &r, err, sizeof err), 0); /* forward compat */
 }
 
+/* The stream's three kinds of entry, as store.c's script and offhookctl write them. */
+static void test_storecodec_stream_entries(void **state)
+{
+    const char *n1[] = {"user", "state", "dir", "ts"}, *v1[] = {"a@x", "on_call", "incoming", "5"};
+    const char *n2[] = {"user", "state"}, *v2[] = {"a@x", "removed"};
+    const char *argv[STORECODEC_COMMAND_ARGC];
+    const char *n4[] = {"state"}, *v4[] = {"idle"};
+    struct stream_entry e;
+    char err[128];
+    int argc;
+
+    assert_int_equal(storecodec_decode_entry(n1, v1, 4, &e, err, sizeof err), 0);
+    assert_int_equal(e.kind, STREAM_STATE);
+    assert_string_equal(e.user, "a@x");
+    assert_int_equal(e.rec.state, US_ON_CALL);
+    assert_int_equal(e.rec.event_us, 5);
+    assert_int_equal(storecodec_decode_entry(n2, v2, 2, &e, err, sizeof err), 0);
+    assert_int_equal(e.kind, STREAM_REMOVED);
+    /* offhookctl's command, decoded as the component reads it. */
+    argc = storecodec_command_argv("p:events", "resync", "*", argv);
+    assert_int_equal(argc, 10);
+    assert_string_equal(argv[0], "XADD");
+    assert_string_equal(argv[1], "p:events");
+    assert_string_equal(argv[4], STORECODEC_STREAM_MAXLEN_STR);
+    assert_int_equal(storecodec_decode_entry(argv + 6, argv + 7, 0, &e, err, sizeof err), -1);
+    {
+        const char *names[] = {argv[6], argv[8]}, *values[] = {argv[7], argv[9]};
+        assert_int_equal(storecodec_decode_entry(names, values, 2, &e, err, sizeof err), 0);
+        assert_int_equal(e.kind, STREAM_COMMAND);
+        assert_string_equal(e.cmd, "resync");
+        assert_string_equal(e.user, "*");
+    }
+    /* No user: refused with a reason. */
+    assert_int_equal(storecodec_decode_entry(n4, v4, 1, &e, err, sizeof err), -1);
+    assert_non_null(strstr(err, "user"));
+}
+
+/* A metric nobody registered is a no-op, not a crash: callers need no guard. */
+static void test_metrics_null(void **state)
+{
+    metric_inc(NULL, NULL);
+    metric_add(NULL, "x", 2);
+    metric_set(NULL, NULL, 3);
+    metric_observe(NULL, 0.5);
+    assert_true(metric_get(NULL, NULL) == 0);
+}
+
 static void test_keys(void **state)
 {
     char buf[64];
@@ -308,6 +355,8 @@ int main(void)
         cmocka_unit_test(test_backoff_jitter_spreads),
         cmocka_unit_test(test_storecodec_roundtrip),
         cmocka_unit_test(test_storecodec_rejects),
+        cmocka_unit_test(test_storecodec_stream_entries),
+        cmocka_unit_test(test_metrics_null),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_jid),
         cmocka_unit_test(test_strmap),
