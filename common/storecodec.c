@@ -90,6 +90,63 @@ int storecodec_decode(const char *const *names, const char *const *values, size_
     return 0;
 }
 
+int storecodec_decode_entry(const char *const *names, const char *const *values, size_t n,
+                            struct stream_entry *e, char *err, size_t errlen)
+{
+    memset(e, 0, sizeof *e);
+    e->kind = STREAM_STATE;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(names[i], "user") == 0) {
+            e->user = values[i];
+        } else if (strcmp(names[i], "cmd") == 0) {
+            e->cmd = values[i];
+            e->kind = STREAM_COMMAND;
+        } else if (strcmp(names[i], "state") == 0 && strcmp(values[i], "removed") == 0 &&
+                   e->kind != STREAM_COMMAND) {
+            e->kind = STREAM_REMOVED;
+        }
+    }
+    if (!e->user) {
+        snprintf(err, errlen, "stream entry has no user field");
+        return -1;
+    }
+    if (e->kind != STREAM_STATE)
+        return 0;
+    return storecodec_decode(names, values, n, &e->rec, err, errlen);
+}
+
+/* EVAL, not EVALSHA: Redis caches the compiled script by its SHA1, and a Redis that
+ * restarted or ran SCRIPT FLUSH needs no reload step (no NOSCRIPT case). One script does
+ * what MULTI/DEL/HSET/XADD/EXEC did, atomically, with the fields sent once. */
+const char storecodec_write_script[] =
+    "redis.call('DEL',KEYS[1])\n"
+    "if #ARGV>1 then redis.call('HSET',KEYS[1],unpack(ARGV,2)) end\n"
+    "if #KEYS<2 then return 0 end\n"
+    "if #ARGV>1 then\n"
+    " return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORECODEC_STREAM_MAXLEN_STR
+    "','*','user',ARGV[1],unpack(ARGV,2))\n"
+    "end\n"
+    "return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORECODEC_STREAM_MAXLEN_STR
+    "','*','user',ARGV[1],'state','removed')\n";
+
+int storecodec_command_argv(const char *events_key, const char *cmd, const char *user,
+                            const char *argv[STORECODEC_COMMAND_ARGC])
+{
+    int n = 0;
+
+    argv[n++] = "XADD";
+    argv[n++] = events_key;
+    argv[n++] = "MAXLEN";
+    argv[n++] = "~";
+    argv[n++] = STORECODEC_STREAM_MAXLEN_STR;
+    argv[n++] = "*";
+    argv[n++] = "cmd";
+    argv[n++] = cmd;
+    argv[n++] = "user";
+    argv[n++] = user;
+    return n;
+}
+
 static int key(char *buf, size_t len, const char *prefix, const char *kind, const char *id)
 {
     int n = snprintf(buf, len, "%s%s%s", prefix, kind, id);

@@ -51,6 +51,41 @@ int storecodec_decode(const char *const *names, const char *const *values, size_
                       struct user_record *r, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* ---- the event stream --------------------------------------------------------------
+ * Every entry names its user. A state entry carries the record's fields (as the hash
+ * does); a removal carries state=removed; a command (offhookctl) carries cmd=NAME and
+ * user=<jid> or "*". sipbridge writes state entries with storecodec_write_script, trimmed
+ * to about STORECODEC_STREAM_MAXLEN entries, enough for a component catching up. */
+#define STORECODEC_STREAM_MAXLEN 100000
+#define STORECODEC_STREAM_MAXLEN_STR "100000"
+
+enum stream_kind { STREAM_STATE, STREAM_REMOVED, STREAM_COMMAND };
+
+struct stream_entry {
+    enum stream_kind kind;
+    const char *user;          /* the JID, or "*" for a command to all; points into values */
+    const char *cmd;           /* STREAM_COMMAND: its name; points into values */
+    struct user_record rec;    /* STREAM_STATE */
+};
+
+/* Decodes one stream entry's n name/value pairs into e (whose pointers then point into
+ * values: valid as long as they are). Returns 0, or -1 with a reason in err for an entry
+ * with no user or an undecodable state. */
+int storecodec_decode_entry(const char *const *names, const char *const *values, size_t n,
+                            struct stream_entry *e, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The one write of a user's state (EVAL): replaces the hash KEYS[1] and, when KEYS[2] is
+ * given, appends the entry to the stream KEYS[2]. ARGV[1] is the JID, ARGV[2..] the
+ * record's name/value pairs from storecodec_encode (none: the user was removed). */
+extern const char storecodec_write_script[];
+
+/* Fills argv with an XADD of command cmd for user (a JID or "*") to the stream at
+ * events_key; returns argc (at most STORECODEC_COMMAND_ARGC). Pointers are borrowed. */
+#define STORECODEC_COMMAND_ARGC 10
+int storecodec_command_argv(const char *events_key, const char *cmd, const char *user,
+                            const char *argv[STORECODEC_COMMAND_ARGC]);
+
 /* Key builders: write into buf; return 0/-1 if it does not fit. */
 int store_key_user(const char *prefix, const char *jid, char *buf, size_t len);
 int store_key_events(const char *prefix, char *buf, size_t len);

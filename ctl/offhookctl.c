@@ -297,6 +297,8 @@ static int cmd_resync(redisContext *r, const struct offhook_config *cfg, const c
 {
     char key[512], bare[JID_MAX + 1];
     const char *who = "*";
+    const char *argv[STORECODEC_COMMAND_ARGC];
+    int argc;
     redisReply *rep;
 
     if (arg) {
@@ -309,7 +311,12 @@ static int cmd_resync(redisContext *r, const struct offhook_config *cfg, const c
         who = u->jid;
     }
     store_key_events(cfg->redis_prefix, key, sizeof key);
-    rep = cmd(r, "XADD %s MAXLEN ~ 100000 * cmd resync user %s", key, who);
+    argc = storecodec_command_argv(key, "resync", who, argv);
+    rep = redisCommandArgv(r, argc, argv, NULL);
+    if (!rep) {
+        fprintf(stderr, "offhookctl: Redis: %s\n", r->errstr);
+        return 3;
+    }
     if (rep->type == REDIS_REPLY_ERROR) {
         fprintf(stderr, "offhookctl: Redis: %s\n", rep->str);
         freeReplyObject(rep);

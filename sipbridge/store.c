@@ -119,24 +119,6 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
     free(f);
 }
 
-/* One write is one EVAL of this script: Redis runs it atomically, as it did the
- * MULTI/DEL/HSET/XADD/EXEC it replaces, with one command and one reply instead of five,
- * and the fields sent once for both the hash and the event. EVAL, not EVALSHA: Redis
- * caches the compiled script by its SHA1, and a Redis that restarted or ran SCRIPT FLUSH
- * needs no reload step (no NOSCRIPT case). KEYS[1] is the user's hash, KEYS[2] (absent
- * for a rewrite without an event) the event stream; ARGV[1] the user's JID, ARGV[2..]
- * the hash's field/value pairs (none: the user was removed). */
-static const char WRITE_SCRIPT[] =
-    "redis.call('DEL',KEYS[1])\n"
-    "if #ARGV>1 then redis.call('HSET',KEYS[1],unpack(ARGV,2)) end\n"
-    "if #KEYS<2 then return 0 end\n"
-    "if #ARGV>1 then\n"
-    " return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORE_STREAM_MAXLEN_STR
-    "','*','user',ARGV[1],unpack(ARGV,2))\n"
-    "end\n"
-    "return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORE_STREAM_MAXLEN_STR
-    "','*','user',ARGV[1],'state','removed')\n";
-
 /* Queues the write of e's latest state: the hash, and with with_event a stream entry.
  * fn/arg get the reply. Returns 0, -1 if it could not be queued, or -2 for a JID too
  * long for a key (nothing queued). */
@@ -151,7 +133,7 @@ static int send_record(struct store *st, struct entry *e, bool with_event,
     if (store_key_user(st->prefix, e->jid, key, sizeof key) < 0)
         return -2;
     argv[argc++] = "EVAL";
-    argv[argc++] = WRITE_SCRIPT;
+    argv[argc++] = storecodec_write_script;
     argv[argc++] = with_event ? "2" : "1";
     argv[argc++] = key;
     if (with_event)

@@ -13,8 +13,6 @@ struct event_base;
 struct offhook_config;
 struct store;
 
-#define STORE_STREAM_MAXLEN_STR "100000" /* events kept for a component catching up */
-
 struct store *store_new(struct event_base *base, const struct offhook_config *cfg);
 void store_free(struct store *st);
 bool store_up(const struct store *st);
