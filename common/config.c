@@ -1077,8 +1077,78 @@ static void handle_line(struct loader *ld, int line, char *s, char *section)
     }
 }
 
+/* Whether key k holds the same value in a and b. */
+static bool key_same(const struct cfg_key *k, const struct offhook_config *a,
+                     const struct offhook_config *b)
+{
+    const char *pa = (const char *)a, *pb = (const char *)b;
+
+    switch (k->type) {
+    case T_STR:
+    case T_SECRET: {
+        const char *va = *(char *const *)(pa + k->offset), *vb = *(char *const *)(pb + k->offset);
+        return strcmp(va ? va : "", vb ? vb : "") == 0;
+    }
+    case T_INT:
+        return *(const long *)(pa + k->offset) == *(const long *)(pb + k->offset);
+    case T_BOOL:
+        return *(const bool *)(pa + k->offset) == *(const bool *)(pb + k->offset);
+    }
+    return true;
+}
+
+static void pending_add(struct cfg_pending *p, const struct cfg_key *k)
+{
+    size_t used = strlen(p->keys);
+    int w = snprintf(p->keys + used, sizeof p->keys - used, "%s[%s] %s", p->n ? ", " : "",
+                     k->section, k->name);
+
+    if (w < 0 || (size_t)w >= sizeof p->keys - used)
+        p->keys[used] = '\0'; /* the count stays right; the list is cut at a whole key */
+    p->n++;
+}
+
+/* A reload: every restart-only key keeps running's value (noted in pending when the file
+ * says otherwise), before anything is derived from them (contacts from the domain,
+ * secrets). secrets=true: the T_SECRET keys, resolved from their files by then. */
+static void keep_running(struct offhook_config *cfg, const struct offhook_config *running,
+                         struct cfg_pending *pending, bool secrets)
+{
+    const char *pr = (const char *)running;
+    char *base = (char *)cfg;
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct cfg_key *k = &keys[i];
+        char text[32], err[256];
+        const char *v = text;
+
+        if (k->reloadable || (k->type == T_SECRET) != secrets || key_same(k, cfg, running))
+            continue;
+        pending_add(pending, k);
+        if (k->type == T_SECRET) {
+            char **slot = (char **)(base + k->offset);
+            const char *rv = *(char *const *)(pr + k->offset);
+            if (*slot)
+                explicit_bzero(*slot, strlen(*slot));
+            free(*slot);
+            *slot = xstrdup(rv ? rv : "");
+            continue;
+        }
+        if (k->type == T_STR)
+            v = *(char *const *)(pr + k->offset);
+        else if (k->type == T_INT)
+            snprintf(text, sizeof text, "%ld", *(const long *)(pr + k->offset));
+        else
+            snprintf(text, sizeof text, "%s", *(const bool *)(pr + k->offset) ? "yes" : "no");
+        /* Running values passed these validators when they were loaded. */
+        if (set_key(cfg, k, v, err, sizeof err) < 0)
+            abort();
+    }
+}
+
 static size_t load(const char *name, const char *buf, size_t len, bool world_readable,
-                   struct offhook_config *cfg, struct cfg_errors *errs)
+                   struct offhook_config *cfg, struct cfg_errors *errs,
+                   const struct offhook_config *running, struct cfg_pending *pending)
 {
     struct loader ld = {.file = name, .cfg = cfg, .errs = errs, .cur_user = -1};
     char section[256] = "";
@@ -1113,7 +1183,11 @@ static size_t load(const char *name, const char *buf, size_t len, bool world_rea
     }
     free(lbuf);
 
+    if (running)
+        keep_running(cfg, running, pending, false);
     resolve_secrets(&ld, world_readable);
+    if (running)
+        keep_running(cfg, running, pending, true);
     check_tls(&ld);
     users_finalize(&ld);
     if (cfg->nusers == 0)
@@ -1125,10 +1199,11 @@ static size_t load(const char *name, const char *buf, size_t len, bool world_rea
 size_t config_load_buffer(const char *name, const char *buf, size_t len,
                           struct offhook_config *cfg, struct cfg_errors *errs)
 {
-    return load(name, buf, len, false, cfg, errs);
+    return load(name, buf, len, false, cfg, errs, NULL, NULL);
 }
 
-size_t config_load(const char *path, struct offhook_config *cfg, struct cfg_errors *errs)
+static size_t load_file(const char *path, struct offhook_config *cfg, struct cfg_errors *errs,
+                        const struct offhook_config *running, struct cfg_pending *pending)
 {
     struct stat st;
     char *buf = NULL;
@@ -1159,10 +1234,23 @@ size_t config_load(const char *path, struct offhook_config *cfg, struct cfg_erro
         n += (size_t)r;
     }
     close(fd);
-    rc = load(path, buf, n, (st.st_mode & S_IROTH) != 0, cfg, errs);
+    rc = load(path, buf, n, (st.st_mode & S_IROTH) != 0, cfg, errs, running, pending);
     explicit_bzero(buf, n);
     free(buf);
     return rc;
+}
+
+size_t config_load(const char *path, struct offhook_config *cfg, struct cfg_errors *errs)
+{
+    return load_file(path, cfg, errs, NULL, NULL);
+}
+
+size_t config_reload(const char *path, const struct offhook_config *running,
+                     struct offhook_config *next, struct cfg_pending *pending,
+                     struct cfg_errors *errs)
+{
+    memset(pending, 0, sizeof *pending);
+    return load_file(path, next, errs, running, pending);
 }
 
 void config_free(struct offhook_config *cfg)
@@ -1199,39 +1287,15 @@ void config_free(struct offhook_config *cfg)
 int config_diff_restart_keys(const struct offhook_config *a, const struct offhook_config *b,
                              char *buf, size_t len)
 {
-    const char *pa = (const char *)a, *pb = (const char *)b;
-    int n = 0;
-    size_t used = 0;
+    struct cfg_pending p = {0};
 
-    if (len)
-        buf[0] = '\0';
     for (size_t i = 0; i < NKEYS; i++) {
-        const struct cfg_key *k = &keys[i];
-        bool same = true;
-
-        if (k->reloadable)
-            continue;
-        switch (k->type) {
-        case T_STR:
-        case T_SECRET:
-            same = strcmp(*(char *const *)(pa + k->offset), *(char *const *)(pb + k->offset)) == 0;
-            break;
-        case T_INT:
-            same = *(const long *)(pa + k->offset) == *(const long *)(pb + k->offset);
-            break;
-        case T_BOOL:
-            same = *(const bool *)(pa + k->offset) == *(const bool *)(pb + k->offset);
-            break;
-        }
-        if (!same) {
-            int w = snprintf(buf + used, used < len ? len - used : 0, "%s[%s] %s",
-                             n ? ", " : "", k->section, k->name);
-            if (w > 0)
-                used += (size_t)w;
-            n++;
-        }
+        if (!keys[i].reloadable && !key_same(&keys[i], a, b))
+            pending_add(&p, &keys[i]);
     }
-    return n;
+    if (len)
+        snprintf(buf, len, "%s", p.keys);
+    return p.n;
 }
 
 void config_print_defaults(FILE *out)

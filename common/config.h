@@ -119,8 +119,22 @@ void config_set_secret_use(unsigned flags);
 void cfg_errors_print(const struct cfg_errors *errs, FILE *out);
 void cfg_errors_free(struct cfg_errors *errs);
 
+/* Restart-only keys whose value in the file differs from the running one. */
+struct cfg_pending {
+    int n;
+    char keys[512];            /* "[sip] pbx, [xmpp] port", cut at a whole key if long */
+};
+
+/* A reload (SIGHUP): loads path into next (zeroed by the caller) like config_load, except
+ * that every restart-only key keeps running's value, whatever the file says, so next is
+ * the configuration actually in force; the keys whose file value differs are listed in
+ * pending (overwritten). running is only read. Returns the number of problems. */
+size_t config_reload(const char *path, const struct offhook_config *running,
+                     struct offhook_config *next, struct cfg_pending *pending,
+                     struct cfg_errors *errs) __attribute__((warn_unused_result));
+
 /* Names of non-reloadable keys whose values differ between a and b, comma-separated, in
- * buf; returns the number of such keys. A reload keeps a's values for them. */
+ * buf; returns the number of such keys. */
 int config_diff_restart_keys(const struct offhook_config *a, const struct offhook_config *b,
                              char *buf, size_t len);
 

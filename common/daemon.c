@@ -17,11 +17,13 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "strutil.h"
 #include "version.h"
 
 static struct daemon_hooks hooks;
 static struct event *ev_hup, *ev_term, *ev_int, *ev_watchdog;
+static struct metric *m_reload_ok, *m_reload_time, *m_restart_pending;
 
 void daemon_parse_args(int argc, char **argv, const char *prog, const char *summary,
                        struct daemon_args *out)
@@ -121,12 +123,63 @@ void daemon_notify(const char *fmt, ...)
     close(fd);
 }
 
+static void register_metrics(void)
+{
+    m_reload_ok = metric_new(METRIC_GAUGE, "offhook_config_last_reload_successful",
+                             "1 if the last configuration reload (SIGHUP) was applied, 0 if "
+                             "it was refused; 1 at start.",
+                             NULL, NULL);
+    m_reload_time = metric_new(METRIC_GAUGE,
+                               "offhook_config_last_reload_success_timestamp_seconds",
+                               "When the configuration in force was loaded (start or last "
+                               "applied reload), Unix time.",
+                               NULL, NULL);
+    m_restart_pending = metric_new(METRIC_GAUGE, "offhook_config_restart_pending",
+                                   "Restart-only keys whose value in the file differs from "
+                                   "the running one (0: the file is fully in force).",
+                                   NULL, NULL);
+    metric_set(m_reload_ok, NULL, 1);
+    metric_set(m_reload_time, NULL, (double)(clock_wall_us() / 1000000));
+}
+
+int daemon_reload(void)
+{
+    struct offhook_config *cur = *hooks.cfg, *next = xcalloc(1, sizeof *next);
+    struct cfg_errors errs = {0};
+    struct cfg_pending pending;
+
+    if (config_reload(cur->path, cur, next, &pending, &errs) != 0) {
+        for (size_t i = 0; i < errs.n; i++)
+            log_err("main", "event=reload_rejected problem=\"%s\"", errs.msg[i]);
+        log_err("main", "event=reload_rejected problems=%zu action=keeping_old_config", errs.n);
+        cfg_errors_free(&errs);
+        config_free(next);
+        free(next);
+        metric_set(m_reload_ok, NULL, 0);
+        return -1;
+    }
+    cfg_errors_free(&errs);
+    /* Said at every reload while it holds: a restart is still owed, whatever was reloaded
+     * in between, and putting the old value back clears it. */
+    if (pending.n)
+        log_warn("main", "event=reload_partial restart_needed_for=\"%s\"", pending.keys);
+    if (log_set_level_name(next->log_level) < 0)
+        log_warn("main", "event=bad_log_level");
+    hooks.apply(hooks.arg, next);
+    config_free(cur);
+    free(cur);
+    *hooks.cfg = next;
+    metric_set(m_reload_ok, NULL, 1);
+    metric_set(m_reload_time, NULL, (double)(clock_wall_us() / 1000000));
+    metric_set(m_restart_pending, NULL, pending.n);
+    return 0;
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     if (sig == SIGHUP) {
         log_notice("daemon", "event=signal signal=SIGHUP action=reload");
-        if (hooks.reload)
-            hooks.reload(hooks.arg);
+        (void)daemon_reload();
     } else {
         log_notice("daemon", "event=signal signal=%s action=stop",
                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -147,6 +200,7 @@ void daemon_setup(struct event_base *base, const struct daemon_hooks *h)
     long usec;
 
     hooks = *h;
+    register_metrics();
     signal(SIGPIPE, SIG_IGN);
     ev_hup = evsignal_new(base, SIGHUP, on_signal, NULL);
     ev_term = evsignal_new(base, SIGTERM, on_signal, NULL);

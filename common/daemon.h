@@ -22,12 +22,26 @@ void daemon_parse_args(int argc, char **argv, const char *prog, const char *summ
 int daemon_load_config(const char *path, struct offhook_config *cfg);
 
 struct daemon_hooks {
-    void (*reload)(void *arg); /* SIGHUP */
+    /* The configuration in force: replaced by each applied reload (the old one is freed
+     * after apply returns). Owned by the daemon's main; read by everyone. */
+    struct offhook_config **cfg;
+    /* A reload passed every check: hand next to the modules (they keep pointers into it
+     * from then on). Its restart-only keys already hold the running values. */
+    void (*apply)(void *arg, struct offhook_config *next);
     void (*stop)(void *arg);   /* SIGTERM, SIGINT */
     void *arg;
 };
-/* Installs signal events on base and starts the watchdog pinger if systemd asked for it. */
+/* Installs signal events on base (SIGHUP: daemon_reload), registers the offhook_config_*
+ * metrics and starts the watchdog pinger if systemd asked for it. */
 void daemon_setup(struct event_base *base, const struct daemon_hooks *hooks);
+/* The one reload path of both daemons: reloads the file of *hooks.cfg. Any problem: each
+ * is logged (reload_rejected) and the running configuration stays. Else restart-only keys
+ * keep their running values and are named (reload_partial) for as long as the file and
+ * the running value differ, the log level follows the file, hooks.apply hands the new
+ * configuration to the daemon, and it replaces *hooks.cfg. Counted in
+ * offhook_config_last_reload_successful and offhook_config_restart_pending. Returns 0 when
+ * the new configuration is in force, -1 when it was refused. */
+int daemon_reload(void);
 void daemon_teardown(void);
 
 /* sd_notify(3) without libsystemd. No-ops when not run by systemd. */

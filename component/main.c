@@ -124,31 +124,12 @@ static void on_stop(void *arg)
     event_base_loopexit(a->c.base, NULL);
 }
 
-static void on_reload(void *arg)
+/* daemon_reload() checked and loaded the file: hand the new configuration over. */
+static void on_reload(void *arg, struct offhook_config *next)
 {
     struct app *a = arg;
-    struct offhook_config *next = xcalloc(1, sizeof *next);
-    struct cfg_errors errs = {0};
-    char diff[512];
 
-    if (config_load(a->config_path, next, &errs) != 0) {
-        for (size_t i = 0; i < errs.n; i++)
-            log_err("main", "event=reload_rejected problem=\"%s\"", errs.msg[i]);
-        log_err("main", "event=reload_rejected problems=%zu action=keeping_old_config", errs.n);
-        cfg_errors_free(&errs);
-        config_free(next);
-        free(next);
-        return;
-    }
-    cfg_errors_free(&errs);
-    if (config_diff_restart_keys(a->cfg, next, diff, sizeof diff) > 0)
-        log_warn("main", "event=reload_partial restart_needed_for=\"%s\"", diff);
-    if (log_set_level_name(next->log_level) < 0)
-        log_warn("main", "event=bad_log_level");
     component_users_apply(&a->c, next);
-    config_free(a->cfg);
-    free(a->cfg);
-    a->cfg = next;
     component_enforce_watcher_policy(&a->c);
     feed_resync(a->c.feed);
     log_notice("main", "event=reloaded users=%zu", next->nusers);
@@ -159,7 +140,7 @@ int main(int argc, char **argv)
     struct daemon_args args;
     struct app a = {0};
     struct component *c = &a.c;
-    struct daemon_hooks hooks = {.reload = on_reload, .stop = on_stop, .arg = &a};
+    struct daemon_hooks hooks = {.cfg = &a.cfg, .apply = on_reload, .stop = on_stop, .arg = &a};
     struct timeval status_tv = {.tv_sec = 1};
     int rc = 1;
 

@@ -206,3 +206,46 @@ def test_reload_tightened_policy_drops_watchers(stack_factory):
                what="bob forgotten in Redis")
     assert "event=watchers_dropped count=1" in s.component.log()
     assert s.component.metrics().get('offhook_redis_errors_total{link="feed"}', 0) == 0
+
+
+def test_reload_remembers_a_pending_restart(stack_factory):
+    """Issue 13 item 6: a restart-only change is named at every reload until the daemon
+    restarts or the file says the running value again, and the metrics say whether the
+    last reload worked and whether a restart is owed."""
+    s = stack_factory()
+    s.start_component()
+
+    def reload_and_count():
+        before = s.component.log().count("event=signal signal=SIGHUP")
+        s.component.send_signal(signal.SIGHUP)
+        wait_until(lambda: s.component.log().count("event=signal signal=SIGHUP") > before
+                   and (s.component.log().count("event=reloaded") > before
+                        or "event=reload_rejected problems=" in s.component.log()),
+                   what="the reload to finish")
+        return s.component.log().count("event=reload_partial")
+
+    with open(s.config) as f:
+        good = f.read()
+    assert "\npbx = " in good
+    changed = "\n".join("pbx = sip:127.0.0.9:5999" if l.startswith("pbx = ") else l
+                        for l in good.splitlines()) + "\n"
+    with open(s.config, "w") as f:
+        f.write(changed)
+    assert reload_and_count() == 1
+    assert 'restart_needed_for="[sip] pbx"' in s.component.log()
+    m = s.component.metrics()
+    assert m["offhook_config_restart_pending"] == 1
+    assert m["offhook_config_last_reload_successful"] == 1
+    # A second reload of the same file still owes the restart.
+    assert reload_and_count() == 2
+    # The old value back: nothing owed, nothing said.
+    with open(s.config, "w") as f:
+        f.write(good)
+    assert reload_and_count() == 2
+    assert s.component.metrics()["offhook_config_restart_pending"] == 0
+    # A broken file: refused, and the metric says so until a reload works.
+    with open(s.config, "a") as f:
+        f.write("[sip]\nsubscribe_rate = fast\n")
+    s.component.send_signal(signal.SIGHUP)
+    wait_until(lambda: s.component.metrics()["offhook_config_last_reload_successful"] == 0,
+               what="the refused reload counted")

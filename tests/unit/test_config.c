@@ -389,6 +389,55 @@ static void test_restart_keys(void **state)
     config_free(&b);
 }
 
+/* A reload keeps the running value of every restart-only key and names it for as long as
+ * the file says otherwise: a second reload still owes the restart, and putting the old
+ * value back clears it. What is derived from such a key (contacts from the domain) follows
+ * the running value too. */
+static void test_reload_keeps_restart_keys(void **state)
+{
+    char text[2048];
+    struct offhook_config run, next, again;
+    struct cfg_errors errs;
+    struct cfg_pending pending;
+    const char *path;
+
+    load_text(base_cfg, &run, &errs);
+    cfg_errors_free(&errs);
+    /* base_cfg with pbx and domain changed, and a reloadable key. */
+    snprintf(text, sizeof text, "%s", base_cfg);
+    memcpy(strstr(text, "pbx = sip:127.0.0.1:5060"), "pbx = sip:127.0.0.9:5060", 24);
+    memcpy(strstr(text, "domain = phone.localhost"), "domain = ph0ne.localhost", 24);
+    strncat(text, "[log]\nlevel = debug\n", sizeof text - strlen(text) - 1);
+    path = write_file("reload.conf", text, 0600);
+    memset(&next, 0, sizeof next);
+    memset(&errs, 0, sizeof errs);
+    assert_int_equal(config_reload(path, &run, &next, &pending, &errs), 0);
+    assert_int_equal(pending.n, 2);
+    assert_non_null(strstr(pending.keys, "[sip] pbx"));
+    assert_non_null(strstr(pending.keys, "[xmpp] domain"));
+    assert_string_equal(next.log_level, "debug");          /* reloadable: applied */
+    assert_string_equal(next.sip_pbx, run.sip_pbx);        /* restart-only: kept */
+    assert_string_equal(next.xmpp_domain, run.xmpp_domain);
+    assert_string_equal(next.users[0].contact, run.users[0].contact);
+
+    /* The second reload of the same file still says so. */
+    memset(&again, 0, sizeof again);
+    assert_int_equal(config_reload(path, &next, &again, &pending, &errs), 0);
+    assert_int_equal(pending.n, 2);
+    config_free(&again);
+
+    /* Back to the running values: nothing owed. */
+    path = write_file("reload.conf", base_cfg, 0600);
+    memset(&again, 0, sizeof again);
+    assert_int_equal(config_reload(path, &next, &again, &pending, &errs), 0);
+    assert_int_equal(pending.n, 0);
+    assert_string_equal(pending.keys, "");
+    config_free(&again);
+    config_free(&next);
+    config_free(&run);
+    cfg_errors_free(&errs);
+}
+
 /* The shipped example names every key of the table with its default value, and loads. */
 static void test_example_covers_every_key(void **state)
 {
@@ -471,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_restart_keys),
+        cmocka_unit_test(test_reload_keeps_restart_keys),
         cmocka_unit_test(test_example_covers_every_key),
     };
 
