@@ -1,8 +1,10 @@
 """Real servers for offhook's integration tests, the demo and the benchmarks.
 
 Everything runs on 127.0.0.1, on free ports, in a temporary directory, started and
-stopped by the test itself: redis-server, Prosody (as a plain process), sipp playing a
-PBX, and offhook's two daemons. Waits poll a condition; nothing sleeps blindly.
+stopped by the test itself: redis-server, Prosody (as a plain process) or ejabberd
+(ejabberd.py), sipp or pbxsim playing a PBX, and offhook's two daemons, wired together
+by a Stack. Waits poll a condition; nothing sleeps blindly. What the PBX sends and what
+a chat client then shows are in calls.py.
 """
 
 import os
@@ -661,27 +663,6 @@ class Workdir:
     def cleanup(self):
         if os.environ.get("OFFHOOK_KEEP") != "1":
             shutil.rmtree(self.path, ignore_errors=True)
-
-
-ASTERISK_CALL = ["asterisk-idle.xml", "asterisk-ringing.xml", "asterisk-inuse.xml",
-                 "asterisk-onhold.xml", "asterisk-idle.xml"]
-
-# What a watcher's client shows for each of ASTERISK_CALL, after the initial "unknown".
-ASTERISK_CALL_VIEWS = [
-    ("unavailable", "", "Phone status unknown"),
-    ("available", "", ""),
-    ("available", "", "Ringing"),
-    ("available", "dnd", "On the phone"),
-    ("available", "dnd", "On hold"),
-    ("available", "", ""),
-]
-
-
-def asterisk_call_notifies(pause_ms=400):
-    """The Asterisk fixtures in call order, versions counting up as Asterisk does."""
-    return [scenario_notify(open(os.path.join(DATA, "dialog-info", f)).read(), version=i,
-                            pause_ms=pause_ms)
-            for i, f in enumerate(ASTERISK_CALL)]
 
 
 class Stack:

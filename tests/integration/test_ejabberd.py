@@ -10,10 +10,9 @@ import os
 
 import pytest
 
+from calls import ASTERISK_CALL_VIEWS, CONTACT, asterisk_call_notifies
 from ejabberd import Ejabberd, EjabberdStack, available
-from harness import ASTERISK_CALL_VIEWS, Workdir, asterisk_call_notifies, wait_until
-
-CONTACT = "alice@phone.localhost"
+from harness import Workdir, wait_until
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 

@@ -19,19 +19,13 @@ import time
 
 import pytest
 
+from calls import UNKNOWN, VIEW
 from harness import PbxSim, Stack, Workdir, wait_until
 
 N_USERS = 50
 BOUND_S = 10.0
 EXT0 = 2000
 STATES = ("idle", "ringing", "on_call", "on_hold")
-VIEW = {
-    "idle": ("available", "", ""),
-    "ringing": ("available", "", "Ringing"),
-    "on_call": ("available", "dnd", "On the phone"),
-    "on_hold": ("available", "dnd", "On hold"),
-}
-UNKNOWN = ("unavailable", "", "Phone status unknown")
 
 
 def contact(i):

@@ -8,16 +8,10 @@ comes from is what Kamailio generated for a real call or registration."""
 
 import pytest
 
+from calls import ON_CALL as ON_THE_PHONE
+from calls import CONTACT, DIALING, IDLE, OFFLINE, RINGING, UNKNOWN
 from harness import wait_until
 from kamailio import Kamailio, SippCaller, SippPhone
-
-CONTACT = "alice@phone.localhost"
-
-UNKNOWN = ("unavailable", "", "Phone status unknown")
-IDLE = ("available", "", "")
-RINGING = ("available", "", "Ringing")
-ON_THE_PHONE = ("available", "dnd", "On the phone")
-OFFLINE = ("unavailable", "", "Phone offline")
 
 
 @pytest.fixture
@@ -175,7 +169,6 @@ def test_registration_through_kamailio(kam, stack_factory, phones):
 
 
 CAROL = "carol@phone.localhost"
-DIALING = ("available", "", "Dialing")
 
 
 def test_caller_dialing_through_kamailio(kam, stack_factory, phones):

@@ -4,25 +4,9 @@ goes stale when the PBX stops answering, and TCP."""
 
 import os
 
+from calls import DND, IDLE, OFFLINE, ON_CALL, RINGING, UNKNOWN, body, notify
 from harness import (DATA, scenario_notify, step_answer_forever, step_recv, step_respond,
                      wait_until)
-
-UNKNOWN = ("unavailable", "", "Phone status unknown")
-OFFLINE = ("unavailable", "", "Phone offline")
-IDLE = ("available", "", "")
-RINGING = ("available", "", "Ringing")
-ON_CALL = ("available", "dnd", "On the phone")
-ON_HOLD = ("available", "dnd", "On hold")
-DND = ("available", "dnd", "Do not disturb")
-
-
-def body(rel):
-    return open(os.path.join(DATA, rel)).read()
-
-
-def notify(rel, version=None, **kw):
-    kw.setdefault("pause_ms", 100)
-    return scenario_notify(body(rel), version=version, **kw)
 
 
 def watch(s, contacts, who="bob@localhost"):
@@ -115,16 +99,12 @@ def test_presence_and_reg_packages(stack_factory):
          notify("dialog-info/asterisk-inuse.xml", 1, pause_ms=4000),
          step_answer_forever()],
         [step_respond(expires=3600, initial=True),
-         notify("pidf/asterisk-ready.xml", event="presence", ctype="application/pidf+xml",
-                pause_ms=300),
-         notify("pidf/dnd-note.xml", event="presence", ctype="application/pidf+xml",
-                pause_ms=300),
+         notify("pidf/asterisk-ready.xml", pause_ms=300),
+         notify("pidf/dnd-note.xml", pause_ms=300),
          step_answer_forever()],
         [step_respond(expires=3600, initial=True),
-         notify("reginfo/registered.xml", event="reg", ctype="application/reginfo+xml",
-                pause_ms=300),
-         notify("reginfo/unregistered.xml", event="reg", ctype="application/reginfo+xml",
-                pause_ms=2000),
+         notify("reginfo/registered.xml", pause_ms=300),
+         notify("reginfo/unregistered.xml", pause_ms=2000),
          step_answer_forever()],
     ])
     s.start_sipbridge()
