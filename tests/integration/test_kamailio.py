@@ -15,14 +15,13 @@ from kamailio import Kamailio, SippCaller, SippPhone
 
 
 @pytest.fixture
-def kam(workdir, request):
+def kam(workdir, failed):
     """Kamailio on a free port with a fresh db_text copy. Request it before
     stack_factory: fixtures are torn down in reverse order, so sipbridge stops (and
     un-SUBSCRIBEs) while Kamailio still answers."""
     k = Kamailio(workdir).start()
     yield k
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed:
+    if failed():
         print("==== kamailio ====\n" + k.log()[-12000:])
     alive = k.alive()
     rc = k.stop()

@@ -226,23 +226,21 @@ def test_subscribe_rate_paces_the_ramp(stack_factory):
     from harness import PbxSim
     users = tuple(("u%02d@localhost" % i, str(3000 + i)) for i in range(30))
     s = stack_factory(users=users, extra_config="[sip]\nsubscribe_rate = 5\n")
-    pbx = PbxSim(s.dir, s.pbx_port).start()
-    try:
-        def count():
-            return int(pbx.stats()["subscribes"])
-        s.start_sipbridge()
-        wait_until(lambda: count() > 0, what="the first SUBSCRIBE")
-        t0 = time.monotonic()
-        samples = []
-        while count() < 30 and time.monotonic() - t0 < 30:
-            samples.append((time.monotonic() - t0, count()))
-            time.sleep(0.2)
-        total_s = time.monotonic() - t0
-        assert count() == 30, samples
-        for t, n in samples:
-            assert n <= 5 + 5 * t + 2, (t, n, samples)
-        # 25 beyond the first second's burst at 5/s: at least ~5 s from first to last.
-        assert total_s >= 4.5, samples
-        assert s.sipbridge.metrics()["offhook_subscribe_sent_total"] == 30
-    finally:
-        pbx.proc.stop()
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+
+    def count():
+        return int(pbx.stats()["subscribes"])
+    s.start_sipbridge()
+    wait_until(lambda: count() > 0, what="the first SUBSCRIBE")
+    t0 = time.monotonic()
+    samples = []
+    while count() < 30 and time.monotonic() - t0 < 30:
+        samples.append((time.monotonic() - t0, count()))
+        time.sleep(0.2)
+    total_s = time.monotonic() - t0
+    assert count() == 30, samples
+    for t, n in samples:
+        assert n <= 5 + 5 * t + 2, (t, n, samples)
+    # 25 beyond the first second's burst at 5/s: at least ~5 s from first to last.
+    assert total_s >= 4.5, samples
+    assert s.sipbridge.metrics()["offhook_subscribe_sent_total"] == 30
