@@ -11,49 +11,35 @@ subscribing and after, RSS per subscription, CPU seconds during the ramp, CPU se
 import argparse
 import json
 import os
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-
-from harness import (BUILD, Daemon, Proc, Redis, Workdir, free_port,  # noqa: E402
+from lib import EXT0  # first: it puts tests/integration (the harness) on the path
+from lib.sample import proc_stat
+from harness import (Daemon, Proc, Redis, Workdir, binary, free_port, offhook_config,
                      wait_until)
-
-
-def proc_stat(pid):
-    """(cpu seconds, rss bytes) of pid, from /proc."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    return cpu, rss
-
-
-def write_config(path, n, redis_url, sip_port, pbx_port, metrics_port, rate):
-    with open(path, "w") as f:
-        f.write("[log]\nlevel = notice\n[sip]\nlisten = udp:127.0.0.1:%d\n"
-                "pbx = sip:127.0.0.1:%d\nexpires = 3600\nsubscribe_rate = %d\n"
-                "[xmpp]\nsecret = bench\n[redis]\nurl = %s\n"
-                "[sipbridge]\nmetrics = 127.0.0.1:%d\n[component]\nmetrics = \n[users]\n"
-                % (sip_port, pbx_port, rate, redis_url, metrics_port))
-        for i in range(n):
-            f.write("u%d@localhost = sip:%d@127.0.0.1:%d\n" % (i, 100000 + i, pbx_port))
-    os.chmod(path, 0o600)
 
 
 def run(users, rate, events, seconds, active):
     wd = Workdir("offhook-bench-")
     out = {"users": users, "subscribe_rate": rate, "event_rate": events}
+    procs = []   # stopped in reverse order, whatever happens
     try:
         redis = Redis(wd.path).start()
+        procs.append(redis)
         pbx_port, sip_port, mport = free_port(), free_port(), free_port()
-        cfg = os.path.join(wd.path, "offhook.conf")
-        write_config(cfg, users, redis.url(), sip_port, pbx_port, mport, rate)
-        pbx = Proc("pbxsim", [os.path.join(BUILD, "pbxsim"), "--port", str(pbx_port),
+        # No component runs: its [xmpp] and [component] values are never used.
+        cfg = offhook_config(
+            os.path.join(wd.path, "offhook.conf"), redis.url(), free_port(), sip_port, pbx_port,
+            mport, free_port(),
+            [("u%d@localhost" % i, "sip:%d@127.0.0.1:%d" % (EXT0 + i, pbx_port))
+             for i in range(users)],
+            secret="bench", loglevel="notice", extra="[sip]\nsubscribe_rate = %d\n" % rate)
+        pbx = Proc("pbxsim", [binary("pbxsim"), "--port", str(pbx_port),
                               "--rate", str(events), "--active", str(active or users),
                               "--start-after", str(users), "--stats-every", "5"], wd.path)
+        procs.append(pbx)
         sb = Daemon("sipbridge", cfg, wd.path, mport)
+        procs.append(sb)
         wait_until(sb.metrics, what="sipbridge metrics", timeout=120)
         cpu0, rss0 = proc_stat(sb.p.pid)
         t0 = time.monotonic()
@@ -75,10 +61,9 @@ def run(users, rate, events, seconds, active):
         out["cpu_s_per_1000_notifies"] = round((cpu2 - cpu1) / max(1, n1 - n0) * 1000, 4)
         out["rss_after_events_mib"] = round(rss2 / 2**20, 1)
         out["stream_len"] = int(redis.cli("XLEN", "offhook:events") or 0)
-        sb.stop()
-        pbx.stop()
-        redis.stop()
     finally:
+        for p in reversed(procs):
+            p.stop()
         wd.cleanup()
     return out
 

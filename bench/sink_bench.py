@@ -21,10 +21,8 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-from run import proc_cpu, sink_binary  # noqa: E402
+from lib.sample import proc_cpu
+from lib.sink import sink_binary
 
 STANZA = ("<presence from='u{i}@phone.localhost' to='watcher@localhost'>"
           "<show>dnd</show><status>On the phone</status>"

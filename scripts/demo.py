@@ -10,10 +10,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
-from harness import (ASTERISK_CALL, ASTERISK_CALL_VIEWS, Stack, Workdir,  # noqa: E402
-                     asterisk_call_notifies, wait_until)
-
-CONTACT = "alice@phone.localhost"
+from calls import (ASTERISK_CALL, ASTERISK_CALL_VIEWS, CONTACT,  # noqa: E402
+                   asterisk_call_notifies)
+from harness import Stack, Workdir, wait_until  # noqa: E402
 PHONE_EVENTS = ["phone idle", "phone rings (Bob Smith calling)", "Alice picks up",
                 "Alice puts the call on hold", "Alice hangs up"]
 

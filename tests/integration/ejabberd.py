@@ -1,6 +1,7 @@
 """ejabberd 23.01 for offhook's integration tests: the same interface as harness.Prosody
-(attributes c2s, comp, domain, secret; register(), start(), stop(), log()) and a Stack that
-uses it in place of Prosody.
+(attributes name, c2s, comp, domain, secret; register(), start(), stop(), log()), so that
+a harness.Stack runs on it: Stack(workdir, xmpp="ejabberd") with one of its own, or
+Stack(workdir, xmpp=<a running Ejabberd>) with one shared by several stacks.
 
 The server runs from deploy/ejabberd/: ejabberd.yml with its define_macro values rewritten
 (ports, component password, log level) and ejabberdctl.cfg, in a directory of its own:
@@ -23,7 +24,7 @@ import signal
 import subprocess
 import time
 
-from harness import ROOT, Redis, Stack, free_port, port_open, wait_until
+from harness import ROOT, free_port, port_open, wait_until
 
 DEPLOY = os.path.join(ROOT, "deploy", "ejabberd")
 EJABBERDCTL = "/usr/sbin/ejabberdctl"
@@ -61,6 +62,8 @@ def yaml_str(s):
 
 class Ejabberd:
     """ejabberd 23.01 started with ejabberdctl in a directory of its own."""
+
+    name = "ejabberd"
 
     def __init__(self, workdir, domain="phone.localhost", secret="s3cret", loglevel="info",
                  config_text=None):
@@ -231,71 +234,3 @@ class Ejabberd:
         """ejabberd's error.log (errors and worse)."""
         p = os.path.join(self.logs_dir, "error.log")
         return open(p, errors="replace").read() if os.path.exists(p) else ""
-
-
-class EjabberdStack(Stack):
-    """harness.Stack with an already running Ejabberd in place of Prosody (it keeps the
-    attribute name 'prosody', which Stack's methods use). Redis, the daemons, sipp and the
-    watchers are this stack's own; the server is not stopped with the stack. The chat
-    users a test logged in as are re-created at stop, so the next test starts with empty
-    rosters."""
-
-    def __init__(self, workdir, server, users=(("alice@localhost", "1001"),),
-                 extra_config="", loglevel="debug"):
-        self.dir = workdir
-        self.redis = Redis(workdir).start()
-        self.prosody = server
-        self.pbx_port = free_port()
-        self.sip_port = free_port()
-        self.metrics_sb = free_port()
-        self.metrics_comp = free_port()
-        self.users = users
-        self.extra_config = extra_config
-        self.loglevel = loglevel
-        self.config = None
-        self.write_config()
-        self.component = None
-        self.sipbridge = None
-        self.pbx = None
-        self.watchers = []
-        self.all_daemons = []
-        self.errors_at_start = len(server.errors())
-
-    @property
-    def ejabberd(self):
-        return self.prosody
-
-    def logs(self):
-        text = super().logs()
-        return text.replace("==== prosody ====", "==== ejabberd ====")
-
-    def stop(self):
-        problems = []
-        for w in self.watchers:
-            try:
-                w.close()
-            except Exception:
-                pass
-        # Fresh accounts (empty rosters) for the next test. Done while the component is
-        # still connected: removing an account sends unsubscribe/unsubscribed to its
-        # contacts, which ejabberd would otherwise try to deliver over s2s.
-        for jid, password in sorted({(w.jid, w.password) for w in self.watchers}):
-            user, host = jid.split("@", 1)
-            try:
-                self.prosody.unregister(user, host)
-                self.prosody.register(user, password, host)
-            except Exception as e:
-                problems.append("could not reset %s: %s" % (jid, e))
-        for d in self.daemons():
-            was_alive = d.alive()
-            rc = d.stop()
-            if was_alive and rc != 0:
-                problems.append("%s exited with %s" % (d.name, rc))
-            problems += d.problems()
-        if self.pbx:
-            self.pbx.stop()
-        self.redis.stop()
-        new_errors = self.prosody.errors()[self.errors_at_start:]
-        if new_errors.strip():
-            problems.append("ejabberd error.log:\n" + new_errors[-4000:])
-        return problems

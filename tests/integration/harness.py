@@ -1,8 +1,10 @@
 """Real servers for offhook's integration tests, the demo and the benchmarks.
 
 Everything runs on 127.0.0.1, on free ports, in a temporary directory, started and
-stopped by the test itself: redis-server, Prosody (as a plain process), sipp playing a
-PBX, and offhook's two daemons. Waits poll a condition; nothing sleeps blindly.
+stopped by the test itself: redis-server, Prosody (as a plain process) or ejabberd
+(ejabberd.py), sipp or pbxsim playing a PBX, and offhook's two daemons, wired together
+by a Stack. Waits poll a condition; nothing sleeps blindly. What the PBX sends and what
+a chat client then shows are in calls.py.
 """
 
 import os
@@ -258,6 +260,8 @@ def prosody_recipe(dirpath, domain, secret, port, users_domain="localhost",
 
 class Prosody:
     """Prosody 0.12 as a plain foreground process with a component listener."""
+
+    name = "prosody"
 
     def __init__(self, workdir, domain="phone.localhost", secret="s3cret",
                  extra_modules=(), vhost_extra="", component_extra="", config_text=None,
@@ -566,6 +570,10 @@ class PbxSim:
     def stats(self):
         return dict(kv.split("=") for kv in self.command("stats").split())
 
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+
 
 def offhook_config(path, redis_url, xmpp_port, sip_listen_port, pbx_port, metrics_sb,
                    metrics_comp, users, domain="phone.localhost", secret="s3cret",
@@ -663,46 +671,40 @@ class Workdir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-ASTERISK_CALL = ["asterisk-idle.xml", "asterisk-ringing.xml", "asterisk-inuse.xml",
-                 "asterisk-onhold.xml", "asterisk-idle.xml"]
-
-# What a watcher's client shows for each of ASTERISK_CALL, after the initial "unknown".
-ASTERISK_CALL_VIEWS = [
-    ("unavailable", "", "Phone status unknown"),
-    ("available", "", ""),
-    ("available", "", "Ringing"),
-    ("available", "dnd", "On the phone"),
-    ("available", "dnd", "On hold"),
-    ("available", "", ""),
-]
-
-
-def asterisk_call_notifies(pause_ms=400):
-    """The Asterisk fixtures in call order, versions counting up as Asterisk does."""
-    return [scenario_notify(open(os.path.join(DATA, "dialog-info", f)).read(), version=i,
-                            pause_ms=pause_ms)
-            for i, f in enumerate(ASTERISK_CALL)]
-
-
 class Stack:
-    """Redis + Prosody (+ component, sipbridge, sipp) wired together by one config."""
+    """Redis and an XMPP server (+ component, sipbridge, a PBX) wired together by one
+    config: what every integration test, the demo and the benchmarks run on.
+
+    xmpp is the XMPP server: "prosody" or "ejabberd" for one of the stack's own (started
+    here with the chat users registered, stopped with the stack), or a running server
+    object that several stacks share in turn (test_ejabberd's one ejabberd per module):
+    its accounts were registered by its owner, and the ones a test logged in with are
+    re-created at stop, so that the next stack finds empty rosters. prosody_kwargs and
+    privilege configure a Prosody of the stack's own; anything else refuses them."""
 
     def __init__(self, workdir, users=(("alice@localhost", "1001"),), extra_config="",
-                 prosody_kwargs=None, chat_users=("alice", "bob", "carol"),
+                 xmpp="prosody", prosody_kwargs=None, chat_users=("alice", "bob", "carol"),
                  other_domain_users=("eve",), loglevel="debug", privilege=False,
                  redis_password=None):
         self.dir = workdir
+        self.owns_xmpp = isinstance(xmpp, str)
+        if xmpp != "prosody" and (prosody_kwargs or privilege):
+            raise ValueError("prosody_kwargs and privilege are for a Prosody of the stack's "
+                             "own, not %r" % (xmpp,))
         self.redis = Redis(workdir, password=redis_password).start()
-        kw = dict(prosody_kwargs or {})
-        # Prosody gets offhook's deploy recipe (deploy/prosody/offhook.cfg.lua); its XEP-0356
-        # block only when the test wants the server to grant privileges.
-        kw.setdefault("recipe_blocks", ("privilege",) if privilege else ())
-        self.prosody = Prosody(workdir, vhost_extra='VirtualHost "other.localhost"\n', **kw)
-        for u in chat_users:
-            self.prosody.register(u, "pw")
-        for u in other_domain_users:
-            self.prosody.register(u, "pw", host="other.localhost")
-        self.prosody.start()
+        self.xmpp = None
+        self.extras = []
+        try:
+            self.xmpp = self._start_xmpp(xmpp, prosody_kwargs, privilege, chat_users,
+                                         other_domain_users) if self.owns_xmpp else xmpp
+        except BaseException:
+            self.redis.stop()   # nobody else holds this stack yet: nothing else stops it
+            raise
+        # ejabberd's error.log holds only errors and worse, and no test provokes one: any
+        # new line is a problem. Prosody logs the errors tests provoke on purpose (a wrong
+        # component secret, hostile stanzas) like any other, so its log is not checked.
+        self.xmpp_errors_at_start = (len(self.xmpp.errors()) if self.xmpp.name == "ejabberd"
+                                     else None)
         self.pbx_port = free_port()
         self.sip_port = free_port()
         self.metrics_sb = free_port()
@@ -717,6 +719,39 @@ class Stack:
         self.pbx = None
         self.watchers = []
         self.all_daemons = []
+
+    def _start_xmpp(self, kind, prosody_kwargs, privilege, chat_users, other_domain_users):
+        if kind == "prosody":
+            kw = dict(prosody_kwargs or {})
+            # Prosody gets offhook's deploy recipe (deploy/prosody/offhook.cfg.lua); its
+            # XEP-0356 block only when the test wants the server to grant privileges.
+            kw.setdefault("recipe_blocks", ("privilege",) if privilege else ())
+            kw.setdefault("vhost_extra", 'VirtualHost "other.localhost"\n')
+            server = Prosody(self.dir, **kw)
+        elif kind == "ejabberd":
+            from ejabberd import Ejabberd   # it imports this module
+            server = Ejabberd(self.dir)
+        else:
+            raise ValueError("unknown XMPP server %r (prosody or ejabberd)" % kind)
+        for u in chat_users:
+            server.register(u, "pw")
+        for u in other_domain_users:
+            server.register(u, "pw", host="other.localhost")
+        return server.start()
+
+    @property
+    def prosody(self):
+        """The stack's XMPP server, for a test that relies on its being Prosody."""
+        if self.xmpp.name != "prosody":
+            raise AttributeError("this stack runs %s, not Prosody" % self.xmpp.name)
+        return self.xmpp
+
+    @property
+    def ejabberd(self):
+        """The stack's XMPP server, for a test that relies on its being ejabberd."""
+        if self.xmpp.name != "ejabberd":
+            raise AttributeError("this stack runs %s, not ejabberd" % self.xmpp.name)
+        return self.xmpp
 
     def aor(self, ext):
         """An extension on the sipp PBX, or ext itself when it is already a SIP URI; several
@@ -733,18 +768,18 @@ class Stack:
         if extra is not None:
             self.extra_config = extra
         self.config = offhook_config(
-            os.path.join(self.dir, "offhook.conf"), self.redis.url(), self.prosody.comp,
+            os.path.join(self.dir, "offhook.conf"), self.redis.url(), self.xmpp.comp,
             self.sip_port, self.pbx_port, self.metrics_sb, self.metrics_comp,
             [(jid, self.aor(ext)) for jid, ext in self.users], extra=self.extra_config,
-            loglevel=self.loglevel, secret=self.prosody.secret)
+            loglevel=self.loglevel, domain=self.xmpp.domain, secret=self.xmpp.secret)
         return self.config
 
-    def start_component(self, wait_ready=True, wrapper=(), env=None):
+    def start_component(self, wait_ready=True, wrapper=(), env=None, timeout=30):
         self.component = Daemon("component", self.config, self.dir, self.metrics_comp,
                                 wrapper=wrapper, env=env)
         self.all_daemons.append(self.component)
         if wait_ready:
-            wait_until(self.component.ready, timeout=30, what="component /readyz")
+            wait_until(self.component.ready, timeout=timeout, what="component /readyz")
         return self.component
 
     def start_pbx(self, notifies, **kw):
@@ -768,9 +803,15 @@ class Stack:
             wait_until(self.sipbridge.ready, timeout=30, what="sipbridge /readyz")
         return self.sipbridge
 
+    def add(self, thing):
+        """Something else the stack stops after the daemons (a PbxSim, a Kamailio, a load
+        generator's Proc): anything with stop(). Returns it."""
+        self.extras.append(thing)
+        return thing
+
     def watcher(self, jid, password="pw", pep_nodes=(), reconnect=False):
         from watcher import Watcher
-        w = Watcher(jid, password, self.prosody.c2s, pep_nodes=pep_nodes, reconnect=reconnect)
+        w = Watcher(jid, password, self.xmpp.c2s, pep_nodes=pep_nodes, reconnect=reconnect)
         self.watchers.append(w)
         return w
 
@@ -779,27 +820,48 @@ class Stack:
         for p in (self.sipbridge, self.component, self.pbx and self.pbx.proc):
             if p:
                 out.append("==== %s ====\n%s" % (p.name, p.log()[-6000:]))
-        out.append("==== prosody ====\n%s" % self.prosody.log()[-3000:])
+        out.append("==== %s ====\n%s" % (self.xmpp.name, self.xmpp.log()[-3000:]))
         return "\n".join(out)
 
     def stop(self):
-        """Stops everything; returns the problems seen (bad exits, sanitizer reports)."""
+        """Stops everything, each part whatever the others did; returns the problems seen
+        (bad exits, sanitizer reports, new ejabberd errors, parts that would not stop)."""
         problems = []
+
+        def attempt(what, fn):
+            try:
+                return fn()
+            except Exception as e:  # keep stopping the others
+                problems.append("%s: %r" % (what, e))
         for w in self.watchers:
             try:
                 w.close()
             except Exception:
                 pass
+        if not self.owns_xmpp:
+            # Done while the component is still connected: removing an account sends
+            # unsubscribe/unsubscribed to its contacts, which ejabberd would otherwise try
+            # to deliver over s2s.
+            for jid, password in sorted({(w.jid, w.password) for w in self.watchers}):
+                user, host = jid.split("@", 1)
+                attempt("could not reset %s" % jid, lambda: (
+                    self.xmpp.unregister(user, host), self.xmpp.register(user, password, host)))
         for d in self.daemons():
             was_alive = d.alive()
-            rc = d.stop()
+            rc = attempt(d.name, d.stop)
             if was_alive and rc != 0:
                 problems.append("%s exited with %s" % (d.name, rc))
             problems += d.problems()
-        if self.pbx:
-            self.pbx.stop()
-        self.prosody.stop()
-        self.redis.stop()
+        for p in [self.pbx] + self.extras[::-1]:
+            if p:
+                attempt(getattr(p, "name", type(p).__name__), p.stop)
+        if self.xmpp_errors_at_start is not None:
+            new_errors = self.xmpp.errors()[self.xmpp_errors_at_start:]
+            if new_errors.strip():
+                problems.append("ejabberd error.log:\n" + new_errors[-4000:])
+        if self.owns_xmpp:
+            attempt(self.xmpp.name, self.xmpp.stop)
+        attempt("redis", self.redis.stop)
         return problems
 
     def daemons(self):

@@ -5,27 +5,14 @@ from Debian's prosody-modules), surviving a kill -9 of the component."""
 
 import base64
 import hashlib
-import os
-import signal
 import time
 
-from harness import (DATA, scenario_notify, step_answer_forever, step_respond, wait_until)
+from calls import CONTACT as ALICE
+from calls import IDLE, ON_CALL, UNKNOWN, notify
+from harness import step_answer_forever, step_respond, wait_until
 
-ALICE = "alice@phone.localhost"
-UNKNOWN = ("unavailable", "", "Phone status unknown")
-IDLE = ("available", "", "")
-RINGING = ("available", "", "Ringing")
-ON_CALL = ("available", "dnd", "On the phone")
 ACTIVITY = "http://jabber.org/protocol/activity"
 REACH = "urn:xmpp:reach:0"
-
-
-def body(rel):
-    return open(os.path.join(DATA, rel)).read()
-
-
-def notify(rel, version, pause_ms=300):
-    return scenario_notify(body(rel), version=version, pause_ms=pause_ms)
 
 
 def iq(w, xml, timeout=10):
@@ -56,7 +43,7 @@ def test_disco_caps_vcard_ping_version(stack_factory):
     s = stack_factory(extra_config="[user alice@localhost]\nname = Alice Jones\n"
                                    "tel = +1 555 0100\n")
     s.start_component()
-    call_pbx(s, [notify("dialog-info/asterisk-idle.xml", 0)])
+    call_pbx(s, [notify("dialog-info/asterisk-idle.xml", 0, pause_ms=300)])
     s.start_sipbridge()
     bob = s.watcher("bob@localhost")
     bob.subscribe(ALICE)
@@ -128,7 +115,7 @@ def test_stanza_errors(stack_factory):
 def test_unsubscribe_and_probe(stack_factory):
     s = stack_factory()
     s.start_component()
-    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0)])
+    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0, pause_ms=300)])
     s.start_sipbridge()
     bob = s.watcher("bob@localhost")
     bob.subscribe(ALICE)
@@ -313,7 +300,7 @@ def test_shared_roster_groups(stack_factory):
     groups = "[Desk phones]\nbob@localhost=Bob\nalice@phone.localhost=Alice (phone)\n"
     s = stack_factory(prosody_kwargs={"groups": groups})
     s.start_component()
-    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0)])
+    call_pbx(s, [notify("dialog-info/asterisk-inuse.xml", 0, pause_ms=300)])
     s.start_sipbridge()
     wait_until(lambda: s.redis.cli("HGET", "offhook:user:alice@localhost", "state") == "on_call",
                what="the call")

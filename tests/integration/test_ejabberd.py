@@ -10,10 +10,9 @@ import os
 
 import pytest
 
-from ejabberd import Ejabberd, EjabberdStack, available
-from harness import ASTERISK_CALL_VIEWS, Workdir, asterisk_call_notifies, wait_until
-
-CONTACT = "alice@phone.localhost"
+from calls import ASTERISK_CALL_VIEWS, CONTACT, asterisk_call_notifies
+from ejabberd import Ejabberd, available
+from harness import Workdir, wait_until
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 
@@ -38,26 +37,13 @@ def ejabberd_server():
 
 
 @pytest.fixture
-def ejd_stack(ejabberd_server, workdir, request):
-    stacks = []
-
-    def make(**kw):
-        s = EjabberdStack(workdir, ejabberd_server, **kw)
-        stacks.append(s)
-        return s
-    yield make
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    problems = []
-    for s in stacks:
-        if failed:
-            print(s.logs())
-        problems += s.stop()
-    if problems:
-        pytest.fail("daemon problems:\n" + "\n".join(problems), pytrace=False)
+def xmpp(ejabberd_server):
+    """stack_factory's stacks run on the module's ejabberd (see conftest.xmpp)."""
+    return ejabberd_server
 
 
-def test_call_turns_into_presence(ejd_stack):
-    s = ejd_stack()
+def test_call_turns_into_presence(stack_factory):
+    s = stack_factory()
     s.start_component()
     bob = s.watcher("bob@localhost")
     bob.subscribe(CONTACT)
@@ -94,8 +80,8 @@ def test_call_turns_into_presence(ejd_stack):
     wait_until(s.pbx.finished, what="sipp to see the un-SUBSCRIBE")
 
 
-def test_foreign_domain_watcher_refused(ejd_stack):
-    s = ejd_stack()
+def test_foreign_domain_watcher_refused(stack_factory):
+    s = stack_factory()
     s.start_component()
     eve = s.watcher("eve@other.localhost")
     eve.subscribe(CONTACT)
@@ -110,8 +96,8 @@ def test_foreign_domain_watcher_refused(ejd_stack):
     assert s.redis.cli("SMEMBERS", "offhook:watchers:" + CONTACT) == ""
 
 
-def test_disco_info_on_component(ejd_stack):
-    s = ejd_stack()
+def test_disco_info_on_component(stack_factory):
+    s = stack_factory()
     s.start_component()
     bob = s.watcher("bob@localhost")
     res = bob.run(lambda: bob.client.plugin["xep_0030"].get_info(
@@ -122,11 +108,11 @@ def test_disco_info_on_component(ejd_stack):
     assert s.component.metrics()['offhook_stanzas_sent_total{kind="iq_result"}'] >= 1
 
 
-def test_provisioned_roster_item_is_probed(ejd_stack):
+def test_provisioned_roster_item_is_probed(stack_factory):
     """deploy/ejabberd/README.md's way to give users the phone contact without a
     subscription request: add_rosteritem with subscription 'to'. At login ejabberd probes
     the contact; the component answers and keeps Bob as a watcher, so the call reaches him."""
-    s = ejd_stack()
+    s = stack_factory()
     s.ejabberd.ctl("add_rosteritem", "bob", "localhost", "alice", "phone.localhost",
                    "Alice (phone)", "Desk phones", "to")
     s.start_component()

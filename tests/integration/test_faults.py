@@ -19,19 +19,13 @@ import time
 
 import pytest
 
-from harness import PbxSim, Stack, Workdir, wait_until
+from calls import UNKNOWN, VIEW
+from harness import PbxSim, wait_until
 
 N_USERS = 50
 BOUND_S = 10.0
 EXT0 = 2000
 STATES = ("idle", "ringing", "on_call", "on_hold")
-VIEW = {
-    "idle": ("available", "", ""),
-    "ringing": ("available", "", "Ringing"),
-    "on_call": ("available", "dnd", "On the phone"),
-    "on_hold": ("available", "dnd", "On hold"),
-}
-UNKNOWN = ("unavailable", "", "Phone status unknown")
 
 
 def contact(i):
@@ -39,26 +33,24 @@ def contact(i):
 
 
 class Matrix:
-    """One stack for the whole matrix: Redis, Prosody, pbxsim, both daemons, a watcher."""
+    """One stack for the whole matrix: Redis, Prosody, pbxsim, both daemons, a watcher.
+    make is module_stack_factory's: the stack (pbxsim included) is stopped at the end of
+    the module, also when the matrix fails to start."""
 
-    def __init__(self, workdir):
+    def __init__(self, make):
         users = [("u%02d@localhost" % i, str(EXT0 + i)) for i in range(N_USERS)]
-        self.s = Stack(workdir, users=users, chat_users=("boss",), other_domain_users=(),
-                       loglevel=os.environ.get("OFFHOOK_FAULTS_LOGLEVEL", "info"))
-        self.pbx = PbxSim(workdir, self.s.pbx_port)
-        try:
-            self.pbx.start()
-            self.s.start_component()
-            self.s.start_sipbridge()
-            self.truth = {i: "idle" for i in range(N_USERS)}
-            self.rng = random.Random(6)
-            self.w = self.s.watcher("boss@localhost", reconnect=True)
-            for i in range(N_USERS):
-                self.w.subscribe(contact(i))
-            self.converge(timeout=60)
-        except BaseException:
-            self.close()  # the fixture never yields: nothing else stops Redis and Prosody
-            raise
+        self.s = make(users=users, chat_users=("boss",), other_domain_users=(),
+                      loglevel=os.environ.get("OFFHOOK_FAULTS_LOGLEVEL", "info"))
+        self.pbx = self.s.add(PbxSim(self.s.dir, self.s.pbx_port))
+        self.pbx.start()
+        self.s.start_component()
+        self.s.start_sipbridge()
+        self.truth = {i: "idle" for i in range(N_USERS)}
+        self.rng = random.Random(6)
+        self.w = self.s.watcher("boss@localhost", reconnect=True)
+        for i in range(N_USERS):
+            self.w.subscribe(contact(i))
+        self.converge(timeout=60)
 
     # ---- calls ---------------------------------------------------------------------
     def set(self, i, state):
@@ -124,21 +116,10 @@ class Matrix:
         else:
             self.s.start_component(wait_ready=False)
 
-    def close(self):
-        problems = self.s.stop()
-        if self.pbx.proc:
-            self.pbx.proc.stop()
-        return problems
-
 
 @pytest.fixture(scope="module")
-def matrix():
-    wd = Workdir()
-    m = Matrix(wd.path)
-    yield m
-    problems = m.close()
-    wd.cleanup()
-    assert not problems, "daemon problems:\n" + "\n".join(problems)
+def matrix(module_stack_factory):
+    return Matrix(module_stack_factory)
 
 
 CELLS = [(svc, how) for svc in ("redis", "prosody", "pbx", "sipbridge", "component")

@@ -11,11 +11,11 @@ import socket
 import threading
 import time
 
+from calls import CONTACT as ALICE
 from harness import free_port, wait_until
 
 DOMAIN = "phone.localhost"
 SECRET = "s3cret"
-ALICE = "alice@phone.localhost"
 
 
 class ScriptedServer:

@@ -8,27 +8,20 @@ comes from is what Kamailio generated for a real call or registration."""
 
 import pytest
 
+from calls import ON_CALL as ON_THE_PHONE
+from calls import CONTACT, DIALING, IDLE, OFFLINE, RINGING, UNKNOWN
 from harness import wait_until
 from kamailio import Kamailio, SippCaller, SippPhone
 
-CONTACT = "alice@phone.localhost"
-
-UNKNOWN = ("unavailable", "", "Phone status unknown")
-IDLE = ("available", "", "")
-RINGING = ("available", "", "Ringing")
-ON_THE_PHONE = ("available", "dnd", "On the phone")
-OFFLINE = ("unavailable", "", "Phone offline")
-
 
 @pytest.fixture
-def kam(workdir, request):
+def kam(workdir, failed):
     """Kamailio on a free port with a fresh db_text copy. Request it before
     stack_factory: fixtures are torn down in reverse order, so sipbridge stops (and
     un-SUBSCRIBEs) while Kamailio still answers."""
     k = Kamailio(workdir).start()
     yield k
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed:
+    if failed():
         print("==== kamailio ====\n" + k.log()[-12000:])
     alive = k.alive()
     rc = k.stop()
@@ -175,7 +168,6 @@ def test_registration_through_kamailio(kam, stack_factory, phones):
 
 
 CAROL = "carol@phone.localhost"
-DIALING = ("available", "", "Dialing")
 
 
 def test_caller_dialing_through_kamailio(kam, stack_factory, phones):

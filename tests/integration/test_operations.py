@@ -9,11 +9,12 @@ import signal
 import socket
 import subprocess
 
-from harness import (DATA, binary, scenario_notify, step_answer_forever, step_respond,
+from calls import body
+from harness import (binary, scenario_notify, step_answer_forever, step_respond,
                      wait_until)
 
-INUSE = open(os.path.join(DATA, "dialog-info/asterisk-inuse.xml")).read()
-IDLE = open(os.path.join(DATA, "dialog-info/asterisk-idle.xml")).read()
+INUSE = body("dialog-info/asterisk-inuse.xml")
+IDLE = body("dialog-info/asterisk-idle.xml")
 
 
 def dialog(body, version, pause_ms=100):

@@ -12,9 +12,8 @@ import subprocess
 
 import pytest
 
-from harness import (DATA, scenario_notify, step_answer_forever, step_respond, wait_until)
-
-CONTACT = "alice@phone.localhost"
+from calls import CONTACT, body
+from harness import scenario_notify, step_answer_forever, step_respond, wait_until
 COLS, ROWS = 200, 50
 
 pytestmark = pytest.mark.skipif(not (shutil.which("profanity") and shutil.which("tmux")),
@@ -132,7 +131,7 @@ def test_profanity_shows_alice_on_the_phone(stack_factory, workdir):
 
         # Now a call that stays up: Asterisk's "in use", and the PBX then only answers
         # refreshes.
-        inuse = open(os.path.join(DATA, "dialog-info", "asterisk-inuse.xml")).read()
+        inuse = body("dialog-info/asterisk-inuse.xml")
         s.start_pbx_script([[step_respond(expires=3600, initial=True),
                              scenario_notify(inuse, version=1, pause_ms=100),
                              step_answer_forever()]])

@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 
-from harness import (asterisk_call_notifies, binary, http_get, step_answer_forever,
-                     step_recv, step_respond, wait_until)
+from calls import ON_CALL, asterisk_call_notifies
+from harness import binary, http_get, step_answer_forever, step_recv, step_respond, wait_until
 
 COMPONENT_SECRET = "Cmp-s3cret-7Qx9"
 SIP_PASSWORD = "Sip-s3cret-4Kd2"
 REDIS_PASSWORD = "Rds-s3cret-8Hn5"
 SECRETS = (COMPONENT_SECRET, SIP_PASSWORD, REDIS_PASSWORD)
-ON_CALL = ("available", "dnd", "On the phone")
 
 
 def test_secrets_never_logged(stack_factory, workdir):

@@ -4,25 +4,9 @@ goes stale when the PBX stops answering, and TCP."""
 
 import os
 
+from calls import DND, IDLE, OFFLINE, ON_CALL, RINGING, UNKNOWN, body, notify
 from harness import (DATA, scenario_notify, step_answer_forever, step_recv, step_respond,
                      wait_until)
-
-UNKNOWN = ("unavailable", "", "Phone status unknown")
-OFFLINE = ("unavailable", "", "Phone offline")
-IDLE = ("available", "", "")
-RINGING = ("available", "", "Ringing")
-ON_CALL = ("available", "dnd", "On the phone")
-ON_HOLD = ("available", "dnd", "On hold")
-DND = ("available", "dnd", "Do not disturb")
-
-
-def body(rel):
-    return open(os.path.join(DATA, rel)).read()
-
-
-def notify(rel, version=None, **kw):
-    kw.setdefault("pause_ms", 100)
-    return scenario_notify(body(rel), version=version, **kw)
 
 
 def watch(s, contacts, who="bob@localhost"):
@@ -115,16 +99,12 @@ def test_presence_and_reg_packages(stack_factory):
          notify("dialog-info/asterisk-inuse.xml", 1, pause_ms=4000),
          step_answer_forever()],
         [step_respond(expires=3600, initial=True),
-         notify("pidf/asterisk-ready.xml", event="presence", ctype="application/pidf+xml",
-                pause_ms=300),
-         notify("pidf/dnd-note.xml", event="presence", ctype="application/pidf+xml",
-                pause_ms=300),
+         notify("pidf/asterisk-ready.xml", pause_ms=300),
+         notify("pidf/dnd-note.xml", pause_ms=300),
          step_answer_forever()],
         [step_respond(expires=3600, initial=True),
-         notify("reginfo/registered.xml", event="reg", ctype="application/reginfo+xml",
-                pause_ms=300),
-         notify("reginfo/unregistered.xml", event="reg", ctype="application/reginfo+xml",
-                pause_ms=2000),
+         notify("reginfo/registered.xml", pause_ms=300),
+         notify("reginfo/unregistered.xml", pause_ms=2000),
          step_answer_forever()],
     ])
     s.start_sipbridge()
@@ -246,23 +226,21 @@ def test_subscribe_rate_paces_the_ramp(stack_factory):
     from harness import PbxSim
     users = tuple(("u%02d@localhost" % i, str(3000 + i)) for i in range(30))
     s = stack_factory(users=users, extra_config="[sip]\nsubscribe_rate = 5\n")
-    pbx = PbxSim(s.dir, s.pbx_port).start()
-    try:
-        def count():
-            return int(pbx.stats()["subscribes"])
-        s.start_sipbridge()
-        wait_until(lambda: count() > 0, what="the first SUBSCRIBE")
-        t0 = time.monotonic()
-        samples = []
-        while count() < 30 and time.monotonic() - t0 < 30:
-            samples.append((time.monotonic() - t0, count()))
-            time.sleep(0.2)
-        total_s = time.monotonic() - t0
-        assert count() == 30, samples
-        for t, n in samples:
-            assert n <= 5 + 5 * t + 2, (t, n, samples)
-        # 25 beyond the first second's burst at 5/s: at least ~5 s from first to last.
-        assert total_s >= 4.5, samples
-        assert s.sipbridge.metrics()["offhook_subscribe_sent_total"] == 30
-    finally:
-        pbx.proc.stop()
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+
+    def count():
+        return int(pbx.stats()["subscribes"])
+    s.start_sipbridge()
+    wait_until(lambda: count() > 0, what="the first SUBSCRIBE")
+    t0 = time.monotonic()
+    samples = []
+    while count() < 30 and time.monotonic() - t0 < 30:
+        samples.append((time.monotonic() - t0, count()))
+        time.sleep(0.2)
+    total_s = time.monotonic() - t0
+    assert count() == 30, samples
+    for t, n in samples:
+        assert n <= 5 + 5 * t + 2, (t, n, samples)
+    # 25 beyond the first second's burst at 5/s: at least ~5 s from first to last.
+    assert total_s >= 4.5, samples
+    assert s.sipbridge.metrics()["offhook_subscribe_sent_total"] == 30

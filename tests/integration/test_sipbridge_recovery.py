@@ -4,24 +4,8 @@ each time sipbridge must recover and Bob's client must end on the phone's real s
 
 import os
 
-from harness import (DATA, scenario_notify, step_answer_forever, step_pause, step_recv,
-                     step_respond, wait_until)
-
-CONTACT = "alice@phone.localhost"
-UNKNOWN = ("unavailable", "", "Phone status unknown")
-IDLE = ("available", "", "")
-RINGING = ("available", "", "Ringing")
-ON_CALL = ("available", "dnd", "On the phone")
-ON_HOLD = ("available", "dnd", "On hold")
-
-
-def body(rel):
-    return open(os.path.join(DATA, rel)).read()
-
-
-def notify(rel, version, **kw):
-    kw.setdefault("pause_ms", 100)
-    return scenario_notify(body(rel), version=version, **kw)
+from calls import CONTACT, IDLE, ON_CALL, ON_HOLD, RINGING, UNKNOWN, body, notify
+from harness import step_answer_forever, step_recv, step_respond, wait_until
 
 
 def start(stack_factory, calls, extra_config="", npbx=None):

@@ -2,12 +2,8 @@
 servers: sipp playing an Asterisk PBX -> offhook-sipbridge -> Redis -> offhook-component
 -> Prosody -> Bob's client."""
 
-import os
-
-from harness import (ASTERISK_CALL_VIEWS, DATA, asterisk_call_notifies, http_get,
-                     wait_until)
-
-CONTACT = "alice@phone.localhost"
+from calls import ASTERISK_CALL_VIEWS, CONTACT, asterisk_call_notifies
+from harness import http_get, wait_until
 
 
 def test_call_turns_into_presence(stack_factory):

@@ -1,0 +1,207 @@
+"""A run with pbxsim (bench/pbxsim.c) as the PBX, the default: N users each subscribed,
+the sink watching W of them; once all are subscribed and shown, pbxsim drives R
+call-state changes/s; CPU, RSS and counters are sampled over the window; pbxsim then
+stops, the sink drains, everything stops, and the logs of both ends are analysed."""
+
+import os
+import re
+import time
+
+from harness import Proc, Workdir, binary, wait_until
+
+from . import DOMAIN, EXT0
+from . import stack as bench_stack
+from .latency import backlog, hist_quantiles, join, pct, read_events
+from .perf import profile
+from .report import r3
+from .sample import (cpu_window, idle_phase, metric, proc_stat, snapshot, soak_window,
+                     steal_cores, udp_drops)
+from .sink import read_sink
+
+
+def run(a, rate):
+    """One run at rate R with run.py's options a; returns the result (report.human's
+    input, the JSON line)."""
+    n = a.users
+    watch = a.watch or n
+    active = a.active or n
+    wd = Workdir("offhook-bench-")
+    res = {"mode": "pbxsim", "users": n, "rate": rate, "seconds": a.seconds, "active": active,
+           "watched": watch, "subscribe_rate": a.subscribe_rate,
+           "prosody_nodelay": a.prosody_nodelay, "component_nodelay": a.component_nodelay,
+           "sipbridge_preload": a.sipbridge_preload}
+    stack = None
+    try:
+        contacts = ["u%d@%s" % (i, DOMAIN) for i in range(watch)]
+        extra = ("[sip]\nsubscribe_rate = %d\n[component]\npublish = contacts\n"
+                 % a.subscribe_rate)
+        t_setup = time.time()
+        stack, sink = bench_stack.start(wd, contacts, extra, prosody_nodelay=a.prosody_nodelay)
+        stack.write_config(users=[("u%d@localhost" % i, str(EXT0 + i)) for i in range(n)])
+        t0 = time.time()
+        comp = bench_stack.start_component(stack, sink, watch, nodelay=a.component_nodelay)
+        res["initial_presence_s"] = round(time.time() - t0, 2)
+        events_log = os.path.join(wd.path, "events.log")
+        pbx = stack.add(Proc("pbxsim", [binary("pbxsim"), "--port", str(stack.pbx_port),
+                                        "--rate", str(rate), "--active", str(active),
+                                        "--start-after", str(n), "--events-log", events_log,
+                                        "--stats-every", "1"], wd.path))
+        sb = bench_stack.start_sipbridge(stack, preload=a.sipbridge_preload)
+        _, rss_sb0 = proc_stat(sb.p.pid)
+        _, rss_comp0 = proc_stat(comp.p.pid)
+        # The ramp may have begun by the time /metrics answers: per-subscription RSS is
+        # taken over the subscriptions made after this first sample.
+        active0 = metric(sb.metrics(), 'offhook_subscriptions{state="active"}')
+        t0 = time.time()
+        # Scraped once a second at most at scale: each /metrics walks every user
+        # (collect_users), which at 100k users and 10 scrapes/s was 13% of sipbridge's CPU.
+        wait_until(lambda: metric(sb.metrics(), 'offhook_subscriptions{state="active"}') >= n,
+                   timeout=n / a.subscribe_rate * 3 + 60, interval=min(1.0, max(0.1, n / 1e5)),
+                   what="%d active subscriptions" % n)
+        res["ramp_s"] = round(time.time() - t0, 2)
+        res["ramp_ideal_s"] = round(n / a.subscribe_rate, 2)
+        res["active_at_first_sample"] = int(active0)
+        _, rss_sb1 = proc_stat(sb.p.pid)
+        # The ramp's "idle" reached every watched contact (or stopped coming: a pbxsim
+        # that does not retransmit never repeats a NOTIFY that sipbridge's socket dropped,
+        # and that contact stays "unknown" until its first event); then the warm-up.
+        wait_until(until_still(lambda: sink.tail.poll().known(), 5, lambda k: k >= watch),
+                   timeout=120 + watch / 200, interval=0.2,
+                   what="every contact out of 'unknown'")
+        res["unknown_after_ramp"] = watch - sink.tail.known()
+        res["udp_drops_ramp"] = {"sipbridge": udp_drops(stack.sip_port),
+                                 "pbxsim": udp_drops(stack.pbx_port)}
+        time.sleep(a.warmup)
+        pids = {"sipbridge": sb.p.pid, "component": comp.p.pid,
+                "redis": stack.redis.proc.p.pid, "prosody": stack.xmpp.proc.p.pid,
+                "pbxsim": pbx.p.pid, "sink": sink.proc.p.pid}
+        m0 = {"sipbridge": sb.metrics(), "component": comp.metrics()}
+        s0 = snapshot(pids)
+        if a.soak_sample > 0:
+            res["soak"] = soak_window(a.seconds, a.soak_sample,
+                                      {"sipbridge": sb.p.pid, "component": comp.p.pid})
+        else:
+            time.sleep(a.seconds)  # the measurement window itself
+        s1 = snapshot(pids)
+        m1 = {"sipbridge": sb.metrics(), "component": comp.metrics()}
+        res["udp_drops_end"] = {"sipbridge": udp_drops(stack.sip_port),
+                                "pbxsim": udp_drops(stack.pbx_port)}
+        if a.perf:
+            res["profiles"] = profile(a, wd, {"sipbridge": sb.p.pid, "component": comp.p.pid},
+                                      "n%d-r%d" % (n, rate))
+        pbx.stop()
+        # Drain: the sink's log stops growing.
+        try:
+            wait_until(until_still(lambda: sink.tail.poll().lines, 1.5), timeout=60,
+                       interval=0.2, what="the sink to drain")
+            res["drained"] = True
+        except TimeoutError:
+            res["drained"] = False
+        s2 = snapshot({"sipbridge": sb.p.pid, "component": comp.p.pid})
+        # Before the daemons stop: the component's goodbye ("unavailable" to every
+        # watcher) is not part of the run.
+        sink.stop()
+        if a.idle:
+            res["idle"] = idle_phase(a.idle, sb.p.pid)
+        res["redis_used_memory_mib"] = round(int(
+            [x for x in stack.redis.cli("INFO", "memory").splitlines()
+             if x.startswith("used_memory:")][0].split(":")[1]) / 2**20, 1)
+        problems = stack.stop()
+        stack = None
+        analyse(res, rate, n, watch, events_log, sink.log_path, pbx.log(), (s0, s1, s2),
+                (m0, m1), (rss_sb0, rss_sb1, rss_comp0, active0), problems)
+        res["setup_s"] = round(time.time() - t_setup, 1)
+    finally:
+        if stack:
+            stack.stop()
+        wd.cleanup()
+    return res
+
+
+def until_still(count, seconds, enough=lambda c: False):
+    """A condition for wait_until: true once enough(count()) or once count() has not
+    changed for `seconds`."""
+    last = [None, time.time()]
+
+    def cond():
+        c = count()
+        if c != last[0]:
+            last[0], last[1] = c, time.time()
+        return enough(c) or time.time() - last[1] > seconds
+    return cond
+
+
+def analyse(res, rate, n, watch, events_log, sink_log, pbx_log, snaps, metrics, ramp,
+            problems):
+    """The figures of a run, into res: events paired with the stanzas they caused over
+    the window (s0..s1 of snaps), latency and backlog, CPU per event, RSS, whether the
+    backlog grew."""
+    s0, s1, s2 = snaps                  # window start, end, after the drain
+    m0, m1 = metrics                    # both daemons' /metrics at start and end
+    m_sb0, m_comp0 = m0["sipbridge"], m0["component"]
+    m_sb1, m_comp1 = m1["sipbridge"], m1["component"]
+    rss_sb0, rss_sb1, rss_comp0, active0 = ramp   # before and after the subscribe ramp
+    ev, send_times = read_events(events_log)
+    st = read_sink(sink_log)
+    watched_ev = {u: e for u, e in ev.items() if u < watch}
+    res["events_unwatched"] = sum(len(e) for u, e in ev.items() if u >= watch)
+    pairs, lost, ramp_st, extra_st = join(watched_ev, st)
+    w0, w1 = s0["t"] * 1e6, s1["t"] * 1e6
+    send_w = sorted(t for u, e in watched_ev.items() for t, _ in e)
+    recv_sorted = sorted(r for _, r in pairs)
+    sent_in = sum(1 for t in send_w if w0 <= t <= w1)
+    recv_in = sum(1 for r in recv_sorted if w0 <= r <= w1)
+    wall = s1["t"] - s0["t"]
+    lats = sorted((r - t) / 1000.0 for t, r in pairs if w0 <= t <= w1)
+    q, nobs = hist_quantiles(m_comp0, m_comp1, "offhook_event_latency_seconds")
+    lag, growth = backlog(send_w, recv_sorted, w0, w1)
+    quarter = [sorted((r - t) / 1000.0 for t, r in pairs
+                      if w0 + k * (w1 - w0) / 4 <= t < w0 + (k + 1) * (w1 - w0) / 4)
+               for k in range(4)]
+    dcpu, others = cpu_window(s0, s1)
+    per = max(1, recv_in)
+    notifies = (metric(m_sb1, 'offhook_notifies_total{package="dialog"}') -
+                metric(m_sb0, 'offhook_notifies_total{package="dialog"}'))
+    updates = (metric(m_comp1, "offhook_presence_updates_total") -
+               metric(m_comp0, "offhook_presence_updates_total"))
+    m = re.search(r"pbxsim: (\d+) subscriptions in ([0-9.]+) s", pbx_log)
+    res["pbxsim_first_to_last_s"] = float(m.group(2)) if m else None
+    offhook = dcpu["sipbridge"] + dcpu["component"]
+    res.update({
+        "offhook_us_per_event": round(offhook / per * 1e6, 1),
+        "prosody_us_per_event": round(dcpu["prosody"] / per * 1e6, 1),
+        "offhook_over_prosody": r3(offhook / dcpu["prosody"]) if dcpu["prosody"] else None,
+        "sent_per_s": round(sent_in / wall, 1),
+        "e2e_per_s": round(recv_in / wall, 1),
+        "notifies_per_s": round(notifies / wall, 1),
+        "presence_updates_per_s": round(updates / wall, 1),
+        "events_total": len(send_w), "paired": len(pairs), "lost": lost,
+        "ramp_stanzas": ramp_st, "extra_stanzas": extra_st,
+        "backlog_start": lag[0], "backlog_end": lag[-1], "backlog_growth": round(growth, 1),
+        "latency_ms": {"p50": r3(pct(lats, 0.5)), "p99": r3(pct(lats, 0.99)),
+                       "max": r3(lats[-1] if lats else None), "n": len(lats)},
+        "latency_p50_by_quarter_ms": [r3(pct(x, 0.5)) for x in quarter],
+        "offhook_latency_ms": {"p50": r3(q[0] and q[0] * 1000),
+                               "p99": r3(q[1] and q[1] * 1000), "n": nobs},
+        "cpu_s_per_1000_events": {k: round(v / per * 1000, 4) for k, v in dcpu.items()},
+        "cpu_pct": {k: round(v / wall * 100, 1) for k, v in dcpu.items()},
+        "other_load_cores": round(others, 2),
+        "steal_cores": steal_cores(s0, s1),
+        "loadavg": [s0["load"], s1["load"]],
+        "rss_mib": {"sipbridge_start": round(rss_sb0 / 2**20, 1),
+                    "sipbridge_subscribed": round(rss_sb1 / 2**20, 1),
+                    "sipbridge_end": round(s1["rss"]["sipbridge"] / 2**20, 1),
+                    "sipbridge_drained": round(s2["rss"]["sipbridge"] / 2**20, 1),
+                    "component_start": round(rss_comp0 / 2**20, 1),
+                    "component_end": round(s1["rss"]["component"] / 2**20, 1),
+                    "prosody": round(s1["rss"]["prosody"] / 2**20, 1),
+                    "redis": round(s1["rss"]["redis"] / 2**20, 1)},
+        "rss_per_user_bytes": {
+            "sipbridge_subscriptions": int((rss_sb1 - rss_sb0) / max(1, n - active0)),
+            "sipbridge_total": int(s1["rss"]["sipbridge"] / n),
+            "component_total": int(s1["rss"]["component"] / n)},
+        "problems": problems,
+    })
+    ok_rate = recv_in >= 0.98 * sent_in and sent_in > 0
+    res["growing_backlog"] = bool(growth > max(25.0, 0.1 * rate) or not ok_rate
+                                  or lost > 0.01 * len(send_w))
