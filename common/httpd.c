@@ -3,6 +3,7 @@
 #include "httpd.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,9 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "buildinfo.h"
 #include "strutil.h"
+#include "version.h"
 
 struct httpd {
     struct evhttp *http;
@@ -36,6 +39,24 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
     evbuffer_free(buf);
 }
 
+/* What a person who points a browser at the port finds: the daemon and its endpoints
+ * (relative links, so it also works behind a reverse proxy's path prefix). */
+static void put_index(struct sbuf *out)
+{
+    const char *prog = program_invocation_short_name;
+
+    sbuf_printf(out,
+                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title></head>\n"
+                "<body><h1>%s %s</h1>\n<ul>\n"
+                "<li><a href=\"metrics\">/metrics</a>: Prometheus metrics</li>\n"
+                "<li><a href=\"healthz\">/healthz</a>: liveness (200 while the event loop "
+                "runs)</li>\n"
+                "<li><a href=\"readyz\">/readyz</a>: readiness (200 when the upstreams are "
+                "connected, else 503 with the reasons)</li>\n"
+                "</ul></body></html>\n",
+                prog, prog, OFFHOOK_VERSION);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct httpd *h = arg;
@@ -45,7 +66,10 @@ static void handle(struct evhttp_request *req, void *arg)
     struct sbuf body;
 
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        reply_text(req, 405, "Method Not Allowed", "text/plain", "GET only\n", 9);
+        /* RFC 9110 15.5.6: a method the server knows but the resource does not support
+         * is 405 with Allow (501 is for methods the server does not know at all). */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        reply_text(req, 405, "Method Not Allowed", "text/plain", "GET or HEAD only\n", 17);
         return;
     }
     sbuf_init(&body);
@@ -62,6 +86,9 @@ static void handle(struct evhttp_request *req, void *arg)
             reply_text(req, 503, "Service Unavailable", "text/plain", body.data ? body.data : "",
                        body.len);
         }
+    } else if (plen == 1 && uri[0] == '/') {
+        put_index(&body);
+        reply_text(req, 200, "OK", "text/html; charset=utf-8", body.data, body.len);
     } else {
         reply_text(req, 404, "Not Found", "text/plain", "not found\n", 10);
     }
@@ -96,7 +123,12 @@ struct httpd *httpd_start(struct event_base *base, const char *hostport, httpd_r
     evhttp_set_max_headers_size(h->http, 8192);
     evhttp_set_max_body_size(h->http, 1024);
     evhttp_set_timeout(h->http, 10);
-    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    /* evhttp answers a method outside this set with 501 itself; let every method it
+     * parses through, so that handle() can answer 405 with Allow. */
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(h->http, handle, h);
     if (evhttp_bind_socket(h->http, host, (ev_uint16_t)port) < 0) {
         log_err("http", "event=listen_failed addr=%s reason=\"bind failed\"", hostport);
@@ -104,7 +136,7 @@ struct httpd *httpd_start(struct event_base *base, const char *hostport, httpd_r
         free(h);
         return NULL;
     }
-    log_info("http", "event=listening addr=%s paths=/metrics,/healthz,/readyz", hostport);
+    log_info("http", "event=listening addr=%s paths=/,/metrics,/healthz,/readyz", hostport);
     return h;
 }
 
@@ -181,6 +213,11 @@ void httpd_register_process_metrics(void)
                          "Start time of the process since unix epoch in seconds.", NULL, NULL);
     m_heap = metric_new(METRIC_GAUGE, "offhook_heap_inuse_bytes",
                         "Heap memory allocated and in use (glibc mallinfo2).", NULL, NULL);
+    /* Which build runs where: joins onto any series with "* on(job, instance)
+     * group_left(version) offhook_build_info". No commit label outside a git build. */
+    metric_info("offhook_build_info", "The offhook version (and git commit) this daemon runs.",
+                (const char *const[]){"version", OFFHOOK_VERSION, "commit", OFFHOOK_COMMIT,
+                                      NULL});
     metric_set(m_start, NULL, (double)clock_wall_ms() / 1000.0);
     metrics_add_collector(collect_process, NULL);
 }

@@ -2,6 +2,7 @@
 #include "metrics.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@ struct series {
 struct metric {
     enum metric_type type;
     char *name, *help, *label_name;
+    char *const_labels;         /* rendered name="value" pairs of metric_info(), or NULL */
     struct series series[MAX_LABELS];
     int nseries;
     /* histogram */
@@ -35,6 +37,8 @@ struct collector {
 };
 
 static struct metric *head, **tail = &head;
+
+static void put_escaped(struct sbuf *out, const char *s, bool is_help);
 static struct collector *collectors;
 
 /* Fine between 0.5 and 3 ms, where offhook's own latency lives (p50 ~0.4 ms, p99 ~2 ms at
@@ -88,6 +92,26 @@ struct metric *metric_histogram(const char *name, const char *help, const double
     memcpy(m->bounds, bounds, (size_t)nbounds * sizeof *bounds);
     m->counts = xcalloc((size_t)nbounds + 1, sizeof *m->counts);
     m->nbounds = nbounds;
+    return m;
+}
+
+struct metric *metric_info(const char *name, const char *help, const char *const *pairs)
+{
+    struct metric *m = metric_new(METRIC_GAUGE, name, help, NULL, NULL);
+    struct sbuf b;
+
+    sbuf_init(&b);
+    for (; pairs && pairs[0] && pairs[1]; pairs += 2) {
+        if (!pairs[1][0])
+            continue; /* an empty value is the same as no label: say nothing */
+        sbuf_printf(&b, "%s%s=\"", b.len ? "," : "", pairs[0]);
+        put_escaped(&b, pairs[1], false);
+        sbuf_puts(&b, "\"");
+    }
+    if (b.len)
+        m->const_labels = xstrdup(b.data);
+    sbuf_free(&b);
+    metric_set(m, NULL, 1);
     return m;
 }
 
@@ -152,14 +176,32 @@ static void put_escaped(struct sbuf *out, const char *s, bool is_help)
     }
 }
 
+/* The shortest text that reads back as the same double (as Go's FormatFloat(v, 'g', -1)
+ * writes it): a bucket bound of 0.00025 renders as "0.00025", not the
+ * "0.00025000000000000001" that %.17g gives, and a scraper sees the same le values as
+ * the ones in the code and the docs. */
 static void put_number(struct sbuf *out, double v)
 {
-    if (isinf(v))
+    char buf[32];
+
+    if (isnan(v)) {
+        sbuf_puts(out, "NaN");
+        return;
+    }
+    if (isinf(v)) {
         sbuf_puts(out, v > 0 ? "+Inf" : "-Inf");
-    else if (v == (double)(long long)v && fabs(v) < 1e15)
+        return;
+    }
+    if (v == (double)(long long)v && fabs(v) < 1e15) {
         sbuf_printf(out, "%lld", (long long)v);
-    else
-        sbuf_printf(out, "%.17g", v);
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    sbuf_puts(out, buf);
 }
 
 static const char *type_name(enum metric_type t)
@@ -190,10 +232,16 @@ void metrics_render(struct sbuf *out)
         }
         for (int i = 0; i < m->nseries; i++) {
             sbuf_puts(out, m->name);
-            if (m->label_name) {
-                sbuf_printf(out, "{%s=\"", m->label_name);
-                put_escaped(out, m->series[i].label, false);
-                sbuf_puts(out, "\"}");
+            if (m->const_labels || m->label_name) {
+                sbuf_puts(out, "{");
+                if (m->const_labels)
+                    sbuf_puts(out, m->const_labels);
+                if (m->label_name) {
+                    sbuf_printf(out, "%s%s=\"", m->const_labels ? "," : "", m->label_name);
+                    put_escaped(out, m->series[i].label, false);
+                    sbuf_puts(out, "\"");
+                }
+                sbuf_puts(out, "}");
             }
             sbuf_puts(out, " ");
             put_number(out, m->series[i].value);
@@ -212,6 +260,7 @@ void metrics_reset(void)
         free(m->name);
         free(m->help);
         free(m->label_name);
+        free(m->const_labels);
         free(m->bounds);
         free(m->counts);
         free(m);

@@ -19,6 +19,11 @@ struct metric *metric_new(enum metric_type type, const char *name, const char *h
 struct metric *metric_histogram(const char *name, const char *help, const double *bounds,
                                 int nbounds);
 
+/* An info metric (Prometheus convention: a gauge of 1 whose labels carry the facts, such
+ * as offhook_build_info{version="0.1.0",commit="..."}). pairs: NULL-terminated list of
+ * label name, value, name, value...; pairs with an empty value are left out. Copied. */
+struct metric *metric_info(const char *name, const char *help, const char *const *pairs);
+
 /* label may be NULL for unlabelled metrics. Values past the label limit land in "other".
  * m may be NULL (a metric nobody registered): updates are then no-ops, reads give 0. */
 void metric_inc(struct metric *m, const char *label);

@@ -306,6 +306,58 @@ static void test_metrics_render(void **state)
     metrics_reset();
 }
 
+/* Bucket bounds and values in their shortest exact form: the le values a scraper sees
+ * are the ones written in the code (0.00025, not 0.00025000000000000001). */
+static void test_metrics_numbers_shortest(void **state)
+{
+    static const char *const want[] = {"0.0001", "0.00025", "0.0005", "0.00075", "0.001",
+                                       "0.0015", "0.002",  "0.0025",  "0.003",  "0.005",
+                                       "0.0075", "0.01",   "0.025",   "0.05",   "0.1",
+                                       "0.25",   "0.5",    "1",       "2.5",    "5",
+                                       "10"};
+    struct metric *h = metric_histogram("lat_seconds", "l", metrics_latency_buckets,
+                                        metrics_latency_nbuckets);
+    struct metric *g = metric_new(METRIC_GAUGE, "g", "g", "k", NULL);
+    char line[128];
+    struct sbuf b;
+
+    assert_int_equal(metrics_latency_nbuckets, sizeof want / sizeof want[0]);
+    metric_observe(h, 0.1);
+    metric_observe(h, 0.2);
+    metric_set(g, "third", 1.0 / 3);
+    metric_set(g, "big", 1e20);
+    metric_set(g, "neg", -2.5);
+    sbuf_init(&b);
+    metrics_render(&b);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        snprintf(line, sizeof line, "lat_seconds_bucket{le=\"%s\"} ", want[i]);
+        if (!strstr(b.data, line))
+            fail_msg("no '%s' in:\n%s", line, b.data);
+    }
+    /* Exact still wins over short: 0.1 + 0.2 is not 0.3. */
+    assert_non_null(strstr(b.data, "lat_seconds_sum 0.30000000000000004\n"));
+    assert_non_null(strstr(b.data, "g{k=\"third\"} 0.3333333333333333\n"));
+    assert_non_null(strstr(b.data, "g{k=\"big\"} 1e+20\n"));
+    assert_non_null(strstr(b.data, "g{k=\"neg\"} -2.5\n"));
+    sbuf_free(&b);
+    metrics_reset();
+}
+
+static void test_metrics_info(void **state)
+{
+    struct sbuf b;
+
+    metric_info("offhook_build_info", "Build.",
+                (const char *const[]){"version", "1.2.3", "commit", "", "odd", "a\"b", NULL});
+    sbuf_init(&b);
+    metrics_render(&b);
+    /* An empty value is left out; values are escaped like any label value. */
+    assert_non_null(strstr(b.data, "# TYPE offhook_build_info gauge\n"
+                                   "offhook_build_info{version=\"1.2.3\",odd=\"a\\\"b\"} 1\n"));
+    sbuf_free(&b);
+    metrics_reset();
+}
+
 static void test_metrics_label_cap(void **state)
 {
     struct metric *c = metric_new(METRIC_COUNTER, "x_total", "x", "l", NULL);
@@ -363,6 +415,8 @@ int main(void)
         cmocka_unit_test(test_strmap_clear_owned),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_label_cap),
+        cmocka_unit_test(test_metrics_numbers_shortest),
+        cmocka_unit_test(test_metrics_info),
         cmocka_unit_test(test_strutil),
     };
 
