@@ -4,6 +4,7 @@ bounds without float noise; / is a page linking the endpoints; a method other th
 or HEAD gets 405 with Allow (RFC 9110), not 501."""
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -11,7 +12,7 @@ import subprocess
 
 import pytest
 
-from harness import (DATA, binary, http_get, scenario_notify, step_answer_forever,
+from harness import (DATA, ROOT, binary, http_get, scenario_notify, step_answer_forever,
                      step_respond, wait_until)
 
 INUSE = open(os.path.join(DATA, "dialog-info/asterisk-inuse.xml")).read()
@@ -100,3 +101,47 @@ def test_index_page_and_methods(running):
             assert status == 405, (method, status)
             assert headers.get("allow") == "GET, HEAD", (method, headers)
         assert request(port, "GET", "/nope")[0] == 404
+
+
+# Follow-ups in sipbridge/ and component/ (issue 16; the integrator applies them after the
+# restructuring): until then these are the only findings, and each test says so exactly,
+# so it fails both on a new violation and once a follow-up lands (then empty the set).
+PENDING_NO_ZERO = {"offhook_body_errors_total", "offhook_privilege_errors_total"}
+PENDING_SPACES = {("offhook_body_errors_total", 'reason="not well-formed"')}
+
+
+def exposition_findings(port):
+    out = subprocess.run([os.path.join(ROOT, "scripts", "check-exposition.py"), "--json",
+                          "http://127.0.0.1:%d/metrics" % port],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode in (0, 1), out.stderr
+    return [f for findings in json.loads(out.stdout).values() for f in findings]
+
+
+def test_exposition_conventions(stack_factory):
+    """Counters have a sample from the first scrape, label values have no spaces, numbers
+    no float noise (scripts/check-exposition.py), on both daemons, after a NOTIFY body
+    that is not well-formed has been counted."""
+    s = stack_factory()
+    s.start_component()
+    s.start_pbx_script([[step_respond(expires=3600, initial=True),
+                         scenario_notify("<dialog-info xmlns='urn:ietf:params:xml:ns:"
+                                         "dialog-info' version='1' state='full'><dialog",
+                                         pause_ms=100),
+                         step_answer_forever()]])
+    s.start_sipbridge()
+    wait_until(lambda: s.sipbridge.metrics().get(
+        'offhook_body_errors_total{reason="not well-formed"}') == 1, what="the bad body counted")
+    findings = exposition_findings(s.metrics_sb) + exposition_findings(s.metrics_comp)
+    no_zero = {f["metric"] for f in findings if f["kind"] == "counter_without_samples"}
+    spaces = {(f["metric"], f["detail"]) for f in findings if f["kind"] == "label_with_space"}
+    other = [f for f in findings
+             if f["kind"] not in ("counter_without_samples", "label_with_space")]
+    assert not other, other
+    # body_errors has its first sample now; privilege_errors still has none.
+    assert no_zero == PENDING_NO_ZERO - {"offhook_body_errors_total"}, no_zero
+    assert spaces == PENDING_SPACES, spaces
+    # The Redis links are exported from zero (common/redislink.c).
+    m = s.component.metrics()
+    for link in ("feed", "watchers", "health"):
+        assert 'offhook_redis_errors_total{link="%s"}' % link in m, link
