@@ -16,6 +16,8 @@ PACKAGES=(
   debhelper man-db
   # test clients (Debian's Python: no PyPI here)
   python3 python3-pytest python3-slixmpp profanity tmux
+  # promtool: the alerting rules' tests and the /metrics lint (deploy/prometheus/, ctest)
+  prometheus
 )
 
 missing=()
