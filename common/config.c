@@ -880,6 +880,7 @@ static void resolve_secrets(struct loader *ld, bool world_readable)
         char **secret = (char **)(base + pairs[i].secret_off);
         char *file = *(char **)(base + pairs[i].file_off);
         char err[512];
+        bool from_file = file[0] && !(*secret)[0];
 
         find_key(pairs[i].section, pairs[i].secret, &si);
         find_key(pairs[i].section, pairs[i].file, &fi);
@@ -899,6 +900,15 @@ static void resolve_secrets(struct loader *ld, bool world_readable)
                 add_err(ld->errs, ld->file, ld->set_line[fi], "[%s] %s: %s", pairs[i].section,
                         pairs[i].file, err);
             }
+        }
+        /* The deploy/ recipes' placeholder: a server and an offhook both left at it would
+         * work, with a secret everyone knows. */
+        if ((secret_use & pairs[i].flag) && strcmp(*secret, CFG_PLACEHOLDER_SECRET) == 0) {
+            add_err(ld->errs, ld->file, ld->set_line[from_file ? fi : si],
+                    "[%s] %s is the recipes' placeholder '%s': choose a secret of your own "
+                    "(and give the server the same one)",
+                    pairs[i].section, from_file ? pairs[i].file : pairs[i].secret,
+                    CFG_PLACEHOLDER_SECRET);
         }
     }
 }

@@ -115,6 +115,9 @@ void config_free(struct offhook_config *cfg);
 /* Secret files a process has no use for are not opened (least privilege: the sipbridge
  * user need not be able to read the component secret). Flags, set once at start. */
 enum { CFG_SECRET_SIP = 1, CFG_SECRET_XMPP = 2, CFG_SECRET_REDIS = 4, CFG_SECRET_ALL = 7 };
+/* The placeholder secret of the deploy/ recipes (Prosody, ejabberd): refused as a secret
+ * (inline or from a *_file) by every process that uses that secret. */
+#define CFG_PLACEHOLDER_SECRET "change-me"
 void config_set_secret_use(unsigned flags);
 void cfg_errors_print(const struct cfg_errors *errs, FILE *out);
 void cfg_errors_free(struct cfg_errors *errs);

@@ -290,6 +290,43 @@ static void test_secret_rules(void **state)
     free(secret_path);
 }
 
+/* The recipes' placeholder secret is refused, inline or from a file, with the line that
+ * set it; a process that does not use the secret does not care. */
+static void test_placeholder_secret(void **state)
+{
+    struct offhook_config cfg = {0};
+    struct cfg_errors errs = {0};
+    char text[1024];
+
+    load_text("[users]\nalice@localhost = sip:1@x\n[xmpp]\nsecret = change-me\n", &cfg, &errs);
+    assert_int_equal(errs.n, 1);
+    assert_true(has_err(&errs, "t.conf:4: [xmpp] secret is the recipes' placeholder 'change-me'",
+                        "choose a secret of your own"));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    snprintf(text, sizeof text, "[redis]\npassword_file = %s\n[users]\nalice@localhost = sip:1@x\n",
+             write_file("redis.secret", "change-me\n", 0600));
+    load_text(text, &cfg, &errs);
+    assert_true(has_err(&errs, "t.conf:2: [redis] password_file is the recipes' placeholder", NULL));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    config_set_secret_use(CFG_SECRET_SIP | CFG_SECRET_REDIS); /* sipbridge */
+    load_text("[users]\nalice@localhost = sip:1@x\n[xmpp]\nsecret = change-me\n", &cfg, &errs);
+    assert_int_equal(errs.n, 0);
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+    config_set_secret_use(CFG_SECRET_ALL);
+
+    /* Only the whole value: a secret that merely contains it is someone's choice. */
+    load_text("[users]\nalice@localhost = sip:1@x\n[xmpp]\nsecret = change-me-2024\n", &cfg,
+              &errs);
+    assert_int_equal(errs.n, 0);
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
 static void test_values(void **state)
 {
     char text[2048];
@@ -459,8 +496,9 @@ static void test_example_covers_every_key(void **state)
     mem = open_memstream(&defaults, &dlen);
     config_print_defaults(mem);
     fclose(mem);
-    for (char *line = strtok_r(defaults, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char want_section[80], want[512];
+    for (char *line = strtok_r(defaults, "\n", &save), *help = NULL; line;
+         help = line, line = strtok_r(NULL, "\n", &save)) {
+        char want_section[80], want[1024];
         if (line[0] == '[') {
             snprintf(section, sizeof section, "%s", line);
             snprintf(want_section, sizeof want_section, "\n%s\n", section);
@@ -470,15 +508,17 @@ static void test_example_covers_every_key(void **state)
         }
         if (line[0] != ';' || !strchr(line, '=') || line[1] == ' ')
             continue;
-        /* ";key = default" must appear between its section header and the next one. */
-        snprintf(want, sizeof want, "\n%s\n", line);
+        /* "; help\n;key = default" must appear between its section header and the next
+         * one: the help line as the table has it, so that "(restart to change)" marks
+         * exactly the keys a reload does not apply. */
+        snprintf(want, sizeof want, "\n%s\n%s\n", help ? help : "", line);
         {
             char *sec = strstr(example, section), *hit, *next;
             assert_non_null(sec);
             hit = strstr(sec, want);
             next = strstr(sec + 1, "\n[");
             if (!hit || (next && hit > next))
-                fail_msg("example lacks '%s' under %s", line, section);
+                fail_msg("example lacks '%s' (after '%s') under %s", line, help, section);
         }
     }
     {
@@ -517,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_contact_collision),
         cmocka_unit_test(test_user_sections),
         cmocka_unit_test(test_secret_rules),
+        cmocka_unit_test(test_placeholder_secret),
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_restart_keys),
