@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -25,17 +27,71 @@ static struct daemon_hooks hooks;
 static struct event *ev_hup, *ev_term, *ev_int, *ev_watchdog;
 static struct metric *m_reload_ok, *m_reload_time, *m_restart_pending;
 
+/* --check-config run by root checks as the user the daemon runs as (the systemd units'
+ * User=), as prosodyctl does: a file that user cannot read fails the check here, not in
+ * the unit's ExecStartPre= later. Drops to that user for good (the process only checks
+ * and exits), or exits 1 saying why it cannot. */
+static void check_as_user(const char *prog, const char *user, bool asked)
+{
+    struct passwd *pw;
+
+    if (geteuid() != 0) {
+        struct passwd *me = getpwuid(geteuid());
+        if (asked && (!me || strcmp(me->pw_name, user) != 0)) {
+            fprintf(stderr, "%s: --check-as %s: only root can check as another user\n", prog,
+                    user);
+            exit(1);
+        }
+        return; /* checks as itself: ExecStartPre= runs it as the daemon's user */
+    }
+    errno = 0;
+    pw = getpwnam(user);
+    if (!pw) {
+        fprintf(stderr,
+                "%s: cannot check as user '%s' (the systemd units run the daemon as %s): %s\n"
+                "%s: create it (adduser --system --group --no-create-home --home /nonexistent "
+                "%s), or name the daemon's user with --check-as USER (--check-as root checks "
+                "as root, which says nothing about what the daemon can read)\n",
+                prog, user, OFFHOOK_DAEMON_USER, errno ? strerror(errno) : "no such user", prog,
+                user);
+        exit(1);
+    }
+    if (pw->pw_uid == 0) {
+        printf("%s: checking as %s, not as the daemon's user\n", prog, pw->pw_name);
+        fflush(stdout);
+        return;
+    }
+    /* Supplementary groups as systemd gives them to User= (the group database), then the
+     * primary group, then the user: in that order, while we still may. */
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        fprintf(stderr, "%s: cannot switch to user '%s' to check as it: %s\n", prog, user,
+                strerror(errno));
+        exit(1);
+    }
+    if (setuid(0) == 0) { /* must be impossible now */
+        fprintf(stderr, "%s: still root after switching to '%s': not checking\n", prog, user);
+        exit(1);
+    }
+    printf("%s: checking as user %s (uid %lu, gid %lu)%s\n", prog, pw->pw_name,
+           (unsigned long)pw->pw_uid, (unsigned long)pw->pw_gid,
+           asked ? "" : ", the user the systemd units run the daemon as");
+    fflush(stdout);
+}
+
 void daemon_parse_args(int argc, char **argv, const char *prog, const char *summary,
                        struct daemon_args *out)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 'C'},
+        {"check-as", required_argument, NULL, 'U'},
         {"print-defaults", no_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
+    const char *check_as = NULL;
     int c;
 
     out->config_path = "/etc/offhook/offhook.conf";
@@ -48,20 +104,27 @@ void daemon_parse_args(int argc, char **argv, const char *prog, const char *summ
         case 'C':
             out->check_config = true;
             break;
+        case 'U':
+            check_as = optarg;
+            break;
         case 'D':
             config_print_defaults(stdout);
             exit(0);
         case 'h':
-            printf("Usage: %s [-c FILE] [--check-config]\n"
+            printf("Usage: %s [-c FILE] [--check-config [--check-as USER]]\n"
                    "%s\n\n"
                    "  -c, --config FILE   configuration file (default %s)\n"
                    "      --check-config  validate the configuration, print each problem as\n"
-                   "                      file:line: message, exit 0 if none, 1 otherwise\n"
+                   "                      file:line: message, exit 0 if none, 1 otherwise;\n"
+                   "                      run by root, it checks as user %s (what the\n"
+                   "                      systemd units run the daemon as), or exits 1 if\n"
+                   "                      there is no such user\n"
+                   "      --check-as USER  with --check-config as root: check as USER instead\n"
                    "      --print-defaults  print every configuration key with its default\n"
                    "  -h, --help          this help\n"
                    "  -V, --version       print the version\n\n"
                    "Signals: SIGHUP reloads the configuration, SIGTERM stops cleanly.\n",
-                   prog, summary, out->config_path);
+                   prog, summary, out->config_path, OFFHOOK_DAEMON_USER);
             exit(0);
         case 'V':
             printf("%s %s\n", prog, OFFHOOK_VERSION);
@@ -76,6 +139,13 @@ void daemon_parse_args(int argc, char **argv, const char *prog, const char *summ
                 prog);
         exit(2);
     }
+    if (check_as && !out->check_config) {
+        fprintf(stderr, "%s: --check-as goes with --check-config\nTry '%s --help'.\n", prog,
+                prog);
+        exit(2);
+    }
+    if (out->check_config)
+        check_as_user(prog, check_as ? check_as : OFFHOOK_DAEMON_USER, check_as != NULL);
 }
 
 int daemon_load_config(const char *path, struct offhook_config *cfg)

@@ -14,7 +14,10 @@ struct daemon_args {
     bool check_config;
 };
 
-/* Parses argv; prints --help/--version itself and exits 0, or exits 2 on a usage error. */
+/* Parses argv; prints --help/--version itself and exits 0, or exits 2 on a usage error.
+ * With --check-config, run by root: switches for good to the daemon's user
+ * (OFFHOOK_DAEMON_USER, or --check-as USER) so that the check reads the files as the
+ * daemon will, or exits 1 saying why it cannot. */
 void daemon_parse_args(int argc, char **argv, const char *prog, const char *summary,
                        struct daemon_args *out);
 /* Loads the config for the first time, printing every problem as file:line: message.
