@@ -4,9 +4,13 @@
  *                                                watchers; without JID, a summary
  *   offhookctl [-c FILE] [--json] users          every configured user and their state
  *   offhookctl [-c FILE] resync [JID]            ask the component to send everything again
+ *   offhookctl [-c FILE] [--json] check [redis|xmpp|pbx...]
+ *                                                can offhook reach Redis, the XMPP server
+ *                                                and the PBX (check.c, xmppcheck.c,
+ *                                                sipcheck.c)
  *
  * It reads the same configuration as the daemons (Redis address, key prefix, users) and
- * talks only to Redis: it works whether or not the daemons run. */
+ * talks only to Redis (check: to each upstream): it works whether or not the daemons run. */
 #include <getopt.h>
 #include <stdarg.h>
 #include <inttypes.h>
@@ -18,13 +22,17 @@
 
 #include <hiredis/hiredis.h>
 
+#include "check.h"
 #include "config.h"
 #include "jid.h"
+#include "sipcheck.h"
 #include "storecodec.h"
 #include "strutil.h"
 #include "version.h"
+#include "xmppcheck.h"
 
 static bool json;
+static int timeout_ms = 3000; /* per check */
 
 /* ---- output helpers ------------------------------------------------------------------ */
 
@@ -333,24 +341,94 @@ static int cmd_resync(redisContext *r, const struct offhook_config *cfg, const c
     return 0;
 }
 
+/* ---- check ------------------------------------------------------------------------------ */
+
+enum { CHECK_REDIS = 1, CHECK_XMPP = 2, CHECK_PBX = 4, CHECK_ALL = 7 };
+
+/* The checks named on the command line (all without names); 0 on an unknown name. */
+static unsigned check_selection(int argc, char **argv)
+{
+    unsigned which = 0;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "redis") == 0)
+            which |= CHECK_REDIS;
+        else if (strcmp(argv[i], "xmpp") == 0)
+            which |= CHECK_XMPP;
+        else if (strcmp(argv[i], "pbx") == 0)
+            which |= CHECK_PBX;
+        else
+            return 0;
+    }
+    return which ? which : CHECK_ALL;
+}
+
+static int cmd_check(const struct offhook_config *cfg, unsigned which)
+{
+    struct check_result res[4];
+    int n = 0, failed = 0;
+
+    if (which & CHECK_REDIS)
+        check_redis(cfg, timeout_ms, &res[n++]);
+    if (which & CHECK_XMPP) {
+        if (!cfg->xmpp_secret[0]) {
+            check_begin(&res[n], "xmpp", "%s:%ld %s", cfg->xmpp_host, cfg->xmpp_port,
+                        cfg->xmpp_domain);
+            check_end(&res[n++], false, "no [xmpp] secret or secret_file set: nothing to "
+                                        "hand the server");
+        } else {
+            check_xmpp(cfg, timeout_ms, &res[n++]);
+        }
+    }
+    if (which & CHECK_PBX)
+        n += check_pbx(cfg, timeout_ms, &res[n], (int)(sizeof res / sizeof res[0]) - n);
+    if (json)
+        printf("{\"checks\":[");
+    for (int i = 0; i < n; i++) {
+        failed += !res[i].ok;
+        if (json) {
+            printf("%s{\"check\":", i ? "," : "");
+            json_str(res[i].name);
+            printf(",\"ok\":%s,\"target\":", res[i].ok ? "true" : "false");
+            json_str(res[i].target);
+            printf(",\"detail\":");
+            json_str(res[i].detail);
+            printf(",\"ms\":%.1f}", res[i].ms);
+        } else {
+            printf("%s: %s: %s: %s (%.1f ms)\n", res[i].name, res[i].ok ? "ok" : "failed",
+                   res[i].target, res[i].detail, res[i].ms);
+        }
+    }
+    if (json)
+        printf("],\"ok\":%s}\n", failed ? "false" : "true");
+    return failed ? 4 : 0;
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: offhookctl [-c FILE] [--json] COMMAND [JID]\n"
-                 "Reads offhook's state from Redis.\n\n"
+    fprintf(out, "Usage: offhookctl [-c FILE] [--json] COMMAND [ARG...]\n"
+                 "Reads offhook's state from Redis; checks what offhook needs to reach.\n\n"
                  "  status [JID]   a user's phone state, subscriptions and watchers (JID: the\n"
                  "                 chat user or the phone contact); without JID, a summary\n"
                  "  users          every configured user, phone contact and state\n"
-                 "  resync [JID]   ask the component to send every (or one) user's state again\n\n"
+                 "  resync [JID]   ask the component to send every (or one) user's state again\n"
+                 "  check [redis|xmpp|pbx...]\n"
+                 "                 try Redis (AUTH, PING, role), the XMPP server (an XEP-0114\n"
+                 "                 handshake with the configured secret) and the PBX (SIP\n"
+                 "                 OPTIONS); one verdict each (default: all three)\n\n"
                  "  -c, --config FILE   configuration (default /etc/offhook/offhook.conf)\n"
                  "  -j, --json          machine-readable output\n"
+                 "  -t, --timeout SECONDS  for each check (default 3)\n"
                  "  -h, --help, -V, --version\n\n"
-                 "Exit status: 0 ok, 1 bad argument, 2 usage, 3 Redis unreachable or failing.\n");
+                 "Exit status: 0 ok, 1 bad argument, 2 usage or configuration, 3 Redis\n"
+                 "unreachable or failing, 4 a check failed.\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"timeout", required_argument, NULL, 't'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
@@ -358,15 +436,24 @@ int main(int argc, char **argv)
     struct offhook_config cfg = {0};
     struct cfg_errors errs = {0};
     redisContext *r;
+    unsigned checks = 0;
+    long secs;
     int c, rc;
 
-    while ((c = getopt_long(argc, argv, "c:jhV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:jt:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             path = optarg;
             break;
         case 'j':
             json = true;
+            break;
+        case 't':
+            if (str_parse_long(optarg, 1, 60, &secs) < 0) {
+                fprintf(stderr, "offhookctl: --timeout takes 1 to 60 seconds\n");
+                return 2;
+            }
+            timeout_ms = (int)secs * 1000;
             break;
         case 'h':
             usage(stdout);
@@ -379,14 +466,19 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (optind < argc && strcmp(argv[optind], "check") == 0)
+        checks = check_selection(argc - optind - 1, argv + optind + 1);
     if (optind >= argc ||
         !((strcmp(argv[optind], "users") == 0 && optind + 1 == argc) ||
           (strcmp(argv[optind], "status") == 0 && optind + 2 >= argc) ||
-          (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc))) {
+          (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc) || checks)) {
         usage(stderr);
         return 2; /* before touching the config or Redis */
     }
-    config_set_secret_use(CFG_SECRET_REDIS); /* the only secret offhookctl uses */
+    /* Least privilege: only the secrets the command uses are read (check xmpp needs the
+     * component's; nothing needs the SIP password: OPTIONS is not authenticated here). */
+    config_set_secret_use((!checks || (checks & CHECK_REDIS) ? CFG_SECRET_REDIS : 0) |
+                          (checks & CHECK_XMPP ? CFG_SECRET_XMPP : 0));
     if (config_load(path, &cfg, &errs) != 0) {
         cfg_errors_print(&errs, stderr);
         cfg_errors_free(&errs);
@@ -394,6 +486,11 @@ int main(int argc, char **argv)
         return 2;
     }
     cfg_errors_free(&errs);
+    if (checks) {
+        rc = cmd_check(&cfg, checks);
+        config_free(&cfg);
+        return rc;
+    }
     r = connect_redis(&cfg);
     if (strcmp(argv[optind], "users") == 0 && optind + 1 == argc)
         rc = cmd_users(r, &cfg);

@@ -7,6 +7,7 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config
   libstrophe-dev libsofia-sip-ua-dev libevent-dev libhiredis-dev libxml2-dev libcmocka-dev
+  libssl-dev
   # the real servers the tests, demo and benchmarks start on loopback
   redis-server redis-tools prosody prosody-modules lua-unbound sip-tester
   kamailio kamailio-presence-modules kamailio-tls-modules openssl ejabberd
