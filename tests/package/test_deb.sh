@@ -96,6 +96,10 @@ for d in build build-pkg obj-x86_64-linux-gnu debian/offhook debian/.debhelper; 
     [ ! -e "$SRC/$d" ] || die "the copy holds $d: it is not clean"
 done
 say "  $(find "$SRC" -type f | wc -l) files in $SRC"
+# A repository of the copy (index only, no commit: the build finds no commit to name),
+# so that what the build leaves behind can be checked against .gitignore afterwards.
+git -C "$SRC" init -q && git -C "$SRC" add -A ||
+    die "cannot make a git index of the copy"
 phase_done copy
 
 # ---- 2. build -----------------------------------------------------------------------
@@ -110,6 +114,15 @@ DEB=$(find "$WORK" -maxdepth 1 -name "offhook_${DEB_VERSION}_*.deb" | head -1)
 [ -n "$DEB" ] || die "dpkg-buildpackage made no offhook_${DEB_VERSION}_*.deb"
 chmod 0644 "$DEB"
 say "  built $(basename "$DEB") ($(stat -c %s "$DEB") bytes)"
+# The guide's name for it: a native package has no Debian revision.
+check "the package is offhook_${VERSION}_$(dpkg --print-architecture).deb, as the guide says" \
+    sh -c "[ '$(basename "$DEB")' = 'offhook_${VERSION}_$(dpkg --print-architecture).deb' ] &&
+           grep -q 'offhook_${VERSION}_amd64.deb' '$SRC/docs/operator-guide.md'"
+# Everything dpkg-buildpackage left in the tree is ignored by .gitignore, so that the
+# next run of this test (which copies what git does not ignore) accepts the tree.
+check "after dpkg-buildpackage, .gitignore covers every file the build left in the tree" \
+    sh -c "out=\$(git -C '$SRC' status --porcelain --untracked-files=all | grep '^??');
+           [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
 phase_done build
 
 # ---- 3. install ---------------------------------------------------------------------
@@ -135,10 +148,30 @@ check "$CONF_EXAMPLE is mode 640, owner root:offhook" \
     sh -c "s=\$(stat -c '%a %U:%G' $CONF_EXAMPLE) && echo \"found: \$s\" && [ \"\$s\" = '640 root:offhook' ]"
 check "/etc/offhook is mode 750, owner root:offhook" \
     sh -c "s=\$(stat -c '%a %U:%G' /etc/offhook) && echo \"found: \$s\" && [ \"\$s\" = '750 root:offhook' ]"
-check "offhook-sipbridge -c $CONF_EXAMPLE --check-config exits 0" \
-    /usr/sbin/offhook-sipbridge -c "$CONF_EXAMPLE" --check-config
-check "offhook-component -c $CONF_EXAMPLE --check-config exits 0" \
-    /usr/sbin/offhook-component -c "$CONF_EXAMPLE" --check-config
+check "offhook-sipbridge -c $CONF_EXAMPLE --check-config exits 0 (as root: checked as offhook)" \
+    sh -c "out=\$(/usr/sbin/offhook-sipbridge -c $CONF_EXAMPLE --check-config) && echo \"\$out\" &&
+           echo \"\$out\" | grep -q 'checking as user offhook'"
+# The example ships no working secret: the component refuses it until one is set.
+check "offhook-component refuses the example: no component secret" \
+    sh -c "out=\$(/usr/sbin/offhook-component -c $CONF_EXAMPLE --check-config 2>&1); rc=\$?;
+           echo \"\$out\"; [ \$rc = 1 ] &&
+           echo \"\$out\" | grep -q 'secret (or secret_file) is required by offhook-component'"
+# A secret file only root can read: root's --check-config checks as offhook and fails,
+# as the unit's ExecStartPre= would; readable by group offhook, it passes.
+SECRET_CONF=/etc/offhook/test-deb.conf
+SECRET_FILE=/etc/offhook/test-deb.secret
+printf 's3cret-test-deb\n' >"$SECRET_FILE"
+chmod 0600 "$SECRET_FILE"
+printf '[xmpp]\nsecret_file = %s\n[users]\nalice@localhost = sip:1001@127.0.0.1\n' \
+    "$SECRET_FILE" >"$SECRET_CONF"
+chgrp offhook "$SECRET_CONF" && chmod 0640 "$SECRET_CONF"
+check "as root, --check-config fails on a secret file user offhook cannot read" \
+    sh -c "out=\$(/usr/sbin/offhook-component -c $SECRET_CONF --check-config 2>&1); rc=\$?;
+           echo \"\$out\"; [ \$rc = 1 ] && echo \"\$out\" | grep -q 'cannot read $SECRET_FILE'"
+chgrp offhook "$SECRET_FILE" && chmod 0640 "$SECRET_FILE"
+check "as root, --check-config passes once group offhook may read it" \
+    /usr/sbin/offhook-component -c "$SECRET_CONF" --check-config
+rm -f "$SECRET_CONF" "$SECRET_FILE"
 # The units' ExecStartPre= runs the check as user offhook: it must read the file too.
 check "as user offhook (like ExecStartPre=), --check-config exits 0" \
     setpriv --reuid=offhook --regid=offhook --init-groups \
@@ -174,6 +207,25 @@ done
 for f in README.md copyright $(cd "$SRC/docs" && ls -- *.md); do
     check "/usr/share/doc/offhook/$f is installed" test -f "/usr/share/doc/offhook/$f"
 done
+# What the guide tells operators to copy: every deploy/ recipe but the units, as files
+# (uncompressed), identical to the source.
+EXAMPLES=/usr/share/doc/offhook/examples
+for d in $(cd "$SRC/deploy" && ls -d -- */ | tr -d /); do
+    [ "$d" = systemd ] && continue
+    check "$EXAMPLES/$d/ holds deploy/$d/ as it is" \
+        sh -c "diff -r '$SRC/deploy/$d' '$EXAMPLES/$d'"
+done
+for f in prosody/offhook.cfg.lua ejabberd/ejabberd.yml kamailio/kamailio.cfg \
+         asterisk/pjsip.conf freeswitch/README.md grafana/offhook.json \
+         prometheus/offhook.rules.yml; do
+    check "example $f is installed" test -f "$EXAMPLES/$f"
+done
+if command -v promtool >/dev/null; then
+    check "the installed alert rules pass promtool test rules" \
+        sh -c "cd $EXAMPLES/prometheus && promtool test rules offhook.rules.test.yml"
+else
+    say "  skip  promtool test rules (promtool is not installed: Debian package prometheus)"
+fi
 if command -v lintian >/dev/null; then
     say "  lintian (informational):"
     lintian "$DEB" 2>&1 | sed 's/^/        | /' || true
