@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 secs=${1:-60}
 shift || true
-all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router)
+all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router ctlcheck)
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
@@ -42,6 +42,7 @@ max_len() {
     config) echo 16384 ;;        # CFG_MAX_LINE is 4096: room for over-long lines
     storecodec_jid) echo 8192 ;; # JID_MAX is 3071
     router) echo 70000 ;;        # past [component] max_stanza (65536)
+    ctlcheck) echo 20000 ;;      # past offhookctl's 16 KiB XMPP buffer
     *) echo "run.sh: unknown target '$1'" >&2; return 1 ;;
   esac
 }
