@@ -15,6 +15,7 @@
 #include "log.h"
 #include "merge.h"
 #include "metrics.h"
+#include "mime.h"
 #include "pidf.h"
 #include "reginfo.h"
 #include "rlmi.h"
@@ -315,14 +316,6 @@ static void body_error(struct bsource *s, const char *reason)
     s->err_suppressed = 0;
 }
 
-static bool content_type_is(const char *ctype, size_t len, const char *want)
-{
-    char media[96];
-
-    return ctype && mime_media_type(ctype, len, media, sizeof media) == 0 &&
-           strcmp(media, want) == 0;
-}
-
 /* Applies a dialog-info body; returns false if a fresh full state is needed. */
 static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, size_t len)
 {
@@ -535,7 +528,7 @@ static void apply_list(struct bridge *b, struct subscription *sub, const struct 
             list_problem(s, "terminated", r->reason[0] ? r->reason : "no reason");
             lose_source(s);
         } else if (r->body) {
-            if (!content_type_is(r->ctype, strlen(r->ctype), pkgs[PKG_DIALOG].accept)) {
+            if (!mime_is(r->ctype, strlen(r->ctype), pkgs[PKG_DIALOG].accept)) {
                 body_error(s, "unexpected content type");
                 continue;
             }
@@ -578,7 +571,7 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
         log_debug("bridge", "event=empty_notify user=%s aor=%s", u->jid, s->aor);
         return;
     }
-    if (!content_type_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
+    if (!mime_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
                          pkgs[s->pkg].accept)) {
         body_error(s, "unexpected content type");
         return;
@@ -627,7 +620,7 @@ static void on_list_notify(void *owner, struct subscription *sub, const struct s
 
     if (!n->body)
         return;
-    if (!content_type_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
+    if (!mime_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
                          "multipart/related")) {
         metric_inc(m_errors, "unexpected content type");
         log_warn("bridge", "event=list_body_rejected uri=%s reason=\"not multipart/related "

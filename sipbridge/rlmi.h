@@ -40,9 +40,4 @@ int rlmi_parse(const char *content_type, const char *body, size_t len, size_t ma
                struct rlmi_doc *out, const char **reason) __attribute__((warn_unused_result));
 void rlmi_doc_free(struct rlmi_doc *doc);
 
-/* Media type of a Content-Type value: lower case, parameters cut. Returns 0/-1. */
-int mime_media_type(const char *ctype, size_t len, char *out, size_t outlen);
-/* Value of parameter name in a Content-Type value (quotes removed). Returns 0/-1. */
-int mime_param(const char *ctype, const char *name, char *out, size_t outlen);
-
 #endif

@@ -11,6 +11,7 @@
 
 #include "dialoginfo.h"
 #include "merge.h"
+#include "mime.h"
 #include "pidf.h"
 #include "reginfo.h"
 #include "rlmi.h"
@@ -379,6 +380,62 @@ static void test_rlmi_invalid(void **state)
     assert_string_equal(reason, "multipart body truncated");
 }
 
+/* Content-Type values as PBXes write them: case, spaces, quoted and unquoted parameters. */
+static void test_mime(void **state)
+{
+    static const struct {
+        const char *ctype, *media; /* media NULL: no media type */
+    } types[] = {
+        {"application/dialog-info+xml", "application/dialog-info+xml"},
+        {"Application/Dialog-Info+XML; charset=UTF-8", "application/dialog-info+xml"},
+        {"  multipart/related;type=\"application/rlmi+xml\"", "multipart/related"},
+        {"text/plain ;x=1", "text/plain"},
+        {"", NULL},
+        {"   ", NULL},
+        {";boundary=x", NULL},
+    };
+    static const struct {
+        const char *ctype, *name, *value; /* value NULL: not found or invalid */
+    } params[] = {
+        {"multipart/related;boundary=b1;start=\"<r@x>\"", "boundary", "b1"},
+        {"multipart/related;boundary=b1;start=\"<r@x>\"", "start", "<r@x>"},
+        {"multipart/related; BOUNDARY = \"a b\" ", "boundary", "a b"},
+        {"multipart/related;boundary=", "boundary", NULL},
+        {"multipart/related;boundary=\"open", "boundary", NULL},
+        {"multipart/related;type=x", "boundary", NULL},
+        {"multipart/related", "boundary", NULL},
+    };
+    char out[96], small[4];
+
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        int rc = mime_media_type(types[i].ctype, strlen(types[i].ctype), out, sizeof out);
+        if (!types[i].media) {
+            assert_int_equal(rc, -1);
+            assert_false(mime_is(types[i].ctype, strlen(types[i].ctype), ""));
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_string_equal(out, types[i].media);
+        assert_true(mime_is(types[i].ctype, strlen(types[i].ctype), types[i].media));
+        assert_false(mime_is(types[i].ctype, strlen(types[i].ctype), "application/pidf+xml"));
+    }
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
+        int rc = mime_param(params[i].ctype, params[i].name, out, sizeof out);
+        if (!params[i].value) {
+            assert_int_equal(rc, -1);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_string_equal(out, params[i].value);
+    }
+    /* Too long for the caller's buffer: refused, never truncated. */
+    assert_int_equal(mime_media_type("text/plain", 10, small, sizeof small), -1);
+    assert_int_equal(mime_param("a/b;boundary=abcd", "boundary", small, sizeof small), -1);
+    /* No Content-Type at all is no media type; the length bounds the value. */
+    assert_false(mime_is(NULL, 0, "application/pidf+xml"));
+    assert_true(mime_is("application/pidf+xmlGARBAGE", 20, "application/pidf+xml"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_unknown_elements_ignored),
         cmocka_unit_test(test_pidf_invalid),
         cmocka_unit_test(test_rlmi_invalid),
+        cmocka_unit_test(test_mime),
     };
 
     xmlsafe_init();
