@@ -34,15 +34,9 @@ int reginfo_parse(const char *buf, size_t len, size_t max, struct reg_doc *out,
     if (!doc)
         return -1;
     memset(out, 0, sizeof *out);
-    root = xmlDocGetRootElement(doc);
-    if (!root || strcmp((const char *)root->name, "reginfo") != 0) {
-        *reason = "not a reginfo document";
+    root = xmlsafe_root(doc, REGINFO_NS, "reginfo", "not a reginfo document", reason);
+    if (!root)
         goto out;
-    }
-    if (!xmlsafe_is(root, REGINFO_NS, "reginfo")) {
-        *reason = "wrong namespace";
-        goto out;
-    }
     v = xmlsafe_attr(root, "version");
     if (!v || str_parse_u32(v, &out->version) < 0) {
         *reason = "missing or invalid version";

@@ -436,6 +436,51 @@ static void test_mime(void **state)
     assert_true(mime_is("application/pidf+xmlGARBAGE", 20, "application/pidf+xml"));
 }
 
+/* Each parser checks its root element the one way (xmlsafe_root): another document type is
+ * named as such, the right element in another namespace is "wrong namespace". */
+static void test_root_check(void **state)
+{
+    static const struct {
+        char parser; /* d: dialog-info, p: PIDF, r: reginfo */
+        const char *xml, *reason;
+    } cases[] = {
+        {'d', "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='e'/>",
+         "not a dialog-info document"},
+        {'d', "<dialog-info xmlns='urn:x' version='1' state='full'/>", "wrong namespace"},
+        {'d', "<dialog-info version='1' state='full'/>", "wrong namespace"},
+        {'p', "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' "
+              "state='full'/>",
+         "not a presence document"},
+        {'p', "<presence xmlns='urn:example' entity='e'/>", "wrong namespace"},
+        {'p', "<p:presence xmlns:p='urn:ietf:params:xml:ns:pidf:rpid' entity='e'/>",
+         "wrong namespace"},
+        {'r', "<registration xmlns='urn:ietf:params:xml:ns:reginfo'/>",
+         "not a reginfo document"},
+        {'r', "<reginfo xmlns='urn:ietf:params:xml:ns:pidf' version='0' state='full'/>",
+         "wrong namespace"},
+    };
+    struct dlg_doc *d = malloc(sizeof *d);
+    struct pidf_doc p;
+    struct reg_doc r;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *xml = cases[i].xml, *reason = NULL;
+        int rc = cases[i].parser == 'd'   ? dlginfo_parse(xml, strlen(xml), MAX, d, &reason)
+                 : cases[i].parser == 'p' ? pidf_parse(xml, strlen(xml), MAX, &p, &reason)
+                                          : reginfo_parse(xml, strlen(xml), MAX, &r, &reason);
+        assert_int_equal(rc, -1);
+        assert_string_equal(reason, cases[i].reason);
+    }
+    /* A prefixed root in the right namespace is the document. */
+    {
+        static const char ok[] = "<r:reginfo xmlns:r='urn:ietf:params:xml:ns:reginfo' "
+                                 "version='0' state='full'/>";
+        const char *reason = NULL;
+        assert_int_equal(reginfo_parse(ok, sizeof ok - 1, MAX, &r, &reason), 0);
+    }
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_pidf_invalid),
         cmocka_unit_test(test_rlmi_invalid),
         cmocka_unit_test(test_mime),
+        cmocka_unit_test(test_root_check),
     };
 
     xmlsafe_init();
