@@ -20,6 +20,7 @@
 #include "backoff.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "strmap.h"
 #include "strutil.h"
 
@@ -63,10 +64,9 @@ struct subscription {
     bool failed;                  /* the last attempt failed (timeout, transport, 5xx) */
     struct notifier *nt;
     struct subscription *nprev, *nnext; /* in nt's list */
-    /* NOTIFY flood control (not for resource lists): a token bucket; a NOTIFY beyond it
-     * waits here, replaced by any newer one, until a token comes. */
-    double ntokens;
-    int64_t ntokens_at;
+    /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
+     * notify limit waits here, replaced by any newer one, until a token comes. */
+    struct ratelimit_bucket nbucket;
     struct stash *stash;
     struct event *stash_ev;
     uint64_t throttled;           /* in the current flood */
@@ -84,17 +84,16 @@ struct subs_mgr {
     struct event_base *base;
     struct sipua *ua;
     long expires;
-    double rate;                  /* SUBSCRIBEs per second at most */
-    double tokens;
-    int64_t tokens_at;            /* mono ms of the last refill */
+    struct ratelimit ramp;        /* SUBSCRIBEs per second, bursts of one second's worth */
+    struct ratelimit_bucket ramp_bucket;
     struct subscription *qhead, **qtail;
-    struct event *ramp;
+    struct event *ramp_ev;
     int count[SUB__COUNT];
     int total;
     uint64_t seed;
     struct strmap notifiers;      /* key -> struct notifier* */
     struct event *probe;          /* every [sip] probe_interval, if not 0 */
-    double notify_rate;           /* NOTIFYs per subscription per second; 0: no limit */
+    struct ratelimit notify;      /* NOTIFYs per subscription; rate 0: no limit */
 };
 
 static const char *const state_names[SUB__COUNT] = {
@@ -339,18 +338,13 @@ static void on_ramp(evutil_socket_t fd, short what, void *arg)
     struct subs_mgr *m = arg;
     int64_t now = clock_mono_ms();
 
-    m->tokens += (double)(now - m->tokens_at) * m->rate / 1000.0;
-    if (m->tokens > m->rate)
-        m->tokens = m->rate; /* burst of at most one second's worth */
-    m->tokens_at = now;
-    while (m->qhead && m->tokens >= 1.0) {
+    while (m->qhead && ratelimit_take(&m->ramp, &m->ramp_bucket, now)) {
         struct subscription *s = m->qhead;
         m->qhead = s->qnext;
         if (!m->qhead)
             m->qtail = &m->qhead;
         s->queued = false;
         s->qnext = NULL;
-        m->tokens -= 1.0;
         send_subscribe(s);
     }
     ramp_schedule(m);
@@ -361,12 +355,12 @@ static void ramp_schedule(struct subs_mgr *m)
     long ms;
     struct timeval tv;
 
-    if (!m->qhead || evtimer_pending(m->ramp, NULL))
+    if (!m->qhead || evtimer_pending(m->ramp_ev, NULL))
         return;
-    ms = m->tokens >= 1.0 ? 0 : (long)((1.0 - m->tokens) * 1000.0 / m->rate) + 1;
+    ms = ratelimit_wait_ms(&m->ramp, &m->ramp_bucket, clock_mono_ms());
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (ms % 1000) * 1000;
-    evtimer_add(m->ramp, &tv);
+    evtimer_add(m->ramp_ev, &tv);
 }
 
 static void enqueue(struct subscription *s)
@@ -487,24 +481,12 @@ static void stash_drop(struct subscription *s)
 
 static bool take_token(struct subscription *s)
 {
-    double rate = s->mgr->notify_rate;
-    int64_t now = clock_mono_ms();
-
-    if (rate <= 0 || s->eventlist)
-        return true;
-    s->ntokens += (double)(now - s->ntokens_at) * rate / 1000.0;
-    if (s->ntokens > 2 * rate)
-        s->ntokens = 2 * rate; /* a burst of two seconds' worth */
-    s->ntokens_at = now;
-    if (s->ntokens < 1.0)
-        return false;
-    s->ntokens -= 1.0;
-    return true;
+    return s->eventlist || ratelimit_take(&s->mgr->notify, &s->nbucket, clock_mono_ms());
 }
 
 static void arm_stash(struct subscription *s)
 {
-    long ms = (long)((1.0 - s->ntokens) * 1000.0 / s->mgr->notify_rate) + 1;
+    long ms = ratelimit_wait_ms(&s->mgr->notify, &s->nbucket, clock_mono_ms());
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 
     evtimer_add(s->stash_ev, &tv);
@@ -526,7 +508,7 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
     if (s->throttled++ == 0)
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
                         "action=applying_latest_only",
-                 s->aor, s->event, s->mgr->notify_rate);
+                 s->aor, s->event, s->mgr->notify.rate);
     s->stash->content_type = n->content_type ? xstrdup(n->content_type) : NULL;
     s->stash->body = n->body ? xmalloc(n->len + 1) : NULL;
     if (n->body) {
@@ -711,7 +693,8 @@ static void on_probe(evutil_socket_t fd, short what, void *arg)
 
 void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s)
 {
-    m->notify_rate = per_s > 0 ? per_s : 0;
+    m->notify.rate = per_s > 0 ? per_s : 0;
+    m->notify.burst = 2 * m->notify.rate; /* a burst of two seconds' worth */
 }
 
 void subs_mgr_set_probe(struct subs_mgr *m, long seconds)
@@ -733,11 +716,10 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long ex
     m->base = base;
     m->ua = ua;
     m->expires = expires;
-    m->rate = rate_per_s > 0 ? rate_per_s : 1;
-    m->tokens = 1;
-    m->tokens_at = clock_mono_ms();
+    subs_mgr_set_rate(m, rate_per_s);
+    ratelimit_bucket_init(&m->ramp_bucket, 1, clock_mono_ms()); /* the first at once */
     m->qtail = &m->qhead;
-    m->ramp = evtimer_new(base, on_ramp, m);
+    m->ramp_ev = evtimer_new(base, on_ramp, m);
     m->probe = event_new(base, -1, EV_PERSIST, on_probe, m);
     m->seed = (uint64_t)clock_wall_us();
     strmap_init(&m->notifiers);
@@ -752,7 +734,7 @@ void subs_mgr_free(struct subs_mgr *m)
 
     if (!m)
         return;
-    event_free(m->ramp);
+    event_free(m->ramp_ev);
     event_free(m->probe);
     while (strmap_next(&m->notifiers, &pos, &k, &v)) {
         struct notifier *nt = v;
@@ -770,7 +752,8 @@ void subs_mgr_set_expires(struct subs_mgr *m, long expires)
 
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s)
 {
-    m->rate = rate_per_s > 0 ? rate_per_s : 1;
+    m->ramp.rate = rate_per_s > 0 ? rate_per_s : 1;
+    m->ramp.burst = m->ramp.rate; /* at most one second's worth at once */
 }
 
 int subs_mgr_count(const struct subs_mgr *m, enum sub_state st)
@@ -800,8 +783,7 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
     s->timer = evtimer_new(m->base, on_timer, s);
     s->stash_ev = evtimer_new(m->base, on_stash, s);
-    s->ntokens = 2 * m->notify_rate;
-    s->ntokens_at = clock_mono_ms();
+    ratelimit_bucket_init(&s->nbucket, m->notify.burst, clock_mono_ms());
     notifier_attach(m, s);
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
     s->state = SUB_BACKOFF;
