@@ -15,6 +15,7 @@
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "redislink.h"
 #include "sbuf.h"
 #include "sipua.h"
@@ -193,6 +194,7 @@ int main(int argc, char **argv)
     redislink_register_metrics();
     store_register_metrics();
     subs_register_metrics();
+    probe_register_metrics();
     sipua_register_metrics();
     bridge_register_metrics();
     daemon_setup(a.base, &hooks);

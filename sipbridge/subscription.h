@@ -38,7 +38,7 @@ void subs_mgr_free(struct subs_mgr *m);
 void subs_mgr_set_expires(struct subs_mgr *m, long expires);
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
 /* Every seconds (0: never), refresh one active subscription per notifier to learn whether
- * it still has them (see subscription.c). */
+ * it still has them (see probe.h). */
 void subs_mgr_set_probe(struct subs_mgr *m, long seconds);
 /* NOTIFYs applied per subscription per second at most (bursts of twice that); beyond it
  * only the latest is kept and applied when allowed. Resource lists are exempt. 0: none. */
