@@ -58,7 +58,6 @@ struct bsource {
     const char *last_err;       /* static reason last logged, for log suppression */
     int64_t last_err_ms;
     unsigned err_suppressed;
-    struct event *stale;        /* armed while its subscription is down */
     const char *list_problem;   /* resource-list trouble last logged for it */
     bool seen_in_list;          /* named in the resource-list NOTIFY being applied */
 };
@@ -85,7 +84,6 @@ struct rlist {
     uint32_t version;
     struct strmap by_key;       /* "user@host" of each AOR -> struct bsource* */
     struct strmap by_user;      /* user part -> struct bsource*, or AMBIGUOUS */
-    struct event *stale;
 };
 
 struct bridge {
@@ -259,42 +257,6 @@ static void lose_source(struct bsource *s)
     s->heard = false;
     s->reach = REACH_UNKNOWN;
     s->dnd = s->on_phone = false;
-}
-
-static void on_source_stale(evutil_socket_t fd, short what, void *arg)
-{
-    struct bsource *s = arg;
-    struct buser *u = s->u;
-
-    if (!s->heard)
-        return;
-    metric_inc(m_lost, NULL);
-    log_warn("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
-                       "reason=\"subscription not re-established\"",
-             u->jid, s->aor, pkgs[s->pkg].event, u->b->cfg->sip_stale_after);
-    lose_source(s);
-    recompute(u->b, u, clock_wall_us());
-}
-
-static void stale_timer(struct bridge *b, struct event **ev, event_callback_fn cb, void *arg,
-                        bool down)
-{
-    struct timeval tv = {.tv_sec = b->cfg->sip_stale_after};
-
-    if (!down || b->cfg->sip_stale_after <= 0) {
-        if (*ev)
-            evtimer_del(*ev);
-        return;
-    }
-    if (!*ev)
-        *ev = evtimer_new(b->base, cb, arg);
-    if (!evtimer_pending(*ev, NULL))
-        evtimer_add(*ev, &tv);
-}
-
-static bool sub_down(enum sub_state st)
-{
-    return st != SUB_ACTIVE && st != SUB_PENDING;
 }
 
 /* ---- NOTIFY bodies ----------------------------------------------------------------- */
@@ -603,14 +565,29 @@ static void on_state(void *owner, struct subscription *sub, enum sub_state st)
 {
     struct bsource *s = owner;
 
-    stale_timer(s->u->b, &s->stale, on_source_stale, s, sub_down(st));
     store_sub_state(s->u->b->store, s->u->jid, pkgs[s->pkg].event, s->aor, sub_state_name(st));
+}
+
+static void on_stale(void *owner, struct subscription *sub, long down_s)
+{
+    struct bsource *s = owner;
+    struct buser *u = s->u;
+
+    if (!s->heard)
+        return;
+    metric_inc(m_lost, NULL);
+    log_warn("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
+                       "reason=\"subscription not re-established\"",
+             u->jid, s->aor, pkgs[s->pkg].event, down_s);
+    lose_source(s);
+    recompute(u->b, u, clock_wall_us());
 }
 
 static const struct subs_owner_ops owner_ops = {
     .on_notify = on_notify,
     .on_restart = on_restart,
     .on_state = on_state,
+    .on_stale = on_stale,
 };
 
 /* The list subscription's owner is the bridge itself. */
@@ -643,16 +620,16 @@ static void on_list_restart(void *owner, struct subscription *sub)
         merge_source_restart(&((struct bsource *)v)->dlg);
 }
 
-static void on_list_stale(evutil_socket_t fd, short what, void *arg)
+static void on_list_stale(void *owner, struct subscription *sub, long down_s)
 {
-    struct bridge *b = arg;
+    struct bridge *b = owner;
     size_t pos = 0;
     const char *k;
     void *v;
 
     log_warn("bridge", "event=state_lost list=%s down_s=%ld reason=\"list subscription not "
                        "re-established\"",
-             b->cfg->sip_resource_list, b->cfg->sip_stale_after);
+             b->cfg->sip_resource_list, down_s);
     while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
         struct bsource *s = v;
         if (!s->heard)
@@ -673,7 +650,6 @@ static void on_list_state(void *owner, struct subscription *sub, enum sub_state 
 
     if (!b->list)
         return;
-    stale_timer(b, &b->list->stale, on_list_stale, b, sub_down(st));
     snprintf(state, sizeof state, "%s(list)", sub_state_name(st));
     while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
         struct bsource *s = v;
@@ -705,6 +681,7 @@ static const struct subs_owner_ops list_ops = {
     .on_notify = on_list_notify,
     .on_restart = on_list_restart,
     .on_state = on_list_state,
+    .on_stale = on_list_stale,
 };
 
 /* ---- users ------------------------------------------------------------------------- */
@@ -766,8 +743,6 @@ static void user_free(struct bridge *b, struct buser *u)
         struct bsource *s = &u->src[i];
         subs_free(s->sub);
         merge_source_clear(&s->dlg);
-        if (s->stale)
-            event_free(s->stale);
         free(s->aor);
     }
     if (u->coalesce)
@@ -808,6 +783,7 @@ struct bridge *bridge_new(struct event_base *base, const struct offhook_config *
     b->subs = subs_mgr_new(base, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate);
     subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
+    subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
     strmap_init(&b->users);
     collect_bridge = b;
     metrics_add_collector(collect_users, NULL);
@@ -840,6 +816,7 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     subs_mgr_set_rate(b->subs, (double)cfg->sip_subscribe_rate);
     subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
+    subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
     while (strmap_next(&b->users, &pos, &k, &v))
         old[nold++] = v;
     if (b->list)
@@ -894,8 +871,6 @@ void bridge_free(struct bridge *b)
         return;
     if (b->list) {
         subs_free(b->list->sub);
-        if (b->list->stale)
-            event_free(b->list->stale);
         list_unindex_all(b->list);
         strmap_free(&b->list->by_key);
         strmap_free(&b->list->by_user);

@@ -35,6 +35,7 @@ struct subscription {
     enum sub_state state;
     struct backoff bo;
     struct event *timer;          /* retry, or watchdog while subscribed */
+    struct event *stale_ev;       /* armed while down, for the manager's stale_after */
     long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
     long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
     bool notified;                /* a NOTIFY arrived in this dialog */
@@ -73,6 +74,7 @@ struct subs_mgr {
     uint64_t seed;
     struct probe *probe;          /* notifier groups and probes */
     struct ratelimit notify;      /* NOTIFYs per subscription; rate 0: no limit */
+    long stale_after;             /* seconds down before owners are told; 0: never */
 };
 
 static const char *const state_names[SUB__COUNT] = {
@@ -112,6 +114,32 @@ void subs_register_metrics(void)
                              "outcome", (const char *const[]){"deferred", "superseded", NULL});
 }
 
+static void on_stale(evutil_socket_t fd, short what, void *arg)
+{
+    struct subscription *s = arg;
+
+    if (s->ops->on_stale)
+        s->ops->on_stale(s->owner, s, s->mgr->stale_after);
+}
+
+/* Down (neither active nor pending) for stale_after, counted from the first state that
+ * is down: what the subscription said is void. Up again, the count stops. */
+static void watch_stale(struct subscription *s)
+{
+    struct timeval tv = {.tv_sec = s->mgr->stale_after};
+    bool down = s->state != SUB_ACTIVE && s->state != SUB_PENDING;
+
+    if (!down || s->mgr->stale_after <= 0) {
+        if (s->stale_ev)
+            evtimer_del(s->stale_ev);
+        return;
+    }
+    if (!s->stale_ev)
+        s->stale_ev = evtimer_new(s->mgr->base, on_stale, s);
+    if (!evtimer_pending(s->stale_ev, NULL))
+        evtimer_add(s->stale_ev, &tv);
+}
+
 static void set_state(struct subscription *s, enum sub_state st)
 {
     if (s->state == st)
@@ -125,6 +153,7 @@ static void set_state(struct subscription *s, enum sub_state st)
     log_debug("sip", "event=subscription_state aor=%s package=%s from=%s to=%s", s->aor,
               s->event, sub_state_name(s->state), sub_state_name(st));
     s->state = st;
+    watch_stale(s);
     if (s->ops->on_state)
         s->ops->on_state(s->owner, s, st);
 }
@@ -599,6 +628,11 @@ void subs_mgr_free(struct subs_mgr *m)
     free(m);
 }
 
+void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds)
+{
+    m->stale_after = seconds > 0 ? seconds : 0;
+}
+
 void subs_mgr_set_expires(struct subs_mgr *m, long expires)
 {
     m->expires = expires;
@@ -661,6 +695,8 @@ void subs_free(struct subscription *s)
     m->total--;
     if (m_state)
         metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
+    if (s->stale_ev)
+        event_free(s->stale_ev);
     event_free(s->stash_ev);
     event_free(s->timer);
     free(s->aor);

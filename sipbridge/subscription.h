@@ -30,6 +30,9 @@ struct subs_owner_ops {
     void (*on_restart)(void *owner, struct subscription *s);
     /* The subscription changed state (optional). */
     void (*on_state)(void *owner, struct subscription *s, enum sub_state st);
+    /* The subscription has been down (neither active nor pending) for the manager's
+     * stale_after, down_s seconds: what it said is void (optional). */
+    void (*on_stale)(void *owner, struct subscription *s, long down_s);
 };
 
 struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
@@ -37,6 +40,9 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long ex
 void subs_mgr_free(struct subs_mgr *m);
 void subs_mgr_set_expires(struct subs_mgr *m, long expires);
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
+/* A subscription down this long (seconds; 0: never) is reported by on_stale. Applies
+ * from the next time one goes down. */
+void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds);
 /* Every seconds (0: never), refresh one active subscription per notifier to learn whether
  * it still has them (see probe.h). */
 void subs_mgr_set_probe(struct subs_mgr *m, long seconds);
