@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "dialoginfo.h"
+#include "combine.h"
 #include "log.h"
 #include "merge.h"
 #include "metrics.h"
@@ -29,15 +30,15 @@
 #define LIST_ACCEPT "multipart/related, application/rlmi+xml, application/dialog-info+xml"
 #define AMBIGUOUS ((void *)1)
 
-enum pkg { PKG_DIALOG, PKG_PRESENCE, PKG_REG };
-
 static const struct {
     const char *event, *accept;
 } pkgs[] = {
-    [PKG_DIALOG] = {"dialog", "application/dialog-info+xml"},
-    [PKG_PRESENCE] = {"presence", "application/pidf+xml"},
-    [PKG_REG] = {"reg", "application/reginfo+xml"},
+    [COMBINE_DIALOG] = {"dialog", "application/dialog-info+xml"},
+    [COMBINE_PRESENCE] = {"presence", "application/pidf+xml"},
+    [COMBINE_REG] = {"reg", "application/reginfo+xml"},
 };
+
+_Static_assert(CFG_MAX_AORS <= COMBINE_MAX_PHONES, "combine.c must see every phone");
 
 struct buser;
 struct bridge;
@@ -45,15 +46,10 @@ struct bridge;
 /* One AOR's contribution to its user's state for one event package. */
 struct bsource {
     struct buser *u;
-    enum pkg pkg;
-    int aor_idx;                /* which of the user's phones */
     char *aor;
     struct subscription *sub;   /* NULL when the resource list serves it */
-    bool heard;                 /* a valid document arrived since the state was last lost */
-    struct merge_source dlg;    /* PKG_DIALOG */
-    enum phone_reach reach;     /* PKG_PRESENCE, PKG_REG */
-    bool dnd, on_phone;         /* PKG_PRESENCE */
-    bool reg_have_version;      /* PKG_REG */
+    struct combine_source said; /* its package, its phone, what it said */
+    bool reg_have_version;      /* COMBINE_REG */
     uint32_t reg_version;
     const char *last_err;       /* static reason last logged, for log suppression */
     int64_t last_err_ms;
@@ -177,50 +173,19 @@ static void on_coalesce(evutil_socket_t fd, short what, void *arg)
 /* Derives the user's visible state from all their sources and writes it if it changed. */
 static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
 {
-    const struct merge_source *dsrc[CFG_MAX_AORS] = {0};
-    int nd = 0;
-    struct merge_view view;
-    bool known = false, dnd = false, pidf_phone = false, have_dialog_pkg = false;
-    bool online = false, offline = false;
-    enum phone_reach phone[CFG_MAX_AORS] = {REACH_UNKNOWN};
+    const struct combine_source *said[CFG_MAX_AORS * 3];
+    struct combine_view view;
     struct user_record rec = {0};
     long window = b->cfg->sip_coalesce_ms;
 
-    for (int i = 0; i < u->nsrc; i++) {
-        struct bsource *s = &u->src[i];
-        known |= s->heard;
-        if (s->pkg == PKG_DIALOG) {
-            have_dialog_pkg = true;
-            dsrc[nd++] = &s->dlg;
-            continue;
-        }
-        if (!s->heard)
-            continue;
-        /* One phone is offline if its PIDF is closed or its registration ended, whatever
-         * the other package says (Asterisk's PIDF stays open for an unregistered phone). */
-        if (s->reach == REACH_OFFLINE)
-            phone[s->aor_idx] = REACH_OFFLINE;
-        else if (s->reach == REACH_ONLINE && phone[s->aor_idx] == REACH_UNKNOWN)
-            phone[s->aor_idx] = REACH_ONLINE;
-        if (s->pkg == PKG_PRESENCE) {
-            dnd |= s->dnd;
-            pidf_phone |= s->on_phone;
-        }
-    }
-    for (int a = 0; a < CFG_MAX_AORS; a++) {
-        online |= phone[a] == REACH_ONLINE;
-        offline |= phone[a] == REACH_OFFLINE;
-    }
-    merge_view(dsrc, nd, &view);
-    /* PIDF's on-the-phone counts only without dialog events, which tell more (hold). */
-    if (!have_dialog_pkg && pidf_phone && view.act < ACT_ON_CALL)
-        view.act = ACT_ON_CALL;
-    /* One reachable phone is enough for the user to be reachable. */
-    rec.reach = online ? REACH_ONLINE : offline ? REACH_OFFLINE : REACH_UNKNOWN;
-    rec.dnd = dnd;
-    rec.state = user_state_derive(known, view.act, rec.reach, dnd);
-    rec.dir = view.act != ACT_IDLE ? view.dir : DIR_NONE;
-    if (u->show_remote && view.act != ACT_IDLE && view.remote)
+    for (int i = 0; i < u->nsrc; i++)
+        said[i] = &u->src[i].said;
+    combine_user(said, u->nsrc, u->show_remote, &view);
+    rec.state = view.state;
+    rec.dir = view.dir;
+    rec.reach = view.reach;
+    rec.dnd = view.dnd;
+    if (view.remote)
         str_copy(rec.remote, sizeof rec.remote, view.remote);
     rec.event_us = event_us;
     if (window <= 0) {
@@ -250,15 +215,6 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
     }
 }
 
-/* The source's subscription has been down for stale_after: what it said is void. */
-static void lose_source(struct bsource *s)
-{
-    merge_source_clear(&s->dlg);
-    s->heard = false;
-    s->reach = REACH_UNKNOWN;
-    s->dnd = s->on_phone = false;
-}
-
 /* ---- NOTIFY bodies ----------------------------------------------------------------- */
 
 static void body_error(struct bsource *s, const char *reason)
@@ -272,7 +228,7 @@ static void body_error(struct bsource *s, const char *reason)
     }
     log_warn("bridge", "event=body_rejected user=%s aor=%s package=%s reason=\"%s\" "
                        "suppressed=%u action=state_unchanged",
-             s->u->jid, s->aor, pkgs[s->pkg].event, reason, s->err_suppressed);
+             s->u->jid, s->aor, pkgs[s->said.pkg].event, reason, s->err_suppressed);
     s->last_err = reason;
     s->last_err_ms = now;
     s->err_suppressed = 0;
@@ -291,11 +247,11 @@ static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, 
         body_error(s, reason);
         goto out;
     }
-    switch (merge_apply(&s->dlg, doc)) {
+    switch (merge_apply(&s->said.dlg, doc)) {
     case MERGE_STALE:
         metric_inc(m_stale, NULL);
         log_debug("bridge", "event=stale_notify user=%s aor=%s version=%u last=%u", s->u->jid,
-                  s->aor, doc->version, s->dlg.version);
+                  s->aor, doc->version, s->said.dlg.version);
         goto out;
     case MERGE_GAP:
         ok = false;
@@ -312,7 +268,7 @@ static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, 
     case MERGE_APPLIED:
         break;
     }
-    s->heard = true;
+    s->said.heard = true;
 out:
     return ok;
 }
@@ -326,17 +282,16 @@ static void apply_presence(struct bridge *b, struct bsource *s, const char *body
         body_error(s, reason);
         return;
     }
-    s->reach = doc.reach;
-    s->dnd = doc.dnd;
-    s->on_phone = doc.on_the_phone;
-    s->heard = true;
+    s->said.reach = doc.reach;
+    s->said.dnd = doc.dnd;
+    s->said.on_phone = doc.on_the_phone;
+    s->said.heard = true;
 }
 
 static void apply_reg(struct bridge *b, struct bsource *s, const char *body, size_t len)
 {
     struct reg_doc doc;
     const char *reason = NULL;
-    bool any_online = false;
 
     if (reginfo_parse(body, len, (size_t)b->cfg->sip_max_body, &doc, &reason) < 0) {
         body_error(s, reason);
@@ -348,14 +303,8 @@ static void apply_reg(struct bridge *b, struct bsource *s, const char *body, siz
     }
     s->reg_have_version = true;
     s->reg_version = doc.version;
-    /* A reg subscription is for one AOR; a notifier may still list aliases with it. */
-    for (int i = 0; i < doc.nregs; i++)
-        any_online |= reg_entry_online(&doc.regs[i]);
-    if (doc.nregs)
-        s->reach = any_online ? REACH_ONLINE : REACH_OFFLINE;
-    else if (doc.full)
-        s->reach = REACH_OFFLINE; /* full state with no registration: nothing bound */
-    s->heard = true;
+    s->said.reach = reg_doc_reach(&doc, s->said.reach);
+    s->said.heard = true;
 }
 
 /* ---- resource lists (RFC 4662) ----------------------------------------------------- */
@@ -488,9 +437,9 @@ static void apply_list(struct bridge *b, struct subscription *sub, const struct 
         s->seen_in_list = true;
         if (r->state == RLMI_TERMINATED) {
             list_problem(s, "terminated", r->reason[0] ? r->reason : "no reason");
-            lose_source(s);
+            combine_forget(&s->said);
         } else if (r->body) {
-            if (!mime_is(r->ctype, strlen(r->ctype), pkgs[PKG_DIALOG].accept)) {
+            if (!mime_is(r->ctype, strlen(r->ctype), pkgs[COMBINE_DIALOG].accept)) {
                 body_error(s, "unexpected content type");
                 continue;
             }
@@ -506,8 +455,8 @@ static void apply_list(struct bridge *b, struct subscription *sub, const struct 
         struct bsource *s = v;
         if (!s->seen_in_list) {
             list_problem(s, "missing", "not in the PBX's resource list");
-            if (s->heard) {
-                lose_source(s);
+            if (s->said.heard) {
+                combine_forget(&s->said);
                 recompute(b, s->u, n->received_us);
             }
         }
@@ -534,19 +483,19 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
         return;
     }
     if (!mime_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
-                         pkgs[s->pkg].accept)) {
+                         pkgs[s->said.pkg].accept)) {
         body_error(s, "unexpected content type");
         return;
     }
-    switch (s->pkg) {
-    case PKG_DIALOG:
+    switch (s->said.pkg) {
+    case COMBINE_DIALOG:
         if (!apply_dialog(b, s, n->body, n->len))
             subs_request_full_state(sub, "dialog-info version gap or too many dialogs");
         break;
-    case PKG_PRESENCE:
+    case COMBINE_PRESENCE:
         apply_presence(b, s, n->body, n->len);
         break;
-    case PKG_REG:
+    case COMBINE_REG:
         apply_reg(b, s, n->body, n->len);
         break;
     }
@@ -557,7 +506,7 @@ static void on_restart(void *owner, struct subscription *sub)
 {
     struct bsource *s = owner;
 
-    merge_source_restart(&s->dlg);
+    merge_source_restart(&s->said.dlg);
     s->reg_have_version = false;
 }
 
@@ -565,7 +514,7 @@ static void on_state(void *owner, struct subscription *sub, enum sub_state st)
 {
     struct bsource *s = owner;
 
-    store_sub_state(s->u->b->store, s->u->jid, pkgs[s->pkg].event, s->aor, sub_state_name(st));
+    store_sub_state(s->u->b->store, s->u->jid, pkgs[s->said.pkg].event, s->aor, sub_state_name(st));
 }
 
 static void on_stale(void *owner, struct subscription *sub, long down_s)
@@ -573,13 +522,13 @@ static void on_stale(void *owner, struct subscription *sub, long down_s)
     struct bsource *s = owner;
     struct buser *u = s->u;
 
-    if (!s->heard)
+    if (!s->said.heard)
         return;
     metric_inc(m_lost, NULL);
     log_warn("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
                        "reason=\"subscription not re-established\"",
-             u->jid, s->aor, pkgs[s->pkg].event, down_s);
-    lose_source(s);
+             u->jid, s->aor, pkgs[s->said.pkg].event, down_s);
+    combine_forget(&s->said);
     recompute(u->b, u, clock_wall_us());
 }
 
@@ -617,7 +566,7 @@ static void on_list_restart(void *owner, struct subscription *sub)
 
     b->list->have_version = false;
     while (strmap_next(&b->list->by_key, &pos, &k, &v))
-        merge_source_restart(&((struct bsource *)v)->dlg);
+        merge_source_restart(&((struct bsource *)v)->said.dlg);
 }
 
 static void on_list_stale(void *owner, struct subscription *sub, long down_s)
@@ -632,10 +581,10 @@ static void on_list_stale(void *owner, struct subscription *sub, long down_s)
              b->cfg->sip_resource_list, down_s);
     while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
         struct bsource *s = v;
-        if (!s->heard)
+        if (!s->said.heard)
             continue;
         metric_inc(m_lost, NULL);
-        lose_source(s);
+        combine_forget(&s->said);
         recompute(b, s->u, clock_wall_us());
     }
 }
@@ -669,7 +618,7 @@ static void on_store_up(void *arg)
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
             if (u->src[i].sub)
-                store_sub_state(b->store, u->jid, pkgs[u->src[i].pkg].event, u->src[i].aor,
+                store_sub_state(b->store, u->jid, pkgs[u->src[i].said.pkg].event, u->src[i].aor,
                                 sub_state_name(subs_state(u->src[i].sub)));
         }
     }
@@ -723,10 +672,10 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
                 continue;
             s = &u->src[u->nsrc++];
             s->u = u;
-            s->pkg = (enum pkg)p;
-            s->aor_idx = a;
+            s->said.pkg = (enum combine_pkg)p;
+            s->said.phone = a;
             s->aor = xstrdup(cu->aors[a]);
-            if (p == PKG_DIALOG && b->list)
+            if (p == COMBINE_DIALOG && b->list)
                 list_index(b->list, s);
             else
                 s->sub = subs_new(b->subs, cu->aors[a], pkgs[p].event, pkgs[p].accept, false,
@@ -742,7 +691,7 @@ static void user_free(struct bridge *b, struct buser *u)
     for (int i = 0; i < u->nsrc; i++) {
         struct bsource *s = &u->src[i];
         subs_free(s->sub);
-        merge_source_clear(&s->dlg);
+        combine_forget(&s->said);
         free(s->aor);
     }
     if (u->coalesce)
@@ -766,7 +715,7 @@ static void list_reindex(struct bridge *b)
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
-            if (u->src[i].pkg == PKG_DIALOG)
+            if (u->src[i].said.pkg == COMBINE_DIALOG)
                 list_index(b->list, &u->src[i]);
         }
     }

@@ -98,3 +98,14 @@ bool reg_entry_online(const struct reg_entry *r)
      * lists only the contacts that changed, so the registration state is what counts. */
     return r->state == REG_ACTIVE;
 }
+
+enum phone_reach reg_doc_reach(const struct reg_doc *doc, enum phone_reach prev)
+{
+    bool any_online = false;
+
+    for (int i = 0; i < doc->nregs; i++)
+        any_online |= reg_entry_online(&doc->regs[i]);
+    if (doc->nregs)
+        return any_online ? REACH_ONLINE : REACH_OFFLINE;
+    return doc->full ? REACH_OFFLINE : prev;
+}

@@ -481,6 +481,47 @@ static void test_root_check(void **state)
     free(d);
 }
 
+/* What a reginfo document says of its one AOR, given what was known before. */
+static void test_reg_doc_reach(void **state)
+{
+    static const char head[] = "<reginfo xmlns='urn:ietf:params:xml:ns:reginfo' version='1' ";
+    static const struct {
+        const char *rest;          /* after head */
+        enum phone_reach prev, want;
+    } cases[] = {
+        /* One registration: its state decides, whatever was known. */
+        {"state='full'><registration aor='sip:a@x' id='1' state='active'/></reginfo>",
+         REACH_OFFLINE, REACH_ONLINE},
+        {"state='partial'><registration aor='sip:a@x' id='1' state='terminated'/></reginfo>",
+         REACH_ONLINE, REACH_OFFLINE},
+        {"state='full'><registration aor='sip:a@x' id='1' state='init'/></reginfo>",
+         REACH_ONLINE, REACH_OFFLINE},
+        /* Aliases listed with it: one online is enough. */
+        {"state='full'><registration aor='sip:a@x' id='1' state='terminated'/>"
+         "<registration aor='sip:alias@x' id='2' state='active'/></reginfo>",
+         REACH_UNKNOWN, REACH_ONLINE},
+        {"state='full'><registration aor='sip:a@x' id='1' state='terminated'/>"
+         "<registration aor='sip:alias@x' id='2' state='init'/></reginfo>",
+         REACH_ONLINE, REACH_OFFLINE},
+        /* None listed: full state means nothing is bound; a partial one changes nothing. */
+        {"state='full'/>", REACH_ONLINE, REACH_OFFLINE},
+        {"state='partial'/>", REACH_ONLINE, REACH_ONLINE},
+        {"state='partial'/>", REACH_UNKNOWN, REACH_UNKNOWN},
+    };
+    struct reg_doc r;
+    char xml[512];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *reason = NULL;
+        int n = snprintf(xml, sizeof xml, "%s%s", head, cases[i].rest);
+        assert_int_equal(reginfo_parse(xml, (size_t)n, MAX, &r, &reason), 0);
+        if (reg_doc_reach(&r, cases[i].prev) != cases[i].want)
+            fail_msg("case %zu: %s, expected %s", i,
+                     phone_reach_name(reg_doc_reach(&r, cases[i].prev)),
+                     phone_reach_name(cases[i].want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_rlmi_invalid),
         cmocka_unit_test(test_mime),
         cmocka_unit_test(test_root_check),
+        cmocka_unit_test(test_reg_doc_reach),
     };
 
     xmlsafe_init();
