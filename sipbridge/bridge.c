@@ -2,11 +2,10 @@
  * list mode one list subscription feeds every user's dialog state. */
 #include "bridge.h"
 
-#include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <event2/event.h>
 
@@ -19,7 +18,7 @@
 #include "mime.h"
 #include "pidf.h"
 #include "reginfo.h"
-#include "rlmi.h"
+#include "rlsub.h"
 #include "store.h"
 #include "strmap.h"
 #include "strutil.h"
@@ -27,15 +26,13 @@
 
 #define ERROR_LOG_QUIET_MS 60000 /* the same bad body from one source: logged once a minute */
 #define COALESCE_MAX_FACTOR 4    /* a flapping phone still publishes every 4 windows */
-#define LIST_ACCEPT "multipart/related, application/rlmi+xml, application/dialog-info+xml"
-#define AMBIGUOUS ((void *)1)
 
 static const struct {
     const char *event, *accept;
 } pkgs[] = {
-    [COMBINE_DIALOG] = {"dialog", "application/dialog-info+xml"},
-    [COMBINE_PRESENCE] = {"presence", "application/pidf+xml"},
-    [COMBINE_REG] = {"reg", "application/reginfo+xml"},
+    [COMBINE_DIALOG] = {"dialog", DLGINFO_TYPE},
+    [COMBINE_PRESENCE] = {"presence", PIDF_TYPE},
+    [COMBINE_REG] = {"reg", REGINFO_TYPE},
 };
 
 _Static_assert(CFG_MAX_AORS <= COMBINE_MAX_PHONES, "combine.c must see every phone");
@@ -54,8 +51,8 @@ struct bsource {
     const char *last_err;       /* static reason last logged, for log suppression */
     int64_t last_err_ms;
     unsigned err_suppressed;
-    const char *list_problem;   /* resource-list trouble last logged for it */
-    bool seen_in_list;          /* named in the resource-list NOTIFY being applied */
+    struct rlsub_member lm;     /* in resource-list mode, the dialog source as the list
+                                 * sees it */
 };
 
 struct buser {
@@ -73,26 +70,17 @@ struct buser {
     struct event *coalesce;
 };
 
-/* The RFC 4662 list subscription serving every user's dialog source. */
-struct rlist {
-    struct subscription *sub;
-    bool have_version;
-    uint32_t version;
-    struct strmap by_key;       /* "user@host" of each AOR -> struct bsource* */
-    struct strmap by_user;      /* user part -> struct bsource*, or AMBIGUOUS */
-};
-
 struct bridge {
     struct event_base *base;
     const struct offhook_config *cfg;
     struct subs_mgr *subs;
     struct store *store;
     struct strmap users;        /* jid -> struct buser* */
-    struct rlist *list;         /* NULL unless [sip] resource_list is set */
+    struct rlsub *list;         /* every user's dialog source in resource-list mode, or
+                                 * NULL ([sip] resource_list unset) */
 };
 
-static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost,
-    *m_list_resources;
+static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost;
 static struct bridge *collect_bridge; /* the bridge whose users the gauge counts */
 
 void bridge_register_metrics(void)
@@ -114,10 +102,6 @@ void bridge_register_metrics(void)
                         "Times a user's state was declared unknown because its subscription "
                         "stayed down longer than [sip] stale_after.",
                         NULL, NULL);
-    m_list_resources = metric_new(METRIC_COUNTER, "offhook_list_resources_total",
-                                  "Resources of resource-list NOTIFYs, by outcome.", "outcome",
-                                  (const char *const[]){"applied", "unknown_uri", "terminated",
-                                                        "missing", NULL});
 }
 
 static void collect_users(void *arg)
@@ -307,168 +291,6 @@ static void apply_reg(struct bridge *b, struct bsource *s, const char *body, siz
     s->said.heard = true;
 }
 
-/* ---- resource lists (RFC 4662) ----------------------------------------------------- */
-
-/* "user@host" of a SIP URI: scheme, port, parameters and headers cut, host lower-cased.
- * The PBX names list resources in its own form; this is what must match. */
-static int aor_key(const char *uri, char *out, size_t len, const char **user_end)
-{
-    const char *p = strchr(uri, ':'), *at, *end;
-    size_t n;
-
-    if (!p)
-        return -1;
-    p++;
-    at = strchr(p, '@');
-    if (!at)
-        return -1;
-    end = at + 1 + strcspn(at + 1, ":;?>");
-    n = (size_t)(end - p);
-    if (n >= len)
-        return -1;
-    memcpy(out, p, n);
-    out[n] = '\0';
-    for (char *h = out + (at - p) + 1; *h; h++)
-        *h = (char)tolower((unsigned char)*h);
-    *user_end = out + (at - p);
-    return 0;
-}
-
-static void list_index(struct rlist *l, struct bsource *s)
-{
-    char key[512];
-    const char *ue;
-    char *kcopy, *ucopy;
-    void *prev;
-
-    if (aor_key(s->aor, key, sizeof key, &ue) < 0)
-        return;
-    kcopy = xstrdup(key);
-    prev = strmap_put(&l->by_key, kcopy, s);
-    if (prev) /* the same AOR for two users: the config allows it, the list cannot */
-        log_warn("bridge", "event=list_duplicate_aor aor=%s", key);
-    ucopy = xstrndup(key, (size_t)(ue - key));
-    if (strmap_get(&l->by_user, ucopy))
-        strmap_put(&l->by_user, ucopy, AMBIGUOUS);
-    else
-        strmap_put(&l->by_user, ucopy, s);
-}
-
-static void list_unindex_all(struct rlist *l)
-{
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    while (strmap_next(&l->by_key, &pos, &k, &v))
-        free((char *)k);
-    pos = 0;
-    while (strmap_next(&l->by_user, &pos, &k, &v))
-        free((char *)k);
-    strmap_free(&l->by_key);
-    strmap_free(&l->by_user);
-    strmap_init(&l->by_key);
-    strmap_init(&l->by_user);
-}
-
-static struct bsource *list_find(struct rlist *l, const char *uri)
-{
-    char key[512];
-    const char *ue;
-    struct bsource *s;
-
-    if (aor_key(uri, key, sizeof key, &ue) < 0)
-        return NULL;
-    s = strmap_get(&l->by_key, key);
-    if (s)
-        return s;
-    key[ue - key] = '\0';
-    s = strmap_get(&l->by_user, key);
-    return s == AMBIGUOUS ? NULL : s;
-}
-
-/* A resource problem is logged once per kind per source, not on every NOTIFY. */
-static void list_problem(struct bsource *s, const char *problem, const char *detail)
-{
-    metric_inc(m_list_resources, problem);
-    if (s->list_problem == problem)
-        return;
-    s->list_problem = problem;
-    log_warn("bridge", "event=list_resource_%s user=%s aor=%s detail=\"%s\"", problem,
-             s->u->jid, s->aor, detail);
-}
-
-static void apply_list(struct bridge *b, struct subscription *sub, const struct sipua_notify *n)
-{
-    struct rlist *l = b->list;
-    struct rlmi_doc doc;
-    const char *reason = NULL;
-    bool need_full = false;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    if (rlmi_parse(n->content_type, n->body, n->len, (size_t)b->cfg->sip_max_body * 64, &doc,
-                   &reason) < 0) {
-        metric_inc(m_errors, reason);
-        log_warn("bridge", "event=list_body_rejected uri=%s reason=\"%s\" "
-                           "action=state_unchanged",
-                 subs_aor(sub), reason);
-        return;
-    }
-    if (l->have_version && doc.version <= l->version) {
-        metric_inc(m_stale, NULL);
-        rlmi_doc_free(&doc);
-        return;
-    }
-    if (!doc.full && (!l->have_version || doc.version != l->version + 1))
-        need_full = true; /* RFC 4662 5.2: a gap in partial lists calls for full state */
-    l->have_version = true;
-    l->version = doc.version;
-    for (size_t i = 0; i < doc.nres; i++) {
-        const struct rlmi_resource *r = &doc.res[i];
-        struct bsource *s = list_find(l, r->uri);
-
-        if (!s) {
-            metric_inc(m_list_resources, "unknown_uri");
-            log_debug("bridge", "event=list_resource_unknown uri=%s", r->uri);
-            continue;
-        }
-        s->seen_in_list = true;
-        if (r->state == RLMI_TERMINATED) {
-            list_problem(s, "terminated", r->reason[0] ? r->reason : "no reason");
-            combine_forget(&s->said);
-        } else if (r->body) {
-            if (!mime_is(r->ctype, strlen(r->ctype), pkgs[COMBINE_DIALOG].accept)) {
-                body_error(s, "unexpected content type");
-                continue;
-            }
-            s->list_problem = NULL;
-            metric_inc(m_list_resources, "applied");
-            if (!apply_dialog(b, s, r->body, r->body_len))
-                need_full = true;
-        }
-        recompute(b, s->u, n->received_us);
-    }
-    /* Full state: a user the PBX does not list is not watched at all. */
-    while (doc.full && strmap_next(&l->by_key, &pos, &k, &v)) {
-        struct bsource *s = v;
-        if (!s->seen_in_list) {
-            list_problem(s, "missing", "not in the PBX's resource list");
-            if (s->said.heard) {
-                combine_forget(&s->said);
-                recompute(b, s->u, n->received_us);
-            }
-        }
-    }
-    pos = 0;
-    while (strmap_next(&l->by_key, &pos, &k, &v))
-        ((struct bsource *)v)->seen_in_list = false;
-    rlmi_doc_free(&doc);
-    if (need_full)
-        subs_request_full_state(sub, "resource list version gap or too many dialogs");
-}
-
 /* ---- subscription callbacks -------------------------------------------------------- */
 
 static void on_notify(void *owner, struct subscription *sub, const struct sipua_notify *n)
@@ -483,7 +305,7 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
         return;
     }
     if (!mime_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
-                         pkgs[s->said.pkg].accept)) {
+                 pkgs[s->said.pkg].accept)) {
         body_error(s, "unexpected content type");
         return;
     }
@@ -514,7 +336,8 @@ static void on_state(void *owner, struct subscription *sub, enum sub_state st)
 {
     struct bsource *s = owner;
 
-    store_sub_state(s->u->b->store, s->u->jid, pkgs[s->said.pkg].event, s->aor, sub_state_name(st));
+    store_sub_state(s->u->b->store, s->u->jid, pkgs[s->said.pkg].event, s->aor,
+                    sub_state_name(st));
 }
 
 static void on_stale(void *owner, struct subscription *sub, long down_s)
@@ -539,72 +362,71 @@ static const struct subs_owner_ops owner_ops = {
     .on_stale = on_stale,
 };
 
-/* The list subscription's owner is the bridge itself. */
-static void on_list_notify(void *owner, struct subscription *sub, const struct sipua_notify *n)
+/* ---- resource-list callbacks (rlsub.c) --------------------------------------------- */
+
+#define OF_MEMBER(m) ((struct bsource *)((char *)(m) - offsetof(struct bsource, lm)))
+
+static bool on_list_resource(void *arg, struct rlsub_member *m, bool terminated,
+                             const char *body, size_t len, int64_t received_us)
 {
-    struct bridge *b = owner;
+    struct bridge *b = arg;
+    struct bsource *s = OF_MEMBER(m);
+    bool ok = true;
 
-    if (!n->body)
-        return;
-    if (!mime_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
-                         "multipart/related")) {
-        metric_inc(m_errors, "unexpected content type");
-        log_warn("bridge", "event=list_body_rejected uri=%s reason=\"not multipart/related "
-                           "(is the URI a resource list?)\"",
-                 subs_aor(sub));
-        return;
-    }
-    apply_list(b, sub, n);
-}
-
-static void on_list_restart(void *owner, struct subscription *sub)
-{
-    struct bridge *b = owner;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    b->list->have_version = false;
-    while (strmap_next(&b->list->by_key, &pos, &k, &v))
-        merge_source_restart(&((struct bsource *)v)->said.dlg);
-}
-
-static void on_list_stale(void *owner, struct subscription *sub, long down_s)
-{
-    struct bridge *b = owner;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    log_warn("bridge", "event=state_lost list=%s down_s=%ld reason=\"list subscription not "
-                       "re-established\"",
-             b->cfg->sip_resource_list, down_s);
-    while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
-        struct bsource *s = v;
-        if (!s->said.heard)
-            continue;
-        metric_inc(m_lost, NULL);
+    if (terminated)
         combine_forget(&s->said);
-        recompute(b, s->u, clock_wall_us());
-    }
+    else if (body)
+        ok = apply_dialog(b, s, body, len);
+    recompute(b, s->u, received_us);
+    return ok;
 }
 
-static void on_list_state(void *owner, struct subscription *sub, enum sub_state st)
+static void on_list_rejected(void *arg, struct rlsub_member *m, const char *reason)
 {
-    struct bridge *b = owner;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-    char state[64];
-
-    if (!b->list)
-        return;
-    snprintf(state, sizeof state, "%s(list)", sub_state_name(st));
-    while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
-        struct bsource *s = v;
-        store_sub_state(b->store, s->u->jid, "dialog", s->aor, state);
-    }
+    if (m)
+        body_error(OF_MEMBER(m), reason);
+    else
+        metric_inc(m_errors, reason);
 }
+
+static void on_list_outdated(void *arg)
+{
+    metric_inc(m_stale, NULL);
+}
+
+static void on_list_lost(void *arg, struct rlsub_member *m, bool stale, int64_t when_us)
+{
+    struct bsource *s = OF_MEMBER(m);
+
+    if (!s->said.heard)
+        return;
+    if (stale)
+        metric_inc(m_lost, NULL);
+    combine_forget(&s->said);
+    recompute(arg, s->u, when_us);
+}
+
+static void on_list_restart(void *arg, struct rlsub_member *m)
+{
+    merge_source_restart(&OF_MEMBER(m)->said.dlg);
+}
+
+static void on_list_state(void *arg, struct rlsub_member *m, const char *state)
+{
+    struct bridge *b = arg;
+    struct bsource *s = OF_MEMBER(m);
+
+    store_sub_state(b->store, s->u->jid, pkgs[COMBINE_DIALOG].event, s->aor, state);
+}
+
+static const struct rlsub_ops list_ops = {
+    .on_resource = on_list_resource,
+    .on_rejected = on_list_rejected,
+    .on_outdated = on_list_outdated,
+    .on_lost = on_list_lost,
+    .on_restart = on_list_restart,
+    .on_state = on_list_state,
+};
 
 /* Redis is back: rewrite every subscription's state for offhookctl. */
 static void on_store_up(void *arg)
@@ -623,17 +445,16 @@ static void on_store_up(void *arg)
         }
     }
     if (b->list)
-        on_list_state(b, b->list->sub, subs_state(b->list->sub));
+        rlsub_report_state(b->list);
 }
 
-static const struct subs_owner_ops list_ops = {
-    .on_notify = on_list_notify,
-    .on_restart = on_list_restart,
-    .on_state = on_list_state,
-    .on_stale = on_list_stale,
-};
-
 /* ---- users ------------------------------------------------------------------------- */
+
+/* A list NOTIFY carries every user's document: it may be 64 times one body's limit. */
+static size_t list_max_body(const struct offhook_config *cfg)
+{
+    return (size_t)cfg->sip_max_body * 64;
+}
 
 static char *signature(const struct offhook_config *cfg, const struct cfg_user *cu)
 {
@@ -675,9 +496,11 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
             s->said.pkg = (enum combine_pkg)p;
             s->said.phone = a;
             s->aor = xstrdup(cu->aors[a]);
-            if (p == COMBINE_DIALOG && b->list)
-                list_index(b->list, s);
-            else
+            if (p == COMBINE_DIALOG && b->list) {
+                s->lm.user = u->jid;
+                s->lm.aor = s->aor;
+                rlsub_index_add(b->list, &s->lm);
+            } else
                 s->sub = subs_new(b->subs, cu->aors[a], pkgs[p].event, pkgs[p].accept, false,
                                   &owner_ops, s);
         }
@@ -711,12 +534,12 @@ static void list_reindex(struct bridge *b)
 
     if (!b->list)
         return;
-    list_unindex_all(b->list);
+    rlsub_index_clear(b->list);
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
             if (u->src[i].said.pkg == COMBINE_DIALOG)
-                list_index(b->list, &u->src[i]);
+                rlsub_index_add(b->list, &u->src[i].lm);
         }
     }
 }
@@ -736,16 +559,12 @@ struct bridge *bridge_new(struct event_base *base, const struct offhook_config *
     strmap_init(&b->users);
     collect_bridge = b;
     metrics_add_collector(collect_users, NULL);
-    if (cfg->sip_resource_list[0] && cfg->sip_event_dialog) {
-        b->list = xcalloc(1, sizeof *b->list);
-        strmap_init(&b->list->by_key);
-        strmap_init(&b->list->by_user);
-    }
+    if (cfg->sip_resource_list[0] && cfg->sip_event_dialog)
+        b->list = rlsub_new(b->subs, cfg->sip_resource_list, list_max_body(cfg), &list_ops, b);
     for (size_t i = 0; i < cfg->nusers; i++)
         user_new(b, &cfg->users[i]);
     if (b->list)
-        b->list->sub = subs_new(b->subs, cfg->sip_resource_list, "dialog", LIST_ACCEPT, true,
-                                &list_ops, b);
+        rlsub_start(b->list); /* after the users' own subscriptions, as ever */
     store_on_up(store, on_store_up, b);
     log_info("bridge", "event=started users=%zu subscriptions=%d subscribe_rate=%ld%s%s",
              cfg->nusers, subs_mgr_total(b->subs), cfg->sip_subscribe_rate,
@@ -768,8 +587,10 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
     while (strmap_next(&b->users, &pos, &k, &v))
         old[nold++] = v;
-    if (b->list)
-        list_unindex_all(b->list); /* rebuilt below, after sources are freed and made */
+    if (b->list) {
+        rlsub_set_max_body(b->list, list_max_body(cfg));
+        rlsub_index_clear(b->list); /* rebuilt below, after sources are freed and made */
+    }
     for (size_t i = 0; i < nold; i++) {
         struct buser *u = old[i];
         const struct cfg_user *cu = config_user_by_jid(cfg, u->jid);
@@ -818,14 +639,8 @@ void bridge_free(struct bridge *b)
 
     if (!b)
         return;
-    if (b->list) {
-        subs_free(b->list->sub);
-        list_unindex_all(b->list);
-        strmap_free(&b->list->by_key);
-        strmap_free(&b->list->by_user);
-        free(b->list);
-        b->list = NULL;
-    }
+    rlsub_free(b->list);
+    b->list = NULL;
     /* strmap_del inside iteration only tombstones slots: iteration stays valid. */
     while (strmap_next(&b->users, &pos, &k, &v))
         user_free(b, v);

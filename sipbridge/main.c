@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "probe.h"
 #include "redislink.h"
+#include "rlsub.h"
 #include "sbuf.h"
 #include "sipua.h"
 #include "store.h"
@@ -196,6 +197,7 @@ int main(int argc, char **argv)
     subs_register_metrics();
     probe_register_metrics();
     sipua_register_metrics();
+    rlsub_register_metrics();
     bridge_register_metrics();
     daemon_setup(a.base, &hooks);
     if (a.cfg->sipbridge_metrics[0]) {

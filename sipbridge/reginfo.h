@@ -10,6 +10,7 @@
 #include "callstate.h"
 
 #define REGINFO_NS "urn:ietf:params:xml:ns:reginfo"
+#define REGINFO_TYPE "application/reginfo+xml" /* its media type */
 #define REG_MAX_REGS 16
 
 enum reg_state { REG_INIT, REG_ACTIVE, REG_TERMINATED };
