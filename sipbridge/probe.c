@@ -130,11 +130,6 @@ bool probe_answered(struct probe_member *m, int status)
     return true;
 }
 
-const char *probe_notifier_key(const struct probe_member *m)
-{
-    return m->nt ? m->nt->key : "";
-}
-
 void probe_notifier_lost(struct probe_member *trigger)
 {
     struct probe_notifier *nt = trigger->nt;

@@ -68,8 +68,6 @@ void probe_notifier_lost(struct probe_member *trigger);
 /* A subscription to trigger's notifier succeeded after failures: the others that failed
  * with it are asked to retry now (at most one such sweep per notifier per second). */
 void probe_notifier_back(struct probe_member *trigger);
-/* The host[:port] naming m's notifier in logs. */
-const char *probe_notifier_key(const struct probe_member *m);
 void probe_register_metrics(void);
 
 #endif
