@@ -1,5 +1,5 @@
-/* NOTIFY body -> parser -> merge -> user state -> store, per configured user; in resource
- * list mode one list subscription feeds every user's dialog state. */
+/* Users and sources: NOTIFY body -> parser -> what the source said -> combine -> user
+ * state -> store, per configured user; the reload diff, user by user. */
 #include "bridge.h"
 
 #include <stddef.h>
@@ -10,8 +10,8 @@
 #include <event2/event.h>
 
 #include "config.h"
-#include "dialoginfo.h"
 #include "combine.h"
+#include "dialoginfo.h"
 #include "log.h"
 #include "merge.h"
 #include "metrics.h"
@@ -40,7 +40,9 @@ _Static_assert(CFG_MAX_AORS <= COMBINE_MAX_PHONES, "combine.c must see every pho
 struct buser;
 struct bridge;
 
-/* One AOR's contribution to its user's state for one event package. */
+/* One AOR's contribution to its user's state for one event package: where it comes from
+ * (its own subscription or the resource list), what it said, and the bookkeeping of its
+ * bodies (versions, rejected-body log suppression). */
 struct bsource {
     struct buser *u;
     char *aor;

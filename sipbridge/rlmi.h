@@ -1,8 +1,8 @@
 /* Parser for RFC 4662 resource-list NOTIFY bodies, pure: a multipart/related body whose
  * root part is application/rlmi+xml, followed by one part per resource instance. Gives
  * each resource's URI, subscription state and its body (pointing into the caller's
- * buffer). Called by bridge.c in resource-list mode; the per-resource bodies then go to
- * the dialog-info, PIDF or reginfo parser. */
+ * buffer). Called by rlsub.c in resource-list mode; the per-resource bodies then go to
+ * the dialog-info parser (bridge.c). */
 #ifndef OFFHOOK_RLMI_H
 #define OFFHOOK_RLMI_H
 

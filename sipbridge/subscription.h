@@ -1,8 +1,10 @@
 /* The life of each SIP event subscription (one AOR, one event package): started at a
  * bounded rate, re-established with backoff and jitter after any failure (error response,
  * timeout, Subscription-State: terminated, silence past its expiry), refreshed on demand
- * when its owner sees a version gap. Every state is visible in logs and a gauge.
- * Called by bridge.c; uses sipua.c for the wire. */
+ * when its owner sees a version gap, NOTIFY floods held to a rate, and its owner told
+ * when it has been down for stale_after. Every state is visible in logs and a gauge.
+ * Called by bridge.c and rlsub.c, which own subscriptions and get their news through
+ * struct subs_owner_ops; uses sipua.c for the wire and probe.c for notifier liveness. */
 #ifndef OFFHOOK_SUBSCRIPTION_H
 #define OFFHOOK_SUBSCRIPTION_H
 
