@@ -31,16 +31,17 @@ LAYERS = {
         ["presence", "caps", "stanza"],
     ],
     "sipbridge": [
-        ["main"],
-        ["bridge"],
-        ["rlsub"],
-        ["subscription"],
-        ["probe"],
-        ["sipua"],
-        ["suloop"],
-        ["store"],
-        ["combine", "merge", "dialoginfo", "pidf", "reginfo", "rlmi"],
-        ["mime", "xmlsafe"],
+        ["main"],                                   # wires every callback
+        ["bridge"],                                 # users, sources: NOTIFY -> state -> store
+        ["rlsub"],                                  # the RFC 4662 list subscription
+        ["subscription"],                           # each subscription's life
+        ["probe"],                                  # whether notifiers still have them
+        ["sipua", "suloop"],                        # Sofia-SIP: the wire, its loop
+        ["store"],                                  # the Redis writer
+        ["combine"],                                # one user's sources -> one state
+        ["merge"],                                  # one subscription's dialogs
+        ["dialoginfo", "pidf", "reginfo", "rlmi"],  # body parsers
+        ["mime", "xmlsafe"],                        # what every parser uses
     ],
 }
 DAEMON_DIRS = ("component", "sipbridge")

@@ -1,23 +1,24 @@
-/* NOTIFY body -> parser -> merge -> user state -> store, per configured user; in resource
- * list mode one list subscription feeds every user's dialog state. */
+/* Users and sources: NOTIFY body -> parser -> what the source said -> combine -> user
+ * state -> store, per configured user; the reload diff, user by user. */
 #include "bridge.h"
 
-#include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <event2/event.h>
 
 #include "config.h"
+#include "combine.h"
 #include "dialoginfo.h"
 #include "log.h"
 #include "merge.h"
 #include "metrics.h"
+#include "mime.h"
 #include "pidf.h"
 #include "reginfo.h"
-#include "rlmi.h"
+#include "rlsub.h"
 #include "store.h"
 #include "strmap.h"
 #include "strutil.h"
@@ -25,41 +26,35 @@
 
 #define ERROR_LOG_QUIET_MS 60000 /* the same bad body from one source: logged once a minute */
 #define COALESCE_MAX_FACTOR 4    /* a flapping phone still publishes every 4 windows */
-#define LIST_ACCEPT "multipart/related, application/rlmi+xml, application/dialog-info+xml"
-#define AMBIGUOUS ((void *)1)
-
-enum pkg { PKG_DIALOG, PKG_PRESENCE, PKG_REG };
 
 static const struct {
     const char *event, *accept;
 } pkgs[] = {
-    [PKG_DIALOG] = {"dialog", "application/dialog-info+xml"},
-    [PKG_PRESENCE] = {"presence", "application/pidf+xml"},
-    [PKG_REG] = {"reg", "application/reginfo+xml"},
+    [COMBINE_DIALOG] = {"dialog", DLGINFO_TYPE},
+    [COMBINE_PRESENCE] = {"presence", PIDF_TYPE},
+    [COMBINE_REG] = {"reg", REGINFO_TYPE},
 };
+
+_Static_assert(CFG_MAX_AORS <= COMBINE_MAX_PHONES, "combine.c must see every phone");
 
 struct buser;
 struct bridge;
 
-/* One AOR's contribution to its user's state for one event package. */
+/* One AOR's contribution to its user's state for one event package: where it comes from
+ * (its own subscription or the resource list), what it said, and the bookkeeping of its
+ * bodies (versions, rejected-body log suppression). */
 struct bsource {
     struct buser *u;
-    enum pkg pkg;
-    int aor_idx;                /* which of the user's phones */
     char *aor;
     struct subscription *sub;   /* NULL when the resource list serves it */
-    bool heard;                 /* a valid document arrived since the state was last lost */
-    struct merge_source dlg;    /* PKG_DIALOG */
-    enum phone_reach reach;     /* PKG_PRESENCE, PKG_REG */
-    bool dnd, on_phone;         /* PKG_PRESENCE */
-    bool reg_have_version;      /* PKG_REG */
+    struct combine_source said; /* its package, its phone, what it said */
+    bool reg_have_version;      /* COMBINE_REG */
     uint32_t reg_version;
     const char *last_err;       /* static reason last logged, for log suppression */
     int64_t last_err_ms;
     unsigned err_suppressed;
-    struct event *stale;        /* armed while its subscription is down */
-    const char *list_problem;   /* resource-list trouble last logged for it */
-    bool seen_in_list;          /* named in the resource-list NOTIFY being applied */
+    struct rlsub_member lm;     /* in resource-list mode, the dialog source as the list
+                                 * sees it */
 };
 
 struct buser {
@@ -77,27 +72,17 @@ struct buser {
     struct event *coalesce;
 };
 
-/* The RFC 4662 list subscription serving every user's dialog source. */
-struct rlist {
-    struct subscription *sub;
-    bool have_version;
-    uint32_t version;
-    struct strmap by_key;       /* "user@host" of each AOR -> struct bsource* */
-    struct strmap by_user;      /* user part -> struct bsource*, or AMBIGUOUS */
-    struct event *stale;
-};
-
 struct bridge {
     struct event_base *base;
     const struct offhook_config *cfg;
     struct subs_mgr *subs;
     struct store *store;
     struct strmap users;        /* jid -> struct buser* */
-    struct rlist *list;         /* NULL unless [sip] resource_list is set */
+    struct rlsub *list;         /* every user's dialog source in resource-list mode, or
+                                 * NULL ([sip] resource_list unset) */
 };
 
-static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost,
-    *m_list_resources;
+static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost;
 static struct bridge *collect_bridge; /* the bridge whose users the gauge counts */
 
 void bridge_register_metrics(void)
@@ -119,10 +104,6 @@ void bridge_register_metrics(void)
                         "Times a user's state was declared unknown because its subscription "
                         "stayed down longer than [sip] stale_after.",
                         NULL, NULL);
-    m_list_resources = metric_new(METRIC_COUNTER, "offhook_list_resources_total",
-                                  "Resources of resource-list NOTIFYs, by outcome.", "outcome",
-                                  (const char *const[]){"applied", "unknown_uri", "terminated",
-                                                        "missing", NULL});
 }
 
 static void collect_users(void *arg)
@@ -178,50 +159,19 @@ static void on_coalesce(evutil_socket_t fd, short what, void *arg)
 /* Derives the user's visible state from all their sources and writes it if it changed. */
 static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
 {
-    const struct merge_source *dsrc[CFG_MAX_AORS] = {0};
-    int nd = 0;
-    struct merge_view view;
-    bool known = false, dnd = false, pidf_phone = false, have_dialog_pkg = false;
-    bool online = false, offline = false;
-    enum phone_reach phone[CFG_MAX_AORS] = {REACH_UNKNOWN};
+    const struct combine_source *said[CFG_MAX_AORS * 3];
+    struct combine_view view;
     struct user_record rec = {0};
     long window = b->cfg->sip_coalesce_ms;
 
-    for (int i = 0; i < u->nsrc; i++) {
-        struct bsource *s = &u->src[i];
-        known |= s->heard;
-        if (s->pkg == PKG_DIALOG) {
-            have_dialog_pkg = true;
-            dsrc[nd++] = &s->dlg;
-            continue;
-        }
-        if (!s->heard)
-            continue;
-        /* One phone is offline if its PIDF is closed or its registration ended, whatever
-         * the other package says (Asterisk's PIDF stays open for an unregistered phone). */
-        if (s->reach == REACH_OFFLINE)
-            phone[s->aor_idx] = REACH_OFFLINE;
-        else if (s->reach == REACH_ONLINE && phone[s->aor_idx] == REACH_UNKNOWN)
-            phone[s->aor_idx] = REACH_ONLINE;
-        if (s->pkg == PKG_PRESENCE) {
-            dnd |= s->dnd;
-            pidf_phone |= s->on_phone;
-        }
-    }
-    for (int a = 0; a < CFG_MAX_AORS; a++) {
-        online |= phone[a] == REACH_ONLINE;
-        offline |= phone[a] == REACH_OFFLINE;
-    }
-    merge_view(dsrc, nd, &view);
-    /* PIDF's on-the-phone counts only without dialog events, which tell more (hold). */
-    if (!have_dialog_pkg && pidf_phone && view.act < ACT_ON_CALL)
-        view.act = ACT_ON_CALL;
-    /* One reachable phone is enough for the user to be reachable. */
-    rec.reach = online ? REACH_ONLINE : offline ? REACH_OFFLINE : REACH_UNKNOWN;
-    rec.dnd = dnd;
-    rec.state = user_state_derive(known, view.act, rec.reach, dnd);
-    rec.dir = view.act != ACT_IDLE ? view.dir : DIR_NONE;
-    if (u->show_remote && view.act != ACT_IDLE && view.remote)
+    for (int i = 0; i < u->nsrc; i++)
+        said[i] = &u->src[i].said;
+    combine_user(said, u->nsrc, u->show_remote, &view);
+    rec.state = view.state;
+    rec.dir = view.dir;
+    rec.reach = view.reach;
+    rec.dnd = view.dnd;
+    if (view.remote)
         str_copy(rec.remote, sizeof rec.remote, view.remote);
     rec.event_us = event_us;
     if (window <= 0) {
@@ -251,51 +201,6 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
     }
 }
 
-/* The source's subscription has been down for stale_after: what it said is void. */
-static void lose_source(struct bsource *s)
-{
-    merge_source_clear(&s->dlg);
-    s->heard = false;
-    s->reach = REACH_UNKNOWN;
-    s->dnd = s->on_phone = false;
-}
-
-static void on_source_stale(evutil_socket_t fd, short what, void *arg)
-{
-    struct bsource *s = arg;
-    struct buser *u = s->u;
-
-    if (!s->heard)
-        return;
-    metric_inc(m_lost, NULL);
-    log_warn("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
-                       "reason=\"subscription not re-established\"",
-             u->jid, s->aor, pkgs[s->pkg].event, u->b->cfg->sip_stale_after);
-    lose_source(s);
-    recompute(u->b, u, clock_wall_us());
-}
-
-static void stale_timer(struct bridge *b, struct event **ev, event_callback_fn cb, void *arg,
-                        bool down)
-{
-    struct timeval tv = {.tv_sec = b->cfg->sip_stale_after};
-
-    if (!down || b->cfg->sip_stale_after <= 0) {
-        if (*ev)
-            evtimer_del(*ev);
-        return;
-    }
-    if (!*ev)
-        *ev = evtimer_new(b->base, cb, arg);
-    if (!evtimer_pending(*ev, NULL))
-        evtimer_add(*ev, &tv);
-}
-
-static bool sub_down(enum sub_state st)
-{
-    return st != SUB_ACTIVE && st != SUB_PENDING;
-}
-
 /* ---- NOTIFY bodies ----------------------------------------------------------------- */
 
 static void body_error(struct bsource *s, const char *reason)
@@ -309,18 +214,10 @@ static void body_error(struct bsource *s, const char *reason)
     }
     log_warn("bridge", "event=body_rejected user=%s aor=%s package=%s reason=\"%s\" "
                        "suppressed=%u action=state_unchanged",
-             s->u->jid, s->aor, pkgs[s->pkg].event, reason, s->err_suppressed);
+             s->u->jid, s->aor, pkgs[s->said.pkg].event, reason, s->err_suppressed);
     s->last_err = reason;
     s->last_err_ms = now;
     s->err_suppressed = 0;
-}
-
-static bool content_type_is(const char *ctype, size_t len, const char *want)
-{
-    char media[96];
-
-    return ctype && mime_media_type(ctype, len, media, sizeof media) == 0 &&
-           strcmp(media, want) == 0;
 }
 
 /* Applies a dialog-info body; returns false if a fresh full state is needed. */
@@ -336,11 +233,11 @@ static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, 
         body_error(s, reason);
         goto out;
     }
-    switch (merge_apply(&s->dlg, doc)) {
+    switch (merge_apply(&s->said.dlg, doc)) {
     case MERGE_STALE:
         metric_inc(m_stale, NULL);
         log_debug("bridge", "event=stale_notify user=%s aor=%s version=%u last=%u", s->u->jid,
-                  s->aor, doc->version, s->dlg.version);
+                  s->aor, doc->version, s->said.dlg.version);
         goto out;
     case MERGE_GAP:
         ok = false;
@@ -357,7 +254,7 @@ static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, 
     case MERGE_APPLIED:
         break;
     }
-    s->heard = true;
+    s->said.heard = true;
 out:
     return ok;
 }
@@ -371,17 +268,16 @@ static void apply_presence(struct bridge *b, struct bsource *s, const char *body
         body_error(s, reason);
         return;
     }
-    s->reach = doc.reach;
-    s->dnd = doc.dnd;
-    s->on_phone = doc.on_the_phone;
-    s->heard = true;
+    s->said.reach = doc.reach;
+    s->said.dnd = doc.dnd;
+    s->said.on_phone = doc.on_the_phone;
+    s->said.heard = true;
 }
 
 static void apply_reg(struct bridge *b, struct bsource *s, const char *body, size_t len)
 {
     struct reg_doc doc;
     const char *reason = NULL;
-    bool any_online = false;
 
     if (reginfo_parse(body, len, (size_t)b->cfg->sip_max_body, &doc, &reason) < 0) {
         body_error(s, reason);
@@ -393,176 +289,8 @@ static void apply_reg(struct bridge *b, struct bsource *s, const char *body, siz
     }
     s->reg_have_version = true;
     s->reg_version = doc.version;
-    /* A reg subscription is for one AOR; a notifier may still list aliases with it. */
-    for (int i = 0; i < doc.nregs; i++)
-        any_online |= reg_entry_online(&doc.regs[i]);
-    if (doc.nregs)
-        s->reach = any_online ? REACH_ONLINE : REACH_OFFLINE;
-    else if (doc.full)
-        s->reach = REACH_OFFLINE; /* full state with no registration: nothing bound */
-    s->heard = true;
-}
-
-/* ---- resource lists (RFC 4662) ----------------------------------------------------- */
-
-/* "user@host" of a SIP URI: scheme, port, parameters and headers cut, host lower-cased.
- * The PBX names list resources in its own form; this is what must match. */
-static int aor_key(const char *uri, char *out, size_t len, const char **user_end)
-{
-    const char *p = strchr(uri, ':'), *at, *end;
-    size_t n;
-
-    if (!p)
-        return -1;
-    p++;
-    at = strchr(p, '@');
-    if (!at)
-        return -1;
-    end = at + 1 + strcspn(at + 1, ":;?>");
-    n = (size_t)(end - p);
-    if (n >= len)
-        return -1;
-    memcpy(out, p, n);
-    out[n] = '\0';
-    for (char *h = out + (at - p) + 1; *h; h++)
-        *h = (char)tolower((unsigned char)*h);
-    *user_end = out + (at - p);
-    return 0;
-}
-
-static void list_index(struct rlist *l, struct bsource *s)
-{
-    char key[512];
-    const char *ue;
-    char *kcopy, *ucopy;
-    void *prev;
-
-    if (aor_key(s->aor, key, sizeof key, &ue) < 0)
-        return;
-    kcopy = xstrdup(key);
-    prev = strmap_put(&l->by_key, kcopy, s);
-    if (prev) /* the same AOR for two users: the config allows it, the list cannot */
-        log_warn("bridge", "event=list_duplicate_aor aor=%s", key);
-    ucopy = xstrndup(key, (size_t)(ue - key));
-    if (strmap_get(&l->by_user, ucopy))
-        strmap_put(&l->by_user, ucopy, AMBIGUOUS);
-    else
-        strmap_put(&l->by_user, ucopy, s);
-}
-
-static void list_unindex_all(struct rlist *l)
-{
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    while (strmap_next(&l->by_key, &pos, &k, &v))
-        free((char *)k);
-    pos = 0;
-    while (strmap_next(&l->by_user, &pos, &k, &v))
-        free((char *)k);
-    strmap_free(&l->by_key);
-    strmap_free(&l->by_user);
-    strmap_init(&l->by_key);
-    strmap_init(&l->by_user);
-}
-
-static struct bsource *list_find(struct rlist *l, const char *uri)
-{
-    char key[512];
-    const char *ue;
-    struct bsource *s;
-
-    if (aor_key(uri, key, sizeof key, &ue) < 0)
-        return NULL;
-    s = strmap_get(&l->by_key, key);
-    if (s)
-        return s;
-    key[ue - key] = '\0';
-    s = strmap_get(&l->by_user, key);
-    return s == AMBIGUOUS ? NULL : s;
-}
-
-/* A resource problem is logged once per kind per source, not on every NOTIFY. */
-static void list_problem(struct bsource *s, const char *problem, const char *detail)
-{
-    metric_inc(m_list_resources, problem);
-    if (s->list_problem == problem)
-        return;
-    s->list_problem = problem;
-    log_warn("bridge", "event=list_resource_%s user=%s aor=%s detail=\"%s\"", problem,
-             s->u->jid, s->aor, detail);
-}
-
-static void apply_list(struct bridge *b, struct subscription *sub, const struct sipua_notify *n)
-{
-    struct rlist *l = b->list;
-    struct rlmi_doc doc;
-    const char *reason = NULL;
-    bool need_full = false;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    if (rlmi_parse(n->content_type, n->body, n->len, (size_t)b->cfg->sip_max_body * 64, &doc,
-                   &reason) < 0) {
-        metric_inc(m_errors, reason);
-        log_warn("bridge", "event=list_body_rejected uri=%s reason=\"%s\" "
-                           "action=state_unchanged",
-                 subs_aor(sub), reason);
-        return;
-    }
-    if (l->have_version && doc.version <= l->version) {
-        metric_inc(m_stale, NULL);
-        rlmi_doc_free(&doc);
-        return;
-    }
-    if (!doc.full && (!l->have_version || doc.version != l->version + 1))
-        need_full = true; /* RFC 4662 5.2: a gap in partial lists calls for full state */
-    l->have_version = true;
-    l->version = doc.version;
-    for (size_t i = 0; i < doc.nres; i++) {
-        const struct rlmi_resource *r = &doc.res[i];
-        struct bsource *s = list_find(l, r->uri);
-
-        if (!s) {
-            metric_inc(m_list_resources, "unknown_uri");
-            log_debug("bridge", "event=list_resource_unknown uri=%s", r->uri);
-            continue;
-        }
-        s->seen_in_list = true;
-        if (r->state == RLMI_TERMINATED) {
-            list_problem(s, "terminated", r->reason[0] ? r->reason : "no reason");
-            lose_source(s);
-        } else if (r->body) {
-            if (!content_type_is(r->ctype, strlen(r->ctype), pkgs[PKG_DIALOG].accept)) {
-                body_error(s, "unexpected content type");
-                continue;
-            }
-            s->list_problem = NULL;
-            metric_inc(m_list_resources, "applied");
-            if (!apply_dialog(b, s, r->body, r->body_len))
-                need_full = true;
-        }
-        recompute(b, s->u, n->received_us);
-    }
-    /* Full state: a user the PBX does not list is not watched at all. */
-    while (doc.full && strmap_next(&l->by_key, &pos, &k, &v)) {
-        struct bsource *s = v;
-        if (!s->seen_in_list) {
-            list_problem(s, "missing", "not in the PBX's resource list");
-            if (s->heard) {
-                lose_source(s);
-                recompute(b, s->u, n->received_us);
-            }
-        }
-    }
-    pos = 0;
-    while (strmap_next(&l->by_key, &pos, &k, &v))
-        ((struct bsource *)v)->seen_in_list = false;
-    rlmi_doc_free(&doc);
-    if (need_full)
-        subs_request_full_state(sub, "resource list version gap or too many dialogs");
+    s->said.reach = reg_doc_reach(&doc, s->said.reach);
+    s->said.heard = true;
 }
 
 /* ---- subscription callbacks -------------------------------------------------------- */
@@ -578,20 +306,20 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
         log_debug("bridge", "event=empty_notify user=%s aor=%s", u->jid, s->aor);
         return;
     }
-    if (!content_type_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
-                         pkgs[s->pkg].accept)) {
+    if (!mime_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
+                 pkgs[s->said.pkg].accept)) {
         body_error(s, "unexpected content type");
         return;
     }
-    switch (s->pkg) {
-    case PKG_DIALOG:
+    switch (s->said.pkg) {
+    case COMBINE_DIALOG:
         if (!apply_dialog(b, s, n->body, n->len))
             subs_request_full_state(sub, "dialog-info version gap or too many dialogs");
         break;
-    case PKG_PRESENCE:
+    case COMBINE_PRESENCE:
         apply_presence(b, s, n->body, n->len);
         break;
-    case PKG_REG:
+    case COMBINE_REG:
         apply_reg(b, s, n->body, n->len);
         break;
     }
@@ -602,7 +330,7 @@ static void on_restart(void *owner, struct subscription *sub)
 {
     struct bsource *s = owner;
 
-    merge_source_restart(&s->dlg);
+    merge_source_restart(&s->said.dlg);
     s->reg_have_version = false;
 }
 
@@ -610,83 +338,97 @@ static void on_state(void *owner, struct subscription *sub, enum sub_state st)
 {
     struct bsource *s = owner;
 
-    stale_timer(s->u->b, &s->stale, on_source_stale, s, sub_down(st));
-    store_sub_state(s->u->b->store, s->u->jid, pkgs[s->pkg].event, s->aor, sub_state_name(st));
+    store_sub_state(s->u->b->store, s->u->jid, pkgs[s->said.pkg].event, s->aor,
+                    sub_state_name(st));
+}
+
+static void on_stale(void *owner, struct subscription *sub, long down_s)
+{
+    struct bsource *s = owner;
+    struct buser *u = s->u;
+
+    if (!s->said.heard)
+        return;
+    metric_inc(m_lost, NULL);
+    log_warn("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
+                       "reason=\"subscription not re-established\"",
+             u->jid, s->aor, pkgs[s->said.pkg].event, down_s);
+    combine_forget(&s->said);
+    recompute(u->b, u, clock_wall_us());
 }
 
 static const struct subs_owner_ops owner_ops = {
     .on_notify = on_notify,
     .on_restart = on_restart,
     .on_state = on_state,
+    .on_stale = on_stale,
 };
 
-/* The list subscription's owner is the bridge itself. */
-static void on_list_notify(void *owner, struct subscription *sub, const struct sipua_notify *n)
-{
-    struct bridge *b = owner;
+/* ---- resource-list callbacks (rlsub.c) --------------------------------------------- */
 
-    if (!n->body)
-        return;
-    if (!content_type_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
-                         "multipart/related")) {
-        metric_inc(m_errors, "unexpected content type");
-        log_warn("bridge", "event=list_body_rejected uri=%s reason=\"not multipart/related "
-                           "(is the URI a resource list?)\"",
-                 subs_aor(sub));
-        return;
-    }
-    apply_list(b, sub, n);
-}
+#define OF_MEMBER(m) ((struct bsource *)((char *)(m) - offsetof(struct bsource, lm)))
 
-static void on_list_restart(void *owner, struct subscription *sub)
-{
-    struct bridge *b = owner;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
-    b->list->have_version = false;
-    while (strmap_next(&b->list->by_key, &pos, &k, &v))
-        merge_source_restart(&((struct bsource *)v)->dlg);
-}
-
-static void on_list_stale(evutil_socket_t fd, short what, void *arg)
+static bool on_list_resource(void *arg, struct rlsub_member *m, bool terminated,
+                             const char *body, size_t len, int64_t received_us)
 {
     struct bridge *b = arg;
-    size_t pos = 0;
-    const char *k;
-    void *v;
+    struct bsource *s = OF_MEMBER(m);
+    bool ok = true;
 
-    log_warn("bridge", "event=state_lost list=%s down_s=%ld reason=\"list subscription not "
-                       "re-established\"",
-             b->cfg->sip_resource_list, b->cfg->sip_stale_after);
-    while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
-        struct bsource *s = v;
-        if (!s->heard)
-            continue;
-        metric_inc(m_lost, NULL);
-        lose_source(s);
-        recompute(b, s->u, clock_wall_us());
-    }
+    if (terminated)
+        combine_forget(&s->said);
+    else if (body)
+        ok = apply_dialog(b, s, body, len);
+    recompute(b, s->u, received_us);
+    return ok;
 }
 
-static void on_list_state(void *owner, struct subscription *sub, enum sub_state st)
+static void on_list_rejected(void *arg, struct rlsub_member *m, const char *reason)
 {
-    struct bridge *b = owner;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-    char state[64];
-
-    if (!b->list)
-        return;
-    stale_timer(b, &b->list->stale, on_list_stale, b, sub_down(st));
-    snprintf(state, sizeof state, "%s(list)", sub_state_name(st));
-    while (strmap_next(&b->list->by_key, &pos, &k, &v)) {
-        struct bsource *s = v;
-        store_sub_state(b->store, s->u->jid, "dialog", s->aor, state);
-    }
+    if (m)
+        body_error(OF_MEMBER(m), reason);
+    else
+        metric_inc(m_errors, reason);
 }
+
+static void on_list_outdated(void *arg)
+{
+    metric_inc(m_stale, NULL);
+}
+
+static void on_list_lost(void *arg, struct rlsub_member *m, bool stale, int64_t when_us)
+{
+    struct bsource *s = OF_MEMBER(m);
+
+    if (!s->said.heard)
+        return;
+    if (stale)
+        metric_inc(m_lost, NULL);
+    combine_forget(&s->said);
+    recompute(arg, s->u, when_us);
+}
+
+static void on_list_restart(void *arg, struct rlsub_member *m)
+{
+    merge_source_restart(&OF_MEMBER(m)->said.dlg);
+}
+
+static void on_list_state(void *arg, struct rlsub_member *m, const char *state)
+{
+    struct bridge *b = arg;
+    struct bsource *s = OF_MEMBER(m);
+
+    store_sub_state(b->store, s->u->jid, pkgs[COMBINE_DIALOG].event, s->aor, state);
+}
+
+static const struct rlsub_ops list_ops = {
+    .on_resource = on_list_resource,
+    .on_rejected = on_list_rejected,
+    .on_outdated = on_list_outdated,
+    .on_lost = on_list_lost,
+    .on_restart = on_list_restart,
+    .on_state = on_list_state,
+};
 
 /* Redis is back: rewrite every subscription's state for offhookctl. */
 static void on_store_up(void *arg)
@@ -700,21 +442,21 @@ static void on_store_up(void *arg)
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
             if (u->src[i].sub)
-                store_sub_state(b->store, u->jid, pkgs[u->src[i].pkg].event, u->src[i].aor,
+                store_sub_state(b->store, u->jid, pkgs[u->src[i].said.pkg].event, u->src[i].aor,
                                 sub_state_name(subs_state(u->src[i].sub)));
         }
     }
     if (b->list)
-        on_list_state(b, b->list->sub, subs_state(b->list->sub));
+        rlsub_report_state(b->list);
 }
 
-static const struct subs_owner_ops list_ops = {
-    .on_notify = on_list_notify,
-    .on_restart = on_list_restart,
-    .on_state = on_list_state,
-};
-
 /* ---- users ------------------------------------------------------------------------- */
+
+/* A list NOTIFY carries every user's document: it may be 64 times one body's limit. */
+static size_t list_max_body(const struct offhook_config *cfg)
+{
+    return (size_t)cfg->sip_max_body * 64;
+}
 
 static char *signature(const struct offhook_config *cfg, const struct cfg_user *cu)
 {
@@ -753,12 +495,14 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
                 continue;
             s = &u->src[u->nsrc++];
             s->u = u;
-            s->pkg = (enum pkg)p;
-            s->aor_idx = a;
+            s->said.pkg = (enum combine_pkg)p;
+            s->said.phone = a;
             s->aor = xstrdup(cu->aors[a]);
-            if (p == PKG_DIALOG && b->list)
-                list_index(b->list, s);
-            else
+            if (p == COMBINE_DIALOG && b->list) {
+                s->lm.user = u->jid;
+                s->lm.aor = s->aor;
+                rlsub_index_add(b->list, &s->lm);
+            } else
                 s->sub = subs_new(b->subs, cu->aors[a], pkgs[p].event, pkgs[p].accept, false,
                                   &owner_ops, s);
         }
@@ -772,9 +516,7 @@ static void user_free(struct bridge *b, struct buser *u)
     for (int i = 0; i < u->nsrc; i++) {
         struct bsource *s = &u->src[i];
         subs_free(s->sub);
-        merge_source_clear(&s->dlg);
-        if (s->stale)
-            event_free(s->stale);
+        combine_forget(&s->said);
         free(s->aor);
     }
     if (u->coalesce)
@@ -794,12 +536,12 @@ static void list_reindex(struct bridge *b)
 
     if (!b->list)
         return;
-    list_unindex_all(b->list);
+    rlsub_index_clear(b->list);
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
-            if (u->src[i].pkg == PKG_DIALOG)
-                list_index(b->list, &u->src[i]);
+            if (u->src[i].said.pkg == COMBINE_DIALOG)
+                rlsub_index_add(b->list, &u->src[i].lm);
         }
     }
 }
@@ -815,19 +557,16 @@ struct bridge *bridge_new(struct event_base *base, const struct offhook_config *
     b->subs = subs_mgr_new(base, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate);
     subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
+    subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
     strmap_init(&b->users);
     collect_bridge = b;
     metrics_add_collector(collect_users, NULL);
-    if (cfg->sip_resource_list[0] && cfg->sip_event_dialog) {
-        b->list = xcalloc(1, sizeof *b->list);
-        strmap_init(&b->list->by_key);
-        strmap_init(&b->list->by_user);
-    }
+    if (cfg->sip_resource_list[0] && cfg->sip_event_dialog)
+        b->list = rlsub_new(b->subs, cfg->sip_resource_list, list_max_body(cfg), &list_ops, b);
     for (size_t i = 0; i < cfg->nusers; i++)
         user_new(b, &cfg->users[i]);
     if (b->list)
-        b->list->sub = subs_new(b->subs, cfg->sip_resource_list, "dialog", LIST_ACCEPT, true,
-                                &list_ops, b);
+        rlsub_start(b->list); /* after the users' own subscriptions, as ever */
     store_on_up(store, on_store_up, b);
     log_info("bridge", "event=started users=%zu subscriptions=%d subscribe_rate=%ld%s%s",
              cfg->nusers, subs_mgr_total(b->subs), cfg->sip_subscribe_rate,
@@ -847,10 +586,13 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     subs_mgr_set_rate(b->subs, (double)cfg->sip_subscribe_rate);
     subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
+    subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
     while (strmap_next(&b->users, &pos, &k, &v))
         old[nold++] = v;
-    if (b->list)
-        list_unindex_all(b->list); /* rebuilt below, after sources are freed and made */
+    if (b->list) {
+        rlsub_set_max_body(b->list, list_max_body(cfg));
+        rlsub_index_clear(b->list); /* rebuilt below, after sources are freed and made */
+    }
     for (size_t i = 0; i < nold; i++) {
         struct buser *u = old[i];
         const struct cfg_user *cu = config_user_by_jid(cfg, u->jid);
@@ -899,16 +641,8 @@ void bridge_free(struct bridge *b)
 
     if (!b)
         return;
-    if (b->list) {
-        subs_free(b->list->sub);
-        if (b->list->stale)
-            event_free(b->list->stale);
-        list_unindex_all(b->list);
-        strmap_free(&b->list->by_key);
-        strmap_free(&b->list->by_user);
-        free(b->list);
-        b->list = NULL;
-    }
+    rlsub_free(b->list);
+    b->list = NULL;
     /* strmap_del inside iteration only tombstones slots: iteration stays valid. */
     while (strmap_next(&b->users, &pos, &k, &v))
         user_free(b, v);

@@ -1,7 +1,11 @@
-/* sipbridge's core flow: for each configured user, one subscription per AOR and event
- * package; each NOTIFY body is parsed (dialoginfo.c, pidf.c, reginfo.c), merged
- * (merge.c) into the user's one visible state, and every change is written to Redis
- * (store.c). Applies configuration reloads user by user. Called by sipbridge's main. */
+/* sipbridge's users and their sources: for each configured user, one source per AOR and
+ * event package, served by its own subscription (subscription.c) or, for dialog state in
+ * resource-list mode, by the list (rlsub.c). Each NOTIFY body is parsed (dialoginfo.c,
+ * pidf.c, reginfo.c) into what its source said, the user's sources are combined
+ * (combine.c) into one visible state, and every change is written to Redis (store.c),
+ * coalesced if configured. Applies configuration reloads user by user. Called by
+ * sipbridge's main; news comes up to it only through the callbacks it gives
+ * subscription.c, rlsub.c and store.c. */
 #ifndef OFFHOOK_BRIDGE_H
 #define OFFHOOK_BRIDGE_H
 

@@ -117,15 +117,9 @@ int dlginfo_parse(const char *buf, size_t len, size_t max, struct dlg_doc *out,
     if (!doc)
         return -1;
     memset(out, 0, offsetof(struct dlg_doc, dialogs));
-    root = xmlDocGetRootElement(doc);
-    if (!root || strcmp((const char *)root->name, "dialog-info") != 0) {
-        *reason = "not a dialog-info document";
+    root = xmlsafe_root(doc, DLGINFO_NS, "dialog-info", "not a dialog-info document", reason);
+    if (!root)
         goto out;
-    }
-    if (!xmlsafe_is(root, DLGINFO_NS, "dialog-info")) {
-        *reason = "wrong namespace";
-        goto out;
-    }
     v = xmlsafe_attr(root, "version");
     if (!v || str_parse_u32(v, &out->version) < 0) {
         *reason = "missing or invalid version";

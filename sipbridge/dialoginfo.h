@@ -11,6 +11,7 @@
 #include "callstate.h"
 
 #define DLGINFO_NS "urn:ietf:params:xml:ns:dialog-info"
+#define DLGINFO_TYPE "application/dialog-info+xml" /* its media type */
 #define DLG_MAX_DIALOGS 32  /* more in one document is rejected as hostile */
 #define DLG_ID_MAX 128
 #define DLG_PARTY_MAX 128

@@ -15,7 +15,9 @@
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "redislink.h"
+#include "rlsub.h"
 #include "sbuf.h"
 #include "sipua.h"
 #include "store.h"
@@ -175,7 +177,9 @@ int main(int argc, char **argv)
     redislink_register_metrics();
     store_register_metrics();
     subs_register_metrics();
+    probe_register_metrics();
     sipua_register_metrics();
+    rlsub_register_metrics();
     bridge_register_metrics();
     daemon_setup(a.base, &hooks);
     if (a.cfg->sipbridge_metrics[0]) {

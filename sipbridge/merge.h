@@ -1,7 +1,8 @@
 /* Per-user merge of dialog state, pure: keeps each subscription's dialogs (full state
  * replaces, partial updates apply on top, stale versions are ignored, gaps are reported)
  * and reduces all of a user's dialogs on all of their phones to one call activity.
- * Called by bridge.c after dlginfo_parse; unit-tested on the fixtures. */
+ * Called by bridge.c (merge_apply, after dlginfo_parse) and combine.c (merge_view);
+ * unit-tested on the fixtures. */
 #ifndef OFFHOOK_MERGE_H
 #define OFFHOOK_MERGE_H
 

@@ -67,15 +67,9 @@ int pidf_parse(const char *buf, size_t len, size_t max, struct pidf_doc *out,
     if (!doc)
         return -1;
     memset(out, 0, sizeof *out);
-    root = xmlDocGetRootElement(doc);
-    if (!root || strcmp((const char *)root->name, "presence") != 0) {
-        *reason = "not a presence document";
+    root = xmlsafe_root(doc, PIDF_NS, "presence", "not a presence document", reason);
+    if (!root)
         goto out;
-    }
-    if (!xmlsafe_is(root, PIDF_NS, "presence")) {
-        *reason = "wrong namespace";
-        goto out;
-    }
     entity = xmlsafe_attr(root, "entity");
     if (!entity || !*entity) {
         *reason = "presence without entity";

@@ -10,6 +10,7 @@
 #include "callstate.h"
 
 #define PIDF_NS "urn:ietf:params:xml:ns:pidf"
+#define PIDF_TYPE "application/pidf+xml" /* its media type */
 #define PIDF_DM_NS "urn:ietf:params:xml:ns:pidf:data-model"
 #define PIDF_RPID_NS "urn:ietf:params:xml:ns:pidf:rpid"
 

@@ -34,15 +34,9 @@ int reginfo_parse(const char *buf, size_t len, size_t max, struct reg_doc *out,
     if (!doc)
         return -1;
     memset(out, 0, sizeof *out);
-    root = xmlDocGetRootElement(doc);
-    if (!root || strcmp((const char *)root->name, "reginfo") != 0) {
-        *reason = "not a reginfo document";
+    root = xmlsafe_root(doc, REGINFO_NS, "reginfo", "not a reginfo document", reason);
+    if (!root)
         goto out;
-    }
-    if (!xmlsafe_is(root, REGINFO_NS, "reginfo")) {
-        *reason = "wrong namespace";
-        goto out;
-    }
     v = xmlsafe_attr(root, "version");
     if (!v || str_parse_u32(v, &out->version) < 0) {
         *reason = "missing or invalid version";
@@ -103,4 +97,15 @@ bool reg_entry_online(const struct reg_entry *r)
     /* RFC 3680 5.2: "active" means one or more contacts are bound. A partial document
      * lists only the contacts that changed, so the registration state is what counts. */
     return r->state == REG_ACTIVE;
+}
+
+enum phone_reach reg_doc_reach(const struct reg_doc *doc, enum phone_reach prev)
+{
+    bool any_online = false;
+
+    for (int i = 0; i < doc->nregs; i++)
+        any_online |= reg_entry_online(&doc->regs[i]);
+    if (doc->nregs)
+        return any_online ? REACH_ONLINE : REACH_OFFLINE;
+    return doc->full ? REACH_OFFLINE : prev;
 }

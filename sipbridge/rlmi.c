@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mime.h"
 #include "strutil.h"
 #include "xmlsafe.h"
 
@@ -19,65 +20,6 @@ struct part {
     const char *body;
     size_t body_len;
 };
-
-int mime_media_type(const char *ctype, size_t len, char *out, size_t outlen)
-{
-    size_t n = 0;
-
-    while (len && isspace((unsigned char)*ctype)) {
-        ctype++;
-        len--;
-    }
-    while (n < len && ctype[n] != ';' && !isspace((unsigned char)ctype[n]))
-        n++;
-    if (n == 0 || n >= outlen)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        out[i] = (char)tolower((unsigned char)ctype[i]);
-    out[n] = '\0';
-    return 0;
-}
-
-int mime_param(const char *ctype, const char *name, char *out, size_t outlen)
-{
-    size_t nl = strlen(name);
-    const char *p = strchr(ctype, ';');
-
-    while (p) {
-        const char *v;
-        size_t n = 0;
-
-        p++;
-        while (isspace((unsigned char)*p))
-            p++;
-        if (strncasecmp(p, name, nl) == 0) {
-            v = p + nl;
-            while (isspace((unsigned char)*v))
-                v++;
-            if (*v == '=') {
-                v++;
-                while (isspace((unsigned char)*v))
-                    v++;
-                if (*v == '"') {
-                    const char *end = strchr(++v, '"');
-                    if (!end)
-                        return -1;
-                    n = (size_t)(end - v);
-                } else {
-                    while (v[n] && v[n] != ';' && !isspace((unsigned char)v[n]))
-                        n++;
-                }
-                if (n == 0 || n >= outlen)
-                    return -1;
-                memcpy(out, v, n);
-                out[n] = '\0';
-                return 0;
-            }
-        }
-        p = strchr(p, ';');
-    }
-    return -1;
-}
 
 /* Finds "--boundary" at the start of a line at or after from. */
 static const char *find_delim(const char *buf, size_t len, size_t from, const char *delim,

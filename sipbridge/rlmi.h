@@ -1,8 +1,8 @@
 /* Parser for RFC 4662 resource-list NOTIFY bodies, pure: a multipart/related body whose
  * root part is application/rlmi+xml, followed by one part per resource instance. Gives
  * each resource's URI, subscription state and its body (pointing into the caller's
- * buffer). Called by bridge.c in resource-list mode; the per-resource bodies then go to
- * the dialog-info, PIDF or reginfo parser. */
+ * buffer). Called by rlsub.c in resource-list mode; the per-resource bodies then go to
+ * the dialog-info parser (bridge.c). */
 #ifndef OFFHOOK_RLMI_H
 #define OFFHOOK_RLMI_H
 
@@ -39,10 +39,5 @@ struct rlmi_doc {
 int rlmi_parse(const char *content_type, const char *body, size_t len, size_t max,
                struct rlmi_doc *out, const char **reason) __attribute__((warn_unused_result));
 void rlmi_doc_free(struct rlmi_doc *doc);
-
-/* Media type of a Content-Type value: lower case, parameters cut. Returns 0/-1. */
-int mime_media_type(const char *ctype, size_t len, char *out, size_t outlen);
-/* Value of parameter name in a Content-Type value (quotes removed). Returns 0/-1. */
-int mime_param(const char *ctype, const char *name, char *out, size_t outlen);
 
 #endif

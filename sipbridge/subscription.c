@@ -1,17 +1,11 @@
 /* Subscription lifecycle: ramp, backoff, RFC 6665 termination reasons, silence watchdog,
- * and the notifier probe.
- *
- * A notifier that restarts forgets its subscriptions and says nothing: its NOTIFYs just
- * stop. Every probe interval one active subscription per notifier (taken in turn) is
- * refreshed, skipping any the notifier answered or notified within the last second: that
- * answer already says the dialog is alive, and a refresh right behind a 2xx would cross
- * the NOTIFY the notifier sends with it. The answer 481 to any in-dialog refresh means
- * the notifier has lost the dialog, and then every subscription to it is re-established
- * (through the ramp, old dialogs released as each new one starts). A notifier that was
- * unreachable is retried all at once when any subscription to it succeeds again, instead
- * of each waiting out its own backoff. */
+ * NOTIFY flood control. Which notifier serves a subscription and whether it still has
+ * them is probe.c's: the answer 481 to any in-dialog refresh means the notifier has lost
+ * the dialog, and then probe.c has every subscription to it re-established here (through
+ * the ramp, old dialogs released as each new one starts). */
 #include "subscription.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +14,8 @@
 #include "backoff.h"
 #include "log.h"
 #include "metrics.h"
-#include "strmap.h"
+#include "probe.h"
+#include "ratelimit.h"
 #include "strutil.h"
 
 #define RETRY_BASE_MS 1000
@@ -29,17 +24,6 @@
 #define RETRY_AFTER_MAX_S 3600
 #define WATCHDOG_GRACE_MAX_S 30   /* silence allowed past the granted expiry ... */
 #define WATCHDOG_GRACE_MIN_S 2    /* ... at least, for very short expiries */
-#define WAKE_MIN_INTERVAL_MS 1000 /* at most one "notifier is back" sweep per second */
-#define PROBE_QUIET_MS 1000       /* a dialog heard from more recently is not probed */
-
-/* Where a group of subscriptions is served: the host[:port] of their AORs. */
-struct notifier {
-    char *key;
-    struct subscription *head;    /* its subscriptions (doubly linked) */
-    struct subscription *cursor;  /* next candidate for a probe */
-    struct subscription *probing; /* refresh in flight as a probe, or NULL */
-    int64_t woke_ms;              /* last "notifier is back" sweep */
-};
 
 struct subscription {
     struct subs_mgr *mgr;
@@ -51,22 +35,19 @@ struct subscription {
     enum sub_state state;
     struct backoff bo;
     struct event *timer;          /* retry, or watchdog while subscribed */
+    struct event *stale_ev;       /* armed while down, for the manager's stale_after */
     long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
     long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
     bool notified;                /* a NOTIFY arrived in this dialog */
-    int64_t heard_ms;             /* mono ms of the notifier's last 2xx (not to a probe)
-                                   * or NOTIFY in this dialog */
     const struct subs_owner_ops *ops;
     struct subscription *qnext;   /* ramp queue link */
     bool queued;
     bool eventlist;               /* RFC 4662 list subscription */
     bool failed;                  /* the last attempt failed (timeout, transport, 5xx) */
-    struct notifier *nt;
-    struct subscription *nprev, *nnext; /* in nt's list */
-    /* NOTIFY flood control (not for resource lists): a token bucket; a NOTIFY beyond it
-     * waits here, replaced by any newer one, until a token comes. */
-    double ntokens;
-    int64_t ntokens_at;
+    struct probe_member pm;       /* in its notifier's group (probe.c) */
+    /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
+     * notify limit waits here, replaced by any newer one, until a token comes. */
+    struct ratelimit_bucket nbucket;
     struct stash *stash;
     struct event *stash_ev;
     uint64_t throttled;           /* in the current flood */
@@ -84,17 +65,16 @@ struct subs_mgr {
     struct event_base *base;
     struct sipua *ua;
     long expires;
-    double rate;                  /* SUBSCRIBEs per second at most */
-    double tokens;
-    int64_t tokens_at;            /* mono ms of the last refill */
+    struct ratelimit ramp;        /* SUBSCRIBEs per second, bursts of one second's worth */
+    struct ratelimit_bucket ramp_bucket;
     struct subscription *qhead, **qtail;
-    struct event *ramp;
+    struct event *ramp_ev;
     int count[SUB__COUNT];
     int total;
     uint64_t seed;
-    struct strmap notifiers;      /* key -> struct notifier* */
-    struct event *probe;          /* every [sip] probe_interval, if not 0 */
-    double notify_rate;           /* NOTIFYs per subscription per second; 0: no limit */
+    struct probe *probe;          /* notifier groups and probes */
+    struct ratelimit notify;      /* NOTIFYs per subscription; rate 0: no limit */
+    long stale_after;             /* seconds down before owners are told; 0: never */
 };
 
 static const char *const state_names[SUB__COUNT] = {
@@ -102,8 +82,7 @@ static const char *const state_names[SUB__COUNT] = {
     [SUB_ACTIVE] = "active",   [SUB_BACKOFF] = "backoff",
 };
 
-static struct metric *m_state, *m_resub, *m_sent, *m_probes, *m_lost, *m_throttled,
-    *m_notifies;
+static struct metric *m_state, *m_resub, *m_sent, *m_throttled, *m_notifies;
 
 const char *sub_state_name(enum sub_state st)
 {
@@ -117,7 +96,6 @@ void subs_register_metrics(void)
     static const char *const causes[] = {"error_response", "timeout", "terminated",
                                          "silence", "version_gap", "notifier_lost",
                                          "notifier_back", NULL};
-    static const char *const results[] = {"ok", "lost", "failed", NULL};
 
     m_state = metric_new(METRIC_GAUGE, "offhook_subscriptions",
                          "SIP event subscriptions by state.", "state", states);
@@ -127,10 +105,6 @@ void subs_register_metrics(void)
     m_sent = metric_new(METRIC_COUNTER, "offhook_subscribe_sent_total",
                         "Initial SUBSCRIBE requests sent (refreshes by the stack not counted).",
                         NULL, NULL);
-    m_probes = metric_new(METRIC_COUNTER, "offhook_notifier_probes_total",
-                          "Refreshes sent to check that a notifier still has our "
-                          "subscriptions, by answer (lost: 481, it forgot them).",
-                          "result", results);
     m_notifies = metric_new(METRIC_COUNTER, "offhook_notifies_total",
                             "NOTIFY requests received, by event package.", "package",
                             (const char *const[]){"dialog", "presence", "reg", NULL});
@@ -138,10 +112,32 @@ void subs_register_metrics(void)
                              "NOTIFYs beyond [sip] notify_rate on one subscription: deferred "
                              "(applied late) or superseded (a newer one was applied instead).",
                              "outcome", (const char *const[]){"deferred", "superseded", NULL});
-    m_lost = metric_new(METRIC_COUNTER, "offhook_notifier_lost_total",
-                        "Times a notifier was found to have forgotten our subscriptions "
-                        "(restarted): all of them were re-established.",
-                        NULL, NULL);
+}
+
+static void on_stale(evutil_socket_t fd, short what, void *arg)
+{
+    struct subscription *s = arg;
+
+    if (s->ops->on_stale)
+        s->ops->on_stale(s->owner, s, s->mgr->stale_after);
+}
+
+/* Down (neither active nor pending) for stale_after, counted from the first state that
+ * is down: what the subscription said is void. Up again, the count stops. */
+static void watch_stale(struct subscription *s)
+{
+    struct timeval tv = {.tv_sec = s->mgr->stale_after};
+    bool down = s->state != SUB_ACTIVE && s->state != SUB_PENDING;
+
+    if (!down || s->mgr->stale_after <= 0) {
+        if (s->stale_ev)
+            evtimer_del(s->stale_ev);
+        return;
+    }
+    if (!s->stale_ev)
+        s->stale_ev = evtimer_new(s->mgr->base, on_stale, s);
+    if (!evtimer_pending(s->stale_ev, NULL))
+        evtimer_add(s->stale_ev, &tv);
 }
 
 static void set_state(struct subscription *s, enum sub_state st)
@@ -157,6 +153,7 @@ static void set_state(struct subscription *s, enum sub_state st)
     log_debug("sip", "event=subscription_state aor=%s package=%s from=%s to=%s", s->aor,
               s->event, sub_state_name(s->state), sub_state_name(st));
     s->state = st;
+    watch_stale(s);
     if (s->ops->on_state)
         s->ops->on_state(s->owner, s, st);
 }
@@ -171,72 +168,15 @@ static void arm(struct subscription *s, long ms)
 static void enqueue(struct subscription *s);
 static void stash_drop(struct subscription *s);
 
-/* s's handle is going away: a probe riding on it is over. */
-static void probe_forget(struct subscription *s)
-{
-    if (s->nt && s->nt->probing == s)
-        s->nt->probing = NULL;
-}
-
 /* s leaves its dialog: a NOTIFY held back from it and a probe riding on it go too. */
 static void drop_dialog(struct subscription *s)
 {
     stash_drop(s);
     if (s->h) {
-        probe_forget(s);
+        probe_forget(&s->pm);
         sipua_release(s->h);
         s->h = NULL;
     }
-}
-
-/* The notifier forgot s's dialog (481 to a refresh): it restarted and forgot them all.
- * Every subscription to it not already being re-established goes through the ramp again;
- * each keeps its old handle until its new SUBSCRIBE is sent. */
-static void notifier_lost(struct subscription *trigger)
-{
-    struct notifier *nt = trigger->nt;
-    int n = 0;
-
-    if (m_lost)
-        metric_inc(m_lost, NULL);
-    for (struct subscription *s = nt->head; s; s = s->nnext) {
-        if (s->queued || s->state == SUB_SUBSCRIBING)
-            continue; /* already on its way to a new dialog */
-        if (m_resub)
-            metric_inc(m_resub, "notifier_lost");
-        backoff_reset(&s->bo);
-        s->failed = false;
-        enqueue(s);
-        n++;
-    }
-    log_warn("sip", "event=notifier_lost notifier=%s aor=%s package=%s resubscribing=%d "
-                    "reason=\"481 to an in-dialog refresh: the notifier restarted or dropped "
-                    "our subscriptions\"",
-             nt->key, trigger->aor, trigger->event, n);
-}
-
-/* A subscription to nt succeeded after failures: nt is reachable again, so the others
- * that failed with it retry now instead of at the end of their own backoff. */
-static void notifier_back(struct subscription *trigger)
-{
-    struct notifier *nt = trigger->nt;
-    int64_t now = clock_mono_ms();
-    int n = 0;
-
-    if (now - nt->woke_ms < WAKE_MIN_INTERVAL_MS)
-        return;
-    nt->woke_ms = now;
-    for (struct subscription *s = nt->head; s; s = s->nnext) {
-        if (s->state != SUB_BACKOFF || !s->failed)
-            continue;
-        if (m_resub)
-            metric_inc(m_resub, "notifier_back");
-        backoff_reset(&s->bo);
-        enqueue(s);
-        n++;
-    }
-    if (n)
-        log_notice("sip", "event=notifier_back notifier=%s retrying=%d", nt->key, n);
 }
 
 /* A NOTIFY must come within the granted expiry: RFC 6665 has the notifier send one after
@@ -339,18 +279,13 @@ static void on_ramp(evutil_socket_t fd, short what, void *arg)
     struct subs_mgr *m = arg;
     int64_t now = clock_mono_ms();
 
-    m->tokens += (double)(now - m->tokens_at) * m->rate / 1000.0;
-    if (m->tokens > m->rate)
-        m->tokens = m->rate; /* burst of at most one second's worth */
-    m->tokens_at = now;
-    while (m->qhead && m->tokens >= 1.0) {
+    while (m->qhead && ratelimit_take(&m->ramp, &m->ramp_bucket, now)) {
         struct subscription *s = m->qhead;
         m->qhead = s->qnext;
         if (!m->qhead)
             m->qtail = &m->qhead;
         s->queued = false;
         s->qnext = NULL;
-        m->tokens -= 1.0;
         send_subscribe(s);
     }
     ramp_schedule(m);
@@ -361,12 +296,12 @@ static void ramp_schedule(struct subs_mgr *m)
     long ms;
     struct timeval tv;
 
-    if (!m->qhead || evtimer_pending(m->ramp, NULL))
+    if (!m->qhead || evtimer_pending(m->ramp_ev, NULL))
         return;
-    ms = m->tokens >= 1.0 ? 0 : (long)((1.0 - m->tokens) * 1000.0 / m->rate) + 1;
+    ms = ratelimit_wait_ms(&m->ramp, &m->ramp_bucket, clock_mono_ms());
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (ms % 1000) * 1000;
-    evtimer_add(m->ramp, &tv);
+    evtimer_add(m->ramp_ev, &tv);
 }
 
 static void enqueue(struct subscription *s)
@@ -408,13 +343,8 @@ static void on_response(void *owner, int status, const char *phrase, long expire
 {
     struct subscription *s = owner;
     bool in_dialog = s->state == SUB_ACTIVE || s->state == SUB_PENDING;
-    bool probe = s->nt->probing == s;
+    bool probe = probe_answered(&s->pm, status);
 
-    if (probe) {
-        s->nt->probing = NULL;
-        if (m_probes)
-            metric_inc(m_probes, status < 300 ? "ok" : status == 481 ? "lost" : "failed");
-    }
     if (s->queued)
         return; /* an old dialog, replaced when the ramp reaches it */
     if (status < 300) {
@@ -422,12 +352,12 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         /* A probe's own answer does not count: a quiet dialog would keep itself from
          * ever being asked again. */
         if (!probe)
-            s->heard_ms = clock_mono_ms();
+            probe_heard(&s->pm, clock_mono_ms());
         s->granted = expires > 0 ? expires : s->mgr->expires;
         backoff_reset(&s->bo);
         if (s->failed) {
             s->failed = false;
-            notifier_back(s);
+            probe_notifier_back(&s->pm);
         }
         if (s->state == SUB_SUBSCRIBING) {
             log_info("sip", "event=subscribed aor=%s package=%s status=%d expires=%ld", s->aor,
@@ -452,7 +382,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         return;
     }
     if (status == 481 && in_dialog) {
-        notifier_lost(s);
+        probe_notifier_lost(&s->pm);
         return;
     }
     log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=\"%s\" "
@@ -487,24 +417,12 @@ static void stash_drop(struct subscription *s)
 
 static bool take_token(struct subscription *s)
 {
-    double rate = s->mgr->notify_rate;
-    int64_t now = clock_mono_ms();
-
-    if (rate <= 0 || s->eventlist)
-        return true;
-    s->ntokens += (double)(now - s->ntokens_at) * rate / 1000.0;
-    if (s->ntokens > 2 * rate)
-        s->ntokens = 2 * rate; /* a burst of two seconds' worth */
-    s->ntokens_at = now;
-    if (s->ntokens < 1.0)
-        return false;
-    s->ntokens -= 1.0;
-    return true;
+    return s->eventlist || ratelimit_take(&s->mgr->notify, &s->nbucket, clock_mono_ms());
 }
 
 static void arm_stash(struct subscription *s)
 {
-    long ms = (long)((1.0 - s->ntokens) * 1000.0 / s->mgr->notify_rate) + 1;
+    long ms = ratelimit_wait_ms(&s->mgr->notify, &s->nbucket, clock_mono_ms());
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 
     evtimer_add(s->stash_ev, &tv);
@@ -526,7 +444,7 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
     if (s->throttled++ == 0)
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
                         "action=applying_latest_only",
-                 s->aor, s->event, s->mgr->notify_rate);
+                 s->aor, s->event, s->mgr->notify.rate);
     s->stash->content_type = n->content_type ? xstrdup(n->content_type) : NULL;
     s->stash->body = n->body ? xmalloc(n->len + 1) : NULL;
     if (n->body) {
@@ -604,7 +522,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     if (n->expires > 0)
         s->granted = n->expires;
     s->notified = true;
-    s->heard_ms = clock_mono_ms();
+    probe_heard(&s->pm, clock_mono_ms());
     arm_watchdog(s);
 }
 
@@ -618,109 +536,68 @@ const struct sipua_ops *subs_ua_ops(void)
     return &ua_ops;
 }
 
-/* ---- notifiers and probes ---------------------------------------------------------- */
+/* ---- what probe.c asks of a subscription ------------------------------------------ */
 
-/* host[:port] of a SIP URI: "sip:1001@pbx:5060;transport=tcp" -> "pbx:5060". */
-static void notifier_key(const char *aor, char *out, size_t len)
+#define OF_MEMBER(m) ((struct subscription *)((char *)(m) - offsetof(struct subscription, pm)))
+
+static bool pm_can_probe(struct probe_member *m)
 {
-    const char *p = strchr(aor, ':'), *at;
-    size_t n;
+    struct subscription *s = OF_MEMBER(m);
 
-    p = p ? p + 1 : aor;
-    at = strchr(p, '@');
-    if (at)
-        p = at + 1;
-    n = strcspn(p, ";?>");
-    if (n >= len)
-        n = len - 1;
-    memcpy(out, p, n);
-    out[n] = '\0';
+    return s->state == SUB_ACTIVE && !s->queued && s->h;
 }
 
-static void notifier_attach(struct subs_mgr *m, struct subscription *s)
+static void pm_refresh(struct probe_member *m)
 {
-    char key[512];
-    struct notifier *nt;
+    struct subscription *s = OF_MEMBER(m);
 
-    notifier_key(s->aor, key, sizeof key);
-    nt = strmap_get(&m->notifiers, key);
-    if (!nt) {
-        nt = xcalloc(1, sizeof *nt);
-        nt->key = xstrdup(key);
-        strmap_put(&m->notifiers, nt->key, nt);
-    }
-    s->nt = nt;
-    s->nprev = NULL;
-    s->nnext = nt->head;
-    if (nt->head)
-        nt->head->nprev = s;
-    nt->head = s;
+    sipua_refresh(s->h, s->mgr->expires);
 }
 
-static void notifier_detach(struct subscription *s)
+/* Each keeps its old handle until its new SUBSCRIBE is sent. */
+static bool pm_resubscribe(struct probe_member *m)
 {
-    struct notifier *nt = s->nt;
+    struct subscription *s = OF_MEMBER(m);
 
-    probe_forget(s);
-    if (nt->cursor == s)
-        nt->cursor = s->nnext;
-    if (s->nprev)
-        s->nprev->nnext = s->nnext;
-    else
-        nt->head = s->nnext;
-    if (s->nnext)
-        s->nnext->nprev = s->nprev;
-    s->nprev = s->nnext = NULL;
+    if (s->queued || s->state == SUB_SUBSCRIBING)
+        return false; /* already on its way to a new dialog */
+    if (m_resub)
+        metric_inc(m_resub, "notifier_lost");
+    backoff_reset(&s->bo);
+    s->failed = false;
+    enqueue(s);
+    return true;
 }
 
-/* Refreshes the next active subscription of nt not heard from within PROBE_QUIET_MS,
- * unless a probe is still in flight (the stack retransmits it; a notifier back within
- * 32 s answers it). */
-static void probe_notifier(struct subs_mgr *m, struct notifier *nt, int64_t now)
+static bool pm_retry(struct probe_member *m)
 {
-    struct subscription *s = nt->cursor ? nt->cursor : nt->head;
+    struct subscription *s = OF_MEMBER(m);
 
-    if (nt->probing)
-        return;
-    for (struct subscription *first = s; s;) {
-        if (s->state == SUB_ACTIVE && !s->queued && s->h && now - s->heard_ms >= PROBE_QUIET_MS)
-            break;
-        s = s->nnext ? s->nnext : nt->head;
-        if (s == first)
-            s = NULL;
-    }
-    if (!s)
-        return; /* nothing established to ask about */
-    nt->cursor = s->nnext;
-    nt->probing = s;
-    log_debug("sip", "event=probe notifier=%s aor=%s package=%s", nt->key, s->aor, s->event);
-    sipua_refresh(s->h, m->expires);
+    if (s->state != SUB_BACKOFF || !s->failed)
+        return false;
+    if (m_resub)
+        metric_inc(m_resub, "notifier_back");
+    backoff_reset(&s->bo);
+    enqueue(s);
+    return true;
 }
 
-static void on_probe(evutil_socket_t fd, short what, void *arg)
-{
-    struct subs_mgr *m = arg;
-    size_t pos = 0;
-    const char *k;
-    void *v;
-    int64_t now = clock_mono_ms();
-
-    while (strmap_next(&m->notifiers, &pos, &k, &v))
-        probe_notifier(m, v, now);
-}
+static const struct probe_ops member_ops = {
+    .can_probe = pm_can_probe,
+    .refresh = pm_refresh,
+    .resubscribe = pm_resubscribe,
+    .retry = pm_retry,
+};
 
 void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s)
 {
-    m->notify_rate = per_s > 0 ? per_s : 0;
+    m->notify.rate = per_s > 0 ? per_s : 0;
+    m->notify.burst = 2 * m->notify.rate; /* a burst of two seconds' worth */
 }
 
 void subs_mgr_set_probe(struct subs_mgr *m, long seconds)
 {
-    struct timeval tv = {.tv_sec = seconds};
-
-    evtimer_del(m->probe);
-    if (seconds > 0)
-        evtimer_add(m->probe, &tv); /* persistent: every tv */
+    probe_set_interval(m->probe, seconds);
 }
 
 /* ---- public ------------------------------------------------------------------------ */
@@ -733,34 +610,27 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long ex
     m->base = base;
     m->ua = ua;
     m->expires = expires;
-    m->rate = rate_per_s > 0 ? rate_per_s : 1;
-    m->tokens = 1;
-    m->tokens_at = clock_mono_ms();
+    subs_mgr_set_rate(m, rate_per_s);
+    ratelimit_bucket_init(&m->ramp_bucket, 1, clock_mono_ms()); /* the first at once */
     m->qtail = &m->qhead;
-    m->ramp = evtimer_new(base, on_ramp, m);
-    m->probe = event_new(base, -1, EV_PERSIST, on_probe, m);
+    m->ramp_ev = evtimer_new(base, on_ramp, m);
+    m->probe = probe_new(base, &member_ops);
     m->seed = (uint64_t)clock_wall_us();
-    strmap_init(&m->notifiers);
     return m;
 }
 
 void subs_mgr_free(struct subs_mgr *m)
 {
-    size_t pos = 0;
-    const char *k;
-    void *v;
-
     if (!m)
         return;
-    event_free(m->ramp);
-    event_free(m->probe);
-    while (strmap_next(&m->notifiers, &pos, &k, &v)) {
-        struct notifier *nt = v;
-        free(nt->key);
-        free(nt);
-    }
-    strmap_free(&m->notifiers);
+    event_free(m->ramp_ev);
+    probe_free(m->probe);
     free(m);
+}
+
+void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds)
+{
+    m->stale_after = seconds > 0 ? seconds : 0;
 }
 
 void subs_mgr_set_expires(struct subs_mgr *m, long expires)
@@ -770,7 +640,8 @@ void subs_mgr_set_expires(struct subs_mgr *m, long expires)
 
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s)
 {
-    m->rate = rate_per_s > 0 ? rate_per_s : 1;
+    m->ramp.rate = rate_per_s > 0 ? rate_per_s : 1;
+    m->ramp.burst = m->ramp.rate; /* at most one second's worth at once */
 }
 
 int subs_mgr_count(const struct subs_mgr *m, enum sub_state st)
@@ -800,9 +671,8 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
     s->timer = evtimer_new(m->base, on_timer, s);
     s->stash_ev = evtimer_new(m->base, on_stash, s);
-    s->ntokens = 2 * m->notify_rate;
-    s->ntokens_at = clock_mono_ms();
-    notifier_attach(m, s);
+    ratelimit_bucket_init(&s->nbucket, m->notify.burst, clock_mono_ms());
+    probe_attach(m->probe, &s->pm, s->aor, s->event);
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
     s->state = SUB_BACKOFF;
     m->count[SUB_BACKOFF]++;
@@ -820,11 +690,13 @@ void subs_free(struct subscription *s)
     m = s->mgr;
     dequeue(s);
     drop_dialog(s);
-    notifier_detach(s);
+    probe_detach(&s->pm);
     m->count[s->state]--;
     m->total--;
     if (m_state)
         metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
+    if (s->stale_ev)
+        event_free(s->stale_ev);
     event_free(s->stash_ev);
     event_free(s->timer);
     free(s->aor);

@@ -1,8 +1,10 @@
 /* The life of each SIP event subscription (one AOR, one event package): started at a
  * bounded rate, re-established with backoff and jitter after any failure (error response,
  * timeout, Subscription-State: terminated, silence past its expiry), refreshed on demand
- * when its owner sees a version gap. Every state is visible in logs and a gauge.
- * Called by bridge.c; uses sipua.c for the wire. */
+ * when its owner sees a version gap, NOTIFY floods held to a rate, and its owner told
+ * when it has been down for stale_after. Every state is visible in logs and a gauge.
+ * Called by bridge.c and rlsub.c, which own subscriptions and get their news through
+ * struct subs_owner_ops; uses sipua.c for the wire and probe.c for notifier liveness. */
 #ifndef OFFHOOK_SUBSCRIPTION_H
 #define OFFHOOK_SUBSCRIPTION_H
 
@@ -30,6 +32,9 @@ struct subs_owner_ops {
     void (*on_restart)(void *owner, struct subscription *s);
     /* The subscription changed state (optional). */
     void (*on_state)(void *owner, struct subscription *s, enum sub_state st);
+    /* The subscription has been down (neither active nor pending) for the manager's
+     * stale_after, down_s seconds: what it said is void (optional). */
+    void (*on_stale)(void *owner, struct subscription *s, long down_s);
 };
 
 struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
@@ -37,8 +42,11 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long ex
 void subs_mgr_free(struct subs_mgr *m);
 void subs_mgr_set_expires(struct subs_mgr *m, long expires);
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
+/* A subscription down this long (seconds; 0: never) is reported by on_stale. Applies
+ * from the next time one goes down. */
+void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds);
 /* Every seconds (0: never), refresh one active subscription per notifier to learn whether
- * it still has them (see subscription.c). */
+ * it still has them (see probe.h). */
 void subs_mgr_set_probe(struct subs_mgr *m, long seconds);
 /* NOTIFYs applied per subscription per second at most (bursts of twice that); beyond it
  * only the latest is kept and applied when allowed. Resource lists are exempt. 0: none. */

@@ -123,6 +123,22 @@ xmlDocPtr xmlsafe_parse(const char *buf, size_t len, size_t max, const char **re
     return doc;
 }
 
+xmlNodePtr xmlsafe_root(xmlDocPtr doc, const char *ns, const char *name, const char *not_it,
+                        const char **reason)
+{
+    xmlNodePtr root = xmlDocGetRootElement(doc);
+
+    if (!root || strcmp((const char *)root->name, name) != 0) {
+        *reason = not_it;
+        return NULL;
+    }
+    if (!xmlsafe_is(root, ns, name)) {
+        *reason = "wrong namespace";
+        return NULL;
+    }
+    return root;
+}
+
 bool xmlsafe_is(const xmlNode *n, const char *ns, const char *name)
 {
     return n && n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0 &&

@@ -13,6 +13,12 @@
  * "empty", "too large", "DTD not allowed", "not well-formed". */
 xmlDocPtr xmlsafe_parse(const char *buf, size_t len, size_t max, const char **reason)
     __attribute__((warn_unused_result));
+/* The root element of doc if it is name in namespace ns (borrowed from doc). Else NULL
+ * and *reason: not_it (a static string the caller names its document type with, e.g.
+ * "not a reginfo document") when the root has another name, "wrong namespace" when it
+ * has this name in another namespace. */
+xmlNodePtr xmlsafe_root(xmlDocPtr doc, const char *ns, const char *name, const char *not_it,
+                        const char **reason) __attribute__((warn_unused_result));
 /* True if n is an element with this local name in namespace ns. */
 bool xmlsafe_is(const xmlNode *n, const char *ns, const char *name);
 /* First child element of n with this name in ns, or NULL. */

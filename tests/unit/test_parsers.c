@@ -11,6 +11,7 @@
 
 #include "dialoginfo.h"
 #include "merge.h"
+#include "mime.h"
 #include "pidf.h"
 #include "reginfo.h"
 #include "rlmi.h"
@@ -379,6 +380,148 @@ static void test_rlmi_invalid(void **state)
     assert_string_equal(reason, "multipart body truncated");
 }
 
+/* Content-Type values as PBXes write them: case, spaces, quoted and unquoted parameters. */
+static void test_mime(void **state)
+{
+    static const struct {
+        const char *ctype, *media; /* media NULL: no media type */
+    } types[] = {
+        {"application/dialog-info+xml", "application/dialog-info+xml"},
+        {"Application/Dialog-Info+XML; charset=UTF-8", "application/dialog-info+xml"},
+        {"  multipart/related;type=\"application/rlmi+xml\"", "multipart/related"},
+        {"text/plain ;x=1", "text/plain"},
+        {"", NULL},
+        {"   ", NULL},
+        {";boundary=x", NULL},
+    };
+    static const struct {
+        const char *ctype, *name, *value; /* value NULL: not found or invalid */
+    } params[] = {
+        {"multipart/related;boundary=b1;start=\"<r@x>\"", "boundary", "b1"},
+        {"multipart/related;boundary=b1;start=\"<r@x>\"", "start", "<r@x>"},
+        {"multipart/related; BOUNDARY = \"a b\" ", "boundary", "a b"},
+        {"multipart/related;boundary=", "boundary", NULL},
+        {"multipart/related;boundary=\"open", "boundary", NULL},
+        {"multipart/related;type=x", "boundary", NULL},
+        {"multipart/related", "boundary", NULL},
+    };
+    char out[96], small[4];
+
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        int rc = mime_media_type(types[i].ctype, strlen(types[i].ctype), out, sizeof out);
+        if (!types[i].media) {
+            assert_int_equal(rc, -1);
+            assert_false(mime_is(types[i].ctype, strlen(types[i].ctype), ""));
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_string_equal(out, types[i].media);
+        assert_true(mime_is(types[i].ctype, strlen(types[i].ctype), types[i].media));
+        assert_false(mime_is(types[i].ctype, strlen(types[i].ctype), "application/pidf+xml"));
+    }
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
+        int rc = mime_param(params[i].ctype, params[i].name, out, sizeof out);
+        if (!params[i].value) {
+            assert_int_equal(rc, -1);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_string_equal(out, params[i].value);
+    }
+    /* Too long for the caller's buffer: refused, never truncated. */
+    assert_int_equal(mime_media_type("text/plain", 10, small, sizeof small), -1);
+    assert_int_equal(mime_param("a/b;boundary=abcd", "boundary", small, sizeof small), -1);
+    /* No Content-Type at all is no media type; the length bounds the value. */
+    assert_false(mime_is(NULL, 0, "application/pidf+xml"));
+    assert_true(mime_is("application/pidf+xmlGARBAGE", 20, "application/pidf+xml"));
+}
+
+/* Each parser checks its root element the one way (xmlsafe_root): another document type is
+ * named as such, the right element in another namespace is "wrong namespace". */
+static void test_root_check(void **state)
+{
+    static const struct {
+        char parser; /* d: dialog-info, p: PIDF, r: reginfo */
+        const char *xml, *reason;
+    } cases[] = {
+        {'d', "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='e'/>",
+         "not a dialog-info document"},
+        {'d', "<dialog-info xmlns='urn:x' version='1' state='full'/>", "wrong namespace"},
+        {'d', "<dialog-info version='1' state='full'/>", "wrong namespace"},
+        {'p', "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' "
+              "state='full'/>",
+         "not a presence document"},
+        {'p', "<presence xmlns='urn:example' entity='e'/>", "wrong namespace"},
+        {'p', "<p:presence xmlns:p='urn:ietf:params:xml:ns:pidf:rpid' entity='e'/>",
+         "wrong namespace"},
+        {'r', "<registration xmlns='urn:ietf:params:xml:ns:reginfo'/>",
+         "not a reginfo document"},
+        {'r', "<reginfo xmlns='urn:ietf:params:xml:ns:pidf' version='0' state='full'/>",
+         "wrong namespace"},
+    };
+    struct dlg_doc *d = malloc(sizeof *d);
+    struct pidf_doc p;
+    struct reg_doc r;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *xml = cases[i].xml, *reason = NULL;
+        int rc = cases[i].parser == 'd'   ? dlginfo_parse(xml, strlen(xml), MAX, d, &reason)
+                 : cases[i].parser == 'p' ? pidf_parse(xml, strlen(xml), MAX, &p, &reason)
+                                          : reginfo_parse(xml, strlen(xml), MAX, &r, &reason);
+        assert_int_equal(rc, -1);
+        assert_string_equal(reason, cases[i].reason);
+    }
+    /* A prefixed root in the right namespace is the document. */
+    {
+        static const char ok[] = "<r:reginfo xmlns:r='urn:ietf:params:xml:ns:reginfo' "
+                                 "version='0' state='full'/>";
+        const char *reason = NULL;
+        assert_int_equal(reginfo_parse(ok, sizeof ok - 1, MAX, &r, &reason), 0);
+    }
+    free(d);
+}
+
+/* What a reginfo document says of its one AOR, given what was known before. */
+static void test_reg_doc_reach(void **state)
+{
+    static const char head[] = "<reginfo xmlns='urn:ietf:params:xml:ns:reginfo' version='1' ";
+    static const struct {
+        const char *rest;          /* after head */
+        enum phone_reach prev, want;
+    } cases[] = {
+        /* One registration: its state decides, whatever was known. */
+        {"state='full'><registration aor='sip:a@x' id='1' state='active'/></reginfo>",
+         REACH_OFFLINE, REACH_ONLINE},
+        {"state='partial'><registration aor='sip:a@x' id='1' state='terminated'/></reginfo>",
+         REACH_ONLINE, REACH_OFFLINE},
+        {"state='full'><registration aor='sip:a@x' id='1' state='init'/></reginfo>",
+         REACH_ONLINE, REACH_OFFLINE},
+        /* Aliases listed with it: one online is enough. */
+        {"state='full'><registration aor='sip:a@x' id='1' state='terminated'/>"
+         "<registration aor='sip:alias@x' id='2' state='active'/></reginfo>",
+         REACH_UNKNOWN, REACH_ONLINE},
+        {"state='full'><registration aor='sip:a@x' id='1' state='terminated'/>"
+         "<registration aor='sip:alias@x' id='2' state='init'/></reginfo>",
+         REACH_ONLINE, REACH_OFFLINE},
+        /* None listed: full state means nothing is bound; a partial one changes nothing. */
+        {"state='full'/>", REACH_ONLINE, REACH_OFFLINE},
+        {"state='partial'/>", REACH_ONLINE, REACH_ONLINE},
+        {"state='partial'/>", REACH_UNKNOWN, REACH_UNKNOWN},
+    };
+    struct reg_doc r;
+    char xml[512];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *reason = NULL;
+        int n = snprintf(xml, sizeof xml, "%s%s", head, cases[i].rest);
+        assert_int_equal(reginfo_parse(xml, (size_t)n, MAX, &r, &reason), 0);
+        if (reg_doc_reach(&r, cases[i].prev) != cases[i].want)
+            fail_msg("case %zu: %s, expected %s", i,
+                     phone_reach_name(reg_doc_reach(&r, cases[i].prev)),
+                     phone_reach_name(cases[i].want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +533,9 @@ int main(void)
         cmocka_unit_test(test_unknown_elements_ignored),
         cmocka_unit_test(test_pidf_invalid),
         cmocka_unit_test(test_rlmi_invalid),
+        cmocka_unit_test(test_mime),
+        cmocka_unit_test(test_root_check),
+        cmocka_unit_test(test_reg_doc_reach),
     };
 
     xmlsafe_init();
