@@ -261,8 +261,7 @@ struct redislink *redislink_new(struct event_base *base, const struct offhook_co
     set_connected_metric(l, false);
     /* Exported from zero: rate() and increase() need a sample before the first error,
      * and "no data" would read as "no such link". */
-    if (m_errors)
-        metric_add(m_errors, l->name, 0);
+    metric_add(m_errors, l->name, 0);
     start_connect(l);
     return l;
 }

@@ -125,8 +125,7 @@ bool probe_answered(struct probe_member *m, int status)
     if (!m->nt || m->nt->probing != m)
         return false;
     m->nt->probing = NULL;
-    if (m_probes)
-        metric_inc(m_probes, status < 300 ? "ok" : status == 481 ? "lost" : "failed");
+    metric_inc(m_probes, status < 300 ? "ok" : status == 481 ? "lost" : "failed");
     return true;
 }
 
@@ -135,8 +134,7 @@ void probe_notifier_lost(struct probe_member *trigger)
     struct probe_notifier *nt = trigger->nt;
     int n = 0;
 
-    if (m_lost)
-        metric_inc(m_lost, NULL);
+    metric_inc(m_lost, NULL);
     for (struct probe_member *m = nt->head; m; m = m->next)
         n += nt->p->ops->resubscribe(m);
     log_warn("sip", "event=notifier_lost notifier=%s aor=%s package=%s resubscribing=%d "

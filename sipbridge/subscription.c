@@ -146,10 +146,8 @@ static void set_state(struct subscription *s, enum sub_state st)
         return;
     s->mgr->count[s->state]--;
     s->mgr->count[st]++;
-    if (m_state) {
-        metric_set(m_state, sub_state_name(s->state), s->mgr->count[s->state]);
-        metric_set(m_state, sub_state_name(st), s->mgr->count[st]);
-    }
+    metric_set(m_state, sub_state_name(s->state), s->mgr->count[s->state]);
+    metric_set(m_state, sub_state_name(st), s->mgr->count[st]);
     log_debug("sip", "event=subscription_state aor=%s package=%s from=%s to=%s", s->aor,
               s->event, sub_state_name(s->state), sub_state_name(st));
     s->state = st;
@@ -216,8 +214,7 @@ static void send_subscribe(struct subscription *s)
         arm(s, backoff_next(&s->bo));
         return;
     }
-    if (m_sent)
-        metric_inc(m_sent, NULL);
+    metric_inc(m_sent, NULL);
     s->ops->on_restart(s->owner, s);
     set_state(s, SUB_SUBSCRIBING);
     s->granted = 0;
@@ -242,8 +239,7 @@ static void restart_later(struct subscription *s, const char *cause, long min_ms
     }
     /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
     drop_dialog(s);
-    if (m_resub)
-        metric_inc(m_resub, cause);
+    metric_inc(m_resub, cause);
     set_state(s, SUB_BACKOFF);
     arm(s, ms);
 }
@@ -432,14 +428,12 @@ static void arm_stash(struct subscription *s)
 static void stash_keep(struct subscription *s, const struct sipua_notify *n)
 {
     if (s->stash) {
-        if (m_throttled)
-            metric_inc(m_throttled, "superseded");
+        metric_inc(m_throttled, "superseded");
         free(s->stash->content_type);
         free(s->stash->body);
     } else {
         s->stash = xcalloc(1, sizeof *s->stash);
-        if (m_throttled)
-            metric_inc(m_throttled, "deferred");
+        metric_inc(m_throttled, "deferred");
     }
     if (s->throttled++ == 0)
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
@@ -486,8 +480,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     struct subscription *s = owner;
     const char *substate = n->substate ? n->substate : "active";
 
-    if (m_notifies)
-        metric_inc(m_notifies, s->event);
+    metric_inc(m_notifies, s->event);
     if (s->queued) {
         /* An old dialog waiting to be replaced: its news still counts, its end does not
          * change what is already scheduled. */
@@ -561,8 +554,7 @@ static bool pm_resubscribe(struct probe_member *m)
 
     if (s->queued || s->state == SUB_SUBSCRIBING)
         return false; /* already on its way to a new dialog */
-    if (m_resub)
-        metric_inc(m_resub, "notifier_lost");
+    metric_inc(m_resub, "notifier_lost");
     backoff_reset(&s->bo);
     s->failed = false;
     enqueue(s);
@@ -575,8 +567,7 @@ static bool pm_retry(struct probe_member *m)
 
     if (s->state != SUB_BACKOFF || !s->failed)
         return false;
-    if (m_resub)
-        metric_inc(m_resub, "notifier_back");
+    metric_inc(m_resub, "notifier_back");
     backoff_reset(&s->bo);
     enqueue(s);
     return true;
@@ -693,8 +684,7 @@ void subs_free(struct subscription *s)
     probe_detach(&s->pm);
     m->count[s->state]--;
     m->total--;
-    if (m_state)
-        metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
+    metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
     if (s->stale_ev)
         event_free(s->stale_ev);
     event_free(s->stash_ev);
@@ -711,8 +701,7 @@ void subs_request_full_state(struct subscription *s, const char *why)
         return;
     log_notice("sip", "event=refresh_for_full_state aor=%s package=%s reason=\"%s\"", s->aor,
                s->event, why);
-    if (m_resub)
-        metric_inc(m_resub, "version_gap");
+    metric_inc(m_resub, "version_gap");
     /* Same dialog, same version count: the full-state NOTIFY it triggers is newer. */
     sipua_refresh(s->h, s->mgr->expires);
 }
