@@ -41,7 +41,7 @@ LAYERS = {
         ["combine"],                                # one user's sources -> one state
         ["merge"],                                  # one subscription's dialogs
         ["dialoginfo", "pidf", "reginfo", "rlmi"],  # body parsers
-        ["mime", "xmlsafe"],                        # what every parser uses
+        ["bodyerr", "mime", "xmlsafe"],                        # what every parser uses
     ],
 }
 DAEMON_DIRS = ("component", "sipbridge")

@@ -67,15 +67,17 @@ def call_args(text, start):
     return args
 
 
-def string_list(arg, text, before):
-    """The label values of a labels argument: NULL, a compound literal, or the name of a
-    static array defined earlier in the file."""
+def string_list(arg, text, before, siblings=()):
+    """The label values of a labels argument: NULL, a compound literal, or the name of an
+    array defined earlier in the file or in another source of the same directory."""
     strs = [t[1:-1] for t in arg if t.startswith('"')]
     if strs or arg == ["NULL"]:
         return strs
     if len(arg) == 1:
-        defs = list(re.finditer(r"\b%s\s*\[\s*\w*\s*\]\s*=\s*\{([^}]*)\}" % re.escape(arg[0]),
-                                text[:before]))
+        pattern = r"\b%s\s*\[\s*\w*\s*\]\s*=\s*\{([^}]*)\}" % re.escape(arg[0])
+        defs = list(re.finditer(pattern, text[:before]))
+        for other in siblings:
+            defs = defs or list(re.finditer(pattern, open(other).read()))
         if defs:
             return [t[1:-1] for t in tokens(defs[-1].group(1)) if t.startswith('"')]
     raise ValueError("cannot read the label values %r" % " ".join(arg))
@@ -98,7 +100,9 @@ def code_families():
                             "METRIC_HISTOGRAM": "histogram"}[args[0][0]]
                     name = args[1][0][1:-1]
                     label = None if args[3] == ["NULL"] else args[3][0][1:-1]
-                    values = string_list(args[4], text, m.start())
+                    values = string_list(args[4], text, m.start(), [
+                        os.path.join(ROOT, d, f) for f in sorted(os.listdir(os.path.join(ROOT, d)))
+                        if f.endswith(".c") and f != fn])
                 elif m.group(1) == "metric_histogram":
                     kind, name, label, values = "histogram", args[0][0][1:-1], None, []
                 else:

@@ -9,6 +9,7 @@
 
 #include <event2/event.h>
 
+#include "bodyerr.h"
 #include "config.h"
 #include "combine.h"
 #include "dialoginfo.h"
@@ -91,8 +92,9 @@ void bridge_register_metrics(void)
                                          "dialing", "ringing", "on_hold", "on_call", NULL};
 
     m_errors = metric_new(METRIC_COUNTER, "offhook_body_errors_total",
-                          "NOTIFY bodies rejected (state left as it was), by reason.", "reason",
-                          NULL);
+                          "NOTIFY bodies rejected (state left as it was), by cause (the "
+                          "parser's words are in the log line).",
+                          "reason", bodyerr_causes);
     m_stale = metric_new(METRIC_COUNTER, "offhook_stale_notifies_total",
                          "NOTIFY bodies ignored because their version was not newer.", NULL,
                          NULL);
@@ -207,7 +209,7 @@ static void body_error(struct bsource *s, const char *reason)
 {
     int64_t now = clock_mono_ms();
 
-    metric_inc(m_errors, reason);
+    metric_inc(m_errors, bodyerr_cause(reason));
     if (s->last_err == reason && now - s->last_err_ms < ERROR_LOG_QUIET_MS) {
         s->err_suppressed++;
         return;
@@ -245,7 +247,7 @@ static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, 
     case MERGE_OVERFLOW:
         /* Partial updates kept adding dialogs the PBX never ended: some were dropped.
          * Full state replaces the whole set (up to DLG_MAX_DIALOGS), so ask for it. */
-        metric_inc(m_errors, "too many dialogs");
+        metric_inc(m_errors, bodyerr_cause("too many dialogs"));
         log_warn("bridge", "event=dialogs_dropped user=%s aor=%s max=%d "
                            "action=request_full_state",
                  s->u->jid, s->aor, MERGE_MAX_DIALOGS);
@@ -388,7 +390,7 @@ static void on_list_rejected(void *arg, struct rlsub_member *m, const char *reas
     if (m)
         body_error(OF_MEMBER(m), reason);
     else
-        metric_inc(m_errors, reason);
+        metric_inc(m_errors, bodyerr_cause(reason));
 }
 
 static void on_list_outdated(void *arg)

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <stdbool.h>
 
+#include "bodyerr.h"
 #include "dialoginfo.h"
 #include "merge.h"
 #include "mime.h"
@@ -522,6 +523,38 @@ static void test_reg_doc_reach(void **state)
     }
 }
 
+/* Every reason a parser gives maps to one of the declared causes, and the causes are
+ * label values (no spaces). */
+static void test_bodyerr_causes(void **state)
+{
+    static const struct {
+        const char *reason, *cause;
+    } cases[] = {
+        {"empty", "empty"},
+        {"too large", "too_large"},
+        {"DTD not allowed", "dtd_not_allowed"},
+        {"not well-formed", "not_well_formed"},
+        {"not a dialog-info document", "wrong_document"},
+        {"wrong namespace", "wrong_document"},
+        {"root part is not application/rlmi+xml", "wrong_document"},
+        {"unexpected content type", "content_type"},
+        {"not multipart/related", "content_type"},
+        {"missing or invalid boundary", "bad_multipart"},
+        {"body part without Content-Type", "bad_multipart"},
+        {"malformed part headers", "bad_multipart"},
+        {"too many parts", "too_many"},
+        {"too many dialogs", "too_many"},
+        {"missing or invalid list version", "bad_version"},
+        {"unknown dialog state", "invalid_content"},
+        {"dialog id too long", "invalid_content"},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(bodyerr_cause(cases[i].reason), cases[i].cause);
+    for (const char *const *c = bodyerr_causes; *c; c++)
+        assert_null(strchr(*c, ' '));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -534,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_pidf_invalid),
         cmocka_unit_test(test_rlmi_invalid),
         cmocka_unit_test(test_mime),
+        cmocka_unit_test(test_bodyerr_causes),
         cmocka_unit_test(test_root_check),
         cmocka_unit_test(test_reg_doc_reach),
     };
