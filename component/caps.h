@@ -6,15 +6,9 @@
 
 #include <stddef.h>
 
+#include "stanza.h" /* the namespaces */
+
 #define CAPS_NODE "https://github.com/offhook/offhook"
-#define NS_CAPS "http://jabber.org/protocol/caps"
-#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
-#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-#define NS_PING "urn:xmpp:ping"
-#define NS_VERSION "jabber:iq:version"
-#define NS_VCARD "vcard-temp"
-#define NS_GATEWAY "jabber:iq:gateway"
-#define NS_NICK "http://jabber.org/protocol/nick"
 
 extern const char *const caps_contact_features[]; /* NULL-terminated, sorted */
 extern const char *const caps_domain_features[];  /* NULL-terminated, sorted */

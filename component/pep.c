@@ -16,16 +16,10 @@
 #include "jid.h"
 #include "log.h"
 #include "metrics.h"
+#include "stanza.h"
 #include "strutil.h"
 #include "xmpplink.h"
 
-#define NS_PRIV2 "urn:xmpp:privilege:2"
-#define NS_PRIV1 "urn:xmpp:privilege:1"
-#define NS_PUBSUB "http://jabber.org/protocol/pubsub"
-#define NS_FORWARD "urn:xmpp:forward:0"
-#define NS_ACTIVITY "http://jabber.org/protocol/activity"
-#define NS_REACH "urn:xmpp:reach:0"
-#define NS_DATA "jabber:x:data"
 #define GRANT_WAIT_S 5        /* after connecting, how long a server has to say <privilege/> */
 #define ID_PREFIX "pep-"
 
@@ -92,41 +86,20 @@ static void update_metric(struct pep *p)
 
 /* ---- building the privileged IQ ----------------------------------------------------- */
 
-static xmpp_stanza_t *child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                            const char *ns)
-{
-    xmpp_stanza_t *c = xmpp_stanza_new(ctx);
-
-    xmpp_stanza_set_name(c, name);
-    if (ns)
-        xmpp_stanza_set_ns(c, ns);
-    xmpp_stanza_add_child_ex(parent, c, 0);
-    return c;
-}
-
-static void text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                       const char *text)
-{
-    xmpp_stanza_t *c = child(ctx, parent, name, NULL), *t = xmpp_stanza_new(ctx);
-
-    xmpp_stanza_set_text(t, text);
-    xmpp_stanza_add_child_ex(c, t, 0);
-}
-
 /* <publish-options>: the items are for the user's presence subscribers only. */
 static void publish_options(xmpp_ctx_t *ctx, xmpp_stanza_t *pubsub)
 {
-    xmpp_stanza_t *opts = child(ctx, pubsub, "publish-options", NULL);
-    xmpp_stanza_t *x = child(ctx, opts, "x", NS_DATA), *f;
+    xmpp_stanza_t *opts = stanza_child(ctx, pubsub, "publish-options", NULL);
+    xmpp_stanza_t *x = stanza_child(ctx, opts, "x", NS_DATA), *f;
 
     xmpp_stanza_set_type(x, "submit");
-    f = child(ctx, x, "field", NULL);
+    f = stanza_child(ctx, x, "field", NULL);
     xmpp_stanza_set_attribute(f, "var", "FORM_TYPE");
     xmpp_stanza_set_type(f, "hidden");
-    text_child(ctx, f, "value", "http://jabber.org/protocol/pubsub#publish-options");
-    f = child(ctx, x, "field", NULL);
+    stanza_text_child(ctx, f, "value", "http://jabber.org/protocol/pubsub#publish-options");
+    f = stanza_child(ctx, x, "field", NULL);
     xmpp_stanza_set_attribute(f, "var", "pubsub#access_model");
-    text_child(ctx, f, "value", "presence");
+    stanza_text_child(ctx, f, "value", "presence");
 }
 
 /* Sends <iq type=set to=user><privileged_iq><iq xmlns=jabber:client type=set><pubsub>
@@ -143,16 +116,16 @@ static void send_publish(struct pep *p, const char *user, const char *node,
     outer = xmpp_iq_new(ctx, "set", id);
     xmpp_stanza_set_from(outer, p->c->cfg->xmpp_domain);
     xmpp_stanza_set_to(outer, user);
-    priv = child(ctx, outer, "privileged_iq", NS_PRIV2);
+    priv = stanza_child(ctx, outer, "privileged_iq", NS_PRIV2);
     /* Prosody's mod_privilege wants the wrapped IQ explicitly in jabber:client, with an
      * id and the same type as the wrapper; its from, if any, must be the user. */
     inner = xmpp_iq_new(ctx, "set", inner_id);
-    xmpp_stanza_set_ns(inner, "jabber:client");
+    xmpp_stanza_set_ns(inner, NS_CLIENT);
     xmpp_stanza_add_child_ex(priv, inner, 0);
-    pubsub = child(ctx, inner, "pubsub", NS_PUBSUB);
-    publish = child(ctx, pubsub, "publish", NULL);
+    pubsub = stanza_child(ctx, inner, "pubsub", NS_PUBSUB);
+    publish = stanza_child(ctx, pubsub, "publish", NULL);
     xmpp_stanza_set_attribute(publish, "node", node);
-    item = child(ctx, publish, "item", NULL);
+    item = stanza_child(ctx, publish, "item", NULL);
     xmpp_stanza_set_id(item, "current");
     xmpp_stanza_add_child_ex(item, payload, 0);
     publish_options(ctx, pubsub);
@@ -220,9 +193,9 @@ static void publish(struct pep *p, struct cuser *u, const struct user_record *re
         xmpp_stanza_set_name(act, "activity");
         xmpp_stanza_set_ns(act, NS_ACTIVITY);
         if (talking) {
-            xmpp_stanza_t *general = child(ctx, act, "talking", NULL);
-            child(ctx, general, "on_the_phone", NULL);
-            text_child(ctx, act, "text", text);
+            xmpp_stanza_t *general = stanza_child(ctx, act, "talking", NULL);
+            stanza_child(ctx, general, "on_the_phone", NULL);
+            stanza_text_child(ctx, act, "text", text);
         }
         send_publish(p, u->jid, NS_ACTIVITY, act);
     }

@@ -9,10 +9,9 @@
 #include "pep.h"
 #include "log.h"
 #include "metrics.h"
+#include "stanza.h"
 #include "strutil.h"
 #include "xmpplink.h"
-
-#define REACH_NS "urn:xmpp:reach:0"
 
 static struct metric *m_latency, *m_published;
 
@@ -26,30 +25,15 @@ void pub_register_metrics(void)
                              "Phone-contact state changes broadcast to watchers.", NULL, NULL);
 }
 
-static xmpp_stanza_t *child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                            const char *text)
-{
-    xmpp_stanza_t *c = xmpp_stanza_new(ctx), *t;
-
-    xmpp_stanza_set_name(c, name);
-    if (text) {
-        t = xmpp_stanza_new(ctx);
-        xmpp_stanza_set_text(t, text);
-        xmpp_stanza_add_child_ex(c, t, 0);
-    }
-    xmpp_stanza_add_child_ex(parent, c, 0);
-    return c;
-}
-
 void reach_addresses(xmpp_ctx_t *ctx, xmpp_stanza_t *reach, const struct cuser *u)
 {
     for (int i = 0; i < u->cfg->naors; i++) {
-        xmpp_stanza_t *addr = child(ctx, reach, "addr", NULL);
+        xmpp_stanza_t *addr = stanza_child(ctx, reach, "addr", NULL);
         xmpp_stanza_set_attribute(addr, "uri", u->cfg->aors[i]);
     }
     if (u->cfg->tel) {
         char uri[128];
-        xmpp_stanza_t *addr = child(ctx, reach, "addr", NULL);
+        xmpp_stanza_t *addr = stanza_child(ctx, reach, "addr", NULL);
         size_t n = 0;
         /* tel: URIs carry digits and a leading +, no visual separators. */
         n = (size_t)snprintf(uri, sizeof uri, "tel:");
@@ -65,9 +49,8 @@ void reach_addresses(xmpp_ctx_t *ctx, xmpp_stanza_t *reach, const struct cuser *
 /* XEP-0152 reachability: how to reach the user's phone, while it is reachable. */
 static void add_reach(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *u)
 {
-    xmpp_stanza_t *reach = child(ctx, pres, "reach", NULL);
+    xmpp_stanza_t *reach = stanza_child(ctx, pres, "reach", NS_REACH);
 
-    xmpp_stanza_set_ns(reach, REACH_NS);
     reach_addresses(ctx, reach, u);
 }
 
@@ -78,8 +61,7 @@ static void add_caps(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, struct cuser *u)
 
     if (!u->caps_ver[0] && caps_contact_ver(u->caps_ver, sizeof u->caps_ver) < 0)
         return;
-    c = child(ctx, pres, "c", NULL);
-    xmpp_stanza_set_ns(c, NS_CAPS);
+    c = stanza_child(ctx, pres, "c", NS_CAPS);
     xmpp_stanza_set_attribute(c, "hash", "sha-1");
     xmpp_stanza_set_attribute(c, "node", CAPS_NODE);
     xmpp_stanza_set_attribute(c, "ver", u->caps_ver);
@@ -92,7 +74,7 @@ static void add_nick(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *u
     xmpp_stanza_t *n;
 
     snprintf(nick, sizeof nick, "%s (phone)", u->cfg->name ? u->cfg->name : u->jid);
-    n = child(ctx, pres, "nick", nick);
+    n = stanza_text_child(ctx, pres, "nick", nick);
     xmpp_stanza_set_ns(n, NS_NICK);
 }
 
@@ -115,9 +97,9 @@ static xmpp_stanza_t *build(struct component *c, struct cuser *u,
     if (!v->available)
         xmpp_stanza_set_type(p, "unavailable");
     if (v->show)
-        child(ctx, p, "show", v->show);
+        stanza_text_child(ctx, p, "show", v->show);
     if (v->status[0])
-        child(ctx, p, "status", v->status);
+        stanza_text_child(ctx, p, "status", v->status);
     if (v->available) {
         add_nick(ctx, p, u);
         add_reach(ctx, p, u);

@@ -9,13 +9,13 @@
 #include "component.h"
 #include "jid.h"
 #include "pep.h"
+#include "stanza.h"
 #include "log.h"
 #include "metrics.h"
 #include "strutil.h"
 #include "version.h"
 #include "xmpplink.h"
 
-#define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 #define GATEWAY_QUERY_MAX 256 /* longest number, extension or SIP URI looked up */
 #define STANZA_DEPTH_MAX 32   /* deeper nesting is refused like an oversized stanza */
 
@@ -41,42 +41,6 @@ void router_register_metrics(void)
 
 /* ---- helpers ----------------------------------------------------------------------- */
 
-static xmpp_stanza_t *new_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                                const char *ns)
-{
-    xmpp_stanza_t *c = xmpp_stanza_new(ctx);
-
-    xmpp_stanza_set_name(c, name);
-    if (ns)
-        xmpp_stanza_set_ns(c, ns);
-    xmpp_stanza_add_child_ex(parent, c, 0);
-    return c;
-}
-
-static void add_text(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                     const char *text)
-{
-    xmpp_stanza_t *c = new_child(ctx, parent, name, NULL);
-    xmpp_stanza_t *t = xmpp_stanza_new(ctx);
-
-    xmpp_stanza_set_text(t, text);
-    xmpp_stanza_add_child_ex(c, t, 0);
-}
-
-/* An empty reply (iq result) or error skeleton addressed back to the sender. */
-static xmpp_stanza_t *reply_to(struct component *c, xmpp_stanza_t *in, const char *type)
-{
-    xmpp_stanza_t *r = xmpp_stanza_new(xmpplink_ctx(c->xmpp));
-
-    xmpp_stanza_set_name(r, xmpp_stanza_get_name(in));
-    xmpp_stanza_set_type(r, type);
-    if (xmpp_stanza_get_id(in))
-        xmpp_stanza_set_id(r, xmpp_stanza_get_id(in));
-    xmpp_stanza_set_from(r, xmpp_stanza_get_to(in));
-    xmpp_stanza_set_to(r, xmpp_stanza_get_from(in));
-    return r;
-}
-
 /* RFC 6120 8.3: <error type='...'><condition xmlns='...stanzas'/></error>. */
 static void send_error(struct component *c, xmpp_stanza_t *in, const char *etype,
                        const char *condition, const char *reason)
@@ -89,10 +53,10 @@ static void send_error(struct component *c, xmpp_stanza_t *in, const char *etype
     if (type && strcmp(type, "error") == 0)
         return;
     metric_inc(m_rejected, reason);
-    r = reply_to(c, in, "error");
-    err = new_child(ctx, r, "error", NULL);
+    r = stanza_reply(xmpplink_ctx(c->xmpp), in, "error");
+    err = stanza_child(ctx, r, "error", NULL);
     xmpp_stanza_set_attribute(err, "type", etype);
-    new_child(ctx, err, condition, NS_STANZAS);
+    stanza_child(ctx, err, condition, NS_STANZAS);
     (void)xmpplink_send(c->xmpp, r, strcmp(xmpp_stanza_get_name(in), "iq") == 0 ? "iq_error"
                                                                               : "message");
     xmpp_stanza_release(r);
@@ -164,9 +128,9 @@ static void disco_info(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *qu
                        struct cuser *u)
 {
     xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
-    xmpp_stanza_t *r = reply_to(c, st, "result");
-    xmpp_stanza_t *q = new_child(ctx, r, "query", NS_DISCO_INFO);
-    xmpp_stanza_t *id = new_child(ctx, q, "identity", NULL);
+    xmpp_stanza_t *r = stanza_reply(xmpplink_ctx(c->xmpp), st, "result");
+    xmpp_stanza_t *q = stanza_child(ctx, r, "query", NS_DISCO_INFO);
+    xmpp_stanza_t *id = stanza_child(ctx, q, "identity", NULL);
     const char *const *f = u ? caps_contact_features : caps_domain_features;
     const char *node = xmpp_stanza_get_attribute(query, "node");
 
@@ -184,25 +148,25 @@ static void disco_info(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *qu
         xmpp_stanza_set_attribute(id, "name", "offhook desk-phone presence");
     }
     for (; *f; f++)
-        xmpp_stanza_set_attribute(new_child(ctx, q, "feature", NULL), "var", *f);
+        xmpp_stanza_set_attribute(stanza_child(ctx, q, "feature", NULL), "var", *f);
     send_result(c, r);
 }
 
 static void vcard(struct component *c, xmpp_stanza_t *st, struct cuser *u)
 {
     xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
-    xmpp_stanza_t *r = reply_to(c, st, "result");
-    xmpp_stanza_t *v = new_child(ctx, r, "vCard", NS_VCARD);
+    xmpp_stanza_t *r = stanza_reply(xmpplink_ctx(c->xmpp), st, "result");
+    xmpp_stanza_t *v = stanza_child(ctx, r, "vCard", NS_VCARD);
     char nick[JID_MAX + 16];
 
-    add_text(ctx, v, "FN", u->cfg->name ? u->cfg->name : u->jid);
+    stanza_text_child(ctx, v, "FN", u->cfg->name ? u->cfg->name : u->jid);
     snprintf(nick, sizeof nick, "%s (phone)", u->cfg->name ? u->cfg->name : u->jid);
-    add_text(ctx, v, "NICKNAME", nick);
+    stanza_text_child(ctx, v, "NICKNAME", nick);
     if (u->cfg->tel) {
-        xmpp_stanza_t *tel = new_child(ctx, v, "TEL", NULL);
-        new_child(ctx, tel, "VOICE", NULL);
-        new_child(ctx, tel, "WORK", NULL);
-        add_text(ctx, tel, "NUMBER", u->cfg->tel);
+        xmpp_stanza_t *tel = stanza_child(ctx, v, "TEL", NULL);
+        stanza_child(ctx, tel, "VOICE", NULL);
+        stanza_child(ctx, tel, "WORK", NULL);
+        stanza_text_child(ctx, tel, "NUMBER", u->cfg->tel);
     }
     send_result(c, r);
 }
@@ -223,12 +187,12 @@ static void gateway(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *query
         send_error(c, st, "auth", "forbidden", "forbidden");
         return;
     }
-    r = reply_to(c, st, "result");
-    q = new_child(ctx, r, "query", NS_GATEWAY);
+    r = stanza_reply(xmpplink_ctx(c->xmpp), st, "result");
+    q = stanza_child(ctx, r, "query", NS_GATEWAY);
     if (get) {
-        add_text(ctx, q, "desc", "Enter the extension, phone number or SIP address of a "
+        stanza_text_child(ctx, q, "desc", "Enter the extension, phone number or SIP address of a "
                                  "colleague's desk phone.");
-        add_text(ctx, q, "prompt", "Phone number");
+        stanza_text_child(ctx, q, "prompt", "Phone number");
         send_result(c, r);
         return;
     }
@@ -248,7 +212,7 @@ static void gateway(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *query
         send_error(c, st, "cancel", "item-not-found", "item_not_found");
         return;
     }
-    add_text(ctx, q, "jid", u->contact);
+    stanza_text_child(ctx, q, "jid", u->contact);
     send_result(c, r);
 }
 
@@ -286,21 +250,21 @@ static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bar
     ns = xmpp_stanza_get_ns(payload);
     is_get = strcmp(type, "get") == 0;
     if (is_get && ns && strcmp(ns, NS_PING) == 0) {
-        send_result(c, reply_to(c, st, "result"));
+        send_result(c, stanza_reply(xmpplink_ctx(c->xmpp), st, "result"));
     } else if (is_get && ns && strcmp(ns, NS_DISCO_INFO) == 0) {
         disco_info(c, st, payload, u);
     } else if (ns && strcmp(ns, NS_GATEWAY) == 0 && !u) {
         gateway(c, st, payload, is_get);
     } else if (is_get && ns && strcmp(ns, NS_DISCO_ITEMS) == 0 && !u) {
-        xmpp_stanza_t *r = reply_to(c, st, "result");
-        new_child(xmpplink_ctx(c->xmpp), r, "query", NS_DISCO_ITEMS);
+        xmpp_stanza_t *r = stanza_reply(xmpplink_ctx(c->xmpp), st, "result");
+        stanza_child(xmpplink_ctx(c->xmpp), r, "query", NS_DISCO_ITEMS);
         send_result(c, r);
     } else if (is_get && ns && strcmp(ns, NS_VERSION) == 0 && !u) {
         xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
-        xmpp_stanza_t *r = reply_to(c, st, "result");
-        xmpp_stanza_t *q = new_child(ctx, r, "query", NS_VERSION);
-        add_text(ctx, q, "name", "offhook");
-        add_text(ctx, q, "version", OFFHOOK_VERSION);
+        xmpp_stanza_t *r = stanza_reply(xmpplink_ctx(c->xmpp), st, "result");
+        xmpp_stanza_t *q = stanza_child(ctx, r, "query", NS_VERSION);
+        stanza_text_child(ctx, q, "name", "offhook");
+        stanza_text_child(ctx, q, "version", OFFHOOK_VERSION);
         send_result(c, r);
     } else if (is_get && ns && strcmp(ns, NS_VCARD) == 0 && u) {
         /* Name and desk number are directory data: only for whom the policy allows. */
