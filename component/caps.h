@@ -1,6 +1,6 @@
 /* What a phone contact and the component domain say about themselves (XEP-0030 identity
  * and features) and the XEP-0115 capabilities hash of a contact, computed from the very
- * same lists so disco and caps cannot disagree. Used by router.c and publisher.c. */
+ * same lists so disco and caps cannot disagree. Used by router.c and presence_out.c. */
 #ifndef OFFHOOK_CAPS_H
 #define OFFHOOK_CAPS_H
 

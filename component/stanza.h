@@ -1,7 +1,12 @@
-/* The XML the component speaks: every namespace it uses, named once, and the helpers that
- * build its stanzas. Pure over libstrophe (no I/O); used by every module that builds one. */
+/* The XML the component speaks: every namespace it uses, named once, the helpers that
+ * build its stanzas, and the hook they leave through (struct stanza_out). No I/O of its
+ * own; used by every module that builds a stanza. */
 #ifndef OFFHOOK_STANZA_H
 #define OFFHOOK_STANZA_H
+
+/* Ownership: pointers given to a function are only read during the call (strings are
+ * copied if kept), unless its comment says otherwise; "borrowed" means the caller keeps
+ * the object alive for as long as stated. */
 
 #include <stdbool.h>
 
@@ -36,5 +41,31 @@ xmpp_stanza_t *stanza_text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const c
  * to in's sender from in's recipient: the skeleton of a result or an error. The caller
  * releases it; in is only read. */
 xmpp_stanza_t *stanza_reply(xmpp_ctx_t *ctx, xmpp_stanza_t *in, const char *type);
+
+/* Where the component's stanzas go, in the shape of hiredis's adapter hooks: the modules
+ * that build stanzas hold a pointer to one and never name the XMPP link. main.c points it
+ * at xmpplink.c; the fuzz target at its checker. The owner (main, the fuzz target) keeps
+ * it alive as long as every module given it. */
+struct stanza_out {
+    xmpp_ctx_t *ctx; /* the libstrophe context stanzas are built in */
+    /* Whether the stream is up (what is sent while it is down is refused and lost). */
+    bool (*up)(void *arg);
+    /* Sends st, not taking ownership (the caller releases it). kind names it in
+     * offhook_stanzas_sent_total. Returns 0, or -1 when the stream is down or st's from
+     * is not on the component's domain. */
+    int (*send)(void *arg, xmpp_stanza_t *st, const char *kind);
+    void *arg;
+};
+
+static inline bool stanza_out_up(const struct stanza_out *o)
+{
+    return o->up(o->arg);
+}
+
+/* Sends st through o; the caller still releases st. Returns as stanza_out.send. */
+static inline int stanza_send(const struct stanza_out *o, xmpp_stanza_t *st, const char *kind)
+{
+    return o->send(o->arg, st, kind);
+}
 
 #endif
