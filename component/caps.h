@@ -1,20 +1,14 @@
 /* What a phone contact and the component domain say about themselves (XEP-0030 identity
  * and features) and the XEP-0115 capabilities hash of a contact, computed from the very
- * same lists so disco and caps cannot disagree. Used by router.c and publisher.c. */
+ * same lists so disco and caps cannot disagree. Used by router.c and presence_out.c. */
 #ifndef OFFHOOK_CAPS_H
 #define OFFHOOK_CAPS_H
 
 #include <stddef.h>
 
+#include "stanza.h" /* the namespaces */
+
 #define CAPS_NODE "https://github.com/offhook/offhook"
-#define NS_CAPS "http://jabber.org/protocol/caps"
-#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
-#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-#define NS_PING "urn:xmpp:ping"
-#define NS_VERSION "jabber:iq:version"
-#define NS_VCARD "vcard-temp"
-#define NS_GATEWAY "jabber:iq:gateway"
-#define NS_NICK "http://jabber.org/protocol/nick"
 
 extern const char *const caps_contact_features[]; /* NULL-terminated, sorted */
 extern const char *const caps_domain_features[];  /* NULL-terminated, sorted */

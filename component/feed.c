@@ -1,23 +1,27 @@
 /* User records from Redis: an atomic snapshot (MULTI: the event stream's last id and
  * every configured user's hash), then XREAD BLOCK from that id, so no change is missed or
- * applied twice. Each record goes to the publisher. On any reconnect: a new snapshot. */
+ * applied twice. Each record is kept in its user and announced (feed_ops). On any
+ * reconnect: a new snapshot. */
+#include "feed.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include <hiredis/hiredis.h>
 
-#include "component.h"
 #include "log.h"
 #include "metrics.h"
 #include "redislink.h"
+#include "storecodec.h"
 #include "strutil.h"
-#include "xmpplink.h"
 
 #define BLOCK_MS 5000
 #define READ_COUNT 1000
 
 struct feed {
-    struct component *c;
+    struct users *d;
+    struct feed_ops ops;
+    void *arg;
     struct redislink *link;
     char events_key[512];
     char last_id[64];
@@ -44,32 +48,34 @@ bool feed_synced(const struct feed *f)
     return f->synced;
 }
 
-/* Applies one record (names/values pairs) to jid; removed=true for a "removed" event. */
-static void apply(struct feed *f, const char *jid, const char *const *names,
-                  const char *const *values, size_t n)
+/* Applies one record (names/values pairs, or a "removed" event) to jid's user. Returns
+ * that user, or NULL when no user of ours changed. *event_us: when sipbridge received
+ * the change (0: not known). */
+static struct cuser *apply(struct feed *f, const char *jid, const char *const *names,
+                           const char *const *values, size_t n, int64_t *event_us)
 {
-    struct cuser *u = strmap_get(&f->c->by_jid, jid);
+    struct cuser *u = users_by_jid(f->d, jid);
     struct user_record rec;
     char err[128];
 
+    *event_us = 0;
     if (!u)
-        return; /* not ours (another deployment's user, or not configured here) */
+        return NULL; /* not ours (another deployment's user, or not configured here) */
     for (size_t i = 0; i < n; i++) {
         if (strcmp(names[i], "state") == 0 && strcmp(values[i], "removed") == 0) {
             u->have_rec = false;
-            pub_user(f->c, u, false, 0);
-            return;
+            return u;
         }
     }
     if (storecodec_decode(names, values, n, &rec, err, sizeof err) < 0) {
         metric_inc(m_bad, NULL);
         log_warn("feed", "event=bad_record user=%s reason=\"%s\"", jid, err);
-        return;
+        return NULL;
     }
     u->rec = rec;
     u->have_rec = true;
-    if (f->synced)
-        pub_user(f->c, u, false, rec.event_us);
+    *event_us = rec.event_us;
+    return u;
 }
 
 /* Splits a flat [name, value, ...] reply into arrays; returns the pair count or -1. */
@@ -105,13 +111,13 @@ static void command(struct feed *f, const char *cmd, const char *jid)
         return; /* a snapshot is coming anyway */
     if (!jid || strcmp(jid, "*") == 0) {
         log_notice("feed", "event=resync scope=all");
-        pub_all(f->c);
+        f->ops.on_resync(f->arg, NULL);
         return;
     }
-    u = strmap_get(&f->c->by_jid, jid);
+    u = users_by_jid(f->d, jid);
     if (u) {
         log_notice("feed", "event=resync user=%s", jid);
-        pub_user(f->c, u, true, 0);
+        f->ops.on_resync(f->arg, u);
     }
 }
 
@@ -159,12 +165,9 @@ static void on_read(struct redislink *l, redisReply *r, void *arg)
             if (cmd) {
                 command(f, cmd, jid);
             } else if (jid) {
-                /* An event proves sipbridge alive: this user's change is published as it
-                 * comes (counted, with its latency), then everyone else's view. */
-                bool revived = health_seen_sipbridge(f->c->health);
-                apply(f, jid, names, values, (size_t)n);
-                if (revived)
-                    pub_changed(f->c);
+                int64_t event_us;
+                struct cuser *u = apply(f, jid, names, values, (size_t)n, &event_us);
+                f->ops.on_event(f->arg, u, event_us);
             }
         }
     }
@@ -212,7 +215,8 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
     for (size_t i = 0; i < f->nsnapshot; i++) {
         const char *names[STORE_FIELDS_MAX + 2], *values[STORE_FIELDS_MAX + 2];
         long n = pairs(r->element[i + 1], names, values, STORE_FIELDS_MAX + 2);
-        struct cuser *u = strmap_get(&f->c->by_jid, f->snapshot_jids[i]);
+        struct cuser *u = users_by_jid(f->d, f->snapshot_jids[i]);
+        int64_t event_us;
 
         if (!u)
             continue;
@@ -224,7 +228,8 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
                 kept++;
             continue;
         }
-        apply(f, f->snapshot_jids[i], names, values, (size_t)n);
+        /* Published all at once by on_synced, not one by one. */
+        (void)apply(f, f->snapshot_jids[i], names, values, (size_t)n, &event_us);
         loaded++;
     }
     log_notice("feed", "event=synced users=%zu with_state=%zu kept_missing=%zu stream_id=%s",
@@ -232,8 +237,7 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
     free_snapshot(f);
     f->synced = true;
     metric_set(m_synced, NULL, 1);
-    if (xmpplink_up(f->c->xmpp))
-        pub_all(f->c);
+    f->ops.on_synced(f->arg);
     read_next(f);
 }
 
@@ -245,12 +249,12 @@ static void snapshot(struct feed *f)
     int rc = 0;
 
     free_snapshot(f);
-    f->snapshot_jids = xcalloc(f->c->by_jid.count + 1, sizeof *f->snapshot_jids);
+    f->snapshot_jids = xcalloc(f->d->by_jid.count + 1, sizeof *f->snapshot_jids);
     rc |= redislink_command(f->link, NULL, NULL, "MULTI");
     rc |= redislink_command(f->link, NULL, NULL, "XREVRANGE %s + - COUNT 1", f->events_key);
-    while (strmap_next(&f->c->by_jid, &pos, &k, &v)) {
+    while (strmap_next(&f->d->by_jid, &pos, &k, &v)) {
         char key[4096];
-        if (store_key_user(f->c->cfg->redis_prefix, k, key, sizeof key) < 0)
+        if (store_key_user(f->d->cfg->redis_prefix, k, key, sizeof key) < 0)
             continue;
         f->snapshot_jids[i++] = xstrdup(k);
         rc |= redislink_command(f->link, NULL, NULL, "HGETALL %s", key);
@@ -274,15 +278,18 @@ static void on_link(struct redislink *l, bool up, void *arg)
     metric_set(m_synced, NULL, 0);
 }
 
-struct feed *feed_new(struct component *c)
+struct feed *feed_new(struct event_base *base, struct users *d, const struct feed_ops *ops,
+                      void *arg)
 {
     struct feed *f = xcalloc(1, sizeof *f);
 
-    f->c = c;
-    store_key_events(c->cfg->redis_prefix, f->events_key, sizeof f->events_key);
+    f->d = d;
+    f->ops = *ops;
+    f->arg = arg;
+    store_key_events(d->cfg->redis_prefix, f->events_key, sizeof f->events_key);
     str_copy(f->last_id, sizeof f->last_id, "0-0");
     metric_set(m_synced, NULL, 0);
-    f->link = redislink_new(c->base, c->cfg, "feed", BLOCK_MS + 10000, on_link, f);
+    f->link = redislink_new(base, d->cfg, "feed", BLOCK_MS + 10000, on_link, f);
     return f;
 }
 

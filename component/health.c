@@ -1,7 +1,9 @@
 /* Liveness between the daemons, through Redis: the component refreshes its own heartbeat
  * key and watches sipbridge's. While sipbridge's beat is missing, what Redis holds is no
  * longer being kept true, so every phone shows "unknown" instead of a frozen state. A beat,
- * or any state event in the stream, brings it back. Called by main.c and feed.c. */
+ * or any state event in the stream, brings it back. Called by main.c. */
+#include "health.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +11,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#include "component.h"
+#include "config.h"
 #include "log.h"
 #include "metrics.h"
 #include "redislink.h"
@@ -17,7 +19,8 @@
 #include "strutil.h"
 
 struct health {
-    struct component *c;
+    struct health_ops ops;
+    void *arg;
     struct redislink *link;
     struct event *tick;
     char own_key[512];
@@ -41,8 +44,6 @@ void health_register_metrics(void)
 /* Records the new liveness; returns true if it changed what watchers should see. */
 static bool note_alive(struct health *h, int alive)
 {
-    struct component *c = h->c;
-
     if (alive == h->sipbridge)
         return false;
     if (h->sipbridge >= 0 || !alive)
@@ -50,15 +51,14 @@ static bool note_alive(struct health *h, int alive)
                    alive ? "" : " action=showing_unknown");
     h->sipbridge = alive;
     metric_set(m_sipbridge, NULL, alive);
-    c->sipbridge_alive = alive;
     return true;
 }
 
 /* The feed kept following the stream either way: only what watchers see changes. */
 static void set_alive(struct health *h, int alive)
 {
-    if (note_alive(h, alive) && feed_synced(h->c->feed))
-        pub_changed(h->c);
+    if (note_alive(h, alive))
+        h->ops.on_sipbridge(h->arg, alive);
 }
 
 bool health_seen_sipbridge(struct health *h)
@@ -98,20 +98,21 @@ static void on_link(struct redislink *l, bool up, void *arg)
     }
 }
 
-struct health *health_new(struct component *c)
+struct health *health_new(struct event_base *base, const struct offhook_config *cfg,
+                          const struct health_ops *ops, void *arg)
 {
     struct health *h = xcalloc(1, sizeof *h);
     struct timeval tv = {.tv_sec = STORE_HEARTBEAT_EVERY_MS / 1000 / 2};
 
-    h->c = c;
-    h->sipbridge = -1;
-    c->sipbridge_alive = true; /* until Redis says otherwise: no flap at start */
-    store_key_heartbeat(c->cfg->redis_prefix, "component", h->own_key, sizeof h->own_key);
-    store_key_heartbeat(c->cfg->redis_prefix, "sipbridge", h->sipbridge_key,
+    h->ops = *ops;
+    h->arg = arg;
+    h->sipbridge = -1; /* the owner assumes alive until Redis says otherwise */
+    store_key_heartbeat(cfg->redis_prefix, "component", h->own_key, sizeof h->own_key);
+    store_key_heartbeat(cfg->redis_prefix, "sipbridge", h->sipbridge_key,
                         sizeof h->sipbridge_key);
-    h->tick = event_new(c->base, -1, EV_PERSIST, on_tick, h);
+    h->tick = event_new(base, -1, EV_PERSIST, on_tick, h);
     event_add(h->tick, &tv);
-    h->link = redislink_new(c->base, c->cfg, "health", 10000, on_link, h);
+    h->link = redislink_new(base, cfg, "health", 10000, on_link, h);
     return h;
 }
 

@@ -1,6 +1,17 @@
 /* offhook-component: an XEP-0114 external component that shows each user's desk-phone
  * state as the presence of a phone contact on its domain. One libevent loop drives
- * libstrophe (xmpplink.c), hiredis (feed.c, watchers.c) and the metrics endpoint. */
+ * libstrophe (xmpplink.c), hiredis (feed.c, health.c, watchers.c) and the metrics
+ * endpoint.
+ *
+ * This file builds the modules and wires them; it is the only one that knows them all.
+ * Calls go down the data flow; news comes up through each module's ops, to here:
+ *
+ *   Redis: feed, health, watchers --ops--> main --> publisher --view--> pep, presence_out
+ *   XMPP:  xmpplink --ops--> main --> router --> publisher, pep, presence_out
+ *                                     router --ops--> main --> watchers
+ *   pep, presence_out, router --stanza_out--> main --> xmpplink
+ *
+ * users.c (the directory) and view.c sit under all of them. See docs/architecture.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,18 +19,24 @@
 
 #include <event2/event.h>
 
-#include "component.h"
 #include "config.h"
-#include "pep.h"
 #include "daemon.h"
+#include "feed.h"
+#include "health.h"
 #include "httpd.h"
-#include "jid.h"
 #include "log.h"
 #include "metrics.h"
+#include "pep.h"
+#include "presence_out.h"
+#include "publisher.h"
 #include "redislink.h"
+#include "router.h"
 #include "sbuf.h"
+#include "stanza.h"
 #include "strutil.h"
+#include "users.h"
 #include "version.h"
+#include "watchers.h"
 #include "xmpplink.h"
 
 #define STATUS_INTERVAL_S 10 /* systemd STATUS= refresh once ready */
@@ -27,7 +44,17 @@
 struct app {
     const char *config_path;
     struct offhook_config *cfg;
-    struct component c;
+    struct event_base *base;
+    struct users users;           /* the directory every module reads */
+    struct stanza_out out;        /* how the modules' stanzas reach xmpplink */
+    struct xmpplink *xmpp;
+    struct feed *feed;
+    struct health *health;
+    struct watchers *wstore;
+    struct presence_out *presout;
+    struct pep *pep;
+    struct publisher *pub;
+    struct router *router;
     struct httpd *http;
     struct event *status_timer;
     bool ready_sent;
@@ -40,15 +67,15 @@ static bool is_ready(void *arg, struct sbuf *why)
     struct app *a = arg;
     bool ok = true;
 
-    if (!xmpplink_up(a->c.xmpp)) {
+    if (!xmpplink_up(a->xmpp)) {
         sbuf_puts(why, "xmpp: stream not up\n");
         ok = false;
     }
-    if (!feed_synced(a->c.feed)) {
+    if (!feed_synced(a->feed)) {
         sbuf_puts(why, "redis: state not loaded\n");
         ok = false;
     }
-    if (!watchers_up(a->c.wstore)) {
+    if (!watchers_up(a->wstore)) {
         sbuf_puts(why, "redis: watchers not loaded\n");
         ok = false;
     }
@@ -70,40 +97,52 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
         /* Checked every second until ready; then STATUS= only needs refreshing. */
         event_del(a->status_timer);
         event_add(a->status_timer, &slow);
-        log_notice("main", "event=ready users=%zu", a->c.by_jid.count);
+        log_notice("main", "event=ready users=%zu", a->users.by_jid.count);
         daemon_notify("READY=1");
     }
-    daemon_notify("STATUS=users=%zu xmpp=%s redis=%s stanzas_sent=%lu", a->c.by_jid.count,
-                  xmpplink_up(a->c.xmpp) ? "up" : "down",
-                  feed_synced(a->c.feed) ? "synced" : "down", xmpplink_sent(a->c.xmpp));
+    daemon_notify("STATUS=users=%zu xmpp=%s redis=%s stanzas_sent=%lu", a->users.by_jid.count,
+                  xmpplink_up(a->xmpp) ? "up" : "down",
+                  feed_synced(a->feed) ? "synced" : "down", xmpplink_sent(a->xmpp));
 }
 
-/* ---- link events ------------------------------------------------------------------- */
+/* ---- the XMPP link ------------------------------------------------------------------ */
+
+static bool out_up(void *arg)
+{
+    struct app *a = arg;
+
+    return xmpplink_up(a->xmpp);
+}
+
+static int out_send(void *arg, xmpp_stanza_t *st, const char *kind)
+{
+    struct app *a = arg;
+
+    return xmpplink_send(a->xmpp, st, kind);
+}
 
 static void on_xmpp_up(void *arg)
 {
-    struct component *c = arg;
+    struct app *a = arg;
 
-    pep_connected(c->pep);
+    pep_connected(a->pep);
     /* Before the feed has every user's state, it would publish "unknown" for all. */
-    if (feed_synced(c->feed))
-        pub_all(c);
+    if (feed_synced(a->feed))
+        pub_all(a->pub);
 }
 
 static void on_xmpp_down(void *arg)
 {
-    struct component *c = arg;
-    size_t pos = 0;
-    const char *k;
-    void *v;
+    struct app *a = arg;
 
-    while (strmap_next(&c->by_jid, &pos, &k, &v))
-        ((struct cuser *)v)->sent_valid = false;
+    presout_link_down(a->presout);
 }
 
 static void on_xmpp_stanza(void *arg, xmpp_stanza_t *st)
 {
-    router_stanza(arg, st);
+    struct app *a = arg;
+
+    router_stanza(a->router, st);
 }
 
 static const struct xmpplink_ops link_ops = {
@@ -111,6 +150,126 @@ static const struct xmpplink_ops link_ops = {
     .on_down = on_xmpp_down,
     .on_stanza = on_xmpp_stanza,
 };
+
+/* ---- news from Redis ---------------------------------------------------------------- */
+
+static void on_feed_event(void *arg, struct cuser *u, int64_t event_us)
+{
+    struct app *a = arg;
+    /* An event proves sipbridge alive: this user's change is published as it comes
+     * (counted, with its latency), then everyone else's view. */
+    bool revived = health_seen_sipbridge(a->health);
+
+    if (revived)
+        pub_sipbridge(a->pub, true);
+    if (u)
+        pub_user(a->pub, u, false, event_us);
+    if (revived)
+        pub_changed(a->pub);
+}
+
+static void on_feed_synced(void *arg)
+{
+    struct app *a = arg;
+
+    if (xmpplink_up(a->xmpp))
+        pub_all(a->pub);
+}
+
+static void on_feed_resync(void *arg, struct cuser *u)
+{
+    struct app *a = arg;
+
+    if (u)
+        pub_user(a->pub, u, true, 0);
+    else
+        pub_all(a->pub);
+}
+
+static const struct feed_ops feed_ops = {
+    .on_event = on_feed_event,
+    .on_synced = on_feed_synced,
+    .on_resync = on_feed_resync,
+};
+
+/* The feed kept following the stream either way: only what watchers see changes. */
+static void on_sipbridge(void *arg, bool alive)
+{
+    struct app *a = arg;
+
+    pub_sipbridge(a->pub, alive);
+    if (feed_synced(a->feed))
+        pub_changed(a->pub);
+}
+
+static const struct health_ops health_ops = {.on_sipbridge = on_sipbridge};
+
+static void on_watcher_learned(void *arg, struct cuser *u, const char *bare)
+{
+    struct app *a = arg;
+
+    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+        pub_user_to(a->pub, u, bare);
+}
+
+static void on_watcher_dropped(void *arg, struct cuser *u, const char *bare)
+{
+    struct app *a = arg;
+
+    presout_unavailable(a->presout, u, bare);
+    presout_type(a->presout, u->contact, bare, "unsubscribed");
+}
+
+static const struct watchers_ops watchers_ops = {
+    .on_learned = on_watcher_learned,
+    .on_dropped = on_watcher_dropped,
+};
+
+/* ---- news from the router, the PEP writer and the directory ------------------------ */
+
+static void on_subscribe(void *arg, struct cuser *u, const char *bare)
+{
+    struct app *a = arg;
+
+    watchers_add(a->wstore, u, bare);
+}
+
+static void on_unsubscribe(void *arg, struct cuser *u, const char *bare)
+{
+    struct app *a = arg;
+
+    watchers_remove(a->wstore, u, bare);
+}
+
+static const struct router_ops router_ops = {
+    .on_subscribe = on_subscribe,
+    .on_unsubscribe = on_unsubscribe,
+};
+
+static void on_pep_granted(void *arg, const char *domain)
+{
+    struct app *a = arg;
+
+    if (feed_synced(a->feed))
+        pub_pep_domain(a->pub, domain);
+}
+
+static const struct pep_ops pep_ops = {.on_granted = on_pep_granted};
+
+/* A reload removed u (or renamed its contact): its watchers see it go offline, and the
+ * writers forget it. */
+static void on_user_removed(void *arg, struct cuser *u)
+{
+    struct app *a = arg;
+    size_t pos = 0;
+    const char *w;
+    void *v;
+
+    while (strmap_next(&u->watchers, &pos, &w, &v))
+        presout_unavailable(a->presout, u, w);
+    presout_forget(a->presout, u);
+    pep_forget(a->pep, u);
+}
 
 /* ---- signals ----------------------------------------------------------------------- */
 
@@ -120,8 +279,8 @@ static void on_stop(void *arg)
 
     daemon_notify("STOPPING=1");
     if (!a->cfg->component_keep_on_stop)
-        pub_goodbye(&a->c);
-    event_base_loopexit(a->c.base, NULL);
+        pub_goodbye(a->pub);
+    event_base_loopexit(a->base, NULL);
 }
 
 /* daemon_reload() checked and loaded the file: hand the new configuration over. */
@@ -129,9 +288,9 @@ static void on_reload(void *arg, struct offhook_config *next)
 {
     struct app *a = arg;
 
-    component_users_apply(&a->c, next);
-    component_enforce_watcher_policy(&a->c);
-    feed_resync(a->c.feed);
+    users_apply(&a->users, next, on_user_removed, a);
+    watchers_enforce_policy(a->wstore);
+    feed_resync(a->feed);
     log_notice("main", "event=reloaded users=%zu", next->nusers);
 }
 
@@ -139,7 +298,6 @@ int main(int argc, char **argv)
 {
     struct daemon_args args;
     struct app a = {0};
-    struct component *c = &a.c;
     struct daemon_hooks hooks = {.cfg = &a.cfg, .apply = on_reload, .stop = on_stop, .arg = &a};
     struct timeval status_tv = {.tv_sec = 1};
     int rc = 1;
@@ -166,48 +324,59 @@ int main(int argc, char **argv)
     }
     log_notice("main", "event=starting version=%s config=%s users=%zu domain=%s",
                OFFHOOK_VERSION, args.config_path, a.cfg->nusers, a.cfg->xmpp_domain);
-    c->base = event_base_new();
-    c->cfg = a.cfg;
-    component_users_init(c, a.cfg);
+    a.base = event_base_new();
+    users_init(&a.users, a.cfg);
 
     httpd_register_process_metrics();
     redislink_register_metrics();
     xmpplink_register_metrics();
     router_register_metrics();
-    pub_register_metrics();
+    presout_register_metrics();
     feed_register_metrics();
     pep_register_metrics();
     health_register_metrics();
-    daemon_setup(c->base, &hooks);
+    daemon_setup(a.base, &hooks);
     if (a.cfg->component_metrics[0]) {
-        a.http = httpd_start(c->base, a.cfg->component_metrics, is_ready, &a);
+        a.http = httpd_start(a.base, a.cfg->component_metrics, is_ready, &a);
         if (!a.http)
             goto out;
     }
-    c->pep = pep_new(c);
-    c->feed = feed_new(c);
-    c->health = health_new(c);
-    c->wstore = watchers_new(c);
-    c->xmpp = xmpplink_new(c->base, a.cfg, &link_ops, c);
-    a.status_timer = event_new(c->base, -1, EV_PERSIST, on_status, &a);
+    /* The writers and the router send through a.out, to the link; nothing is sent
+     * before the loop runs (the links connect from it), by when out.ctx is set. */
+    a.out = (struct stanza_out){.up = out_up, .send = out_send, .arg = &a};
+    a.presout = presout_new(&a.users, &a.out);
+    a.pep = pep_new(a.base, &a.users, &a.out, &pep_ops, &a);
+    a.pub = pub_new(&a.users, a.presout, a.pep, &a.out);
+    a.router = router_new(&a.users, a.pub, a.presout, a.pep, &a.out, &router_ops, &a);
+    a.feed = feed_new(a.base, &a.users, &feed_ops, &a);
+    a.health = health_new(a.base, a.cfg, &health_ops, &a);
+    a.wstore = watchers_new(a.base, &a.users, &watchers_ops, &a);
+    a.xmpp = xmpplink_new(a.base, a.cfg, &link_ops, &a);
+    a.out.ctx = xmpplink_ctx(a.xmpp);
+    a.status_timer = event_new(a.base, -1, EV_PERSIST, on_status, &a);
     event_add(a.status_timer, &status_tv);
 
-    event_base_dispatch(c->base);
+    event_base_dispatch(a.base);
     rc = 0;
     log_notice("main", "event=stopped");
 out:
     if (a.status_timer)
         event_free(a.status_timer);
-    xmpplink_free(c->xmpp);
-    health_free(c->health);
-    pep_free(c->pep);
-    watchers_free(c->wstore);
-    feed_free(c->feed);
+    /* The link first: closing the stream runs its last pass (stanzas, on_down), which
+     * reaches the router and the writers. */
+    xmpplink_free(a.xmpp);
+    health_free(a.health);
+    watchers_free(a.wstore);
+    feed_free(a.feed);
+    router_free(a.router);
+    pub_free(a.pub);
+    pep_free(a.pep);
+    presout_free(a.presout);
     httpd_free(a.http);
-    component_users_free(c);
+    users_free(&a.users);
     daemon_teardown();
-    if (c->base)
-        event_base_free(c->base);
+    if (a.base)
+        event_base_free(a.base);
     metrics_reset();
 out_cfg:
     config_free(a.cfg);

@@ -1,9 +1,10 @@
 /* The user's own status: XEP-0108 User Activity and XEP-0152 Reachability published into
  * each user's PEP through XEP-0356 privileged IQs, where the user's server granted the
  * component the IQ permission for pubsub set. Learns the grants from the server's
- * <privilege/> message, republishes (or clears) every user on each grant, so a restart
- * never leaves a stale "on the phone", and says once why it does not publish where it
- * cannot. Called by router.c (privilege messages, IQ answers) and publisher.c. */
+ * <privilege/> message and asks (pep_ops.on_granted) for every user of a domain on each
+ * grant, so a restart never leaves a stale "on the phone"; says once why it does not
+ * publish where it cannot. Remembers per user what it last published.
+ * Called by router.c (privilege messages, IQ answers) and publisher.c (views). */
 #include "pep.h"
 
 #include <stdio.h>
@@ -12,20 +13,12 @@
 
 #include <event2/event.h>
 
-#include "caps.h"
 #include "jid.h"
 #include "log.h"
 #include "metrics.h"
+#include "stanza.h"
 #include "strutil.h"
-#include "xmpplink.h"
 
-#define NS_PRIV2 "urn:xmpp:privilege:2"
-#define NS_PRIV1 "urn:xmpp:privilege:1"
-#define NS_PUBSUB "http://jabber.org/protocol/pubsub"
-#define NS_FORWARD "urn:xmpp:forward:0"
-#define NS_ACTIVITY "http://jabber.org/protocol/activity"
-#define NS_REACH "urn:xmpp:reach:0"
-#define NS_DATA "jabber:x:data"
 #define GRANT_WAIT_S 5        /* after connecting, how long a server has to say <privilege/> */
 #define ID_PREFIX "pep-"
 
@@ -37,9 +30,19 @@ struct grant {
     bool explained;           /* "not publishing because..." logged in this stream */
 };
 
+/* What was last published into one user's PEP. */
+struct published {
+    char *jid;                /* the user's JID: the key in pep.published (owned) */
+    char sig[96];             /* "talking|text|reachable"; "" = nothing known out there */
+};
+
 struct pep {
-    struct component *c;
-    struct strmap grants;     /* server domain -> struct grant* */
+    const struct users *d;
+    const struct stanza_out *out;
+    struct pep_ops ops;
+    void *arg;
+    struct strmap grants;     /* server domain -> struct grant* (owned) */
+    struct strmap published;  /* user JID -> struct published* (owned) */
     struct event *wait;       /* GRANT_WAIT_S after connect: explain missing grants */
     unsigned long next_id;
 };
@@ -79,7 +82,7 @@ static void update_metric(struct pep *p)
     void *v;
     int yes = 0, no = 0;
 
-    while (strmap_next(&p->c->user_domains, &pos, &k, &v)) {
+    while (strmap_next(&p->d->user_domains, &pos, &k, &v)) {
         struct grant *g = grant_for(p, k, false);
         if (g && g->pubsub_set)
             yes++;
@@ -92,41 +95,20 @@ static void update_metric(struct pep *p)
 
 /* ---- building the privileged IQ ----------------------------------------------------- */
 
-static xmpp_stanza_t *child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                            const char *ns)
-{
-    xmpp_stanza_t *c = xmpp_stanza_new(ctx);
-
-    xmpp_stanza_set_name(c, name);
-    if (ns)
-        xmpp_stanza_set_ns(c, ns);
-    xmpp_stanza_add_child_ex(parent, c, 0);
-    return c;
-}
-
-static void text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                       const char *text)
-{
-    xmpp_stanza_t *c = child(ctx, parent, name, NULL), *t = xmpp_stanza_new(ctx);
-
-    xmpp_stanza_set_text(t, text);
-    xmpp_stanza_add_child_ex(c, t, 0);
-}
-
 /* <publish-options>: the items are for the user's presence subscribers only. */
 static void publish_options(xmpp_ctx_t *ctx, xmpp_stanza_t *pubsub)
 {
-    xmpp_stanza_t *opts = child(ctx, pubsub, "publish-options", NULL);
-    xmpp_stanza_t *x = child(ctx, opts, "x", NS_DATA), *f;
+    xmpp_stanza_t *opts = stanza_child(ctx, pubsub, "publish-options", NULL);
+    xmpp_stanza_t *x = stanza_child(ctx, opts, "x", NS_DATA), *f;
 
     xmpp_stanza_set_type(x, "submit");
-    f = child(ctx, x, "field", NULL);
+    f = stanza_child(ctx, x, "field", NULL);
     xmpp_stanza_set_attribute(f, "var", "FORM_TYPE");
     xmpp_stanza_set_type(f, "hidden");
-    text_child(ctx, f, "value", "http://jabber.org/protocol/pubsub#publish-options");
-    f = child(ctx, x, "field", NULL);
+    stanza_text_child(ctx, f, "value", "http://jabber.org/protocol/pubsub#publish-options");
+    f = stanza_child(ctx, x, "field", NULL);
     xmpp_stanza_set_attribute(f, "var", "pubsub#access_model");
-    text_child(ctx, f, "value", "presence");
+    stanza_text_child(ctx, f, "value", "presence");
 }
 
 /* Sends <iq type=set to=user><privileged_iq><iq xmlns=jabber:client type=set><pubsub>
@@ -134,132 +116,85 @@ static void publish_options(xmpp_ctx_t *ctx, xmpp_stanza_t *pubsub)
 static void send_publish(struct pep *p, const char *user, const char *node,
                          xmpp_stanza_t *payload)
 {
-    xmpp_ctx_t *ctx = xmpplink_ctx(p->c->xmpp);
+    xmpp_ctx_t *ctx = p->out->ctx;
     char id[40], inner_id[48];
     xmpp_stanza_t *outer, *priv, *inner, *pubsub, *publish, *item;
 
     snprintf(id, sizeof id, ID_PREFIX "%lu", ++p->next_id);
     snprintf(inner_id, sizeof inner_id, "%s-in", id);
     outer = xmpp_iq_new(ctx, "set", id);
-    xmpp_stanza_set_from(outer, p->c->cfg->xmpp_domain);
+    xmpp_stanza_set_from(outer, p->d->cfg->xmpp_domain);
     xmpp_stanza_set_to(outer, user);
-    priv = child(ctx, outer, "privileged_iq", NS_PRIV2);
+    priv = stanza_child(ctx, outer, "privileged_iq", NS_PRIV2);
     /* Prosody's mod_privilege wants the wrapped IQ explicitly in jabber:client, with an
      * id and the same type as the wrapper; its from, if any, must be the user. */
     inner = xmpp_iq_new(ctx, "set", inner_id);
-    xmpp_stanza_set_ns(inner, "jabber:client");
+    xmpp_stanza_set_ns(inner, NS_CLIENT);
     xmpp_stanza_add_child_ex(priv, inner, 0);
-    pubsub = child(ctx, inner, "pubsub", NS_PUBSUB);
-    publish = child(ctx, pubsub, "publish", NULL);
+    pubsub = stanza_child(ctx, inner, "pubsub", NS_PUBSUB);
+    publish = stanza_child(ctx, pubsub, "publish", NULL);
     xmpp_stanza_set_attribute(publish, "node", node);
-    item = child(ctx, publish, "item", NULL);
+    item = stanza_child(ctx, publish, "item", NULL);
     xmpp_stanza_set_id(item, "current");
     xmpp_stanza_add_child_ex(item, payload, 0);
     publish_options(ctx, pubsub);
-    if (xmpplink_send(p->c->xmpp, outer, "iq_request") == 0)
+    if (stanza_send(p->out, outer, "iq_request") == 0)
         metric_inc(m_publish, "sent");
     xmpp_stanza_release(outer);
 }
 
-/* XEP-0108: talking/on_the_phone during a call; an empty <activity/> otherwise. */
-static void activity_for(const struct user_record *r, char *text, size_t len, bool *talking)
-{
-    enum user_state st = r ? r->state : US_UNKNOWN;
-
-    *talking = st == US_ON_CALL || st == US_ON_HOLD;
-    snprintf(text, len, "%s", st == US_ON_HOLD ? "On hold" : st == US_ON_CALL ? "On the phone"
-                                                                               : "");
-}
-
-/* XEP-0152: the phone's addresses while it can be reached; empty when it cannot. */
-static bool reachable(const struct user_record *r)
-{
-    enum user_state st = r ? r->state : US_UNKNOWN;
-
-    return st != US_OFFLINE && st != US_UNKNOWN;
-}
-
-static void publish(struct pep *p, struct cuser *u, const struct user_record *rec, bool force);
-
-void pep_user(struct pep *p, struct cuser *u, bool force)
-{
-    if (p)
-        publish(p, u, cuser_record(p->c, u), force);
-}
-
-void pep_clear(struct pep *p, struct cuser *u)
-{
-    if (p)
-        publish(p, u, NULL, false);
-}
-
-static void publish(struct pep *p, struct cuser *u, const struct user_record *rec, bool force)
+void pep_user(struct pep *p, const struct cuser *u, const struct user_view *v, bool force)
 {
     xmpp_ctx_t *ctx;
     struct jid j;
     struct grant *g;
-    char text[64], sig[sizeof u->pep_sent];
-    bool talking, reach;
+    struct published *pub;
+    char sig[sizeof pub->sig];
 
-    if (!p->c->cfg->publish_pep || !xmpplink_up(p->c->xmpp))
+    if (!p || !p->d->cfg->publish_pep || !stanza_out_up(p->out))
         return;
     if (jid_parse(u->jid, &j) < 0)
         return;
     g = grant_for(p, j.domain, false);
     if (!g || !g->pubsub_set)
         return;
-    activity_for(rec, text, sizeof text, &talking);
-    reach = reachable(rec);
-    snprintf(sig, sizeof sig, "%d|%s|%d", talking, text, reach);
-    if (!force && strcmp(sig, u->pep_sent) == 0)
+    snprintf(sig, sizeof sig, "%d|%s|%d", v->talking, v->activity, v->reachable);
+    pub = strmap_get(&p->published, u->jid);
+    if (!force && pub && strcmp(sig, pub->sig) == 0)
         return;
-    str_copy(u->pep_sent, sizeof u->pep_sent, sig);
-    ctx = xmpplink_ctx(p->c->xmpp);
+    if (!pub) {
+        pub = xcalloc(1, sizeof *pub);
+        pub->jid = xstrdup(u->jid);
+        strmap_put(&p->published, pub->jid, pub);
+    }
+    str_copy(pub->sig, sizeof pub->sig, sig);
+    ctx = p->out->ctx;
     {
         xmpp_stanza_t *act = xmpp_stanza_new(ctx);
         xmpp_stanza_set_name(act, "activity");
         xmpp_stanza_set_ns(act, NS_ACTIVITY);
-        if (talking) {
-            xmpp_stanza_t *general = child(ctx, act, "talking", NULL);
-            child(ctx, general, "on_the_phone", NULL);
-            text_child(ctx, act, "text", text);
+        if (v->talking) {
+            xmpp_stanza_t *general = stanza_child(ctx, act, "talking", NULL);
+            stanza_child(ctx, general, "on_the_phone", NULL);
+            stanza_text_child(ctx, act, "text", v->activity);
         }
         send_publish(p, u->jid, NS_ACTIVITY, act);
     }
-    {
-        xmpp_stanza_t *r = xmpp_stanza_new(ctx);
-        xmpp_stanza_set_name(r, "reach");
-        xmpp_stanza_set_ns(r, NS_REACH);
-        if (reach)
-            reach_addresses(ctx, r, u);
-        send_publish(p, u->jid, NS_REACH, r);
-    }
+    send_publish(p, u->jid, NS_REACH, view_reach(ctx, u, v->reachable));
 }
 
-/* Every user of domain (NULL = all), forced: after a grant or a reconnect. */
-static void publish_domain(struct pep *p, const char *domain)
+static void published_free(struct published *pub)
 {
-    size_t pos = 0;
-    const char *k;
-    void *v;
-    int n = 0;
-
-    while (strmap_next(&p->c->by_jid, &pos, &k, &v)) {
-        struct cuser *u = v;
-        struct jid j;
-        if (domain && (jid_parse(u->jid, &j) < 0 || strcmp(j.domain, domain) != 0))
-            continue;
-        pep_user(p, u, true);
-        n++;
-    }
-    if (n)
-        log_info("pep", "event=republished domain=%s users=%d", domain ? domain : "*", n);
+    free(pub->jid);
+    free(pub);
 }
 
-void pep_all(struct pep *p)
+void pep_forget(struct pep *p, const struct cuser *u)
 {
-    if (p && p->c->cfg->publish_pep && feed_synced(p->c->feed))
-        publish_domain(p, NULL);
+    struct published *pub = strmap_del(&p->published, u->jid);
+
+    if (pub)
+        published_free(pub);
 }
 
 /* ---- the server's grants ------------------------------------------------------------ */
@@ -283,9 +218,9 @@ static void on_wait(evutil_socket_t fd, short what, void *arg)
     const char *k;
     void *v;
 
-    if (!p->c->cfg->publish_pep)
+    if (!p->d->cfg->publish_pep)
         return;
-    while (strmap_next(&p->c->user_domains, &pos, &k, &v)) {
+    while (strmap_next(&p->d->user_domains, &pos, &k, &v)) {
         struct grant *g = grant_for(p, k, false);
         if (!g || !g->advertised)
             explain(p, g, k, "the server sent no XEP-0356 <privilege/> for this domain "
@@ -320,7 +255,7 @@ bool pep_on_message(struct pep *p, xmpp_stanza_t *msg, const char *from_domain)
         priv = xmpp_stanza_get_child_by_name_and_ns(msg, "privilege", NS_PRIV1);
     if (!priv)
         return false;
-    if (!strmap_get(&p->c->user_domains, from_domain)) {
+    if (!strmap_get(&p->d->user_domains, from_domain)) {
         log_debug("pep", "event=privilege_ignored domain=%s reason=\"no users there\"",
                   from_domain);
         return true;
@@ -359,15 +294,16 @@ bool pep_on_message(struct pep *p, xmpp_stanza_t *msg, const char *from_domain)
     }
     log_notice("pep", "event=privileges domain=%s xep0356_version=%s perms=\"%s\" pep=%s",
                from_domain, g->version, perms, g->pubsub_set ? "on" : "off");
-    if (!g->pubsub_set && p->c->cfg->publish_pep)
+    if (!g->pubsub_set && p->d->cfg->publish_pep)
         explain(p, g, from_domain,
                 strcmp(g->version, "1") == 0
                     ? "privileges are XEP-0356 v1 (no IQ permission): ejabberd needs 24.10 or "
                       "later for privileged pubsub"
                     : "no IQ permission for http://jabber.org/protocol/pubsub set");
     update_metric(p);
-    if (g->pubsub_set && feed_synced(p->c->feed))
-        publish_domain(p, from_domain);
+    /* Everything published before may be stale (a restart, a grant that was off). */
+    if (g->pubsub_set && p->ops.on_granted)
+        p->ops.on_granted(p->arg, from_domain);
     return true;
 }
 
@@ -405,22 +341,27 @@ bool pep_on_iq(struct pep *p, xmpp_stanza_t *iq)
     /* Publish again on the next change instead of believing it is out there. */
     if (from) {
         char bare[JID_MAX + 1];
-        struct cuser *u = jid_to_bare(from, bare, sizeof bare) == 0
-                              ? strmap_get(&p->c->by_jid, bare)
-                              : NULL;
-        if (u)
-            u->pep_sent[0] = '\0';
+        struct published *pub = jid_to_bare(from, bare, sizeof bare) == 0
+                                    ? strmap_get(&p->published, bare)
+                                    : NULL;
+        if (pub)
+            pub->sig[0] = '\0';
     }
     return true;
 }
 
-struct pep *pep_new(struct component *c)
+struct pep *pep_new(struct event_base *base, const struct users *d,
+                    const struct stanza_out *out, const struct pep_ops *ops, void *arg)
 {
     struct pep *p = xcalloc(1, sizeof *p);
 
-    p->c = c;
+    p->d = d;
+    p->out = out;
+    p->ops = *ops;
+    p->arg = arg;
     strmap_init(&p->grants);
-    p->wait = evtimer_new(c->base, on_wait, p);
+    strmap_init(&p->published);
+    p->wait = evtimer_new(base, on_wait, p);
     return p;
 }
 
@@ -438,6 +379,9 @@ void pep_free(struct pep *p)
         free(g);
     }
     strmap_free(&p->grants);
+    for (pos = 0; strmap_next(&p->published, &pos, &k, &v);)
+        published_free(v);
+    strmap_free(&p->published);
     event_free(p->wait);
     free(p);
 }

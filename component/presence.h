@@ -1,6 +1,6 @@
 /* What a watcher's client shows for a user's phone, pure: maps a user record to the
  * presence of their phone contact (available or not, <show>, <status>). Called by
- * publisher.c for every presence it sends and by the unit tests. */
+ * view.c for every user's view and by the unit tests. */
 #ifndef OFFHOOK_PRESENCE_H
 #define OFFHOOK_PRESENCE_H
 

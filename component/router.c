@@ -1,23 +1,33 @@
 /* Incoming stanzas: every address is validated, presence subscriptions follow RFC 6121
  * under the watcher policy, IQs get answers or the right stanza error. Nothing here can
  * send from outside the component's domain (xmpplink.c refuses it) or show a phone's
- * state to a JID the policy does not allow. Called by xmpplink for each stanza. */
+ * state to a JID the policy does not allow. */
+#include "router.h"
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "caps.h"
-#include "component.h"
 #include "jid.h"
-#include "pep.h"
 #include "log.h"
 #include "metrics.h"
 #include "strutil.h"
 #include "version.h"
-#include "xmpplink.h"
+#include "view.h"
 
-#define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 #define GATEWAY_QUERY_MAX 256 /* longest number, extension or SIP URI looked up */
 #define STANZA_DEPTH_MAX 32   /* deeper nesting is refused like an oversized stanza */
+
+struct router {
+    const struct users *d;
+    struct publisher *pub;
+    struct presence_out *po;
+    struct pep *pep;
+    const struct stanza_out *out;
+    struct router_ops ops;
+    void *arg;
+};
 
 static struct metric *m_in, *m_rejected, *m_refused_watchers;
 
@@ -41,77 +51,41 @@ void router_register_metrics(void)
 
 /* ---- helpers ----------------------------------------------------------------------- */
 
-static xmpp_stanza_t *new_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                                const char *ns)
-{
-    xmpp_stanza_t *c = xmpp_stanza_new(ctx);
-
-    xmpp_stanza_set_name(c, name);
-    if (ns)
-        xmpp_stanza_set_ns(c, ns);
-    xmpp_stanza_add_child_ex(parent, c, 0);
-    return c;
-}
-
-static void add_text(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
-                     const char *text)
-{
-    xmpp_stanza_t *c = new_child(ctx, parent, name, NULL);
-    xmpp_stanza_t *t = xmpp_stanza_new(ctx);
-
-    xmpp_stanza_set_text(t, text);
-    xmpp_stanza_add_child_ex(c, t, 0);
-}
-
-/* An empty reply (iq result) or error skeleton addressed back to the sender. */
-static xmpp_stanza_t *reply_to(struct component *c, xmpp_stanza_t *in, const char *type)
-{
-    xmpp_stanza_t *r = xmpp_stanza_new(xmpplink_ctx(c->xmpp));
-
-    xmpp_stanza_set_name(r, xmpp_stanza_get_name(in));
-    xmpp_stanza_set_type(r, type);
-    if (xmpp_stanza_get_id(in))
-        xmpp_stanza_set_id(r, xmpp_stanza_get_id(in));
-    xmpp_stanza_set_from(r, xmpp_stanza_get_to(in));
-    xmpp_stanza_set_to(r, xmpp_stanza_get_from(in));
-    return r;
-}
-
 /* RFC 6120 8.3: <error type='...'><condition xmlns='...stanzas'/></error>. */
-static void send_error(struct component *c, xmpp_stanza_t *in, const char *etype,
+static void send_error(struct router *rt, xmpp_stanza_t *in, const char *etype,
                        const char *condition, const char *reason)
 {
-    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+    xmpp_ctx_t *ctx = rt->out->ctx;
     const char *type = xmpp_stanza_get_type(in);
-    xmpp_stanza_t *r, *err;
+    xmpp_stanza_t *e, *err;
 
     /* Never answer an error with an error (RFC 6120 8.3.1). */
     if (type && strcmp(type, "error") == 0)
         return;
     metric_inc(m_rejected, reason);
-    r = reply_to(c, in, "error");
-    err = new_child(ctx, r, "error", NULL);
+    e = stanza_reply(ctx, in, "error");
+    err = stanza_child(ctx, e, "error", NULL);
     xmpp_stanza_set_attribute(err, "type", etype);
-    new_child(ctx, err, condition, NS_STANZAS);
-    (void)xmpplink_send(c->xmpp, r, strcmp(xmpp_stanza_get_name(in), "iq") == 0 ? "iq_error"
-                                                                              : "message");
-    xmpp_stanza_release(r);
+    stanza_child(ctx, err, condition, NS_STANZAS);
+    (void)stanza_send(rt->out, e, strcmp(xmpp_stanza_get_name(in), "iq") == 0 ? "iq_error"
+                                                                             : "message");
+    xmpp_stanza_release(e);
 }
 
-static void send_result(struct component *c, xmpp_stanza_t *r)
+static void send_result(struct router *rt, xmpp_stanza_t *r)
 {
-    (void)xmpplink_send(c->xmpp, r, "iq_result");
+    (void)stanza_send(rt->out, r, "iq_result");
     xmpp_stanza_release(r);
 }
 
 /* ---- presence ---------------------------------------------------------------------- */
 
-static void handle_presence(struct component *c, xmpp_stanza_t *st, const struct jid *from,
+static void handle_presence(struct router *rt, xmpp_stanza_t *st, const struct jid *from,
                             const char *from_raw, const char *to_bare)
 {
     const char *type = xmpp_stanza_get_type(st);
     char bare[JID_MAX + 1];
-    struct cuser *u = component_user_by_contact(c, to_bare);
+    struct cuser *u = users_by_contact(rt->d, to_bare);
     bool allowed;
 
     if (jid_format_bare(from, bare, sizeof bare) < 0)
@@ -120,15 +94,15 @@ static void handle_presence(struct component *c, xmpp_stanza_t *st, const struct
         /* Not a phone contact of ours: refuse subscriptions, reveal nothing. */
         if (type && (!strcmp(type, "subscribe") || !strcmp(type, "probe"))) {
             metric_inc(m_rejected, "unknown_contact");
-            pub_presence_type(c, to_bare, bare, "unsubscribed");
+            presout_type(rt->po, to_bare, bare, "unsubscribed");
         }
         return;
     }
-    allowed = component_watcher_allowed(c, u, bare);
+    allowed = users_watcher_allowed(rt->d, u, bare);
     if (!type || strcmp(type, "unavailable") == 0) {
         /* Directed presence: an available one gets ours back, if allowed. */
         if (!type && allowed)
-            pub_user_to(c, u, from_raw);
+            pub_user_to(rt->pub, u, from_raw);
         return;
     }
     if (strcmp(type, "subscribe") == 0 || strcmp(type, "probe") == 0) {
@@ -136,21 +110,21 @@ static void handle_presence(struct component *c, xmpp_stanza_t *st, const struct
             metric_inc(m_refused_watchers, NULL);
             log_notice("router", "event=watcher_refused contact=%s watcher=%s request=%s",
                        u->contact, bare, type);
-            pub_presence_type(c, u->contact, bare, "unsubscribed");
+            presout_type(rt->po, u->contact, bare, "unsubscribed");
             return;
         }
         /* The server probes only for rosters that hold the subscription: it is the
          * authority, so a probe also restores a watcher Redis may have lost. */
-        watchers_add(c->wstore, u, bare);
+        rt->ops.on_subscribe(rt->arg, u, bare);
         if (strcmp(type, "subscribe") == 0)
-            pub_subscribed(c, u, bare);
-        pub_user_to(c, u, bare);
+            presout_subscribed(rt->po, u, bare);
+        pub_user_to(rt->pub, u, bare);
         return;
     }
     if (strcmp(type, "unsubscribe") == 0) {
-        watchers_remove(c->wstore, u, bare);
-        pub_presence_type(c, u->contact, bare, "unsubscribed");
-        pub_unavailable(c, u, bare);
+        rt->ops.on_unsubscribe(rt->arg, u, bare);
+        presout_type(rt->po, u->contact, bare, "unsubscribed");
+        presout_unavailable(rt->po, u, bare);
         return;
     }
     /* subscribed / unsubscribed concern our subscription to them: we hold none.
@@ -160,13 +134,13 @@ static void handle_presence(struct component *c, xmpp_stanza_t *st, const struct
 
 /* ---- iq ------------------------------------------------------------------------------ */
 
-static void disco_info(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *query,
+static void disco_info(struct router *rt, xmpp_stanza_t *st, xmpp_stanza_t *query,
                        struct cuser *u)
 {
-    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
-    xmpp_stanza_t *r = reply_to(c, st, "result");
-    xmpp_stanza_t *q = new_child(ctx, r, "query", NS_DISCO_INFO);
-    xmpp_stanza_t *id = new_child(ctx, q, "identity", NULL);
+    xmpp_ctx_t *ctx = rt->out->ctx;
+    xmpp_stanza_t *r = stanza_reply(ctx, st, "result");
+    xmpp_stanza_t *q = stanza_child(ctx, r, "query", NS_DISCO_INFO);
+    xmpp_stanza_t *id = stanza_child(ctx, q, "identity", NULL);
     const char *const *f = u ? caps_contact_features : caps_domain_features;
     const char *node = xmpp_stanza_get_attribute(query, "node");
 
@@ -184,52 +158,52 @@ static void disco_info(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *qu
         xmpp_stanza_set_attribute(id, "name", "offhook desk-phone presence");
     }
     for (; *f; f++)
-        xmpp_stanza_set_attribute(new_child(ctx, q, "feature", NULL), "var", *f);
-    send_result(c, r);
+        xmpp_stanza_set_attribute(stanza_child(ctx, q, "feature", NULL), "var", *f);
+    send_result(rt, r);
 }
 
-static void vcard(struct component *c, xmpp_stanza_t *st, struct cuser *u)
+static void vcard(struct router *rt, xmpp_stanza_t *st, struct cuser *u)
 {
-    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
-    xmpp_stanza_t *r = reply_to(c, st, "result");
-    xmpp_stanza_t *v = new_child(ctx, r, "vCard", NS_VCARD);
+    xmpp_ctx_t *ctx = rt->out->ctx;
+    xmpp_stanza_t *r = stanza_reply(ctx, st, "result");
+    xmpp_stanza_t *v = stanza_child(ctx, r, "vCard", NS_VCARD);
     char nick[JID_MAX + 16];
 
-    add_text(ctx, v, "FN", u->cfg->name ? u->cfg->name : u->jid);
-    snprintf(nick, sizeof nick, "%s (phone)", u->cfg->name ? u->cfg->name : u->jid);
-    add_text(ctx, v, "NICKNAME", nick);
+    stanza_text_child(ctx, v, "FN", u->cfg->name ? u->cfg->name : u->jid);
+    view_nick(u, nick, sizeof nick);
+    stanza_text_child(ctx, v, "NICKNAME", nick);
     if (u->cfg->tel) {
-        xmpp_stanza_t *tel = new_child(ctx, v, "TEL", NULL);
-        new_child(ctx, tel, "VOICE", NULL);
-        new_child(ctx, tel, "WORK", NULL);
-        add_text(ctx, tel, "NUMBER", u->cfg->tel);
+        xmpp_stanza_t *tel = stanza_child(ctx, v, "TEL", NULL);
+        stanza_child(ctx, tel, "VOICE", NULL);
+        stanza_child(ctx, tel, "WORK", NULL);
+        stanza_text_child(ctx, tel, "NUMBER", u->cfg->tel);
     }
-    send_result(c, r);
+    send_result(rt, r);
 }
 
 /* XEP-0100 jabber:iq:gateway: a number, extension or SIP URI -> the phone contact's JID.
  * Answers only requesters the watcher policy allows; the answer names a contact, never a
  * state (the state still needs a subscription, which the policy also guards). */
-static void gateway(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *query, bool get)
+static void gateway(struct router *rt, xmpp_stanza_t *st, xmpp_stanza_t *query, bool get)
 {
-    xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
+    xmpp_ctx_t *ctx = rt->out->ctx;
     char bare[JID_MAX + 1];
     xmpp_stanza_t *r, *q, *prompt;
     char *value;
     struct cuser *u;
 
     if (jid_to_bare(xmpp_stanza_get_from(st), bare, sizeof bare) < 0 ||
-        !component_requester_allowed(c, bare)) {
-        send_error(c, st, "auth", "forbidden", "forbidden");
+        !users_requester_allowed(rt->d, bare)) {
+        send_error(rt, st, "auth", "forbidden", "forbidden");
         return;
     }
-    r = reply_to(c, st, "result");
-    q = new_child(ctx, r, "query", NS_GATEWAY);
+    r = stanza_reply(ctx, st, "result");
+    q = stanza_child(ctx, r, "query", NS_GATEWAY);
     if (get) {
-        add_text(ctx, q, "desc", "Enter the extension, phone number or SIP address of a "
-                                 "colleague's desk phone.");
-        add_text(ctx, q, "prompt", "Phone number");
-        send_result(c, r);
+        stanza_text_child(ctx, q, "desc", "Enter the extension, phone number or SIP address "
+                                          "of a colleague's desk phone.");
+        stanza_text_child(ctx, q, "prompt", "Phone number");
+        send_result(rt, r);
         return;
     }
     prompt = xmpp_stanza_get_child_by_name(query, "prompt");
@@ -238,21 +212,21 @@ static void gateway(struct component *c, xmpp_stanza_t *st, xmpp_stanza_t *query
         xmpp_stanza_release(r);
         if (value)
             xmpp_free(ctx, value);
-        send_error(c, st, "modify", "bad-request", "bad_request");
+        send_error(rt, st, "modify", "bad-request", "bad_request");
         return;
     }
-    u = component_user_by_number(c, str_trim(value));
+    u = users_by_number(rt->d, str_trim(value));
     xmpp_free(ctx, value);
     if (!u) {
         xmpp_stanza_release(r);
-        send_error(c, st, "cancel", "item-not-found", "item_not_found");
+        send_error(rt, st, "cancel", "item-not-found", "item_not_found");
         return;
     }
-    add_text(ctx, q, "jid", u->contact);
-    send_result(c, r);
+    stanza_text_child(ctx, q, "jid", u->contact);
+    send_result(rt, r);
 }
 
-static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bare,
+static void handle_iq(struct router *rt, xmpp_stanza_t *st, const char *to_bare,
                       const struct jid *to)
 {
     const char *type = xmpp_stanza_get_type(st);
@@ -263,55 +237,55 @@ static void handle_iq(struct component *c, xmpp_stanza_t *st, const char *to_bar
 
     if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) {
         /* result/error: answers to our privileged publishes; nothing else is asked. */
-        pep_on_iq(c->pep, st);
+        pep_on_iq(rt->pep, st);
         return;
     }
     if (!xmpp_stanza_get_id(st)) {
-        send_error(c, st, "modify", "bad-request", "bad_request");
+        send_error(rt, st, "modify", "bad-request", "bad_request");
         return;
     }
     while (payload && !xmpp_stanza_is_tag(payload))
         payload = xmpp_stanza_get_next(payload);
     if (!payload) {
-        send_error(c, st, "modify", "bad-request", "bad_request");
+        send_error(rt, st, "modify", "bad-request", "bad_request");
         return;
     }
     if (to->local[0]) {
-        u = component_user_by_contact(c, to_bare);
+        u = users_by_contact(rt->d, to_bare);
         if (!u) {
-            send_error(c, st, "cancel", "item-not-found", "unknown_contact");
+            send_error(rt, st, "cancel", "item-not-found", "unknown_contact");
             return;
         }
     }
     ns = xmpp_stanza_get_ns(payload);
     is_get = strcmp(type, "get") == 0;
     if (is_get && ns && strcmp(ns, NS_PING) == 0) {
-        send_result(c, reply_to(c, st, "result"));
+        send_result(rt, stanza_reply(rt->out->ctx, st, "result"));
     } else if (is_get && ns && strcmp(ns, NS_DISCO_INFO) == 0) {
-        disco_info(c, st, payload, u);
+        disco_info(rt, st, payload, u);
     } else if (ns && strcmp(ns, NS_GATEWAY) == 0 && !u) {
-        gateway(c, st, payload, is_get);
+        gateway(rt, st, payload, is_get);
     } else if (is_get && ns && strcmp(ns, NS_DISCO_ITEMS) == 0 && !u) {
-        xmpp_stanza_t *r = reply_to(c, st, "result");
-        new_child(xmpplink_ctx(c->xmpp), r, "query", NS_DISCO_ITEMS);
-        send_result(c, r);
+        xmpp_stanza_t *r = stanza_reply(rt->out->ctx, st, "result");
+        stanza_child(rt->out->ctx, r, "query", NS_DISCO_ITEMS);
+        send_result(rt, r);
     } else if (is_get && ns && strcmp(ns, NS_VERSION) == 0 && !u) {
-        xmpp_ctx_t *ctx = xmpplink_ctx(c->xmpp);
-        xmpp_stanza_t *r = reply_to(c, st, "result");
-        xmpp_stanza_t *q = new_child(ctx, r, "query", NS_VERSION);
-        add_text(ctx, q, "name", "offhook");
-        add_text(ctx, q, "version", OFFHOOK_VERSION);
-        send_result(c, r);
+        xmpp_ctx_t *ctx = rt->out->ctx;
+        xmpp_stanza_t *r = stanza_reply(ctx, st, "result");
+        xmpp_stanza_t *q = stanza_child(ctx, r, "query", NS_VERSION);
+        stanza_text_child(ctx, q, "name", "offhook");
+        stanza_text_child(ctx, q, "version", OFFHOOK_VERSION);
+        send_result(rt, r);
     } else if (is_get && ns && strcmp(ns, NS_VCARD) == 0 && u) {
         /* Name and desk number are directory data: only for whom the policy allows. */
         char bare[JID_MAX + 1];
         if (jid_to_bare(xmpp_stanza_get_from(st), bare, sizeof bare) == 0 &&
-            component_requester_allowed(c, bare))
-            vcard(c, st, u);
+            users_requester_allowed(rt->d, bare))
+            vcard(rt, st, u);
         else
-            send_error(c, st, "auth", "forbidden", "forbidden");
+            send_error(rt, st, "auth", "forbidden", "forbidden");
     } else {
-        send_error(c, st, "cancel", "service-unavailable", "service_unavailable");
+        send_error(rt, st, "cancel", "service-unavailable", "service_unavailable");
     }
 }
 
@@ -347,7 +321,7 @@ static bool stanza_fits(xmpp_stanza_t *st, size_t limit, size_t *size, int depth
     return *size <= limit;
 }
 
-void router_stanza(struct component *c, xmpp_stanza_t *st)
+void router_stanza(struct router *rt, xmpp_stanza_t *st)
 {
     const char *name = xmpp_stanza_get_name(st);
     const char *from = xmpp_stanza_get_from(st), *to = xmpp_stanza_get_to(st);
@@ -367,22 +341,22 @@ void router_stanza(struct component *c, xmpp_stanza_t *st)
                  kind);
         return;
     }
-    if (strcmp(tj.domain, c->cfg->xmpp_domain) != 0) {
+    if (strcmp(tj.domain, rt->d->cfg->xmpp_domain) != 0) {
         metric_inc(m_rejected, "foreign_to");
         log_warn("router", "event=stanza_dropped kind=%s reason=\"addressed outside %s\"", kind,
-                 c->cfg->xmpp_domain);
+                 rt->d->cfg->xmpp_domain);
         return;
     }
     if (jid_format_bare(&tj, to_bare, sizeof to_bare) < 0)
         return;
     {
         size_t size = 0;
-        if (!stanza_fits(st, (size_t)c->cfg->component_max_stanza, &size, 0)) {
+        if (!stanza_fits(st, (size_t)rt->d->cfg->component_max_stanza, &size, 0)) {
             log_warn("router", "event=stanza_refused kind=%s from=%s reason=\"larger than "
                                "[component] max_stanza (%ld bytes) or nested deeper than %d\"",
-                     kind, from, c->cfg->component_max_stanza, STANZA_DEPTH_MAX);
+                     kind, from, rt->d->cfg->component_max_stanza, STANZA_DEPTH_MAX);
             if (fj.local[0])
-                send_error(c, st, "modify", "policy-violation", "too_large");
+                send_error(rt, st, "modify", "policy-violation", "too_large");
             else
                 metric_inc(m_rejected, "too_large"); /* a server gets no error back */
             return;
@@ -390,20 +364,42 @@ void router_stanza(struct component *c, xmpp_stanza_t *st)
     }
     if (!strcmp(kind, "presence")) {
         if (tj.local[0])
-            handle_presence(c, st, &fj, from, to_bare);
+            handle_presence(rt, st, &fj, from, to_bare);
         return;
     }
     if (!strcmp(kind, "iq")) {
-        handle_iq(c, st, to_bare, &tj);
+        handle_iq(rt, st, to_bare, &tj);
         return;
     }
     /* A message from a server (no local part): XEP-0356 grants, or server notices. A
      * server never gets an error back from us. */
     if (!fj.local[0]) {
-        if (!pep_on_message(c->pep, st, fj.domain))
+        if (!pep_on_message(rt->pep, st, fj.domain))
             log_debug("router", "event=server_message_ignored from=%s", fj.domain);
         return;
     }
     /* Messages from people: phone contacts do not chat. */
-    send_error(c, st, "cancel", "service-unavailable", "service_unavailable");
+    send_error(rt, st, "cancel", "service-unavailable", "service_unavailable");
+}
+
+struct router *router_new(const struct users *d, struct publisher *pub,
+                          struct presence_out *po, struct pep *pep,
+                          const struct stanza_out *out, const struct router_ops *ops,
+                          void *arg)
+{
+    struct router *rt = xcalloc(1, sizeof *rt);
+
+    rt->d = d;
+    rt->pub = pub;
+    rt->po = po;
+    rt->pep = pep;
+    rt->out = out;
+    rt->ops = *ops;
+    rt->arg = arg;
+    return rt;
+}
+
+void router_free(struct router *rt)
+{
+    free(rt);
 }

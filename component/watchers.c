@@ -2,16 +2,17 @@
  * Redis sets (so a restart remembers). Changes made while Redis is down are queued
  * (bounded) and replayed; then memory is written back whole (Redis may have restarted
  * empty) and the sets are read back and merged. */
+#include "watchers.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include <hiredis/hiredis.h>
 
-#include "component.h"
 #include "log.h"
 #include "redislink.h"
+#include "storecodec.h"
 #include "strutil.h"
-#include "xmpplink.h"
 
 #define MAX_QUEUED_OPS 100000
 
@@ -23,7 +24,9 @@ struct op {
 };
 
 struct watchers {
-    struct component *c;
+    struct users *d;
+    struct watchers_ops ops;
+    void *arg;
     struct redislink *link;
     struct op *head, **tail;
     int nops;
@@ -31,39 +34,13 @@ struct watchers {
     int loads_pending;
 };
 
-/* ---- in-memory sets ---------------------------------------------------------------- */
-
-static bool mem_add(struct cuser *u, const char *bare)
-{
-    char *key;
-
-    if (strmap_get(&u->watchers, bare))
-        return false;
-    key = xstrdup(bare);
-    strmap_put(&u->watchers, key, key);
-    return true;
-}
-
-static bool mem_del(struct cuser *u, const char *bare)
-{
-    char *key = strmap_del(&u->watchers, bare);
-
-    free(key);
-    return key != NULL;
-}
-
-void cuser_watchers_clear(struct cuser *u)
-{
-    strmap_clear_owned(&u->watchers);
-}
-
 /* ---- Redis ------------------------------------------------------------------------- */
 
 static int send_op(struct watchers *w, const char *contact, const char *bare, bool add)
 {
     char key[4096];
 
-    if (store_key_watchers(w->c->cfg->redis_prefix, contact, key, sizeof key) < 0)
+    if (store_key_watchers(w->d->cfg->redis_prefix, contact, key, sizeof key) < 0)
         return 0;
     return redislink_command(w->link, NULL, NULL, add ? "SADD %s %s" : "SREM %s %s", key,
                              bare);
@@ -102,7 +79,7 @@ static void on_members(struct redislink *l, redisReply *r, void *arg)
 {
     struct load_ctx *lc = arg;
     struct watchers *w = lc->w;
-    struct cuser *u = component_user_by_contact(w->c, lc->contact);
+    struct cuser *u = users_by_contact(w->d, lc->contact);
     int learned = 0, dropped = 0;
 
     w->loads_pending--;
@@ -111,16 +88,15 @@ static void on_members(struct redislink *l, redisReply *r, void *arg)
             const char *bare = r->element[i]->str;
             if (r->element[i]->type != REDIS_REPLY_STRING)
                 continue;
-            if (!component_watcher_allowed(w->c, u, bare)) {
+            if (!users_watcher_allowed(w->d, u, bare)) {
                 /* The policy changed since it subscribed: it sees nothing now. */
                 send_op(w, u->contact, bare, false);
                 dropped++;
                 continue;
             }
-            if (mem_add(u, bare)) {
+            if (users_watcher_add(u, bare)) {
                 learned++;
-                if (xmpplink_up(w->c->xmpp) && feed_synced(w->c->feed))
-                    pub_user_to(w->c, u, bare);
+                w->ops.on_learned(w->arg, u, bare);
             }
         }
         if (learned || dropped)
@@ -155,12 +131,12 @@ static void load_all(struct watchers *w)
     const char *k;
     void *v;
 
-    while (strmap_next(&w->c->by_contact, &pos, &k, &v)) {
+    while (strmap_next(&w->d->by_contact, &pos, &k, &v)) {
         struct cuser *u = v;
         char key[4096];
         struct load_ctx *lc;
 
-        if (store_key_watchers(w->c->cfg->redis_prefix, u->contact, key, sizeof key) < 0)
+        if (store_key_watchers(w->d->cfg->redis_prefix, u->contact, key, sizeof key) < 0)
             continue;
         if (u->watchers.count && persist_all(w, u, key) < 0)
             return;
@@ -199,13 +175,16 @@ static void on_link(struct redislink *l, bool up, void *arg)
     load_all(w);
 }
 
-struct watchers *watchers_new(struct component *c)
+struct watchers *watchers_new(struct event_base *base, struct users *d,
+                              const struct watchers_ops *ops, void *arg)
 {
     struct watchers *w = xcalloc(1, sizeof *w);
 
-    w->c = c;
+    w->d = d;
+    w->ops = *ops;
+    w->arg = arg;
     w->tail = &w->head;
-    w->link = redislink_new(c->base, c->cfg, "watchers", 10000, on_link, w);
+    w->link = redislink_new(base, d->cfg, "watchers", 10000, on_link, w);
     return w;
 }
 
@@ -231,7 +210,7 @@ bool watchers_up(const struct watchers *w)
 
 void watchers_add(struct watchers *w, struct cuser *u, const char *bare)
 {
-    if (mem_add(u, bare))
+    if (users_watcher_add(u, bare))
         log_info("watchers", "event=subscribed contact=%s watcher=%s", u->contact, bare);
     /* Persist even if known in memory: Redis may have lost it (flushed, restarted). */
     queue_op(w, u->contact, bare, true);
@@ -239,7 +218,42 @@ void watchers_add(struct watchers *w, struct cuser *u, const char *bare)
 
 void watchers_remove(struct watchers *w, struct cuser *u, const char *bare)
 {
-    if (mem_del(u, bare))
+    if (users_watcher_del(u, bare))
         log_info("watchers", "event=unsubscribed contact=%s watcher=%s", u->contact, bare);
     queue_op(w, u->contact, bare, false);
+}
+
+void watchers_enforce_policy(struct watchers *w)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int dropped = 0;
+
+    while (strmap_next(&w->d->by_jid, &pos, &k, &v)) {
+        struct cuser *u = v;
+        char **gone = NULL;
+        size_t ngone = 0, wpos = 0;
+        const char *bare;
+        void *val;
+
+        /* Collected first: the set cannot change under its own iteration. */
+        while (strmap_next(&u->watchers, &wpos, &bare, &val)) {
+            if (!users_watcher_allowed(w->d, u, bare)) {
+                gone = xrealloc(gone, (ngone + 1) * sizeof *gone);
+                gone[ngone++] = xstrdup(bare);
+            }
+        }
+        for (size_t i = 0; i < ngone; i++) {
+            w->ops.on_dropped(w->arg, u, gone[i]);
+            watchers_remove(w, u, gone[i]);
+            free(gone[i]);
+            dropped++;
+        }
+        free(gone);
+    }
+    if (dropped)
+        log_notice("main", "event=watchers_dropped count=%d reason=\"no longer allowed by "
+                           "[component] allow_watchers\"",
+                   dropped);
 }

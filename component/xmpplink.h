@@ -2,7 +2,8 @@
  * component's libevent loop (no polling: its socket is watched, passes run on events),
  * handshake with the shared secret, reconnect with backoff and jitter, and the one gate
  * every outgoing stanza passes, which refuses any 'from' outside the component's domain.
- * Called by component's main and router.c. */
+ * Calls nothing in the component: what it receives goes up through xmpplink_ops.
+ * Called by main.c only, which points the other modules' stanza_out here. */
 #ifndef OFFHOOK_XMPPLINK_H
 #define OFFHOOK_XMPPLINK_H
 
@@ -14,6 +15,7 @@ struct event_base;
 struct offhook_config;
 struct xmpplink;
 
+/* News for the owner, wired at xmpplink_new. */
 struct xmpplink_ops {
     void (*on_up)(void *arg);   /* handshake accepted: the stream is usable */
     void (*on_down)(void *arg); /* stream lost; a reconnect is scheduled */
@@ -21,11 +23,14 @@ struct xmpplink_ops {
     void (*on_stanza)(void *arg, xmpp_stanza_t *stanza);
 };
 
+/* cfg is read only here (domain, server, secret: copied); base must outlive the link; ops
+ * is copied. Starts connecting from base's loop. */
 struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_config *cfg,
                               const struct xmpplink_ops *ops, void *arg);
 /* Closes the stream (</stream:stream>) and frees everything. */
 void xmpplink_free(struct xmpplink *l);
 bool xmpplink_up(const struct xmpplink *l);
+/* The link's libstrophe context, owned by the link (valid until xmpplink_free). */
 xmpp_ctx_t *xmpplink_ctx(const struct xmpplink *l);
 /* Sends a stanza (not taking ownership). kind names it in offhook_stanzas_sent_total.
  * Returns 0, or -1 when the link is down or the stanza's from is not ours. */

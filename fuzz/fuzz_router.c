@@ -1,8 +1,9 @@
 /* libFuzzer target: the component's stanza handling. Each input is one stanza's XML as
  * the XMPP server would deliver it; libstrophe parses it (xmpp_stanza_new_from_string)
- * and router_stanza() handles it with the daemon's own router.c, publisher.c, users.c and
- * pep.c. What the daemon would send back goes to the xmpplink_send() below instead of a
- * socket: it is serialised and checked:
+ * and router_stanza() handles it with the daemon's own offhook_router library (router.c,
+ * publisher.c, presence_out.c, pep.c over users.c and view.c), wired here as main.c
+ * wires it, less the links: what the daemon would send leaves through the stanza_out
+ * hook to out_send() below instead of xmpplink.c. Each stanza is serialised and checked:
  *
  *   - every stanza sent has a to and a from, and the from is on the component's domain;
  *   - an available presence (one that carries phone state) goes only to a JID the watcher
@@ -11,25 +12,30 @@
  *   - a vCard (name, desk number) goes only to a JID the policy allows;
  *   - an error reply goes back to the stanza's sender and never quotes a user's state.
  *
- * Redis is replaced by the in-memory part of watchers.c (watchers_add/remove) and
- * feed_synced() says the feed is in sync, so state-carrying paths run. The component is
- * rebuilt for every input (users, watchers, PEP grants), so no input depends on another. */
+ * Redis is not there: a subscription the router reports (router_ops) is checked against
+ * the policy and kept in the users' in-memory sets, as watchers.c would keep it, and the
+ * feed counts as in sync, so state-carrying paths run (a PEP grant republishes). The
+ * component is rebuilt for every input (users, watchers, PEP grants), so no input depends
+ * on another. */
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <event2/event.h>
 #include <strophe.h>
 
-#include "component.h"
 #include "config.h"
 #include "jid.h"
 #include "log.h"
 #include "metrics.h"
 #include "pep.h"
+#include "presence_out.h"
+#include "publisher.h"
+#include "router.h"
+#include "stanza.h"
 #include "storecodec.h"
 #include "strmap.h"
 #include "strutil.h"
-#include "xmpplink.h"
+#include "users.h"
 
 #include "fuzz_util.h"
 
@@ -57,24 +63,23 @@ static const char config_text[] =
 static struct offhook_config cfg;
 static xmpp_ctx_t *ctx;
 static struct event_base *base;
-static struct component *cur;
-static const xmpp_stanza_t *cur_in;
 
-/* ---- what the router calls instead of the daemon's I/O modules ---------------------- */
-
-struct xmpplink {
-    int unused;
+/* One input's component, as main.c builds it (less the links). */
+struct component {
+    struct users users;
+    struct stanza_out out;
+    struct presence_out *presout;
+    struct pep *pep;
+    struct publisher *pub;
+    struct router *router;
+    xmpp_stanza_t *in; /* the stanza at hand */
 };
-static struct xmpplink link_stub;
 
-bool xmpplink_up(const struct xmpplink *l)
+/* ---- where the component's stanzas and news go -------------------------------------- */
+
+static bool out_up(void *arg)
 {
     return true;
-}
-
-xmpp_ctx_t *xmpplink_ctx(const struct xmpplink *l)
-{
-    return ctx;
 }
 
 static bool has_child(xmpp_stanza_t *st, const char *name)
@@ -83,15 +88,16 @@ static bool has_child(xmpp_stanza_t *st, const char *name)
 }
 
 /* The bare form of to is allowed to watch (the policy in the config: same-domain). */
-static bool allowed_watcher(const char *to)
+static bool allowed_watcher(const struct component *c, const char *to)
 {
     char bare[JID_MAX + 1];
 
-    return jid_to_bare(to, bare, sizeof bare) == 0 && component_requester_allowed(cur, bare);
+    return jid_to_bare(to, bare, sizeof bare) == 0 && users_requester_allowed(&c->users, bare);
 }
 
-int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *st, const char *kind)
+static int out_send(void *arg, xmpp_stanza_t *st, const char *kind)
 {
+    const struct component *c = arg;
     const char *name = xmpp_stanza_get_name(st), *type = xmpp_stanza_get_type(st);
     const char *to = xmpp_stanza_get_to(st), *from = xmpp_stanza_get_from(st);
     struct jid fj, tj;
@@ -104,18 +110,18 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *st, const char *kind)
     FUZZ_CHECK(strcmp(fj.domain, DOMAIN) == 0);
     FUZZ_CHECK(xmpp_stanza_to_text(st, &text, &len) == XMPP_EOK && text != NULL);
     if (strcmp(name, "presence") == 0 && !type)
-        FUZZ_CHECK(allowed_watcher(to)); /* phone state only to whom the policy allows */
+        FUZZ_CHECK(allowed_watcher(c, to)); /* phone state only to whom the policy allows */
     if (strcmp(name, "iq") == 0 && xmpp_stanza_get_child_by_name(st, "privileged_iq")) {
         /* A privileged publish: only ever into a configured user's own account. */
         char bare[JID_MAX + 1];
         FUZZ_CHECK(jid_to_bare(to, bare, sizeof bare) == 0);
-        FUZZ_CHECK(strmap_get(&cur->by_jid, bare) != NULL);
+        FUZZ_CHECK(users_by_jid(&c->users, bare) != NULL);
     }
     if (type && strcmp(type, "result") == 0 && xmpp_stanza_get_child_by_ns(st, "vcard-temp"))
-        FUZZ_CHECK(allowed_watcher(to)); /* name and number only to allowed requesters */
+        FUZZ_CHECK(allowed_watcher(c, to)); /* name and number only to allowed requesters */
     if (type && strcmp(type, "error") == 0) {
         /* Errors answer the stanza at hand, to its sender, and say nothing of state. */
-        const char *in_from = xmpp_stanza_get_from((xmpp_stanza_t *)cur_in);
+        const char *in_from = xmpp_stanza_get_from(c->in);
         FUZZ_CHECK(in_from != NULL && strcmp(to, in_from) == 0);
         FUZZ_CHECK(!has_child(st, "show") && !has_child(st, "status"));
     }
@@ -123,50 +129,48 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *st, const char *kind)
     return 0;
 }
 
-bool feed_synced(const struct feed *f)
+/* What watchers.c does in memory; a watcher is only ever stored if the policy allows it. */
+static void on_subscribe(void *arg, struct cuser *u, const char *bare)
 {
-    return true;
+    struct component *c = arg;
+
+    FUZZ_CHECK(users_watcher_allowed(&c->users, u, bare));
+    (void)users_watcher_add(u, bare);
 }
 
-void watchers_add(struct watchers *w, struct cuser *u, const char *bare)
+static void on_unsubscribe(void *arg, struct cuser *u, const char *bare)
 {
-    FUZZ_CHECK(component_watcher_allowed(cur, u, bare));
-    if (!strmap_get(&u->watchers, bare)) {
-        char *k = xstrdup(bare);
-        strmap_put(&u->watchers, k, k);
-    }
+    (void)users_watcher_del(u, bare);
 }
 
-void watchers_remove(struct watchers *w, struct cuser *u, const char *bare)
-{
-    char *k = strmap_get(&u->watchers, bare);
+static const struct router_ops router_ops = {
+    .on_subscribe = on_subscribe,
+    .on_unsubscribe = on_unsubscribe,
+};
 
-    if (k) {
-        strmap_del(&u->watchers, bare);
-        free(k);
-    }
+/* As main.c with the feed in sync. */
+static void on_pep_granted(void *arg, const char *domain)
+{
+    struct component *c = arg;
+
+    pub_pep_domain(c->pub, domain);
 }
 
-void cuser_watchers_clear(struct cuser *u)
-{
-    strmap_clear_owned(&u->watchers);
-}
-
-/* ---- the target --------------------------------------------------------------------- */
+static const struct pep_ops pep_ops = {.on_granted = on_pep_granted};
 
 static void give_alice_a_call(struct component *c)
 {
     static const char *const names[] = {"state", "dir", "reach", "dnd", "since", "ts"};
     static const char *const values[] = {"on_call", "incoming", "online", "0",
                                          "1763788800000", "1763788800123456"};
-    struct cuser *u = strmap_get(&c->by_jid, "alice@localhost");
+    struct cuser *u = users_by_jid(&c->users, "alice@localhost");
     char err[128];
 
     FUZZ_CHECK(u != NULL);
     FUZZ_CHECK(storecodec_decode(names, values, 6, &u->rec, err, sizeof err) == 0);
     u->have_rec = true;
     /* bob@localhost already watches alice's phone: a state change reaches him. */
-    watchers_add(NULL, u, "bob@localhost");
+    on_subscribe(c, u, "bob@localhost");
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -183,7 +187,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     cfg_errors_free(&errs);
     router_register_metrics();
-    pub_register_metrics();
+    presout_register_metrics();
     pep_register_metrics();
     /* The router logs every refusal: a line per input would swamp the run's log. With
      * FUZZ_ROUTER_LOG=1 every line is formatted and written, at debug level. */
@@ -200,27 +204,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(text);
     if (!st)
         return 0;
-    c.base = base;
-    c.cfg = &cfg;
-    c.xmpp = &link_stub;
-    c.sipbridge_alive = true;
-    component_users_init(&c, &cfg);
-    c.pep = pep_new(&c);
-    cur = &c;
-    cur_in = st;
+    c.in = st;
+    users_init(&c.users, &cfg);
+    c.out = (struct stanza_out){.ctx = ctx, .up = out_up, .send = out_send, .arg = &c};
+    c.presout = presout_new(&c.users, &c.out);
+    c.pep = pep_new(base, &c.users, &c.out, &pep_ops, &c);
+    c.pub = pub_new(&c.users, c.presout, c.pep, &c.out);
+    c.router = router_new(&c.users, c.pub, c.presout, c.pep, &c.out, &router_ops, &c);
     give_alice_a_call(&c);
-    router_stanza(&c, st);
-    /* What a state change after this stanza would send: runs the publisher and PEP with
-     * whatever the stanza changed (watchers, grants). */
-    {
-        struct cuser *u = strmap_get(&c.by_jid, "alice@localhost");
-        pub_user(&c, u, true, 0);
-        pep_user(c.pep, u, true);
-    }
+    router_stanza(c.router, st);
+    /* What a state change after this stanza would send: runs the publisher and both
+     * writers with whatever the stanza changed (watchers, grants). */
+    pub_user(c.pub, users_by_jid(&c.users, "alice@localhost"), true, 0);
     xmpp_stanza_release(st);
+    router_free(c.router);
+    pub_free(c.pub);
     pep_free(c.pep);
-    component_users_free(&c);
-    cur = NULL;
-    cur_in = NULL;
+    presout_free(c.presout);
+    users_free(&c.users);
     return 0;
 }

@@ -20,15 +20,14 @@ import sys
 # never reference each other.
 LAYERS = {
     "component": [
-        ["main"],
-        ["publisher"],
-        ["presence_out", "pep"],
-        ["router"],
-        ["feed", "health", "watchers"],
-        ["users"],
-        ["view"],
-        ["xmpplink"],
-        ["presence", "caps", "stanza"],
+        ["main"],                                   # builds and wires everything
+        ["router"],                                 # incoming stanzas, answered
+        ["publisher"],                              # one view per change, to each writer
+        ["presence_out", "pep"],                    # the writers
+        ["feed", "health", "watchers", "xmpplink"], # the links: news up through ops
+        ["view"],                                   # what a watcher is shown
+        ["users"],                                  # the directory
+        ["presence", "caps", "stanza"],             # pure helpers
     ],
     "sipbridge": [
         ["main"],                                   # wires every callback

@@ -7,6 +7,7 @@ scripts/setup.sh
 scripts/build.sh
 echo "== unit tests"
 ctest --test-dir build --output-on-failure
+echo "== layers"; /usr/bin/python3 scripts/check-layers.py build
 echo "== integration tests"
 OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 echo "== the README's demo command (a call turning into presence)"

@@ -1,14 +1,20 @@
-/* What a watcher sees for each call state (issue 2's mapping). */
+/* What a watcher sees for each call state (issue 2's mapping), in presence and in PEP
+ * (view.c), and the users directory that view is computed for (users.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "caps.h"
+#include "config.h"
 #include "presence.h"
+#include "users.h"
+#include "view.h"
 
 static void expect(enum user_state st, const char *remote, int available, const char *show,
                    const char *status)
@@ -81,6 +87,136 @@ static void test_caps_hash(void **state)
         assert_true(strcmp(caps_domain_features[i - 1], caps_domain_features[i]) < 0);
 }
 
+/* The PEP half of a view: XEP-0108 activity and XEP-0152 reachability per state. */
+static void expect_pep(enum user_state st, bool talking, const char *activity, bool reachable)
+{
+    struct user_record r = {.state = st};
+    struct user_view v;
+
+    view_compute(&r, &v);
+    assert_ptr_equal(v.rec, &r);
+    assert_int_equal(v.talking, talking);
+    assert_string_equal(v.activity, activity);
+    assert_int_equal(v.reachable, reachable);
+}
+
+static void test_view(void **state)
+{
+    struct user_view v;
+
+    expect_pep(US_ON_CALL, true, "On the phone", true);
+    expect_pep(US_ON_HOLD, true, "On hold", true);
+    expect_pep(US_RINGING, false, "", true);
+    expect_pep(US_DIALING, false, "", true);
+    expect_pep(US_DND, false, "", true);
+    expect_pep(US_IDLE, false, "", true);
+    expect_pep(US_OFFLINE, false, "", false);
+    expect_pep(US_UNKNOWN, false, "", false);
+    /* No record (a clean stop): unknown in presence, nothing in PEP. */
+    view_compute(NULL, &v);
+    assert_null(v.rec);
+    assert_false(v.presence.available);
+    assert_false(v.talking);
+    assert_string_equal(v.activity, "");
+    assert_false(v.reachable);
+}
+
+static const char users_conf[] = "[sip]\nlisten = udp:127.0.0.1:5070\npbx = sip:127.0.0.1:5060\n"
+                                 "[xmpp]\nhost = 127.0.0.1\nport = 5347\n"
+                                 "domain = phone.localhost\nsecret = s\n"
+                                 "[users]\nalice@localhost = sip:1001@127.0.0.1\n"
+                                 "bob@localhost = sip:1002@127.0.0.1\n"
+                                 "[user alice@localhost]\nname = Alice Jones\n"
+                                 "tel = +1 555 0101-001\n";
+
+static void load(struct offhook_config *cfg, const char *text)
+{
+    struct cfg_errors errs = {0};
+
+    assert_int_equal(config_load_buffer("test.conf", text, strlen(text), cfg, &errs), 0);
+    cfg_errors_free(&errs);
+}
+
+static int removed_count;
+static char removed_jid[64], removed_watcher[64];
+
+static void on_removed(void *arg, struct cuser *u)
+{
+    size_t pos = 0;
+    const char *w;
+    void *v;
+
+    removed_count++;
+    snprintf(removed_jid, sizeof removed_jid, "%s", u->jid);
+    if (strmap_next(&u->watchers, &pos, &w, &v))
+        snprintf(removed_watcher, sizeof removed_watcher, "%s", w);
+}
+
+/* The record shown only while sipbridge keeps it true; the nick and the reach addresses
+ * from the configuration; a reload announces the users it removes, with their watchers. */
+static void test_users_and_view(void **state)
+{
+    struct offhook_config cfg = {0}, next = {0};
+    struct users d;
+    struct cuser *alice, *bob;
+    char nick[64], *text = NULL;
+    size_t len;
+    xmpp_ctx_t *ctx;
+    xmpp_stanza_t *reach;
+
+    load(&cfg, users_conf);
+    users_init(&d, &cfg);
+    alice = users_by_jid(&d, "alice@localhost");
+    bob = users_by_contact(&d, "bob@phone.localhost");
+    assert_non_null(alice);
+    assert_non_null(bob);
+    assert_ptr_equal(users_by_number(&d, "1001"), alice);
+    assert_ptr_equal(users_by_number(&d, "tel:+15550101001"), alice);
+
+    assert_null(view_record(alice, true)); /* nothing written yet */
+    alice->have_rec = true;
+    assert_ptr_equal(view_record(alice, true), &alice->rec);
+    assert_null(view_record(alice, false)); /* sipbridge's heartbeat is missing */
+
+    view_nick(alice, nick, sizeof nick);
+    assert_string_equal(nick, "Alice Jones (phone)");
+    view_nick(bob, nick, sizeof nick);
+    assert_string_equal(nick, "bob@localhost (phone)");
+
+    xmpp_initialize();
+    ctx = xmpp_ctx_new(NULL, NULL);
+    reach = view_reach(ctx, alice, true);
+    assert_int_equal(xmpp_stanza_to_text(reach, &text, &len), 0);
+    assert_string_equal(text, "<reach xmlns=\"urn:xmpp:reach:0\"><addr uri=\"sip:1001@127.0.0.1\"/>"
+                              "<addr uri=\"tel:+15550101001\"/></reach>");
+    xmpp_free(ctx, text);
+    xmpp_stanza_release(reach);
+    reach = view_reach(ctx, alice, false);
+    assert_int_equal(xmpp_stanza_to_text(reach, &text, &len), 0);
+    assert_string_equal(text, "<reach xmlns=\"urn:xmpp:reach:0\"/>");
+    xmpp_free(ctx, text);
+    xmpp_stanza_release(reach);
+    xmpp_ctx_free(ctx);
+    xmpp_shutdown();
+
+    assert_true(users_watcher_add(bob, "carol@localhost"));
+    assert_false(users_watcher_add(bob, "carol@localhost"));
+    /* bob leaves the configuration: announced once, his watcher still there to be told. */
+    load(&next, "[sip]\nlisten = udp:127.0.0.1:5070\npbx = sip:127.0.0.1:5060\n"
+                "[xmpp]\nhost = 127.0.0.1\nport = 5347\ndomain = phone.localhost\n"
+                "secret = s\n[users]\nalice@localhost = sip:1001@127.0.0.1\n");
+    users_apply(&d, &next, on_removed, NULL);
+    assert_int_equal(removed_count, 1);
+    assert_string_equal(removed_jid, "bob@localhost");
+    assert_string_equal(removed_watcher, "carol@localhost");
+    assert_null(users_by_jid(&d, "bob@localhost"));
+    assert_ptr_equal(users_by_jid(&d, "alice@localhost"), alice); /* kept, state and all */
+    assert_true(alice->have_rec);
+    users_free(&d);
+    config_free(&next);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -88,6 +224,8 @@ int main(void)
         cmocka_unit_test(test_remote_party_only_when_present),
         cmocka_unit_test(test_no_record),
         cmocka_unit_test(test_caps_hash),
+        cmocka_unit_test(test_view),
+        cmocka_unit_test(test_users_and_view),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,253 @@
+/* Outgoing presence of the phone contacts: builds each stanza from the user's view and
+ * sends it to the contact's watchers, only when what they see changes. */
+#include "presence_out.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caps.h"
+#include "jid.h"
+#include "log.h"
+#include "metrics.h"
+#include "strutil.h"
+
+/* What one user's watchers were last sent. */
+struct sent {
+    char *jid;                   /* the user's JID: the key in presence_out.sent (owned) */
+    struct presence_view view;   /* the presence every watcher was sent */
+    bool valid;                  /* view is what they hold (false: unknown, send again) */
+};
+
+struct presence_out {
+    const struct users *d;
+    const struct stanza_out *out;
+    struct strmap sent;          /* user JID -> struct sent* (owned) */
+    char caps_ver[32];           /* XEP-0115 ver of a contact's disco#info ("" until known) */
+};
+
+static struct metric *m_latency, *m_published;
+
+void presout_register_metrics(void)
+{
+    m_latency = metric_histogram("offhook_event_latency_seconds",
+                                 "From NOTIFY received by sipbridge to presence written by the "
+                                 "component.",
+                                 metrics_latency_buckets, metrics_latency_nbuckets);
+    m_published = metric_new(METRIC_COUNTER, "offhook_presence_updates_total",
+                             "Phone-contact state changes broadcast to watchers.", NULL, NULL);
+}
+
+/* XEP-0115: lets clients cache what a phone contact supports. */
+static void add_caps(struct presence_out *po, xmpp_stanza_t *pres)
+{
+    xmpp_stanza_t *c;
+
+    /* The same for every contact (see caps.h): computed once. */
+    if (!po->caps_ver[0] && caps_contact_ver(po->caps_ver, sizeof po->caps_ver) < 0)
+        return;
+    c = stanza_child(po->out->ctx, pres, "c", NS_CAPS);
+    xmpp_stanza_set_attribute(c, "hash", "sha-1");
+    xmpp_stanza_set_attribute(c, "node", CAPS_NODE);
+    xmpp_stanza_set_attribute(c, "ver", po->caps_ver);
+}
+
+/* XEP-0172: what a roster should call the contact. */
+static void add_nick(xmpp_ctx_t *ctx, xmpp_stanza_t *pres, const struct cuser *u)
+{
+    char nick[JID_MAX + 16];
+    xmpp_stanza_t *n;
+
+    view_nick(u, nick, sizeof nick);
+    n = stanza_text_child(ctx, pres, "nick", nick);
+    xmpp_stanza_set_ns(n, NS_NICK);
+}
+
+/* The contact's phone resource, where its availability comes from. */
+static void full_jid(const struct cuser *u, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s", u->contact, CONTACT_RESOURCE);
+}
+
+static xmpp_stanza_t *build(struct presence_out *po, const struct cuser *u,
+                            const struct presence_view *v, const char *to)
+{
+    xmpp_ctx_t *ctx = po->out->ctx;
+    xmpp_stanza_t *p = xmpp_presence_new(ctx);
+    char from[JID_MAX + 1];
+
+    full_jid(u, from, sizeof from);
+    xmpp_stanza_set_from(p, from);
+    xmpp_stanza_set_to(p, to);
+    if (!v->available)
+        xmpp_stanza_set_type(p, "unavailable");
+    if (v->show)
+        stanza_text_child(ctx, p, "show", v->show);
+    if (v->status[0])
+        stanza_text_child(ctx, p, "status", v->status);
+    if (v->available) {
+        add_nick(ctx, p, u);
+        /* XEP-0152 reachability: how to reach the user's phone, while it is reachable. */
+        xmpp_stanza_add_child_ex(p, view_reach(ctx, u, true), 0);
+        add_caps(po, p);
+    }
+    return p;
+}
+
+static bool same_view(const struct presence_view *a, const struct presence_view *b)
+{
+    return a->available == b->available && a->show == b->show &&
+           strcmp(a->status, b->status) == 0;
+}
+
+void presout_user_to(struct presence_out *po, const struct cuser *u,
+                     const struct user_view *v, const char *to)
+{
+    xmpp_stanza_t *p;
+
+    if (!po->d->cfg->publish_contacts) {
+        presout_unavailable(po, u, to);
+        return;
+    }
+    p = build(po, u, &v->presence, to);
+    (void)stanza_send(po->out, p, "presence");
+    xmpp_stanza_release(p);
+}
+
+void presout_user(struct presence_out *po, const struct cuser *u, const struct user_view *v,
+                  bool force, int64_t event_us)
+{
+    struct sent *s;
+    size_t pos = 0;
+    const char *w;
+    void *val;
+    int n = 0;
+
+    if (!po->d->cfg->publish_contacts)
+        return;
+    s = strmap_get(&po->sent, u->jid);
+    if (!force && s && s->valid && same_view(&v->presence, &s->view))
+        return;
+    if (!stanza_out_up(po->out)) {
+        /* Nothing is lost: pub_all() sends everyone's current state on reconnect. */
+        if (s)
+            s->valid = false;
+        return;
+    }
+    while (strmap_next(&u->watchers, &pos, &w, &val)) {
+        xmpp_stanza_t *p = build(po, u, &v->presence, w);
+        if (stanza_send(po->out, p, "presence") == 0)
+            n++;
+        xmpp_stanza_release(p);
+    }
+    if (!s) {
+        s = xcalloc(1, sizeof *s);
+        s->jid = xstrdup(u->jid);
+        strmap_put(&po->sent, s->jid, s);
+    }
+    s->view = v->presence;
+    s->valid = true;
+    if (!force) {
+        metric_inc(m_published, NULL);
+        log_info("publish", "event=presence user=%s contact=%s state=%s watchers=%d",
+                 u->jid, u->contact, user_state_name(u->have_rec ? u->rec.state : US_UNKNOWN),
+                 n);
+    }
+    if (event_us > 0 && n > 0) {
+        int64_t now = clock_wall_us();
+        if (now >= event_us)
+            metric_observe(m_latency, (double)(now - event_us) / 1e6);
+    }
+}
+
+void presout_type(struct presence_out *po, const char *from, const char *to, const char *type)
+{
+    xmpp_stanza_t *p = xmpp_presence_new(po->out->ctx);
+
+    xmpp_stanza_set_from(p, from);
+    xmpp_stanza_set_to(p, to);
+    xmpp_stanza_set_type(p, type);
+    (void)stanza_send(po->out, p, "presence");
+    xmpp_stanza_release(p);
+}
+
+void presout_unavailable(struct presence_out *po, const struct cuser *u, const char *to)
+{
+    char from[JID_MAX + 1];
+
+    full_jid(u, from, sizeof from);
+    presout_type(po, from, to, "unavailable");
+}
+
+void presout_subscribed(struct presence_out *po, const struct cuser *u, const char *to)
+{
+    xmpp_ctx_t *ctx = po->out->ctx;
+    xmpp_stanza_t *p = xmpp_presence_new(ctx);
+
+    xmpp_stanza_set_from(p, u->contact);
+    xmpp_stanza_set_to(p, to);
+    xmpp_stanza_set_type(p, "subscribed");
+    add_nick(ctx, p, u);
+    (void)stanza_send(po->out, p, "presence");
+    xmpp_stanza_release(p);
+}
+
+void presout_goodbye(struct presence_out *po, const struct cuser *u)
+{
+    size_t pos = 0;
+    const char *w;
+    void *val;
+
+    if (!po->d->cfg->publish_contacts)
+        return;
+    while (strmap_next(&u->watchers, &pos, &w, &val))
+        presout_unavailable(po, u, w);
+}
+
+void presout_link_down(struct presence_out *po)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&po->sent, &pos, &k, &v))
+        ((struct sent *)v)->valid = false;
+}
+
+static void sent_free(struct sent *s)
+{
+    free(s->jid);
+    free(s);
+}
+
+void presout_forget(struct presence_out *po, const struct cuser *u)
+{
+    struct sent *s = strmap_del(&po->sent, u->jid);
+
+    if (s)
+        sent_free(s);
+}
+
+struct presence_out *presout_new(const struct users *d, const struct stanza_out *out)
+{
+    struct presence_out *po = xcalloc(1, sizeof *po);
+
+    po->d = d;
+    po->out = out;
+    strmap_init(&po->sent);
+    return po;
+}
+
+void presout_free(struct presence_out *po)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if (!po)
+        return;
+    while (strmap_next(&po->sent, &pos, &k, &v))
+        sent_free(v);
+    strmap_free(&po->sent);
+    free(po);
+}

@@ -1,0 +1,70 @@
+/* The component's users, as configured: who they are, their phone contacts, the numbers
+ * they are found by (XEP-0100), the watcher policy, and each contact's watchers in memory.
+ * Pure data: no I/O, and no calls into any other module of the component (a user that a
+ * reload removes is announced through the callback users_apply is given). Read by every
+ * module of the component; changed by main.c (reload), feed.c (records), watchers.c. */
+#ifndef OFFHOOK_USERS_H
+#define OFFHOOK_USERS_H
+
+/* Ownership: pointers given to a function are only read during the call (strings are
+ * copied if kept), unless its comment says otherwise; "borrowed" means the caller keeps
+ * the object alive for as long as stated. */
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "storecodec.h"
+#include "strmap.h"
+
+struct cuser {
+    const struct cfg_user *cfg;  /* current configuration entry (replaced on reload) */
+    char *jid;                   /* the chat user (owned) */
+    char *contact;               /* their phone contact on the component domain (owned) */
+    struct user_record rec;      /* latest state from sipbridge (written by feed.c) */
+    bool have_rec;               /* rec holds something sipbridge wrote */
+    struct strmap watchers;      /* bare JID -> the same string, owned by the map (written
+                                    through users_watcher_add/del, by watchers.c) */
+};
+
+/* The directory. Other modules read its fields (iterating by_jid, say) but change them
+ * only through the functions below. */
+struct users {
+    const struct offhook_config *cfg; /* the configuration in force (not owned; replaced
+                                         by users_apply) */
+    struct strmap by_jid;        /* user JID -> struct cuser* (the users are owned) */
+    struct strmap by_contact;    /* contact JID -> struct cuser* */
+    struct strmap user_domains;  /* domains of configured users -> non-NULL (owned keys) */
+    struct strmap gateway;       /* "ext:1001", "aor:1001@pbx", "tel:+1555..." -> cuser */
+    struct strmap watcher_list;  /* [component] watchers entries (owned keys) */
+};
+
+/* Builds the users and indexes of cfg, which must outlive d (or the next users_apply). */
+void users_init(struct users *d, const struct offhook_config *cfg);
+/* Frees every user and index; cfg is not freed. */
+void users_free(struct users *d);
+
+/* Called for a user a reload removes (or whose contact it renamed), before it is freed:
+ * u is valid only during the call, its watchers still in u->watchers. */
+typedef void (*users_removed_fn)(void *arg, struct cuser *u);
+/* Reload: users whose contact changed are replaced, removed ones are announced through
+ * on_removed and freed, everyone else keeps their watchers and state (their cfg now points
+ * into cfg, which must outlive d). */
+void users_apply(struct users *d, const struct offhook_config *cfg,
+                 users_removed_fn on_removed, void *arg);
+
+/* Lookups: the user, owned by d (valid until it is removed by users_apply), or NULL. */
+struct cuser *users_by_jid(const struct users *d, const char *jid);
+struct cuser *users_by_contact(const struct users *d, const char *contact);
+/* XEP-0100: an extension, SIP URI or phone number -> the user, or NULL. */
+struct cuser *users_by_number(const struct users *d, const char *query);
+
+/* Whether bare may use the component at all (the watcher policy, not tied to a user). */
+bool users_requester_allowed(const struct users *d, const char *bare);
+/* Whether a watcher may see the phone state of u (the [component] watcher policy). */
+bool users_watcher_allowed(const struct users *d, const struct cuser *u, const char *bare);
+
+/* u's watchers in memory (bare is copied). Return true if that changed the set. */
+bool users_watcher_add(struct cuser *u, const char *bare);
+bool users_watcher_del(struct cuser *u, const char *bare);
+
+#endif
