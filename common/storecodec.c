@@ -154,27 +154,27 @@ static int key(char *buf, size_t len, const char *prefix, const char *kind, cons
     return (n < 0 || (size_t)n >= len) ? -1 : 0;
 }
 
-int store_key_user(const char *prefix, const char *jid, char *buf, size_t len)
+int storecodec_key_user(const char *prefix, const char *jid, char *buf, size_t len)
 {
     return key(buf, len, prefix, "user:", jid);
 }
 
-int store_key_events(const char *prefix, char *buf, size_t len)
+int storecodec_key_events(const char *prefix, char *buf, size_t len)
 {
     return key(buf, len, prefix, "events", "");
 }
 
-int store_key_watchers(const char *prefix, const char *contact, char *buf, size_t len)
+int storecodec_key_watchers(const char *prefix, const char *contact, char *buf, size_t len)
 {
     return key(buf, len, prefix, "watchers:", contact);
 }
 
-int store_key_subs(const char *prefix, const char *jid, char *buf, size_t len)
+int storecodec_key_subs(const char *prefix, const char *jid, char *buf, size_t len)
 {
     return key(buf, len, prefix, "subs:", jid);
 }
 
-int store_key_heartbeat(const char *prefix, const char *daemon, char *buf, size_t len)
+int storecodec_key_heartbeat(const char *prefix, const char *daemon, char *buf, size_t len)
 {
     return key(buf, len, prefix, "heartbeat:", daemon);
 }

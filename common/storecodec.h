@@ -87,11 +87,11 @@ int storecodec_command_argv(const char *events_key, const char *cmd, const char 
                             const char *argv[STORECODEC_COMMAND_ARGC]);
 
 /* Key builders: write into buf; return 0/-1 if it does not fit. */
-int store_key_user(const char *prefix, const char *jid, char *buf, size_t len);
-int store_key_events(const char *prefix, char *buf, size_t len);
-int store_key_watchers(const char *prefix, const char *contact, char *buf, size_t len);
-int store_key_subs(const char *prefix, const char *jid, char *buf, size_t len);
-int store_key_heartbeat(const char *prefix, const char *daemon, char *buf, size_t len);
+int storecodec_key_user(const char *prefix, const char *jid, char *buf, size_t len);
+int storecodec_key_events(const char *prefix, char *buf, size_t len);
+int storecodec_key_watchers(const char *prefix, const char *contact, char *buf, size_t len);
+int storecodec_key_subs(const char *prefix, const char *jid, char *buf, size_t len);
+int storecodec_key_heartbeat(const char *prefix, const char *daemon, char *buf, size_t len);
 
 #define STORE_HEARTBEAT_EVERY_MS 10000 /* each daemon beats this often ... */
 #define STORE_HEARTBEAT_TTL_MS 30000   /* ... and is taken for dead when a beat is this old */

@@ -48,34 +48,24 @@ bool feed_synced(const struct feed *f)
     return f->synced;
 }
 
-/* Applies one record (names/values pairs, or a "removed" event) to jid's user. Returns
- * that user, or NULL when no user of ours changed. *event_us: when sipbridge received
- * the change (0: not known). */
-static struct cuser *apply(struct feed *f, const char *jid, const char *const *names,
-                           const char *const *values, size_t n, int64_t *event_us)
+/* Keeps rec as jid's state (NULL: sipbridge removed the user). Returns that user, or
+ * NULL when jid is not one of ours (another deployment's, or not configured here). */
+static struct cuser *keep(struct feed *f, const char *jid, const struct user_record *rec)
 {
     struct cuser *u = users_by_jid(f->d, jid);
-    struct user_record rec;
-    char err[128];
 
-    *event_us = 0;
     if (!u)
-        return NULL; /* not ours (another deployment's user, or not configured here) */
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(names[i], "state") == 0 && strcmp(values[i], "removed") == 0) {
-            u->have_rec = false;
-            return u;
-        }
-    }
-    if (storecodec_decode(names, values, n, &rec, err, sizeof err) < 0) {
-        metric_inc(m_bad, NULL);
-        log_warn("feed", "event=bad_record user=%s reason=\"%s\"", jid, err);
         return NULL;
-    }
-    u->rec = rec;
-    u->have_rec = true;
-    *event_us = rec.event_us;
+    u->have_rec = rec != NULL;
+    if (rec)
+        u->rec = *rec;
     return u;
+}
+
+static void bad_record(const char *jid, const char *err)
+{
+    metric_inc(m_bad, NULL);
+    log_warn("feed", "event=bad_record user=%s reason=\"%s\"", jid, err);
 }
 
 /* Splits a flat [name, value, ...] reply into arrays; returns the pair count or -1. */
@@ -142,7 +132,9 @@ static void on_read(struct redislink *l, redisReply *r, void *arg)
         for (size_t i = 0; i < entries->elements; i++) {
             const redisReply *e = entries->element[i];
             const char *names[STORE_FIELDS_MAX + 2], *values[STORE_FIELDS_MAX + 2];
-            const char *jid = NULL;
+            struct stream_entry se;
+            struct cuser *u;
+            char err[128];
             long n;
 
             if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
@@ -155,19 +147,26 @@ static void on_read(struct redislink *l, redisReply *r, void *arg)
                 metric_inc(m_bad, NULL);
                 continue;
             }
-            const char *cmd = NULL;
-            for (long k = 0; k < n; k++) {
-                if (strcmp(names[k], "user") == 0)
-                    jid = values[k];
-                else if (strcmp(names[k], "cmd") == 0)
-                    cmd = values[k];
+            if (storecodec_decode_entry(names, values, (size_t)n, &se, err, sizeof err) < 0) {
+                /* Entries for nobody, or for users not ours, are not ours to judge; any
+                 * user's entry still proves sipbridge alive. */
+                if (se.user && users_by_jid(f->d, se.user))
+                    bad_record(se.user, err);
+                if (se.user)
+                    f->ops.on_event(f->arg, NULL, 0);
+                continue;
             }
-            if (cmd) {
-                command(f, cmd, jid);
-            } else if (jid) {
-                int64_t event_us;
-                struct cuser *u = apply(f, jid, names, values, (size_t)n, &event_us);
-                f->ops.on_event(f->arg, u, event_us);
+            switch (se.kind) {
+            case STREAM_COMMAND:
+                command(f, se.cmd, se.user);
+                break;
+            case STREAM_REMOVED:
+                f->ops.on_event(f->arg, keep(f, se.user, NULL), 0);
+                break;
+            case STREAM_STATE:
+                u = keep(f, se.user, &se.rec);
+                f->ops.on_event(f->arg, u, u ? se.rec.event_us : 0);
+                break;
             }
         }
     }
@@ -216,7 +215,8 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
         const char *names[STORE_FIELDS_MAX + 2], *values[STORE_FIELDS_MAX + 2];
         long n = pairs(r->element[i + 1], names, values, STORE_FIELDS_MAX + 2);
         struct cuser *u = users_by_jid(f->d, f->snapshot_jids[i]);
-        int64_t event_us;
+        struct user_record rec;
+        char err[128];
 
         if (!u)
             continue;
@@ -228,8 +228,13 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
                 kept++;
             continue;
         }
-        /* Published all at once by on_synced, not one by one. */
-        (void)apply(f, f->snapshot_jids[i], names, values, (size_t)n, &event_us);
+        /* A hash holds a record, never a removal (sipbridge deletes the hash). Published
+         * all at once by on_synced, not one by one. */
+        if (storecodec_decode(names, values, (size_t)n, &rec, err, sizeof err) < 0) {
+            bad_record(f->snapshot_jids[i], err);
+            continue;
+        }
+        (void)keep(f, f->snapshot_jids[i], &rec);
         loaded++;
     }
     log_notice("feed", "event=synced users=%zu with_state=%zu kept_missing=%zu stream_id=%s",
@@ -254,7 +259,7 @@ static void snapshot(struct feed *f)
     rc |= redislink_command(f->link, NULL, NULL, "XREVRANGE %s + - COUNT 1", f->events_key);
     while (strmap_next(&f->d->by_jid, &pos, &k, &v)) {
         char key[4096];
-        if (store_key_user(f->d->cfg->redis_prefix, k, key, sizeof key) < 0)
+        if (storecodec_key_user(f->d->cfg->redis_prefix, k, key, sizeof key) < 0)
             continue;
         f->snapshot_jids[i++] = xstrdup(k);
         rc |= redislink_command(f->link, NULL, NULL, "HGETALL %s", key);
@@ -286,7 +291,7 @@ struct feed *feed_new(struct event_base *base, struct users *d, const struct fee
     f->d = d;
     f->ops = *ops;
     f->arg = arg;
-    store_key_events(d->cfg->redis_prefix, f->events_key, sizeof f->events_key);
+    storecodec_key_events(d->cfg->redis_prefix, f->events_key, sizeof f->events_key);
     str_copy(f->last_id, sizeof f->last_id, "0-0");
     metric_set(m_synced, NULL, 0);
     f->link = redislink_new(base, d->cfg, "feed", BLOCK_MS + 10000, on_link, f);

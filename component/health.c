@@ -107,8 +107,8 @@ struct health *health_new(struct event_base *base, const struct offhook_config *
     h->ops = *ops;
     h->arg = arg;
     h->sipbridge = -1; /* the owner assumes alive until Redis says otherwise */
-    store_key_heartbeat(cfg->redis_prefix, "component", h->own_key, sizeof h->own_key);
-    store_key_heartbeat(cfg->redis_prefix, "sipbridge", h->sipbridge_key,
+    storecodec_key_heartbeat(cfg->redis_prefix, "component", h->own_key, sizeof h->own_key);
+    storecodec_key_heartbeat(cfg->redis_prefix, "sipbridge", h->sipbridge_key,
                         sizeof h->sipbridge_key);
     h->tick = event_new(base, -1, EV_PERSIST, on_tick, h);
     event_add(h->tick, &tv);

@@ -40,7 +40,7 @@ static int send_op(struct watchers *w, const char *contact, const char *bare, bo
 {
     char key[4096];
 
-    if (store_key_watchers(w->d->cfg->redis_prefix, contact, key, sizeof key) < 0)
+    if (storecodec_key_watchers(w->d->cfg->redis_prefix, contact, key, sizeof key) < 0)
         return 0;
     return redislink_command(w->link, NULL, NULL, add ? "SADD %s %s" : "SREM %s %s", key,
                              bare);
@@ -136,7 +136,7 @@ static void load_all(struct watchers *w)
         char key[4096];
         struct load_ctx *lc;
 
-        if (store_key_watchers(w->d->cfg->redis_prefix, u->contact, key, sizeof key) < 0)
+        if (storecodec_key_watchers(w->d->cfg->redis_prefix, u->contact, key, sizeof key) < 0)
             continue;
         if (u->watchers.count && persist_all(w, u, key) < 0)
             return;

@@ -127,7 +127,7 @@ static bool load_record(redisContext *r, const struct offhook_config *cfg, const
     size_t n = 0;
     bool ok;
 
-    if (store_key_user(cfg->redis_prefix, jid, key, sizeof key) < 0)
+    if (storecodec_key_user(cfg->redis_prefix, jid, key, sizeof key) < 0)
         return false;
     rep = cmd(r, "HGETALL %s", key);
     for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements && n < 16; i += 2) {
@@ -146,7 +146,7 @@ static int64_t heartbeat(redisContext *r, const struct offhook_config *cfg, cons
     redisReply *rep;
     int64_t v = 0;
 
-    store_key_heartbeat(cfg->redis_prefix, daemon, key, sizeof key);
+    storecodec_key_heartbeat(cfg->redis_prefix, daemon, key, sizeof key);
     rep = cmd(r, "GET %s", key);
     if (rep->type == REDIS_REPLY_STRING)
         v = strtoll(rep->str, NULL, 10);
@@ -197,7 +197,7 @@ static int cmd_summary(redisContext *r, const struct offhook_config *cfg)
         struct user_record rec;
         counts[load_record(r, cfg, cfg->users[i].jid, &rec) ? rec.state : US_UNKNOWN]++;
     }
-    store_key_events(cfg->redis_prefix, key, sizeof key);
+    storecodec_key_events(cfg->redis_prefix, key, sizeof key);
     rep = cmd(r, "XLEN %s", key);
     if (rep->type == REDIS_REPLY_INTEGER)
         xlen = rep->integer;
@@ -238,9 +238,9 @@ static int cmd_status(redisContext *r, const struct offhook_config *cfg, const c
         return 1;
     }
     have = load_record(r, cfg, u->jid, &rec);
-    store_key_subs(cfg->redis_prefix, u->jid, key, sizeof key);
+    storecodec_key_subs(cfg->redis_prefix, u->jid, key, sizeof key);
     subs = cmd(r, "HGETALL %s", key);
-    store_key_watchers(cfg->redis_prefix, u->contact, key, sizeof key);
+    storecodec_key_watchers(cfg->redis_prefix, u->contact, key, sizeof key);
     watchers = cmd(r, "SMEMBERS %s", key);
     ago(have ? rec.since_ms : 0, since, sizeof since);
     ago(have ? rec.event_us / 1000 : 0, last, sizeof last);
@@ -318,7 +318,7 @@ static int cmd_resync(redisContext *r, const struct offhook_config *cfg, const c
         }
         who = u->jid;
     }
-    store_key_events(cfg->redis_prefix, key, sizeof key);
+    storecodec_key_events(cfg->redis_prefix, key, sizeof key);
     argc = storecodec_command_argv(key, "resync", who, argv);
     rep = redisCommandArgv(r, argc, argv, NULL);
     if (!rep) {

@@ -62,11 +62,11 @@ static void fuzz_record(char **tok, size_t ntok)
 
     /* Key builders with the record's own strings, into a small buffer. */
     if (n) {
-        (void)store_key_user(names[0], values[0], key, sizeof key);
-        (void)store_key_watchers(values[0], names[0], key, sizeof key);
-        (void)store_key_events(names[0], key, sizeof key);
-        (void)store_key_subs(names[0], values[0], key, sizeof key);
-        (void)store_key_heartbeat(values[0], names[0], key, sizeof key);
+        (void)storecodec_key_user(names[0], values[0], key, sizeof key);
+        (void)storecodec_key_watchers(values[0], names[0], key, sizeof key);
+        (void)storecodec_key_events(names[0], key, sizeof key);
+        (void)storecodec_key_subs(names[0], values[0], key, sizeof key);
+        (void)storecodec_key_heartbeat(values[0], names[0], key, sizeof key);
     }
 }
 

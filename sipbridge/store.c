@@ -130,7 +130,7 @@ static int send_record(struct store *st, struct entry *e, bool with_event,
     const char *argv[6 + 2 * STORE_FIELDS_MAX];
     int argc = 0;
 
-    if (store_key_user(st->prefix, e->jid, key, sizeof key) < 0)
+    if (storecodec_key_user(st->prefix, e->jid, key, sizeof key) < 0)
         return -2;
     argv[argc++] = "EVAL";
     argv[argc++] = storecodec_write_script;
@@ -287,10 +287,10 @@ struct store *store_new(struct event_base *base, const struct offhook_config *cf
 
     strmap_init(&st->entries);
     st->prefix = xstrdup(cfg->redis_prefix);
-    if (store_key_events(cfg->redis_prefix, key, sizeof key) < 0)
+    if (storecodec_key_events(cfg->redis_prefix, key, sizeof key) < 0)
         key[0] = '\0';
     st->events_key = xstrdup(key);
-    if (store_key_heartbeat(cfg->redis_prefix, "sipbridge", key, sizeof key) < 0)
+    if (storecodec_key_heartbeat(cfg->redis_prefix, "sipbridge", key, sizeof key) < 0)
         key[0] = '\0';
     st->beat_key = xstrdup(key);
     st->beat = event_new(base, -1, EV_PERSIST, heartbeat, st);
@@ -342,7 +342,7 @@ void store_sub_state(struct store *st, const char *jid, const char *package, con
 {
     char key[2048], field[1024], value[64];
 
-    if (!redislink_up(st->link) || store_key_subs(st->prefix, jid, key, sizeof key) < 0)
+    if (!redislink_up(st->link) || storecodec_key_subs(st->prefix, jid, key, sizeof key) < 0)
         return;
     snprintf(field, sizeof field, "%s %s", package, aor);
     snprintf(value, sizeof value, "%s %lld", state, (long long)clock_wall_ms());
@@ -403,7 +403,7 @@ void store_sub_clear(struct store *st, const char *jid)
 {
     char key[2048];
 
-    if (redislink_up(st->link) && store_key_subs(st->prefix, jid, key, sizeof key) == 0 &&
+    if (redislink_up(st->link) && storecodec_key_subs(st->prefix, jid, key, sizeof key) == 0 &&
         redislink_command(st->link, NULL, NULL, "DEL %s", key) < 0)
         redislink_reset(st->link, "cannot queue a delete");
 }

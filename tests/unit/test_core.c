@@ -183,11 +183,11 @@ static void test_keys(void **state)
 {
     char buf[64];
 
-    assert_int_equal(store_key_user("offhook:", "alice@localhost", buf, sizeof buf), 0);
+    assert_int_equal(storecodec_key_user("offhook:", "alice@localhost", buf, sizeof buf), 0);
     assert_string_equal(buf, "offhook:user:alice@localhost");
-    assert_int_equal(store_key_events("x:", buf, sizeof buf), 0);
+    assert_int_equal(storecodec_key_events("x:", buf, sizeof buf), 0);
     assert_string_equal(buf, "x:events");
-    assert_int_equal(store_key_watchers("offhook:", "alice@phone.localhost", buf, 10), -1);
+    assert_int_equal(storecodec_key_watchers("offhook:", "alice@phone.localhost", buf, 10), -1);
 }
 
 static void test_jid(void **state)
