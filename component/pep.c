@@ -49,6 +49,31 @@ struct pep {
 
 static struct metric *m_enabled, *m_publish, *m_priv_errors;
 
+/* The label values of offhook_privilege_errors_total: declared, so each series exists from
+ * the first scrape and a hostile server cannot mint label values. */
+static const char *const priv_conditions[] = {
+    "bad_request",           "conflict",           "feature_not_implemented",
+    "forbidden",             "internal_server_error", "item_not_found",
+    "not_allowed",           "not_authorized",     "policy_violation",
+    "remote_server_timeout", "resource_constraint", "service_unavailable",
+    "undefined_condition",   "other",              NULL};
+
+/* RFC 6120's condition element name -> its label value. */
+static const char *priv_condition_label(const char *condition)
+{
+    char name[32];
+    size_t i;
+
+    for (i = 0; condition[i] && i < sizeof name - 1; i++)
+        name[i] = condition[i] == '-' ? '_' : condition[i];
+    name[i] = '\0';
+    for (const char *const *c = priv_conditions; *c; c++) {
+        if (!condition[i] && strcmp(*c, name) == 0)
+            return *c;
+    }
+    return "other";
+}
+
 void pep_register_metrics(void)
 {
     m_enabled = metric_new(METRIC_GAUGE, "offhook_pep_domains",
@@ -59,8 +84,9 @@ void pep_register_metrics(void)
                            "Privileged PEP publishes, by outcome.", "result",
                            (const char *const[]){"sent", "ok", "error", NULL});
     m_priv_errors = metric_new(METRIC_COUNTER, "offhook_privilege_errors_total",
-                               "Privileged IQs the server refused, by stanza error condition.",
-                               "condition", NULL);
+                               "Privileged IQs the server refused, by stanza error condition "
+                               "(RFC 6120's, dashes as underscores; other: anything else).",
+                               "condition", priv_conditions);
 }
 
 static struct grant *grant_for(struct pep *p, const char *domain, bool create)
@@ -336,7 +362,7 @@ bool pep_on_iq(struct pep *p, xmpp_stanza_t *iq)
         }
     }
     metric_inc(m_publish, "error");
-    metric_inc(m_priv_errors, condition);
+    metric_inc(m_priv_errors, priv_condition_label(condition));
     log_warn("pep", "event=publish_refused user=%s condition=%s", from ? from : "?", condition);
     /* Publish again on the next change instead of believing it is out there. */
     if (from) {
