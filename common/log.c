@@ -2,6 +2,8 @@
  * stderr, with a journald priority prefix when stderr is connected to the journal. */
 #include "log.h"
 
+#include <stdbool.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,8 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "strutil.h"
 
 int log_level = LOG_INFO;
 
@@ -112,4 +116,77 @@ void log_write(int prio, const char *subsys, const char *fmt, ...)
     va_start(ap, fmt);
     log_vwrite(prio, subsys, fmt, ap);
     va_end(ap);
+}
+
+/* ---- values from peers ------------------------------------------------------------- */
+
+/* Every input byte becomes at most 4 ("\xNN"); two quotes, "..." and the NUL. */
+#define LOG_Q_SLOT (LOG_Q_MAX * 4 + 8)
+
+static bool bare_ok(const unsigned char *p, size_t len)
+{
+    if (len == 0 || !str_utf8_valid((const char *)p, len))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] <= ' ' || p[i] == 0x7f || p[i] == '"' || p[i] == '=' || p[i] == '\\')
+            return false;
+    }
+    return true;
+}
+
+const char *log_qn(const char *s, size_t len)
+{
+    static char slots[LOG_Q_SLOTS][LOG_Q_SLOT];
+    static unsigned next;
+    char *out = slots[next++ % LOG_Q_SLOTS], *o = out;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t keep;
+
+    if (!s)
+        len = 0;
+    keep = str_utf8_cut(s ? s : "", len, LOG_Q_MAX);
+    if (keep == len && bare_ok(p, len)) {
+        memcpy(out, s, len);
+        out[len] = '\0';
+        return out;
+    }
+    *o++ = '"';
+    for (size_t i = 0; i < keep;) {
+        unsigned char c = p[i];
+        size_t n = 1;
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            *o++ = '\\';
+            *o++ = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        } else if (c < 0x20 || c == 0x7f) {
+            o += sprintf(o, "\\x%02x", c);
+        } else if (c < 0x80) {
+            *o++ = (char)c;
+        } else {
+            /* A well-formed character goes as it is, a stray byte as \xNN. */
+            n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            if (i + n <= keep && str_utf8_valid((const char *)p + i, n)) {
+                memcpy(o, p + i, n);
+                o += n;
+            } else {
+                o += sprintf(o, "\\x%02x", c);
+                n = 1;
+            }
+        }
+        i += n;
+    }
+    if (keep < len) {
+        memcpy(o, "...", 3);
+        o += 3;
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+const char *log_q(const char *s)
+{
+    return log_qn(s, s ? strlen(s) : 0);
 }

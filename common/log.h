@@ -5,6 +5,7 @@
 #define OFFHOOK_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <syslog.h>
 
 extern int log_level; /* messages above this syslog priority are dropped */
@@ -30,5 +31,25 @@ void log_vwrite(int prio, const char *subsys, const char *fmt, va_list ap)
 #define log_notice(subsys, ...) LOG_AT(LOG_NOTICE, subsys, __VA_ARGS__)
 #define log_info(subsys, ...) LOG_AT(LOG_INFO, subsys, __VA_ARGS__)
 #define log_debug(subsys, ...) LOG_AT(LOG_DEBUG, subsys, __VA_ARGS__)
+
+/* A value from a peer (a SIP reason phrase, a URI from a body, a JID resource), made safe
+ * for one key=value field, logfmt style: "key=%s" with log_q(value) can never end the
+ * field early or forge another one.
+ *
+ * Returned as it is when every byte is printable and not a space, '"', '=' or '\'
+ * (letters of any script in valid UTF-8 included); else in double quotes, with '"' and
+ * '\' backslash-escaped, newline, CR and tab as \n \r \t, and every other control
+ * byte, DEL and byte that is not well-formed UTF-8 as \xNN. NULL and "" give "". Values
+ * longer than LOG_Q_MAX bytes are cut on a character boundary and end in ... inside
+ * the quotes.
+ *
+ * The result is in one of LOG_Q_SLOTS static buffers used in turn: it stays valid for
+ * the next LOG_Q_SLOTS - 1 calls, so one log line may quote up to LOG_Q_SLOTS values.
+ * Not thread-safe (each daemon logs from its one loop thread). */
+#define LOG_Q_MAX 256
+#define LOG_Q_SLOTS 8
+const char *log_q(const char *s);
+/* log_q() of the len bytes at s (not NUL-terminated; a NUL byte among them is \x00). */
+const char *log_qn(const char *s, size_t len);
 
 #endif

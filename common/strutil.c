@@ -111,6 +111,102 @@ bool str_has_prefix(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (n bytes available), or 0 if the bytes
+ * there do not start one. The ranges are RFC 3629's (section 4, UTF8-2 .. UTF8-4). */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+
+    if (c == 0)
+        return 0;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* else overlong */
+        else if (c == 0xed)
+            hi = 0x9f; /* else a surrogate */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* else overlong */
+        else if (c == 0xf4)
+            hi = 0x8f; /* else above U+10FFFF */
+    } else
+        return 0; /* a continuation byte, C0/C1 (overlong) or F5..FF */
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    }
+    return len;
+}
+
+bool str_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+
+    while (i < len) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (n == 0)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+size_t str_utf8_cut(const char *s, size_t len, size_t max)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+
+    if (len <= max)
+        return len;
+    while (i < max) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (n == 0)
+            n = 1; /* a stray byte is a character of its own: never swallow the next */
+        if (i + n > max)
+            break;
+        i += n;
+    }
+    return i;
+}
+
+int str_copy_utf8(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src), cut;
+
+    if (size == 0)
+        return -1;
+    cut = str_utf8_cut(src, n, size - 1);
+    memcpy(dst, src, cut);
+    dst[cut] = '\0';
+    return cut == n ? 0 : -1;
+}
+
+size_t str_utf8_scrub(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    size_t len = strlen(s), i = 0, replaced = 0;
+
+    while (i < len) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (n == 0) {
+            p[i++] = '?';
+            replaced++;
+        } else
+            i += n;
+    }
+    return replaced;
+}
+
 int64_t clock_wall_us(void)
 {
     struct timespec ts;

@@ -1,5 +1,5 @@
 /* Small string and time helpers used by every module: bounded copies, trimming,
- * strict integer parsing, list splitting, clocks. */
+ * strict integer parsing, list splitting, UTF-8 checks and cuts, clocks. */
 #ifndef OFFHOOK_STRUTIL_H
 #define OFFHOOK_STRUTIL_H
 
@@ -25,6 +25,26 @@ void str_lower(char *s);
  * The items point into s, which is modified. */
 int str_split_list(char *s, char **items, int max);
 bool str_has_prefix(const char *s, const char *prefix);
+
+/* UTF-8 (RFC 3629) for text that crosses from a peer to Redis, logs and stanzas: a
+ * caller's name cut mid-character is invalid UTF-8, and an XMPP server closes the stream
+ * of a component that sends it. Well-formed means: no stray continuation byte, no
+ * truncated sequence, no overlong form, no surrogate (U+D800..U+DFFF), nothing above
+ * U+10FFFF; a NUL byte counts as invalid too (no C string, XML or log line carries one).
+ *
+ * str_utf8_valid: whether the len bytes at s are all well-formed (0 bytes are). Used by
+ * the parsers on what they keep and by the component on every stanza it sends. */
+bool str_utf8_valid(const char *s, size_t len) __attribute__((warn_unused_result));
+/* Where to cut the len bytes at s to keep at most max bytes without splitting a
+ * character: the length of the longest such prefix (len if len <= max). A byte that is
+ * not part of a well-formed sequence counts as one character of its own. */
+size_t str_utf8_cut(const char *s, size_t len, size_t max);
+/* str_copy() cutting on a character boundary (str_utf8_cut): dst (size bytes, always
+ * NUL-terminated) never ends inside a character. Returns -1 if truncated. */
+int str_copy_utf8(char *dst, size_t size, const char *src);
+/* Replaces, in place, each byte of s that is not part of a well-formed sequence with '?'
+ * (s stays as long and is then valid UTF-8). Returns how many bytes were replaced. */
+size_t str_utf8_scrub(char *s);
 
 /* Wall clock in microseconds / milliseconds since the epoch. */
 int64_t clock_wall_us(void);

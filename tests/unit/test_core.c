@@ -1,5 +1,5 @@
 /* Pure helpers of common/: state model, backoff, Redis record codec, JIDs, hash map,
- * metrics rendering. */
+ * metrics rendering, UTF-8 checks and cuts, log value quoting. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,6 +13,7 @@
 #include "backoff.h"
 #include "callstate.h"
 #include "jid.h"
+#include "log.h"
 #include "metrics.h"
 #include "sbuf.h"
 #include "storecodec.h"
@@ -398,6 +399,126 @@ static void test_strutil(void **state)
     assert_string_equal(items[2], "c");
 }
 
+/* RFC 3629's own examples and the edges of every range: what is well-formed UTF-8. */
+static void test_utf8_valid(void **state)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+        bool valid;
+    } cases[] = {
+        {"", 0, true},
+        {"plain ascii", 11, true},
+        {"\x41\xe2\x89\xa2\xce\x91\x2e", 7, true},     /* RFC 3629 7: A<NOT IDENTICAL>.. */
+        {"\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4", 9, true}, /* Korean */
+        {"\xef\xbb\xbf\xe6\x97\xa5", 6, true},          /* BOM, then a CJK char */
+        {"\xf0\xa3\x8e\xb4", 4, true},                    /* U+233B4 */
+        {"\xc3\xa9", 2, true},                              /* é */
+        {"\xc3", 1, false},                                  /* é cut after its lead */
+        {"\xe2\x89", 2, false},                             /* a 3-byte char cut */
+        {"\xa9", 1, false},                                  /* a stray continuation */
+        {"\xc0\xaf", 2, false},                             /* overlong '/' */
+        {"\xe0\x80\xaf", 3, false},                        /* overlong, 3 bytes */
+        {"\xf0\x80\x80\xaf", 4, false},                   /* overlong, 4 bytes */
+        {"\xed\xa0\x80", 3, false},                        /* U+D800, a surrogate */
+        {"\xed\x9f\xbf", 3, true},                         /* U+D7FF */
+        {"\xf4\x8f\xbf\xbf", 4, true},                    /* U+10FFFF */
+        {"\xf4\x90\x80\x80", 4, false},                   /* U+110000 */
+        {"\xf5\x80\x80\x80", 4, false},
+        {"\xff", 1, false},
+        {"a\0b", 3, false},                                   /* NUL */
+        {"\xc3\xa9\xc3", 3, false},                        /* valid, then cut */
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (str_utf8_valid(cases[i].bytes, cases[i].len) != cases[i].valid)
+            fail_msg("case %zu: expected %s", i, cases[i].valid ? "valid" : "invalid");
+    }
+}
+
+/* 150 x "é" (the issue's caller name) cut anywhere stays valid; the cut never splits. */
+static void test_utf8_cut(void **state)
+{
+    char name[301], buf[128], small[4];
+    const char *mixed = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x93\x9e"; /* a é € 📞: 1+2+3+4 */
+
+    for (int i = 0; i < 150; i++)
+        memcpy(name + 2 * i, "\xc3\xa9", 2);
+    name[300] = '\0';
+    assert_int_equal(str_copy_utf8(buf, sizeof buf, name), -1);
+    assert_int_equal(strlen(buf), 126); /* 63 characters: byte 127 would split the 64th */
+    assert_true(str_utf8_valid(buf, strlen(buf)));
+    /* Plain str_copy would have cut at 127 bytes, mid-character (the bug). */
+    assert_int_equal(str_copy(buf, sizeof buf, name), -1);
+    assert_false(str_utf8_valid(buf, strlen(buf)));
+
+    for (size_t max = 0; max <= 10; max++) {
+        static const size_t want[] = {0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10};
+        size_t n = str_utf8_cut(mixed, 10, max);
+        if (n != want[max])
+            fail_msg("cut at %zu: %zu bytes, expected %zu", max, n, want[max]);
+        assert_true(str_utf8_valid(mixed, n));
+    }
+    assert_int_equal(str_copy_utf8(small, sizeof small, "ab"), 0);
+    assert_string_equal(small, "ab");
+    assert_int_equal(str_copy_utf8(small, sizeof small, mixed), -1);
+    assert_string_equal(small, "a\xc3\xa9");
+    assert_int_equal(str_copy_utf8(small, 0, "x"), -1);
+    /* A stray byte is a character of its own: the cut does not swallow what follows. */
+    assert_int_equal(str_utf8_cut("\xa9\xa9\xa9", 3, 2), 2);
+}
+
+static void test_utf8_scrub(void **state)
+{
+    char s[] = "ok\xc3 \xed\xa0\x80 \xc3\xa9 \xff";
+
+    assert_int_equal(str_utf8_scrub(s), 5);
+    assert_string_equal(s, "ok? ??? \xc3\xa9 ?");
+    assert_true(str_utf8_valid(s, strlen(s)));
+    assert_int_equal(str_utf8_scrub(s), 0);
+}
+
+/* log_q: a value from a peer can never end its field early or forge another one. */
+static void test_log_q(void **state)
+{
+    char longv[LOG_Q_MAX + 50];
+    const char *q;
+
+    assert_string_equal(log_q("deactivated"), "deactivated");
+    assert_string_equal(log_q("sip:1001@pbx.example.com;transport=tcp"),
+                        "\"sip:1001@pbx.example.com;transport=tcp\"");
+    assert_string_equal(log_q("Caf\xc3\xa9"), "Caf\xc3\xa9"); /* letters stay letters */
+    assert_string_equal(log_q(NULL), "\"\"");
+    assert_string_equal(log_q(""), "\"\"");
+    assert_string_equal(log_q("a b"), "\"a b\"");
+    /* The issue's resource: forged fields stay inside one quoted value. */
+    assert_string_equal(log_q("x level=error event=fake_secret_dump"),
+                        "\"x level=error event=fake_secret_dump\"");
+    assert_string_equal(log_q("say \"hi\"\\"), "\"say \\\"hi\\\"\\\\\"");
+    assert_string_equal(log_q("two\nlines\r\t"), "\"two\\nlines\\r\\t\"");
+    assert_string_equal(log_q("bell\a del\x7f"), "\"bell\\x07 del\\x7f\"");
+    assert_string_equal(log_q("cut\xc3 \xff"), "\"cut\\xc3 \\xff\"");
+    assert_string_equal(log_qn("a\0b", 3), "\"a\\x00b\"");
+    assert_string_equal(log_qn("abcdef", 3), "abc");
+    /* Long values are cut (on a character boundary) and say so. */
+    memset(longv, 'x', sizeof longv - 1);
+    longv[sizeof longv - 1] = '\0';
+    q = log_q(longv);
+    assert_int_equal(strlen(q), LOG_Q_MAX + 5);
+    assert_memory_equal(q + LOG_Q_MAX + 1, "...\"", 4);
+    /* Each of LOG_Q_SLOTS results of one line stays as it was. */
+    {
+        const char *r[LOG_Q_SLOTS];
+        char v[LOG_Q_SLOTS][8];
+        for (int i = 0; i < LOG_Q_SLOTS; i++) {
+            snprintf(v[i], sizeof v[i], "v%d", i);
+            r[i] = log_q(v[i]);
+        }
+        for (int i = 0; i < LOG_Q_SLOTS; i++)
+            assert_string_equal(r[i], v[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -418,6 +539,10 @@ int main(void)
         cmocka_unit_test(test_metrics_numbers_shortest),
         cmocka_unit_test(test_metrics_info),
         cmocka_unit_test(test_strutil),
+        cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_utf8_cut),
+        cmocka_unit_test(test_utf8_scrub),
+        cmocka_unit_test(test_log_q),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
