@@ -42,3 +42,20 @@ long ratelimit_wait_ms(const struct ratelimit *rl, const struct ratelimit_bucket
     /* +1: the division truncates, and a timer that fires a hair early finds no token. */
     return t >= 1.0 ? 0 : (long)((1.0 - t) * 1000.0 / rl->rate) + 1;
 }
+
+bool ratelimit_gate_pass(const struct ratelimit *rl, struct ratelimit_gate *g, int64_t now_ms,
+                         uint64_t *held_back)
+{
+    if (!g->started) {
+        ratelimit_bucket_init(&g->bucket, rl->burst < 1 ? 1 : rl->burst, now_ms);
+        g->started = true;
+    }
+    if (!ratelimit_take(rl, &g->bucket, now_ms)) {
+        g->held++;
+        return false;
+    }
+    if (held_back)
+        *held_back = g->held;
+    g->held = 0;
+    return true;
+}

@@ -1,7 +1,8 @@
 /* The token bucket every rate limit of offhook uses, pure: at most rate events per second
  * on average, bursts of up to burst at once. The caller passes the time (monotonic ms), so
  * it runs from any loop and unit-tests without a clock. Used by subscription.c (the
- * SUBSCRIBE ramp, NOTIFY floods per subscription) and probe.c (notifier-is-back sweeps).
+ * SUBSCRIBE ramp, NOTIFY floods per subscription) and probe.c (notifier-is-back sweeps),
+ * and through struct ratelimit_gate by every log line a peer can cause.
  *
  * The limit and the buckets are apart: one struct ratelimit (a configured rate) serves any
  * number of buckets (one per subscription, per source, per log line), and changing it at a
@@ -33,5 +34,20 @@ bool ratelimit_take(const struct ratelimit *rl, struct ratelimit_bucket *b, int6
  * is no limit), rounded up so a timer armed for it finds the token there. Changes nothing. */
 long ratelimit_wait_ms(const struct ratelimit *rl, const struct ratelimit_bucket *b,
                        int64_t now_ms);
+
+/* One kind of log line about one peer (or one subscription, one notifier), held to a
+ * rate: a flood of what causes it logs a few lines, each saying how many were held
+ * back since the one before. Zeroed, a gate lets its first event pass at once and then
+ * grants the limit's burst before refilling. */
+struct ratelimit_gate {
+    struct ratelimit_bucket bucket;
+    uint64_t held;    /* events held back since the last that passed */
+    bool started;     /* bucket set up (by the first event) */
+};
+
+/* Whether this event may be logged at now_ms. If so, *held_back (if not NULL) gets how
+ * many were held back before it, and that count starts again from zero. */
+bool ratelimit_gate_pass(const struct ratelimit *rl, struct ratelimit_gate *g, int64_t now_ms,
+                         uint64_t *held_back) __attribute__((warn_unused_result));
 
 #endif

@@ -113,11 +113,43 @@ static void test_ratelimit_shared_limit(void **state)
     assert_false(ratelimit_take(&rl, &a, 100000));
 }
 
+/* A log line's gate: a flood logs the burst, then one line per token, each saying how many
+ * were held back; a quiet spell lets the next one through with the count so far. */
+static void test_ratelimit_gate(void **state)
+{
+    const struct ratelimit rl = {0.1, 3}; /* one line per 10 s, bursts of 3 */
+    struct ratelimit_gate g = {0};
+    uint64_t held = 99;
+    int passed = 0;
+
+    assert_true(ratelimit_gate_pass(&rl, &g, 1000, &held));
+    assert_int_equal(held, 0);
+    for (int i = 0; i < 1000; i++) /* 1,000 in the same millisecond */
+        passed += ratelimit_gate_pass(&rl, &g, 1000, &held);
+    assert_int_equal(passed, 2);
+    assert_int_equal(g.held, 998);
+    assert_false(ratelimit_gate_pass(&rl, &g, 10999, &held));
+    assert_true(ratelimit_gate_pass(&rl, &g, 11000, &held));
+    assert_int_equal(held, 999);
+    assert_int_equal(g.held, 0);
+    /* NULL: the count is not wanted, and still restarts. */
+    assert_true(ratelimit_gate_pass(&rl, &g, 100000, NULL));
+    assert_int_equal(g.held, 0);
+    /* A limit whose burst is below one still lets the first event through. */
+    {
+        const struct ratelimit tiny = {1, 0};
+        struct ratelimit_gate t = {0};
+        assert_true(ratelimit_gate_pass(&tiny, &t, 0, &held));
+        assert_false(ratelimit_gate_pass(&tiny, &t, 0, &held));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ratelimit_table),
         cmocka_unit_test(test_ratelimit_shared_limit),
+        cmocka_unit_test(test_ratelimit_gate),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
