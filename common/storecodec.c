@@ -76,7 +76,10 @@ int storecodec_decode(const char *const *names, const char *const *values, size_
         } else if (strcmp(k, "ts") == 0) {
             rc = parse_i64(v, &r->event_us);
         } else if (strcmp(k, "remote") == 0) {
-            str_copy(r->remote, sizeof r->remote, v);
+            /* Written by sipbridge as whole UTF-8 characters; whatever else is in Redis
+             * is cut and scrubbed the same way before it can reach a stanza. */
+            str_copy_utf8(r->remote, sizeof r->remote, v);
+            str_utf8_scrub(r->remote);
         }
         if (rc < 0) {
             snprintf(err, errlen, "invalid value for field %s", k);

@@ -28,13 +28,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void check_doc(const struct dlg_doc *doc)
 {
     FUZZ_CHECK(doc->ndialogs >= 0 && doc->ndialogs <= DLG_MAX_DIALOGS);
-    FUZZ_CHECK(FUZZ_TERMINATED(doc->entity));
+    FUZZ_CHECK(FUZZ_TERMINATED(doc->entity) && FUZZ_UTF8(doc->entity));
     for (int i = 0; i < doc->ndialogs; i++) {
         const struct dlg_entry *d = &doc->dialogs[i];
         enum call_activity a;
 
         FUZZ_CHECK(FUZZ_TERMINATED(d->id) && d->id[0]);
         FUZZ_CHECK(FUZZ_TERMINATED(d->remote_uri) && FUZZ_TERMINATED(d->remote_name));
+        FUZZ_CHECK(FUZZ_UTF8(d->remote_uri) && FUZZ_UTF8(d->remote_name));
         FUZZ_CHECK((unsigned)d->state <= DLGS_TERMINATED);
         FUZZ_CHECK((unsigned)d->dir <= DIR_OUTGOING);
         FUZZ_CHECK(!d->anonymous || (!d->remote_uri[0] && !d->remote_name[0]));

@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FUZZ_CHECK((unsigned)doc.reach <= REACH_OFFLINE);
     FUZZ_CHECK(FUZZ_TERMINATED(doc.note) && FUZZ_TERMINATED(doc.entity));
+    FUZZ_CHECK(FUZZ_UTF8(doc.note) && FUZZ_UTF8(doc.entity));
     FUZZ_CHECK(doc.entity[0] != '\0');
     return 0;
 }

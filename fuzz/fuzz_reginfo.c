@@ -31,6 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < doc.nregs; i++) {
         const struct reg_entry *e = &doc.regs[i];
         FUZZ_CHECK(FUZZ_TERMINATED(e->aor) && e->aor[0] && FUZZ_TERMINATED(e->id));
+        FUZZ_CHECK(FUZZ_UTF8(e->aor) && FUZZ_UTF8(e->id));
         FUZZ_CHECK((unsigned)e->state <= REG_TERMINATED);
         FUZZ_CHECK(e->active_contacts >= 0 && e->active_contacts <= 64);
         (void)reg_entry_online(e);

@@ -78,6 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)strlen(res->name);
         FUZZ_CHECK((unsigned)res->state <= RLMI_TERMINATED);
         FUZZ_CHECK(FUZZ_TERMINATED(res->reason) && FUZZ_TERMINATED(res->ctype));
+        FUZZ_CHECK(FUZZ_UTF8(res->reason) && (!res->name || FUZZ_UTF8(res->name)));
         if (!res->body)
             continue;
         /* A resource body is a slice of the NOTIFY body. */

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strutil.h"
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -52,5 +54,8 @@ static inline char *fuzz_strndup_exact(const void *p, size_t n)
 
 /* True if the fixed-size char array a holds a NUL (the parser terminated it). */
 #define FUZZ_TERMINATED(a) (memchr((a), '\0', sizeof(a)) != NULL)
+
+/* A NUL-terminated field holds well-formed UTF-8 (what reaches Redis and stanzas). */
+#define FUZZ_UTF8(field) str_utf8_valid((field), strlen(field))
 
 #endif

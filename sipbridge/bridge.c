@@ -37,6 +37,8 @@ static const struct {
 };
 
 _Static_assert(CFG_MAX_AORS <= COMBINE_MAX_PHONES, "combine.c must see every phone");
+_Static_assert(MERGE_PARTY_MAX < sizeof((struct user_record *)0)->remote,
+               "the record keeps a dialog's whole remote party");
 
 struct buser;
 struct bridge;
@@ -174,7 +176,7 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
     rec.reach = view.reach;
     rec.dnd = view.dnd;
     if (view.remote)
-        str_copy(rec.remote, sizeof rec.remote, view.remote);
+        str_copy_utf8(rec.remote, sizeof rec.remote, view.remote); /* whole characters */
     rec.event_us = event_us;
     if (window <= 0) {
         write_record(b, u, rec);

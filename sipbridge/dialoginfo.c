@@ -96,7 +96,12 @@ static int parse_dialog(const xmlNode *n, struct dlg_entry *d, const char **reas
         const char *disp = ident ? xmlsafe_attr(ident, "display") : NULL;
         if (ident) {
             xmlsafe_text(ident, d->remote_uri, sizeof d->remote_uri);
-            str_copy(d->remote_name, sizeof d->remote_name, disp ? disp : "");
+            /* Cut on a character boundary: these end up in a <status> the XMPP server
+             * checks, and libxml2 has already made them UTF-8; the scrub is for a
+             * parser that would not. */
+            str_copy_utf8(d->remote_name, sizeof d->remote_name, disp ? disp : "");
+            str_utf8_scrub(d->remote_uri);
+            str_utf8_scrub(d->remote_name);
         }
         if (is_anonymous(d->remote_uri, d->remote_name)) {
             d->anonymous = true;
@@ -135,7 +140,8 @@ int dlginfo_parse(const char *buf, size_t len, size_t max, struct dlg_doc *out,
         goto out;
     }
     v = xmlsafe_attr(root, "entity");
-    str_copy(out->entity, sizeof out->entity, v ? v : "");
+    str_copy_utf8(out->entity, sizeof out->entity, v ? v : "");
+    str_utf8_scrub(out->entity);
     for (xmlNodePtr n = root->children; n; n = n->next) {
         if (!xmlsafe_is(n, DLGINFO_NS, "dialog"))
             continue; /* unknown elements and extensions are ignored */

@@ -24,6 +24,7 @@ struct dlg_entry {
     enum call_dir dir;              /* from direction="initiator|recipient" */
     bool held;                      /* local target +sip.rendering=no (pval or pvalue) */
     bool anonymous;                 /* the other party withheld their identity */
+    /* Text from the PBX, cut to fit on a UTF-8 character boundary, always valid UTF-8. */
     char remote_uri[DLG_PARTY_MAX]; /* remote identity; "" if absent or anonymous */
     char remote_name[DLG_PARTY_MAX];/* its display name; "" if absent or anonymous */
 };

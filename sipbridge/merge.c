@@ -49,16 +49,20 @@ static void remove_at(struct merge_source *src, int i)
     src->dialogs[i] = src->dialogs[--src->ndialogs];
 }
 
+/* "Name <uri>", or the name alone when both would not fit in MERGE_PARTY_MAX bytes: a
+ * whole name reads better than one with half a URI, and nothing is cut further on. */
 static char *party(const struct dlg_entry *e)
 {
     char buf[DLG_PARTY_MAX * 2 + 4];
 
+    _Static_assert(DLG_PARTY_MAX - 1 <= MERGE_PARTY_MAX, "a name or URI alone must fit");
     if (e->anonymous || !e->remote_uri[0])
         return NULL;
-    if (e->remote_name[0])
+    if (e->remote_name[0] &&
+        strlen(e->remote_name) + strlen(e->remote_uri) + 3 <= MERGE_PARTY_MAX)
         snprintf(buf, sizeof buf, "%s <%s>", e->remote_name, e->remote_uri);
     else
-        snprintf(buf, sizeof buf, "%s", e->remote_uri);
+        snprintf(buf, sizeof buf, "%s", e->remote_name[0] ? e->remote_name : e->remote_uri);
     return xstrdup(buf);
 }
 

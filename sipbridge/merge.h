@@ -13,13 +13,16 @@
 #include "dialoginfo.h"
 
 #define MERGE_MAX_DIALOGS 64 /* per subscription from partial updates; see MERGE_OVERFLOW */
+#define MERGE_PARTY_MAX 127  /* bytes of a dialog's remote party: what a user record keeps */
 
 struct merge_dialog {
     char *id;
     enum dlg_state state;
     enum call_dir dir;
     bool held;
-    char *remote; /* "Name <uri>" or uri; NULL if unknown or anonymous */
+    char *remote; /* "Name <uri>", the name alone if that is too long, or the uri; at
+                   * most MERGE_PARTY_MAX bytes of valid UTF-8; NULL if unknown or
+                   * anonymous */
 };
 
 /* The dialogs one dialog-event subscription reported. Zero-initialised = empty. */

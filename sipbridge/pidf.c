@@ -22,7 +22,7 @@ static void read_note(const xmlNode *n, struct pidf_doc *out)
 
     xmlsafe_text(n, text, sizeof text);
     if (!out->note[0])
-        str_copy(out->note, sizeof out->note, text);
+        str_copy_utf8(out->note, sizeof out->note, text);
     if (note_means_dnd(text))
         out->dnd = true;
 }
@@ -75,7 +75,7 @@ int pidf_parse(const char *buf, size_t len, size_t max, struct pidf_doc *out,
         *reason = "presence without entity";
         goto out;
     }
-    str_copy(out->entity, sizeof out->entity, entity);
+    str_copy_utf8(out->entity, sizeof out->entity, entity);
     for (xmlNodePtr t = root->children; t; t = t->next) {
         xmlNodePtr status, basic;
         char text[16];

@@ -67,8 +67,8 @@ int reginfo_parse(const char *buf, size_t len, size_t max, struct reg_doc *out,
             *reason = "registration without aor, id or valid state";
             goto out;
         }
-        str_copy(e->aor, sizeof e->aor, aor);
-        str_copy(e->id, sizeof e->id, id);
+        str_copy_utf8(e->aor, sizeof e->aor, aor);
+        str_copy_utf8(e->id, sizeof e->id, id);
         for (xmlNodePtr c = r->children; c; c = c->next) {
             const char *cs;
             if (!xmlsafe_is(c, REGINFO_NS, "contact"))

@@ -253,7 +253,7 @@ static int parse_list(xmlNodePtr root, const struct part *parts, long nparts,
             continue;
         }
         v = xmlsafe_attr(inst, "reason");
-        str_copy(res->reason, sizeof res->reason, v ? v : "");
+        str_copy_utf8(res->reason, sizeof res->reason, v ? v : "");
         v = xmlsafe_attr(inst, "cid");
         if (v) {
             const struct part *p = part_by_cid(parts, nparts, v);

@@ -180,8 +180,8 @@ void xmlsafe_text(const xmlNode *n, char *buf, size_t len)
         if (c->type != XML_TEXT_NODE || !c->content)
             continue;
         cl = strlen((const char *)c->content);
-        if (used + cl >= len)
-            cl = len - 1 - used;
+        if (used + cl >= len) /* full: cut, but never inside a character */
+            cl = str_utf8_cut((const char *)c->content, cl, len - 1 - used);
         memcpy(buf + used, c->content, cl);
         used += cl;
         buf[used] = '\0';

@@ -26,7 +26,8 @@ xmlNodePtr xmlsafe_child(const xmlNode *n, const char *ns, const char *name);
 /* Attribute value without namespace, or NULL. Valid while the document lives. The value
  * is the attribute's own text: entity references are never expanded (no DTD exists). */
 const char *xmlsafe_attr(const xmlNode *n, const char *name);
-/* Text content of n's direct text children, trimmed, into buf (truncated to len). */
+/* Text content of n's direct text children, trimmed, into buf (len bytes, NUL
+ * included); longer text is cut on a UTF-8 character boundary. */
 void xmlsafe_text(const xmlNode *n, char *buf, size_t len);
 /* Once per process: silences libxml2's own stderr output. */
 void xmlsafe_init(void);

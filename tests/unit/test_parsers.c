@@ -17,6 +17,7 @@
 #include "reginfo.h"
 #include "rlmi.h"
 #include "sbuf.h"
+#include "strutil.h"
 #include "testutil.h"
 #include "xmlsafe.h"
 
@@ -338,6 +339,55 @@ static void test_unknown_elements_ignored(void **state)
     free(d);
 }
 
+/* Issue 15, item 5: a caller's name of 150 x "é" (300 bytes) is kept as whole characters
+ * (63 of them in 126 bytes), and so is every other text a parser cuts to fit; bytes that
+ * are not UTF-8 never come out of a parser, whatever the document claims. */
+static void test_text_cut_on_characters(void **state)
+{
+    struct sbuf b;
+    struct dlg_doc *d = malloc(sizeof *d);
+    const char *reason = NULL;
+    struct merge_source src = {0};
+    const struct merge_source *one[] = {&src};
+    struct merge_view view;
+
+    sbuf_init(&b);
+    sbuf_puts(&b, "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' "
+                  "state='full' entity='sip:1001@pbx'><dialog id='a' direction='recipient'>"
+                  "<state>early</state><remote><identity display='");
+    for (int i = 0; i < 150; i++)
+        sbuf_puts(&b, "\xc3\xa9");
+    sbuf_puts(&b, "'>sip:");
+    for (int i = 0; i < 100; i++)
+        sbuf_puts(&b, "\xe2\x82\xac"); /* € x 100: a 304-byte URI */
+    sbuf_puts(&b, "@pbx</identity></remote></dialog></dialog-info>");
+    assert_int_equal(dlginfo_parse(b.data, b.len, MAX, d, &reason), 0);
+    assert_int_equal(strlen(d->dialogs[0].remote_name), 126);
+    assert_true(str_utf8_valid(d->dialogs[0].remote_name, 126));
+    assert_int_equal(strlen(d->dialogs[0].remote_uri), 127); /* "sip:" + 41 x € */
+    assert_true(str_utf8_valid(d->dialogs[0].remote_uri, strlen(d->dialogs[0].remote_uri)));
+    /* Name and URI do not fit in a record together: the store gets the whole name. */
+    assert_int_equal(merge_apply(&src, d), MERGE_APPLIED);
+    merge_view(one, 1, &view);
+    assert_string_equal(view.remote, d->dialogs[0].remote_name);
+    merge_source_clear(&src);
+    sbuf_free(&b);
+
+    /* A document whose bytes are not the UTF-8 it claims (a cut character, 0xff, a
+     * surrogate) is refused: libxml2 checks the encoding, and the parsers hand on only
+     * what it decoded. */
+    {
+        static const char bad[] =
+            "<?xml version='1.0' encoding='UTF-8'?><dialog-info xmlns='urn:ietf:params:xml:"
+            "ns:dialog-info' version='1' state='full' entity='sip:1@b'><dialog id='a' "
+            "direction='recipient'><state>early</state><remote><identity display='\xc3("
+            "\xff'>sip:\xed\xa0\x80@b</identity></remote></dialog></dialog-info>";
+        assert_int_equal(dlginfo_parse(bad, sizeof bad - 1, MAX, d, &reason), -1);
+        assert_string_equal(reason, "not well-formed");
+    }
+    free(d);
+}
+
 static void test_pidf_invalid(void **state)
 {
     static const char *const bad[] = {
@@ -564,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_too_many_dialogs),
         cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_unknown_elements_ignored),
+        cmocka_unit_test(test_text_cut_on_characters),
         cmocka_unit_test(test_pidf_invalid),
         cmocka_unit_test(test_rlmi_invalid),
         cmocka_unit_test(test_mime),
