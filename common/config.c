@@ -84,6 +84,10 @@ static const struct cfg_key keys[] = {
     {"sip", "stale_after", T_INT, OFF(sip_stale_after), "60", true, 0, 86400, NULL,
      "seconds a user's subscriptions may stay down before their state shows as unknown; 0 = "
      "never"},
+    {"sip", "max_backoff", T_INT, OFF(sip_max_backoff), "300", true, 1, 3600, NULL,
+     "longest wait, in seconds, before a failed or ended subscription is tried again, "
+     "whatever the PBX asks for (Retry-After, retry-after=, 60 s after rejected, noresource, "
+     "403 or 404)"},
     {"sip", "notify_rate", T_INT, OFF(sip_notify_rate), "20", true, 0, 100000, NULL,
      "NOTIFYs applied per subscription per second (bursts of twice that); in a flood only "
      "the latest is applied, late; resource lists exempt; 0 = no limit"},

@@ -58,6 +58,7 @@ struct offhook_config {
     long sip_notify_rate;      /* NOTIFYs per subscription per second, 0 = no limit */
     long sip_probe_interval;   /* seconds between notifier probes, 0 = none */
     long sip_stale_after;      /* seconds without a live subscription before "unknown" */
+    long sip_max_backoff;      /* seconds a subscription waits at most before a retry */
     char *sip_tls_dir;         /* agent.pem + cafile.pem for SIP over TLS */
     char *sip_tls_verify;      /* subject | chain | none */
 

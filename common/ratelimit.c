@@ -1,6 +1,8 @@
 /* Token bucket, pure. Tokens are fractional so a rate below one per second works. */
 #include "ratelimit.h"
 
+const struct ratelimit ratelimit_peer_log = {.rate = 0.1, .burst = 5};
+
 void ratelimit_bucket_init(struct ratelimit_bucket *b, double tokens, int64_t now_ms)
 {
     b->tokens = tokens > 0 ? tokens : 0;

@@ -45,6 +45,10 @@ struct ratelimit_gate {
     bool started;     /* bucket set up (by the first event) */
 };
 
+/* The limit of log lines a peer can cause, per gate (per peer, subscription or source):
+ * bursts of 5, then one per 10 s. */
+extern const struct ratelimit ratelimit_peer_log;
+
 /* Whether this event may be logged at now_ms. If so, *held_back (if not NULL) gets how
  * many were held back before it, and that count starts again from zero. */
 bool ratelimit_gate_pass(const struct ratelimit *rl, struct ratelimit_gate *g, int64_t now_ms,

@@ -228,3 +228,8 @@ void probe_free(struct probe *p)
     strmap_free(&p->notifiers);
     free(p);
 }
+
+const char *probe_notifier_name(const struct probe_member *m)
+{
+    return m->nt ? m->nt->key : "";
+}

@@ -68,6 +68,8 @@ void probe_notifier_lost(struct probe_member *trigger);
 /* A subscription to trigger's notifier succeeded after failures: the others that failed
  * with it are asked to retry now (at most one such sweep per notifier per second). */
 void probe_notifier_back(struct probe_member *trigger);
+/* The host[:port] naming m's notifier (for logs; valid while m is attached), or "". */
+const char *probe_notifier_name(const struct probe_member *m);
 void probe_register_metrics(void);
 
 #endif

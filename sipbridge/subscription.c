@@ -16,12 +16,12 @@
 #include "metrics.h"
 #include "probe.h"
 #include "ratelimit.h"
+#include "strmap.h"
 #include "strutil.h"
 
 #define RETRY_BASE_MS 1000
 #define RETRY_MAX_MS 300000       /* 5 minutes between attempts at worst */
 #define REJECTED_MIN_MS 60000     /* rejected/noresource: no point in hammering */
-#define RETRY_AFTER_MAX_S 3600
 #define WATCHDOG_GRACE_MAX_S 30   /* silence allowed past the granted expiry ... */
 #define WATCHDOG_GRACE_MIN_S 2    /* ... at least, for very short expiries */
 
@@ -51,6 +51,7 @@ struct subscription {
     struct stash *stash;
     struct event *stash_ev;
     uint64_t throttled;           /* in the current flood */
+    struct ratelimit_gate log_gate; /* the log lines its notifier's messages cause */
 };
 
 struct stash {
@@ -75,6 +76,9 @@ struct subs_mgr {
     struct probe *probe;          /* notifier groups and probes */
     struct ratelimit notify;      /* NOTIFYs per subscription; rate 0: no limit */
     long stale_after;             /* seconds down before owners are told; 0: never */
+    long max_backoff_ms;          /* the longest wait before a retry, whatever is asked */
+    struct strmap short_warned;   /* notifiers warned of a grant below the floor (keys
+                                   * owned) */
 };
 
 static const char *const state_names[SUB__COUNT] = {
@@ -82,7 +86,7 @@ static const char *const state_names[SUB__COUNT] = {
     [SUB_ACTIVE] = "active",   [SUB_BACKOFF] = "backoff",
 };
 
-static struct metric *m_state, *m_resub, *m_sent, *m_throttled, *m_notifies;
+static struct metric *m_state, *m_resub, *m_sent, *m_throttled, *m_notifies, *m_short;
 
 const char *sub_state_name(enum sub_state st)
 {
@@ -94,8 +98,8 @@ void subs_register_metrics(void)
     static const char *const states[] = {"queued", "subscribing", "pending", "active",
                                          "backoff", NULL};
     static const char *const causes[] = {"error_response", "timeout", "terminated",
-                                         "silence", "version_gap", "notifier_lost",
-                                         "notifier_back", NULL};
+                                         "silence", "version_gap", "stale_versions",
+                                         "notifier_lost", "notifier_back", NULL};
 
     m_state = metric_new(METRIC_GAUGE, "offhook_subscriptions",
                          "SIP event subscriptions by state.", "state", states);
@@ -112,6 +116,17 @@ void subs_register_metrics(void)
                              "NOTIFYs beyond [sip] notify_rate on one subscription: deferred "
                              "(applied late) or superseded (a newer one was applied instead).",
                              "outcome", (const char *const[]){"deferred", "superseded", NULL});
+    m_short = metric_new(METRIC_COUNTER, "offhook_short_expiry_grants_total",
+                         "Subscriptions granted (2xx Expires or a NOTIFY's expires=) less "
+                         "than 60 s: the notifier makes each of them refresh that often.",
+                         NULL, NULL);
+}
+
+/* Whether a line about s that its notifier's messages caused may be logged now; held
+ * gets how many were held back since the last one (the gate of ratelimit_peer_log). */
+static bool peer_log_ok(struct subscription *s, uint64_t *held)
+{
+    return ratelimit_gate_pass(&ratelimit_peer_log, &s->log_gate, clock_mono_ms(), held);
 }
 
 static void on_stale(evutil_socket_t fd, short what, void *arg)
@@ -223,25 +238,52 @@ static void send_subscribe(struct subscription *s)
     arm_watchdog(s);
 }
 
-/* Drops the dialog and schedules a fresh subscription. */
-static void restart_later(struct subscription *s, const char *cause, long min_ms,
+/* Drops the dialog and schedules a fresh subscription; returns the wait, ms. min_ms and
+ * the notifier's retry_after_s (-1: none) lengthen the backoff, and the manager's
+ * max_backoff bounds the whole: one forged "terminated;reason=probation;retry-after=3600"
+ * must not keep a phone away for an hour (RFC 6665 makes retry-after a SHOULD). */
+static long restart_later(struct subscription *s, const char *cause, long min_ms,
                           long retry_after_s)
 {
     long ms = backoff_next(&s->bo);
 
     if (ms < min_ms)
         ms = min_ms;
-    if (retry_after_s >= 0) {
-        if (retry_after_s > RETRY_AFTER_MAX_S)
-            retry_after_s = RETRY_AFTER_MAX_S;
-        if (retry_after_s * 1000 > ms)
-            ms = retry_after_s * 1000;
-    }
+    if (retry_after_s > 0 && retry_after_s * 1000 > ms)
+        ms = retry_after_s > 86400 ? 86400000 : retry_after_s * 1000;
+    if (ms > s->mgr->max_backoff_ms)
+        ms = s->mgr->max_backoff_ms;
     /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
     drop_dialog(s);
     metric_inc(m_resub, cause);
     set_state(s, SUB_BACKOFF);
     arm(s, ms);
+    return ms;
+}
+
+/* The notifier granted this subscription less than the floor: the stack must refresh it
+ * that often, one SUBSCRIBE per second per user at Expires: 1. Counted each time, logged
+ * once per notifier (it is the notifier's configuration, not one user's). */
+static void check_grant(struct subscription *s, long granted)
+{
+    const char *nt;
+
+    if (granted <= 0 || granted >= SUBS_EXPIRES_FLOOR_S)
+        return;
+    metric_inc(m_short, NULL);
+    nt = probe_notifier_name(&s->pm);
+    if (strmap_get(&s->mgr->short_warned, nt))
+        return;
+    {
+        char *key = xstrdup(nt);
+        strmap_put(&s->mgr->short_warned, key, key);
+    }
+    log_warn("sip", "event=short_expiry notifier=%s aor=%s package=%s granted_s=%ld "
+                    "floor_s=%d asked_s=%ld hint=\"the notifier shortens subscriptions below "
+                    "%d s, so each is refreshed every few seconds: raise its minimum "
+                    "subscription expiry\"",
+             log_q(nt), s->aor, s->event, granted, SUBS_EXPIRES_FLOOR_S, s->mgr->expires,
+             SUBS_EXPIRES_FLOOR_S);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -340,6 +382,8 @@ static void on_response(void *owner, int status, const char *phrase, long expire
     struct subscription *s = owner;
     bool in_dialog = s->state == SUB_ACTIVE || s->state == SUB_PENDING;
     bool probe = probe_answered(&s->pm, status);
+    uint64_t held = 0;
+    long wait_ms;
 
     if (s->queued)
         return; /* an old dialog, replaced when the ramp reaches it */
@@ -350,6 +394,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         if (!probe)
             probe_heard(&s->pm, clock_mono_ms());
         s->granted = expires > 0 ? expires : s->mgr->expires;
+        check_grant(s, expires);
         backoff_reset(&s->bo);
         if (s->failed) {
             s->failed = false;
@@ -368,9 +413,10 @@ static void on_response(void *owner, int status, const char *phrase, long expire
     }
     if (status == 423 && expires > 0 && expires <= 86400 && expires > s->min_expires) {
         /* Interval Too Brief: ask again at once with what the notifier wants. */
-        log_notice("sip", "event=interval_too_brief aor=%s package=%s min_expires=%ld "
-                          "action=resubscribe",
-                   s->aor, s->event, expires);
+        if (peer_log_ok(s, &held))
+            log_notice("sip", "event=interval_too_brief aor=%s package=%s min_expires=%ld "
+                              "action=resubscribe suppressed=%llu",
+                       s->aor, s->event, expires, (unsigned long long)held);
         s->min_expires = expires;
         restart_later(s, "error_response", 0, -1);
         evtimer_del(s->timer);
@@ -381,21 +427,25 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         probe_notifier_lost(&s->pm);
         return;
     }
-    log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=\"%s\" "
-                    "action=resubscribe%s",
-             s->aor, s->event, status, phrase ? phrase : "",
+    /* Unreachable or overloaded: when one subscription gets through again, all retry. */
+    s->failed = status == 408 || status >= 500;
+    /* 408 is the stack's own timeout; 481 a dialog the notifier forgot: start afresh. */
+    wait_ms = restart_later(s, status == 408 ? "timeout" : "error_response",
+                            status == 403 || status == 404 || status == 489 ? REJECTED_MIN_MS
+                                                                            : 0,
+                            retry_after);
+    if (!peer_log_ok(s, &held))
+        return;
+    log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=%s "
+                    "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu%s",
+             s->aor, s->event, status, log_q(phrase), retry_after, (wait_ms + 999) / 1000,
+             (unsigned long long)held,
              /* Sofia reports a refused certificate or a failed handshake only this way. */
              status == 408 && s->mgr->ua && sipua_tls(s->mgr->ua)
                  ? " hint=\"over TLS a failed handshake or certificate check also ends in "
                    "408: check [sip] tls_dir/cafile.pem and that the PBX's certificate "
                    "names the pbx host\""
                  : "");
-    /* Unreachable or overloaded: when one subscription gets through again, all retry. */
-    s->failed = status == 408 || status >= 500;
-    /* 408 is the stack's own timeout; 481 a dialog the notifier forgot: start afresh. */
-    restart_later(s, status == 408 ? "timeout" : "error_response",
-                  status == 403 || status == 404 || status == 489 ? REJECTED_MIN_MS : 0,
-                  retry_after);
 }
 
 /* ---- NOTIFY flood control ------------------------------------------------------------ */
@@ -427,6 +477,8 @@ static void arm_stash(struct subscription *s)
 /* Keeps n to apply later (the newest replaces an older one: each carries the state). */
 static void stash_keep(struct subscription *s, const struct sipua_notify *n)
 {
+    uint64_t held = 0;
+
     if (s->stash) {
         metric_inc(m_throttled, "superseded");
         free(s->stash->content_type);
@@ -435,10 +487,10 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
         s->stash = xcalloc(1, sizeof *s->stash);
         metric_inc(m_throttled, "deferred");
     }
-    if (s->throttled++ == 0)
+    if (s->throttled++ == 0 && peer_log_ok(s, &held))
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
-                        "action=applying_latest_only",
-                 s->aor, s->event, s->mgr->notify.rate);
+                        "action=applying_latest_only suppressed=%llu",
+                 s->aor, s->event, s->mgr->notify.rate, (unsigned long long)held);
     s->stash->content_type = n->content_type ? xstrdup(n->content_type) : NULL;
     s->stash->body = n->body ? xmalloc(n->len + 1) : NULL;
     if (n->body) {
@@ -456,6 +508,7 @@ static void on_stash(evutil_socket_t fd, short what, void *arg)
 {
     struct subscription *s = arg;
     struct sipua_notify n = {.substate = "active", .expires = -1, .retry_after = -1};
+    uint64_t held = 0;
 
     if (!s->stash)
         return;
@@ -470,8 +523,11 @@ static void on_stash(evutil_socket_t fd, short what, void *arg)
     n.received_us = s->stash->received_us;
     s->ops->on_notify(s->owner, s, &n);
     stash_drop(s);
-    log_notice("sip", "event=notify_flood_over aor=%s package=%s throttled=%llu", s->aor,
-               s->event, (unsigned long long)s->throttled);
+    if (peer_log_ok(s, &held))
+        log_notice("sip", "event=notify_flood_over aor=%s package=%s throttled=%llu "
+                          "suppressed=%llu",
+                   s->aor, s->event, (unsigned long long)s->throttled,
+                   (unsigned long long)held);
     s->throttled = 0;
 }
 
@@ -479,6 +535,8 @@ static void on_notify(void *owner, const struct sipua_notify *n)
 {
     struct subscription *s = owner;
     const char *substate = n->substate ? n->substate : "active";
+    uint64_t held = 0;
+    long wait_ms;
 
     metric_inc(m_notifies, s->event);
     if (s->queued) {
@@ -505,15 +563,19 @@ static void on_notify(void *owner, const struct sipua_notify *n)
             min_ms = REJECTED_MIN_MS;
         else if (!strcmp(reason, "deactivated") || !strcmp(reason, "timeout"))
             backoff_reset(&s->bo);
-        log_warn("sip", "event=subscription_terminated aor=%s package=%s reason=%s "
-                        "action=resubscribe",
-                 s->aor, s->event, reason[0] ? reason : "none");
-        restart_later(s, "terminated", min_ms, n->retry_after);
+        wait_ms = restart_later(s, "terminated", min_ms, n->retry_after);
+        if (peer_log_ok(s, &held))
+            log_warn("sip", "event=subscription_terminated aor=%s package=%s reason=%s "
+                            "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu",
+                     s->aor, s->event, reason[0] ? log_q(reason) : "none", n->retry_after,
+                     (wait_ms + 999) / 1000, (unsigned long long)held);
         return;
     }
     set_state(s, strcmp(substate, "pending") == 0 ? SUB_PENDING : SUB_ACTIVE);
-    if (n->expires > 0)
+    if (n->expires > 0) {
         s->granted = n->expires;
+        check_grant(s, n->expires);
+    }
     s->notified = true;
     probe_heard(&s->pm, clock_mono_ms());
     arm_watchdog(s);
@@ -607,6 +669,8 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long ex
     m->ramp_ev = evtimer_new(base, on_ramp, m);
     m->probe = probe_new(base, &member_ops);
     m->seed = (uint64_t)clock_wall_us();
+    m->max_backoff_ms = RETRY_MAX_MS;
+    strmap_init(&m->short_warned);
     return m;
 }
 
@@ -616,7 +680,14 @@ void subs_mgr_free(struct subs_mgr *m)
         return;
     event_free(m->ramp_ev);
     probe_free(m->probe);
+    strmap_clear_owned(&m->short_warned);
+    strmap_free(&m->short_warned);
     free(m);
+}
+
+void subs_mgr_set_max_backoff(struct subs_mgr *m, long seconds)
+{
+    m->max_backoff_ms = (seconds > 0 ? seconds : 1) * 1000;
 }
 
 void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds)
@@ -697,13 +768,32 @@ void subs_free(struct subscription *s)
 
 void subs_request_full_state(struct subscription *s, const char *why)
 {
+    uint64_t held = 0;
+
     if (!s->h || (s->state != SUB_ACTIVE && s->state != SUB_PENDING))
         return;
-    log_notice("sip", "event=refresh_for_full_state aor=%s package=%s reason=\"%s\"", s->aor,
-               s->event, why);
+    if (peer_log_ok(s, &held))
+        log_notice("sip", "event=refresh_for_full_state aor=%s package=%s reason=\"%s\" "
+                          "suppressed=%llu",
+                   s->aor, s->event, why, (unsigned long long)held);
     metric_inc(m_resub, "version_gap");
     /* Same dialog, same version count: the full-state NOTIFY it triggers is newer. */
     sipua_refresh(s->h, s->mgr->expires);
+}
+
+void subs_resync(struct subscription *s, const char *why)
+{
+    uint64_t held = 0;
+
+    if (s->queued || s->state == SUB_SUBSCRIBING || s->state == SUB_BACKOFF)
+        return; /* already on its way to a new dialog */
+    if (peer_log_ok(s, &held))
+        log_notice("sip", "event=resubscribe_for_versions aor=%s package=%s reason=\"%s\" "
+                          "suppressed=%llu",
+                   s->aor, s->event, why, (unsigned long long)held);
+    metric_inc(m_resub, "stale_versions");
+    /* Through the ramp like any new subscription; the old dialog stays until then. */
+    enqueue(s);
 }
 
 const char *subs_aor(const struct subscription *s)

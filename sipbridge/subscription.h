@@ -1,8 +1,11 @@
 /* The life of each SIP event subscription (one AOR, one event package): started at a
  * bounded rate, re-established with backoff and jitter after any failure (error response,
- * timeout, Subscription-State: terminated, silence past its expiry), refreshed on demand
- * when its owner sees a version gap, NOTIFY floods held to a rate, and its owner told
- * when it has been down for stale_after. Every state is visible in logs and a gauge.
+ * timeout, Subscription-State: terminated, silence past its expiry), never waiting longer
+ * than max_backoff whatever the notifier asks, refreshed on demand when its owner sees a
+ * version gap, made anew when its owner sees the versions disagree, NOTIFY floods held to
+ * a rate, grants below SUBS_EXPIRES_FLOOR_S reported, and its owner told when it has been
+ * down for stale_after. Every state is visible in logs and a gauge; log lines its
+ * notifier's messages cause are rate-limited per subscription.
  * Called by bridge.c and rlsub.c, which own subscriptions and get their news through
  * struct subs_owner_ops; uses sipua.c for the wire and probe.c for notifier liveness. */
 #ifndef OFFHOOK_SUBSCRIPTION_H
@@ -15,6 +18,11 @@
 struct event_base;
 struct subs_mgr;
 struct subscription;
+
+/* A notifier granting less than this (seconds) is warned about, once per notifier, and
+ * counted (offhook_short_expiry_grants_total): RFC 6665 leaves the floor to the notifier
+ * (423 Min-Expires), and a PBX granting Expires: 1 costs a refresh per second per user. */
+#define SUBS_EXPIRES_FLOOR_S 60
 
 enum sub_state {
     SUB_QUEUED,      /* waiting for the start-up ramp */
@@ -45,6 +53,10 @@ void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
 /* A subscription down this long (seconds; 0: never) is reported by on_stale. Applies
  * from the next time one goes down. */
 void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds);
+/* The longest a subscription waits before it is tried again (seconds, at least 1),
+ * whatever its backoff, a notifier's Retry-After / retry-after= or a rejection asks for.
+ * Applies from the next wait. Default 300. */
+void subs_mgr_set_max_backoff(struct subs_mgr *m, long seconds);
 /* Every seconds (0: never), refresh one active subscription per notifier to learn whether
  * it still has them (see probe.h). */
 void subs_mgr_set_probe(struct subs_mgr *m, long seconds);
@@ -64,8 +76,12 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
 /* Stops it (a live subscription gets Expires: 0) and frees it. Not from the owner's
  * callbacks. */
 void subs_free(struct subscription *s);
-/* Asks the notifier for a fresh full state (re-SUBSCRIBE in the dialog). */
+/* Asks the notifier for a fresh full state (re-SUBSCRIBE in the dialog). why: static. */
 void subs_request_full_state(struct subscription *s, const char *why);
+/* The notifier's document versions and ours no longer agree in this dialog (docver.h):
+ * a new subscription (through the ramp; on_restart when it starts) begins a new count.
+ * Nothing if one is already on its way. why: static, for the log. */
+void subs_resync(struct subscription *s, const char *why);
 /* The callbacks sipua_new() must be given: the user agent reports to subscriptions. */
 const struct sipua_ops *subs_ua_ops(void);
 const char *subs_aor(const struct subscription *s);
