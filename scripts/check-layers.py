@@ -40,7 +40,7 @@ LAYERS = {
         ["combine"],                                # one user's sources -> one state
         ["merge"],                                  # one subscription's dialogs
         ["dialoginfo", "pidf", "reginfo", "rlmi"],  # body parsers
-        ["bodyerr", "mime", "xmlsafe"],                        # what every parser uses
+        ["bodyerr", "docver", "mime", "sipuri", "xmlsafe"],  # what every parser uses
     ],
 }
 DAEMON_DIRS = ("component", "sipbridge")

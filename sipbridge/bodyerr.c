@@ -6,7 +6,8 @@
 const char *const bodyerr_causes[] = {"empty",           "too_large",      "out_of_memory",
                                       "dtd_not_allowed", "not_well_formed", "wrong_document",
                                       "content_type",    "bad_multipart",  "too_many",
-                                      "bad_version",     "invalid_content", NULL};
+                                      "bad_version",     "invalid_content", "wrong_entity",
+                                      NULL};
 
 static int starts(const char *s, const char *prefix)
 {
@@ -19,6 +20,8 @@ const char *bodyerr_cause(const char *r)
 
     if (!r || !strcmp(r, "empty"))
         return "empty";
+    if (!strcmp(r, BODYERR_WRONG_ENTITY))
+        return "wrong_entity";
     if (!strcmp(r, "too large"))
         return "too_large";
     if (!strcmp(r, "out of memory"))

@@ -8,6 +8,9 @@
  * from zero and a PBX cannot mint label values. */
 extern const char *const bodyerr_causes[];
 
+/* The reason of a body about another user than the subscription's (bridge.c). */
+#define BODYERR_WRONG_ENTITY "entity is not the subscribed user"
+
 /* The cause of a parser's reason text (a static string, never NULL). */
 const char *bodyerr_cause(const char *reason);
 

@@ -13,13 +13,16 @@
 #include "config.h"
 #include "combine.h"
 #include "dialoginfo.h"
+#include "docver.h"
 #include "log.h"
 #include "merge.h"
 #include "metrics.h"
 #include "mime.h"
 #include "pidf.h"
+#include "ratelimit.h"
 #include "reginfo.h"
 #include "rlsub.h"
+#include "sipuri.h"
 #include "store.h"
 #include "strmap.h"
 #include "strutil.h"
@@ -51,11 +54,11 @@ struct bsource {
     char *aor;
     struct subscription *sub;   /* NULL when the resource list serves it */
     struct combine_source said; /* its package, its phone, what it said */
-    bool reg_have_version;      /* COMBINE_REG */
-    uint32_t reg_version;
+    struct docver reg_ver;      /* COMBINE_REG: reginfo versions (dialogs: said.dlg.ver) */
     const char *last_err;       /* static reason last logged, for log suppression */
     int64_t last_err_ms;
     unsigned err_suppressed;
+    struct ratelimit_gate log_gate; /* every line its bodies cause, whatever the reason */
     struct rlsub_member lm;     /* in resource-list mode, the dialog source as the list
                                  * sees it */
 };
@@ -85,7 +88,7 @@ struct bridge {
                                  * NULL ([sip] resource_list unset) */
 };
 
-static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost;
+static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost, *m_anomalies;
 static struct bridge *collect_bridge; /* the bridge whose users the gauge counts */
 
 void bridge_register_metrics(void)
@@ -104,6 +107,11 @@ void bridge_register_metrics(void)
                          "state", states);
     m_changes = metric_new(METRIC_COUNTER, "offhook_state_changes_total",
                            "Changes of users' visible state, by new state.", "state", states);
+    m_anomalies = metric_new(METRIC_COUNTER, "offhook_version_anomalies_total",
+                             "Event documents (dialog, reg, resource list) applied although "
+                             "their version was odd: jumped implausibly far ahead, or a full "
+                             "state older than the last (rewound).",
+                             "kind", (const char *const[]){"jumped", "rewound", NULL});
     m_lost = metric_new(METRIC_COUNTER, "offhook_state_lost_total",
                         "Times a user's state was declared unknown because its subscription "
                         "stayed down longer than [sip] stale_after.",
@@ -207,12 +215,23 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
 
 /* ---- NOTIFY bodies ----------------------------------------------------------------- */
 
+/* A line about s caused by its notifier's bodies may be logged now (the source's gate of
+ * ratelimit_peer_log); *held gets how many were held back before it. */
+static bool peer_log_ok(struct bsource *s, uint64_t *held)
+{
+    return ratelimit_gate_pass(&ratelimit_peer_log, &s->log_gate, clock_mono_ms(), held);
+}
+
+/* The same reason from one source is logged once a minute, and every reason together
+ * through the source's gate: bodies alternating between two faults log no more. */
 static void body_error(struct bsource *s, const char *reason)
 {
     int64_t now = clock_mono_ms();
+    uint64_t held = 0;
 
     metric_inc(m_errors, bodyerr_cause(reason));
-    if (s->last_err == reason && now - s->last_err_ms < ERROR_LOG_QUIET_MS) {
+    if ((s->last_err == reason && now - s->last_err_ms < ERROR_LOG_QUIET_MS) ||
+        !peer_log_ok(s, &held)) {
         s->err_suppressed++;
         return;
     }
@@ -224,43 +243,99 @@ static void body_error(struct bsource *s, const char *reason)
     s->err_suppressed = 0;
 }
 
-/* Applies a dialog-info body; returns false if a fresh full state is needed. */
-static bool apply_dialog(struct bridge *b, struct bsource *s, const char *body, size_t len)
+/* A body about another user than s subscribed to (a PBX bug or a forgery): refused,
+ * counted as wrong_entity, logged with the entity it named through the source's gate. */
+static bool entity_ok(struct bsource *s, const char *entity)
+{
+    uint64_t held = 0;
+
+    if (!entity[0] || sipuri_same_user(entity, s->aor))
+        return true; /* no entity (RFC 4235 requires one; old PBXes omit it): nothing to
+                      * compare */
+    metric_inc(m_errors, bodyerr_cause(BODYERR_WRONG_ENTITY));
+    if (peer_log_ok(s, &held))
+        log_warn("bridge", "event=body_rejected user=%s aor=%s package=%s reason=\"%s\" "
+                           "entity=%s suppressed=%llu action=state_unchanged",
+                 s->u->jid, s->aor, pkgs[s->said.pkg].event, BODYERR_WRONG_ENTITY,
+                 log_q(entity), (unsigned long long)held);
+    return false;
+}
+
+/* A document applied although its version was odd (docver.h): counted, and logged
+ * through the source's gate. */
+static void version_anomaly(struct bsource *s, enum docver_anomaly a, uint32_t version,
+                            uint32_t last)
+{
+    uint64_t held = 0;
+
+    if (a == DOCVER_NORMAL)
+        return;
+    metric_inc(m_anomalies, docver_anomaly_name(a));
+    if (peer_log_ok(s, &held))
+        log_warn("bridge", "event=version_%s user=%s aor=%s package=%s version=%u last=%u "
+                           "action=applied suppressed=%llu",
+                 docver_anomaly_name(a), s->u->jid, s->aor, pkgs[s->said.pkg].event, version,
+                 last, (unsigned long long)held);
+}
+
+/* What a body asks of its subscription once applied (or not). */
+enum need { NEED_NOTHING, NEED_FULL_STATE, NEED_RESYNC };
+
+/* Counts and logs (at debug) a document ignored as not newer. */
+static void stale(struct bsource *s, uint32_t version, uint32_t last)
+{
+    metric_inc(m_stale, NULL);
+    log_debug("bridge", "event=stale_notify user=%s aor=%s package=%s version=%u last=%u",
+              s->u->jid, s->aor, pkgs[s->said.pkg].event, version, last);
+}
+
+/* Applies a dialog-info body; says whether its subscription needs a fresh full state or,
+ * its versions disagreeing with ours, a new dialog. */
+static enum need apply_dialog(struct bridge *b, struct bsource *s, const char *body,
+                              size_t len)
 {
     /* 12 KiB, once per NOTIFY: kept, not allocated each time (one thread, no reentry). */
     static struct dlg_doc docbuf;
     struct dlg_doc *doc = &docbuf;
     const char *reason = NULL;
-    bool ok = true;
+    uint32_t last = s->said.dlg.ver.last;
+    enum need need = NEED_NOTHING;
+    uint64_t held = 0;
 
     if (dlginfo_parse(body, len, (size_t)b->cfg->sip_max_body, doc, &reason) < 0) {
         body_error(s, reason);
         goto out;
     }
+    if (!entity_ok(s, doc->entity))
+        goto out;
     switch (merge_apply(&s->said.dlg, doc)) {
     case MERGE_STALE:
-        metric_inc(m_stale, NULL);
-        log_debug("bridge", "event=stale_notify user=%s aor=%s version=%u last=%u", s->u->jid,
-                  s->aor, doc->version, s->said.dlg.version);
+        stale(s, doc->version, last);
+        goto out;
+    case MERGE_RESYNC:
+        stale(s, doc->version, last);
+        need = NEED_RESYNC;
         goto out;
     case MERGE_GAP:
-        ok = false;
+        need = NEED_FULL_STATE;
         break;
     case MERGE_OVERFLOW:
         /* Partial updates kept adding dialogs the PBX never ended: some were dropped.
          * Full state replaces the whole set (up to DLG_MAX_DIALOGS), so ask for it. */
         metric_inc(m_errors, bodyerr_cause("too many dialogs"));
-        log_warn("bridge", "event=dialogs_dropped user=%s aor=%s max=%d "
-                           "action=request_full_state",
-                 s->u->jid, s->aor, MERGE_MAX_DIALOGS);
-        ok = false;
+        if (peer_log_ok(s, &held))
+            log_warn("bridge", "event=dialogs_dropped user=%s aor=%s max=%d "
+                               "action=request_full_state suppressed=%llu",
+                     s->u->jid, s->aor, MERGE_MAX_DIALOGS, (unsigned long long)held);
+        need = NEED_FULL_STATE;
         break;
     case MERGE_APPLIED:
         break;
     }
+    version_anomaly(s, s->said.dlg.anomaly, doc->version, last);
     s->said.heard = true;
 out:
-    return ok;
+    return need;
 }
 
 static void apply_presence(struct bridge *b, struct bsource *s, const char *body, size_t len)
@@ -272,29 +347,43 @@ static void apply_presence(struct bridge *b, struct bsource *s, const char *body
         body_error(s, reason);
         return;
     }
+    if (!entity_ok(s, doc.entity))
+        return;
     s->said.reach = doc.reach;
     s->said.dnd = doc.dnd;
     s->said.on_phone = doc.on_the_phone;
     s->said.heard = true;
 }
 
-static void apply_reg(struct bridge *b, struct bsource *s, const char *body, size_t len)
+static enum need apply_reg(struct bridge *b, struct bsource *s, const char *body, size_t len)
 {
     struct reg_doc doc;
     const char *reason = NULL;
+    uint32_t last = s->reg_ver.last;
+    enum docver_anomaly anomaly;
+    enum need need = NEED_NOTHING;
 
     if (reginfo_parse(body, len, (size_t)b->cfg->sip_max_body, &doc, &reason) < 0) {
         body_error(s, reason);
-        return;
+        return NEED_NOTHING;
     }
-    if (s->reg_have_version && doc.version <= s->reg_version) {
-        metric_inc(m_stale, NULL);
-        return;
+    switch (docver_check(&s->reg_ver, doc.version, doc.full, &anomaly)) {
+    case DOCVER_STALE:
+        stale(s, doc.version, last);
+        return NEED_NOTHING;
+    case DOCVER_RESYNC:
+        stale(s, doc.version, last);
+        return NEED_RESYNC;
+    case DOCVER_GAP: /* RFC 3680 5.2: a gap in partial documents calls for full state */
+        need = NEED_FULL_STATE;
+        break;
+    case DOCVER_APPLY:
+        break;
     }
-    s->reg_have_version = true;
-    s->reg_version = doc.version;
+    version_anomaly(s, anomaly, doc.version, last);
     s->said.reach = reg_doc_reach(&doc, s->said.reach);
     s->said.heard = true;
+    return need;
 }
 
 /* ---- subscription callbacks -------------------------------------------------------- */
@@ -304,6 +393,7 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
     struct bsource *s = owner;
     struct buser *u = s->u;
     struct bridge *b = u->b;
+    enum need need = NEED_NOTHING;
 
     if (!n->body) {
         /* Kamailio's first NOTIFY carries no body: nothing known yet, nothing wrong. */
@@ -317,17 +407,22 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
     }
     switch (s->said.pkg) {
     case COMBINE_DIALOG:
-        if (!apply_dialog(b, s, n->body, n->len))
-            subs_request_full_state(sub, "dialog-info version gap or too many dialogs");
+        need = apply_dialog(b, s, n->body, n->len);
         break;
     case COMBINE_PRESENCE:
         apply_presence(b, s, n->body, n->len);
         break;
     case COMBINE_REG:
-        apply_reg(b, s, n->body, n->len);
+        need = apply_reg(b, s, n->body, n->len);
         break;
     }
     recompute(b, u, n->received_us);
+    if (need == NEED_FULL_STATE)
+        subs_request_full_state(sub, s->said.pkg == COMBINE_DIALOG
+                                         ? "dialog-info version gap or too many dialogs"
+                                         : "reginfo version gap");
+    else if (need == NEED_RESYNC)
+        subs_resync(sub, "document versions stale again: the notifier counts from elsewhere");
 }
 
 static void on_restart(void *owner, struct subscription *sub)
@@ -335,7 +430,7 @@ static void on_restart(void *owner, struct subscription *sub)
     struct bsource *s = owner;
 
     merge_source_restart(&s->said.dlg);
-    s->reg_have_version = false;
+    docver_restart(&s->reg_ver);
 }
 
 static void on_state(void *owner, struct subscription *sub, enum sub_state st)
@@ -377,14 +472,16 @@ static bool on_list_resource(void *arg, struct rlsub_member *m, bool terminated,
 {
     struct bridge *b = arg;
     struct bsource *s = OF_MEMBER(m);
-    bool ok = true;
+    enum need need = NEED_NOTHING;
 
     if (terminated)
         combine_forget(&s->said);
     else if (body)
-        ok = apply_dialog(b, s, body, len);
+        need = apply_dialog(b, s, body, len);
     recompute(b, s->u, received_us);
-    return ok;
+    /* Within a list, full state (which carries every resource's full state, applied
+     * whatever its version) heals a resource's versions as well as a new dialog would. */
+    return need == NEED_NOTHING;
 }
 
 static void on_list_rejected(void *arg, struct rlsub_member *m, const char *reason)
@@ -398,6 +495,11 @@ static void on_list_rejected(void *arg, struct rlsub_member *m, const char *reas
 static void on_list_outdated(void *arg)
 {
     metric_inc(m_stale, NULL);
+}
+
+static void on_list_version_anomaly(void *arg, enum docver_anomaly a)
+{
+    metric_inc(m_anomalies, docver_anomaly_name(a));
 }
 
 static void on_list_lost(void *arg, struct rlsub_member *m, bool stale, int64_t when_us)
@@ -429,6 +531,7 @@ static const struct rlsub_ops list_ops = {
     .on_resource = on_list_resource,
     .on_rejected = on_list_rejected,
     .on_outdated = on_list_outdated,
+    .on_version_anomaly = on_list_version_anomaly,
     .on_lost = on_list_lost,
     .on_restart = on_list_restart,
     .on_state = on_list_state,
@@ -562,6 +665,7 @@ struct bridge *bridge_new(struct event_base *base, const struct offhook_config *
     subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
     subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
+    subs_mgr_set_max_backoff(b->subs, cfg->sip_max_backoff);
     strmap_init(&b->users);
     collect_bridge = b;
     metrics_add_collector(collect_users, NULL);
@@ -591,6 +695,7 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
     subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
+    subs_mgr_set_max_backoff(b->subs, cfg->sip_max_backoff);
     while (strmap_next(&b->users, &pos, &k, &v))
         old[nold++] = v;
     if (b->list) {

@@ -7,7 +7,7 @@
 
 #include "strutil.h"
 
-static const char *const result_names[] = {"applied", "stale", "gap", "overflow"};
+static const char *const result_names[] = {"applied", "stale", "resync", "gap", "overflow"};
 
 const char *merge_result_name(enum merge_result r)
 {
@@ -30,8 +30,7 @@ void merge_source_clear(struct merge_source *src)
 
 void merge_source_restart(struct merge_source *src)
 {
-    src->have_version = false;
-    src->seen_full = false;
+    docver_restart(&src->ver);
 }
 
 static int find(const struct merge_source *src, const char *id)
@@ -102,10 +101,17 @@ enum merge_result merge_apply(struct merge_source *src, const struct dlg_doc *do
     struct merge_source old = *src;
     int cap;
 
-    if (src->have_version && doc->version <= src->version)
+    switch (docver_check(&src->ver, doc->version, doc->full, &src->anomaly)) {
+    case DOCVER_STALE:
         return MERGE_STALE;
-    if (!doc->full && (!src->have_version || doc->version != src->version + 1 || !src->seen_full))
+    case DOCVER_RESYNC:
+        return MERGE_RESYNC;
+    case DOCVER_GAP:
         res = MERGE_GAP;
+        break;
+    case DOCVER_APPLY:
+        break;
+    }
 
     /* Room for every kept dialog plus every new one; bounded by DLG_MAX_DIALOGS each. */
     cap = (doc->full ? 0 : src->ndialogs) + doc->ndialogs;
@@ -149,9 +155,6 @@ enum merge_result merge_apply(struct merge_source *src, const struct dlg_doc *do
                 res = MERGE_OVERFLOW;
         }
     }
-    src->have_version = true;
-    src->seen_full = src->seen_full || doc->full;
-    src->version = doc->version;
     return res;
 }
 

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mime.h"
+#include "ratelimit.h"
 #include "rlmi.h"
 #include "strmap.h"
 #include "strutil.h"
@@ -26,8 +27,8 @@ struct rlsub {
     const struct rlsub_ops *ops;
     void *arg;
     struct subscription *sub;   /* NULL until rlsub_start */
-    bool have_version;
-    uint32_t version;
+    struct docver ver;          /* the list document's versions */
+    struct ratelimit_gate log_gate; /* lines the list's NOTIFYs cause */
     struct strmap by_key;       /* "user@host" of each AOR (owned) -> struct rlsub_member* */
     struct strmap by_user;      /* user part (owned) -> struct rlsub_member*, or AMBIGUOUS */
 };
@@ -124,15 +125,22 @@ static struct rlsub_member *find(struct rlsub *l, const char *uri)
 
 /* ---- list NOTIFYs -------------------------------------------------------------------- */
 
-/* A resource problem is logged once per kind per member, not on every NOTIFY. */
+/* A resource problem is logged once per kind per member, not on every NOTIFY. detail
+ * may come from the PBX: quoted. */
 static void problem(struct rlsub_member *m, const char *kind, const char *detail)
 {
     metric_inc(m_resources, kind);
     if (m->problem == kind)
         return;
     m->problem = kind;
-    log_warn("bridge", "event=list_resource_%s user=%s aor=%s detail=\"%s\"", kind, m->user,
-             m->aor, detail);
+    log_warn("bridge", "event=list_resource_%s user=%s aor=%s detail=%s", kind, m->user,
+             m->aor, log_q(detail));
+}
+
+/* A line the list's NOTIFYs cause may be logged now; *held: how many were held back. */
+static bool peer_log_ok(struct rlsub *l, uint64_t *held)
+{
+    return ratelimit_gate_pass(&ratelimit_peer_log, &l->log_gate, clock_mono_ms(), held);
 }
 
 static void apply_list(struct rlsub *l, const struct sipua_notify *n)
@@ -143,23 +151,42 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
     size_t pos = 0;
     const char *k;
     void *v;
+    uint32_t last = l->ver.last;
+    enum docver_anomaly anomaly;
+    uint64_t held = 0;
 
     if (rlmi_parse(n->content_type, n->body, n->len, l->max_body, &doc, &reason) < 0) {
         l->ops->on_rejected(l->arg, NULL, reason);
-        log_warn("bridge", "event=list_body_rejected uri=%s reason=\"%s\" "
-                           "action=state_unchanged",
-                 l->uri, reason);
+        if (peer_log_ok(l, &held))
+            log_warn("bridge", "event=list_body_rejected uri=%s reason=\"%s\" "
+                               "action=state_unchanged suppressed=%llu",
+                     l->uri, reason, (unsigned long long)held);
         return;
     }
-    if (l->have_version && doc.version <= l->version) {
+    switch (docver_check(&l->ver, doc.version, doc.full, &anomaly)) {
+    case DOCVER_STALE:
         l->ops->on_outdated(l->arg);
         rlmi_doc_free(&doc);
         return;
-    }
-    if (!doc.full && (!l->have_version || doc.version != l->version + 1))
+    case DOCVER_RESYNC:
+        l->ops->on_outdated(l->arg);
+        rlmi_doc_free(&doc);
+        subs_resync(l->sub, "list versions stale again: the notifier counts from elsewhere");
+        return;
+    case DOCVER_GAP:
         need_full = true; /* RFC 4662 5.2: a gap in partial lists calls for full state */
-    l->have_version = true;
-    l->version = doc.version;
+        break;
+    case DOCVER_APPLY:
+        break;
+    }
+    if (anomaly != DOCVER_NORMAL) {
+        l->ops->on_version_anomaly(l->arg, anomaly);
+        if (peer_log_ok(l, &held))
+            log_warn("bridge", "event=version_%s list=%s version=%u last=%u action=applied "
+                               "suppressed=%llu",
+                     docver_anomaly_name(anomaly), l->uri, doc.version, last,
+                     (unsigned long long)held);
+    }
     for (size_t i = 0; i < doc.nres; i++) {
         const struct rlmi_resource *r = &doc.res[i];
         struct rlsub_member *m = find(l, r->uri);
@@ -167,7 +194,7 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
 
         if (!m) {
             metric_inc(m_resources, "unknown_uri");
-            log_debug("bridge", "event=list_resource_unknown uri=%s", r->uri);
+            log_debug("bridge", "event=list_resource_unknown uri=%s", log_q(r->uri));
             continue;
         }
         m->seen = true;
@@ -211,10 +238,13 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
         return;
     if (!mime_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
                  "multipart/related")) {
+        uint64_t held = 0;
         l->ops->on_rejected(l->arg, NULL, "unexpected content type");
-        log_warn("bridge", "event=list_body_rejected uri=%s reason=\"not multipart/related "
-                           "(is the URI a resource list?)\"",
-                 l->uri);
+        if (peer_log_ok(l, &held))
+            log_warn("bridge", "event=list_body_rejected uri=%s reason=\"not "
+                               "multipart/related (is the URI a resource list?)\" "
+                               "content_type=%s suppressed=%llu",
+                     l->uri, log_q(n->content_type), (unsigned long long)held);
         return;
     }
     apply_list(l, n);
@@ -227,7 +257,7 @@ static void on_restart(void *owner, struct subscription *sub)
     const char *k;
     void *v;
 
-    l->have_version = false;
+    docver_restart(&l->ver);
     while (strmap_next(&l->by_key, &pos, &k, &v))
         l->ops->on_restart(l->arg, v);
 }

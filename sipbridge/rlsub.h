@@ -1,9 +1,9 @@
 /* The RFC 4662 resource-list subscription: one SUBSCRIBE to [sip] resource_list serves
  * the dialog state of every phone the PBX's list names. Matches each resource of a NOTIFY
  * to its member phone (by user@host, else by the user part alone when only one member has
- * it), keeps the list's version (a gap asks for full state), logs and counts resource
- * trouble once per kind, and hands each member's news to its owner through struct
- * rlsub_ops. Called by bridge.c, which embeds a struct rlsub_member in each dialog source
+ * it), keeps the list's version by docver.h's rule (a gap asks for full state, staleness
+ * again a new subscription), logs and counts resource trouble once per kind, and hands
+ * each member's news to its owner through struct rlsub_ops. Called by bridge.c, which embeds a struct rlsub_member in each dialog source
  * the list serves; uses subscription.c for the subscription and rlmi.c for the body. */
 #ifndef OFFHOOK_RLSUB_H
 #define OFFHOOK_RLSUB_H
@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "docver.h"
 
 struct rlsub;
 struct subs_mgr;
@@ -37,6 +39,8 @@ struct rlsub_ops {
     void (*on_rejected)(void *arg, struct rlsub_member *m, const char *reason);
     /* A list NOTIFY was ignored: its version was not newer than the last. */
     void (*on_outdated)(void *arg);
+    /* A list NOTIFY was applied although its version was odd (rlsub has logged it). */
+    void (*on_version_anomaly)(void *arg, enum docver_anomaly a);
     /* What m said is void: a full-state list left it out (stale false, at received_us), or
      * the list subscription stayed down for stale_after (stale true, now). */
     void (*on_lost)(void *arg, struct rlsub_member *m, bool stale, int64_t when_us);

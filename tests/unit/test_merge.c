@@ -1,4 +1,5 @@
-/* The per-user merge: versions, partial updates, several dialogs and several phones. */
+/* The per-user merge and docver.h's version rule: versions, partial updates, several
+ * dialogs and several phones. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -6,6 +7,7 @@
 #include <cmocka.h>
 
 #include "dialoginfo.h"
+#include "docver.h"
 #include "merge.h"
 #include "testutil.h"
 #include "xmlsafe.h"
@@ -130,21 +132,110 @@ static void test_identity_carries_over(void **state)
     merge_source_clear(&s);
 }
 
-static void test_stale_versions_ignored(void **state)
+/* Issue 15, item 3: full state is the notifier's whole truth whatever its version, so a
+ * version 4294967295 (a forger's, or a buggy PBX's) cannot make every later document
+ * stale; partial updates that are not newer are ignored, and again means a new
+ * subscription. */
+static void test_versions(void **state)
 {
     struct merge_source s = {0};
 
     apply_free(&s, parse_file("dialog-info/asterisk-onhold.xml"), MERGE_APPLIED); /* v3 */
-    apply_free(&s, parse_file("dialog-info/asterisk-inuse.xml"), MERGE_STALE);    /* v2 */
-    apply_free(&s, parse_file("dialog-info/asterisk-onhold.xml"), MERGE_STALE);   /* v3 again */
-    assert_int_equal(view1(&s), ACT_ON_HOLD);
-    assert_int_equal(s.version, 3);
+    assert_int_equal(s.anomaly, DOCVER_NORMAL);
+    apply_free(&s, parse_file("dialog-info/asterisk-onhold.xml"), MERGE_APPLIED); /* v3 again */
+    assert_int_equal(s.anomaly, DOCVER_NORMAL); /* a repeat, not a rewind */
+    apply_free(&s, with_version(parse_file("dialog-info/asterisk-inuse.xml"), 4294967295u),
+               MERGE_APPLIED);
+    assert_int_equal(s.anomaly, DOCVER_JUMPED);
+    assert_int_equal(view1(&s), ACT_ON_CALL);
+    /* The phone hangs up: the PBX's next document, version 4, still counts. */
+    apply_free(&s, with_version(parse_file("dialog-info/asterisk-idle.xml"), 4), MERGE_APPLIED);
+    assert_int_equal(s.anomaly, DOCVER_REWOUND);
+    assert_int_equal(view1(&s), ACT_IDLE);
+    assert_int_equal(s.ver.last, 4);
+    merge_source_clear(&s);
+
+    /* Partial updates: the stale one is ignored, the second in a row asks for a new
+     * subscription, and a good one in between starts the count again. */
+    apply_free(&s, parse_file("dialog-info/two-dialogs-one-held.xml"), MERGE_APPLIED); /* 12 */
+    apply_free(&s, with_version(parse_file("dialog-info/partial-terminated.xml"), 12),
+               MERGE_STALE);
+    apply_free(&s, with_version(parse_file("dialog-info/partial-terminated.xml"), 13),
+               MERGE_APPLIED);
+    apply_free(&s, with_version(parse_file("dialog-info/partial-terminated.xml"), 11),
+               MERGE_STALE);
+    apply_free(&s, with_version(parse_file("dialog-info/partial-terminated.xml"), 13),
+               MERGE_RESYNC);
+    assert_int_equal(s.ver.last, 13);
     /* A new subscription starts counting again: version 0 is accepted. */
-    merge_source_restart(&s);
-    assert_int_equal(view1(&s), ACT_ON_HOLD); /* no flap before the first document */
+    {
+        enum call_activity before = view1(&s);
+        merge_source_restart(&s);
+        assert_int_equal(view1(&s), before); /* no flap before the first document */
+    }
     apply_free(&s, parse_file("dialog-info/asterisk-idle.xml"), MERGE_APPLIED);
     assert_int_equal(view1(&s), ACT_IDLE);
     merge_source_clear(&s);
+}
+
+/* docver.h's rule as a table: (version, full) in, (verdict, anomaly) out, in order. */
+static void test_docver_table(void **state)
+{
+    static const struct {
+        const char *what;
+        struct {
+            uint32_t version;
+            bool full;
+            enum docver_verdict verdict;
+            enum docver_anomaly anomaly;
+        } steps[8];
+        int n;
+    } cases[] = {
+        {"in sequence",
+         {{0, true, DOCVER_APPLY, DOCVER_NORMAL}, {1, false, DOCVER_APPLY, DOCVER_NORMAL},
+          {2, false, DOCVER_APPLY, DOCVER_NORMAL}, {3, true, DOCVER_APPLY, DOCVER_NORMAL}},
+         4},
+        {"a partial first, or after a gap, asks for full state",
+         {{5, false, DOCVER_GAP, DOCVER_NORMAL}, {6, false, DOCVER_GAP, DOCVER_NORMAL},
+          {7, true, DOCVER_APPLY, DOCVER_NORMAL}, {9, false, DOCVER_GAP, DOCVER_NORMAL},
+          {10, false, DOCVER_APPLY, DOCVER_NORMAL}},
+         5},
+        {"the issue's version: full state after it still applies",
+         {{1, true, DOCVER_APPLY, DOCVER_NORMAL},
+          {4294967295u, true, DOCVER_APPLY, DOCVER_JUMPED},
+          {2, false, DOCVER_STALE, DOCVER_NORMAL}, {3, false, DOCVER_RESYNC, DOCVER_NORMAL},
+          {4, true, DOCVER_APPLY, DOCVER_REWOUND}, {5, false, DOCVER_APPLY, DOCVER_NORMAL}},
+         6},
+        {"a jump of exactly DOCVER_JUMP_MAX is plausible, one more is not",
+         {{0, true, DOCVER_APPLY, DOCVER_NORMAL},
+          {DOCVER_JUMP_MAX, true, DOCVER_APPLY, DOCVER_NORMAL},
+          {2 * DOCVER_JUMP_MAX + 1, false, DOCVER_GAP, DOCVER_JUMPED}},
+         3},
+        {"Kamailio's default dlginfo_increase_version 0: full state, version 0 each time",
+         {{0, true, DOCVER_APPLY, DOCVER_NORMAL}, {0, true, DOCVER_APPLY, DOCVER_NORMAL},
+          {0, true, DOCVER_APPLY, DOCVER_NORMAL}},
+         3},
+        {"stale, then a good one, then stale again: the run starts over",
+         {{3, true, DOCVER_APPLY, DOCVER_NORMAL}, {3, false, DOCVER_STALE, DOCVER_NORMAL},
+          {4, false, DOCVER_APPLY, DOCVER_NORMAL}, {2, false, DOCVER_STALE, DOCVER_NORMAL},
+          {1, false, DOCVER_RESYNC, DOCVER_NORMAL}, {0, false, DOCVER_RESYNC, DOCVER_NORMAL}},
+         6},
+    };
+
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        struct docver v = {0};
+        for (int i = 0; i < cases[c].n; i++) {
+            enum docver_anomaly a = DOCVER_REWOUND;
+            enum docver_verdict got =
+                docver_check(&v, cases[c].steps[i].version, cases[c].steps[i].full, &a);
+            if (got != cases[c].steps[i].verdict || a != cases[c].steps[i].anomaly)
+                fail_msg("%s: step %d: verdict %d anomaly %s, expected %d %s", cases[c].what,
+                         i, got, docver_anomaly_name(a), cases[c].steps[i].verdict,
+                         docver_anomaly_name(cases[c].steps[i].anomaly));
+        }
+        docver_restart(&v);
+        assert_int_equal(docver_check(&v, 0, true, NULL), DOCVER_APPLY);
+    }
 }
 
 static void test_partial_gap_reported(void **state)
@@ -230,7 +321,8 @@ int main(void)
         cmocka_unit_test(test_active_ends_held_remains),
         cmocka_unit_test(test_asterisk_call_sequence),
         cmocka_unit_test(test_identity_carries_over),
-        cmocka_unit_test(test_stale_versions_ignored),
+        cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_docver_table),
         cmocka_unit_test(test_partial_gap_reported),
         cmocka_unit_test(test_several_phones),
         cmocka_unit_test(test_partial_growth_capped),

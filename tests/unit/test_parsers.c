@@ -17,6 +17,7 @@
 #include "reginfo.h"
 #include "rlmi.h"
 #include "sbuf.h"
+#include "sipuri.h"
 #include "strutil.h"
 #include "testutil.h"
 #include "xmlsafe.h"
@@ -388,6 +389,48 @@ static void test_text_cut_on_characters(void **state)
     free(d);
 }
 
+/* Issue 15, item 12: the entity a body names against the AOR subscribed to. The AORs and
+ * entities are what the fixtures and the Kamailio tests show real PBXes send. */
+static void test_entity_matches_subscription(void **state)
+{
+    static const struct {
+        const char *entity, *aor;
+        bool same;
+    } cases[] = {
+        /* Asterisk names itself by its domain; we subscribed at its address. */
+        {"sip:1001@pbx.example.com", "sip:1001@127.0.0.1:5060", true},
+        /* Kamailio: the presentity, without the port. */
+        {"sip:alice@127.0.0.1", "sip:alice@127.0.0.1:5060;transport=tcp", true},
+        {"sips:1001@pbx", "sip:1001@pbx", true},
+        {"pres:1001@pbx.example.com", "sip:1001@pbx", true},           /* PIDF */
+        {"sip:%31001@pbx", "sip:1001@pbx", true},                       /* %31 = '1' */
+        {"sip:+15550100;phone-context=pbx@pbx;user=phone", "sip:+15550100@pbx", true},
+        {"SIP:1001@PBX", "sip:1001@pbx", true},                         /* scheme, host */
+        /* Another user: refused. */
+        {"sip:1002@pbx.example.com", "sip:1001@127.0.0.1:5060", false},
+        {"sip:Alice@127.0.0.1", "sip:alice@127.0.0.1", false}, /* the user part is exact */
+        {"sip:10011@pbx", "sip:1001@pbx", false},
+        {"sip:pbx.example.com", "sip:1001@pbx", false},                 /* no user */
+        {"tel:+15550100", "sip:+15550100@pbx", false},
+        {"sip:%zz@pbx", "sip:1001@pbx", false},                          /* bad escape */
+        {"sip:1001%00@pbx", "sip:1001@pbx", false},                      /* NUL */
+        /* An AOR without a user part leaves nothing to compare. */
+        {"sip:1002@pbx", "sip:pbx.example.com", true},
+    };
+    char user[8];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (sipuri_same_user(cases[i].entity, cases[i].aor) != cases[i].same)
+            fail_msg("%s vs %s: expected %s", cases[i].entity, cases[i].aor,
+                     cases[i].same ? "the same user" : "another user");
+    }
+    assert_int_equal(sipuri_user("sip:1234567@x", user, sizeof user), 0);
+    assert_int_equal(sipuri_user("sip:12345678@x", user, sizeof user), -1); /* too long */
+    assert_int_equal(sipuri_user("sip:u:secret@x", user, sizeof user), 0);
+    assert_string_equal(user, "u");
+    assert_int_equal(sipuri_user("sip:@x", user, sizeof user), -1);
+}
+
 static void test_pidf_invalid(void **state)
 {
     static const char *const bad[] = {
@@ -597,6 +640,7 @@ static void test_bodyerr_causes(void **state)
         {"missing or invalid list version", "bad_version"},
         {"unknown dialog state", "invalid_content"},
         {"dialog id too long", "invalid_content"},
+        {BODYERR_WRONG_ENTITY, "wrong_entity"},
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -615,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_unknown_elements_ignored),
         cmocka_unit_test(test_text_cut_on_characters),
+        cmocka_unit_test(test_entity_matches_subscription),
         cmocka_unit_test(test_pidf_invalid),
         cmocka_unit_test(test_rlmi_invalid),
         cmocka_unit_test(test_mime),
