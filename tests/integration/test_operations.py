@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 
-from calls import body
+from calls import body, for_ext
 from harness import (binary, scenario_notify, step_answer_forever, step_respond,
                      wait_until)
 
@@ -17,9 +17,12 @@ INUSE = body("dialog-info/asterisk-inuse.xml")
 IDLE = body("dialog-info/asterisk-idle.xml")
 
 
-def dialog(body, version, pause_ms=100):
+def dialog(body, version, pause_ms=100, ext=None):
+    """A dialog answered and notified once; ext: the extension it serves (sipbridge
+    subscribes in [users] order, so the n-th dialog is the n-th user's)."""
     return [step_respond(expires=3600, initial=True),
-            scenario_notify(body, version=version, pause_ms=pause_ms),
+            scenario_notify(for_ext(body, ext) if ext else body, version=version,
+                            pause_ms=pause_ms),
             step_answer_forever()]
 
 
@@ -48,7 +51,8 @@ def unsubscribes_for(s, ext):
 def test_reload_adds_and_removes_users(stack_factory):
     s = stack_factory(users=(("alice@localhost", "1001"), ("bob@localhost", "1002")))
     s.start_component()
-    s.start_pbx_script([dialog(INUSE, 0), dialog(INUSE, 0), dialog(IDLE, 0)])
+    s.start_pbx_script([dialog(INUSE, 0), dialog(INUSE, 0, ext="1002"),
+                        dialog(IDLE, 0, ext="1003")])
     s.start_sipbridge()
     wait_until(lambda: s.redis.cli("HGET", "offhook:user:bob@localhost", "state") == "on_call"
                and s.redis.cli("HGET", "offhook:user:alice@localhost", "state") == "on_call",
@@ -151,7 +155,7 @@ def test_journald_priorities(stack_factory):
 def test_offhookctl(stack_factory):
     s = stack_factory(users=(("alice@localhost", "1001"), ("bob@localhost", "1002")))
     s.start_component()
-    s.start_pbx_script([dialog(INUSE, 0), dialog(IDLE, 0)])
+    s.start_pbx_script([dialog(INUSE, 0), dialog(IDLE, 0, ext="1002")])
     s.start_sipbridge()
     wait_until(lambda: s.redis.cli("HGET", "offhook:user:bob@localhost", "state") == "idle",
                what="states written")
