@@ -362,14 +362,15 @@ def step_pause(ms):
 
 def scenario_notify(body, version=None, event="dialog",
                     ctype="application/dialog-info+xml", substate="active;expires=3600",
-                    pause_ms=400):
+                    pause_ms=400, cseq=None, answer=200):
     """One NOTIFY step of a sipp PBX scenario; version rewrites the document's version, as
-    a PBX increments it for each NOTIFY of one subscription."""
+    a PBX increments it for each NOTIFY of one subscription. cseq: its CSeq number (by
+    default the NOTIFY's rank in its dialog); answer: the status sipbridge must send."""
     if version is not None:
         import re
         body = re.sub(r'version="\d+"', 'version="%d"' % version, body, count=1)
     return {"kind": "notify", "body": body.strip(), "event": event, "ctype": ctype,
-            "substate": substate, "pause_ms": pause_ms}
+            "substate": substate, "pause_ms": pause_ms, "cseq": cseq, "answer": answer}
 
 
 def _render_step(st, n, call, bodydir=None):
@@ -425,8 +426,8 @@ def _render_step(st, n, call, bodydir=None):
 [file name="%s"]
     ]]>
   </send>
-  <recv response="200"/>""" % (st["pause_ms"], n, st["event"], st["substate"], st["ctype"],
-                              body_path)
+  <recv response="%d"/>""" % (st["pause_ms"], st.get("cseq") or n, st["event"], st["substate"],
+                              st["ctype"], body_path, st.get("answer", 200))
 
 
 def sipp_pbx_script(calls, bodydir):

@@ -106,6 +106,21 @@ def test_version_4294967295_does_not_freeze_the_phone(stack_factory):
     assert len(lines(s, "version_jumped")) == 1 and len(lines(s, "version_rewound")) == 1
 
 
+def test_older_notify_in_dialog_is_refused_by_the_stack(stack_factory):
+    """What makes "full state applies whatever its version" safe: in one dialog the SIP
+    stack answers a NOTIFY whose CSeq is older than the last 500 (RFC 3261 12.2.2), so a
+    retransmitted or reordered older full state never reaches the bridge."""
+    s, bob = start(stack_factory, [[
+        step_respond(expires=3600, initial=True),
+        notify("dialog-info/asterisk-inuse.xml", 2, cseq=5),
+        notify("dialog-info/asterisk-idle.xml", 1, cseq=4, answer=500),
+        notify("dialog-info/asterisk-onhold.xml", 3, cseq=6),
+        step_answer_forever(),
+    ]])
+    expect_views(s, bob, [UNKNOWN, ON_CALL, ON_HOLD])
+    assert s.sipbridge.metrics()['offhook_notifies_total{package="dialog"}'] == 2
+
+
 HANGUP = ('<?xml version="1.0"?>\n<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" '
           'version="0" state="partial" entity="sip:1001@pbx.example.com"><dialog id="1001">'
           '<state>terminated</state></dialog></dialog-info>')
