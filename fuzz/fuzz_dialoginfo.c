@@ -1,4 +1,5 @@
-/* libFuzzer target: RFC 4235 dialog-info bodies (dlginfo_parse), then merge.
+/* libFuzzer target: RFC 4235 dialog-info bodies (dlginfo_parse), the entity check
+ * (sipuri), then merge.
  *
  * The body is parsed twice in a row and both results must agree: xmlsafe may keep one
  * libxml2 parser context from one parse to the next, and what a parse concludes must not
@@ -13,6 +14,7 @@
 
 #include "dialoginfo.h"
 #include "merge.h"
+#include "sipuri.h"
 #include "xmlsafe.h"
 
 #include "fuzz_util.h"
@@ -87,6 +89,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FUZZ_CHECK(memcmp(&doc, &doc2, sizeof doc) == 0);
     check_doc(&doc);
+    /* The entity check bridge.c makes, on whatever entity the input names: a URI is
+     * always the same user as itself, and one without a user part never matches one. */
+    {
+        char user[256];
+        bool has_user = sipuri_user(doc.entity, user, sizeof user) == 0;
+        FUZZ_CHECK(!has_user || sipuri_same_user(doc.entity, doc.entity));
+        FUZZ_CHECK(has_user || !sipuri_same_user(doc.entity, "sip:1001@pbx"));
+        FUZZ_CHECK(sipuri_same_user(doc.entity, "sip:pbx.example.com"));
+    }
 
     r = merge_apply(&src, &doc);
     FUZZ_CHECK(r == MERGE_APPLIED || r == MERGE_GAP || r == MERGE_OVERFLOW);
