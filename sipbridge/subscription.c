@@ -117,8 +117,8 @@ void subs_register_metrics(void)
                              "(applied late) or superseded (a newer one was applied instead).",
                              "outcome", (const char *const[]){"deferred", "superseded", NULL});
     m_short = metric_new(METRIC_COUNTER, "offhook_short_expiry_grants_total",
-                         "Subscriptions granted (2xx Expires or a NOTIFY's expires=) less "
-                         "than 60 s: the notifier makes each of them refresh that often.",
+                         "SUBSCRIBEs granted (2xx Expires) less than 60 s: the notifier "
+                         "makes each of them refresh that often.",
                          NULL, NULL);
 }
 
@@ -261,9 +261,10 @@ static long restart_later(struct subscription *s, const char *cause, long min_ms
     return ms;
 }
 
-/* The notifier granted this subscription less than the floor: the stack must refresh it
- * that often, one SUBSCRIBE per second per user at Expires: 1. Counted each time, logged
- * once per notifier (it is the notifier's configuration, not one user's). */
+/* The notifier granted this subscription (2xx Expires) less than the floor: the stack
+ * must refresh it that often, one SUBSCRIBE per second per user at Expires: 1. Counted
+ * each time, logged once per notifier (it is the notifier's configuration, not one
+ * user's). */
 static void check_grant(struct subscription *s, long granted)
 {
     const char *nt;
@@ -572,10 +573,10 @@ static void on_notify(void *owner, const struct sipua_notify *n)
         return;
     }
     set_state(s, strcmp(substate, "pending") == 0 ? SUB_PENDING : SUB_ACTIVE);
-    if (n->expires > 0) {
+    /* Not checked against the floor: a NOTIFY's expires= is the time left, which runs
+     * low before every refresh. */
+    if (n->expires > 0)
         s->granted = n->expires;
-        check_grant(s, n->expires);
-    }
     s->notified = true;
     probe_heard(&s->pm, clock_mono_ms());
     arm_watchdog(s);

@@ -19,8 +19,8 @@ struct event_base;
 struct subs_mgr;
 struct subscription;
 
-/* A notifier granting less than this (seconds) is warned about, once per notifier, and
- * counted (offhook_short_expiry_grants_total): RFC 6665 leaves the floor to the notifier
+/* A notifier granting (2xx Expires) less than this (seconds) is warned about, once per
+ * notifier, and counted (offhook_short_expiry_grants_total): RFC 6665 leaves the floor to the notifier
  * (423 Min-Expires), and a PBX granting Expires: 1 costs a refresh per second per user. */
 #define SUBS_EXPIRES_FLOOR_S 60
 
