@@ -374,7 +374,7 @@ static enum need apply_reg(struct bridge *b, struct bsource *s, const char *body
     case DOCVER_RESYNC:
         stale(s, doc.version, last);
         return NEED_RESYNC;
-    case DOCVER_GAP: /* RFC 3680 5.2: a gap in partial documents calls for full state */
+    case DOCVER_GAP: /* RFC 3680, as RFC 4235: partial documents missed, ask for full state */
         need = NEED_FULL_STATE;
         break;
     case DOCVER_APPLY:

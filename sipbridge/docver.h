@@ -3,16 +3,17 @@
  * documents), bridge.c (reginfo) and rlsub.c (the list), each keeping one struct docver
  * per subscription; unit-tested in test_merge.
  *
- * Versions count documents within one subscription (RFC 4235 4.1, RFC 3680 5.1, RFC 4662
- * 5.2): a new subscription starts a new count (docver_restart). A partial document must
- * be the next version; one that skips versions is applied but calls for full state (a
- * gap); one that is not newer is stale and ignored. A full-state document is the
- * notifier's whole truth and is applied whatever its version: a version the notifier
- * never sent (4294967295 from a forger or a buggy PBX) would otherwise make every later
- * document stale and freeze the state. Stale documents in a row mean the notifier's count
- * and ours disagree: after DOCVER_STALE_MAX of them the owner starts a new subscription,
- * which starts both counts afresh. A jump of more than DOCVER_JUMP_MAX versions is
- * applied (a full state after it heals anything) but reported, to be counted. */
+ * Versions count documents within one subscription (RFC 4235 4.1; RFC 3680 and RFC 4662
+ * say the same of theirs): a new subscription starts a new count (docver_restart). A
+ * partial document must be the next version; one that skips versions is applied but
+ * calls for full state (a gap); one that is not newer is stale and ignored. A full-state
+ * document is the notifier's whole truth and is applied whatever its version: a version
+ * the notifier never sent (4294967295 from a forger or a buggy PBX) would otherwise make
+ * every later document stale and freeze the state. Stale documents in a row mean the
+ * notifier's count and ours disagree: after DOCVER_STALE_MAX of them the owner starts a
+ * new subscription, which starts both counts afresh. A jump of more than DOCVER_JUMP_MAX
+ * versions is applied (a full state after it heals anything) but reported, to be
+ * counted. */
 #ifndef OFFHOOK_DOCVER_H
 #define OFFHOOK_DOCVER_H
 
