@@ -43,6 +43,8 @@ static int v_sip_uri(struct offhook_config *, const char *, char *, size_t);
 static int v_sip_uri_opt(struct offhook_config *, const char *, char *, size_t);
 static int v_domain(struct offhook_config *, const char *, char *, size_t);
 static int v_redis_url(struct offhook_config *, const char *, char *, size_t);
+static int v_sentinels(struct offhook_config *, const char *, char *, size_t);
+static int v_master_name(struct offhook_config *, const char *, char *, size_t);
 static int v_hostport_opt(struct offhook_config *, const char *, char *, size_t);
 static int v_events(struct offhook_config *, const char *, char *, size_t);
 static int v_sip_uri_opt_list(struct offhook_config *, const char *, char *, size_t);
@@ -115,11 +117,22 @@ static const struct cfg_key keys[] = {
      "file whose first line is the component secret"},
 
     {"redis", "url", T_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", false, 0, 0,
-     v_redis_url, "redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]"},
+     v_redis_url, "redis://HOST[:PORT][/DB] or unix:///PATH[?db=N] of a single Redis (not with "
+     "sentinels)"},
+    {"redis", "sentinels", T_STR, OFF(redis_sentinels), "", false, 0, 0, v_sentinels,
+     "HOST:PORT of each Redis Sentinel, comma-separated, instead of url: the master is asked "
+     "of them in turn, checked (ROLE) and followed through failovers; empty = url"},
+    {"redis", "master_name", T_STR, OFF(redis_master_name), "offhook", false, 0, 0,
+     v_master_name, "with sentinels: the name they monitor offhook's master under"},
     {"redis", "password", T_SECRET, OFF(redis_password), "", false, 0, 0, NULL,
      "Redis AUTH password (secret: prefer password_file)"},
     {"redis", "password_file", T_STR, OFF(redis_password_file), "", false, 0, 0, NULL,
      "file whose first line is the Redis password"},
+    {"redis", "sentinel_password", T_SECRET, OFF(redis_sentinel_password), "", false, 0, 0,
+     NULL, "with sentinels: the password they ask for (their requirepass), if any (secret: "
+     "prefer sentinel_password_file)"},
+    {"redis", "sentinel_password_file", T_STR, OFF(redis_sentinel_password_file), "", false, 0,
+     0, NULL, "file whose first line is the sentinels' password"},
     {"redis", "prefix", T_STR, OFF(redis_prefix), "offhook:", false, 0, 0, NULL,
      "prefix of every key offhook writes"},
 
@@ -566,6 +579,76 @@ static int v_redis_url(struct offhook_config *cfg, const char *v, char *err, siz
     return 0;
 }
 
+static void sentinels_free(struct offhook_config *cfg)
+{
+    for (int i = 0; i < cfg->redis_nsentinels; i++)
+        free(cfg->redis_sentinel[i].host);
+    memset(cfg->redis_sentinel, 0, sizeof cfg->redis_sentinel);
+    cfg->redis_nsentinels = 0;
+}
+
+/* HOST:PORT, ... (IPv6 as [ADDR]:PORT); "" = none, the url is used. */
+static int v_sentinels(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    char *copy = xstrdup(v);
+    char *items[CFG_MAX_SENTINELS];
+    int n = str_split_list(copy, items, CFG_MAX_SENTINELS);
+    int rc = -1;
+
+    sentinels_free(cfg);
+    if (n < 0) {
+        snprintf(err, len, "at most %d sentinels", CFG_MAX_SENTINELS);
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        char host[256];
+        long port;
+        const char *h = host;
+
+        if (split_hostport(items[i], host, sizeof host, &port) < 0) {
+            snprintf(err, len, "sentinel '%s' is not HOST:PORT", items[i]);
+            goto out;
+        }
+        if (host[0] == '[') {
+            /* hiredis wants the address without brackets */
+            host[strlen(host) - 1] = '\0';
+            h = host + 1;
+        }
+        for (int j = 0; j < cfg->redis_nsentinels; j++) {
+            const struct redis_addr *a = &cfg->redis_sentinel[j];
+            if (a->port == port && strcmp(a->host, h) == 0) {
+                snprintf(err, len, "sentinel '%s' is listed twice", items[i]);
+                goto out;
+            }
+        }
+        cfg->redis_sentinel[cfg->redis_nsentinels].host = xstrdup(h);
+        cfg->redis_sentinel[cfg->redis_nsentinels].port = (int)port;
+        cfg->redis_nsentinels++;
+    }
+    rc = 0;
+out:
+    if (rc < 0)
+        sentinels_free(cfg);
+    free(copy);
+    return rc;
+}
+
+/* Sentinel takes the name as one word of its commands. */
+static int v_master_name(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (!*v || strlen(v) > 128) {
+        snprintf(err, len, "master_name must be 1 to 128 characters");
+        return -1;
+    }
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+            snprintf(err, len, "master_name '%s' has white space or control characters", v);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- generic key handling ---------------------------------------------------------- */
 
 static const struct cfg_key *find_key(const char *section, const char *name, size_t *idx)
@@ -876,6 +959,8 @@ static void resolve_secrets(struct loader *ld, bool world_readable)
          CFG_SECRET_XMPP},
         {"redis", "password", "password_file", OFF(redis_password), OFF(redis_password_file),
          CFG_SECRET_REDIS},
+        {"redis", "sentinel_password", "sentinel_password_file", OFF(redis_sentinel_password),
+         OFF(redis_sentinel_password_file), CFG_SECRET_REDIS},
     };
     char *base = (char *)ld->cfg;
 
@@ -953,6 +1038,20 @@ static void check_tls(struct loader *ld)
             add_err(ld->errs, ld->file, line, "[sip] tls_dir: cannot read %s (%s)", path,
                     strerror(errno));
     }
+}
+
+/* One way to find Redis: a url, or the sentinels (whose master has no url). */
+static void check_redis(struct loader *ld)
+{
+    size_t url_i, sen_i;
+
+    find_key("redis", "url", &url_i);
+    find_key("redis", "sentinels", &sen_i);
+    if (ld->set[url_i] && ld->set[sen_i] && ld->cfg->redis_nsentinels > 0)
+        add_err(ld->errs, ld->file, ld->set_line[url_i] > ld->set_line[sen_i]
+                                        ? ld->set_line[url_i] : ld->set_line[sen_i],
+                "[redis] set url (line %d) or sentinels (line %d), not both",
+                ld->set_line[url_i], ld->set_line[sen_i]);
 }
 
 /* Cuts a value at an inline comment (';' or '#' after white space) or unquotes it.
@@ -1203,6 +1302,7 @@ static size_t load(const char *name, const char *buf, size_t len, bool world_rea
     if (running)
         keep_running(cfg, running, pending, true);
     check_tls(&ld);
+    check_redis(&ld);
     users_finalize(&ld);
     if (cfg->nusers == 0)
         add_err(errs, name, 0, "no users: add a [users] section (chat JID = phone SIP URI)");
@@ -1282,6 +1382,7 @@ void config_free(struct offhook_config *cfg)
     for (int i = 0; i < cfg->sip_nlisten; i++)
         free(cfg->sip_listen_urls[i]);
     redis_target_free(&cfg->redis);
+    sentinels_free(cfg);
     for (size_t i = 0; i < cfg->nusers; i++) {
         struct cfg_user *u = &cfg->users[i];
         free(u->jid);

@@ -12,6 +12,7 @@
 
 #define CFG_MAX_AORS 8      /* AORs (desk phone, softphone, ...) per user */
 #define CFG_MAX_LISTEN 4    /* SIP listen addresses */
+#define CFG_MAX_SENTINELS 16 /* [redis] sentinels */
 #define CFG_MAX_FILE (64L << 20)
 #define CFG_MAX_LINE 4096
 
@@ -31,6 +32,11 @@ struct redis_target {
     int port;
     char *unix_path;
     int db;
+};
+
+struct redis_addr {
+    char *host;     /* name or address, IPv6 without brackets */
+    int port;
 };
 
 struct offhook_config {
@@ -75,6 +81,12 @@ struct offhook_config {
     char *redis_password;      /* secret */
     char *redis_password_file;
     char *redis_prefix;
+    char *redis_sentinels;     /* raw list; parsed into redis_sentinel; "" = use url */
+    struct redis_addr redis_sentinel[CFG_MAX_SENTINELS];
+    int redis_nsentinels;      /* > 0: the master is asked of these, url is unused */
+    char *redis_master_name;   /* the name the sentinels monitor the master under */
+    char *redis_sentinel_password;      /* secret; "" = the sentinels ask for none */
+    char *redis_sentinel_password_file;
 
     /* [sipbridge] / [component] */
     char *sipbridge_metrics;   /* host:port, or "" to disable */

@@ -364,6 +364,89 @@ static void test_values(void **state)
     cfg_errors_free(&errs);
 }
 
+/* [redis] sentinels instead of url: the issue's names, both at once refused with the line,
+ * every entry checked, the sentinels' own password like the other secrets. */
+static void test_sentinels(void **state)
+{
+    char text[2048];
+    struct offhook_config cfg, other;
+    struct cfg_errors errs;
+    char diff[256], *pw_path;
+    const char *users = "[users]\nalice@localhost = sip:1001@127.0.0.1\n";
+
+    snprintf(text, sizeof text,
+             "[xmpp]\nsecret = s\n"                                              /* 1-2 */
+             "[redis]\n"                                                          /* 3 */
+             "sentinels = 127.0.0.1:26379, 127.0.0.1:26380, [::1]:26381 ; three\n" /* 4 */
+             "master_name = offhook\n"                                            /* 5 */
+             "sentinel_password_file = %s\n%s",
+             pw_path = strdup(write_file("sentinel.secret", "sentinel-pw\n", 0600)), users);
+    if (load_text(text, &cfg, &errs) != 0)
+        print_errs(&errs);
+    assert_int_equal(errs.n, 0);
+    assert_int_equal(cfg.redis_nsentinels, 3);
+    assert_string_equal(cfg.redis_sentinel[0].host, "127.0.0.1");
+    assert_int_equal(cfg.redis_sentinel[0].port, 26379);
+    assert_int_equal(cfg.redis_sentinel[1].port, 26380);
+    assert_string_equal(cfg.redis_sentinel[2].host, "::1"); /* as hiredis wants it */
+    assert_int_equal(cfg.redis_sentinel[2].port, 26381);
+    assert_string_equal(cfg.redis_master_name, "offhook");
+    assert_string_equal(cfg.redis_sentinel_password, "sentinel-pw");
+    assert_string_equal(cfg.redis_password, "");
+
+    /* A restart-only key: another list is a pending change, not applied by a reload. */
+    snprintf(text, sizeof text, "[xmpp]\nsecret = s\n[redis]\nsentinels = 127.0.0.1:26379\n"
+             "sentinel_password_file = %s\n%s", pw_path, users);
+    load_text(text, &other, &errs);
+    free(pw_path);
+    assert_int_equal(errs.n, 0);
+    assert_int_equal(config_diff_restart_keys(&cfg, &other, diff, sizeof diff), 1);
+    assert_string_equal(diff, "[redis] sentinels");
+    config_free(&other);
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    /* The default: no sentinels, the url, master_name "offhook". */
+    load_text(base_cfg, &cfg, &errs);
+    assert_int_equal(cfg.redis_nsentinels, 0);
+    assert_string_equal(cfg.redis_master_name, "offhook");
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    /* url and sentinels both: one error, at the later of the two lines. */
+    snprintf(text, sizeof text, "[xmpp]\nsecret = s\n[redis]\nurl = redis://10.0.0.1\n"
+             "prefix = x:\nsentinels = 10.0.0.2:26379\n%s", users);
+    assert_int_equal(load_text(text, &cfg, &errs), 1);
+    assert_true(has_err(&errs, "t.conf:6:", "set url (line 4) or sentinels (line 6), not both"));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    /* Each bad entry named with its line. */
+    static const struct {
+        const char *line, *err;
+    } bad[] = {
+        {"sentinels = 127.0.0.1", "sentinel '127.0.0.1' is not HOST:PORT"},
+        {"sentinels = 127.0.0.1:26379, h:0", "sentinel 'h:0' is not HOST:PORT"},
+        {"sentinels = a:1, b:1, a:1", "sentinel 'a:1' is listed twice"},
+        {"sentinels = a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9,a:10,a:11,a:12,a:13,a:14,a:15,a:16,"
+         "a:17", "at most 16 sentinels"},
+        {"master_name = two words", "master_name 'two words' has white space"},
+        {"master_name = \"\"", "master_name must be 1 to 128 characters"},
+        {"sentinel_password = x\nsentinel_password_file = /nonexistent",
+         "set sentinel_password or sentinel_password_file, not both"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, "[xmpp]\nsecret = s\n[redis]\n%s\n%s", bad[i].line, users);
+        load_text(text, &cfg, &errs);
+        if (!has_err(&errs, "t.conf:", bad[i].err)) {
+            print_errs(&errs);
+            fail_msg("'%s' should give '%s'", bad[i].line, bad[i].err);
+        }
+        config_free(&cfg);
+        cfg_errors_free(&errs);
+    }
+}
+
 /* SIP over TLS: a pbx reached over TLS needs a tls: listen, and the certificate files
  * must be readable, else Sofia would go on checking nothing. */
 static void test_tls_settings(void **state)
@@ -559,6 +642,7 @@ int main(void)
         cmocka_unit_test(test_secret_rules),
         cmocka_unit_test(test_placeholder_secret),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_sentinels),
         cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_restart_keys),
         cmocka_unit_test(test_reload_keeps_restart_keys),
