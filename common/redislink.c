@@ -1,4 +1,5 @@
-/* A Redis connection on the libevent loop with reconnect, AUTH/SELECT and stall detection. */
+/* A Redis connection on the libevent loop with reconnect, AUTH/SELECT and stall detection;
+ * with [redis] sentinels, to the master they name, followed through failovers. */
 #include "redislink.h"
 
 #include <stdio.h>
@@ -14,13 +15,16 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "sentinel.h"
 #include "strutil.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 #define HEALTH_INTERVAL_MS 5000
 #define IDLE_PING_MS 15000
+#define ADDR_MAX 300
 
-enum rl_state { RL_DOWN, RL_CONNECTING, RL_HANDSHAKE, RL_UP };
+/* RESOLVING: asking the sentinels where the master is (sentinel mode only). */
+enum rl_state { RL_DOWN, RL_RESOLVING, RL_CONNECTING, RL_HANDSHAKE, RL_UP };
 
 struct redislink {
     struct event_base *base;
@@ -43,6 +47,13 @@ struct redislink {
     bool restarting;          /* redislink_restart(): not an error, reconnect at once */
     unsigned long err_streak; /* error replies since the last good one */
     char err_last[128];       /* the last error logged: the same one is not logged again */
+    struct sentinel *sentinel; /* NULL: the url's address; else where the master is */
+    char master[ADDR_MAX];    /* the server of the connection being made or up */
+    char up_master[ADDR_MAX]; /* the server of the last connection that came up; "" = none */
+    bool counted;             /* up_master is counted in offhook_redis_master */
+    char next_host[256];      /* a master the sentinels named unasked: the next connection */
+    int next_port;            /* goes there without asking; "" = ask */
+    uint64_t master_gen;      /* changes of master seen */
 };
 
 struct pending {
@@ -52,7 +63,7 @@ struct pending {
     redisAsyncContext *ac;    /* the connection it was sent on */
 };
 
-static struct metric *m_connected, *m_errors;
+static struct metric *m_connected, *m_errors, *m_master, *m_master_changes;
 
 void redislink_register_metrics(void)
 {
@@ -61,6 +72,15 @@ void redislink_register_metrics(void)
                              NULL);
     m_errors = metric_new(METRIC_COUNTER, "offhook_redis_errors_total",
                           "Redis connection failures, stalls and error replies.", "link", NULL);
+    m_master = metric_new(METRIC_GAUGE, "offhook_redis_master",
+                          "Redis links of this process up on each server (the master; 0 for "
+                          "one left, after a failover).",
+                          "master", NULL);
+    m_master_changes = metric_new(METRIC_COUNTER, "offhook_redis_master_changes_total",
+                                  "Connections that came up on another master than the last "
+                                  "one (Sentinel failovers).",
+                                  "link", NULL);
+    sentinel_register_metrics();
 }
 
 static void count_error(struct redislink *l)
@@ -71,6 +91,11 @@ static void count_error(struct redislink *l)
 static void set_connected_metric(struct redislink *l, bool up)
 {
     metric_set(m_connected, l->name, up ? 1 : 0);
+}
+
+static void addr_text(char *out, size_t len, const char *host, int port)
+{
+    snprintf(out, len, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
 }
 
 static void schedule_retry(struct redislink *l)
@@ -85,10 +110,16 @@ static void went_down(struct redislink *l, const char *why)
 {
     bool was_up = l->state == RL_UP;
 
+    if (l->state == RL_RESOLVING)
+        sentinel_cancel(l->sentinel);
     l->ac = NULL;
     l->state = RL_DOWN;
     l->outstanding = 0;
     set_connected_metric(l, false);
+    if (l->counted) {
+        metric_add(m_master, l->up_master, -1);
+        l->counted = false;
+    }
     if (l->restarting) {
         l->restarting = false;
         log_info("redis", "event=reconnecting link=%s reason=\"%s\"", l->name, why);
@@ -135,12 +166,34 @@ static void handshake_reply(struct redislink *l, redisReply *r, void *arg)
         redislink_reset(l, "handshake failed");
         return;
     }
+    if (strcmp(what, "ROLE") == 0 &&
+        (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+         r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master"))) {
+        /* A sentinel answered before it learnt of a failover, or the server was demoted
+         * since: writes would be refused, reads stale. Ask again. */
+        log_warn("redis", "event=not_master link=%s server=%s role=%.20s", l->name, l->master,
+                 r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->str
+                     ? r->element[0]->str
+                     : "?");
+        redislink_reset(l, "not a master");
+        return;
+    }
     if (--l->handshake_left > 0)
         return;
     l->state = RL_UP;
     backoff_reset(&l->bo);
     set_connected_metric(l, true);
-    log_notice("redis", "event=connected link=%s", l->name);
+    if (l->up_master[0] && strcmp(l->up_master, l->master) != 0) {
+        /* Before on_state: the owner may look at the generation there. */
+        l->master_gen++;
+        metric_inc(m_master_changes, l->name);
+        log_notice("redis", "event=master_changed link=%s old=%s new=%s changes=%llu", l->name,
+                   l->up_master, l->master, (unsigned long long)l->master_gen);
+    }
+    str_copy(l->up_master, sizeof l->up_master, l->master);
+    metric_add(m_master, l->up_master, 1);
+    l->counted = true;
+    log_notice("redis", "event=connected link=%s server=%s", l->name, l->master);
     l->logged_down = false;
     l->on_state(l, true, l->arg);
 }
@@ -159,6 +212,10 @@ static void send_handshake(struct redislink *l)
     if (l->db) {
         l->handshake_left++;
         rc |= redislink_command(l, handshake_reply, "SELECT", "SELECT %d", l->db);
+    }
+    if (l->sentinel) {
+        l->handshake_left++;
+        rc |= redislink_command(l, handshake_reply, "ROLE", "ROLE");
     }
     rc |= redislink_command(l, handshake_reply, "PING", "PING");
     if (rc)
@@ -180,10 +237,16 @@ static void on_connect(const redisAsyncContext *ac, int status)
     send_handshake(l);
 }
 
-static void start_connect(struct redislink *l)
+/* Connects to host:port, or to the url's unix socket when host is NULL. */
+static void connect_to(struct redislink *l, const char *host, int port)
 {
-    redisAsyncContext *ac = l->unix_path ? redisAsyncConnectUnix(l->unix_path)
-                                         : redisAsyncConnect(l->host, l->port);
+    redisAsyncContext *ac = host ? redisAsyncConnect(host, port)
+                                 : redisAsyncConnectUnix(l->unix_path);
+
+    if (host)
+        addr_text(l->master, sizeof l->master, host, port);
+    else
+        snprintf(l->master, sizeof l->master, "unix:%s", l->unix_path);
 
     if (!ac || ac->err) {
         char why[160];
@@ -205,9 +268,75 @@ static void start_connect(struct redislink *l)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
 }
 
+static void on_lookup(void *arg, const char *host, int port)
+{
+    struct redislink *l = arg;
+
+    if (l->state != RL_RESOLVING)
+        return;
+    if (!host) {
+        count_error(l);
+        went_down(l, "no sentinel named a master");
+        return;
+    }
+    l->state = RL_DOWN; /* the lookup is over: nothing to cancel */
+    connect_to(l, host, port);
+}
+
+static void start_connect(struct redislink *l)
+{
+    if (!l->sentinel) {
+        connect_to(l, l->unix_path ? NULL : l->host, l->port);
+        return;
+    }
+    if (l->next_host[0]) {
+        char host[sizeof l->next_host];
+        str_copy(host, sizeof host, l->next_host);
+        l->next_host[0] = '\0'; /* once: if it fails, the sentinels are asked */
+        connect_to(l, host, l->next_port);
+        return;
+    }
+    l->state = RL_RESOLVING;
+    l->connect_started = clock_mono_ms();
+    sentinel_lookup(l->sentinel, on_lookup, l);
+}
+
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     start_connect(arg);
+}
+
+/* The sentinels name host:port as the master, unasked (a failover was announced, or a
+ * check after the subscription was lost). A link on (or going to) another server moves:
+ * down, then up on a fresh connection, as after any reconnect. Called from the loop. */
+static void on_master_named(void *arg, const char *host, int port)
+{
+    struct redislink *l = arg;
+    char addr[ADDR_MAX];
+    redisAsyncContext *ac = l->ac;
+
+    addr_text(addr, sizeof addr, host, port);
+    if (l->state != RL_DOWN && l->state != RL_RESOLVING && strcmp(addr, l->master) == 0)
+        return; /* already there */
+    str_copy(l->next_host, sizeof l->next_host, host);
+    l->next_port = port;
+    switch (l->state) {
+    case RL_DOWN:
+        /* Waiting out a backoff after the old master vanished: go now. */
+        evtimer_del(l->retry);
+        event_active(l->retry, EV_TIMEOUT, 1);
+        return;
+    case RL_RESOLVING:
+        sentinel_cancel(l->sentinel);
+        start_connect(l);
+        return;
+    default:
+        break;
+    }
+    ac->data = NULL;
+    l->restarting = true; /* not an error: reconnect at once, to next_host */
+    went_down(l, "the sentinels named another master");
+    redisAsyncFree(ac);
 }
 
 static void on_health(evutil_socket_t fd, short what, void *arg)
@@ -262,6 +391,11 @@ struct redislink *redislink_new(struct event_base *base, const struct offhook_co
     /* Exported from zero: rate() and increase() need a sample before the first error,
      * and "no data" would read as "no such link". */
     metric_add(m_errors, l->name, 0);
+    metric_add(m_master_changes, l->name, 0);
+    if (cfg->redis_nsentinels > 0) {
+        l->sentinel = sentinel_new(base, cfg, name, on_master_named, l);
+        l->db = 0; /* the url is not used */
+    }
     start_connect(l);
     return l;
 }
@@ -272,6 +406,10 @@ void redislink_free(struct redislink *l)
         return;
     event_free(l->retry);
     event_free(l->health);
+    sentinel_free(l->sentinel);
+    l->sentinel = NULL;
+    if (l->counted)
+        metric_add(m_master, l->up_master, -1);
     if (l->ac) {
         redisAsyncContext *ac = l->ac;
         l->ac = NULL;
@@ -291,6 +429,16 @@ void redislink_free(struct redislink *l)
 bool redislink_up(const struct redislink *l)
 {
     return l->state == RL_UP;
+}
+
+const char *redislink_master(const struct redislink *l)
+{
+    return l->up_master;
+}
+
+uint64_t redislink_master_gen(const struct redislink *l)
+{
+    return l->master_gen;
 }
 
 void redislink_reset(struct redislink *l, const char *why)
@@ -363,6 +511,13 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     }
     if (p->fn)
         p->fn(l, r, p->arg);
+    /* With sentinels, READONLY means the master was demoted under us (a failover whose
+     * announcement has not arrived, or was missed): ask the sentinels again. The caller
+     * had the reply first and holds what was refused. */
+    if (r && l->sentinel && ((redisReply *)r)->type == REDIS_REPLY_ERROR &&
+        ((redisReply *)r)->str && strncmp(((redisReply *)r)->str, "READONLY", 8) == 0 &&
+        ac->data == l && l->ac == p->ac)
+        redislink_reset(l, "the server is a replica now (READONLY)");
     free(p);
 }
 
