@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -69,27 +70,136 @@ static void ago(int64_t ms, char *out, size_t len)
 
 /* ---- Redis ----------------------------------------------------------------------------- */
 
+#define SENTINEL_ROUNDS 5 /* ... a second apart: time for a failover in progress to end */
+
+static char server[300]; /* where the Redis we talk to is, for messages and the summary */
+
+/* Sends AUTH password on r; false if refused or lost. */
+static bool auth(redisContext *r, const char *password)
+{
+    redisReply *rep = redisCommand(r, "AUTH %s", password);
+    bool ok = rep && rep->type != REDIS_REPLY_ERROR;
+
+    freeReplyObject(rep);
+    return ok;
+}
+
+/* Asks each sentinel in turn for the master; fills host/port, or says why not. */
+static bool ask_sentinels(const struct offhook_config *cfg, char *host, size_t hostlen,
+                          int *port, char *why, size_t whylen)
+{
+    struct timeval tv = {.tv_sec = 2};
+
+    snprintf(why, whylen, "no sentinel configured");
+    for (int i = 0; i < cfg->redis_nsentinels; i++) {
+        const struct redis_addr *a = &cfg->redis_sentinel[i];
+        redisContext *s = redisConnectWithTimeout(a->host, a->port, tv);
+        redisReply *rep = NULL;
+        long p;
+
+        if (!s || s->err) {
+            snprintf(why, whylen, "sentinel %s:%d: %s", a->host, a->port,
+                     s ? s->errstr : "out of memory");
+            redisFree(s);
+            continue;
+        }
+        redisSetTimeout(s, tv);
+        if (cfg->redis_sentinel_password[0] && !auth(s, cfg->redis_sentinel_password)) {
+            snprintf(why, whylen, "sentinel %s:%d refused AUTH (sentinel_password)", a->host,
+                     a->port);
+        } else if (!(rep = redisCommand(s, "SENTINEL get-master-addr-by-name %s",
+                                        cfg->redis_master_name))) {
+            snprintf(why, whylen, "sentinel %s:%d: %s", a->host, a->port, s->errstr);
+        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+                   rep->element[0]->type == REDIS_REPLY_STRING &&
+                   rep->element[1]->type == REDIS_REPLY_STRING &&
+                   str_parse_long(rep->element[1]->str, 1, 65535, &p) == 0 &&
+                   str_copy(host, hostlen, rep->element[0]->str) == 0) {
+            *port = (int)p;
+            freeReplyObject(rep);
+            redisFree(s);
+            return true;
+        } else {
+            snprintf(why, whylen, "sentinel %s:%d %s", a->host, a->port,
+                     rep->type == REDIS_REPLY_ERROR ? rep->str : "does not know the master");
+        }
+        freeReplyObject(rep);
+        redisFree(s);
+    }
+    return false;
+}
+
+/* Whether r is a master (ROLE). */
+static bool is_master(redisContext *r)
+{
+    redisReply *rep = redisCommand(r, "ROLE");
+    bool ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+              rep->element[0]->type == REDIS_REPLY_STRING &&
+              strcmp(rep->element[0]->str, "master") == 0;
+
+    freeReplyObject(rep);
+    return ok;
+}
+
+/* With [redis] sentinels: the master they name, checked with ROLE. During a failover the
+ * sentinels may still name the old master for a moment, so a few rounds are tried. */
+static redisContext *connect_via_sentinels(const struct offhook_config *cfg)
+{
+    struct timeval tv = {.tv_sec = 3};
+    char host[256], why[512];
+    int port;
+
+    for (int round = 0; round < SENTINEL_ROUNDS; round++) {
+        redisContext *r;
+
+        if (round)
+            sleep(1);
+        if (!ask_sentinels(cfg, host, sizeof host, &port, why, sizeof why))
+            continue;
+        snprintf(server, sizeof server, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+        r = redisConnectWithTimeout(host, port, tv);
+        if (!r || r->err) {
+            snprintf(why, sizeof why, "master %s named by the sentinels: %s", server,
+                     r ? r->errstr : "out of memory");
+            redisFree(r);
+            continue;
+        }
+        redisSetTimeout(r, tv);
+        if (cfg->redis_password[0] && !auth(r, cfg->redis_password)) {
+            fprintf(stderr, "offhookctl: Redis at %s refused AUTH\n", server);
+            exit(3);
+        }
+        if (is_master(r))
+            return r;
+        snprintf(why, sizeof why, "%s, named master by the sentinels, is not a master", server);
+        redisFree(r);
+    }
+    fprintf(stderr, "offhookctl: no Redis master found through the sentinels (master_name %s): "
+                    "%s\n",
+            cfg->redis_master_name, why);
+    exit(3);
+}
+
 static redisContext *connect_redis(const struct offhook_config *cfg)
 {
     struct timeval tv = {.tv_sec = 3};
-    redisContext *r = cfg->redis.unix_path
-                          ? redisConnectUnixWithTimeout(cfg->redis.unix_path, tv)
-                          : redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
+    redisContext *r;
     redisReply *rep;
 
+    if (cfg->redis_nsentinels > 0)
+        return connect_via_sentinels(cfg);
+    snprintf(server, sizeof server, "%s", cfg->redis_url);
+    r = cfg->redis.unix_path ? redisConnectUnixWithTimeout(cfg->redis.unix_path, tv)
+                             : redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
     if (!r || r->err) {
         fprintf(stderr, "offhookctl: cannot reach Redis at %s: %s\n", cfg->redis_url,
                 r ? r->errstr : "out of memory");
         exit(3);
     }
     redisSetTimeout(r, tv);
-    if (cfg->redis_password[0]) {
-        rep = redisCommand(r, "AUTH %s", cfg->redis_password);
-        if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "offhookctl: Redis refused AUTH\n");
-            exit(3);
-        }
-        freeReplyObject(rep);
+    if (cfg->redis_password[0] && !auth(r, cfg->redis_password)) {
+        fprintf(stderr, "offhookctl: Redis refused AUTH\n");
+        exit(3);
     }
     if (cfg->redis.db) {
         rep = redisCommand(r, "SELECT %d", cfg->redis.db);
@@ -209,10 +319,14 @@ static int cmd_summary(redisContext *r, const struct offhook_config *cfg)
         for (int s = 0; s < US__COUNT; s++)
             printf("%s\"%s\":%d", s ? "," : "", user_state_name((enum user_state)s), counts[s]);
         printf("},\"sipbridge_heartbeat_ms\":%" PRId64 ",\"component_heartbeat_ms\":%" PRId64
-               ",\"events\":%lld}\n",
+               ",\"events\":%lld,\"redis\":",
                sb, comp, xlen);
+        json_str(server);
+        printf("}\n");
         return 0;
     }
+    printf("redis:      %s%s\n", server,
+           cfg->redis_nsentinels ? " (master named by the sentinels)" : "");
     printf("users:      %zu\n", cfg->nusers);
     for (int s = 0; s < US__COUNT; s++) {
         if (counts[s])
