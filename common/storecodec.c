@@ -132,6 +132,24 @@ const char storecodec_write_script[] =
     "return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORECODEC_STREAM_MAXLEN_STR
     "','*','user',ARGV[1],'state','removed')\n";
 
+/* A hash already equal to the fields is left alone; otherwise the state is written as a
+ * change. Fields are compared as a set: HGETALL's order is not the order written. */
+const char storecodec_repair_script[] =
+    "if #ARGV<3 then return 0 end\n"
+    "local cur=redis.call('HGETALL',KEYS[1])\n"
+    "if #cur==#ARGV-1 then\n"
+    " local have={}\n"
+    " for i=1,#cur,2 do have[cur[i]]=cur[i+1] end\n"
+    " local same=true\n"
+    " for i=2,#ARGV,2 do if have[ARGV[i]]~=ARGV[i+1] then same=false break end end\n"
+    " if same then return 0 end\n"
+    "end\n"
+    "redis.call('DEL',KEYS[1])\n"
+    "redis.call('HSET',KEYS[1],unpack(ARGV,2))\n"
+    "redis.call('XADD',KEYS[2],'MAXLEN','~','" STORECODEC_STREAM_MAXLEN_STR
+    "','*','user',ARGV[1],unpack(ARGV,2))\n"
+    "return 1\n";
+
 int storecodec_command_argv(const char *events_key, const char *cmd, const char *user,
                             const char *argv[STORECODEC_COMMAND_ARGC])
 {

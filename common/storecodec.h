@@ -80,6 +80,14 @@ int storecodec_decode_entry(const char *const *names, const char *const *values,
  * record's name/value pairs from storecodec_encode (none: the user was removed). */
 extern const char storecodec_write_script[];
 
+/* The check of a user's state after a reconnect (EVAL), with the same keys (both given)
+ * and arguments as storecodec_write_script for a state (not a removal). Returns 0 when
+ * the hash holds exactly these fields; otherwise Redis lost the user's latest state (it
+ * restarted empty, was flushed, or is a new master that lacked the old one's last writes)
+ * and a reader may since have read the older one, so the state is written with a stream
+ * entry, as a change, and it returns 1. */
+extern const char storecodec_repair_script[];
+
 /* Fills argv with an XADD of command cmd for user (a JID or "*") to the stream at
  * events_key; returns argc (at most STORECODEC_COMMAND_ARGC). Pointers are borrowed. */
 #define STORECODEC_COMMAND_ARGC 10

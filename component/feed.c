@@ -193,7 +193,7 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
 {
     struct feed *f = arg;
     const redisReply *last;
-    size_t loaded = 0, kept = 0;
+    size_t loaded = 0, kept = 0, newer = 0;
 
     if (!r) {
         free_snapshot(f);
@@ -234,11 +234,19 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
             bad_record(f->snapshot_jids[i], err);
             continue;
         }
+        /* Older than what this process holds: a new master (failover) that lacks the old
+         * one's last writes. What was seen stays; sipbridge writes the newer state again,
+         * as an event (its repair after reconnecting). */
+        if (u->have_rec && rec.event_us < u->rec.event_us) {
+            newer++;
+            continue;
+        }
         (void)keep(f, f->snapshot_jids[i], &rec);
         loaded++;
     }
-    log_notice("feed", "event=synced users=%zu with_state=%zu kept_missing=%zu stream_id=%s",
-               f->nsnapshot, loaded, kept, f->last_id);
+    log_notice("feed", "event=synced users=%zu with_state=%zu kept_missing=%zu kept_newer=%zu "
+               "stream_id=%s",
+               f->nsnapshot, loaded, kept, newer, f->last_id);
     free_snapshot(f);
     f->synced = true;
     metric_set(m_synced, NULL, 1);

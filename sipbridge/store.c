@@ -1,7 +1,9 @@
 /* User state to Redis: hash + stream entry per change in one script, with a per-user
  * pending slot while the link is down. On every reconnect the users whose latest state
- * was already written get their hash written again (no event): a Redis that restarted
- * without persistence, or was flushed, has lost them. */
+ * was already written are checked again (storecodec_repair_script): a Redis that
+ * restarted without persistence, was flushed, or is a new master that lacked the old
+ * one's last writes (Sentinel failover) has lost them; those are written again, with an
+ * event. */
 #include "store.h"
 
 #include <stdio.h>
@@ -53,7 +55,7 @@ struct inflight {
     uint64_t gen;
 };
 
-static struct metric *m_pending, *m_writes, *m_rewrites;
+static struct metric *m_pending, *m_writes, *m_rewrites, *m_repairs;
 
 void store_register_metrics(void)
 {
@@ -64,8 +66,11 @@ void store_register_metrics(void)
                           "User state writes to Redis, by result.", "result",
                           (const char *const[]){"ok", "error", "retried", NULL});
     m_rewrites = metric_new(METRIC_COUNTER, "offhook_store_rewrites_total",
-                            "User hashes written again after a Redis reconnect (no event).",
-                            NULL, NULL);
+                            "Users checked again after a Redis reconnect.", NULL, NULL);
+    m_repairs = metric_new(METRIC_COUNTER, "offhook_store_repairs_total",
+                           "Users whose latest state Redis had lost, found after a reconnect "
+                           "(restart, failover) and written again with an event.",
+                           NULL, NULL);
 }
 
 static void update_pending_metric(struct store *st)
@@ -119,11 +124,11 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
     free(f);
 }
 
-/* Queues the write of e's latest state: the hash, and with with_event a stream entry.
- * fn/arg get the reply. Returns 0, -1 if it could not be queued, or -2 for a JID too
- * long for a key (nothing queued). */
-static int send_record(struct store *st, struct entry *e, bool with_event,
-                       redislink_reply_fn fn, void *arg)
+/* Queues the write of e's latest state with a stream entry (storecodec_write_script), or
+ * with repair its check (storecodec_repair_script). fn/arg get the reply. Returns 0, -1
+ * if it could not be queued, or -2 for a JID too long for a key (nothing queued). */
+static int send_record(struct store *st, struct entry *e, bool repair, redislink_reply_fn fn,
+                       void *arg)
 {
     char key[2048];
     struct store_fields f;
@@ -133,11 +138,10 @@ static int send_record(struct store *st, struct entry *e, bool with_event,
     if (storecodec_key_user(st->prefix, e->jid, key, sizeof key) < 0)
         return -2;
     argv[argc++] = "EVAL";
-    argv[argc++] = storecodec_write_script;
-    argv[argc++] = with_event ? "2" : "1";
+    argv[argc++] = repair ? storecodec_repair_script : storecodec_write_script;
+    argv[argc++] = "2";
     argv[argc++] = key;
-    if (with_event)
-        argv[argc++] = st->events_key;
+    argv[argc++] = st->events_key;
     argv[argc++] = e->jid;
     if (!e->removed) {
         storecodec_encode(&e->rec, &f);
@@ -158,14 +162,20 @@ static void send_entry(struct store *st, struct entry *e)
     fl->st = st;
     fl->e = e;
     fl->gen = e->gen;
-    rc = send_record(st, e, true, on_written, fl);
+    rc = send_record(st, e, false, on_written, fl);
     if (rc < 0)
         free(fl);
     if (rc == -1)
         redislink_reset(st->link, "cannot queue a write");
 }
 
-/* Writes the next batch of already-written users' hashes again (after a reconnect). */
+static void on_repaired(struct redislink *l, redisReply *r, void *arg)
+{
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        metric_inc(m_repairs, NULL);
+}
+
+/* Checks the next batch of already-written users again (after a reconnect). */
 static void rewrite_step(evutil_socket_t fd, short what, void *arg)
 {
     struct store *st = arg;
@@ -182,7 +192,7 @@ static void rewrite_step(evutil_socket_t fd, short what, void *arg)
 
         if (e->gen != e->written || e->removed)
             continue; /* on its way with an event, or nothing to hold */
-        rc = send_record(st, e, false, NULL, NULL);
+        rc = send_record(st, e, true, on_repaired, NULL);
         if (rc == -2)
             continue;
         if (rc) {
