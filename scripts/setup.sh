@@ -9,7 +9,7 @@ PACKAGES=(
   libstrophe-dev libsofia-sip-ua-dev libevent-dev libhiredis-dev libxml2-dev libcmocka-dev
   libssl-dev
   # the real servers the tests, demo and benchmarks start on loopback
-  redis-server redis-tools prosody prosody-modules lua-unbound sip-tester
+  redis-server redis-tools redis-sentinel prosody prosody-modules lua-unbound sip-tester
   kamailio kamailio-presence-modules kamailio-tls-modules openssl ejabberd
   # fuzzing (fuzz/run.sh: clang's libFuzzer) and memcheck (scripts/valgrind.sh)
   clang libclang-rt-14-dev valgrind

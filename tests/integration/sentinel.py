@@ -1,0 +1,462 @@
+"""Redis with Sentinel for the integration tests: a master, a replica and three
+redis-sentinel processes on loopback, free ports, each in its own directory under the
+test's work directory, with short timings so a failover takes seconds.
+
+    rs = SentinelRedis(workdir).start()
+    rs.config_lines()          # the [redis] keys offhook needs to use them
+    rs.master()                # the node the sentinels name now
+    old = rs.kill_master()     # kill -9; then rs.wait_failover(old)
+"""
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+from harness import (Daemon, PbxSim, Proc, Prosody, free_port, offhook_config,
+                     wait_until)
+
+MASTER_NAME = "offhook"
+DOWN_AFTER_MS = 1000      # a master silent this long is subjectively down
+FAILOVER_TIMEOUT_MS = 3000  # a stalled failover is retried after twice this
+
+
+class RedisNode:
+    """One redis-server without persistence; replicaof makes it a replica."""
+
+    def __init__(self, workdir, name, password=None):
+        self.name = name
+        self.port = free_port()
+        self.password = password
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = None
+
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self, replicaof=None):
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--daemonize", "no", "--protected-mode", "yes"]
+        if self.password:
+            # masterauth too: a master demoted by a failover syncs from the new one.
+            argv += ["--requirepass", self.password, "--masterauth", self.password]
+        if replicaof:
+            argv += ["--replicaof", "127.0.0.1", str(replicaof.port)]
+        self.proc = Proc(self.name, argv, self.dir)
+        wait_until(lambda: self.cli("PING") == "PONG", what="redis-server %s" % self.name)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.alive()
+
+    def cli(self, *args):
+        auth = ["--no-auth-warning", "-a", self.password] if self.password else []
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + auth + list(args),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def role(self):
+        out = self.cli("ROLE").splitlines()
+        return out[0] if out else ""
+
+    def stop(self):
+        if self.proc and self.proc.alive():
+            self.proc.stop()
+
+
+SENTINEL_CONF = """# Written by offhook's tests: one of three sentinels on loopback.
+port {port}
+bind 127.0.0.1
+protected-mode no
+daemonize no
+dir {dir}
+logfile ""
+sentinel resolve-hostnames no
+sentinel monitor {name} 127.0.0.1 {master_port} 2
+sentinel down-after-milliseconds {name} {down_after}
+sentinel failover-timeout {name} {failover_timeout}
+sentinel parallel-syncs {name} 1
+{auth_pass}{requirepass}"""
+
+
+class Sentinel:
+    """One redis-sentinel with its own config file (which it rewrites as it learns)."""
+
+    def __init__(self, workdir, index, master, password=None, redis_password=None):
+        self.name = "sentinel%d" % index
+        self.port = free_port()
+        self.password = password
+        self.dir = os.path.join(workdir, self.name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.conf = os.path.join(self.dir, "sentinel.conf")
+        with open(self.conf, "w") as f:
+            f.write(SENTINEL_CONF.format(
+                port=self.port, dir=self.dir, name=MASTER_NAME, master_port=master.port,
+                down_after=DOWN_AFTER_MS, failover_timeout=FAILOVER_TIMEOUT_MS,
+                auth_pass=("sentinel auth-pass %s %s\n" % (MASTER_NAME, redis_password)
+                           if redis_password else ""),
+                # The sentinels talk to each other with the same password.
+                requirepass=("requirepass %s\nsentinel sentinel-pass %s\n" % (password, password)
+                             if password else "")))
+        self.proc = None
+
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.proc = Proc(self.name, ["redis-sentinel", self.conf], self.dir)
+        wait_until(lambda: self.cli("PING") == "PONG", what=self.name)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.alive()
+
+    def cli(self, *args):
+        auth = ["--no-auth-warning", "-a", self.password] if self.password else []
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + auth + list(args),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def master_port(self):
+        """The port of the master this sentinel names now, or None."""
+        out = self.cli("SENTINEL", "get-master-addr-by-name", MASTER_NAME).splitlines()
+        return int(out[1]) if len(out) == 2 and out[1].isdigit() else None
+
+    def log(self):
+        return self.proc.log() if self.proc else ""
+
+    def stop(self):
+        if self.proc and self.proc.alive():
+            self.proc.stop()
+
+
+class SentinelRedis:
+    """A Redis master and one replica watched by three sentinels (quorum 2)."""
+
+    def __init__(self, workdir, password=None, sentinel_password=None):
+        self.dir = workdir
+        self.password = password
+        self.sentinel_password = sentinel_password
+        self.nodes = [RedisNode(workdir, "redis-a", password),
+                      RedisNode(workdir, "redis-b", password)]
+        self.sentinels = []
+
+    def start(self):
+        a, b = self.nodes
+        a.start()
+        b.start(replicaof=a)
+        wait_until(lambda: "master_link_status:up" in b.cli("INFO", "replication"),
+                   what="replica in sync")
+        self.sentinels = [Sentinel(self.dir, i, a, self.sentinel_password, self.password)
+                          for i in range(3)]
+        for s in self.sentinels:
+            s.start()
+        # Each sentinel must know the replica and the two other sentinels before a
+        # failover can be agreed and carried out.
+        wait_until(lambda: all(self._ready(s) for s in self.sentinels), timeout=30,
+                   what="sentinels aware of the replica and of each other")
+        return self
+
+    def _ready(self, s):
+        info = s.cli("SENTINEL", "master", MASTER_NAME).splitlines()
+        fields = dict(zip(info[0::2], info[1::2]))
+        return fields.get("num-slaves") == "1" and fields.get("num-other-sentinels") == "2"
+
+    def wait_replica_ok(self, timeout=30):
+        """Until every live sentinel sees the replica up and in sync with the master, so
+        that it can be promoted."""
+        def ok(s):
+            out = s.cli("SENTINEL", "replicas", MASTER_NAME).splitlines()
+            fields = dict(zip(out[0::2], out[1::2]))
+            return (fields.get("flags") == "slave" and
+                    fields.get("master-link-status") == "ok")
+        wait_until(lambda: all(ok(s) for s in self.sentinels if s.alive()), timeout=timeout,
+                   what="the replica up and in sync for every sentinel")
+
+    def config_lines(self):
+        """The [redis] keys of an offhook.conf that uses these sentinels."""
+        lines = ["sentinels = %s" % ", ".join(s.addr() for s in self.sentinels),
+                 "master_name = %s" % MASTER_NAME]
+        if self.password:
+            lines.append("password = %s" % self.password)
+        if self.sentinel_password:
+            lines.append("sentinel_password = %s" % self.sentinel_password)
+        return lines
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def master(self):
+        """The node the (live) sentinels agree is the master now."""
+        ports = {s.master_port() for s in self.sentinels if s.alive()}
+        if len(ports) != 1 or None in ports:
+            raise RuntimeError("sentinels disagree on the master: %r" % ports)
+        return self.node(ports.pop())
+
+    def replica(self):
+        m = self.master()
+        return next(n for n in self.nodes if n is not m)
+
+    def kill_master(self):
+        """kill -9 of the master; returns it."""
+        m = self.master()
+        m.proc.kill9()
+        return m
+
+    def wait_failover(self, old, timeout=30):
+        """Waits until every live sentinel names another master than old, and that one
+        says it is a master; returns it."""
+        def done():
+            ports = {s.master_port() for s in self.sentinels if s.alive()}
+            if len(ports) != 1 or old.port in ports or None in ports:
+                return None
+            new = self.node(ports.pop())
+            return new if new.role() == "master" else None
+        return wait_until(done, timeout=timeout, interval=0.05, what="a failover")
+
+    def lag_replica(self):
+        """Cuts replication and freezes the replica, so that what the master takes from
+        now on is not replicated: what a master killed with writes not yet sent to its
+        replica loses (asynchronous replication). resume_replica() thaws it."""
+        m, r = self.master(), self.replica()
+        r.proc.p.send_signal(signal.SIGSTOP)
+        m.cli("CLIENT", "KILL", "TYPE", "replica")
+        return r
+
+    def resume_replica(self, r):
+        r.proc.p.send_signal(signal.SIGCONT)
+
+    def sentinel_log(self):
+        return "\n".join("==== %s ====\n%s" % (s.name, s.log()[-3000:]) for s in self.sentinels)
+
+    def stop(self):
+        for s in self.sentinels:
+            s.stop()
+        for n in self.nodes:
+            if n.proc:
+                try:
+                    n.proc.p.send_signal(signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            n.stop()
+
+
+STATES = ("idle", "ringing", "on_call", "on_hold")
+VIEW = {
+    "idle": ("available", "", ""),
+    "ringing": ("available", "", "Ringing"),
+    "on_call": ("available", "dnd", "On the phone"),
+    "on_hold": ("available", "dnd", "On hold"),
+}
+EXT0 = 3000
+
+
+class Calls:
+    """The PBX (bench/pbxsim) and what it holds: each user's call state, and every state
+    it went through, in order, for checking what a client was shown."""
+
+    def __init__(self, pbx, n, seed=12):
+        self.pbx = pbx
+        self.n = n
+        self.truth = {i: "idle" for i in range(n)}
+        self.history = {i: [("idle", 0.0)] for i in range(n)}
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.changes = 0
+        self._thread = None
+        self._stop = threading.Event()
+
+    def set(self, i, state):
+        with self.lock:
+            self.pbx.set(EXT0 + i, state)
+            self.truth[i] = state
+            self.history[i].append((state, time.monotonic()))
+            self.changes += 1
+
+    def shuffle(self, count=None):
+        """count users (all by default) move to another call state."""
+        for i in self.rng.sample(range(self.n), count or self.n):
+            self.set(i, self.rng.choice([st for st in STATES if st != self.truth[i]]))
+
+    def start_background(self, count=5, every_s=0.2):
+        """Calls keep changing, count users every every_s seconds, until stop_background."""
+        self._stop.clear()
+
+        def run():
+            while not self._stop.is_set():
+                self.shuffle(count)
+                self._stop.wait(every_s)
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop_background(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+    def state_at(self, i, t):
+        """Index in history[i] of the state the PBX held at monotonic time t."""
+        k = 0
+        for j, (_, at) in enumerate(self.history[i]):
+            if at <= t:
+                k = j
+        return k
+
+
+def contact(i):
+    return "u%02d@phone.localhost" % i
+
+
+class SentinelStack:
+    """Redis with Sentinel, Prosody, pbxsim, sipbridge, the component and one chat user
+    (boss) watching every phone contact; offhook configured with sentinels, not a url."""
+
+    def __init__(self, workdir, n_users=40, loglevel="info"):
+        self.dir = workdir
+        self.n = n_users
+        self.rs = SentinelRedis(workdir, password="redis-pw", sentinel_password="sentinel-pw")
+        self.prosody = None
+        self.pbx = None
+        self.sipbridge = self.component = None
+        self.daemons = []
+        self.w = None
+        try:
+            self.rs.start()
+            self.prosody = Prosody(workdir)
+            self.prosody.register("boss", "pw")
+            self.prosody.start()
+            self.pbx_port = free_port()
+            self.pbx = PbxSim(workdir, self.pbx_port).start()
+            self.metrics_sb, self.metrics_comp = free_port(), free_port()
+            users = [("u%02d@localhost" % i, "sip:%d@127.0.0.1:%d" % (EXT0 + i, self.pbx_port))
+                     for i in range(n_users)]
+            self.config = use_sentinels(offhook_config(
+                os.path.join(workdir, "offhook.conf"), "redis://unused", self.prosody.comp,
+                free_port(), self.pbx_port, self.metrics_sb, self.metrics_comp, users,
+                secret=self.prosody.secret, loglevel=loglevel), self.rs)
+            self.calls = Calls(self.pbx, n_users)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_daemons(self):
+        """Both daemons and the watcher; returns seconds until the client shows every
+        phone (all idle at first)."""
+        t0 = time.monotonic()
+        self.component = self.start("component", self.metrics_comp)
+        self.sipbridge = self.start("sipbridge", self.metrics_sb)
+        if self.w is None:
+            from watcher import Watcher
+            self.w = Watcher("boss@localhost", "pw", self.prosody.c2s, reconnect=True)
+            for i in range(self.n):
+                self.w.subscribe(contact(i))
+        return self.converge(t0=t0)
+
+    def start(self, name, port):
+        d = Daemon(name, self.config, self.dir, port)
+        self.daemons.append(d)
+        wait_until(d.ready, timeout=30, what="%s /readyz" % name)
+        return d
+
+    def wrong(self):
+        cur = self.w.current()
+        return {contact(i): (cur.get(contact(i)), VIEW[self.calls.truth[i]])
+                for i in range(self.n) if cur.get(contact(i)) != VIEW[self.calls.truth[i]]}
+
+    def wrong_in_redis(self, node=None):
+        """Users whose hash in Redis (the master by default) differs from the PBX."""
+        node = node or self.rs.master()
+        out = {}
+        for i in range(self.n):
+            st = node.cli("HGET", "offhook:user:u%02d@localhost" % i, "state")
+            if st != self.calls.truth[i]:
+                out["u%02d" % i] = (st, self.calls.truth[i])
+        return out
+
+    def converge(self, timeout=30.0, t0=None):
+        """Seconds (from t0, default now) until the client shows every phone as the PBX
+        holds it."""
+        t0 = t0 or time.monotonic()
+        try:
+            wait_until(lambda: not self.wrong(), timeout=timeout, interval=0.05,
+                       what="every phone shown as the PBX holds it")
+        except TimeoutError:
+            w = self.wrong()
+            raise AssertionError("%d phones wrong after %.0fs, e.g. %r\n%s" % (
+                len(w), timeout, sorted(w.items())[:5], self.logs()))
+        return time.monotonic() - t0
+
+    def shown_out_of_order(self, since):
+        """Contacts whose presences received after since are not a subsequence of the
+        states their phone went through from then on: a state shown again after a newer
+        one (applied twice) or one that never was."""
+        bad = {}
+        for i in range(self.n):
+            views = []
+            for p in self.w.seen(contact(i)):
+                if p.at < since or p.type not in ("available", "unavailable"):
+                    continue
+                if not views or views[-1] != p.view():
+                    views.append(p.view())
+            hist = self.calls.history[i][self.calls.state_at(i, since):]
+            k = 0
+            for v in views:
+                while k < len(hist) and VIEW[hist[k][0]] != v:
+                    k += 1
+                if k == len(hist):
+                    bad[contact(i)] = (views, [h[0] for h in hist])
+                    break
+        return bad
+
+    def logs(self):
+        out = []
+        for d in self.daemons[-2:]:
+            out.append("==== %s ====\n%s" % (d.name, d.log()[-6000:]))
+        out.append(self.rs.sentinel_log())
+        return "\n".join(out)
+
+    def stop(self):
+        """Stops everything; returns the problems seen (bad exits, sanitizer reports)."""
+        problems = []
+        if self.w:
+            try:
+                self.w.close()
+            except Exception:
+                pass
+        for d in self.daemons:
+            was_alive = d.alive()
+            rc = d.stop()
+            if was_alive and rc != 0:
+                problems.append("%s exited with %s" % (d.name, rc))
+            problems += d.problems()
+        if self.pbx and self.pbx.proc:
+            self.pbx.proc.stop()
+        if self.prosody:
+            self.prosody.stop()
+        self.rs.stop()
+        return problems
+
+
+def use_sentinels(config_path, rs):
+    """Rewrites an offhook.conf written by harness.offhook_config: the url line becomes
+    the sentinels' keys."""
+    with open(config_path) as f:
+        lines = f.read().split("\n")
+    out = []
+    for line in lines:
+        if line.startswith("url = "):
+            out += rs.config_lines()
+        else:
+            out.append(line)
+    with open(config_path, "w") as f:
+        f.write("\n".join(out))
+    os.chmod(config_path, 0o600)
+    return config_path
+
+
+def elapsed(t0):
+    return round(time.monotonic() - t0, 2)
