@@ -1,6 +1,8 @@
 """Redis with Sentinel for the integration tests: a master, a replica and three
 redis-sentinel processes on loopback, free ports, each in its own directory under the
-test's work directory, with short timings so a failover takes seconds.
+test's work directory, with short timings so a failover takes seconds. Their
+configuration files are deploy/redis's recipe with the addresses, passwords and timings
+replaced, so the recipe operators follow is the one tested.
 
     rs = SentinelRedis(workdir).start()
     rs.config_lines()          # the [redis] keys offhook needs to use them
@@ -15,16 +17,31 @@ import subprocess
 import threading
 import time
 
-from harness import (Daemon, PbxSim, Proc, Prosody, free_port, offhook_config,
+from harness import (ROOT, Daemon, PbxSim, Proc, Prosody, free_port, offhook_config,
                      wait_until)
+
+RECIPE = os.path.join(ROOT, "deploy", "redis")
 
 MASTER_NAME = "offhook"
 DOWN_AFTER_MS = 1000      # a master silent this long is subjectively down
 FAILOVER_TIMEOUT_MS = 3000  # a stalled failover is retried after twice this
 
 
+def recipe(name, replace):
+    """deploy/redis/<name> with each (old, new) line replaced; a replacement that matches
+    no line is an error, so the recipe and the tests cannot drift apart unnoticed."""
+    lines = open(os.path.join(RECIPE, name)).read().split("\n")
+    for old, new in replace:
+        hits = [i for i, line in enumerate(lines) if line == old]
+        if len(hits) != 1:
+            raise RuntimeError("deploy/redis/%s: %d lines %r" % (name, len(hits), old))
+        lines[hits[0]] = new
+    return "\n".join(lines)
+
+
 class RedisNode:
-    """One redis-server without persistence; replicaof makes it a replica."""
+    """One redis-server from deploy/redis/redis.conf, without persistence; replicaof
+    makes it a replica."""
 
     def __init__(self, workdir, name, password=None):
         self.name = name
@@ -38,12 +55,17 @@ class RedisNode:
         return "127.0.0.1:%d" % self.port
 
     def start(self, replicaof=None):
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self.dir,
-                "--daemonize", "no", "--protected-mode", "yes"]
-        if self.password:
-            # masterauth too: a master demoted by a failover syncs from the new one.
-            argv += ["--requirepass", self.password, "--masterauth", self.password]
+        conf = os.path.join(self.dir, "redis.conf")
+        pw = self.password
+        with open(conf, "w") as f:
+            f.write(recipe("redis.conf", [
+                ("bind 192.0.2.11 127.0.0.1 -::1", "bind 127.0.0.1"),
+                ("port 6379", "port %d" % self.port),
+                ("requirepass CHANGE-ME", "requirepass %s" % pw if pw else ""),
+                ("masterauth CHANGE-ME", "masterauth %s" % pw if pw else "")]))
+        # Without persistence: a restarted node comes back empty, as a replica resyncs.
+        argv = ["redis-server", conf, "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--daemonize", "no"]
         if replicaof:
             argv += ["--replicaof", "127.0.0.1", str(replicaof.port)]
         self.proc = Proc(self.name, argv, self.dir)
@@ -68,23 +90,9 @@ class RedisNode:
             self.proc.stop()
 
 
-SENTINEL_CONF = """# Written by offhook's tests: one of three sentinels on loopback.
-port {port}
-bind 127.0.0.1
-protected-mode no
-daemonize no
-dir {dir}
-logfile ""
-sentinel resolve-hostnames no
-sentinel monitor {name} 127.0.0.1 {master_port} 2
-sentinel down-after-milliseconds {name} {down_after}
-sentinel failover-timeout {name} {failover_timeout}
-sentinel parallel-syncs {name} 1
-{auth_pass}{requirepass}"""
-
-
 class Sentinel:
-    """One redis-sentinel with its own config file (which it rewrites as it learns)."""
+    """One redis-sentinel from deploy/redis/sentinel.conf (which it rewrites as it
+    learns)."""
 
     def __init__(self, workdir, index, master, password=None, redis_password=None):
         self.name = "sentinel%d" % index
@@ -93,15 +101,23 @@ class Sentinel:
         self.dir = os.path.join(workdir, self.name)
         os.makedirs(self.dir, exist_ok=True)
         self.conf = os.path.join(self.dir, "sentinel.conf")
+        pw, rpw = password, redis_password
+        text = recipe("sentinel.conf", [
+            ("port 26379", "port %d" % self.port),
+            ("bind 192.0.2.11 127.0.0.1", "bind 127.0.0.1"),
+            ("sentinel monitor offhook 192.0.2.11 6379 2",
+             "sentinel monitor %s 127.0.0.1 %d 2" % (MASTER_NAME, master.port)),
+            ("sentinel auth-pass offhook CHANGE-ME",
+             "sentinel auth-pass %s %s" % (MASTER_NAME, rpw) if rpw else ""),
+            ("sentinel down-after-milliseconds offhook 5000",
+             "sentinel down-after-milliseconds %s %d" % (MASTER_NAME, DOWN_AFTER_MS)),
+            ("sentinel failover-timeout offhook 60000",
+             "sentinel failover-timeout %s %d" % (MASTER_NAME, FAILOVER_TIMEOUT_MS)),
+            ("# requirepass SENTINEL-CHANGE-ME", "requirepass %s" % pw if pw else ""),
+            ("# sentinel sentinel-pass SENTINEL-CHANGE-ME",
+             "sentinel sentinel-pass %s" % pw if pw else "")])
         with open(self.conf, "w") as f:
-            f.write(SENTINEL_CONF.format(
-                port=self.port, dir=self.dir, name=MASTER_NAME, master_port=master.port,
-                down_after=DOWN_AFTER_MS, failover_timeout=FAILOVER_TIMEOUT_MS,
-                auth_pass=("sentinel auth-pass %s %s\n" % (MASTER_NAME, redis_password)
-                           if redis_password else ""),
-                # The sentinels talk to each other with the same password.
-                requirepass=("requirepass %s\nsentinel sentinel-pass %s\n" % (password, password)
-                             if password else "")))
+            f.write(text + '\ndir %s\nlogfile ""\ndaemonize no\n' % self.dir)
         self.proc = None
 
     def addr(self):
