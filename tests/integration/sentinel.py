@@ -293,18 +293,21 @@ class Calls:
             self.history[i].append((state, time.monotonic()))
             self.changes += 1
 
-    def shuffle(self, count=None):
-        """count users (all by default) move to another call state."""
-        for i in self.rng.sample(range(self.n), count or self.n):
+    def shuffle(self, count=None, users=None):
+        """count of users (all by default; taken from users if given) move to another call
+        state."""
+        users = list(users if users is not None else range(self.n))
+        for i in self.rng.sample(users, count or len(users)):
             self.set(i, self.rng.choice([st for st in STATES if st != self.truth[i]]))
 
-    def start_background(self, count=5, every_s=0.2):
-        """Calls keep changing, count users every every_s seconds, until stop_background."""
+    def start_background(self, count=5, every_s=0.2, users=None):
+        """Calls keep changing, count users (of users) every every_s seconds, until
+        stop_background."""
         self._stop.clear()
 
         def run():
             while not self._stop.is_set():
-                self.shuffle(count)
+                self.shuffle(count, users)
                 self._stop.wait(every_s)
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
