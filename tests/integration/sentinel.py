@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 
+from calls import VIEW
 from harness import (ROOT, Daemon, PbxSim, Proc, Prosody, free_port, offhook_config,
                      wait_until)
 
@@ -261,13 +262,7 @@ class SentinelRedis:
             n.stop()
 
 
-STATES = ("idle", "ringing", "on_call", "on_hold")
-VIEW = {
-    "idle": ("available", "", ""),
-    "ringing": ("available", "", "Ringing"),
-    "on_call": ("available", "dnd", "On the phone"),
-    "on_hold": ("available", "dnd", "On hold"),
-}
+STATES = tuple(VIEW)   # the call states pbxsim plays
 EXT0 = 3000
 
 
