@@ -16,6 +16,7 @@ import time
 import pytest
 
 from harness import Workdir, binary, wait_until
+from calls import VIEW
 from sentinel import SentinelStack, contact
 
 N_USERS = 40
@@ -157,6 +158,7 @@ def test_sentinel_down_changes_nothing(st):
 
 
 LAGGED = range(10)  # with lag: their last change is lost with the old master
+MARK = N_USERS - 1  # changes once, just after the fault: when does the client show it?
 
 
 def failover(s, case, trigger, lag=False):
@@ -170,7 +172,8 @@ def failover(s, case, trigger, lag=False):
     before = {d.name: links(d, "offhook_redis_master_changes_total")
               for d in (s.sipbridge, s.component)}
     repairs_before = s.sipbridge.metrics().get("offhook_store_repairs_total", 0)
-    s.calls.start_background(users=[i for i in range(N_USERS) if not lag or i not in LAGGED])
+    s.calls.start_background(users=[i for i in range(N_USERS)
+                                    if i != MARK and (not lag or i not in LAGGED)])
     lost_id = None
     try:
         time.sleep(0.5)
@@ -185,6 +188,7 @@ def failover(s, case, trigger, lag=False):
         trigger(old)
         if lag:
             s.rs.resume_replica(replica)
+        s.calls.shuffle(users=[MARK])
         new = s.rs.wait_failover(old)
         elected = time.monotonic() - t0
         # Every link on the new master, through a fresh connection.
@@ -192,6 +196,9 @@ def failover(s, case, trigger, lag=False):
                                for d in (s.sipbridge, s.component)),
                    timeout=20, what="every link on the new master")
         moved = time.monotonic() - t0
+        wait_until(lambda: s.w.current().get(contact(MARK)) == VIEW[s.calls.truth[MARK]],
+                   timeout=20, what="the change made during the failover shown")
+        shown = time.monotonic() - t0
         time.sleep(1.0)  # and calls go on a while on the new master
     finally:
         s.calls.stop_background()
@@ -222,7 +229,7 @@ def failover(s, case, trigger, lag=False):
     sb = s.sipbridge.metrics()
     assert sb.get("offhook_store_pending_users", -1) == 0
     row = dict(elected_s=round(elected, 2), links_moved_s=round(moved, 2),
-               calls_until_s=round(stopped - t0, 2), converged_s=round(converged, 2),
+               change_shown_s=round(shown, 2), calls_until_s=round(stopped - t0, 2), converged_s=round(converged, 2),
                settled_s=round(took, 2), users_repaired=int(repairs),
                changes=s.calls.changes)
     report(case, **row)
