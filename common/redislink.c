@@ -392,6 +392,7 @@ struct redislink *redislink_new(struct event_base *base, const struct offhook_co
      * and "no data" would read as "no such link". */
     metric_add(m_errors, l->name, 0);
     metric_add(m_master_changes, l->name, 0);
+    sentinel_metrics_link(l->name);
     if (cfg->redis_nsentinels > 0) {
         l->sentinel = sentinel_new(base, cfg, name, on_master_named, l);
         l->db = 0; /* the url is not used */

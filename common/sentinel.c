@@ -73,6 +73,11 @@ void sentinel_register_metrics(void)
                           "link", NULL);
 }
 
+void sentinel_metrics_link(const char *link)
+{
+    metric_add(m_errors, link, 0);
+}
+
 /* Text from a server, fit for a quoted log value. */
 static void clean(const char *in, char *out, size_t len)
 {
@@ -510,7 +515,6 @@ struct sentinel *sentinel_new(struct event_base *base, const struct offhook_conf
                  (uint64_t)clock_wall_us() ^ (uintptr_t)s);
     s->sub_ev = evtimer_new(base, sub_step, s);
     s->announce = evtimer_new(base, announce, s);
-    metric_add(m_errors, s->link, 0); /* exported from the first scrape */
     evtimer_add(s->sub_ev, &now);
     return s;
 }

@@ -33,5 +33,8 @@ void sentinel_lookup(struct sentinel *s, sentinel_addr_fn fn, void *arg);
 void sentinel_cancel(struct sentinel *s);
 /* Registers offhook_redis_sentinel_errors_total{link} (redislink_register_metrics does). */
 void sentinel_register_metrics(void);
+/* Exports link's sentinel error counter from zero, with or without sentinels (every
+ * counter has a sample from the first scrape). */
+void sentinel_metrics_link(const char *link);
 
 #endif
