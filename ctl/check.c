@@ -140,19 +140,122 @@ static const char *reply_error(const redisContext *c, const redisReply *rep, cha
     return buf;
 }
 
-void check_redis(const struct offhook_config *cfg, int timeout_ms, struct check_result *r)
+/* Appends to note (NUL-terminated, len bytes), "; "-separated. */
+static void note_add(char *note, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void note_add(char *note, size_t len, const char *fmt, ...)
+{
+    size_t used = strlen(note);
+    va_list ap;
+
+    if (used + 3 >= len)
+        return;
+    if (used) {
+        memcpy(note + used, "; ", 3);
+        used += 2;
+    }
+    va_start(ap, fmt);
+    vsnprintf(note + used, len - used, fmt, ap);
+    va_end(ap);
+}
+
+/* One sentinel's answer: true with host/port, or false with why. */
+static bool ask_one(const struct offhook_config *cfg, const struct redis_addr *a,
+                    int timeout_ms, char *host, size_t hostlen, int *port, char *why,
+                    size_t whylen)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    redisContext *s = redisConnectWithTimeout(a->host, a->port, tv);
+    redisReply *rep = NULL;
+    char err[256];
+    long p;
+    bool ok = false;
+
+    if (!s || s->err) {
+        snprintf(why, whylen, "%s", s ? s->errstr : "out of memory");
+        goto out;
+    }
+    redisSetTimeout(s, tv);
+    if (cfg->redis_sentinel_password[0]) {
+        rep = redisCommand(s, "AUTH %s", cfg->redis_sentinel_password);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            snprintf(why, whylen, "refused AUTH (sentinel_password): %s",
+                     reply_error(s, rep, err, sizeof err));
+            goto out;
+        }
+        freeReplyObject(rep);
+    }
+    rep = redisCommand(s, "SENTINEL get-master-addr-by-name %s", cfg->redis_master_name);
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_STRING &&
+        rep->element[1]->type == REDIS_REPLY_STRING &&
+        str_parse_long(rep->element[1]->str, 1, 65535, &p) == 0 &&
+        str_copy(host, hostlen, rep->element[0]->str) == 0) {
+        *port = (int)p;
+        ok = true;
+    } else if (rep && rep->type == REDIS_REPLY_NIL) {
+        snprintf(why, whylen, "does not know the master (no master_name %.128s there)",
+                 cfg->redis_master_name);
+    } else {
+        snprintf(why, whylen, "%s", reply_error(s, rep, err, sizeof err));
+    }
+out:
+    freeReplyObject(rep);
+    if (s)
+        redisFree(s);
+    return ok;
+}
+
+bool check_ask_sentinels(const struct offhook_config *cfg, int timeout_ms, bool all,
+                         char *host, size_t hostlen, int *port, char *note, size_t notelen)
+{
+    char h[256], why[384], scratch[2];
+    bool found = false;
+    int p;
+
+    if (!note) {
+        note = scratch;
+        notelen = sizeof scratch;
+    }
+    note[0] = '\0';
+    for (int i = 0; i < cfg->redis_nsentinels && (all || !found); i++) {
+        const struct redis_addr *a = &cfg->redis_sentinel[i];
+        bool v6 = strchr(a->host, ':') != NULL;
+
+        if (!ask_one(cfg, a, timeout_ms, h, sizeof h, &p, why, sizeof why)) {
+            note_add(note, notelen, "sentinel %s%s%s:%d %s", v6 ? "[" : "", a->host,
+                     v6 ? "]" : "", a->port, why);
+            continue;
+        }
+        if (!found) {
+            str_copy(host, hostlen, h);
+            *port = p;
+            found = true;
+        } else if (p != *port || strcmp(h, host) != 0) {
+            note_add(note, notelen, "sentinel %s%s%s:%d names %s:%d", v6 ? "[" : "", a->host,
+                     v6 ? "]" : "", a->port, h, p);
+        }
+    }
+    if (!cfg->redis_nsentinels)
+        note_add(note, notelen, "no sentinel configured");
+    return found;
+}
+
+/* The checks of one Redis server, begun by the caller: AUTH, SELECT, PING, ROLE. where
+ * says how the server was chosen, for the advice on a replica. note, if not empty, ends
+ * a good verdict. */
+static void check_server(const struct offhook_config *cfg, const char *host, int port,
+                         int db, int timeout_ms, const char *where, const char *note,
+                         struct check_result *r)
 {
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
     redisContext *c;
     redisReply *rep = NULL;
     char err[256], version[64] = "", role[32] = "";
 
-    if (cfg->redis.unix_path)
-        check_begin(r, "redis", "unix:%s db %d", cfg->redis.unix_path, cfg->redis.db);
-    else
-        check_begin(r, "redis", "%s:%d db %d", cfg->redis.host, cfg->redis.port, cfg->redis.db);
-    c = cfg->redis.unix_path ? redisConnectUnixWithTimeout(cfg->redis.unix_path, tv)
-                             : redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
+    c = !host ? redisConnectUnixWithTimeout(cfg->redis.unix_path, tv)
+              : redisConnectWithTimeout(host, port, tv);
     if (!c || c->err) {
         check_end(r, false, "cannot connect: %s", c ? c->errstr : "out of memory");
         goto out;
@@ -167,10 +270,10 @@ void check_redis(const struct offhook_config *cfg, int timeout_ms, struct check_
         }
         freeReplyObject(rep);
     }
-    if (cfg->redis.db) {
-        rep = redisCommand(c, "SELECT %d", cfg->redis.db);
+    if (db) {
+        rep = redisCommand(c, "SELECT %d", db);
         if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            check_end(r, false, "SELECT %d refused: %s", cfg->redis.db,
+            check_end(r, false, "SELECT %d refused: %s", db,
                       reply_error(c, rep, err, sizeof err));
             goto out;
         }
@@ -199,17 +302,44 @@ void check_redis(const struct offhook_config *cfg, int timeout_ms, struct check_
         rep->element[0]->type == REDIS_REPLY_STRING)
         check_printable(role, sizeof role, rep->element[0]->str, rep->element[0]->len);
     if (strcmp(role, "slave") == 0) {
-        check_end(r, false, "%sa read-only replica: sipbridge's writes would be refused "
-                            "(point [redis] url at the master)",
-                  version);
+        check_end(r, false, "%sa read-only replica: sipbridge's writes would be refused (%s)",
+                  version, where);
     } else if (strcmp(role, "sentinel") == 0) {
-        check_end(r, false, "a Sentinel, not a Redis server (point [redis] url at the master)");
+        check_end(r, false, "a Sentinel, not a Redis server (%s)", where);
     } else {
-        check_end(r, true, "%s%s, PING answered", version,
-                  role[0] ? role : "role unknown (ROLE refused)");
+        check_end(r, true, "%s%s, PING answered%s%s", version,
+                  role[0] ? role : "role unknown (ROLE refused)", note[0] ? "; " : "", note);
     }
 out:
     freeReplyObject(rep);
     if (c)
         redisFree(c);
+}
+
+void check_redis(const struct offhook_config *cfg, int timeout_ms, struct check_result *r)
+{
+    char host[256], note[300];
+    int port;
+
+    if (cfg->redis_nsentinels > 0) {
+        check_begin(r, "redis", "master %s via %d sentinels", cfg->redis_master_name,
+                    cfg->redis_nsentinels);
+        if (!check_ask_sentinels(cfg, timeout_ms, true, host, sizeof host, &port, note,
+                                 sizeof note)) {
+            check_end(r, false, "no sentinel named a master: %s", note);
+            return;
+        }
+        snprintf(r->target, sizeof r->target, strchr(host, ':') ? "[%s]:%d (master %s)"
+                                                                 : "%s:%d (master %s)",
+                 host, port, cfg->redis_master_name);
+        check_server(cfg, host, port, 0, timeout_ms,
+                     "the sentinels name it master: a failover in progress?", note, r);
+        return;
+    }
+    if (cfg->redis.unix_path)
+        check_begin(r, "redis", "unix:%s db %d", cfg->redis.unix_path, cfg->redis.db);
+    else
+        check_begin(r, "redis", "%s:%d db %d", cfg->redis.host, cfg->redis.port, cfg->redis.db);
+    check_server(cfg, cfg->redis.unix_path ? NULL : cfg->redis.host, cfg->redis.port,
+                 cfg->redis.db, timeout_ms, "point [redis] url at the master", "", r);
 }

@@ -20,8 +20,18 @@ struct check_result {
 };
 
 /* Connects, AUTHs with [redis] password, SELECTs the database, PINGs and asks ROLE: a
- * replica (read-only: sipbridge's writes would be refused) or a Sentinel fails. */
+ * replica (read-only: sipbridge's writes would be refused) or a Sentinel fails. With
+ * [redis] sentinels, every sentinel is asked for the master first: none answering fails,
+ * some failing or disagreeing is said in the detail; then the master named is checked. */
 void check_redis(const struct offhook_config *cfg, int timeout_ms, struct check_result *r);
+
+/* With [redis] sentinels: asks them in turn (each within timeout_ms, with [redis]
+ * sentinel_password) where the master of master_name is; stops at the first answer, or
+ * with all asks every one. Returns true with host and port filled; note (may be NULL)
+ * then says which sentinels failed or named another master, or, on false, why none
+ * answered. */
+bool check_ask_sentinels(const struct offhook_config *cfg, int timeout_ms, bool all,
+                         char *host, size_t hostlen, int *port, char *note, size_t notelen);
 
 /* ---- helpers shared by the checks ------------------------------------------------- */
 

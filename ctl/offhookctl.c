@@ -84,51 +84,6 @@ static bool auth(redisContext *r, const char *password)
     return ok;
 }
 
-/* Asks each sentinel in turn for the master; fills host/port, or says why not. */
-static bool ask_sentinels(const struct offhook_config *cfg, char *host, size_t hostlen,
-                          int *port, char *why, size_t whylen)
-{
-    struct timeval tv = {.tv_sec = 2};
-
-    snprintf(why, whylen, "no sentinel configured");
-    for (int i = 0; i < cfg->redis_nsentinels; i++) {
-        const struct redis_addr *a = &cfg->redis_sentinel[i];
-        redisContext *s = redisConnectWithTimeout(a->host, a->port, tv);
-        redisReply *rep = NULL;
-        long p;
-
-        if (!s || s->err) {
-            snprintf(why, whylen, "sentinel %s:%d: %s", a->host, a->port,
-                     s ? s->errstr : "out of memory");
-            redisFree(s);
-            continue;
-        }
-        redisSetTimeout(s, tv);
-        if (cfg->redis_sentinel_password[0] && !auth(s, cfg->redis_sentinel_password)) {
-            snprintf(why, whylen, "sentinel %s:%d refused AUTH (sentinel_password)", a->host,
-                     a->port);
-        } else if (!(rep = redisCommand(s, "SENTINEL get-master-addr-by-name %s",
-                                        cfg->redis_master_name))) {
-            snprintf(why, whylen, "sentinel %s:%d: %s", a->host, a->port, s->errstr);
-        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
-                   rep->element[0]->type == REDIS_REPLY_STRING &&
-                   rep->element[1]->type == REDIS_REPLY_STRING &&
-                   str_parse_long(rep->element[1]->str, 1, 65535, &p) == 0 &&
-                   str_copy(host, hostlen, rep->element[0]->str) == 0) {
-            *port = (int)p;
-            freeReplyObject(rep);
-            redisFree(s);
-            return true;
-        } else {
-            snprintf(why, whylen, "sentinel %s:%d %s", a->host, a->port,
-                     rep->type == REDIS_REPLY_ERROR ? rep->str : "does not know the master");
-        }
-        freeReplyObject(rep);
-        redisFree(s);
-    }
-    return false;
-}
-
 /* Whether r is a master (ROLE). */
 static bool is_master(redisContext *r)
 {
@@ -142,7 +97,8 @@ static bool is_master(redisContext *r)
 }
 
 /* With [redis] sentinels: the master they name, checked with ROLE. During a failover the
- * sentinels may still name the old master for a moment, so a few rounds are tried. */
+ * sentinels may still name the old master for a moment (dead, or demoted), so a few
+ * rounds are tried. */
 static redisContext *connect_via_sentinels(const struct offhook_config *cfg)
 {
     struct timeval tv = {.tv_sec = 3};
@@ -154,8 +110,9 @@ static redisContext *connect_via_sentinels(const struct offhook_config *cfg)
 
         if (round)
             sleep(1);
-        if (!ask_sentinels(cfg, host, sizeof host, &port, why, sizeof why))
-            continue;
+        /* None answering is not a failover: the next round would say the same. */
+        if (!check_ask_sentinels(cfg, 2000, false, host, sizeof host, &port, why, sizeof why))
+            break;
         snprintf(server, sizeof server, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
         r = redisConnectWithTimeout(host, port, tv);
         if (!r || r->err) {
