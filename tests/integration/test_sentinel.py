@@ -64,11 +64,17 @@ def st():
     assert not problems, "daemon problems:\n" + "\n".join(problems)
 
 
-def ctl(s, *args):
-    r = subprocess.run([binary("offhookctl"), "-c", s.config] + list(args),
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
+def ctl(s, *args, rc=0, config=None):
+    r = subprocess.run([binary("offhookctl"), "-c", config or s.config] + list(args),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == rc, (r.returncode, r.stdout, r.stderr)
+    return r.stdout + r.stderr
+
+
+def check_redis(s, rc=0, config=None):
+    """offhookctl check redis, as JSON: the one check's verdict."""
+    doc = json.loads(ctl(s, "--json", "check", "redis", rc=rc, config=config))
+    return doc["checks"][0]
 
 
 def test_started_through_sentinels(st):
@@ -105,7 +111,12 @@ def test_offhookctl_through_sentinels(st):
     one = json.loads(ctl(s, "--json", "status", "u03@localhost"))
     assert one["state"] == s.calls.truth[3]
     assert "boss@localhost" in one["watchers"]
-    # A master name the sentinels do not know, a wrong sentinel password: a clear error.
+    # offhookctl check asks every sentinel, then checks the master they name.
+    c = check_redis(s)
+    assert c["ok"] and c["target"] == "%s (master offhook)" % s.rs.master().addr(), c
+    assert "master, PING answered" in c["detail"] and "sentinel" not in c["detail"], c
+    # A master name the sentinels do not know, a wrong sentinel password: a clear error,
+    # at once (no sentinel answering is not a failover to wait out).
     text = open(s.config).read()
     for change, err in ((("master_name = offhook", "master_name = nosuch"),
                          "does not know the master"),
@@ -115,9 +126,13 @@ def test_offhookctl_through_sentinels(st):
         with open(bad, "w") as f:
             f.write(text.replace(*change))
         os.chmod(bad, 0o600)
-        r = subprocess.run([binary("offhookctl"), "-c", bad, "status"], capture_output=True,
-                           text=True, timeout=30)
-        assert r.returncode == 3 and err in r.stderr, (r.returncode, r.stderr)
+        t0 = time.monotonic()
+        out = ctl(s, "status", rc=3, config=bad)
+        assert err in out and "no Redis master found through the sentinels" in out, out
+        assert time.monotonic() - t0 < 5
+        c = check_redis(s, rc=4, config=bad)
+        assert not c["ok"] and "no sentinel named a master" in c["detail"] and err in \
+            c["detail"], c
 
 
 def test_sentinel_down_changes_nothing(st):
@@ -145,6 +160,9 @@ def test_sentinel_down_changes_nothing(st):
     assert not s.wrong_in_redis()
     summary = json.loads(ctl(s, "--json", "status"))
     assert summary["redis"] == s.rs.master().addr()
+    # The check still passes, and names the sentinel that did not answer.
+    c = check_redis(s)
+    assert c["ok"] and ("sentinel %s" % gone.addr()) in c["detail"], c
     for d in (s.sipbridge, s.component):
         errors, changes, connects = before[d.name]
         assert links(d, "offhook_redis_errors_total") == errors, d.log()[-3000:]
