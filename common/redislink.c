@@ -40,7 +40,7 @@ struct redislink {
     int outstanding;          /* commands sent, reply not yet seen */
     int64_t last_activity;    /* mono ms of the last reply, or of the first send after idle */
     int64_t connect_started;
-    int handshake_left;       /* AUTH/SELECT replies still awaited */
+    int handshake_left;       /* AUTH/SELECT/ROLE/PING replies still awaited */
     redislink_state_fn on_state;
     void *arg;
     bool logged_down;         /* "cannot connect" is logged once per outage */
