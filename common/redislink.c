@@ -171,9 +171,9 @@ static void handshake_reply(struct redislink *l, redisReply *r, void *arg)
          r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master"))) {
         /* A sentinel answered before it learnt of a failover, or the server was demoted
          * since: writes would be refused, reads stale. Ask again. */
-        log_warn("redis", "event=not_master link=%s server=%s role=%.20s", l->name, l->master,
+        log_warn("redis", "event=not_master link=%s server=%s role=%s", l->name, l->master,
                  r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->str
-                     ? r->element[0]->str
+                     ? log_qn(r->element[0]->str, strnlen(r->element[0]->str, 20))
                      : "?");
         redislink_reset(l, "not a master");
         return;

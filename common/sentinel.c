@@ -78,18 +78,6 @@ void sentinel_metrics_link(const char *link)
     metric_add(m_errors, link, 0);
 }
 
-/* Text from a server, fit for a quoted log value. */
-static void clean(const char *in, char *out, size_t len)
-{
-    size_t i = 0;
-
-    for (; in && *in && i + 1 < len; in++) {
-        unsigned char c = (unsigned char)*in;
-        out[i++] = c < 0x20 || c == 0x7f ? '?' : c == '"' || c == '\\' ? '\'' : (char)c;
-    }
-    out[i] = '\0';
-}
-
 static void addr_text(const struct redis_addr *a, char *out, size_t len)
 {
     snprintf(out, len, strchr(a->host, ':') ? "[%s]:%d" : "%s:%d", a->host, a->port);
@@ -98,17 +86,17 @@ static void addr_text(const struct redis_addr *a, char *out, size_t len)
 /* Logged when a sentinel starts failing, not again until it has answered. */
 static void sentinel_failed(struct sentinel *s, int i, const char *why)
 {
-    char a[300], w[160];
+    char a[300];
 
     metric_inc(m_errors, s->link);
     addr_text(&s->addr[i], a, sizeof a);
-    clean(why, w, sizeof w);
+    /* why may quote the sentinel's own words: log_q keeps them inside the field. */
     if (!s->failing[i])
-        log_warn("redis", "event=sentinel_failed link=%s sentinel=%s reason=\"%s\"", s->link, a,
-                 w);
+        log_warn("redis", "event=sentinel_failed link=%s sentinel=%s reason=%s", s->link, a,
+                 log_q(why));
     else
-        log_debug("redis", "event=sentinel_failed link=%s sentinel=%s reason=\"%s\"", s->link,
-                  a, w);
+        log_debug("redis", "event=sentinel_failed link=%s sentinel=%s reason=%s", s->link, a,
+                  log_q(why));
     s->failing[i] = true;
 }
 
@@ -385,7 +373,7 @@ static void switch_announced(struct sentinel *s, const char *payload)
         strcmp(name, s->master_name) != 0 || new_port < 1 || new_port > 65535)
         return; /* another master these sentinels watch */
     log_debug("redis", "event=switch_announced link=%s master_name=%s old=%s:%d new=%s:%d",
-             s->link, name, old_ip, old_port, new_ip, new_port);
+             s->link, log_q(name), log_q(old_ip), old_port, log_q(new_ip), new_port);
     str_copy(s->ann_host, sizeof s->ann_host, new_ip);
     s->ann_port = new_port;
     event_active(s->announce, EV_TIMEOUT, 1);
