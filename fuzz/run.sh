@@ -54,6 +54,7 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 dpkg-query -W -f='${Status}' libclang-rt-14-dev 2>/dev/null | grep -q "install ok installed" ||
   need+=(libclang-rt-14-dev)
 for p in cmake pkg-config make libstrophe-dev libsofia-sip-ua-dev libevent-dev libhiredis-dev \
+         libldap2-dev \
          libxml2-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
