@@ -99,10 +99,10 @@ static char *text_copy(const char *v, size_t len, size_t max)
  * check refuses, so that "1001\0junk" is not taken for "1001". */
 static char *raw_copy(const char *v, size_t len)
 {
-    char *out = xstrndup(v, len);
+    char *out = xmalloc(len + 1);
 
-    for (size_t i = strlen(out); i < len; i++)
-        out[i] = 0x7f;
+    for (size_t i = 0; i < len; i++)
+        out[i] = v[i] ? v[i] : 0x7f;
     out[len] = '\0';
     return out;
 }
