@@ -19,6 +19,7 @@ const char *const dir_skip_names[] = {
     [DIR_SKIP_BAD_PHONE] = "bad_phone",   [DIR_SKIP_DUP_JID] = "duplicate_jid",
     [DIR_SKIP_DUP_PHONE] = "duplicate_phone", [DIR_SKIP_CONTACT] = "contact_collision",
     [DIR_SKIP_TOO_LARGE] = "too_large",   [DIR_SKIP_OVER_LIMIT] = "over_limit",
+    [DIR_SKIP__N] = NULL,
 };
 
 /* ---- values ------------------------------------------------------------------------- */

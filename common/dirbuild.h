@@ -47,7 +47,8 @@ enum dir_skip {
     DIR_SKIP_OVER_LIMIT,     /* beyond [directory] max_users */
     DIR_SKIP__N
 };
-/* "bad_jid", "no_phone", ... (metric labels and log keys), DIR_SKIP__N of them. */
+/* "bad_jid", "no_phone", ... (metric labels and log keys), DIR_SKIP__N of them and a
+ * NULL after them (metric_new's label list). */
 extern const char *const dir_skip_names[];
 
 #define DIR_REPORT_EXAMPLES 3

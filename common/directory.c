@@ -59,10 +59,6 @@ void directory_register_metrics(void)
 {
     static const char *const kinds[] = {"session", "empty", "copy", NULL};
     static const char *const modes[] = {"config", "syncrepl", "poll", NULL};
-    static const char *reasons[DIR_SKIP__N + 1];
-
-    for (int i = 0; i < DIR_SKIP__N; i++)
-        reasons[i] = dir_skip_names[i];
     m_up = metric_new(METRIC_GAUGE, "offhook_directory_up",
                       "1 while the user directory answers (always with source = config); 0 "
                       "while the last known users are served.",
@@ -72,7 +68,7 @@ void directory_register_metrics(void)
                          NULL);
     m_skipped = metric_new(METRIC_GAUGE, "offhook_directory_skipped_entries",
                            "Directory entries left out of the last sync, by reason.", "reason",
-                           reasons);
+                           dir_skip_names);
     m_updates = metric_new(METRIC_COUNTER, "offhook_directory_updates_total",
                            "Changed sets of users taken from the directory (full syncs and "
                            "changes) or from its last known copy.",
