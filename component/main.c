@@ -293,6 +293,7 @@ static void on_reload(void *arg, struct offhook_config *next)
     struct app *a = arg;
 
     users_apply(&a->users, next, on_user_removed, a);
+    watchers_load_new(a->wstore);
     watchers_enforce_policy(a->wstore);
     feed_resync(a->feed);
     log_notice("main", "event=reloaded users=%zu", next->nusers);
