@@ -11,6 +11,7 @@ Latencies are printed (pytest -s), not asserted beyond the issue's minute: the f
 at scale come from bench/ldap_sync.py."""
 
 import os
+import signal
 import subprocess
 import time
 
@@ -103,6 +104,14 @@ def test_directory_is_followed(stack_factory):
     timed("a hire subscribed", lambda: live(pbx, "1004"))
     bob.subscribe("dave@phone.localhost")
     timed("the hire's phone contact", lambda: bob.last("dave@phone.localhost") == IDLE)
+
+    # A SIGHUP re-reads the file, which lists nobody: the directory's users stay.
+    for d in (s.sipbridge, s.component):
+        d.send_signal(signal.SIGHUP)
+    wait_until(lambda: "event=reloaded users=3 added=0 removed=0 resubscribed=0 unchanged=3"
+               in s.sipbridge.log(), what="sipbridge reloaded with the directory's users")
+    wait_until(lambda: "event=reloaded users=3" in s.component.log(), what="component reloaded")
+    assert live(pbx, "1004") == 1
 
     # A new extension: the old one un-SUBSCRIBEd, the new one followed by the contact.
     slapd.modify("alice", [("replace", "telephoneNumber", ["1011"])])
