@@ -24,7 +24,7 @@ MINUTE = 60
 
 def live(pbx, ext):
     """Live subscriptions the PBX holds for extension ext."""
-    return pbx.get().get(ext, ("", 0))[1]
+    return pbx.dialogs(ext)
 
 
 def vcard_fn(w, contact):
