@@ -10,13 +10,14 @@ live subscription.
 Latencies are printed (pytest -s), not asserted beyond the issue's minute: the figures
 at scale come from bench/ldap_sync.py."""
 
+import json
 import os
 import signal
 import subprocess
 import time
 
 from calls import IDLE, ON_CALL
-from harness import PbxSim, http_get, wait_until
+from harness import PbxSim, binary, http_get, wait_until
 from slapd import Slapd, user_ldif
 
 MINUTE = 60
@@ -198,6 +199,12 @@ def test_directory_outage_and_restart(stack_factory):
           live(pbx, "1001") and live(pbx, "1002"))
     assert "event=last_known_loaded users=2" in s.sipbridge.log()
     assert "event=last_known_loaded users=2" in s.component.log()
+    # offhookctl lists the users of the copy (the file has none).
+    out = subprocess.run([binary("offhookctl"), "-c", s.config, "--json", "users"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert sorted(u["jid"] for u in json.loads(out.stdout)) == ["alice@localhost",
+                                                                 "bob@localhost"], out
     pbx.set("1001", "on_call")
     timed("a call shown with LDAP down",
           lambda: bob.last("alice@phone.localhost") == ON_CALL)
