@@ -737,9 +737,7 @@ static int run_syncrepl(struct dir_ldap *l)
             } else if (id == r.msgid && type == LDAP_RES_INTERMEDIATE) {
                 sync_intermediate(l, &r, msg);
             } else if (id == r.msgid && type == LDAP_RES_SEARCH_RESULT) {
-                res = sync_result(l, &r, msg);
-                if (res == 0)
-                    res = SESSION_FAILED;
+                res = sync_result(l, &r, msg); /* never SESSION_STOP (0) */
             }
             ldap_msgfree(msg);
             if (res) {
@@ -1051,7 +1049,7 @@ struct dir_ldap *dir_ldap_new(struct event_base *base, const struct offhook_conf
     settings_init(&l->s, cfg);
     strmap_init(&l->entries);
     backoff_init(&l->retry, RETRY_MIN_MS, RETRY_MAX_MS, (uint64_t)clock_wall_us() ^ (uintptr_t)l);
-    l->mode = "syncrepl";
+    l->mode = NULL; /* not known before the first session has asked the server */
     if (pipe2(l->news_pipe, O_CLOEXEC | O_NONBLOCK) < 0 ||
         pipe2(l->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         log_err("directory", "event=start_failed reason=\"pipe: %s\"", strerror(errno));

@@ -175,7 +175,10 @@ int main(int argc, char **argv)
     if (daemon_load_config(args.config_path, a.cfg) < 0)
         goto out_cfg;
     if (args.check_config) {
-        printf("%s: OK (%zu users)\n", args.config_path, a.cfg->nusers);
+        if (a.cfg->dir_ldap)
+            printf("%s: OK (users from %s)\n", args.config_path, a.cfg->dir_ldap_url);
+        else
+            printf("%s: OK (%zu users)\n", args.config_path, a.cfg->nusers);
         rc = 0;
         goto out_cfg;
     }
