@@ -26,7 +26,7 @@ SLAPD_CONF = """# Written by offhook's tests: a throwaway slapd on loopback.
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
-modulepath /usr/lib/ldap
+{schemas}modulepath /usr/lib/ldap
 moduleload back_mdb
 {moduleload_syncprov}
 pidfile {dir}/slapd.pid
@@ -98,11 +98,13 @@ userPassword: {offhook_pw}
 
 class Slapd:
     """slapd as a foreground process. syncprov=False: a server without RFC 4533 (offhook
-    then polls). tls=(cert, key, ca) paths: StartTLS offered with that certificate."""
+    then polls). tls=(cert, key, ca) paths: StartTLS offered with that certificate.
+    schemas: more of /etc/ldap/schema to load ("nis", "msuser": Active Directory's
+    attributes, as OpenLDAP ships them)."""
 
     name = "slapd"
 
-    def __init__(self, workdir, syncprov=True, tls=None, port=None):
+    def __init__(self, workdir, syncprov=True, tls=None, port=None, schemas=()):
         self.dir = os.path.join(workdir, "slapd")
         os.makedirs(os.path.join(self.dir, "db"), exist_ok=True)
         self.port = port or free_port()
@@ -115,6 +117,7 @@ class Slapd:
                          "TLSCACertificateFile %s\n" % (cert, key, ca))
         with open(self.conf, "w") as f:
             f.write(SLAPD_CONF.format(
+                schemas="".join("include /etc/ldap/schema/%s.schema\n" % n for n in schemas),
                 dir=self.dir, suffix=SUFFIX, admin_dn=ADMIN_DN, admin_pw=ADMIN_PW,
                 people=PEOPLE, offhook_dn=OFFHOOK_DN, tls=tls_lines,
                 moduleload_syncprov="moduleload syncprov" if syncprov else "",
@@ -192,9 +195,15 @@ class Slapd:
                              capture_output=True, text=True, timeout=60)
         return out.stdout
 
-    def offhook_config(self, pbx_port, extra="", url=None):
+    def offhook_config(self, pbx_port, extra="", url=None, attrs=None):
         """The [directory] section offhook needs for this server (the acceptance tests'
-        key names), the AORs on 127.0.0.1:pbx_port."""
+        key names), the AORs on 127.0.0.1:pbx_port. attrs replaces the filter and
+        attribute lines (a string of key = value lines)."""
+        if attrs is not None:
+            return ("[directory]\nsource = ldap\nldap_url = %s\nbind_dn = %s\n"
+                    "bind_password_file = %s\nbase = %s\naor_template = sip:%%s@127.0.0.1:%d\n"
+                    "%s%s" % (url or self.url, OFFHOOK_DN, self.secret, PEOPLE, pbx_port,
+                              attrs, extra))
         return ("[directory]\n"
                 "source = ldap\n"
                 "ldap_url = %s\n"

@@ -275,3 +275,67 @@ def make_certs(workdir):
         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
     return tuple(os.path.join(d, n) for n in ("ca.pem", "other-ca.pem", "server.pem",
                                                "server.key"))
+
+
+def ad_user(cn, upn, ext, tel=None, groups=(), disabled=False):
+    """An Active Directory user as AD's schema has it (OpenLDAP's msuser.schema; AD puts
+    ipPhone on every user, slapd needs extensibleObject for it)."""
+    lines = ["dn: cn=%s,ou=people,dc=example,dc=com" % cn, "objectClass: user",
+             "objectClass: extensibleObject", "cn: %s" % cn, "sn: %s" % cn.split()[-1],
+             "instanceType: 4", "nTSecurityDescriptor:: AQ==",
+             "objectCategory: CN=Person,CN=Schema,CN=Configuration,DC=example,DC=com",
+             "userPrincipalName: %s" % upn, "ipPhone: %s" % ext, "displayName: %s" % cn,
+             "userAccountControl: %d" % (514 if disabled else 512)]
+    if tel:
+        lines.append("telephoneNumber: %s" % tel)
+    lines += ["memberOf: CN=%s,OU=Groups,DC=example,DC=com" % g.replace(",", "\\,")
+              for g in groups]
+    return "\n".join(lines) + "\n"
+
+
+AD_ATTRS = ("filter = (&(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))\n"
+            "jid_attr = userPrincipalName\naor_attr = ipPhone\ntel_attr = telephoneNumber\n"
+            "name_attr = displayName\ngroup_attr = memberOf\npoll_interval = 5\n")
+
+
+def test_directory_active_directory_recipe(stack_factory):
+    """The guide's Active Directory recipe on AD's attributes (userPrincipalName, ipPhone,
+    telephoneNumber, displayName, memberOf, the disabled-account bit), served by slapd
+    with no RFC 4533, so polled and paged as AD is: the JID, the extension, the vCard's
+    name and number and the groups come from the right attributes; disabling an account
+    ends its subscription."""
+    s = stack_factory(users=())
+    slapd = s.add(Slapd(s.dir, syncprov=False, schemas=("nis", "msuser")))
+    slapd.load(ad_user("Alice Jones", "Alice@localhost", "2001", tel="+1 555 0100",
+                       groups=("Sales", "Phones, East")) + "\n" +
+               ad_user("Dis Abled", "dis@localhost", "2002", disabled=True) + "\n" +
+               ad_user("Carol Smith", "carol@localhost", "2003"))
+    slapd.start()
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    s.write_config(users=(), extra=slapd.offhook_config(s.pbx_port, attrs=AD_ATTRS))
+    s.start_component()
+    s.start_sipbridge(wait_ready=True)
+    wait_until(lambda: live(pbx, "2001") and live(pbx, "2003"),
+               what="alice and carol subscribed by their ipPhone")
+    assert not live(pbx, "2002")   # a disabled account is not a user
+    assert s.sipbridge.metrics()['offhook_directory_mode{mode="poll"}'] == 1
+    copy = s.redis.cli("HGET", "offhook:directory:users", "alice@localhost")
+    assert "group Sales\ngroup Phones, East" in copy, copy
+    bob = s.watcher("bob@localhost")
+    bob.subscribe("alice@phone.localhost")
+    wait_until(lambda: bob.last("alice@phone.localhost") == IDLE, what="alice's contact")
+    from xml.etree import ElementTree as ET
+
+    async def vcard():
+        iq = bob.client.Iq()
+        iq["type"] = "get"
+        iq["to"] = "alice@phone.localhost"
+        iq.append(ET.fromstring("<vCard xmlns='vcard-temp'/>"))
+        return str(await iq.send(timeout=10))
+    card = bob.run(vcard)
+    assert "<FN>Alice Jones</FN>" in card and "<NUMBER>+1 555 0100</NUMBER>" in card, card
+    slapd.add("dn: cn=Alice Jones,ou=people,dc=example,dc=com\nchangetype: modify\n"
+              "replace: userAccountControl\nuserAccountControl: 514\n")
+    timed("a disabled account un-SUBSCRIBEd (AD recipe, poll)", lambda: not live(pbx, "2001"),
+          timeout=30)
+    assert live(pbx, "2003") == 1
