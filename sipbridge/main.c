@@ -150,10 +150,14 @@ static void on_reload(void *arg, struct offhook_config *next)
     bridge_apply_config(a->bridge, next);
 }
 
-/* The directory's users changed: they come into force the way a reload's do. */
+/* The directory's users changed: they come into force the way a reload's do (not while
+ * stopping: nua is shutting down and takes no new subscription). */
 static void on_directory_changed(void *arg)
 {
-    daemon_users_changed();
+    struct app *a = arg;
+
+    if (!a->stopping)
+        daemon_users_changed();
 }
 
 int main(int argc, char **argv)
