@@ -62,6 +62,7 @@ struct dir_ldap {
     /* The loop's side. */
     struct event_base *base;
     struct event *ev_news;
+    struct event *ev_start;      /* starts the thread once the loop runs */
     dir_ldap_news_fn fn;
     void *arg;
     int news_pipe[2];            /* thread -> loop: the mailbox has something */
@@ -1034,12 +1035,34 @@ static void *run(void *arg)
 
 /* ---- the loop's side -------------------------------------------------------------------- */
 
+static void on_start(evutil_socket_t fd, short what, void *arg)
+{
+    struct dir_ldap *l = arg;
+    sigset_t all, old;
+    int rc;
+
+    /* Signals are the loop's business (evsignal): the thread takes none. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&l->thread, NULL, run, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        /* Said like a session that failed: the last known users are served. */
+        log_err("directory", "event=start_failed reason=\"pthread_create: %s\"", strerror(rc));
+        pthread_mutex_lock(&l->mu);
+        snprintf(l->box.error, sizeof l->box.error, "cannot start the LDAP thread: %s",
+                 strerror(rc));
+        pthread_mutex_unlock(&l->mu);
+        wake_loop(l);
+        return;
+    }
+    l->started = true;
+}
+
 struct dir_ldap *dir_ldap_new(struct event_base *base, const struct offhook_config *cfg,
                               dir_ldap_news_fn fn, void *arg)
 {
     struct dir_ldap *l = xcalloc(1, sizeof *l);
-    sigset_t all, old;
-    int rc;
 
     l->base = base;
     l->fn = fn;
@@ -1057,16 +1080,11 @@ struct dir_ldap *dir_ldap_new(struct event_base *base, const struct offhook_conf
     }
     l->ev_news = event_new(base, l->news_pipe[0], EV_READ | EV_PERSIST, on_news, l);
     event_add(l->ev_news, NULL);
-    /* Signals are the loop's business (evsignal): the thread takes none. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&l->thread, NULL, run, l);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        log_err("directory", "event=start_failed reason=\"pthread_create: %s\"", strerror(rc));
-        goto fail;
-    }
-    l->started = true;
+    /* The thread opens and closes sockets: started from the loop, once the daemon's own
+     * start-up is over, it cannot race anything that looks at the process's descriptors
+     * (sipbridge's suloop finds Sofia's epoll descriptor that way). */
+    l->ev_start = evtimer_new(base, on_start, l);
+    event_active(l->ev_start, EV_TIMEOUT, 1);
     return l;
 fail:
     dir_ldap_free(l);
@@ -1092,11 +1110,14 @@ void dir_ldap_free(struct dir_ldap *l)
             pthread_detach(l->thread);
             if (l->ev_news)
                 event_free(l->ev_news);
+            event_free(l->ev_start);
             return;
         }
     }
     if (l->ev_news)
         event_free(l->ev_news);
+    if (l->ev_start)
+        event_free(l->ev_start);
     for (int i = 0; i < 2; i++) {
         if (l->news_pipe[i] >= 0)
             close(l->news_pipe[i]);

@@ -41,8 +41,10 @@ struct dir_ldap_news {
 /* Called in the loop; news is valid only during the call. */
 typedef void (*dir_ldap_news_fn)(void *arg, struct dir_ldap_news *news);
 
-/* Starts the session thread with a copy of cfg's [directory] settings (cfg is only read
- * during the call). Returns NULL (and logs why) if the thread cannot start. */
+/* Prepares the session with a copy of cfg's [directory] settings (cfg is only read
+ * during the call); its thread starts when base's loop runs, after the daemon's own
+ * start-up. Returns NULL (and logs why) if the pipes cannot be made; a thread that cannot
+ * start is news like a failed session. */
 struct dir_ldap *dir_ldap_new(struct event_base *base, const struct offhook_config *cfg,
                               dir_ldap_news_fn fn, void *arg);
 /* Stops the session (an unbind if connected) and frees everything. Waits at most a few
