@@ -202,7 +202,8 @@ static const struct cfg_key keys[] = {
      "auto (StartTLS for ldap:// to any host but loopback), starttls (always) or none; "
      "ldaps:// is always TLS"},
     {"directory", "ca_file", T_STR, OFF(dir_ca_file), "", false, 0, 0, NULL,
-     "PEM file of the CAs trusted for the server's certificate; empty = the system's"},
+     "PEM file of the CAs trusted for the server's certificate; empty = libldap's default "
+     "(TLS_CACERT in /etc/ldap/ldap.conf: on Debian, the system's CAs)"},
     {"directory", "tls_verify", T_BOOL, OFF(dir_tls_verify), "yes", false, 0, 0, NULL,
      "check the server's certificate chain and host name (no: testing only)"},
     {"directory", "sync", T_STR, OFF(dir_sync), "auto", false, 0, 0, v_ldap_sync,
