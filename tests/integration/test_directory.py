@@ -339,3 +339,26 @@ def test_directory_active_directory_recipe(stack_factory):
     timed("a disabled account un-SUBSCRIBEd (AD recipe, poll)", lambda: not live(pbx, "2001"),
           timeout=30)
     assert live(pbx, "2003") == 1
+
+
+def test_directory_frozen_server(stack_factory):
+    """A server that keeps the connection but stops answering (SIGSTOP: no FIN, no RST)
+    is noticed by the check a persistent search sends every poll_interval, within
+    timeout: the outage is said and the last known users stay; thawed, it is followed
+    again."""
+    s, slapd, pbx = start(stack_factory, ldif=user_ldif("alice", ext="1001"),
+                          extra="poll_interval = 5\ntimeout = 2\n")
+    s.start_sipbridge(wait_ready=True)
+    wait_until(lambda: live(pbx, "1001"), what="alice subscribed")
+    slapd.proc.send_signal(signal.SIGSTOP)
+    try:
+        timed("a frozen directory noticed",
+              lambda: s.sipbridge.metrics().get("offhook_directory_up") == 0, timeout=30)
+        assert 'reason="no answer to a check in 2 s"' in s.sipbridge.log()
+        assert live(pbx, "1001") == 1
+    finally:
+        slapd.proc.send_signal(signal.SIGCONT)
+    timed("the thawed directory back", lambda: s.sipbridge.metrics().get(
+        "offhook_directory_up") == 1, timeout=90)
+    slapd.add_user("bob", ext="1002")
+    timed("a hire after the thaw", lambda: live(pbx, "1002"))
