@@ -63,13 +63,19 @@ def run(users, changes, poll, rate):
             s.pbx_port, extra="poll_interval = %d\n" % poll if poll else "") + extra)
 
         # The first sync, each daemon on its own (the component first: it has no PBX).
+        # Each starts with no copy in Redis, so that its users come from LDAP itself (the
+        # copy is measured last, on a restart).
         for name, start in (("component", lambda: s.start_component(wait_ready=False)),
                             ("sipbridge", s.start_sipbridge)):
+            s.redis.cli("DEL", "offhook:directory:users")
             t0 = time.monotonic()
             d = start()
             wait_until(lambda: d.metrics().get("offhook_directory_users") == users,
                        timeout=300, interval=0.05, what="%s: all users in force" % name)
             out["%s_start_to_users_s" % name] = round(time.monotonic() - t0, 2)
+            wait_until(lambda: d.metrics().get(
+                "offhook_directory_last_sync_timestamp_seconds", 0) > 0, timeout=60,
+                what="%s: the sync" % name)
             out["%s_ldap_read_s" % name] = d.metrics()["offhook_directory_sync_seconds"]
         sb, comp = s.sipbridge, s.component
         out["sipbridge_subscribe_all_s"] = round(clock(
