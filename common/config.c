@@ -52,6 +52,15 @@ static int v_allow_watchers(struct offhook_config *, const char *, char *, size_
 static int v_watchers(struct offhook_config *, const char *, char *, size_t);
 static int v_publish(struct offhook_config *, const char *, char *, size_t);
 static int v_tls_verify(struct offhook_config *, const char *, char *, size_t);
+static int v_dir_source(struct offhook_config *, const char *, char *, size_t);
+static int v_ldap_urls(struct offhook_config *, const char *, char *, size_t);
+static int v_ldap_scope(struct offhook_config *, const char *, char *, size_t);
+static int v_ldap_filter(struct offhook_config *, const char *, char *, size_t);
+static int v_ldap_attr(struct offhook_config *, const char *, char *, size_t);
+static int v_ldap_attr_opt(struct offhook_config *, const char *, char *, size_t);
+static int v_aor_template(struct offhook_config *, const char *, char *, size_t);
+static int v_ldap_tls(struct offhook_config *, const char *, char *, size_t);
+static int v_ldap_sync(struct offhook_config *, const char *, char *, size_t);
 
 static const struct cfg_key keys[] = {
     {"log", "level", T_STR, OFF(log_level), "info", true, 0, 0, v_log_level,
@@ -161,6 +170,66 @@ static const struct cfg_key keys[] = {
 
     {"privacy", "show_remote_party", T_BOOL, OFF(show_remote_party), "no", true, 0, 0, NULL,
      "let the other party's name/number leave sipbridge (per user: [user JID])"},
+
+    /* Restart-only: the directory's session runs in a thread of its own with a copy of
+     * these, so a change means a new session (and a full sync) anyway. */
+    {"directory", "source", T_STR, OFF(dir_source), "config", false, 0, 0, v_dir_source,
+     "where the users come from: config ([users] and [user JID] sections of this file) or "
+     "ldap (the keys below; then this file has no users)"},
+    {"directory", "ldap_url", T_STR, OFF(dir_ldap_url), "ldap://127.0.0.1:389", false, 0, 0,
+     v_ldap_urls,
+     "the LDAP server: ldap://HOST[:PORT], ldaps://HOST[:PORT] or ldapi://; several, "
+     "space-separated, are tried in turn"},
+    {"directory", "bind_dn", T_STR, OFF(dir_bind_dn), "", false, 0, 0, NULL,
+     "DN offhook binds as (simple bind); empty = anonymous"},
+    {"directory", "bind_password", T_SECRET, OFF(dir_bind_password), "", false, 0, 0, NULL,
+     "password of bind_dn (secret: prefer bind_password_file)"},
+    {"directory", "bind_password_file", T_STR, OFF(dir_bind_password_file), "", false, 0, 0,
+     NULL, "file whose first line is the password of bind_dn"},
+    {"directory", "base", T_STR, OFF(dir_base), "", false, 0, 0, NULL,
+     "search base of the users, e.g. ou=people,dc=example,dc=com (required with ldap)"},
+    {"directory", "scope", T_STR, OFF(dir_scope), "sub", false, 0, 0, v_ldap_scope,
+     "sub (the whole subtree under base) or one (its children only)"},
+    {"directory", "filter", T_STR, OFF(dir_filter), "(objectClass=inetOrgPerson)", false, 0,
+     0, v_ldap_filter, "LDAP filter selecting the users (RFC 4515)"},
+    {"directory", "jid_attr", T_STR, OFF(dir_jid_attr), "mail", false, 0, 0, v_ldap_attr,
+     "attribute holding the user's chat JID (mail, userPrincipalName)"},
+    {"directory", "aor_attr", T_STR, OFF(dir_aor_attr), "telephoneNumber", false, 0, 0,
+     v_ldap_attr,
+     "attribute holding the desk phone: a sip: URI, or an extension or number put into "
+     "aor_template; every value is one phone (at most 8)"},
+    {"directory", "aor_template", T_STR, OFF(dir_aor_template), "", false, 0, 0,
+     v_aor_template,
+     "SIP URI with one %s, replaced by an aor_attr value that is not a URI (spaces, dashes, "
+     "dots and brackets removed), e.g. sip:%s@pbx.example.com; empty = values must be URIs"},
+    {"directory", "name_attr", T_STR, OFF(dir_name_attr), "cn", false, 0, 0, v_ldap_attr_opt,
+     "attribute holding the display name (cn, displayName); empty = none"},
+    {"directory", "group_attr", T_STR, OFF(dir_group_attr), "ou", false, 0, 0,
+     v_ldap_attr_opt,
+     "attribute holding the user's groups (ou, departmentNumber, memberOf: a DN value gives "
+     "its first RDN's value); empty = none"},
+    {"directory", "tel_attr", T_STR, OFF(dir_tel_attr), "", false, 0, 0, v_ldap_attr_opt,
+     "attribute holding the number shown in vCards and tel: reach (telephoneNumber when "
+     "aor_attr is ipPhone, say); empty = none"},
+    {"directory", "tls", T_STR, OFF(dir_tls), "auto", false, 0, 0, v_ldap_tls,
+     "auto (StartTLS for ldap:// to any host but loopback), starttls (always) or none; "
+     "ldaps:// is always TLS"},
+    {"directory", "ca_file", T_STR, OFF(dir_ca_file), "", false, 0, 0, NULL,
+     "PEM file of the CAs trusted for the server's certificate; empty = libldap's default "
+     "(TLS_CACERT in /etc/ldap/ldap.conf: on Debian, the system's CAs)"},
+    {"directory", "tls_verify", T_BOOL, OFF(dir_tls_verify), "yes", false, 0, 0, NULL,
+     "check the server's certificate chain and host name (no: testing only)"},
+    {"directory", "sync", T_STR, OFF(dir_sync), "auto", false, 0, 0, v_ldap_sync,
+     "auto (RFC 4533 refreshAndPersist where the server offers it, else poll), syncrepl or "
+     "poll (a search for entries changed since the last one, by modifyTimestamp)"},
+    {"directory", "poll_interval", T_INT, OFF(dir_poll_interval), "30", false, 5, 86400,
+     NULL,
+     "seconds between polls (sync = poll), or between checks that a persistent search's "
+     "server still answers"},
+    {"directory", "timeout", T_INT, OFF(dir_timeout), "10", false, 1, 300, NULL,
+     "seconds allowed to connect, bind and answer a check or a search page"},
+    {"directory", "max_users", T_INT, OFF(dir_max_users), "100000", false, 1, 1000000, NULL,
+     "entries taken from the directory at most; the rest are left out (logged, counted)"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -428,6 +497,155 @@ static int v_tls_verify(struct offhook_config *cfg, const char *v, char *err, si
     if (!strcmp(v, "subject") || !strcmp(v, "chain") || !strcmp(v, "none"))
         return 0;
     snprintf(err, len, "tls_verify must be subject, chain or none, not '%s'", v);
+    return -1;
+}
+
+static int v_dir_source(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (strcmp(v, "config") != 0 && strcmp(v, "ldap") != 0) {
+        snprintf(err, len, "source must be config or ldap, not '%s'", v);
+        return -1;
+    }
+    cfg->dir_ldap = strcmp(v, "ldap") == 0;
+    return 0;
+}
+
+/* libldap takes a space-separated list and tries each in turn; each needs a scheme it
+ * speaks and a host (or an ldapi:// socket). Base and filter have keys of their own. */
+static int v_ldap_urls(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    static const char *const schemes[] = {"ldap://", "ldaps://", "ldapi://"};
+    char *copy = xstrdup(v), *save = NULL;
+    int n = 0, rc = 0;
+
+    for (char *u = strtok_r(copy, " \t", &save); u && rc == 0; u = strtok_r(NULL, " \t", &save)) {
+        size_t i;
+        n++;
+        for (i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+            if (strncasecmp(u, schemes[i], strlen(schemes[i])) == 0)
+                break;
+        }
+        if (i == sizeof schemes / sizeof schemes[0]) {
+            snprintf(err, len, "'%s' is not an ldap://, ldaps:// or ldapi:// URL", u);
+            rc = -1;
+        } else if (strpbrk(u + strlen(schemes[i]), "?\"<>")) {
+            snprintf(err, len, "'%s': give base and filter in their own keys, not in the URL",
+                     u);
+            rc = -1;
+        } else if (i < 2 && (!u[strlen(schemes[i])] || u[strlen(schemes[i])] == '/')) {
+            snprintf(err, len, "'%s' has no host", u);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && n == 0) {
+        snprintf(err, len, "ldap_url is empty");
+        rc = -1;
+    }
+    free(copy);
+    return rc;
+}
+
+static int v_ldap_scope(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (strcmp(v, "sub") == 0 || strcmp(v, "one") == 0)
+        return 0;
+    snprintf(err, len, "scope must be sub or one, not '%s'", v);
+    return -1;
+}
+
+/* The server parses the filter; this catches what a typo leaves: no parentheses around
+ * it, or ones that do not pair up. */
+static int v_ldap_filter(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    size_t n = strlen(v);
+    int depth = 0;
+
+    if (n < 3 || v[0] != '(' || v[n - 1] != ')') {
+        snprintf(err, len, "filter '%s' must be one parenthesized LDAP filter", v);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '\\' && i + 1 < n) {
+            i++;
+            continue;
+        }
+        depth += v[i] == '(' ? 1 : v[i] == ')' ? -1 : 0;
+        if (depth < 0 || (depth == 0 && i + 1 < n)) {
+            snprintf(err, len, "filter '%s': parentheses do not pair up", v);
+            return -1;
+        }
+    }
+    if (depth != 0) {
+        snprintf(err, len, "filter '%s': parentheses do not pair up", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* RFC 4512 1.4: a descriptor (letter, then letters, digits, hyphens) or a numeric OID. */
+static bool ldap_attr_ok(const char *v)
+{
+    if (isalpha((unsigned char)v[0])) {
+        for (const char *p = v; *p; p++) {
+            if (!isalnum((unsigned char)*p) && *p != '-')
+                return false;
+        }
+        return strlen(v) <= 128;
+    }
+    if (!isdigit((unsigned char)v[0]))
+        return false;
+    for (const char *p = v; *p; p++) {
+        if (!isdigit((unsigned char)*p) && !(*p == '.' && p[1] && p[1] != '.'))
+            return false;
+    }
+    return strlen(v) <= 128;
+}
+
+static int v_ldap_attr(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (ldap_attr_ok(v))
+        return 0;
+    snprintf(err, len, "'%s' is not an LDAP attribute name", v);
+    return -1;
+}
+
+static int v_ldap_attr_opt(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    return *v ? v_ldap_attr(cfg, v, err, len) : 0;
+}
+
+static int v_aor_template(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    const char *at = strstr(v, "%s");
+    char uri[512], why[256];
+
+    if (!*v)
+        return 0;
+    if (!at || strchr(at + 2, '%') || memchr(v, '%', (size_t)(at - v))) {
+        snprintf(err, len, "aor_template '%s' must hold %%s once and no other %%", v);
+        return -1;
+    }
+    snprintf(uri, sizeof uri, "%.*s1000%s", (int)(at - v), v, at + 2);
+    if (check_sip_uri(uri, true, why, sizeof why) < 0) {
+        snprintf(err, len, "aor_template '%s' does not make a SIP URI: %s", v, why);
+        return -1;
+    }
+    return 0;
+}
+
+static int v_ldap_tls(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (!strcmp(v, "auto") || !strcmp(v, "starttls") || !strcmp(v, "none"))
+        return 0;
+    snprintf(err, len, "tls must be auto, starttls or none, not '%s'", v);
+    return -1;
+}
+
+static int v_ldap_sync(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (!strcmp(v, "auto") || !strcmp(v, "syncrepl") || !strcmp(v, "poll"))
+        return 0;
+    snprintf(err, len, "sync must be auto, syncrepl or poll, not '%s'", v);
     return -1;
 }
 
@@ -796,6 +1014,25 @@ out:
     free(copy);
 }
 
+static void user_set_groups(struct loader *ld, int line, struct cfg_user *u, const char *value)
+{
+    char *copy = xstrdup(value);
+    char *items[CFG_MAX_GROUPS + 1];
+    int n = str_split_list(copy, items, CFG_MAX_GROUPS);
+
+    if (u->ngroups)
+        add_err(ld->errs, ld->file, line, "'groups' given twice for %s", u->jid);
+    else if (n < 0)
+        add_err(ld->errs, ld->file, line, "%s: at most %d groups per user", u->jid,
+                CFG_MAX_GROUPS);
+    else if (n > 0) {
+        u->groups = xcalloc((size_t)n, sizeof *u->groups);
+        for (int i = 0; i < n; i++)
+            u->groups[u->ngroups++] = xstrdup(items[i]);
+    }
+    free(copy);
+}
+
 static void users_line(struct loader *ld, int line, const char *key, const char *value)
 {
     char jid[JID_MAX + 1];
@@ -825,6 +1062,10 @@ static void user_section_line(struct loader *ld, int line, const char *key, cons
             u->show_remote_party = b;
         return;
     }
+    if (strcmp(key, "groups") == 0) {
+        user_set_groups(ld, line, u, value);
+        return;
+    }
     if (strcmp(key, "contact") == 0)
         slot = &u->contact;
     else if (strcmp(key, "name") == 0)
@@ -833,7 +1074,8 @@ static void user_section_line(struct loader *ld, int line, const char *key, cons
         slot = &u->tel;
     if (!slot) {
         add_err(ld->errs, ld->file, line,
-                "unknown key '%s' in [user %s] (aor, contact, name, tel, show_remote_party)",
+                "unknown key '%s' in [user %s] (aor, contact, name, tel, groups, "
+                "show_remote_party)",
                 key, u->jid);
         return;
     }
@@ -852,6 +1094,35 @@ static void user_section_line(struct loader *ld, int line, const char *key, cons
     *slot = xstrdup(value);
 }
 
+/* The phone contact of jid: contact (a local part, or a bare JID on domain) when given,
+ * else jid's local part on domain; normalized into out. Returns 0/-1 with a message. */
+static int contact_of(const char *domain, const char *jid, const char *contact, char *out,
+                      size_t outlen, char *err, size_t errlen)
+{
+    char buf[2 * JID_MAX + 2];
+    struct jid j;
+
+    if (contact && strchr(contact, '@')) {
+        snprintf(buf, sizeof buf, "%s", contact);
+    } else if (contact) {
+        snprintf(buf, sizeof buf, "%s@%s", contact, domain);
+    } else {
+        if (jid_parse(jid, &j) < 0 || !j.local[0]) {
+            snprintf(err, errlen, "'%s' is not a bare user JID (user@domain)", jid);
+            return -1;
+        }
+        snprintf(buf, sizeof buf, "%s@%s", j.local, domain);
+    }
+    if (jid_parse(buf, &j) < 0 || !j.local[0] || j.resource[0] || strcmp(j.domain, domain) != 0 ||
+        jid_format_bare(&j, out, outlen) < 0) {
+        snprintf(err, errlen,
+                 "phone contact '%.*s' of %.*s must be a bare JID on the component domain %s",
+                 JID_PART_MAX, buf, JID_PART_MAX, jid, domain);
+        return -1;
+    }
+    return 0;
+}
+
 /* Builds contact JIDs and the lookup maps once the file is read. */
 static void users_finalize(struct loader *ld)
 {
@@ -860,8 +1131,7 @@ static void users_finalize(struct loader *ld)
 
     for (size_t i = 0; i < cfg->nusers; i++) {
         struct cfg_user *u = &cfg->users[i];
-        char buf[JID_MAX + 1];
-        struct jid j;
+        char buf[JID_MAX + 1], err[JID_MAX + 256];
         struct cfg_user *other;
 
         strmap_put(&cfg->user_by_jid, u->jid, u);
@@ -869,30 +1139,11 @@ static void users_finalize(struct loader *ld)
             add_err(ld->errs, ld->file, u->line, "%s has no phone: give aor = sip:...", u->jid);
             continue;
         }
-        if (u->contact && strchr(u->contact, '@')) {
-            snprintf(buf, sizeof buf, "%s", u->contact);
-        } else {
-            const char *local = u->contact;
-            if (!local) {
-                struct jid uj;
-                if (jid_parse(u->jid, &uj) < 0)
-                    continue;
-                snprintf(buf, sizeof buf, "%s@%s", uj.local, domain);
-            } else {
-                snprintf(buf, sizeof buf, "%s@%s", local, domain);
-            }
-        }
-        if (jid_parse(buf, &j) < 0 || !j.local[0] || j.resource[0] ||
-            strcmp(j.domain, domain) != 0) {
-            add_err(ld->errs, ld->file, u->line,
-                    "phone contact '%s' of %s must be a bare JID on the component domain %s",
-                    buf, u->jid, domain);
+        if (contact_of(domain, u->jid, u->contact, buf, sizeof buf, err, sizeof err) < 0) {
+            add_err(ld->errs, ld->file, u->line, "%s", err);
             continue;
         }
         free(u->contact);
-        u->contact = NULL;
-        if (jid_format_bare(&j, buf, sizeof buf) < 0)
-            continue;
         u->contact = xstrdup(buf); /* exact size: 100,000 users must not cost 300 MB */
         other = strmap_get(&cfg->user_by_contact, u->contact);
         if (other) {
@@ -961,6 +1212,8 @@ static void resolve_secrets(struct loader *ld, bool world_readable)
          CFG_SECRET_REDIS},
         {"redis", "sentinel_password", "sentinel_password_file", OFF(redis_sentinel_password),
          OFF(redis_sentinel_password_file), CFG_SECRET_REDIS},
+        {"directory", "bind_password", "bind_password_file", OFF(dir_bind_password),
+         OFF(dir_bind_password_file), CFG_SECRET_LDAP},
     };
     char *base = (char *)ld->cfg;
 
@@ -1052,6 +1305,30 @@ static void check_redis(struct loader *ld)
                                         ? ld->set_line[url_i] : ld->set_line[sen_i],
                 "[redis] set url (line %d) or sentinels (line %d), not both",
                 ld->set_line[url_i], ld->set_line[sen_i]);
+}
+
+/* [directory] source = ldap: the users are the directory's, and it needs a base. */
+static void check_directory(struct loader *ld)
+{
+    struct offhook_config *cfg = ld->cfg;
+    size_t src_i, pw_i, pwf_i;
+
+    find_key("directory", "source", &src_i);
+    find_key("directory", "bind_password", &pw_i);
+    find_key("directory", "bind_password_file", &pwf_i);
+    if (!cfg->dir_ldap)
+        return;
+    if (cfg->nusers)
+        add_err(ld->errs, ld->file, cfg->users[0].line,
+                "users come from LDAP ([directory] source = ldap on line %d): remove the "
+                "[users] and [user JID] sections",
+                ld->set_line[src_i]);
+    if (!cfg->dir_base[0])
+        add_err(ld->errs, ld->file, ld->set_line[src_i],
+                "[directory] source = ldap needs a base (where the users are)");
+    if (!cfg->dir_bind_dn[0] && (ld->set[pw_i] || ld->set[pwf_i]))
+        add_err(ld->errs, ld->file, ld->set_line[ld->set[pw_i] ? pw_i : pwf_i],
+                "[directory] a bind password without bind_dn: set bind_dn too");
 }
 
 /* Cuts a value at an inline comment (';' or '#' after white space) or unquotes it.
@@ -1303,9 +1580,11 @@ static size_t load(const char *name, const char *buf, size_t len, bool world_rea
         keep_running(cfg, running, pending, true);
     check_tls(&ld);
     check_redis(&ld);
+    check_directory(&ld);
     users_finalize(&ld);
-    if (cfg->nusers == 0)
-        add_err(errs, name, 0, "no users: add a [users] section (chat JID = phone SIP URI)");
+    if (cfg->nusers == 0 && !cfg->dir_ldap)
+        add_err(errs, name, 0, "no users: add a [users] section (chat JID = phone SIP URI), "
+                               "or take them from LDAP ([directory] source = ldap)");
     strmap_free(&ld.user_idx);
     return errs->n - before;
 }
@@ -1383,15 +1662,8 @@ void config_free(struct offhook_config *cfg)
         free(cfg->sip_listen_urls[i]);
     redis_target_free(&cfg->redis);
     sentinels_free(cfg);
-    for (size_t i = 0; i < cfg->nusers; i++) {
-        struct cfg_user *u = &cfg->users[i];
-        free(u->jid);
-        free(u->contact);
-        free(u->name);
-        free(u->tel);
-        for (int a = 0; a < u->naors; a++)
-            free(u->aors[a]);
-    }
+    for (size_t i = 0; i < cfg->nusers; i++)
+        config_user_free(&cfg->users[i]);
     free(cfg->users);
     strmap_free(&cfg->user_by_jid);
     strmap_free(&cfg->user_by_contact);
@@ -1442,4 +1714,93 @@ const struct cfg_user *config_user_by_contact(const struct offhook_config *cfg,
 bool config_user_shows_remote(const struct offhook_config *cfg, const struct cfg_user *u)
 {
     return u->show_remote_party >= 0 ? u->show_remote_party != 0 : cfg->show_remote_party;
+}
+
+/* ---- for directory sources ------------------------------------------------------------ */
+
+int config_check_sip_uri(const char *v, bool need_user, char *err, size_t len)
+{
+    return check_sip_uri(v, need_user, err, len);
+}
+
+int config_contact_for(const struct offhook_config *cfg, const char *jid, char *out,
+                       size_t outlen, char *err, size_t errlen)
+{
+    return contact_of(cfg->xmpp_domain, jid, NULL, out, outlen, err, errlen);
+}
+
+void config_copy_keys(struct offhook_config *dst, const struct offhook_config *src)
+{
+    const char *ps = (const char *)src;
+    char *base = (char *)dst;
+
+    strmap_init(&dst->user_by_jid);
+    strmap_init(&dst->user_by_contact);
+    dst->path = xstrdup(src->path);
+    /* Through set_key, so that the validators fill the derived fields (listen URLs, Redis
+     * target, flags) exactly as a load does. Secrets are taken as they are: their files
+     * were read when src was loaded. */
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct cfg_key *k = &keys[i];
+        char text[32], err[256];
+        const char *v = text;
+
+        if (k->type == T_SECRET) {
+            const char *sv = *(char *const *)(ps + k->offset);
+            *(char **)(base + k->offset) = xstrdup(sv ? sv : "");
+            continue;
+        }
+        if (k->type == T_STR)
+            v = *(char *const *)(ps + k->offset);
+        else if (k->type == T_INT)
+            snprintf(text, sizeof text, "%ld", *(const long *)(ps + k->offset));
+        else
+            snprintf(text, sizeof text, "%s", *(const bool *)(ps + k->offset) ? "yes" : "no");
+        /* src's values passed these validators when it was loaded. */
+        if (set_key(dst, k, v ? v : "", err, sizeof err) < 0)
+            abort();
+    }
+}
+
+void config_set_users(struct offhook_config *cfg, struct cfg_user *users, size_t n)
+{
+    cfg->users = users;
+    cfg->nusers = n;
+    for (size_t i = 0; i < n; i++) {
+        strmap_put(&cfg->user_by_jid, users[i].jid, &users[i]);
+        strmap_put(&cfg->user_by_contact, users[i].contact, &users[i]);
+    }
+}
+
+static char *dup_opt(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+void config_user_copy(struct cfg_user *dst, const struct cfg_user *src)
+{
+    *dst = *src;
+    dst->jid = dup_opt(src->jid);
+    dst->contact = dup_opt(src->contact);
+    dst->name = dup_opt(src->name);
+    dst->tel = dup_opt(src->tel);
+    for (int i = 0; i < src->naors; i++)
+        dst->aors[i] = xstrdup(src->aors[i]);
+    dst->groups = src->ngroups ? xcalloc((size_t)src->ngroups, sizeof *dst->groups) : NULL;
+    for (int i = 0; i < src->ngroups; i++)
+        dst->groups[i] = xstrdup(src->groups[i]);
+}
+
+void config_user_free(struct cfg_user *u)
+{
+    free(u->jid);
+    free(u->contact);
+    free(u->name);
+    free(u->tel);
+    for (int i = 0; i < u->naors; i++)
+        free(u->aors[i]);
+    for (int i = 0; i < u->ngroups; i++)
+        free(u->groups[i]);
+    free(u->groups);
+    memset(u, 0, sizeof *u);
 }

@@ -24,8 +24,12 @@ struct cfg_user {
     char *name;              /* display name for vCard and roster nick; may be NULL */
     char *tel;               /* phone number for tel: URIs; may be NULL */
     int show_remote_party;   /* -1 = inherit [privacy], else 0/1 */
-    int line;                /* line that defined the user, for messages */
+    char **groups;           /* the user's groups (roster groups), ngroups of them */
+    int ngroups;
+    int line;                /* line that defined the user, for messages; 0 = not the file */
 };
+
+#define CFG_MAX_GROUPS 32   /* groups per user */
 
 struct redis_target {
     char *host;     /* NULL when unix socket */
@@ -101,6 +105,30 @@ struct offhook_config {
     /* [privacy] */
     bool show_remote_party;
 
+    /* [directory]: where the users come from (directory.h) */
+    char *dir_source;          /* config | ldap */
+    bool dir_ldap;             /* source = ldap: no [users] in the file */
+    char *dir_ldap_url;        /* one or more ldap://, ldaps://, ldapi:// URLs */
+    char *dir_bind_dn;         /* "" = anonymous */
+    char *dir_bind_password;   /* secret */
+    char *dir_bind_password_file;
+    char *dir_base;
+    char *dir_scope;           /* sub | one */
+    char *dir_filter;
+    char *dir_jid_attr;
+    char *dir_aor_attr;
+    char *dir_aor_template;    /* "" or a SIP URI with one %s */
+    char *dir_name_attr;       /* "" = none */
+    char *dir_group_attr;      /* "" = none */
+    char *dir_tel_attr;        /* "" = none */
+    char *dir_tls;             /* auto | starttls | none (ldaps:// is always TLS) */
+    char *dir_ca_file;         /* "" = the system's CAs */
+    bool dir_tls_verify;
+    char *dir_sync;            /* auto | syncrepl | poll */
+    long dir_poll_interval;    /* seconds */
+    long dir_timeout;          /* seconds, network and operations */
+    long dir_max_users;
+
     /* [users] and [user JID] sections */
     struct cfg_user *users;
     size_t nusers;
@@ -127,7 +155,13 @@ void config_free(struct offhook_config *cfg);
 
 /* Secret files a process has no use for are not opened (least privilege: the sipbridge
  * user need not be able to read the component secret). Flags, set once at start. */
-enum { CFG_SECRET_SIP = 1, CFG_SECRET_XMPP = 2, CFG_SECRET_REDIS = 4, CFG_SECRET_ALL = 7 };
+enum {
+    CFG_SECRET_SIP = 1,
+    CFG_SECRET_XMPP = 2,
+    CFG_SECRET_REDIS = 4,
+    CFG_SECRET_LDAP = 8,
+    CFG_SECRET_ALL = 15
+};
 /* The placeholder secret of the deploy/ recipes (Prosody, ejabberd): refused as a secret
  * (inline or from a *_file) by every process that uses that secret. */
 #define CFG_PLACEHOLDER_SECRET "change-me"
@@ -162,5 +196,27 @@ const struct cfg_user *config_user_by_contact(const struct offhook_config *cfg,
                                               const char *contact);
 /* Effective privacy setting for u. */
 bool config_user_shows_remote(const struct offhook_config *cfg, const struct cfg_user *u);
+
+/* ---- for directory sources (directory.h): users that do not come from the file ------ */
+
+/* Whether v is a SIP URI as offhook uses it (sip: or sips:, a host, need_user: a user
+ * part). Returns 0, or -1 with a message in err. */
+int config_check_sip_uri(const char *v, bool need_user, char *err, size_t len)
+    __attribute__((warn_unused_result));
+/* The phone contact of a user with bare JID jid on cfg's [xmpp] domain, normalized, into
+ * out. Returns 0, or -1 with a message in err. */
+int config_contact_for(const struct offhook_config *cfg, const char *jid, char *out,
+                       size_t outlen, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* dst (zeroed by the caller) gets a copy of every key of src, no users: the configuration
+ * a reload of an unchanged file would give, before its users are filled in. */
+void config_copy_keys(struct offhook_config *dst, const struct offhook_config *src);
+/* cfg (which has no users) takes ownership of users[0..n) (an xmalloc'd array) and
+ * indexes them. Their JIDs and contacts must be unique: the caller has checked. */
+void config_set_users(struct offhook_config *cfg, struct cfg_user *users, size_t n);
+/* dst (uninitialized) becomes a deep copy of src. */
+void config_user_copy(struct cfg_user *dst, const struct cfg_user *src);
+/* Frees what u points to (not u itself). */
+void config_user_free(struct cfg_user *u);
 
 #endif

@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "directory.h"
 #include "log.h"
 #include "metrics.h"
 #include "strutil.h"
@@ -212,6 +213,27 @@ static void register_metrics(void)
     metric_set(m_reload_time, NULL, (double)(clock_wall_us() / 1000000));
 }
 
+/* The one way a new configuration comes into force: the daemon's apply, then the swap. */
+static void install(struct offhook_config *next)
+{
+    struct offhook_config *cur = *hooks.cfg;
+
+    hooks.apply(hooks.arg, next);
+    config_free(cur);
+    free(cur);
+    *hooks.cfg = next;
+}
+
+void daemon_users_changed(void)
+{
+    struct offhook_config *next = xcalloc(1, sizeof *next);
+
+    config_copy_keys(next, *hooks.cfg);
+    directory_fill(hooks.dir, next);
+    log_info("main", "event=directory_users_apply users=%zu", next->nusers);
+    install(next);
+}
+
 int daemon_reload(void)
 {
     struct offhook_config *cur = *hooks.cfg, *next = xcalloc(1, sizeof *next);
@@ -235,10 +257,8 @@ int daemon_reload(void)
         log_warn("main", "event=reload_partial restart_needed_for=\"%s\"", pending.keys);
     if (log_set_level_name(next->log_level) < 0)
         log_warn("main", "event=bad_log_level");
-    hooks.apply(hooks.arg, next);
-    config_free(cur);
-    free(cur);
-    *hooks.cfg = next;
+    directory_fill(hooks.dir, next);
+    install(next);
     metric_set(m_reload_ok, NULL, 1);
     metric_set(m_reload_time, NULL, (double)(clock_wall_us() / 1000000));
     metric_set(m_restart_pending, NULL, pending.n);

@@ -8,6 +8,7 @@
 
 struct event_base;
 struct offhook_config;
+struct directory;
 
 struct daemon_args {
     const char *config_path;
@@ -33,6 +34,10 @@ struct daemon_hooks {
     void (*apply)(void *arg, struct offhook_config *next);
     void (*stop)(void *arg);   /* SIGTERM, SIGINT */
     void *arg;
+    /* Where the users come from when the file does not list them ([directory] source =
+     * ldap): each configuration handed to apply gets its users from there. NULL, or a
+     * source = config directory: the file's own. Owned by the daemon's main. */
+    struct directory *dir;
 };
 /* Installs signal events on base (SIGHUP: daemon_reload), registers the offhook_config_*
  * metrics and starts the watchdog pinger if systemd asked for it. */
@@ -45,6 +50,11 @@ void daemon_setup(struct event_base *base, const struct daemon_hooks *hooks);
  * offhook_config_last_reload_successful and offhook_config_restart_pending. Returns 0 when
  * the new configuration is in force, -1 when it was refused. */
 int daemon_reload(void);
+/* The directory's users changed (directory.h's changed callback): the configuration in
+ * force, with the users the directory now holds, goes through hooks.apply and replaces
+ * *hooks.cfg, exactly as a reload of an unchanged file would (the file is not read
+ * again: a half-edited file must not ride in on a directory change). */
+void daemon_users_changed(void);
 void daemon_teardown(void);
 
 /* sd_notify(3) without libsystemd. No-ops when not run by systemd. */

@@ -81,7 +81,13 @@ static void handle(struct evhttp_request *req, void *arg)
         reply_text(req, 200, "OK", "text/plain", "ok\n", 3);
     } else if (plen == 7 && strncmp(uri, "/readyz", 7) == 0) {
         if (!h->ready || h->ready(h->arg, &body)) {
-            reply_text(req, 200, "OK", "text/plain", "ready\n", 6);
+            /* Ready, and what is degraded all the same (a directory serving its last
+             * known users), after the first line. */
+            struct sbuf ok;
+            sbuf_init(&ok);
+            sbuf_printf(&ok, "ready\n%s", body.data ? body.data : "");
+            reply_text(req, 200, "OK", "text/plain", ok.data, ok.len);
+            sbuf_free(&ok);
         } else {
             reply_text(req, 503, "Service Unavailable", "text/plain", body.data ? body.data : "",
                        body.len);

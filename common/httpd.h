@@ -12,7 +12,8 @@
 struct event_base;
 struct httpd;
 
-/* Returns true when ready; otherwise appends the reasons (one per line) to why. */
+/* Returns true when ready; otherwise appends the reasons (one per line) to why. Lines
+ * appended while returning true are notes (degraded but serving), shown after "ready". */
 typedef bool (*httpd_ready_fn)(void *arg, struct sbuf *why);
 
 /* Binds hostport ("HOST:PORT"). Returns NULL (and logs why) on failure. */

@@ -199,3 +199,13 @@ int storecodec_key_heartbeat(const char *prefix, const char *daemon, char *buf, 
 {
     return key(buf, len, prefix, "heartbeat:", daemon);
 }
+
+int storecodec_key_directory(const char *prefix, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "directory:users", "");
+}
+
+int storecodec_key_directory_meta(const char *prefix, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "directory:meta", "");
+}

@@ -7,6 +7,11 @@
  *   <prefix>subs:<jid>          hash   "<package> <aor>" -> "<state> <unix ms>", sipbridge's
  *                                      subscriptions for the user (for offhookctl)
  *   <prefix>heartbeat:<daemon>  string unix ms of the daemon's last beat, expires after 30 s
+ *   <prefix>directory:users     hash   JID -> the user as an LDAP directory last listed them
+ *                                      (dirbuild.h's encoding): the last known users,
+ *                                      written by each daemon that reads the directory,
+ *                                      read at start until the directory answers
+ *   <prefix>directory:meta      hash   saved_ms, users, by: when and by whom it was written
  *
  * A stream entry with cmd=resync (and user=<jid> or "*") asks the component to send
  * everything again (offhookctl resync).
@@ -100,6 +105,8 @@ int storecodec_key_events(const char *prefix, char *buf, size_t len);
 int storecodec_key_watchers(const char *prefix, const char *contact, char *buf, size_t len);
 int storecodec_key_subs(const char *prefix, const char *jid, char *buf, size_t len);
 int storecodec_key_heartbeat(const char *prefix, const char *daemon, char *buf, size_t len);
+int storecodec_key_directory(const char *prefix, char *buf, size_t len);
+int storecodec_key_directory_meta(const char *prefix, char *buf, size_t len);
 
 #define STORE_HEARTBEAT_EVERY_MS 10000 /* each daemon beats this often ... */
 #define STORE_HEARTBEAT_TTL_MS 30000   /* ... and is taken for dead when a beat is this old */

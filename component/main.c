@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "directory.h"
 #include "feed.h"
 #include "health.h"
 #include "httpd.h"
@@ -56,6 +57,7 @@ struct app {
     struct publisher *pub;
     struct router *router;
     struct httpd *http;
+    struct directory *dir;
     struct event *status_timer;
     bool ready_sent;
 };
@@ -67,6 +69,8 @@ static bool is_ready(void *arg, struct sbuf *why)
     struct app *a = arg;
     bool ok = true;
 
+    if (!directory_ready(a->dir, why))
+        ok = false;
     if (!xmpplink_up(a->xmpp)) {
         sbuf_puts(why, "xmpp: stream not up\n");
         ok = false;
@@ -289,9 +293,16 @@ static void on_reload(void *arg, struct offhook_config *next)
     struct app *a = arg;
 
     users_apply(&a->users, next, on_user_removed, a);
+    watchers_load_new(a->wstore);
     watchers_enforce_policy(a->wstore);
     feed_resync(a->feed);
     log_notice("main", "event=reloaded users=%zu", next->nusers);
+}
+
+/* The directory's users changed: they come into force the way a reload's do. */
+static void on_directory_changed(void *arg)
+{
+    daemon_users_changed();
 }
 
 int main(int argc, char **argv)
@@ -304,7 +315,7 @@ int main(int argc, char **argv)
 
     daemon_parse_args(argc, argv, "offhook-component",
                       "XEP-0114 component showing desk-phone state as XMPP presence.", &args);
-    config_set_secret_use(CFG_SECRET_XMPP | CFG_SECRET_REDIS);
+    config_set_secret_use(CFG_SECRET_XMPP | CFG_SECRET_REDIS | CFG_SECRET_LDAP);
     log_init("offhook-component");
     a.config_path = args.config_path;
     a.cfg = xcalloc(1, sizeof *a.cfg);
@@ -318,7 +329,10 @@ int main(int argc, char **argv)
         goto out_cfg;
     }
     if (args.check_config) {
-        printf("%s: OK (%zu users)\n", args.config_path, a.cfg->nusers);
+        if (a.cfg->dir_ldap)
+            printf("%s: OK (users from %s)\n", args.config_path, a.cfg->dir_ldap_url);
+        else
+            printf("%s: OK (%zu users)\n", args.config_path, a.cfg->nusers);
         rc = 0;
         goto out_cfg;
     }
@@ -335,6 +349,11 @@ int main(int argc, char **argv)
     feed_register_metrics();
     pep_register_metrics();
     health_register_metrics();
+    directory_register_metrics();
+    a.dir = directory_new(a.base, a.cfg, "component", on_directory_changed, &a);
+    if (!a.dir)
+        goto out;
+    hooks.dir = a.dir;
     daemon_setup(a.base, &hooks);
     if (a.cfg->component_metrics[0]) {
         a.http = httpd_start(a.base, a.cfg->component_metrics, is_ready, &a);
@@ -360,6 +379,7 @@ int main(int argc, char **argv)
     rc = 0;
     log_notice("main", "event=stopped");
 out:
+    directory_free(a.dir); /* no directory news from here on */
     if (a.status_timer)
         event_free(a.status_timer);
     /* The link first: closing the stream runs its last pass (stanzas, on_down), which

@@ -24,6 +24,8 @@ struct cuser {
     bool have_rec;               /* rec holds something sipbridge wrote */
     struct strmap watchers;      /* bare JID -> the same string, owned by the map (written
                                     through users_watcher_add/del, by watchers.c) */
+    bool watchers_read;          /* watchers.c asked Redis for its set (a user a reload
+                                    or the directory adds has not been asked yet) */
 };
 
 /* The directory. Other modules read its fields (iterating by_jid, say) but change them

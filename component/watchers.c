@@ -125,7 +125,8 @@ static int persist_all(struct watchers *w, struct cuser *u, const char *key)
     return rc;
 }
 
-static void load_all(struct watchers *w)
+/* Reads back the sets of every user, or (only_unread) of those not read yet. */
+static void load_all(struct watchers *w, bool only_unread)
 {
     size_t pos = 0;
     const char *k;
@@ -136,6 +137,8 @@ static void load_all(struct watchers *w)
         char key[4096];
         struct load_ctx *lc;
 
+        if (only_unread && u->watchers_read)
+            continue;
         if (storecodec_key_watchers(w->d->cfg->redis_prefix, u->contact, key, sizeof key) < 0)
             continue;
         if (u->watchers.count && persist_all(w, u, key) < 0)
@@ -148,8 +151,16 @@ static void load_all(struct watchers *w)
             free(lc);
             return;
         }
+        u->watchers_read = true;
         w->loads_pending++;
     }
+}
+
+void watchers_load_new(struct watchers *w)
+{
+    /* Not up: on_link reads everyone's when it comes. */
+    if (redislink_up(w->link))
+        load_all(w, true);
 }
 
 static void on_link(struct redislink *l, bool up, void *arg)
@@ -172,7 +183,7 @@ static void on_link(struct redislink *l, bool up, void *arg)
         free(o);
     }
     w->dropped_logged = false;
-    load_all(w);
+    load_all(w, false);
 }
 
 struct watchers *watchers_new(struct event_base *base, struct users *d,

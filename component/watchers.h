@@ -37,6 +37,10 @@ bool watchers_up(const struct watchers *w);
  * copied. */
 void watchers_add(struct watchers *w, struct cuser *u, const char *bare);
 void watchers_remove(struct watchers *w, struct cuser *u, const char *bare);
+/* After a reload (or a directory change) added users: reads back their sets from Redis,
+ * so that a user who comes (back) keeps whoever watched their contact before (on_learned
+ * for each). */
+void watchers_load_new(struct watchers *w);
 /* After a reload tightened [component] allow_watchers: whoever may no longer watch is
  * told (on_dropped) and removed, in memory and in Redis. */
 void watchers_enforce_policy(struct watchers *w);

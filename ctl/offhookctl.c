@@ -9,8 +9,9 @@
  *                                                and the PBX (check.c, xmppcheck.c,
  *                                                sipcheck.c)
  *
- * It reads the same configuration as the daemons (Redis address, key prefix, users) and
- * talks only to Redis (check: to each upstream): it works whether or not the daemons run. */
+ * It reads the same configuration as the daemons (Redis address, key prefix, users; with
+ * [directory] source = ldap the users of the daemons' last known copy in Redis) and talks
+ * only to Redis (check: to each upstream): it works whether or not the daemons run. */
 #include <getopt.h>
 #include <stdarg.h>
 #include <inttypes.h>
@@ -25,6 +26,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "dirbuild.h"
 #include "jid.h"
 #include "sipcheck.h"
 #include "storecodec.h"
@@ -205,6 +207,47 @@ static bool load_record(redisContext *r, const struct offhook_config *cfg, const
     ok = n > 0 && storecodec_decode(names, values, n, rec, err, sizeof err) == 0;
     freeReplyObject(rep);
     return ok;
+}
+
+/* [directory] source = ldap: the file lists nobody; the users are those the daemons last
+ * took from the directory, in their copy in Redis, checked as the daemons check them. */
+static void load_directory_users(redisContext *r, struct offhook_config *cfg)
+{
+    char key[512];
+    redisReply *rep;
+    struct dir_entry *entries;
+    const struct dir_entry **ptrs;
+    struct dir_report report;
+    struct cfg_user *users;
+    size_t n = 0, nusers;
+
+    if (!cfg->dir_ldap || storecodec_key_directory(cfg->redis_prefix, key, sizeof key) < 0)
+        return;
+    rep = cmd(r, "HGETALL %s", key);
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(rep);
+        return;
+    }
+    entries = xcalloc(rep->elements / 2 + 1, sizeof *entries);
+    ptrs = xcalloc(rep->elements / 2 + 1, sizeof *ptrs);
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        redisReply *v = rep->element[i + 1];
+        if (v->type != REDIS_REPLY_STRING)
+            continue;
+        if (dirbuild_decode(v->str, (size_t)v->len, "copy", &entries[n]) < 0) {
+            dir_entry_free(&entries[n]);
+            continue;
+        }
+        ptrs[n] = &entries[n];
+        n++;
+    }
+    users = dirbuild_users(cfg, ptrs, n, 0, &nusers, &report);
+    config_set_users(cfg, users, nusers);
+    for (size_t i = 0; i < n; i++)
+        dir_entry_free(&entries[i]);
+    free(entries);
+    free(ptrs);
+    freeReplyObject(rep);
 }
 
 static int64_t heartbeat(redisContext *r, const struct offhook_config *cfg, const char *daemon)
@@ -563,6 +606,7 @@ int main(int argc, char **argv)
         return rc;
     }
     r = connect_redis(&cfg);
+    load_directory_users(r, &cfg);
     if (strcmp(argv[optind], "users") == 0 && optind + 1 == argc)
         rc = cmd_users(r, &cfg);
     else if (strcmp(argv[optind], "status") == 0 && optind + 1 == argc)

@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 secs=${1:-60}
 shift || true
-all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router ctlcheck)
+all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router ctlcheck directory)
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
@@ -41,6 +41,7 @@ max_len() {
     dialoginfo | pidf | reginfo | rlmi) echo 70000 ;;
     config) echo 16384 ;;        # CFG_MAX_LINE is 4096: room for over-long lines
     storecodec_jid) echo 8192 ;; # JID_MAX is 3071
+    directory) echo 16384 ;;     # DIR_MAX_JID is 1024; a few records of each limit
     router) echo 70000 ;;        # past [component] max_stanza (65536)
     ctlcheck) echo 20000 ;;      # past offhookctl's 16 KiB XMPP buffer
     *) echo "run.sh: unknown target '$1'" >&2; return 1 ;;
@@ -54,6 +55,7 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 dpkg-query -W -f='${Status}' libclang-rt-14-dev 2>/dev/null | grep -q "install ok installed" ||
   need+=(libclang-rt-14-dev)
 for p in cmake pkg-config make libstrophe-dev libsofia-sip-ua-dev libevent-dev libhiredis-dev \
+         libldap2-dev \
          libxml2-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done

@@ -7,10 +7,11 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config
   libstrophe-dev libsofia-sip-ua-dev libevent-dev libhiredis-dev libxml2-dev libcmocka-dev
-  libssl-dev
+  libssl-dev libldap2-dev
   # the real servers the tests, demo and benchmarks start on loopback
   redis-server redis-tools redis-sentinel prosody prosody-modules lua-unbound sip-tester
   kamailio kamailio-presence-modules kamailio-tls-modules openssl ejabberd
+  slapd ldap-utils
   # fuzzing (fuzz/run.sh: clang's libFuzzer) and memcheck (scripts/valgrind.sh)
   clang libclang-rt-14-dev valgrind
   # packaging (tests/package/test_deb.sh builds and installs the .deb)

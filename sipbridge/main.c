@@ -12,6 +12,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "dialoginfo.h"
+#include "directory.h"
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
@@ -40,6 +41,7 @@ struct app {
     struct store *store;
     struct bridge *bridge;
     struct httpd *http;
+    struct directory *dir;
     struct event *status_timer;
     struct event *shutdown_timer;
     bool ready_sent;
@@ -57,6 +59,8 @@ static bool is_ready(void *arg, struct sbuf *why)
     struct subs_mgr *m = a->bridge ? bridge_subs(a->bridge) : NULL;
     bool ok = true;
 
+    if (!directory_ready(a->dir, why))
+        ok = false;
     if (!store_up(a->store)) {
         sbuf_puts(why, "redis: not connected\n");
         ok = false;
@@ -146,6 +150,16 @@ static void on_reload(void *arg, struct offhook_config *next)
     bridge_apply_config(a->bridge, next);
 }
 
+/* The directory's users changed: they come into force the way a reload's do (not while
+ * stopping: nua is shutting down and takes no new subscription). */
+static void on_directory_changed(void *arg)
+{
+    struct app *a = arg;
+
+    if (!a->stopping)
+        daemon_users_changed();
+}
+
 int main(int argc, char **argv)
 {
     struct daemon_args args;
@@ -158,14 +172,17 @@ int main(int argc, char **argv)
                       "Subscribes to PBX call events and keeps each user's phone state in "
                       "Redis.",
                       &args);
-    config_set_secret_use(CFG_SECRET_SIP | CFG_SECRET_REDIS);
+    config_set_secret_use(CFG_SECRET_SIP | CFG_SECRET_REDIS | CFG_SECRET_LDAP);
     log_init("offhook-sipbridge");
     a.config_path = args.config_path;
     a.cfg = xcalloc(1, sizeof *a.cfg);
     if (daemon_load_config(args.config_path, a.cfg) < 0)
         goto out_cfg;
     if (args.check_config) {
-        printf("%s: OK (%zu users)\n", args.config_path, a.cfg->nusers);
+        if (a.cfg->dir_ldap)
+            printf("%s: OK (users from %s)\n", args.config_path, a.cfg->dir_ldap_url);
+        else
+            printf("%s: OK (%zu users)\n", args.config_path, a.cfg->nusers);
         rc = 0;
         goto out_cfg;
     }
@@ -181,6 +198,11 @@ int main(int argc, char **argv)
     sipua_register_metrics();
     rlsub_register_metrics();
     bridge_register_metrics();
+    directory_register_metrics();
+    a.dir = directory_new(a.base, a.cfg, "sipbridge", on_directory_changed, &a);
+    if (!a.dir)
+        goto out;
+    hooks.dir = a.dir;
     daemon_setup(a.base, &hooks);
     if (a.cfg->sipbridge_metrics[0]) {
         a.http = httpd_start(a.base, a.cfg->sipbridge_metrics, is_ready, &a);
@@ -203,6 +225,7 @@ int main(int argc, char **argv)
     rc = 0;
     log_notice("main", "event=stopped");
 out:
+    directory_free(a.dir); /* no directory news from here on */
     if (a.status_timer)
         event_free(a.status_timer);
     if (a.shutdown_timer)

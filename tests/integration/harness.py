@@ -568,6 +568,11 @@ class PbxSim:
             out[ext] = (state, int(n))
         return out
 
+    def dialogs(self, ext):
+        """Live subscriptions the PBX holds for extension ext (one query, however many
+        extensions it knows)."""
+        return int(self.command("get %s" % ext).split()[2])
+
     def stats(self):
         return dict(kv.split("=") for kv in self.command("stats").split())
 

@@ -558,6 +558,67 @@ static void test_reload_keeps_restart_keys(void **state)
     cfg_errors_free(&errs);
 }
 
+/* [directory]: with source = ldap the file has no users (and needs none), a base is
+ * required, and each key's typos are caught with file:line. The bind password file is
+ * read like the other secrets. groups in [user JID] sections. */
+static void test_directory_keys(void **state)
+{
+    char text[4096];
+    struct offhook_config cfg;
+    struct cfg_errors errs;
+    const char *head = "[xmpp]\nsecret = s3cret\n[directory]\nsource = ldap\n";
+
+    snprintf(text, sizeof text, "%sbase = ou=people,dc=example,dc=com\n"
+                                "bind_dn = cn=offhook,dc=example,dc=com\n"
+                                "bind_password_file = %s\n"
+                                "aor_template = sip:%%s@pbx.example.com\n"
+                                "group_attr = memberOf\nurl_unused_check = 1\n",
+             head, write_file("ldap.secret", "hunter2\n", 0600));
+    load_text(text, &cfg, &errs);
+    assert_int_equal(errs.n, 1); /* only the unknown key: no "no users" */
+    assert_true(has_err(&errs, "unknown key 'url_unused_check' in [directory]", NULL));
+    assert_true(cfg.dir_ldap);
+    assert_string_equal(cfg.dir_bind_password, "hunter2");
+    assert_int_equal(cfg.nusers, 0);
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    snprintf(text, sizeof text,
+             "%sldap_url = ldap://a.example ldaps://b.example:636 http://c\nscope = base\n"
+             "filter = (&(objectClass=person)\njid_attr = e mail\naor_template = %%s\n"
+             "tls = always\nsync = push\npoll_interval = 1\nbind_password = x\n"
+             "[users]\nalice@localhost = sip:1@x\n",
+             head);
+    load_text(text, &cfg, &errs);
+    assert_true(has_err(&errs, "t.conf:5:", "'http://c' is not an ldap://"));
+    assert_true(has_err(&errs, "t.conf:6:", "scope must be sub or one"));
+    assert_true(has_err(&errs, "t.conf:7:", "parentheses do not pair up"));
+    assert_true(has_err(&errs, "t.conf:8:", "'e mail' is not an LDAP attribute name"));
+    assert_true(has_err(&errs, "t.conf:9:", "does not make a SIP URI"));
+    assert_true(has_err(&errs, "t.conf:10:", "tls must be auto, starttls or none"));
+    assert_true(has_err(&errs, "t.conf:11:", "sync must be auto, syncrepl or poll"));
+    assert_true(has_err(&errs, "t.conf:12:", "from 5 to 86400"));
+    assert_true(has_err(&errs, "t.conf:15:", "users come from LDAP"));
+    assert_true(has_err(&errs, "needs a base", NULL));
+    assert_true(has_err(&errs, "t.conf:13:", "without bind_dn"));
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+
+    snprintf(text, sizeof text, "%s[user alice@localhost]\ngroups = Sales, Support\n",
+             base_cfg);
+    if (load_text(text, &cfg, &errs) != 0) {
+        print_errs(&errs);
+        fail();
+    }
+    {
+        const struct cfg_user *u = config_user_by_jid(&cfg, "alice@localhost");
+        assert_int_equal(u->ngroups, 2);
+        assert_string_equal(u->groups[1], "Support");
+    }
+    config_free(&cfg);
+    cfg_errors_free(&errs);
+}
+
 /* The shipped example names every key of the table with its default value, and loads. */
 static void test_example_covers_every_key(void **state)
 {
@@ -646,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_restart_keys),
         cmocka_unit_test(test_reload_keeps_restart_keys),
+        cmocka_unit_test(test_directory_keys),
         cmocka_unit_test(test_example_covers_every_key),
     };
 
