@@ -11,6 +11,7 @@
 #include "config.h"
 #include "jid.h"
 #include "log.h"
+#include "sipaddr.h"
 #include "strutil.h"
 
 /* ---- lookups ------------------------------------------------------------------------- */
@@ -64,49 +65,47 @@ bool users_watcher_del(struct cuser *u, const char *bare)
     return key != NULL;
 }
 
-/* Keys of the gateway index: extension (AOR user part), "user@host" of the AOR, and the
- * tel number with only digits and a leading +. */
-static void number_key(const char *kind, const char *v, char *out, size_t len)
+/* The gateway index (XEP-0100 lookups), one key per way a configured address can be
+ * asked for (sipaddr.h has the matching rules):
+ *   ext:<user part>          an AOR's user part as typed ("1001", "alice")
+ *   sip:<user>@<host>        an AOR, whatever its port
+ *   sipp:<user>@<host>:<p>   an AOR that gives port p
+ *   sipnp:<user>@<host>      an AOR that gives no port (it answers a query for any port)
+ *   num:<+digits|digits>     the tel number, normalised
+ * A key two users share maps to NULL: neither is answered rather than a guess. */
+static void gateway_key(char *out, size_t len, const char *kind, const char *a, const char *b,
+                        int port)
 {
-    size_t n = (size_t)snprintf(out, len, "%s:", kind);
-
-    for (; *v && n + 1 < len; v++) {
-        if (strcmp(kind, "tel") == 0 && !((*v >= '0' && *v <= '9') || (*v == '+' && n == 4)))
-            continue;
-        out[n++] = strcmp(kind, "aor") == 0 && *v >= 'A' && *v <= 'Z' ? (char)(*v + 32) : *v;
-    }
-    out[n] = '\0';
+    if (port)
+        snprintf(out, len, "%s:%s@%s:%d", kind, a, b, port);
+    else if (b)
+        snprintf(out, len, "%s:%s@%s", kind, a, b);
+    else
+        snprintf(out, len, "%s:%s", kind, a);
 }
 
-static void aor_parts(const char *aor, char *user, size_t ulen, char *key, size_t klen)
+/* One key of the index; the map's key points at its own copy. */
+struct gw_entry {
+    char *key;
+    struct cuser *u; /* NULL: two users share the address */
+};
+
+static void gateway_put(struct users *d, const char *key, struct cuser *u)
 {
-    const char *p = strchr(aor, ':'), *at;
-    size_t n;
+    struct gw_entry *e = strmap_get(&d->gateway, key);
 
-    user[0] = key[0] = '\0';
-    if (!p || !(at = strchr(p + 1, '@')))
-        return;
-    n = (size_t)(at - p - 1);
-    snprintf(user, ulen, "%.*s", (int)n, p + 1);
-    snprintf(key, klen, "%.*s", (int)(n + 1 + strcspn(at + 1, ":;?>")), p + 1);
-}
-
-static void gateway_put(struct users *d, char *key, struct cuser *u)
-{
-    struct cuser *prev = strmap_get(&d->gateway, key);
-
-    if (prev && prev != u) {
-        /* Two users share the number: answer neither rather than guess. */
-        log_warn("main", "event=gateway_ambiguous key=%s users=%s,%s", key, prev->jid, u->jid);
-        strmap_put(&d->gateway, key, NULL);
-        free(key);
+    if (!e) {
+        e = xcalloc(1, sizeof *e);
+        e->key = xstrdup(key);
+        e->u = u;
+        strmap_put(&d->gateway, e->key, e);
         return;
     }
-    if (prev) {
-        free(key);
-        return;
+    if (e->u && e->u != u) {
+        /* Two users share the address: answer neither rather than guess. */
+        log_warn("main", "event=gateway_ambiguous key=%s users=%s,%s", key, e->u->jid, u->jid);
+        e->u = NULL;
     }
-    strmap_put(&d->gateway, key, u);
 }
 
 static void gateway_clear(struct users *d)
@@ -115,8 +114,11 @@ static void gateway_clear(struct users *d)
     const char *k;
     void *v;
 
-    while (strmap_next(&d->gateway, &pos, &k, &v))
-        free((char *)k);
+    while (strmap_next(&d->gateway, &pos, &k, &v)) {
+        struct gw_entry *e = v;
+        free(e->key);
+        free(e);
+    }
     strmap_free(&d->gateway);
     strmap_init(&d->gateway);
 }
@@ -126,44 +128,93 @@ static void index_gateway(struct users *d)
     size_t pos = 0;
     const char *k;
     void *v;
+    char key[2 * SIPADDR_PART_MAX + 32];
 
     gateway_clear(d);
     while (strmap_next(&d->by_jid, &pos, &k, &v)) {
         struct cuser *u = v;
-        char key[600], user[256], ua[512];
+        char num[SIPADDR_NUMBER_MAX];
         for (int i = 0; i < u->cfg->naors; i++) {
-            aor_parts(u->cfg->aors[i], user, sizeof user, ua, sizeof ua);
-            number_key("ext", user, key, sizeof key);
-            gateway_put(d, xstrdup(key), u);
-            number_key("aor", ua, key, sizeof key);
-            gateway_put(d, xstrdup(key), u);
+            struct sipaddr a;
+            if (sipaddr_parse(u->cfg->aors[i], &a) < 0 || !a.user[0])
+                continue;
+            gateway_key(key, sizeof key, "ext", a.user, NULL, 0);
+            gateway_put(d, key, u);
+            gateway_key(key, sizeof key, "sip", a.user, a.host, 0);
+            gateway_put(d, key, u);
+            gateway_key(key, sizeof key, a.port ? "sipp" : "sipnp", a.user, a.host, a.port);
+            gateway_put(d, key, u);
         }
-        if (u->cfg->tel) {
-            number_key("tel", u->cfg->tel, key, sizeof key);
-            gateway_put(d, xstrdup(key), u);
+        if (u->cfg->tel && sipaddr_number(u->cfg->tel, num, sizeof num) == 0) {
+            gateway_key(key, sizeof key, "num", num, NULL, 0);
+            gateway_put(d, key, u);
         }
     }
 }
 
+/* The user a key names, or NULL (none, or shared). */
+static struct cuser *gateway_get(const struct users *d, const char *kind, const char *a,
+                                 const char *b, int port)
+{
+    char key[2 * SIPADDR_PART_MAX + 32];
+
+    struct gw_entry *e;
+
+    gateway_key(key, sizeof key, kind, a, b, port);
+    e = strmap_get(&d->gateway, key);
+    return e ? e->u : NULL;
+}
+
+/* A normalised number: an extension, then the tel numbers; a national number (no country
+ * code) also by its last digits, when exactly one user's international number ends so. */
+static struct cuser *by_number(const struct users *d, const char *num)
+{
+    struct cuser *u, *found = NULL;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if ((u = gateway_get(d, "ext", num, NULL, 0)) || (u = gateway_get(d, "num", num, NULL, 0)))
+        return u;
+    if (num[0] == '+')
+        return NULL;
+    while (strmap_next(&d->by_jid, &pos, &k, &v)) {
+        char tel[SIPADDR_NUMBER_MAX];
+        u = v;
+        if (!u->cfg->tel || sipaddr_number(u->cfg->tel, tel, sizeof tel) < 0 ||
+            !sipaddr_national_matches(num, tel))
+            continue;
+        if (found && found != u)
+            return NULL; /* two countries' numbers end alike: no guess */
+        found = u;
+    }
+    return found;
+}
+
 struct cuser *users_by_number(const struct users *d, const char *q)
 {
-    char key[600], user[256], ua[512];
+    struct sipaddr a;
+    char num[SIPADDR_NUMBER_MAX];
 
-    if (strncasecmp(q, "sip:", 4) == 0 || strncasecmp(q, "sips:", 5) == 0) {
-        aor_parts(q, user, sizeof user, ua, sizeof ua);
-        number_key("aor", ua, key, sizeof key);
-        if (strmap_get(&d->gateway, key))
-            return strmap_get(&d->gateway, key);
-        number_key("ext", user, key, sizeof key);
-        return strmap_get(&d->gateway, key);
+    if (sipaddr_parse(q, &a) == 0) {
+        struct cuser *u;
+        if (!a.user[0])
+            return NULL;
+        /* A telephone-subscriber (;user=phone, or a global number a PBX wrote without
+         * it) is a number whatever the host: the gateway that routes it. */
+        if ((a.user_phone || a.user[0] == '+') && sipaddr_number(a.user, num, sizeof num) == 0)
+            return by_number(d, num);
+        if (!a.port)
+            return gateway_get(d, "sip", a.user, a.host, 0);
+        if ((u = gateway_get(d, "sipp", a.user, a.host, a.port)))
+            return u;
+        return gateway_get(d, "sipnp", a.user, a.host, 0);
     }
-    if (strncasecmp(q, "tel:", 4) == 0)
-        q += 4;
-    number_key("ext", q, key, sizeof key);
-    if (strmap_get(&d->gateway, key))
-        return strmap_get(&d->gateway, key);
-    number_key("tel", q, key, sizeof key);
-    return strlen(key) > 4 ? strmap_get(&d->gateway, key) : NULL;
+    if (strncasecmp(q, "sip:", 4) == 0 || strncasecmp(q, "sips:", 5) == 0 || strchr(q, '<'))
+        return NULL; /* a SIP address that does not parse names nobody */
+    if (sipaddr_number(q, num, sizeof num) == 0)
+        return by_number(d, num);
+    return gateway_get(d, "ext", q, NULL, 0);
 }
 
 static void watcher_list_clear(struct users *d)

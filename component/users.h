@@ -36,7 +36,8 @@ struct users {
     struct strmap by_jid;        /* user JID -> struct cuser* (the users are owned) */
     struct strmap by_contact;    /* contact JID -> struct cuser* */
     struct strmap user_domains;  /* domains of configured users -> non-NULL (owned keys) */
-    struct strmap gateway;       /* "ext:1001", "aor:1001@pbx", "tel:+1555..." -> cuser */
+    struct strmap gateway;       /* XEP-0100 index: "ext:1001", "sip:1001@pbx", "num:+1555..."
+                                    -> its entry (users.c; the keys of sipaddr.h's rules) */
     struct strmap watcher_list;  /* [component] watchers entries (owned keys) */
 };
 
@@ -57,7 +58,10 @@ void users_apply(struct users *d, const struct offhook_config *cfg,
 /* Lookups: the user, owned by d (valid until it is removed by users_apply), or NULL. */
 struct cuser *users_by_jid(const struct users *d, const char *jid);
 struct cuser *users_by_contact(const struct users *d, const char *contact);
-/* XEP-0100: an extension, SIP URI or phone number -> the user, or NULL. */
+/* XEP-0100: an extension, SIP URI (any form sipaddr_parse takes) or phone number -> the
+ * user, or NULL. SIP URIs match an AOR by user, host and port (a port only when both
+ * give one); a ;user=phone or +number user part, a tel: URI and a typed number match the
+ * tel numbers (national numbers by their last digits, see sipaddr.h) and extensions. */
 struct cuser *users_by_number(const struct users *d, const char *query);
 
 /* Whether bare may use the component at all (the watcher policy, not tied to a user). */

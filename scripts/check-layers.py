@@ -27,7 +27,7 @@ LAYERS = {
         ["feed", "health", "watchers", "xmpplink"], # the links: news up through ops
         ["view"],                                   # what a watcher is shown
         ["users"],                                  # the directory
-        ["presence", "caps", "stanza"],             # pure helpers
+        ["presence", "caps", "stanza", "sipaddr"],  # pure helpers
     ],
     "sipbridge": [
         ["main"],                                   # wires every callback

@@ -1,0 +1,114 @@
+/* XEP-0100 lookups: every line of tests/data/lookup.txt (an address as someone wrote it,
+ * and the user it must find) against the users below, through users_by_number() and so
+ * through sipaddr.c's parsing and normalisation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "sipaddr.h"
+#include "strutil.h"
+#include "users.h"
+
+static const char conf[] =
+    "[sip]\nlisten = udp:127.0.0.1:5070\npbx = sip:127.0.0.1:5060\n"
+    "[xmpp]\nhost = 127.0.0.1\nport = 5347\ndomain = phone.localhost\nsecret = s\n"
+    "[users]\n"
+    "alice@localhost = sip:1001@pbx.example.com, sip:alice@pbx.example.com\n"
+    "bob@localhost = sip:1002@127.0.0.1:5060\n"
+    "carol@localhost = sip:Carol@pbx.example.com, sips:2001@[2001:db8::1]:5061\n"
+    "dave@localhost = sip:1004@pbx.example.com\n"
+    "erin@localhost = sip:1005@pbx.example.com\n"
+    "frank@localhost = sip:1006@pbx.example.com\n"
+    "[user alice@localhost]\ntel = +1 (555) 0100\n"
+    "[user bob@localhost]\ntel = +44 20 7946 0000\n"
+    "[user carol@localhost]\ntel = 555 0199\n"
+    "[user dave@localhost]\ntel = +1 555 0100\n"
+    "[user erin@localhost]\ntel = +61 2 9876 5432\n"
+    "[user frank@localhost]\ntel = +1 212 555 0000\n";
+
+static void test_lookup_file(void **state)
+{
+    struct offhook_config cfg = {0};
+    struct cfg_errors errs = {0};
+    struct users d;
+    char line[1024];
+    int n = 0, bad = 0, lineno = 0;
+    FILE *f = fopen(OFFHOOK_TEST_DATA "/lookup.txt", "r");
+
+    assert_non_null(f);
+    if (config_load_buffer("test.conf", conf, sizeof conf - 1, &cfg, &errs) != 0)
+        cfg_errors_print(&errs, stderr);
+    assert_int_equal(errs.n, 0);
+    cfg_errors_free(&errs);
+    users_init(&d, &cfg);
+    while (fgets(line, sizeof line, f)) {
+        char *arrow = strstr(line, "=>"), *want;
+        const struct cuser *u;
+        lineno++;
+        if (line[0] == '#' || !arrow)
+            continue;
+        *arrow = '\0';
+        want = str_trim(arrow + 2);
+        /* The query keeps its leading spaces: people paste them. */
+        for (size_t i = strlen(line); i > 0 && line[i - 1] == ' '; i--)
+            line[i - 1] = '\0';
+        u = users_by_number(&d, line);
+        if (strcmp(u ? u->jid : "-", want) != 0) {
+            fprintf(stderr, "lookup.txt:%d: '%s' found %s, want %s\n", lineno, line,
+                    u ? u->jid : "-", want);
+            bad++;
+        }
+        n++;
+    }
+    fclose(f);
+    users_free(&d);
+    config_free(&cfg);
+    assert_true(n > 50);
+    assert_int_equal(bad, 0);
+}
+
+/* The two helpers on their own, for what the file cannot show. */
+static void test_sipaddr(void **state)
+{
+    struct sipaddr a;
+    char num[SIPADDR_NUMBER_MAX];
+
+    assert_int_equal(sipaddr_parse("\"A \\\"q\\\" B\" <sips:Bob%20B@Example.COM:5061;"
+                                   "user=phone>;tag=1", &a), 0);
+    assert_true(a.secure);
+    assert_string_equal(a.user, "Bob B");
+    assert_string_equal(a.host, "example.com");
+    assert_int_equal(a.port, 5061);
+    assert_true(a.user_phone);
+    assert_int_equal(sipaddr_parse("sip:alice@host:0", &a), -1);
+    assert_int_equal(sipaddr_parse("sip:alice@host:65536", &a), -1);
+    assert_int_equal(sipaddr_parse("sip:alice@host:50x", &a), -1);
+    assert_int_equal(sipaddr_parse("sip:alice@[::1", &a), -1);
+    assert_int_equal(sipaddr_parse("tel:+15550100", &a), -1);
+    assert_int_equal(sipaddr_number("tel:+1-555-0100;phone-context=example.com", num,
+                                    sizeof num), 0);
+    assert_string_equal(num, "+15550100");
+    assert_int_equal(sipaddr_number("1234567890123456789012345678901", num, sizeof num), -1);
+    assert_int_equal(sipaddr_number(" - ", num, sizeof num), -1);
+    assert_int_equal(sipaddr_number("+", num, sizeof num), -1);
+    assert_true(sipaddr_national_matches("5550100", "+15550100"));
+    assert_false(sipaddr_national_matches("15550100", "+5550100"));
+    assert_false(sipaddr_national_matches("50100", "+15550100"));
+    assert_false(sipaddr_national_matches("+15550100", "+15550100"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lookup_file),
+        cmocka_unit_test(test_sipaddr),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
