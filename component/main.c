@@ -7,9 +7,10 @@
  * Calls go down the data flow; news comes up through each module's ops, to here:
  *
  *   Redis: feed, health, watchers --ops--> main --> publisher --view--> pep, presence_out
- *   XMPP:  xmpplink --ops--> main --> router --> publisher, pep, presence_out
+ *   XMPP:  xmpplink --ops--> main --> router --> publisher, privileged, presence_out
  *                                     router --ops--> main --> watchers
- *   pep, presence_out, router --stanza_out--> main --> xmpplink
+ *                                     privileged --ops--> main --> pep, publisher
+ *   pep, privileged, presence_out, router --stanza_out--> main --> xmpplink
  *
  * users.c (the directory) and view.c sit under all of them. See docs/architecture.md. */
 #include <stdio.h>
@@ -29,6 +30,7 @@
 #include "metrics.h"
 #include "pep.h"
 #include "presence_out.h"
+#include "privileged.h"
 #include "publisher.h"
 #include "redislink.h"
 #include "router.h"
@@ -41,6 +43,7 @@
 #include "xmpplink.h"
 
 #define STATUS_INTERVAL_S 10 /* systemd STATUS= refresh once ready */
+#define STOP_WAIT_S 3        /* a clean stop waits this long at most for PEP answers */
 
 struct app {
     const char *config_path;
@@ -53,13 +56,16 @@ struct app {
     struct health *health;
     struct watchers *wstore;
     struct presence_out *presout;
+    struct privileged *priv;
     struct pep *pep;
     struct publisher *pub;
     struct router *router;
     struct httpd *http;
     struct directory *dir;
     struct event *status_timer;
+    struct event *stop_timer;     /* STOP_WAIT_S after a clean stop began */
     bool ready_sent;
+    bool stopping;
 };
 
 /* ---- readiness, status ------------------------------------------------------------- */
@@ -129,6 +135,7 @@ static void on_xmpp_up(void *arg)
 {
     struct app *a = arg;
 
+    priv_connected(a->priv);
     pep_connected(a->pep);
     /* Before the feed has every user's state, it would publish "unknown" for all. */
     if (feed_synced(a->feed))
@@ -139,6 +146,7 @@ static void on_xmpp_down(void *arg)
 {
     struct app *a = arg;
 
+    priv_link_down(a->priv);
     presout_link_down(a->presout);
 }
 
@@ -250,15 +258,26 @@ static const struct router_ops router_ops = {
     .on_unsubscribe = on_unsubscribe,
 };
 
-static void on_pep_granted(void *arg, const char *domain)
+static void on_granted(void *arg, const char *domain)
 {
     struct app *a = arg;
 
+    pep_granted(a->pep, domain);
     if (feed_synced(a->feed))
         pub_pep_domain(a->pub, domain);
 }
 
-static const struct pep_ops pep_ops = {.on_granted = on_pep_granted};
+static void on_grants_missing(void *arg, const char *domain)
+{
+    struct app *a = arg;
+
+    pep_missing(a->pep, domain);
+}
+
+static const struct privileged_ops priv_ops = {
+    .on_granted = on_granted,
+    .on_missing = on_grants_missing,
+};
 
 /* A reload removed u (or renamed its contact): its watchers see it go offline, and the
  * writers forget it. */
@@ -277,14 +296,40 @@ static void on_user_removed(void *arg, struct cuser *u)
 
 /* ---- signals ----------------------------------------------------------------------- */
 
-static void on_stop(void *arg)
+static void stop_now(void *arg)
 {
     struct app *a = arg;
 
-    daemon_notify("STOPPING=1");
-    if (!a->cfg->component_keep_on_stop)
-        pub_goodbye(a->pub);
     event_base_loopexit(a->base, NULL);
+}
+
+static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+
+    log_warn("main", "event=stop_timeout pending_pep=%u after_s=%d", priv_pending(a->priv),
+             STOP_WAIT_S);
+    stop_now(a);
+}
+
+static void on_stop(void *arg)
+{
+    struct app *a = arg;
+    struct timeval tv = {.tv_sec = STOP_WAIT_S};
+
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    daemon_notify("STOPPING=1");
+    if (a->cfg->component_keep_on_stop) {
+        stop_now(a);
+        return;
+    }
+    pub_goodbye(a->pub);
+    /* PEP is read before it is written: let those answers come, a few seconds at most. */
+    a->stop_timer = evtimer_new(a->base, on_stop_timeout, a);
+    evtimer_add(a->stop_timer, &tv);
+    priv_when_idle(a->priv, stop_now, a);
 }
 
 /* daemon_reload() checked and loaded the file: hand the new configuration over. */
@@ -348,6 +393,7 @@ int main(int argc, char **argv)
     presout_register_metrics();
     feed_register_metrics();
     pep_register_metrics();
+    priv_register_metrics();
     health_register_metrics();
     directory_register_metrics();
     a.dir = directory_new(a.base, a.cfg, "component", on_directory_changed, &a);
@@ -364,9 +410,10 @@ int main(int argc, char **argv)
      * before the loop runs (the links connect from it), by when out.ctx is set. */
     a.out = (struct stanza_out){.up = out_up, .send = out_send, .arg = &a};
     a.presout = presout_new(&a.users, &a.out);
-    a.pep = pep_new(a.base, &a.users, &a.out, &pep_ops, &a);
+    a.priv = priv_new(a.base, &a.users, &a.out, &priv_ops, &a);
+    a.pep = pep_new(&a.users, &a.out, a.priv);
     a.pub = pub_new(&a.users, a.presout, a.pep, &a.out);
-    a.router = router_new(&a.users, a.pub, a.presout, a.pep, &a.out, &router_ops, &a);
+    a.router = router_new(&a.users, a.pub, a.presout, a.priv, &a.out, &router_ops, &a);
     a.feed = feed_new(a.base, &a.users, &feed_ops, &a);
     a.health = health_new(a.base, a.cfg, &health_ops, &a);
     a.wstore = watchers_new(a.base, &a.users, &watchers_ops, &a);
@@ -382,6 +429,8 @@ out:
     directory_free(a.dir); /* no directory news from here on */
     if (a.status_timer)
         event_free(a.status_timer);
+    if (a.stop_timer)
+        event_free(a.stop_timer);
     /* The link first: closing the stream runs its last pass (stanzas, on_down), which
      * reaches the router and the writers. */
     xmpplink_free(a.xmpp);
@@ -391,6 +440,7 @@ out:
     router_free(a.router);
     pub_free(a.pub);
     pep_free(a.pep);
+    priv_free(a.priv);
     presout_free(a.presout);
     httpd_free(a.http);
     users_free(&a.users);

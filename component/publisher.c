@@ -15,6 +15,7 @@ struct publisher {
     struct pep *pep;
     const struct stanza_out *out;
     bool sipbridge_alive;       /* its heartbeat is fresh: records are being kept true */
+    bool stopped;               /* pub_goodbye ran: nothing more is published */
 };
 
 struct publisher *pub_new(const struct users *d, struct presence_out *po, struct pep *pep,
@@ -50,6 +51,8 @@ void pub_user(struct publisher *pub, const struct cuser *u, bool force, int64_t 
 {
     struct user_view v;
 
+    if (pub->stopped)
+        return;
     current_view(pub, u, &v);
     pep_user(pub->pep, u, &v, force);
     presout_user(pub->po, u, &v, force, event_us);
@@ -59,6 +62,8 @@ void pub_user_to(struct publisher *pub, const struct cuser *u, const char *to)
 {
     struct user_view v;
 
+    if (pub->stopped)
+        return;
     current_view(pub, u, &v);
     presout_user_to(pub->po, u, &v, to);
 }
@@ -70,6 +75,8 @@ void pub_all(struct publisher *pub)
     void *v;
     int users = 0;
 
+    if (pub->stopped)
+        return;
     while (strmap_next(&pub->d->by_jid, &pos, &k, &v)) {
         pub_user(pub, v, true, 0);
         users++;
@@ -94,6 +101,8 @@ void pub_pep_domain(struct publisher *pub, const char *domain)
     void *v;
     int n = 0;
 
+    if (pub->stopped)
+        return;
     while (strmap_next(&pub->d->by_jid, &pos, &k, &v)) {
         const struct cuser *u = v;
         struct user_view view;
@@ -117,6 +126,7 @@ void pub_goodbye(struct publisher *pub)
     void *v;
     int n = 0;
 
+    pub->stopped = true;
     if (!stanza_out_up(pub->out))
         return;
     view_compute(NULL, &none); /* nothing at all: an empty activity, no addresses */

@@ -42,7 +42,9 @@ void pub_all(struct publisher *pub);
 void pub_changed(struct publisher *pub);
 /* A new PEP grant from domain's server: every user there into PEP, forced. */
 void pub_pep_domain(struct publisher *pub, const char *domain);
-/* On a clean stop: every contact unavailable to its watchers, every PEP item emptied. */
+/* On a clean stop: every contact unavailable to its watchers, offhook's own PEP items
+ * emptied (the PEP writes are answered later: privileged.h's priv_when_idle). Nothing is
+ * published after it. */
 void pub_goodbye(struct publisher *pub);
 
 #endif

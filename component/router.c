@@ -23,7 +23,7 @@ struct router {
     const struct users *d;
     struct publisher *pub;
     struct presence_out *po;
-    struct pep *pep;
+    struct privileged *priv;
     const struct stanza_out *out;
     struct router_ops ops;
     void *arg;
@@ -236,8 +236,8 @@ static void handle_iq(struct router *rt, xmpp_stanza_t *st, const char *to_bare,
     bool is_get;
 
     if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) {
-        /* result/error: answers to our privileged publishes; nothing else is asked. */
-        pep_on_iq(rt->pep, st);
+        /* result/error: answers to our privileged requests; nothing else is asked. */
+        (void)priv_on_iq(rt->priv, st);
         return;
     }
     if (!xmpp_stanza_get_id(st)) {
@@ -374,7 +374,7 @@ void router_stanza(struct router *rt, xmpp_stanza_t *st)
     /* A message from a server (no local part): XEP-0356 grants, or server notices. A
      * server never gets an error back from us. */
     if (!fj.local[0]) {
-        if (!pep_on_message(rt->pep, st, fj.domain))
+        if (!priv_on_message(rt->priv, st, fj.domain))
             log_debug("router", "event=server_message_ignored from=%s", fj.domain);
         return;
     }
@@ -383,7 +383,7 @@ void router_stanza(struct router *rt, xmpp_stanza_t *st)
 }
 
 struct router *router_new(const struct users *d, struct publisher *pub,
-                          struct presence_out *po, struct pep *pep,
+                          struct presence_out *po, struct privileged *priv,
                           const struct stanza_out *out, const struct router_ops *ops,
                           void *arg)
 {
@@ -392,7 +392,7 @@ struct router *router_new(const struct users *d, struct publisher *pub,
     rt->d = d;
     rt->pub = pub;
     rt->po = po;
-    rt->pep = pep;
+    rt->priv = priv;
     rt->out = out;
     rt->ops = *ops;
     rt->arg = arg;

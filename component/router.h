@@ -1,7 +1,7 @@
 /* The router: every incoming stanza, validated and answered. Presence subscriptions
  * follow RFC 6121 under the watcher policy (a change of who watches goes up through
  * router_ops); IQs get answers or the right stanza error; XEP-0356 grants and answers go
- * to the PEP writer. Calls the publisher and the presence writer for its answers, never
+ * to privileged.c. Calls the publisher and the presence writer for its answers, never
  * the link: every stanza leaves through the stanza_out it is given. Called by main.c for
  * each stanza xmpplink.c receives. */
 #ifndef OFFHOOK_ROUTER_H
@@ -13,8 +13,8 @@
 
 #include <strophe.h>
 
-#include "pep.h"
 #include "presence_out.h"
+#include "privileged.h"
 #include "publisher.h"
 #include "stanza.h"
 #include "users.h"
@@ -34,7 +34,7 @@ struct router_ops {
 
 /* Everything is borrowed and must outlive the router; ops is copied. */
 struct router *router_new(const struct users *d, struct publisher *pub,
-                          struct presence_out *po, struct pep *pep,
+                          struct presence_out *po, struct privileged *priv,
                           const struct stanza_out *out, const struct router_ops *ops,
                           void *arg);
 void router_free(struct router *r);

@@ -29,6 +29,8 @@
 #define NS_FORWARD "urn:xmpp:forward:0"                         /* XEP-0297 */
 #define NS_PRIV1 "urn:xmpp:privilege:1"                         /* XEP-0356 v1 */
 #define NS_PRIV2 "urn:xmpp:privilege:2"                         /* XEP-0356 v2 */
+/* offhook's own: the user's activity kept inside offhook's "on the phone" item (pep.c). */
+#define NS_OFFHOOK_PREVIOUS "https://github.com/offhook/offhook#previous-activity"
 
 /* Adds <name/> (in namespace ns; NULL: the parent's) as parent's last child. The parent
  * owns the element; the pointer returned is borrowed, valid as long as the parent. */

@@ -24,6 +24,7 @@ LAYERS = {
         ["router"],                                 # incoming stanzas, answered
         ["publisher"],                              # one view per change, to each writer
         ["presence_out", "pep"],                    # the writers
+        ["privileged"],                             # XEP-0356: grants, requests, answers
         ["feed", "health", "watchers", "xmpplink"], # the links: news up through ops
         ["view"],                                   # what a watcher is shown
         ["users"],                                  # the directory

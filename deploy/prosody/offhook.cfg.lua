@@ -21,12 +21,14 @@ component_interfaces = { "127.0.0.1" }
 VirtualHost "example.com"
     modules_enabled = { "privilege"; "groups" }
     groups_file = "/etc/prosody/offhook-groups.txt"
-    -- [privilege] begin: what offhook may do: publish into the users' PEP, nothing else
-    -- (no roster, message or presence permission: it uses none). Without it offhook
-    -- still shows phone contacts and logs once why it does not publish into PEP.
+    -- [privilege] begin: what offhook may do: read and write the users' PEP nodes, nothing
+    -- else (no roster, message or presence permission: it uses none). "both", not "set":
+    -- offhook reads a node before it writes it, so that it never overwrites what the
+    -- user published there (their own activity, their vCard). Without it offhook still
+    -- shows phone contacts and logs once why it does not publish into PEP.
     privileged_entities = {
         ["phone.example.com"] = {
-            iq = { ["http://jabber.org/protocol/pubsub"] = "set" };
+            iq = { ["http://jabber.org/protocol/pubsub"] = "both" };
         };
     }
     -- [privilege] end

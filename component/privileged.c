@@ -1,0 +1,536 @@
+/* XEP-0356 grants and privileged IQs, with every answer matched to a request actually
+ * sent (see privileged.h). Anyone can send the component an IQ result or error: only
+ * one that carries the id of a pending request (ids are random per process, so nobody
+ * outside can guess one) and comes from that request's user or the user's server is
+ * taken as its answer. */
+#include "privileged.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "jid.h"
+#include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
+#include "strutil.h"
+
+#define GRANT_WAIT_S 5          /* after connecting, how long a server has to say <privilege/> */
+#define REQUEST_TIMEOUT_S 30    /* a request unanswered this long has failed */
+#define SWEEP_S 5               /* how often timeouts are looked for */
+#define PENDING_MAX 65536       /* requests in flight at most (a stalled server bounds us) */
+
+static const char *const ns_names[PRIV_NS_MAX] = {NS_PUBSUB, NS_VCARD};
+
+struct grant {
+    char *domain;                       /* owned; the key in privileged.grants */
+    bool advertised;                    /* a <privilege/> came from it in this stream */
+    bool may[PRIV_NS_MAX][2];           /* [ns][PRIV_GET/PRIV_SET] */
+    char version[8];                    /* "1" or "2" */
+};
+
+struct pending {
+    char id[48];                        /* the key in privileged.pending */
+    char *user;                         /* the request's user (bare JID, owned) */
+    const char *domain;                 /* into user */
+    int64_t deadline_ms;
+    priv_done_fn done;
+    void *arg;
+};
+
+struct privileged {
+    const struct users *d;
+    const struct stanza_out *out;
+    struct privileged_ops ops;
+    void *arg;
+    struct strmap grants;               /* server domain -> struct grant* (owned) */
+    struct strmap pending;              /* id -> struct pending* (owned) */
+    struct event *wait;                 /* GRANT_WAIT_S after connecting */
+    struct event *sweep;                /* timeouts */
+    char id_prefix[24];                 /* random per process */
+    unsigned long next_id;
+    void (*idle_fn)(void *arg);         /* priv_when_idle's waiter */
+    void *idle_arg;
+    struct ratelimit_bucket ignored_log;
+    unsigned long ignored_suppressed;
+};
+
+static struct metric *m_priv_errors, *m_ignored, *m_requests;
+
+/* The label values of offhook_privilege_errors_total: declared, so each series exists from
+ * the first scrape and a hostile server cannot mint label values. */
+static const char *const priv_conditions[] = {
+    "bad_request",           "conflict",           "feature_not_implemented",
+    "forbidden",             "internal_server_error", "item_not_found",
+    "not_allowed",           "not_authorized",     "policy_violation",
+    "remote_server_timeout", "resource_constraint", "service_unavailable",
+    "undefined_condition",   "other",              NULL};
+
+/* One line a minute at most for answers nobody asked for: a flood of them must not
+ * flood the log. */
+static const struct ratelimit ignored_log_rate = {.rate = 1.0 / 60, .burst = 3};
+
+void priv_register_metrics(void)
+{
+    m_priv_errors = metric_new(METRIC_COUNTER, "offhook_privilege_errors_total",
+                               "Privileged IQs the server refused, by stanza error condition "
+                               "(RFC 6120's, dashes as underscores; other: anything else).",
+                               "condition", priv_conditions);
+    m_ignored = metric_new(METRIC_COUNTER, "offhook_privileged_answers_ignored_total",
+                           "IQ results and errors that answered no request of the component "
+                           "(unknown_id) or came from someone else than its user or their "
+                           "server (wrong_sender).",
+                           "reason", (const char *const[]){"unknown_id", "wrong_sender", NULL});
+    m_requests = metric_new(METRIC_COUNTER, "offhook_privileged_requests_total",
+                            "Privileged IQs into users' accounts (PEP reads and writes, vCard), "
+                            "by outcome.",
+                            "result",
+                            (const char *const[]){"sent", "ok", "error", "timeout", "lost",
+                                                  NULL});
+}
+
+/* RFC 6120's condition element name -> its label value. */
+static const char *condition_label(const char *condition)
+{
+    char name[32];
+    size_t i;
+
+    for (i = 0; condition[i] && i < sizeof name - 1; i++)
+        name[i] = condition[i] == '-' ? '_' : condition[i];
+    name[i] = '\0';
+    for (const char *const *c = priv_conditions; *c; c++) {
+        if (!condition[i] && strcmp(*c, name) == 0)
+            return *c;
+    }
+    return "other";
+}
+
+/* ---- grants ---------------------------------------------------------------------------- */
+
+static struct grant *grant_for(const struct privileged *p, const char *domain)
+{
+    return strmap_get(&p->grants, domain);
+}
+
+static struct grant *grant_new(struct privileged *p, const char *domain)
+{
+    struct grant *g = grant_for(p, domain);
+
+    if (!g) {
+        g = xcalloc(1, sizeof *g);
+        g->domain = xstrdup(domain);
+        strmap_put(&p->grants, g->domain, g);
+    }
+    return g;
+}
+
+bool priv_advertised(const struct privileged *p, const char *domain)
+{
+    const struct grant *g = grant_for(p, domain);
+
+    return g && g->advertised;
+}
+
+bool priv_may(const struct privileged *p, const char *domain, enum priv_ns ns,
+              enum priv_type type)
+{
+    const struct grant *g = grant_for(p, domain);
+
+    return g && g->advertised && g->may[ns][type];
+}
+
+static void on_wait(evutil_socket_t fd, short what, void *arg)
+{
+    struct privileged *p = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&p->d->user_domains, &pos, &k, &v)) {
+        if (!priv_advertised(p, k) && p->ops.on_missing)
+            p->ops.on_missing(p->arg, k);
+    }
+}
+
+/* <perm access='iq'><namespace ns='...' type='get|set|both'/></perm> (v2). */
+static void read_iq_perm(struct grant *g, xmpp_stanza_t *perm)
+{
+    for (xmpp_stanza_t *ns = xmpp_stanza_get_children(perm); ns; ns = xmpp_stanza_get_next(ns)) {
+        const char *name, *type;
+        if (!xmpp_stanza_is_tag(ns) || strcmp(xmpp_stanza_get_name(ns), "namespace") != 0)
+            continue;
+        name = xmpp_stanza_get_attribute(ns, "ns");
+        type = xmpp_stanza_get_attribute(ns, "type");
+        if (!name || !type)
+            continue;
+        for (int i = 0; i < PRIV_NS_MAX; i++) {
+            if (strcmp(name, ns_names[i]) != 0)
+                continue;
+            g->may[i][PRIV_GET] = !strcmp(type, "get") || !strcmp(type, "both");
+            g->may[i][PRIV_SET] = !strcmp(type, "set") || !strcmp(type, "both");
+        }
+    }
+}
+
+static const char *perm_name(const struct grant *g, int ns)
+{
+    const bool *m = g->may[ns];
+
+    return m[PRIV_GET] && m[PRIV_SET] ? "both" : m[PRIV_GET] ? "get" : m[PRIV_SET] ? "set"
+                                                                                     : "none";
+}
+
+bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_domain)
+{
+    xmpp_stanza_t *priv = xmpp_stanza_get_child_by_name_and_ns(msg, "privilege", NS_PRIV2);
+    struct grant *g;
+    char perms[256] = "";
+    size_t used = 0;
+
+    if (!priv)
+        priv = xmpp_stanza_get_child_by_name_and_ns(msg, "privilege", NS_PRIV1);
+    if (!priv)
+        return false;
+    if (!strmap_get(&p->d->user_domains, from_domain)) {
+        log_debug("privileged", "event=privilege_ignored domain=%s reason=\"no users there\"",
+                  from_domain);
+        return true;
+    }
+    g = grant_new(p, from_domain);
+    g->advertised = true;
+    memset(g->may, 0, sizeof g->may);
+    str_copy(g->version, sizeof g->version,
+             strcmp(xmpp_stanza_get_ns(priv), NS_PRIV2) == 0 ? "2" : "1");
+    for (xmpp_stanza_t *perm = xmpp_stanza_get_children(priv); perm;
+         perm = xmpp_stanza_get_next(perm)) {
+        const char *access, *type;
+        if (!xmpp_stanza_is_tag(perm) || strcmp(xmpp_stanza_get_name(perm), "perm") != 0)
+            continue;
+        access = xmpp_stanza_get_attribute(perm, "access");
+        type = xmpp_stanza_get_attribute(perm, "type");
+        if (!access)
+            continue;
+        if (strcmp(access, "iq") == 0) {
+            read_iq_perm(g, perm);
+            continue;
+        }
+        /* roster, message, presence: offhook uses none of them (see the guide). */
+        if (used < sizeof perms)
+            used += (size_t)snprintf(perms + used, sizeof perms - used, "%s%s=%s",
+                                     used ? "," : "", access,
+                                     type && strlen(type) < 32 ? type : "?");
+    }
+    for (int i = 0; i < PRIV_NS_MAX; i++) {
+        if (used < sizeof perms)
+            used += (size_t)snprintf(perms + used, sizeof perms - used, "%siq:%s=%s",
+                                     used ? "," : "", ns_names[i], perm_name(g, i));
+    }
+    log_notice("privileged", "event=privileges domain=%s xep0356_version=%s perms=\"%s\"",
+               from_domain, g->version, perms);
+    if (p->ops.on_granted)
+        p->ops.on_granted(p->arg, from_domain);
+    return true;
+}
+
+/* ---- requests and answers --------------------------------------------------------- */
+
+static void pending_free(struct pending *q)
+{
+    free(q->user);
+    free(q);
+}
+
+static void check_idle(struct privileged *p)
+{
+    void (*fn)(void *) = p->idle_fn;
+
+    if (fn && p->pending.count == 0) {
+        p->idle_fn = NULL;
+        fn(p->idle_arg);
+    }
+}
+
+/* Ends q (already out of the map) with a: its callback, then q freed. */
+static void finish(struct privileged *p, struct pending *q, const struct priv_answer *a)
+{
+    static const char *const results[] = {"ok", "error", "timeout", "lost"};
+
+    metric_inc(m_requests, results[a->result]);
+    q->done(q->arg, q->user, a);
+    pending_free(q);
+}
+
+/* Ends every pending request for which pred holds, each with result r. Collected first:
+ * a callback may send new requests into the map. */
+static void finish_all(struct privileged *p, enum priv_result r, int64_t before_ms)
+{
+    struct pending **all = xmalloc((p->pending.count + 1) * sizeof *all);
+    size_t n = 0, pos = 0;
+    const char *k;
+    void *v;
+    struct priv_answer a = {.result = r};
+
+    while (strmap_next(&p->pending, &pos, &k, &v)) {
+        struct pending *q = v;
+        if (before_ms == 0 || q->deadline_ms <= before_ms)
+            all[n++] = q;
+    }
+    for (size_t i = 0; i < n; i++)
+        strmap_del(&p->pending, all[i]->id);
+    for (size_t i = 0; i < n; i++) {
+        if (r == PRIV_TIMEOUT)
+            log_warn("privileged", "event=request_timeout user=%s after_s=%d", all[i]->user,
+                     REQUEST_TIMEOUT_S);
+        finish(p, all[i], &a);
+    }
+    free(all);
+    check_idle(p);
+}
+
+/* Armed only while requests are pending: an idle component sleeps. */
+static void arm_sweep(struct privileged *p)
+{
+    struct timeval tv = {.tv_sec = SWEEP_S};
+
+    if (p->pending.count && !evtimer_pending(p->sweep, NULL))
+        evtimer_add(p->sweep, &tv);
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct privileged *p = arg;
+
+    if (p->pending.count)
+        finish_all(p, PRIV_TIMEOUT, clock_mono_ms());
+    arm_sweep(p);
+}
+
+int priv_request(struct privileged *p, const char *user, enum priv_type type,
+                 xmpp_stanza_t *payload, priv_done_fn done, void *arg)
+{
+    xmpp_ctx_t *ctx = p->out->ctx;
+    const char *t = type == PRIV_GET ? "get" : "set", *ns = xmpp_stanza_get_ns(payload);
+    struct pending *q = NULL;
+    xmpp_stanza_t *outer = NULL, *priv, *inner;
+    char inner_id[64];
+    struct jid j;
+    int nsi, rc = -1;
+
+    for (nsi = 0; nsi < PRIV_NS_MAX && !(ns && strcmp(ns, ns_names[nsi]) == 0); nsi++)
+        ;
+    if (nsi == PRIV_NS_MAX || jid_parse(user, &j) < 0 || !priv_may(p, j.domain, nsi, type) ||
+        !stanza_out_up(p->out) || p->pending.count >= PENDING_MAX)
+        goto out;
+    q = xcalloc(1, sizeof *q);
+    snprintf(q->id, sizeof q->id, "%s-%lu", p->id_prefix, ++p->next_id);
+    q->user = xstrdup(user);
+    q->domain = strchr(q->user, '@') ? strchr(q->user, '@') + 1 : q->user;
+    q->deadline_ms = clock_mono_ms() + REQUEST_TIMEOUT_S * 1000;
+    q->done = done;
+    q->arg = arg;
+    snprintf(inner_id, sizeof inner_id, "%s-in", q->id);
+    outer = xmpp_iq_new(ctx, t, q->id);
+    xmpp_stanza_set_from(outer, p->d->cfg->xmpp_domain);
+    xmpp_stanza_set_to(outer, user);
+    priv = stanza_child(ctx, outer, "privileged_iq", NS_PRIV2);
+    /* Prosody's mod_privilege wants the wrapped IQ explicitly in jabber:client, with an
+     * id and the same type as the wrapper; its from, if any, must be the user. */
+    inner = xmpp_iq_new(ctx, t, inner_id);
+    xmpp_stanza_set_ns(inner, NS_CLIENT);
+    xmpp_stanza_add_child_ex(priv, inner, 0);
+    xmpp_stanza_add_child_ex(inner, payload, 0);
+    payload = NULL;
+    if (stanza_send(p->out, outer, "iq_request") < 0)
+        goto out;
+    metric_inc(m_requests, "sent");
+    strmap_put(&p->pending, q->id, q);
+    q = NULL;
+    arm_sweep(p);
+    rc = 0;
+out:
+    if (payload)
+        xmpp_stanza_release(payload);
+    if (outer)
+        xmpp_stanza_release(outer);
+    if (q)
+        pending_free(q);
+    return rc;
+}
+
+unsigned priv_pending(const struct privileged *p)
+{
+    return (unsigned)p->pending.count;
+}
+
+void priv_when_idle(struct privileged *p, void (*fn)(void *arg), void *arg)
+{
+    p->idle_fn = fn;
+    p->idle_arg = arg;
+    check_idle(p);
+}
+
+static void ignored(struct privileged *p, const char *reason, const char *from, const char *id)
+{
+    char bare[JID_MAX + 1];
+
+    metric_inc(m_ignored, reason);
+    if (!ratelimit_take(&ignored_log_rate, &p->ignored_log, clock_mono_ms())) {
+        p->ignored_suppressed++;
+        return;
+    }
+    /* A bare JID holds no quote or space (RFC 7622); the id is ours or suppressed. */
+    if (!from || jid_to_bare(from, bare, sizeof bare) < 0)
+        str_copy(bare, sizeof bare, "?");
+    log_notice("privileged", "event=answer_ignored reason=%s from=%s known_id=%s "
+                             "suppressed=%lu",
+               reason, bare, strcmp(reason, "unknown_id") ? "yes" : "no",
+               p->ignored_suppressed);
+    p->ignored_suppressed = 0;
+    (void)id;
+}
+
+/* Whether from is q's user (any resource) or the user's server. */
+static bool from_expected(const struct pending *q, const char *from)
+{
+    struct jid j;
+    char bare[JID_MAX + 1];
+
+    if (!from || jid_parse(from, &j) < 0 || jid_format_bare(&j, bare, sizeof bare) < 0)
+        return false;
+    if (!j.local[0])
+        return !j.resource[0] && strcmp(j.domain, q->domain) == 0;
+    return strcmp(bare, q->user) == 0;
+}
+
+/* The error's defined condition and an application condition, if any. */
+static void read_error(xmpp_stanza_t *iq, struct priv_answer *a)
+{
+    xmpp_stanza_t *err = xmpp_stanza_get_child_by_name(iq, "error");
+
+    a->condition = "undefined-condition";
+    a->app_condition = NULL;
+    for (xmpp_stanza_t *c = err ? xmpp_stanza_get_children(err) : NULL; c;
+         c = xmpp_stanza_get_next(c)) {
+        const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
+        if (!xmpp_stanza_is_tag(c) || strcmp(name, "text") == 0)
+            continue;
+        if (ns && strcmp(ns, NS_STANZAS) == 0)
+            a->condition = name;
+        else if (!a->app_condition)
+            a->app_condition = name;
+    }
+}
+
+bool priv_on_iq(struct privileged *p, xmpp_stanza_t *iq)
+{
+    const char *id = xmpp_stanza_get_id(iq), *type = xmpp_stanza_get_type(iq);
+    const char *from = xmpp_stanza_get_from(iq);
+    struct pending *q = id ? strmap_get(&p->pending, id) : NULL;
+    struct priv_answer a = {.result = PRIV_OK};
+    xmpp_stanza_t *inner = NULL;
+
+    if (!q) {
+        ignored(p, "unknown_id", from, id);
+        return false;
+    }
+    if (!from_expected(q, from)) {
+        /* The real answer may still come: the request stays pending. */
+        ignored(p, "wrong_sender", from, id);
+        return false;
+    }
+    strmap_del(&p->pending, id);
+    if (type && strcmp(type, "result") == 0) {
+        /* The answer of the user's server is forwarded inside <privilege><forwarded>. */
+        xmpp_stanza_t *priv = xmpp_stanza_get_child_by_name(iq, "privilege");
+        xmpp_stanza_t *fwd = priv ? xmpp_stanza_get_child_by_ns(priv, NS_FORWARD) : NULL;
+        inner = fwd ? xmpp_stanza_get_child_by_name(fwd, "iq") : NULL;
+    }
+    if (!type || strcmp(type, "result") != 0 ||
+        (inner && xmpp_stanza_get_type(inner) && !strcmp(xmpp_stanza_get_type(inner), "error"))) {
+        a.result = PRIV_ERROR;
+        read_error(inner ? inner : iq, &a);
+        metric_inc(m_priv_errors, condition_label(a.condition));
+    } else if (inner) {
+        for (a.payload = xmpp_stanza_get_children(inner); a.payload && !xmpp_stanza_is_tag(a.payload);
+             a.payload = xmpp_stanza_get_next(a.payload))
+            ;
+    }
+    finish(p, q, &a);
+    check_idle(p);
+    return true;
+}
+
+/* ---- the stream --------------------------------------------------------------------- */
+
+void priv_connected(struct privileged *p)
+{
+    struct timeval tv = {.tv_sec = GRANT_WAIT_S};
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    /* A new stream: the server advertises its grants again. */
+    while (strmap_next(&p->grants, &pos, &k, &v)) {
+        struct grant *g = v;
+        g->advertised = false;
+        memset(g->may, 0, sizeof g->may);
+    }
+    evtimer_add(p->wait, &tv);
+}
+
+void priv_link_down(struct privileged *p)
+{
+    evtimer_del(p->wait);
+    if (p->pending.count)
+        finish_all(p, PRIV_LOST, 0);
+}
+
+struct privileged *priv_new(struct event_base *base, const struct users *d,
+                            const struct stanza_out *out, const struct privileged_ops *ops,
+                            void *arg)
+{
+    struct privileged *p = xcalloc(1, sizeof *p);
+    unsigned long long r;
+
+    p->d = d;
+    p->out = out;
+    p->ops = *ops;
+    p->arg = arg;
+    strmap_init(&p->grants);
+    strmap_init(&p->pending);
+    /* Unguessable ids: an answer cannot be forged for a request one has not seen. */
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r = (unsigned long long)clock_wall_us() ^ ((unsigned long long)getpid() << 32);
+    snprintf(p->id_prefix, sizeof p->id_prefix, "oh%016llx", r);
+    ratelimit_bucket_init(&p->ignored_log, ignored_log_rate.burst, clock_mono_ms());
+    p->wait = evtimer_new(base, on_wait, p);
+    p->sweep = evtimer_new(base, on_sweep, p);
+    return p;
+}
+
+void priv_free(struct privileged *p)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if (!p)
+        return;
+    while (strmap_next(&p->grants, &pos, &k, &v)) {
+        struct grant *g = v;
+        free(g->domain);
+        free(g);
+    }
+    strmap_free(&p->grants);
+    for (pos = 0; strmap_next(&p->pending, &pos, &k, &v);)
+        pending_free(v);
+    strmap_free(&p->pending);
+    event_free(p->wait);
+    event_free(p->sweep);
+    free(p);
+}

@@ -1,0 +1,104 @@
+/* XEP-0356 for the component's writers: which privileges each users' server granted it
+ * (learned from the server's <privilege/> message, again in each stream), and privileged
+ * IQs sent into a user's own account, each answer matched to the request actually sent,
+ * by its id (random per process) and its sender (the user's bare JID or the user's
+ * server); any other IQ answer is counted and ignored. Called by router.c (<privilege/>
+ * messages, IQ answers), the writers pep.c and vcard_out.c (requests) and main.c (the
+ * stream's ups and downs). */
+#ifndef OFFHOOK_PRIVILEGED_H
+#define OFFHOOK_PRIVILEGED_H
+
+/* Ownership: pointers given to a function are only read during the call (strings are
+ * copied if kept), unless its comment says otherwise; "borrowed" means the caller keeps
+ * the object alive for as long as stated. */
+
+#include <stdbool.h>
+
+#include <strophe.h>
+
+#include "stanza.h"
+#include "users.h"
+
+struct event_base;
+struct privileged;
+
+/* The namespaces whose IQ permission offhook uses (XEP-0356 v2 <namespace/>). */
+enum priv_ns {
+    PRIV_PUBSUB, /* http://jabber.org/protocol/pubsub: the user's PEP nodes */
+    PRIV_VCARD,  /* vcard-temp: the user's own vCard */
+    PRIV_NS_MAX
+};
+enum priv_type { PRIV_GET, PRIV_SET };
+
+/* News for the owner (main.c), wired at priv_new; domain is valid only during the call. */
+struct privileged_ops {
+    /* domain's server advertised its grants (a <privilege/>, once or again): every user
+     * there should be brought up to date. */
+    void (*on_granted)(void *arg, const char *domain);
+    /* domain's server sent no <privilege/> within a few seconds of the stream's start. */
+    void (*on_missing)(void *arg, const char *domain);
+};
+
+/* What became of a request. */
+enum priv_result {
+    PRIV_OK,      /* the wrapped IQ got a result */
+    PRIV_ERROR,   /* the wrapped IQ, or the privileged one, got an error */
+    PRIV_TIMEOUT, /* no answer in time */
+    PRIV_LOST     /* the stream went down before the answer */
+};
+
+struct priv_answer {
+    enum priv_result result;
+    const char *condition;      /* PRIV_ERROR: the RFC 6120 condition element's name */
+    const char *app_condition;  /* PRIV_ERROR: an application condition's name (XEP-0060's
+                                   precondition-not-met...) or NULL */
+    xmpp_stanza_t *payload;     /* PRIV_OK: the result's first child element (<pubsub/>,
+                                   <vCard/>), or NULL; only read, valid during the callback */
+};
+
+/* Called once per request sent; user (its bare JID) and a are valid only during the call,
+ * which may send new requests. */
+typedef void (*priv_done_fn)(void *arg, const char *user, const struct priv_answer *a);
+
+/* base, d and out are borrowed and must outlive it; ops is copied. */
+struct privileged *priv_new(struct event_base *base, const struct users *d,
+                            const struct stanza_out *out, const struct privileged_ops *ops,
+                            void *arg);
+/* Pending requests are dropped without their callbacks. */
+void priv_free(struct privileged *p);
+void priv_register_metrics(void);
+
+/* A new component stream: grants are forgotten until the server advertises them again. */
+void priv_connected(struct privileged *p);
+/* The stream went down: every pending request ends PRIV_LOST. */
+void priv_link_down(struct privileged *p);
+
+/* A <message/> from a server domain: true if it was a <privilege/> (consumed). */
+bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_domain);
+/* An IQ result or error: true if it answered a request of ours; false if it answered
+ * nothing we sent, or came from someone else than the request's user or server (counted
+ * in offhook_privileged_answers_ignored_total). */
+bool priv_on_iq(struct privileged *p, xmpp_stanza_t *iq);
+
+/* Whether domain's server advertised a <privilege/> in this stream. */
+bool priv_advertised(const struct privileged *p, const char *domain);
+/* Whether domain's server granted the IQ permission of type for ns in this stream. */
+bool priv_may(const struct privileged *p, const char *domain, enum priv_ns ns,
+              enum priv_type type);
+
+/* Sends <iq type=get|set to=user><privileged_iq><iq xmlns=jabber:client>payload</iq>...
+ * into user's account (a configured user's bare JID). Takes ownership of payload (its
+ * element's namespace names the permission used). Returns 0 once sent: done(arg, ...)
+ * is then called exactly once, unless p is freed first. Returns -1 without sending (and
+ * without calling done) when the stream is down, the permission is not granted or too
+ * many requests are pending. */
+int priv_request(struct privileged *p, const char *user, enum priv_type type,
+                 xmpp_stanza_t *payload, priv_done_fn done, void *arg);
+/* Requests sent and not yet answered. */
+unsigned priv_pending(const struct privileged *p);
+/* Calls fn(arg) once no request is pending: at once if none is, else after the last
+ * answer (or its timeout, or the stream's end). One waiter at a time; a later call
+ * replaces it. For a clean stop that lets the last writes be answered. */
+void priv_when_idle(struct privileged *p, void (*fn)(void *arg), void *arg);
+
+#endif
