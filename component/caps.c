@@ -7,8 +7,8 @@
 #include <strophe.h>
 
 /* Sorted byte-wise, as XEP-0115 5.1 requires for the verification string. */
-const char *const caps_contact_features[] = {NS_CAPS, NS_DISCO_INFO, NS_NICK, NS_PING,
-                                             NS_VCARD, NULL};
+const char *const caps_contact_features[] = {NS_CAPS, NS_DISCO_INFO, NS_NICK, NS_VCARD4,
+                                             NS_PING, NS_VCARD, NULL};
 const char *const caps_domain_features[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_GATEWAY,
                                             NS_VERSION, NS_PING, NULL};
 

@@ -522,10 +522,11 @@ static void decide_activity(struct pep *p, const struct cuser *u, struct pep_use
              "decision=leave_it reason=\"the user published an activity during the call\"");
         return;
     }
-    if (text_size(f->payload) > PREVIOUS_MAX) {
+    if (!f->id || !*f->id || text_size(f->payload) > PREVIOUS_MAX) {
         n->done = n->want;
         skip(pu, NODE_ACTIVITY, "user_item",
-             "decision=leave_it reason=\"the user's activity is too large to keep and put back\"");
+             "decision=leave_it reason=\"the user's activity is too large (or has no item id) "
+             "to keep and put back\"");
         return;
     }
     write_item(p, pu, NODE_ACTIVITY, PEP_ITEM_ID, covering(p, u, pu, f->payload, f->id),

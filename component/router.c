@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "caps.h"
+#include "card.h"
 #include "jid.h"
 #include "log.h"
 #include "metrics.h"
@@ -18,6 +19,14 @@
 
 #define GATEWAY_QUERY_MAX 256 /* longest number, extension or SIP URI looked up */
 #define STANZA_DEPTH_MAX 32   /* deeper nesting is refused like an oversized stanza */
+#define POINTERS_SLOTS 256    /* senders a message pointer was sent to lately (hashed) */
+#define POINTER_INTERVAL_MS 60000 /* one pointer per sender and contact per minute */
+
+/* A message pointer recently sent: to whom, from which contact (hashed), and when. */
+struct pointer_sent {
+    uint64_t key;
+    int64_t at_ms;
+};
 
 struct router {
     const struct users *d;
@@ -27,9 +36,10 @@ struct router {
     const struct stanza_out *out;
     struct router_ops ops;
     void *arg;
+    struct pointer_sent pointers[POINTERS_SLOTS];
 };
 
-static struct metric *m_in, *m_rejected, *m_refused_watchers;
+static struct metric *m_in, *m_rejected, *m_refused_watchers, *m_messages;
 
 void router_register_metrics(void)
 {
@@ -47,6 +57,14 @@ void router_register_metrics(void)
                                     "Presence subscriptions or probes refused by the watcher "
                                     "policy.",
                                     NULL, NULL);
+    m_messages = metric_new(METRIC_COUNTER, "offhook_contact_messages_total",
+                            "Messages to phone contacts, by what came of them: answered with a "
+                            "pointer to the person (pointed), not again within a minute "
+                            "(throttled), not for this sender (refused), without a body or of "
+                            "a type not answered (ignored).",
+                            "outcome",
+                            (const char *const[]){"pointed", "throttled", "refused", "ignored",
+                                                  NULL});
 }
 
 /* ---- helpers ----------------------------------------------------------------------- */
@@ -162,23 +180,47 @@ static void disco_info(struct router *rt, xmpp_stanza_t *st, xmpp_stanza_t *quer
     send_result(rt, r);
 }
 
+/* XEP-0054: the phone contact's vcard-temp (card.h): its name, the person's chat address
+ * (JABBERID), the desk number and SIP addresses. */
 static void vcard(struct router *rt, xmpp_stanza_t *st, struct cuser *u)
 {
-    xmpp_ctx_t *ctx = rt->out->ctx;
-    xmpp_stanza_t *r = stanza_reply(ctx, st, "result");
-    xmpp_stanza_t *v = stanza_child(ctx, r, "vCard", NS_VCARD);
-    char nick[JID_MAX + 16];
+    xmpp_stanza_t *r = stanza_reply(rt->out->ctx, st, "result");
 
-    stanza_text_child(ctx, v, "FN", u->cfg->name ? u->cfg->name : u->jid);
-    view_nick(u, nick, sizeof nick);
-    stanza_text_child(ctx, v, "NICKNAME", nick);
-    if (u->cfg->tel) {
-        xmpp_stanza_t *tel = stanza_child(ctx, v, "TEL", NULL);
-        stanza_child(ctx, tel, "VOICE", NULL);
-        stanza_child(ctx, tel, "WORK", NULL);
-        stanza_text_child(ctx, tel, "NUMBER", u->cfg->tel);
-    }
+    xmpp_stanza_add_child_ex(r, card_contact_temp(rt->out->ctx, u), 0);
     send_result(rt, r);
+}
+
+/* XEP-0292: the same as vCard4, asked for directly (<vcard/>) or, as XEP-0292 clients do,
+ * as the item of the urn:xmpp:vcard4 node (<pubsub><items/>). */
+static void vcard4(struct router *rt, xmpp_stanza_t *st, struct cuser *u, bool as_item)
+{
+    xmpp_ctx_t *ctx = rt->out->ctx;
+    xmpp_stanza_t *r = stanza_reply(ctx, st, "result"), *parent = r;
+
+    if (as_item) {
+        xmpp_stanza_t *items = stanza_child(ctx, stanza_child(ctx, r, "pubsub", NS_PUBSUB),
+                                            "items", NULL);
+        xmpp_stanza_set_attribute(items, "node", NODE_VCARD4);
+        parent = stanza_child(ctx, items, "item", NULL);
+        xmpp_stanza_set_id(parent, "current");
+    }
+    xmpp_stanza_add_child_ex(parent, card_contact_v4(ctx, u), 0);
+    send_result(rt, r);
+}
+
+/* A pubsub request to a phone contact: only the vCard4 node's items exist. */
+static void contact_pubsub(struct router *rt, xmpp_stanza_t *st, xmpp_stanza_t *pubsub,
+                           struct cuser *u, bool get)
+{
+    xmpp_stanza_t *items = xmpp_stanza_get_child_by_name(pubsub, "items");
+    const char *node = items ? xmpp_stanza_get_attribute(items, "node") : NULL;
+
+    if (!get || !items)
+        send_error(rt, st, "cancel", "feature-not-implemented", "service_unavailable");
+    else if (!node || strcmp(node, NODE_VCARD4) != 0)
+        send_error(rt, st, "cancel", "item-not-found", "item_not_found");
+    else
+        vcard4(rt, st, u, true);
 }
 
 /* XEP-0100 jabber:iq:gateway: a number, extension or SIP URI -> the phone contact's JID.
@@ -223,6 +265,14 @@ static void gateway(struct router *rt, xmpp_stanza_t *st, xmpp_stanza_t *query, 
         return;
     }
     stanza_text_child(ctx, q, "jid", u->contact);
+    /* The phone contact shows the phone; the person behind it is who one writes to (the
+     * same as the contact's vCard JABBERID). */
+    {
+        xmpp_stanza_t *who = stanza_child(ctx, q, "person", NS_OFFHOOK_PERSON);
+        xmpp_stanza_set_attribute(who, "jid", u->jid);
+        if (u->cfg->name)
+            xmpp_stanza_set_attribute(who, "name", u->cfg->name);
+    }
     send_result(rt, r);
 }
 
@@ -276,17 +326,106 @@ static void handle_iq(struct router *rt, xmpp_stanza_t *st, const char *to_bare,
         stanza_text_child(ctx, q, "name", "offhook");
         stanza_text_child(ctx, q, "version", OFFHOOK_VERSION);
         send_result(rt, r);
-    } else if (is_get && ns && strcmp(ns, NS_VCARD) == 0 && u) {
-        /* Name and desk number are directory data: only for whom the policy allows. */
+    } else if (u && ns && (!strcmp(ns, NS_VCARD) || !strcmp(ns, NS_VCARD4) ||
+                           !strcmp(ns, NS_PUBSUB))) {
+        /* Name, desk number, the person's address are directory data: only for whom the
+         * policy allows. */
         char bare[JID_MAX + 1];
-        if (jid_to_bare(xmpp_stanza_get_from(st), bare, sizeof bare) == 0 &&
-            users_requester_allowed(rt->d, bare))
+        if (jid_to_bare(xmpp_stanza_get_from(st), bare, sizeof bare) < 0 ||
+            !users_requester_allowed(rt->d, bare))
+            send_error(rt, st, "auth", "forbidden", "forbidden");
+        else if (!strcmp(ns, NS_PUBSUB))
+            contact_pubsub(rt, st, payload, u, is_get);
+        else if (!is_get)
+            send_error(rt, st, "auth", "forbidden", "forbidden"); /* nobody edits it */
+        else if (!strcmp(ns, NS_VCARD))
             vcard(rt, st, u);
         else
-            send_error(rt, st, "auth", "forbidden", "forbidden");
+            vcard4(rt, st, u, false);
     } else {
         send_error(rt, st, "cancel", "service-unavailable", "service_unavailable");
     }
+}
+
+/* ---- message --------------------------------------------------------------------------- */
+
+/* Whether a pointer went from contact to bare less than a minute ago; records it now if
+ * not. A fixed table (hash slots): memory does not grow with senders, and a collision
+ * only lets one more pointer through or holds one back. */
+static bool pointed_lately(struct router *rt, const char *bare, const char *contact)
+{
+    uint64_t key = 1469598103934665603ULL;
+    int64_t now = clock_mono_ms();
+    struct pointer_sent *slot;
+
+    for (const char *p = bare; *p; p++)
+        key = (key ^ (unsigned char)*p) * 1099511628211ULL;
+    key = (key ^ '|') * 1099511628211ULL;
+    for (const char *p = contact; *p; p++)
+        key = (key ^ (unsigned char)*p) * 1099511628211ULL;
+    slot = &rt->pointers[key % POINTERS_SLOTS];
+    if (slot->key == key && slot->at_ms && now - slot->at_ms < POINTER_INTERVAL_MS)
+        return true;
+    slot->key = key;
+    slot->at_ms = now;
+    return false;
+}
+
+/* A chat message to a phone contact: the phone cannot chat, so whoever may see it is told
+ * where the person is (the same as the contact's vCard JABBERID). Nobody else learns
+ * anything: they get service-unavailable, as for any address that does not chat. */
+static void handle_message(struct router *rt, xmpp_stanza_t *st, const struct jid *from,
+                           const char *to_bare)
+{
+    xmpp_ctx_t *ctx = rt->out->ctx;
+    const char *type = xmpp_stanza_get_type(st);
+    struct cuser *u = users_by_contact(rt->d, to_bare);
+    char bare[JID_MAX + 1], text[3 * JID_MAX + 256];
+    const char *name;
+    xmpp_stanza_t *r, *thread;
+
+    if (type && strcmp(type, "error") == 0)
+        return; /* never answer an error */
+    if (!u || jid_format_bare(from, bare, sizeof bare) < 0 ||
+        !users_watcher_allowed(rt->d, u, bare)) {
+        metric_inc(m_messages, "refused");
+        send_error(rt, st, "cancel", "service-unavailable", "service_unavailable");
+        return;
+    }
+    /* Headlines and groupchat get no answer (RFC 6121 5.2.2); chat states and receipts
+     * without a body are not a question. */
+    if ((type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0) ||
+        !xmpp_stanza_get_child_by_name(st, "body")) {
+        metric_inc(m_messages, "ignored");
+        return;
+    }
+    /* Another automaton answering ours must not start a loop. */
+    if (pointed_lately(rt, bare, u->contact)) {
+        metric_inc(m_messages, "throttled");
+        return;
+    }
+    name = u->cfg->name ? u->cfg->name : u->jid;
+    snprintf(text, sizeof text, "This is %s's desk phone: it shows when %s is on the phone "
+                                "and cannot chat. Write to %s at xmpp:%s",
+             name, name, name, u->jid);
+    r = xmpp_message_new(ctx, type ? type : "chat", xmpp_stanza_get_from(st), NULL);
+    xmpp_stanza_set_from(r, u->contact);
+    xmpp_message_set_body(r, text);
+    thread = xmpp_stanza_get_child_by_name(st, "thread");
+    if (thread) {
+        char *t = xmpp_stanza_get_text(thread);
+        if (t && *t && strlen(t) <= 256)
+            stanza_text_child(ctx, r, "thread", t);
+        if (t)
+            xmpp_free(ctx, t);
+    }
+    {
+        xmpp_stanza_t *who = stanza_child(ctx, r, "person", NS_OFFHOOK_PERSON);
+        xmpp_stanza_set_attribute(who, "jid", u->jid);
+    }
+    metric_inc(m_messages, "pointed");
+    (void)stanza_send(rt->out, r, "message");
+    xmpp_stanza_release(r);
 }
 
 /* ---- entry ------------------------------------------------------------------------- */
@@ -378,8 +517,7 @@ void router_stanza(struct router *rt, xmpp_stanza_t *st)
             log_debug("router", "event=server_message_ignored from=%s", fj.domain);
         return;
     }
-    /* Messages from people: phone contacts do not chat. */
-    send_error(rt, st, "cancel", "service-unavailable", "service_unavailable");
+    handle_message(rt, st, &fj, to_bare);
 }
 
 struct router *router_new(const struct users *d, struct publisher *pub,

@@ -20,6 +20,8 @@
 #define NS_PING "urn:xmpp:ping"                                 /* XEP-0199 */
 #define NS_VERSION "jabber:iq:version"                          /* XEP-0092 */
 #define NS_VCARD "vcard-temp"                                   /* XEP-0054 */
+#define NS_VCARD4 "urn:ietf:params:xml:ns:vcard-4.0"            /* XEP-0292, RFC 6351 */
+#define NODE_VCARD4 "urn:xmpp:vcard4"                           /* XEP-0292's PEP node */
 #define NS_GATEWAY "jabber:iq:gateway"                          /* XEP-0100 */
 #define NS_NICK "http://jabber.org/protocol/nick"               /* XEP-0172 */
 #define NS_ACTIVITY "http://jabber.org/protocol/activity"       /* XEP-0108 */
@@ -29,6 +31,8 @@
 #define NS_FORWARD "urn:xmpp:forward:0"                         /* XEP-0297 */
 #define NS_PRIV1 "urn:xmpp:privilege:1"                         /* XEP-0356 v1 */
 #define NS_PRIV2 "urn:xmpp:privilege:2"                         /* XEP-0356 v2 */
+/* offhook's own: the person behind a phone contact (XEP-0100 answers, message pointers). */
+#define NS_OFFHOOK_PERSON "https://github.com/offhook/offhook#person"
 /* offhook's own: the user's activity kept inside offhook's "on the phone" item (pep.c). */
 #define NS_OFFHOOK_PREVIOUS "https://github.com/offhook/offhook#previous-activity"
 

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 
+#include "card.h"
 #include "stanza.h"
 
 const struct user_record *view_record(const struct cuser *u, bool sipbridge_alive)
@@ -26,33 +27,25 @@ void view_compute(const struct user_record *rec, struct user_view *out)
 
 void view_nick(const struct cuser *u, char *out, size_t len)
 {
-    snprintf(out, len, "%s (phone)", u->cfg->name ? u->cfg->name : u->jid);
+    card_nick(u, out, len);
 }
 
 xmpp_stanza_t *view_reach(xmpp_ctx_t *ctx, const struct cuser *u, bool addresses)
 {
     xmpp_stanza_t *reach = xmpp_stanza_new(ctx);
+    const char *uris[CARD_URIS_MAX];
+    char tel[64];
+    int n;
 
     xmpp_stanza_set_name(reach, "reach");
     xmpp_stanza_set_ns(reach, NS_REACH);
     if (!addresses)
         return reach;
-    for (int i = 0; i < u->cfg->naors; i++) {
-        xmpp_stanza_t *addr = stanza_child(ctx, reach, "addr", NULL);
-        xmpp_stanza_set_attribute(addr, "uri", u->cfg->aors[i]);
-    }
-    if (u->cfg->tel) {
-        char uri[128];
-        xmpp_stanza_t *addr = stanza_child(ctx, reach, "addr", NULL);
-        size_t n = 0;
-        /* tel: URIs carry digits and a leading +, no visual separators. */
-        n = (size_t)snprintf(uri, sizeof uri, "tel:");
-        for (const char *p = u->cfg->tel; *p && n < sizeof uri - 1; p++) {
-            if ((*p >= '0' && *p <= '9') || (*p == '+' && n == 4))
-                uri[n++] = *p;
-        }
-        uri[n] = '\0';
-        xmpp_stanza_set_attribute(addr, "uri", uri);
-    }
+    /* The AORs, then the tel: URI (digits and a leading +, no visual separators). */
+    n = card_phone_uris(u, tel, sizeof tel, uris);
+    for (int i = tel[0] ? 1 : 0; i < n; i++)
+        xmpp_stanza_set_attribute(stanza_child(ctx, reach, "addr", NULL), "uri", uris[i]);
+    if (tel[0])
+        xmpp_stanza_set_attribute(stanza_child(ctx, reach, "addr", NULL), "uri", tel);
     return reach;
 }

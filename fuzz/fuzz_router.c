@@ -10,7 +10,10 @@
  *   - an available presence (one that carries phone state) goes only to a JID the watcher
  *     policy allows (same-domain: localhost), never to a stranger;
  *   - a privileged request goes only to a configured user's own JID;
- *   - a vCard (name, desk number) goes only to a JID the policy allows;
+ *   - a vCard (name, desk number, the person's address; vcard-temp, vCard4 or its PEP
+ *     item) or a gateway answer goes only to a JID the policy allows;
+ *   - a message (the pointer to the person behind a phone contact) comes from a contact
+ *     and goes only to the sender of the stanza at hand, whom the policy allows;
  *   - an error reply goes back to the stanza's sender and never quotes a user's state.
  *
  * The XMPP server's side of XEP-0356 is played here too: the server grants pubsub get
@@ -169,6 +172,15 @@ static bool users_own(xmpp_stanza_t *item)
                                               strcmp(id, "current") != 0));
 }
 
+/* Whether item (an <item/>) is id with payload: the same id, the same payload (the item
+ * element's own namespace declaration depends on where it was parsed). */
+static bool same_item(xmpp_stanza_t *item, const char *id, xmpp_stanza_t *payload)
+{
+    const char *iid = xmpp_stanza_get_id(item);
+
+    return id && iid && strcmp(id, iid) == 0 && same_tree(first_tag(item), payload);
+}
+
 /* Whether after holds before, the user's own item: the same item, or offhook's whose
  * <previous/> keeps it. */
 static bool keeps(xmpp_stanza_t *before, xmpp_stanza_t *after)
@@ -178,14 +190,13 @@ static bool keeps(xmpp_stanza_t *before, xmpp_stanza_t *after)
 
     if (!after)
         return false;
-    if (same_tree(before, after))
+    if (same_tree(before, after) || same_item(after, id, first_tag(before)))
         return true;
     prev = first_tag(after) ? xmpp_stanza_get_child_by_name_and_ns(first_tag(after), "previous",
                                                                    NS_OFFHOOK_PREVIOUS)
                             : NULL;
     return prev && xmpp_stanza_get_id(after) && !strcmp(xmpp_stanza_get_id(after), PEP_ITEM_ID) &&
-           id && xmpp_stanza_get_id(prev) && !strcmp(xmpp_stanza_get_id(prev), id) &&
-           same_tree(first_tag(prev), first_tag(before));
+           same_item(prev, id, first_tag(before));
 }
 
 /* ---- where the component's stanzas and news go -------------------------------------- */
@@ -232,8 +243,19 @@ static int out_send(void *arg, xmpp_stanza_t *st, const char *kind)
         if (c->nqueue < QUEUE_MAX)
             c->queue[c->nqueue++] = xmpp_stanza_copy(st);
     }
-    if (type && strcmp(type, "result") == 0 && xmpp_stanza_get_child_by_ns(st, "vcard-temp"))
-        FUZZ_CHECK(allowed_watcher(c, to)); /* name and number only to allowed requesters */
+    if (type && strcmp(type, "result") == 0 &&
+        (xmpp_stanza_get_child_by_ns(st, NS_VCARD) || xmpp_stanza_get_child_by_ns(st, NS_VCARD4) ||
+         xmpp_stanza_get_child_by_ns(st, NS_PUBSUB) ||
+         xmpp_stanza_get_child_by_ns(st, NS_GATEWAY)))
+        FUZZ_CHECK(allowed_watcher(c, to)); /* name, number, person: allowed requesters only */
+    if (strcmp(name, "message") == 0 && (!type || strcmp(type, "error") != 0)) {
+        /* A pointer to the person: only from a phone contact, to someone the policy allows,
+         * in answer to the stanza at hand. */
+        const char *in_from = xmpp_stanza_get_from(c->in);
+        FUZZ_CHECK(fj.local[0] && users_by_contact(&c->users, from) != NULL);
+        FUZZ_CHECK(allowed_watcher(c, to));
+        FUZZ_CHECK(in_from != NULL && strcmp(to, in_from) == 0);
+    }
     if (type && strcmp(type, "error") == 0) {
         /* Errors answer the stanza at hand, to its sender, and say nothing of state. */
         const char *in_from = xmpp_stanza_get_from(c->in);

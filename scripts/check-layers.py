@@ -28,6 +28,7 @@ LAYERS = {
         ["feed", "health", "watchers", "xmpplink"], # the links: news up through ops
         ["view"],                                   # what a watcher is shown
         ["users"],                                  # the directory
+        ["card"],                                   # the desk phone in vCards
         ["presence", "caps", "stanza", "sipaddr"],  # pure helpers
     ],
     "sipbridge": [

@@ -100,9 +100,15 @@ def test_stanza_errors(stack_factory):
     assert "item-not-found" in nobody
     empty = iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'/>" % ALICE)
     assert "bad-request" in empty
-    # A chat message to a phone contact: it does not chat.
+    # A chat message to a phone contact: it does not chat, it says where the person is.
     bob.send_raw("<message xmlns='jabber:client' to='%s' type='chat' id='m1'><body>hi</body>"
                  "</message>" % ALICE)
+    wait_until(lambda: bob.got_messages(ALICE), what="the pointer to the person")
+    body = bob.got_messages(ALICE)[0].find("{jabber:client}body").text
+    assert "xmpp:alice@localhost" in body, body
+    # A message to an address that is no contact: nobody there.
+    bob.send_raw("<message xmlns='jabber:client' to='nobody@phone.localhost' type='chat' "
+                 "id='m2'><body>hi</body></message>")
     wait_until(lambda: s.component.metrics().get(
         'offhook_stanzas_rejected_total{reason="service_unavailable"}', 0) >= 2,
         what="message refused")

@@ -52,6 +52,7 @@ class Watcher:
         self.pep_nodes = list(pep_nodes)
         self.pep = []
         self.presences = []
+        self.messages = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
         self.disconnected = threading.Event()
@@ -80,6 +81,7 @@ class Watcher:
         c.add_event_handler("session_start", self._start)
         c.add_event_handler("failed_auth", lambda e: self._fail("auth"))
         c.add_event_handler("presence", self._presence)
+        c.add_event_handler("message", self._message)
         # Decide nothing automatically: the test does. (slixmpp: False would auto-REJECT
         # subscription requests; None leaves them to us.)
         c.auto_authorize = None
@@ -142,6 +144,16 @@ class Watcher:
             if not out or (out[-1].xml, out[-1].node) != (e.xml, e.node) or e.at - out[-1].at > 0.2:
                 out.append(e)
         return out
+
+    def _message(self, m):
+        with self.lock:
+            self.messages.append(m.xml)
+
+    def got_messages(self, frm=None):
+        """The <message/> elements received (ElementTree), in order; from a bare JID."""
+        with self.lock:
+            return [m for m in self.messages
+                    if frm is None or m.get("from", "").split("/")[0] == frm]
 
     def authorize(self, jid):
         """Accepts jid's presence subscription and subscribes back (mutual)."""

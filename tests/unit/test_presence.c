@@ -80,7 +80,8 @@ static void test_caps_hash(void **state)
     assert_true(caps_contact_string(s, sizeof s) > 0);
     assert_string_equal(s, "client/phone//<http://jabber.org/protocol/caps<"
                            "http://jabber.org/protocol/disco#info<"
-                           "http://jabber.org/protocol/nick<urn:xmpp:ping<vcard-temp<");
+                           "http://jabber.org/protocol/nick<urn:ietf:params:xml:ns:vcard-4.0<"
+                           "urn:xmpp:ping<vcard-temp<");
     for (int i = 1; caps_contact_features[i]; i++)
         assert_true(strcmp(caps_contact_features[i - 1], caps_contact_features[i]) < 0);
     for (int i = 1; caps_domain_features[i]; i++)
