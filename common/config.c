@@ -154,10 +154,11 @@ static const struct cfg_key keys[] = {
      "who may see phone state: same-domain (users' own domains), any, or list"},
     {"component", "watchers", T_STR, OFF(component_watchers), "", true, 0, 0, v_watchers,
      "with allow_watchers = list: comma-separated JIDs and domains allowed"},
-    {"component", "publish", T_STR, OFF(component_publish), "contacts, pep", true, 0, 0,
+    {"component", "publish", T_STR, OFF(component_publish), "contacts, pep, vcard", true, 0, 0,
      v_publish,
-     "contacts (phone-contact presence) and/or pep (XEP-0108/0152 in users' own PEP, where "
-     "the server grants XEP-0356)"},
+     "contacts (phone-contact presence), pep (XEP-0108/0152 in users' own PEP) and/or vcard "
+     "(the desk phone added to users' own vCards); pep and vcard where the server grants "
+     "XEP-0356"},
 
     {"component", "keep_presence_on_stop", T_BOOL, OFF(component_keep_on_stop), "no", true, 0,
      0, NULL,
@@ -673,9 +674,9 @@ static int v_watchers(struct offhook_config *cfg, const char *v, char *err, size
 static int v_publish(struct offhook_config *cfg, const char *v, char *err, size_t len)
 {
     char *copy = xstrdup(v);
-    char *items[3];
-    int n = str_split_list(copy, items, 2), rc = 0;
-    bool contacts = false, pep = false;
+    char *items[4];
+    int n = str_split_list(copy, items, 3), rc = 0;
+    bool contacts = false, pep = false, vcard = false;
 
     if (n <= 0)
         rc = -1;
@@ -684,16 +685,19 @@ static int v_publish(struct offhook_config *cfg, const char *v, char *err, size_
             contacts = true;
         else if (strcmp(items[i], "pep") == 0)
             pep = true;
+        else if (strcmp(items[i], "vcard") == 0)
+            vcard = true;
         else
             rc = -1;
     }
     free(copy);
     if (rc < 0) {
-        snprintf(err, len, "publish: contacts and/or pep, not '%s'", v);
+        snprintf(err, len, "publish: contacts, pep and/or vcard, not '%s'", v);
         return -1;
     }
     cfg->publish_contacts = contacts;
     cfg->publish_pep = pep;
+    cfg->publish_vcard = vcard;
     return 0;
 }
 

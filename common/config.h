@@ -98,7 +98,7 @@ struct offhook_config {
     char *component_allow_watchers; /* same-domain | any | list */
     char *component_watchers;  /* JIDs and domains allowed when allow_watchers = list */
     char *component_publish;   /* raw list; parsed into the flags below */
-    bool publish_contacts, publish_pep;
+    bool publish_contacts, publish_pep, publish_vcard;
     long component_max_stanza;   /* incoming stanzas larger than this are refused */
     bool component_keep_on_stop; /* leave presence and PEP as they are on a clean stop */
 

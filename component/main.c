@@ -38,6 +38,7 @@
 #include "stanza.h"
 #include "strutil.h"
 #include "users.h"
+#include "vcard_out.h"
 #include "version.h"
 #include "watchers.h"
 #include "xmpplink.h"
@@ -58,6 +59,7 @@ struct app {
     struct presence_out *presout;
     struct privileged *priv;
     struct pep *pep;
+    struct vcard_out *vcard;
     struct publisher *pub;
     struct router *router;
     struct httpd *http;
@@ -137,6 +139,7 @@ static void on_xmpp_up(void *arg)
 
     priv_connected(a->priv);
     pep_connected(a->pep);
+    vcard_connected(a->vcard);
     /* Before the feed has every user's state, it would publish "unknown" for all. */
     if (feed_synced(a->feed))
         pub_all(a->pub);
@@ -263,6 +266,7 @@ static void on_granted(void *arg, const char *domain)
     struct app *a = arg;
 
     pep_granted(a->pep, domain);
+    vcard_granted(a->vcard, domain);
     if (feed_synced(a->feed))
         pub_pep_domain(a->pub, domain);
 }
@@ -272,6 +276,7 @@ static void on_grants_missing(void *arg, const char *domain)
     struct app *a = arg;
 
     pep_missing(a->pep, domain);
+    vcard_missing(a->vcard, domain);
 }
 
 static const struct privileged_ops priv_ops = {
@@ -292,6 +297,7 @@ static void on_user_removed(void *arg, struct cuser *u)
         presout_unavailable(a->presout, u, w);
     presout_forget(a->presout, u);
     pep_forget(a->pep, u);
+    vcard_forget(a->vcard, u);
 }
 
 /* ---- signals ----------------------------------------------------------------------- */
@@ -394,6 +400,7 @@ int main(int argc, char **argv)
     feed_register_metrics();
     pep_register_metrics();
     priv_register_metrics();
+    vcard_register_metrics();
     health_register_metrics();
     directory_register_metrics();
     a.dir = directory_new(a.base, a.cfg, "component", on_directory_changed, &a);
@@ -412,7 +419,8 @@ int main(int argc, char **argv)
     a.presout = presout_new(&a.users, &a.out);
     a.priv = priv_new(a.base, &a.users, &a.out, &priv_ops, &a);
     a.pep = pep_new(&a.users, &a.out, a.priv);
-    a.pub = pub_new(&a.users, a.presout, a.pep, &a.out);
+    a.vcard = vcard_new(&a.users, &a.out, a.priv);
+    a.pub = pub_new(&a.users, a.presout, a.pep, a.vcard, &a.out);
     a.router = router_new(&a.users, a.pub, a.presout, a.priv, &a.out, &router_ops, &a);
     a.feed = feed_new(a.base, &a.users, &feed_ops, &a);
     a.health = health_new(a.base, a.cfg, &health_ops, &a);
@@ -440,6 +448,7 @@ out:
     router_free(a.router);
     pub_free(a.pub);
     pep_free(a.pep);
+    vcard_free(a.vcard);
     priv_free(a.priv);
     presout_free(a.presout);
     httpd_free(a.http);

@@ -13,19 +13,21 @@ struct publisher {
     const struct users *d;
     struct presence_out *po;
     struct pep *pep;
+    struct vcard_out *vc;
     const struct stanza_out *out;
     bool sipbridge_alive;       /* its heartbeat is fresh: records are being kept true */
     bool stopped;               /* pub_goodbye ran: nothing more is published */
 };
 
 struct publisher *pub_new(const struct users *d, struct presence_out *po, struct pep *pep,
-                          const struct stanza_out *out)
+                          struct vcard_out *vc, const struct stanza_out *out)
 {
     struct publisher *pub = xcalloc(1, sizeof *pub);
 
     pub->d = d;
     pub->po = po;
     pub->pep = pep;
+    pub->vc = vc;
     pub->out = out;
     pub->sipbridge_alive = true; /* until Redis says otherwise: no flap at start */
     return pub;
@@ -56,6 +58,8 @@ void pub_user(struct publisher *pub, const struct cuser *u, bool force, int64_t 
     current_view(pub, u, &v);
     pep_user(pub->pep, u, &v, force);
     presout_user(pub->po, u, &v, force, event_us);
+    /* Only when its addresses changed (a reload) or it was never looked at. */
+    vcard_user(pub->vc, u, false);
 }
 
 void pub_user_to(struct publisher *pub, const struct cuser *u, const char *to)
@@ -111,6 +115,7 @@ void pub_pep_domain(struct publisher *pub, const char *domain)
             continue;
         current_view(pub, u, &view);
         pep_user(pub->pep, u, &view, true);
+        vcard_user(pub->vc, u, true);
         n++;
     }
     /* The PEP writer's line: it names what the grant made it do. */

@@ -16,6 +16,7 @@
 
 #include "pep.h"
 #include "presence_out.h"
+#include "vcard_out.h"
 #include "stanza.h"
 #include "users.h"
 
@@ -23,7 +24,7 @@ struct publisher;
 
 /* Everything is borrowed and must outlive the publisher. */
 struct publisher *pub_new(const struct users *d, struct presence_out *po, struct pep *pep,
-                          const struct stanza_out *out);
+                          struct vcard_out *vc, const struct stanza_out *out);
 void pub_free(struct publisher *pub);
 
 /* Whether sipbridge's heartbeat is fresh, i.e. the records are being kept true (true
@@ -40,7 +41,7 @@ void pub_user_to(struct publisher *pub, const struct cuser *u, const char *to);
 void pub_all(struct publisher *pub);
 /* Every user whose view changed (e.g. sipbridge came or went), unforced. */
 void pub_changed(struct publisher *pub);
-/* A new PEP grant from domain's server: every user there into PEP, forced. */
+/* A new grant from domain's server: every user there into PEP and their vCard, forced. */
 void pub_pep_domain(struct publisher *pub, const char *domain);
 /* On a clean stop: every contact unavailable to its watchers, offhook's own PEP items
  * emptied (the PEP writes are answered later: privileged.h's priv_when_idle). Nothing is

@@ -24,7 +24,10 @@
  *
  *   - no publish ever destroys an item the user published: it may replace it only by
  *     the same item, or by offhook's own whose <previous/> holds it (activity);
- *   - after alice's call ends, her node holds her own item again.
+ *   - after alice's call ends, her node holds her own item again;
+ *   - a vCard write (vcard-temp, or the vCard4 item, for half the inputs one or the
+ *     other) keeps every element alice wrote, in order, and leaves the node's
+ *     configuration alone (no publish-options).
  *
  * What alice had published comes from the input when the input carries a
  * <pubsub><items><item/> (so the fuzzer shapes it), else from a fixed item; the node's
@@ -54,6 +57,7 @@
 #include "strmap.h"
 #include "strutil.h"
 #include "users.h"
+#include "vcard_out.h"
 
 #include "fuzz_util.h"
 
@@ -72,7 +76,7 @@ static const char config_text[] =
     "domain = " DOMAIN "\n"
     "secret = fuzz-secret\n"
     "[component]\n"
-    "publish = contacts, pep\n"
+    "publish = contacts, pep, vcard\n"
     "[users]\n"
     "alice@localhost = sip:1001@127.0.0.1\n"
     "bob@localhost = sip:1002@127.0.0.1, sip:1002@desk.example\n"
@@ -81,11 +85,25 @@ static const char config_text[] =
     "name = Alice Jones\n"
     "tel = +15550101001\n";
 
-/* What Prosody's mod_privilege sends the component after the handshake. */
+/* What Prosody's mod_privilege sends the component after the handshake: pubsub, and for
+ * half the inputs vcard-temp too. */
 static const char grant_xml[] =
     "<message from='localhost' to='" DOMAIN "'><privilege xmlns='urn:xmpp:privilege:2'>"
     "<perm access='iq'><namespace ns='http://jabber.org/protocol/pubsub' type='both'/>"
     "</perm></privilege></message>";
+static const char grant_vcard_xml[] =
+    "<message from='localhost' to='" DOMAIN "'><privilege xmlns='urn:xmpp:privilege:2'>"
+    "<perm access='iq'><namespace ns='http://jabber.org/protocol/pubsub' type='both'/>"
+    "<namespace ns='vcard-temp' type='both'/></perm></privilege></message>";
+
+/* alice's own vCards, as she wrote them. */
+static const char user_vcard4_xml[] =
+    "<item id='current'><vcard xmlns='urn:ietf:params:xml:ns:vcard-4.0'><fn><text>Alice"
+    "</text></fn><email><text>alice@example.com</text></email><tel><uri>tel:+15550199"
+    "</uri></tel></vcard></item>";
+static const char user_vcard_temp_xml[] =
+    "<vCard xmlns='vcard-temp'><FN>Alice</FN><EMAIL><USERID>alice@example.com</USERID>"
+    "</EMAIL><TEL><HOME/><NUMBER>+1 555 0199</NUMBER></TEL></vCard>";
 
 /* What alice published herself, unless the input says otherwise. */
 static const char user_item_xml[] =
@@ -113,13 +131,15 @@ struct component {
     struct presence_out *presout;
     struct privileged *priv;
     struct pep *pep;
+    struct vcard_out *vcard;
     struct publisher *pub;
     struct router *router;
     xmpp_stanza_t *in;                 /* the stanza at hand */
     xmpp_stanza_t *queue[QUEUE_MAX];   /* privileged requests to answer (owned copies) */
     int nqueue;
-    struct node_model activity, reach;
+    struct node_model activity, reach, vcard4;
     xmpp_stanza_t *user_item;          /* what alice published herself (owned) */
+    xmpp_stanza_t *vcard_temp;         /* alice's vcard-temp as the server keeps it (owned) */
 };
 
 /* ---- comparing XML ----------------------------------------------------------------- */
@@ -199,6 +219,19 @@ static bool keeps(xmpp_stanza_t *before, xmpp_stanza_t *after)
            same_item(prev, id, first_tag(before));
 }
 
+/* Whether after's children start with every child of before, unchanged: a vCard offhook
+ * added to, everything the user wrote kept. */
+static bool extends(xmpp_stanza_t *before, xmpp_stanza_t *after)
+{
+    xmpp_stanza_t *a = xmpp_stanza_get_children(before), *b = xmpp_stanza_get_children(after);
+
+    for (; a; a = xmpp_stanza_get_next(a), b = xmpp_stanza_get_next(b)) {
+        if (!b || !same_tree(a, b))
+            return false;
+    }
+    return true;
+}
+
 /* ---- where the component's stanzas and news go -------------------------------------- */
 
 static bool out_up(void *arg)
@@ -276,6 +309,8 @@ static struct node_model *node_of(struct component *c, const char *user, const c
         return &c->activity;
     if (strcmp(node, c->reach.name) == 0)
         return &c->reach;
+    if (strcmp(node, c->vcard4.name) == 0)
+        return &c->vcard4;
     return NULL;
 }
 
@@ -332,6 +367,15 @@ static xmpp_stanza_t *serve_one(struct component *c, xmpp_stanza_t *req)
 
     FUZZ_CHECK(inner != NULL && pubsub != NULL);
     FUZZ_CHECK(!strcmp(xmpp_stanza_get_type(inner), xmpp_stanza_get_type(req)));
+    if (!strcmp(xmpp_stanza_get_name(pubsub), "vCard") && user && !strcmp(user, ALICE)) {
+        if (!strcmp(xmpp_stanza_get_type(req), "get"))
+            return answer(req, xmpp_stanza_copy(c->vcard_temp), NULL, NULL);
+        /* vcard-temp replaces the whole vCard: all the user wrote must be there. */
+        FUZZ_CHECK(extends(c->vcard_temp, pubsub));
+        xmpp_stanza_release(c->vcard_temp);
+        c->vcard_temp = xmpp_stanza_copy(pubsub);
+        return answer(req, NULL, NULL, NULL);
+    }
     if (strcmp(xmpp_stanza_get_name(pubsub), "pubsub") != 0)
         return answer(req, NULL, "service-unavailable", NULL);
     if ((items = xmpp_stanza_get_child_by_name(pubsub, "items"))) {
@@ -358,7 +402,21 @@ static xmpp_stanza_t *serve_one(struct component *c, xmpp_stanza_t *req)
         const char *model = form_value(pubsub, "pubsub#access_model");
         FUZZ_CHECK(item != NULL && first_tag(item) != NULL);
         /* XEP-0223 publish-options: a precondition, never a reconfiguration. */
-        FUZZ_CHECK(model != NULL && strcmp(model, "open") != 0);
+        FUZZ_CHECK(n == &c->vcard4 || (model != NULL && strcmp(model, "open") != 0));
+        if (n == &c->vcard4) {
+            /* A vCard4 item: the node's configuration untouched, the user's entries kept. */
+            FUZZ_CHECK(model == NULL);
+            if (n->item)
+                FUZZ_CHECK(same_tree(item, n->item) ||
+                           (xmpp_stanza_get_id(item) && xmpp_stanza_get_id(n->item) &&
+                            !strcmp(xmpp_stanza_get_id(item), xmpp_stanza_get_id(n->item)) &&
+                            extends(first_tag(n->item), first_tag(item))));
+            if (n->item)
+                xmpp_stanza_release(n->item);
+            n->item = xmpp_stanza_copy(item);
+            n->exists = true;
+            return answer(req, NULL, NULL, NULL);
+        }
         if (n->exists && strcmp(model, n->model) != 0)
             return answer(req, NULL, "conflict", "precondition-not-met");
         /* The invariant: the user's own item never goes. */
@@ -428,6 +486,7 @@ static void on_granted(void *arg, const char *domain)
     struct component *c = arg;
 
     pep_granted(c->pep, domain);
+    vcard_granted(c->vcard, domain);
     pub_pep_domain(c->pub, domain);
 }
 
@@ -436,6 +495,7 @@ static void on_missing(void *arg, const char *domain)
     struct component *c = arg;
 
     pep_missing(c->pep, domain);
+    vcard_missing(c->vcard, domain);
 }
 
 static const struct privileged_ops priv_ops = {.on_granted = on_granted, .on_missing = on_missing};
@@ -489,6 +549,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     presout_register_metrics();
     pep_register_metrics();
     priv_register_metrics();
+    vcard_register_metrics();
     /* The router logs every refusal: a line per input would swamp the run's log. With
      * FUZZ_ROUTER_LOG=1 every line is formatted and written, at debug level. */
     log_level = getenv("FUZZ_ROUTER_LOG") ? LOG_DEBUG : -1;
@@ -513,10 +574,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.presout = presout_new(&c.users, &c.out);
     c.priv = priv_new(base, &c.users, &c.out, &priv_ops, &c);
     c.pep = pep_new(&c.users, &c.out, c.priv);
-    c.pub = pub_new(&c.users, c.presout, c.pep, &c.out);
+    c.vcard = vcard_new(&c.users, &c.out, c.priv);
+    c.pub = pub_new(&c.users, c.presout, c.pep, c.vcard, &c.out);
     c.router = router_new(&c.users, c.pub, c.presout, c.priv, &c.out, &router_ops, &c);
     priv_connected(c.priv);
     pep_connected(c.pep);
+    vcard_connected(c.vcard);
     /* alice's nodes: her own activity (or none), an access model, maybe no node yet. */
     c.user_item = users_item(st);
     c.activity = (struct node_model){.name = NS_ACTIVITY, .exists = h % 5 != 0,
@@ -526,7 +589,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     had_own = c.activity.exists && users_own(c.user_item);
     c.reach = (struct node_model){.name = NS_REACH, .exists = (h >> 5) % 2,
                                   .model = "presence"};
-    grant = xmpp_stanza_new_from_string(ctx, grant_xml);
+    c.vcard4 = (struct node_model){.name = NODE_VCARD4, .exists = (h >> 6) % 2,
+                                   .model = "open"};
+    if (c.vcard4.exists)
+        c.vcard4.item = xmpp_stanza_new_from_string(ctx, user_vcard4_xml);
+    c.vcard_temp = xmpp_stanza_new_from_string(ctx, user_vcard_temp_xml);
+    grant = xmpp_stanza_new_from_string(ctx, (h >> 7) % 2 ? grant_vcard_xml : grant_xml);
     route(&c, grant);
     xmpp_stanza_release(grant);
     /* A call: offhook covers her activity. bob@localhost watches her phone. */
@@ -553,6 +621,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     router_free(c.router);
     pub_free(c.pub);
     pep_free(c.pep);
+    vcard_free(c.vcard);
     priv_free(c.priv);
     presout_free(c.presout);
     users_free(&c.users);
@@ -560,6 +629,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         xmpp_stanza_release(c.activity.item);
     if (c.reach.item)
         xmpp_stanza_release(c.reach.item);
+    if (c.vcard4.item)
+        xmpp_stanza_release(c.vcard4.item);
+    xmpp_stanza_release(c.vcard_temp);
     xmpp_stanza_release(c.user_item);
     return 0;
 }

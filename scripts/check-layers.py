@@ -23,7 +23,7 @@ LAYERS = {
         ["main"],                                   # builds and wires everything
         ["router"],                                 # incoming stanzas, answered
         ["publisher"],                              # one view per change, to each writer
-        ["presence_out", "pep"],                    # the writers
+        ["presence_out", "pep", "vcard_out"],       # the writers
         ["privileged"],                             # XEP-0356: grants, requests, answers
         ["feed", "health", "watchers", "xmpplink"], # the links: news up through ops
         ["view"],                                   # what a watcher is shown
