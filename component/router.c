@@ -77,9 +77,14 @@ static void send_error(struct router *rt, xmpp_stanza_t *in, const char *etype,
     const char *type = xmpp_stanza_get_type(in);
     xmpp_stanza_t *e, *err;
 
-    /* Never answer an error with an error (RFC 6120 8.3.1). */
+    /* Never answer an error with an error (RFC 6120 8.3.1), nor an IQ result (8.2.3: a
+     * result gets nothing back): a too large answer to one of our requests is dropped. */
     if (type && strcmp(type, "error") == 0)
         return;
+    if (type && strcmp(type, "result") == 0 && strcmp(xmpp_stanza_get_name(in), "iq") == 0) {
+        metric_inc(m_rejected, reason);
+        return;
+    }
     metric_inc(m_rejected, reason);
     e = stanza_reply(ctx, in, "error");
     err = stanza_child(ctx, e, "error", NULL);
