@@ -37,6 +37,9 @@ void storecodec_encode(const struct user_record *r, struct store_fields *out)
     put(out, "ts", "%" PRId64, r->event_us);
     if (r->remote[0])
         put(out, "remote", "%s", r->remote);
+    /* Only when true: older readers ignore it, and nothing is written for most phones. */
+    if (r->video)
+        put(out, "video", "1");
 }
 
 static int parse_i64(const char *s, int64_t *out)
@@ -80,6 +83,8 @@ int storecodec_decode(const char *const *names, const char *const *values, size_
              * is cut and scrubbed the same way before it can reach a stanza. */
             str_copy_utf8(r->remote, sizeof r->remote, v);
             str_utf8_scrub(r->remote);
+        } else if (strcmp(k, "video") == 0) {
+            r->video = strcmp(v, "1") == 0;
         }
         if (rc < 0) {
             snprintf(err, errlen, "invalid value for field %s", k);

@@ -29,7 +29,7 @@
 #include "callstate.h"
 
 #define STORE_REMOTE_MAX 128
-#define STORE_FIELDS_MAX 8
+#define STORE_FIELDS_MAX 12
 #define STORE_VALUE_MAX (STORE_REMOTE_MAX + 1)
 
 struct user_record {
@@ -37,6 +37,7 @@ struct user_record {
     enum call_dir dir;         /* direction of the most significant call */
     enum phone_reach reach;
     bool dnd;
+    bool video;                /* the phone can do video (its PIDF says so, RFC 5196) */
     int64_t since_ms;          /* wall clock when this state began */
     int64_t event_us;          /* wall clock when sipbridge received the NOTIFY behind it */
     char remote[STORE_REMOTE_MAX]; /* the other party; "" unless the operator opted in */

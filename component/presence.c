@@ -22,6 +22,7 @@ void presence_for_record(const struct user_record *rec, struct presence_view *ou
 
     out->available = true;
     out->show = NULL;
+    out->video = rec && rec->video;
     switch (st) {
     case US_ON_CALL:
         out->show = "dnd";

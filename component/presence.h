@@ -11,6 +11,7 @@
 struct presence_view {
     bool available;    /* false: type="unavailable" */
     const char *show;  /* NULL (plain available), "dnd", "away", ... */
+    bool video;        /* the phone can do video too (its PIDF says so): the caps differ */
     char status[STORE_REMOTE_MAX + 64]; /* "" = no <status> */
 };
 

@@ -23,7 +23,8 @@ struct presence_out {
     const struct users *d;
     const struct stanza_out *out;
     struct strmap sent;          /* user JID -> struct sent* (owned) */
-    char caps_ver[32];           /* XEP-0115 ver of a contact's disco#info ("" until known) */
+    char caps_ver[2][32];        /* XEP-0115 ver of a contact's disco#info, without and with
+                                    video ("" until known) */
 };
 
 static struct metric *m_latency, *m_published;
@@ -39,17 +40,18 @@ void presout_register_metrics(void)
 }
 
 /* XEP-0115: lets clients cache what a phone contact supports. */
-static void add_caps(struct presence_out *po, xmpp_stanza_t *pres)
+static void add_caps(struct presence_out *po, xmpp_stanza_t *pres, bool video)
 {
+    char *ver = po->caps_ver[video];
     xmpp_stanza_t *c;
 
-    /* The same for every contact (see caps.h): computed once. */
-    if (!po->caps_ver[0] && caps_contact_ver(po->caps_ver, sizeof po->caps_ver) < 0)
+    /* Two hashes in all (see caps.h): each computed once. */
+    if (!ver[0] && caps_contact_ver(video, ver, sizeof po->caps_ver[0]) < 0)
         return;
     c = stanza_child(po->out->ctx, pres, "c", NS_CAPS);
     xmpp_stanza_set_attribute(c, "hash", "sha-1");
     xmpp_stanza_set_attribute(c, "node", CAPS_NODE);
-    xmpp_stanza_set_attribute(c, "ver", po->caps_ver);
+    xmpp_stanza_set_attribute(c, "ver", ver);
 }
 
 /* XEP-0172: what a roster should call the contact. */
@@ -89,14 +91,14 @@ static xmpp_stanza_t *build(struct presence_out *po, const struct cuser *u,
         add_nick(ctx, p, u);
         /* XEP-0152 reachability: how to reach the user's phone, while it is reachable. */
         xmpp_stanza_add_child_ex(p, view_reach(ctx, u, true), 0);
-        add_caps(po, p);
+        add_caps(po, p, v->video);
     }
     return p;
 }
 
 static bool same_view(const struct presence_view *a, const struct presence_view *b)
 {
-    return a->available == b->available && a->show == b->show &&
+    return a->available == b->available && a->show == b->show && a->video == b->video &&
            strcmp(a->status, b->status) == 0;
 }
 

@@ -166,13 +166,22 @@ static void disco_info(struct router *rt, xmpp_stanza_t *st, xmpp_stanza_t *quer
     xmpp_stanza_t *id = stanza_child(ctx, q, "identity", NULL);
     const char *const *f = u ? caps_contact_features : caps_domain_features;
     const char *node = xmpp_stanza_get_attribute(query, "node");
+    bool video = u && u->have_rec && u->rec.video;
 
-    /* A client resolving our XEP-0115 hash asks for node#ver: it must be echoed. */
-    if (node)
+    /* A client resolving our XEP-0115 hash asks for node#ver: it must be echoed, and the
+     * answer must be what that hash was computed from, whatever the phone does now. */
+    if (node) {
+        char ver[32];
+        const char *hash = strchr(node, '#');
         xmpp_stanza_set_attribute(q, "node", node);
+        if (u && hash && caps_contact_ver(!video, ver, sizeof ver) == 0 &&
+            strcmp(hash + 1, ver) == 0)
+            video = !video;
+    }
     if (u) {
-        /* No per-contact name: every phone contact then shares one XEP-0115 hash, and a
-         * client asks disco#info once, not once per contact. Names: vCard and <nick/>. */
+        /* No per-contact name: every phone contact then shares one XEP-0115 hash (two: with
+         * or without video), and a client asks disco#info once, not once per contact.
+         * Names: vCard and <nick/>; addresses: <reach/> in presence, vCard. */
         xmpp_stanza_set_attribute(id, "category", "client");
         xmpp_stanza_set_attribute(id, "type", "phone");
     } else {
@@ -182,6 +191,8 @@ static void disco_info(struct router *rt, xmpp_stanza_t *st, xmpp_stanza_t *quer
     }
     for (; *f; f++)
         xmpp_stanza_set_attribute(stanza_child(ctx, q, "feature", NULL), "var", *f);
+    if (u)
+        caps_contact_form(ctx, q, video);
     send_result(rt, r);
 }
 

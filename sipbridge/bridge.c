@@ -138,7 +138,7 @@ static void collect_users(void *arg)
 static bool record_differs(const struct user_record *a, const struct user_record *b)
 {
     return a->state != b->state || a->dir != b->dir || a->reach != b->reach ||
-           a->dnd != b->dnd || strcmp(a->remote, b->remote) != 0;
+           a->dnd != b->dnd || a->video != b->video || strcmp(a->remote, b->remote) != 0;
 }
 
 static void write_record(struct bridge *b, struct buser *u, struct user_record rec)
@@ -183,6 +183,7 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
     rec.dir = view.dir;
     rec.reach = view.reach;
     rec.dnd = view.dnd;
+    rec.video = view.video;
     if (view.remote)
         str_copy_utf8(rec.remote, sizeof rec.remote, view.remote); /* whole characters */
     rec.event_us = event_us;
@@ -352,6 +353,7 @@ static void apply_presence(struct bridge *b, struct bsource *s, const char *body
     s->said.reach = doc.reach;
     s->said.dnd = doc.dnd;
     s->said.on_phone = doc.on_the_phone;
+    s->said.video = doc.video;
     s->said.heard = true;
 }
 

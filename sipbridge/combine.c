@@ -6,6 +6,7 @@ void combine_user(const struct combine_source *const *srcs, int n, bool show_rem
 {
     struct merge_view view = {ACT_IDLE, DIR_NONE, NULL};
     bool known = false, dnd = false, pidf_phone = false, have_dialog_pkg = false;
+    bool video = false;
     bool online = false, offline = false;
     enum phone_reach phone[COMBINE_MAX_PHONES] = {REACH_UNKNOWN};
 
@@ -34,6 +35,7 @@ void combine_user(const struct combine_source *const *srcs, int n, bool show_rem
         if (s->pkg == COMBINE_PRESENCE) {
             dnd |= s->dnd;
             pidf_phone |= s->on_phone;
+            video |= s->video;
         }
     }
     for (int a = 0; a < COMBINE_MAX_PHONES; a++) {
@@ -46,6 +48,7 @@ void combine_user(const struct combine_source *const *srcs, int n, bool show_rem
     /* One reachable phone is enough for the user to be reachable. */
     out->reach = online ? REACH_ONLINE : offline ? REACH_OFFLINE : REACH_UNKNOWN;
     out->dnd = dnd;
+    out->video = video;
     out->state = user_state_derive(known, view.act, out->reach, dnd);
     out->dir = view.act != ACT_IDLE ? view.dir : DIR_NONE;
     out->remote = show_remote && view.act != ACT_IDLE ? view.remote : NULL;
@@ -56,5 +59,5 @@ void combine_forget(struct combine_source *s)
     merge_source_clear(&s->dlg);
     s->heard = false;
     s->reach = REACH_UNKNOWN;
-    s->dnd = s->on_phone = false;
+    s->dnd = s->on_phone = s->video = false;
 }

@@ -32,6 +32,7 @@ struct combine_source {
     enum phone_reach reach;   /* COMBINE_PRESENCE (basic status), COMBINE_REG */
     bool dnd;                 /* COMBINE_PRESENCE: RPID busy or a DND note */
     bool on_phone;            /* COMBINE_PRESENCE: RPID on-the-phone */
+    bool video;               /* COMBINE_PRESENCE: an open tuple says it can do video */
 };
 
 /* The one state a watcher is shown. */
@@ -40,6 +41,7 @@ struct combine_view {
     enum call_dir dir;        /* of the winning dialog; DIR_NONE without a call */
     enum phone_reach reach;   /* of the user: any phone online, else any offline */
     bool dnd;
+    bool video;               /* a phone whose PIDF says it is open and can do video */
     const char *remote;       /* the other party of the winning dialog, or NULL (not
                                * shown, none, anonymous); points into that source's
                                * dialogs: valid until the source changes */

@@ -95,8 +95,17 @@ int pidf_parse(const char *buf, size_t len, size_t max, struct pidf_doc *out,
         if (!basic)
             continue; /* a status may carry only extensions */
         xmlsafe_text(basic, text, sizeof text);
-        if (strcmp(text, "open") == 0)
+        if (strcmp(text, "open") == 0) {
+            /* RFC 5196: what the device of this tuple can do. Only audio is assumed. */
+            xmlNodePtr caps = xmlsafe_child(t, PIDF_CAPS_NS, "servcaps");
+            xmlNodePtr video = xmlsafe_child(caps, PIDF_CAPS_NS, "video");
+            if (video) {
+                char v[8];
+                xmlsafe_text(video, v, sizeof v);
+                out->video |= strcmp(v, "true") == 0 || strcmp(v, "1") == 0;
+            }
             open++;
+        }
         else if (strcmp(text, "closed") != 0) {
             *reason = "basic status neither open nor closed";
             goto out;

@@ -13,11 +13,13 @@
 #define PIDF_TYPE "application/pidf+xml" /* its media type */
 #define PIDF_DM_NS "urn:ietf:params:xml:ns:pidf:data-model"
 #define PIDF_RPID_NS "urn:ietf:params:xml:ns:pidf:rpid"
+#define PIDF_CAPS_NS "urn:ietf:params:xml:ns:pidf:caps" /* RFC 5196 service capabilities */
 
 struct pidf_doc {
     enum phone_reach reach; /* any tuple open: online; tuples all closed: offline */
     bool on_the_phone;      /* rpid on-the-phone activity */
     bool dnd;               /* rpid busy activity, or a note saying DND / do not disturb */
+    bool video;             /* an open tuple's RFC 5196 <servcaps> says <video>true</video> */
     char note[128];         /* first note found, for logs */
     char entity[256];
 };

@@ -32,6 +32,23 @@ def iq(w, xml, timeout=10):
     return w.run(go)
 
 
+def caps_forms(query):
+    """XEP-0115 5.1 step 6: each XEP-0128 form of a disco#info query, by FORM_TYPE: the
+    FORM_TYPE, then each field's var and sorted values, fields sorted by var."""
+    out = []
+    xd = "{jabber:x:data}"
+    forms = []
+    for x in query.findall(xd + "x"):
+        fields = {f.get("var"): sorted(v.text or "" for v in f.findall(xd + "value"))
+                  for f in x.findall(xd + "field")}
+        forms.append((fields.pop("FORM_TYPE")[0], fields))
+    for form_type, fields in sorted(forms):
+        out.append(form_type + "<")
+        for var in sorted(fields):
+            out += [var + "<"] + [v + "<" for v in fields[var]]
+    return out
+
+
 def call_pbx(s, steps):
     s.start_pbx_script([[step_respond(expires=3600, initial=True)] + steps +
                         [step_answer_forever()]])
@@ -64,8 +81,13 @@ def test_disco_caps_vcard_ping_version(stack_factory):
                     for i in q.findall("{http://jabber.org/protocol/disco#info}identity"))
     feats = sorted(f.get("var") + "<" for f in
                    q.findall("{http://jabber.org/protocol/disco#info}feature"))
-    computed = base64.b64encode(hashlib.sha1("".join(idents + feats).encode()).digest())
+    forms = caps_forms(q)
+    computed = base64.b64encode(hashlib.sha1("".join(idents + feats + forms).encode()).digest())
     assert computed.decode() == ver
+    # What the phone does: audio over SIP (no video in Asterisk's PIDF-less fixtures).
+    assert forms == ["https://github.com/offhook/offhook#phone<", "media<", "audio<",
+                     "protocol<", "sip<"], forms
+    assert "urn:xmpp:reach:0<" in feats and "urn:ietf:params:xml:ns:vcard-4.0<" in feats
     assert idents == ["client/phone//<"]  # no name: one hash for every phone contact
     assert any("Alice Jones (phone)" in x for x in s.component.log().splitlines()
                if "SENT: <presence" in x and "nick" in x)

@@ -202,16 +202,18 @@ static void test_combine_forget(void **state)
     pres.pkg = COMBINE_PRESENCE;
     pres.heard = true;
     pres.reach = REACH_ONLINE;
-    pres.dnd = pres.on_phone = true;
+    pres.dnd = pres.on_phone = pres.video = true;
     combine_user(srcs, 2, true, &view);
     assert_int_equal(view.state, US_ON_CALL);
     assert_string_equal(view.remote, "sip:bob@pbx");
+    assert_true(view.video); /* RFC 5196 servcaps: the phone contact advertises video */
 
     combine_forget(&pres);
     combine_user(srcs, 2, true, &view);
     assert_int_equal(view.state, US_ON_CALL);
     assert_int_equal(view.reach, REACH_UNKNOWN);
     assert_false(view.dnd);
+    assert_false(view.video);
 
     combine_forget(&dlg);
     assert_int_equal(dlg.dlg.ndialogs, 0);

@@ -108,12 +108,23 @@ static void test_storecodec_roundtrip(void **state)
     assert_true(out.since_ms == in.since_ms);
     assert_true(out.event_us == in.event_us);
     assert_string_equal(out.remote, in.remote);
+    assert_false(out.video);
 
-    /* No remote party: the field is not written at all. */
+    /* No remote party: the field is not written at all; video only when true. */
     in.remote[0] = '\0';
     storecodec_encode(&in, &f);
-    for (int i = 0; i < f.n; i++)
+    for (int i = 0; i < f.n; i++) {
         assert_string_not_equal(f.name[i], "remote");
+        assert_string_not_equal(f.name[i], "video");
+    }
+    in.video = true;
+    storecodec_encode(&in, &f);
+    for (int i = 0; i < f.n; i++) {
+        names[i] = f.name[i];
+        values[i] = f.value[i];
+    }
+    assert_int_equal(storecodec_decode(names, values, (size_t)f.n, &out, err, sizeof err), 0);
+    assert_true(out.video);
 }
 
 static void test_storecodec_rejects(void **state)

@@ -94,18 +94,19 @@ static void check_dialog(const struct expect *e)
 static void check_pidf(const struct expect *e)
 {
     char reach[16];
-    int phone, dnd;
+    int phone, dnd, video = 0;
     size_t len;
     char *body = read_data(e->file, &len);
     struct pidf_doc doc;
     const char *reason = NULL;
 
-    assert_int_equal(sscanf(e->rest, "ok %15s %d %d", reach, &phone, &dnd), 3);
+    assert_true(sscanf(e->rest, "ok %15s %d %d %d", reach, &phone, &dnd, &video) >= 3);
     if (pidf_parse(body, len, MAX, &doc, &reason) != 0)
         fail_msg("%s: rejected: %s", e->file, reason);
     assert_string_equal(phone_reach_name(doc.reach), reach);
     assert_int_equal(doc.on_the_phone, phone);
     assert_int_equal(doc.dnd, dnd);
+    assert_int_equal(doc.video, video);
     assert_string_equal(doc.entity, "sip:1001@pbx.example.com");
     free(body);
 }
@@ -216,7 +217,7 @@ static void test_fixture_table(void **state)
             fail_msg("unknown kind %s in expect.txt", e->kind);
         checked++;
     }
-    assert_true(checked >= 49);
+    assert_true(checked >= 51);
 }
 
 /* Every fixture file must have an expectation: a new fixture cannot go untested. */
@@ -249,7 +250,7 @@ static void test_every_fixture_listed(void **state)
         }
         closedir(dir);
     }
-    assert_int_equal(files, 49);
+    assert_int_equal(files, 51);
 }
 
 static void test_size_limit(void **state)

@@ -77,11 +77,17 @@ static void test_caps_hash(void **state)
     assert_string_equal(out, "QgayPKawpkPSDYmwT/WM94uAlu0=");
     assert_int_equal(caps_base64(two, 2, out, sizeof out), 0);
     assert_string_equal(out, "/wE=");
-    assert_true(caps_contact_string(s, sizeof s) > 0);
+    assert_true(caps_contact_string(false, s, sizeof s) > 0);
     assert_string_equal(s, "client/phone//<http://jabber.org/protocol/caps<"
                            "http://jabber.org/protocol/disco#info<"
                            "http://jabber.org/protocol/nick<urn:ietf:params:xml:ns:vcard-4.0<"
-                           "urn:xmpp:ping<vcard-temp<");
+                           "urn:xmpp:ping<urn:xmpp:reach:0<vcard-temp<"
+                           "https://github.com/offhook/offhook#phone<media<audio<protocol<sip<");
+    assert_true(caps_contact_string(true, s, sizeof s) > 0);
+    assert_non_null(strstr(s, "#phone<media<audio<video<protocol<sip<"));
+    assert_int_equal(caps_contact_ver(false, out, sizeof out), 0);
+    assert_int_equal(caps_contact_ver(true, s, sizeof s), 0);
+    assert_string_not_equal(out, s); /* two hashes: clients resolve each once */
     for (int i = 1; caps_contact_features[i]; i++)
         assert_true(strcmp(caps_contact_features[i - 1], caps_contact_features[i]) < 0);
     for (int i = 1; caps_domain_features[i]; i++)
