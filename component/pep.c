@@ -57,6 +57,7 @@ struct node_state {
     bool covered;             /* activity: offhook covered the user's item for this call */
     bool yielded;             /* activity: the user published over it during this call */
     int model;                /* index into models: the node's access model, as learned */
+    int adopted;              /* the narrower model last reported (0: none) */
     unsigned gen;             /* requests issued: an answer for an older one is stale */
     const char *said;         /* the decision last logged for this node (static), or NULL */
 };
@@ -570,15 +571,25 @@ static void retry_model(struct pep *p, struct pep_user *pu, struct request *r)
         return;
     }
     n->model = (n->model + 1) % NMODELS;
-    if (n->model) {
-        char line[160];
-        metric_inc(m_model, models[n->model]);
-        snprintf(line, sizeof line, "access_model=%s note=\"trying the node's own model, "
-                                    "narrower than presence\"", models[n->model]);
-        say(pu, r->node, "node_model", line);
-    }
     r->gen = ++n->gen;
     send_write(p, pu, r);
+}
+
+/* A write went through under the node's model: if that is not presence and it is new
+ * for this node, the user narrowed it; counted and said once. */
+static void model_written(struct pep_user *pu, enum node node)
+{
+    struct node_state *n = &pu->n[node];
+    char line[160];
+
+    if (n->model == 0 || n->model == n->adopted)
+        return;
+    n->adopted = n->model;
+    metric_inc(m_model, models[n->model]);
+    snprintf(line, sizeof line, "access_model=%s note=\"the user narrowed this node: offhook "
+                                "writes under its model\"",
+             models[n->model]);
+    say(pu, node, "node_model", line);
 }
 
 static void on_answer(void *arg, const char *user, const struct priv_answer *a)
@@ -605,6 +616,7 @@ static void on_answer(void *arg, const char *user, const struct priv_answer *a)
         goto out;
     }
     if (a->result == PRIV_OK && r->kind == REQ_WRITE) {
+        model_written(pu, node);
         n->done = r->sig;
         if (r->node == NODE_ACTIVITY) {
             n->covered = r->ours_talking;

@@ -157,13 +157,18 @@ static void on_wait(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* <perm access='iq'><namespace ns='...' type='get|set|both'/></perm> (v2). */
-static void read_iq_perm(struct grant *g, xmpp_stanza_t *perm)
+/* <perm access='iq'><namespace ns='...' type='get|set|both'/></perm> (v2). Prosody's
+ * mod_privilege (prosody-modules of 2023-02, Debian 12) forgets to close each <namespace/>,
+ * so a second one arrives inside the first: they are read at any depth (bounded). */
+static void read_iq_perm(struct grant *g, xmpp_stanza_t *perm, int depth)
 {
+    if (depth > 8)
+        return;
     for (xmpp_stanza_t *ns = xmpp_stanza_get_children(perm); ns; ns = xmpp_stanza_get_next(ns)) {
         const char *name, *type;
         if (!xmpp_stanza_is_tag(ns) || strcmp(xmpp_stanza_get_name(ns), "namespace") != 0)
             continue;
+        read_iq_perm(g, ns, depth + 1);
         name = xmpp_stanza_get_attribute(ns, "ns");
         type = xmpp_stanza_get_attribute(ns, "type");
         if (!name || !type)
@@ -216,7 +221,7 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
         if (!access)
             continue;
         if (strcmp(access, "iq") == 0) {
-            read_iq_perm(g, perm);
+            read_iq_perm(g, perm, 0);
             continue;
         }
         /* roster, message, presence: offhook uses none of them (see the guide). */

@@ -234,13 +234,23 @@ VirtualHost "localhost"
 DEPLOY_PROSODY = os.path.join(ROOT, "deploy", "prosody", "offhook.cfg.lua")
 
 
+RECIPE_GRANT = 'iq = { ["http://jabber.org/protocol/pubsub"] = "both" };'
+
+
 def prosody_recipe(dirpath, domain, secret, port, users_domain="localhost",
-                   blocks=("privilege",), groups=""):
+                   blocks=("privilege",), groups="", grants=None):
     """deploy/prosody/offhook.cfg.lua as the tests use it: the operator's three values
     replaced, optional [block] begin/end sections kept only if named, the groups file
-    written to dirpath. Returns the path of the copy."""
+    written to dirpath. grants ({namespace: "get"|"set"|"both"}) replaces the recipe's
+    IQ permission, for a test of a server that grants otherwise. Returns the path of the
+    copy."""
     import re
     text = open(DEPLOY_PROSODY).read()
+    if grants is not None:
+        if RECIPE_GRANT not in text:
+            raise ValueError("the recipe's IQ grant changed: update harness.RECIPE_GRANT")
+        text = text.replace(RECIPE_GRANT, "iq = { %s };" % "; ".join(
+            '["%s"] = "%s"' % kv for kv in sorted(grants.items())))
     for block in ("privilege",):
         if block not in blocks:
             text = re.sub(r" *-- \[%s\] begin.*?-- \[%s\] end\n" % (block, block), "", text,
@@ -265,7 +275,7 @@ class Prosody:
 
     def __init__(self, workdir, domain="phone.localhost", secret="s3cret",
                  extra_modules=(), vhost_extra="", component_extra="", config_text=None,
-                 recipe_blocks=None, groups=""):
+                 recipe_blocks=None, groups="", grants=None):
         self.dir = os.path.join(workdir, "prosody")
         os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
         self.c2s = free_port()
@@ -277,7 +287,7 @@ class Prosody:
         if recipe_blocks is not None:
             # The component (and its listener) come from the deploy recipe itself.
             recipe = prosody_recipe(self.dir, domain, secret, self.comp, blocks=recipe_blocks,
-                                    groups=groups)
+                                    groups=groups, grants=grants)
             component_section = 'Include "%s"' % recipe
             text = text.replace("component_ports = {{ {comp} }}\n", "")
         else:
@@ -730,8 +740,11 @@ class Stack:
         if kind == "prosody":
             kw = dict(prosody_kwargs or {})
             # Prosody gets offhook's deploy recipe (deploy/prosody/offhook.cfg.lua); its
-            # XEP-0356 block only when the test wants the server to grant privileges.
+            # XEP-0356 block only when the test wants the server to grant privileges (a
+            # dict: {namespace: type} instead of the recipe's IQ grant).
             kw.setdefault("recipe_blocks", ("privilege",) if privilege else ())
+            if isinstance(privilege, dict):
+                kw.setdefault("grants", privilege)
             kw.setdefault("vhost_extra", 'VirtualHost "other.localhost"\n')
             server = Prosody(self.dir, **kw)
         elif kind == "ejabberd":

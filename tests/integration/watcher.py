@@ -82,6 +82,7 @@ class Watcher:
         c.add_event_handler("failed_auth", lambda e: self._fail("auth"))
         c.add_event_handler("presence", self._presence)
         c.add_event_handler("message", self._message)
+        c.add_event_handler("message_error", self._message)
         # Decide nothing automatically: the test does. (slixmpp: False would auto-REJECT
         # subscription requests; None leaves them to us.)
         c.auto_authorize = None
@@ -198,6 +199,30 @@ class Watcher:
         """Runs the coroutine make_coro() in the client's loop; returns its result."""
         fut = asyncio.run_coroutine_threadsafe(make_coro(), self.loop)
         return fut.result(timeout)
+
+    def iq(self, xml, timeout=10):
+        """Sends a raw <iq type=get|set/> and returns the answer (result or error) as an
+        ElementTree element."""
+        from xml.etree import ElementTree as ET
+
+        async def go():
+            stanza = self.client.Iq(xml=ET.fromstring(xml))
+            stanza["from"] = self.client.boundjid
+            try:
+                r = await stanza.send(timeout=timeout)
+            except Exception as e:  # IqError carries the error stanza
+                r = getattr(e, "iq", None)
+                if r is None:
+                    raise
+            return ET.fromstring(str(r))
+        return self.run(go)
+
+    def sync(self):
+        """A ping to the user's own server, answered: whatever the server routed to this
+        client before it (a PEP notification, a presence) has been received by now."""
+        host = self.jid.split("@", 1)[1]
+        self.iq("<iq xmlns='jabber:client' type='get' to='%s'><ping xmlns='urn:xmpp:ping'/>"
+                "</iq>" % host)
 
     def subscribe(self, contact):
         self.call(lambda: self.client.send_presence(pto=contact, ptype="subscribe"))
