@@ -38,6 +38,7 @@ struct pending {
     char id[48];                        /* the key in privileged.pending */
     char *user;                         /* the request's user (bare JID, owned) */
     const char *domain;                 /* into user */
+    bool get;                           /* a read: item-not-found is an answer, not a refusal */
     int64_t deadline_ms;
     priv_done_fn done;
     void *arg;
@@ -260,12 +261,18 @@ static void check_idle(struct privileged *p)
     }
 }
 
+/* Whether a says "nothing there" to a read: a node or vCard not created yet. */
+static bool empty_read(const struct pending *q, const struct priv_answer *a)
+{
+    return q->get && a->result == PRIV_ERROR && strcmp(a->condition, "item-not-found") == 0;
+}
+
 /* Ends q (already out of the map) with a: its callback, then q freed. */
 static void finish(struct privileged *p, struct pending *q, const struct priv_answer *a)
 {
     static const char *const results[] = {"ok", "error", "timeout", "lost"};
 
-    metric_inc(m_requests, results[a->result]);
+    metric_inc(m_requests, empty_read(q, a) ? "ok" : results[a->result]);
     q->done(q->arg, q->user, a);
     pending_free(q);
 }
@@ -335,6 +342,7 @@ int priv_request(struct privileged *p, const char *user, enum priv_type type,
     snprintf(q->id, sizeof q->id, "%s-%lu", p->id_prefix, ++p->next_id);
     q->user = xstrdup(user);
     q->domain = strchr(q->user, '@') ? strchr(q->user, '@') + 1 : q->user;
+    q->get = type == PRIV_GET;
     q->deadline_ms = clock_mono_ms() + REQUEST_TIMEOUT_S * 1000;
     q->done = done;
     q->arg = arg;
@@ -459,7 +467,8 @@ bool priv_on_iq(struct privileged *p, xmpp_stanza_t *iq)
         (inner && xmpp_stanza_get_type(inner) && !strcmp(xmpp_stanza_get_type(inner), "error"))) {
         a.result = PRIV_ERROR;
         read_error(inner ? inner : iq, &a);
-        metric_inc(m_priv_errors, condition_label(a.condition));
+        if (!empty_read(q, &a))
+            metric_inc(m_priv_errors, condition_label(a.condition));
     } else if (inner) {
         for (a.payload = xmpp_stanza_get_children(inner); a.payload && !xmpp_stanza_is_tag(a.payload);
              a.payload = xmpp_stanza_get_next(a.payload))

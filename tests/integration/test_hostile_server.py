@@ -184,3 +184,71 @@ def test_hostile_stanzas_from_the_server(stack_factory):
         assert "type='result'" in server.reply_to("ok2").replace('"', "'")
     finally:
         server.close()
+
+
+def test_forged_privileged_answers_are_ignored(stack_factory):
+    """Issue 15 item 8: anyone can send the component an IQ result or error. Only an answer
+    with the id of a request actually sent, from that request's user (or the user's
+    server), is taken: one from someone else with the right id, or with an id nobody sent
+    (the old code took any 'pep-' id), is counted and ignored, and the real answer still
+    counts when it comes."""
+    s = stack_factory(loglevel="debug")
+    server = ScriptedServer()
+    try:
+        s.prosody.comp = server.port
+        s.write_config()
+        s.start_component(wait_ready=False)
+        wait_until(lambda: server.streams == 1, what="component stream")
+        wait_until(lambda: s.component.ready(), what="component ready")
+
+        def m(name):
+            return s.component.metrics().get(name, 0)
+
+        server.send("<message from='localhost' to='%s'><privilege xmlns='urn:xmpp:privilege:2'>"
+                    "<perm access='iq'><namespace ns='http://jabber.org/protocol/pubsub' "
+                    "type='both'/></perm></privilege></message>" % DOMAIN)
+        # The component reads alice's activity node before it would write it.
+        read = wait_until(lambda: re.search(
+            r"<iq id=\"([^\"]+)\" to=\"alice@localhost\" type=\"get\"[^>]*>.{0,200}"
+            r"items node=\"http://jabber.org/protocol/activity\"", server.received(), re.S),
+            what="the privileged read")
+        rid = read.group(1)
+        assert len(rid) > 16  # random per process: nothing to guess from outside
+        errors = m('offhook_privilege_errors_total{condition="forbidden"}')
+
+        # eve answers in alice's name, with the right id: ignored, the request still open.
+        server.send("<iq type='error' id='%s' from='eve@localhost/x' to='%s'><error type='auth'>"
+                    "<forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+                    % (rid, DOMAIN))
+        wait_until(lambda: m('offhook_privileged_answers_ignored_total{reason="wrong_sender"}')
+                   == 1, what="the forged answer counted")
+        # An id nobody sent, in the old 'pep-' form, from alice's own JID: ignored too.
+        for sid in ("pep-1", "pep-2", rid + "x"):
+            server.send("<iq type='error' id='%s' from='alice@localhost' to='%s'><error type="
+                        "'auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+                        "</iq>" % (sid, DOMAIN))
+        wait_until(lambda: m('offhook_privileged_answers_ignored_total{reason="unknown_id"}')
+                   == 3, what="unknown ids counted")
+        assert m('offhook_privilege_errors_total{condition="forbidden"}') == errors
+        assert m('offhook_pep_publishes_total{result="error"}') == 0
+        assert "event=publish_refused" not in s.component.log()
+        assert "event=read_refused" not in s.component.log()
+        # One log line for the lot, not one per stanza.
+        assert s.component.log().count("event=answer_ignored") <= 3
+
+        # The real answer, as mod_privilege forwards it: the node does not exist yet.
+        ok = m('offhook_privileged_requests_total{result="ok"}')
+        server.send("<iq type='result' id='%s' from='alice@localhost' to='%s'><privilege xmlns="
+                    "'urn:xmpp:privilege:2'><forwarded xmlns='urn:xmpp:forward:0'><iq xmlns="
+                    "'jabber:client' type='error' id='%s-in'><error type='cancel'><item-not-"
+                    "found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+                    "</forwarded></privilege></iq>" % (rid, DOMAIN, rid))
+        wait_until(lambda: m('offhook_privileged_requests_total{result="ok"}') == ok + 1,
+                   what="the real answer taken")
+        # Sent again later, it is a stray: counted, ignored.
+        server.send("<iq type='result' id='%s' from='alice@localhost' to='%s'/>" % (rid, DOMAIN))
+        wait_until(lambda: m('offhook_privileged_answers_ignored_total{reason="unknown_id"}')
+                   == 4, what="the replay counted")
+        assert s.component.alive()
+    finally:
+        server.close()
