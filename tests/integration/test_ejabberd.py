@@ -161,3 +161,75 @@ def test_server_runs_without_epmd(ejabberd_server):
     assert os.path.exists(os.path.join(ejabberd_server.spool, "ejabberd.pid"))
     cmdline = open("/proc/%d/cmdline" % ejabberd_server.pid, "rb").read().split(b"\0")
     assert b"-start_epmd" in cmdline and b"false" in cmdline
+
+
+# ---- issue 18 on ejabberd 23.01 ---------------------------------------------------------
+
+def test_recipe_grants_nothing_offhook_does_not_use(stack_factory):
+    """deploy/ejabberd/ejabberd.yml grants no XEP-0356 privilege on 23.01: offhook uses
+    none that 23.01 has. The old recipe's presence managed_entity streamed every user's
+    presence to the component; now bob logging in sends it nothing, and offhook says once
+    why it does not write into users' accounts."""
+    s = stack_factory()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    bob.iq("<iq xmlns='jabber:client' type='get' to='phone.localhost'><ping xmlns='urn:xmpp:"
+           "ping'/></iq>")
+    assert s.component.metrics()['offhook_stanzas_received_total{kind="presence"}'] == 0
+    assert "<privilege" not in s.component.log()
+    wait_until(lambda: "event=pep_off domain=localhost" in s.component.log(), timeout=15,
+               what="PEP off, said")
+    log = s.component.log()
+    assert "sent no XEP-0356 <privilege/>" in log and log.count("event=pep_off") == 1
+    assert log.count("event=vcard_off domain=localhost") == 1
+
+
+def test_sip_address_leads_to_the_person_on_ejabberd(stack_factory):
+    from test_user_accounts import escape, lookup, sip_forms, tel_numbers, vcard_temp_of
+    s = stack_factory(users=(("alice@localhost", "1001"),),
+                      extra_config="[user alice@localhost]\nname = Alice Jones\n"
+                                   "tel = +1 555 0100\n")
+    s.start_component()
+    carol = s.watcher("carol@localhost")
+    for form in sip_forms(s.aor("1001")):
+        r = lookup(carol, escape(form))
+        assert r.findtext("{jabber:iq:gateway}query/{jabber:iq:gateway}jid") == CONTACT, form
+        person = r.find("{jabber:iq:gateway}query/{https://github.com/offhook/offhook#person}"
+                        "person")
+        assert person.get("jid") == "alice@localhost", form
+    assert lookup(carol, escape("sip:1001@elsewhere.example.net")).get("type") == "error"
+    v = vcard_temp_of(carol, CONTACT)
+    assert v.findtext("{vcard-temp}JABBERID") == "alice@localhost"
+    assert tel_numbers(v) == sorted(["+1 555 0100", s.aor("1001")])
+    carol.send_raw("<message xmlns='jabber:client' to='%s' type='chat'><body>Hi?</body>"
+                   "</message>" % CONTACT)
+    wait_until(lambda: carol.got_messages(CONTACT), what="the pointer to the person")
+    assert "xmpp:alice@localhost" in carol.got_messages(CONTACT)[0].findtext(
+        "{jabber:client}body")
+    eve = s.watcher("eve@other.localhost")
+    assert lookup(eve, escape(s.aor("1001"))).get("type") == "error"
+
+
+def test_own_activity_untouched_on_ejabberd(stack_factory):
+    """No IQ permission on 23.01: whatever happens on the phone, alice's own activity in
+    ejabberd's PEP is hers alone (bob, her contact, sees only what she published)."""
+    from harness import PbxSim
+    from test_user_accounts import (ACTIVITY, LUNCH, activity_of, mutual, publish_activity,
+                                    read_node, seen_activities)
+    s = stack_factory(users=(("alice@localhost", "1001"),))
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    s.start_component()
+    alice = s.watcher("alice@localhost")
+    bob = s.watcher("bob@localhost", pep_nodes=(ACTIVITY,))
+    mutual(alice, bob)
+    publish_activity(alice, "<relaxing><reading/></relaxing><text>Lunch break</text>")
+    wait_until(lambda: seen_activities(bob) == [LUNCH], what="bob sees her lunch break")
+    bob.subscribe(CONTACT)
+    s.start_sipbridge()
+    for state, view in (("on_call", ("available", "dnd", "On the phone")),
+                        ("idle", ("available", "", ""))):
+        pbx.set("1001", state)
+        wait_until(lambda: bob.last(CONTACT) == view, timeout=20, what="bob sees " + state)
+    bob.sync()
+    assert seen_activities(bob) == [LUNCH]
+    assert (read_node(alice)[0], activity_of(read_node(alice)[1])) == ("current", LUNCH)
