@@ -220,10 +220,36 @@ def register_scenario(user, contact_port, expires, cseq, domain):
            cseq=cseq)
 
 
-def callee_scenario(user, ring_ms, pre_ring_ms=0):
+HOLD_SDP = SDP + "\na=sendonly"      # RFC 3264 8.4: the caller puts the call on hold
+HELD_SDP = SDP + "\na=recvonly"      # ... and the other side answers it
+
+
+REINVITE_ANSWER = """
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_Record-Route:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:{user}@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>"""
+
+
+def callee_scenario(user, ring_ms, pre_ring_ms=0, held=False):
     """A phone's user agent: each INVITE gets 100 at once, rings (180) after pre_ring_ms,
     is answered (200) after ring_ms more, and the call lasts until the caller's BYE.
-    Responses copy Record-Route."""
+    Responses copy Record-Route. held: the caller puts the call on hold once (a re-INVITE
+    with a=sendonly), answered a=recvonly."""
     return """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="offhook test phone: answer">
   <recv request="INVITE" crlf="true" rrs="true"/>
@@ -271,7 +297,7 @@ def callee_scenario(user, ring_ms, pre_ring_ms=0):
 {sdp}
     ]]>
   </send>
-  <recv request="ACK" crlf="true"/>
+  <recv request="ACK" crlf="true"/>{reinvite}
   <recv request="BYE"/>
   <send>
     <![CDATA[
@@ -287,13 +313,54 @@ def callee_scenario(user, ring_ms, pre_ring_ms=0):
     ]]>
   </send>
 </scenario>
-""".format(user=user, ring_ms=ring_ms, pre_ring_ms=pre_ring_ms, sdp=SDP)
+""".format(user=user, ring_ms=ring_ms, pre_ring_ms=pre_ring_ms, sdp=SDP,
+           reinvite=REINVITE_ANSWER.format(user=user, sdp=HELD_SDP) if held else "")
 
 
-def caller_scenario(user, target, domain, talk_ms):
+HOLD_STEPS = """
+  <send retrans="500">
+    <![CDATA[
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:{user}@{domain}>;tag=[pid]{user}[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      Contact: <sip:{user}@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:{user}@{domain}>;tag=[pid]{user}[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Contact: <sip:{user}@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="{hold_ms}"/>"""
+
+
+def caller_scenario(user, target, domain, talk_ms, hold_ms=None):
     """INVITE sip:target@domain through the proxy, wait for 180 and 200, ACK, talk for
     talk_ms, hang up with BYE. ACK and BYE go to the callee's Contact with Route headers
-    from the Record-Route of the 200 (sipp sends every request to the proxy)."""
+    from the Record-Route of the 200 (sipp sends every request to the proxy). hold_ms:
+    after talking, put the call on hold (re-INVITE, a=sendonly) for that long, then hang
+    up."""
     return """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="offhook test phone: call">
   <send retrans="500">
@@ -331,7 +398,7 @@ def caller_scenario(user, target, domain, talk_ms):
 
     ]]>
   </send>
-  <pause milliseconds="{talk_ms}"/>
+  <pause milliseconds="{talk_ms}"/>{hold}
   <send retrans="500">
     <![CDATA[
       BYE [next_url] SIP/2.0
@@ -340,7 +407,7 @@ def caller_scenario(user, target, domain, talk_ms):
       From: <sip:{user}@{domain}>;tag=[pid]{user}[call_number]
       [last_To:]
       Call-ID: [call_id]
-      CSeq: 2 BYE
+      CSeq: 3 BYE
       Contact: <sip:{user}@[local_ip]:[local_port]>
       Max-Forwards: 70
       Content-Length: 0
@@ -349,7 +416,9 @@ def caller_scenario(user, target, domain, talk_ms):
   </send>
   <recv response="200"/>
 </scenario>
-""".format(user=user, target=target, domain=domain, talk_ms=talk_ms, sdp=SDP)
+""".format(user=user, target=target, domain=domain, talk_ms=talk_ms, sdp=SDP,
+           hold=HOLD_STEPS.format(user=user, domain=domain, sdp=HOLD_SDP, hold_ms=hold_ms)
+           if hold_ms is not None else "")
 
 
 def _sipp_argv(scenario, port, remote, workdir, name, calls=1, extra=()):
@@ -407,15 +476,15 @@ class SippPhone:
     def unregister(self, timeout=10):
         return self.register(expires=0, timeout=timeout)
 
-    def answer(self, ring_ms=1500, pre_ring_ms=0, calls=1):
+    def answer(self, ring_ms=1500, pre_ring_ms=0, calls=1, held=False):
         """Starts this phone's UA: 100 Trying, 180 after pre_ring_ms, 200 after ring_ms
-        more; `calls` calls, then exits."""
+        more; `calls` calls, then exits. held: each call is put on hold once."""
         self.stop()
         self.runs += 1
         name = self.ua_name = "sipp-%s-ua%d" % (self.user, self.runs)
         path = os.path.join(self.dir, name + ".xml")
         with open(path, "w") as f:
-            f.write(callee_scenario(self.user, ring_ms, pre_ring_ms))
+            f.write(callee_scenario(self.user, ring_ms, pre_ring_ms, held))
         self.ua = Proc(name, _sipp_argv(path, self.port, None, self.dir, name, calls=calls),
                        self.dir)
         return self
@@ -460,14 +529,15 @@ class SippCaller:
         self.user = user
         self.calls = []
 
-    def call(self, target, talk_ms=2000, timeout_s=30):
-        """Starts one call to sip:target@<kamailio>; returns a SippCall (wait() on it)."""
+    def call(self, target, talk_ms=2000, timeout_s=30, hold_ms=None):
+        """Starts one call to sip:target@<kamailio>; returns a SippCall (wait() on it).
+        hold_ms: after talk_ms, the call is put on hold for that long before the BYE."""
         n = len(self.calls) + 1
         name = "sipp-%s-call%d" % (self.user, n)
         path = os.path.join(self.dir, name + ".xml")
         domain = "%s:%d" % (self.kam.host, self.kam.port)
         with open(path, "w") as f:
-            f.write(caller_scenario(self.user, target, domain, talk_ms))
+            f.write(caller_scenario(self.user, target, domain, talk_ms, hold_ms))
         port = free_port()
         proc = Proc(name, _sipp_argv(path, port, domain, self.dir, name,
                                      extra=["-timeout", "%ds" % timeout_s]), self.dir)
