@@ -57,8 +57,7 @@ struct privileged {
     unsigned long next_id;
     void (*idle_fn)(void *arg);         /* priv_when_idle's waiter */
     void *idle_arg;
-    struct ratelimit_bucket ignored_log;
-    unsigned long ignored_suppressed;
+    struct ratelimit_gate ignored_log;  /* answer_ignored lines: a peer can cause them */
 };
 
 static struct metric *m_priv_errors, *m_ignored, *m_requests;
@@ -71,10 +70,6 @@ static const char *const priv_conditions[] = {
     "not_allowed",           "not_authorized",     "policy_violation",
     "remote_server_timeout", "resource_constraint", "service_unavailable",
     "undefined_condition",   "other",              NULL};
-
-/* One line a minute at most for answers nobody asked for: a flood of them must not
- * flood the log. */
-static const struct ratelimit ignored_log_rate = {.rate = 1.0 / 60, .burst = 3};
 
 void priv_register_metrics(void)
 {
@@ -183,6 +178,23 @@ static void read_iq_perm(struct grant *g, xmpp_stanza_t *perm, int depth)
     }
 }
 
+/* A word the server sent, as logged inside perms="...": itself if it is a short plain
+ * word (what XEP-0356 defines), else "?". */
+static const char *token(const char *s)
+{
+    size_t n = 0;
+
+    if (!s)
+        return "?";
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (n >= 24 || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return "?";
+    }
+    return n ? s : "?";
+}
+
 static const char *perm_name(const struct grant *g, int ns)
 {
     const bool *m = g->may[ns];
@@ -228,8 +240,7 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
         /* roster, message, presence: offhook uses none of them (see the guide). */
         if (used < sizeof perms)
             used += (size_t)snprintf(perms + used, sizeof perms - used, "%s%s=%s",
-                                     used ? "," : "", access,
-                                     type && strlen(type) < 32 ? type : "?");
+                                     used ? "," : "", token(access), token(type));
     }
     for (int i = 0; i < PRIV_NS_MAX; i++) {
         if (used < sizeof perms)
@@ -387,24 +398,20 @@ void priv_when_idle(struct privileged *p, void (*fn)(void *arg), void *arg)
     check_idle(p);
 }
 
-static void ignored(struct privileged *p, const char *reason, const char *from, const char *id)
+/* Counted always, logged as a peer's doing: a few lines, then one per 10 s, each with how
+ * many were held back (ratelimit_peer_log). */
+static void ignored(struct privileged *p, const char *reason, const char *from)
 {
     char bare[JID_MAX + 1];
+    uint64_t held = 0;
 
     metric_inc(m_ignored, reason);
-    if (!ratelimit_take(&ignored_log_rate, &p->ignored_log, clock_mono_ms())) {
-        p->ignored_suppressed++;
+    if (!ratelimit_gate_pass(&ratelimit_peer_log, &p->ignored_log, clock_mono_ms(), &held))
         return;
-    }
-    /* A bare JID holds no quote or space (RFC 7622); the id is ours or suppressed. */
     if (!from || jid_to_bare(from, bare, sizeof bare) < 0)
         str_copy(bare, sizeof bare, "?");
-    log_notice("privileged", "event=answer_ignored reason=%s from=%s known_id=%s "
-                             "suppressed=%lu",
-               reason, bare, strcmp(reason, "unknown_id") ? "yes" : "no",
-               p->ignored_suppressed);
-    p->ignored_suppressed = 0;
-    (void)id;
+    log_notice("privileged", "event=answer_ignored reason=%s from=%s held_back=%llu", reason,
+               log_q(bare), (unsigned long long)held);
 }
 
 /* Whether from is q's user (any resource) or the user's server. */
@@ -448,12 +455,12 @@ bool priv_on_iq(struct privileged *p, xmpp_stanza_t *iq)
     xmpp_stanza_t *inner = NULL;
 
     if (!q) {
-        ignored(p, "unknown_id", from, id);
+        ignored(p, "unknown_id", from);
         return false;
     }
     if (!from_expected(q, from)) {
         /* The real answer may still come: the request stays pending. */
-        ignored(p, "wrong_sender", from, id);
+        ignored(p, "wrong_sender", from);
         return false;
     }
     strmap_del(&p->pending, id);
@@ -521,7 +528,6 @@ struct privileged *priv_new(struct event_base *base, const struct users *d,
     if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
         r = (unsigned long long)clock_wall_us() ^ ((unsigned long long)getpid() << 32);
     snprintf(p->id_prefix, sizeof p->id_prefix, "oh%016llx", r);
-    ratelimit_bucket_init(&p->ignored_log, ignored_log_rate.burst, clock_mono_ms());
     p->wait = evtimer_new(base, on_wait, p);
     p->sweep = evtimer_new(base, on_sweep, p);
     return p;
