@@ -28,8 +28,8 @@ LAYERS = {
         ["feed", "health", "watchers", "xmpplink"], # the links: news up through ops
         ["view"],                                   # what a watcher is shown
         ["users"],                                  # the directory
-        ["card"],                                   # the desk phone in vCards
-        ["presence", "caps", "stanza", "sipaddr"],  # pure helpers
+        ["card", "caps"],                           # vCards, disco/caps (build stanzas)
+        ["presence", "stanza", "sipaddr"],          # pure helpers
     ],
     "sipbridge": [
         ["main"],                                   # wires every callback
