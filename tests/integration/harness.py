@@ -870,7 +870,8 @@ class Stack:
             rc = attempt(d.name, d.stop)
             if was_alive and rc != 0:
                 problems.append("%s exited with %s" % (d.name, rc))
-            problems += d.problems()
+            # Reading its output can fail too (a log gone): the rest must still stop.
+            problems += attempt("%s's output" % d.name, d.problems) or []
         for p in [self.pbx] + self.extras[::-1]:
             if p:
                 attempt(getattr(p, "name", type(p).__name__), p.stop)
