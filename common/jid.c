@@ -52,7 +52,7 @@ int jid_parse(const char *s, struct jid *out)
     if (!s)
         return -1;
     total = strlen(s);
-    if (total == 0 || total > JID_MAX)
+    if (total == 0 || total > JID_MAX || !str_utf8_valid(s, total))
         return -1;
     slash = strchr(s, '/');
     at = memchr(s, '@', slash ? (size_t)(slash - s) : total);

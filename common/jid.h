@@ -15,7 +15,9 @@ struct jid {
     char resource[JID_PART_MAX + 1]; /* "" when absent */
 };
 
-/* Splits and validates s; local and domain are case-folded (ASCII). Returns 0/-1. */
+/* Splits and validates s (well-formed UTF-8, each part as RFC 7622 allows as far as it
+ * can be told without Unicode tables); local and domain are case-folded (ASCII).
+ * Returns 0/-1. */
 int jid_parse(const char *s, struct jid *out) __attribute__((warn_unused_result));
 /* Writes "local@domain" (or "domain") of j into out. Returns 0/-1 if it does not fit. */
 int jid_format_bare(const struct jid *j, char *out, size_t outlen);

@@ -215,9 +215,14 @@ static void test_jid(void **state)
     assert_string_equal(bare, "bob@example.com");
     assert_int_equal(jid_parse("phone.localhost", &j), 0);
     assert_string_equal(j.local, "");
+    assert_int_equal(jid_parse("j\xc3\xa9r\xc3\xb4me@localhost/t\xc3\xa9l", &j), 0);
 
     static const char *const bad[] = {"", "@x", "a@", "a@/r", "a b@x", "a@x/", "a<b@x",
-                                      "a@b c", "a@.x", "a\"@x", "x@y@z", "a@x\n"};
+                                      "a@b c", "a@.x", "a\"@x", "x@y@z", "a@x\n",
+                                      /* RFC 7622: UTF-8, all of it (a JID read back from
+                                       * Redis becomes a stanza's to) */
+                                      "b\xc3@localhost", "bob@local\xffhost",
+                                      "bob@localhost/r\xed\xa0\x80"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (jid_parse(bad[i], &j) == 0)
             fail_msg("accepted bad JID '%s'", bad[i]);
