@@ -11,7 +11,9 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "redislink.h"
+#include "stanza.h"
 #include "storecodec.h"
 #include "strutil.h"
 
@@ -28,9 +30,15 @@ struct feed {
     bool synced;
     char **snapshot_jids;  /* users asked for in the pending snapshot, in order */
     size_t nsnapshot;
+    struct ratelimit_gate bad_log;      /* event=bad_record lines */
+    struct ratelimit_gate repaired_log; /* event=record_repaired lines */
 };
 
-static struct metric *m_events, *m_bad, *m_synced;
+/* A bad record logs at once, then a few a minute with how many were held back: a
+ * corrupted or foreign writer would otherwise write a line per entry it adds. */
+static const struct ratelimit feed_log_rate = {.rate = 1.0 / 10, .burst = 5};
+
+static struct metric *m_events, *m_bad, *m_synced, *m_repaired;
 
 void feed_register_metrics(void)
 {
@@ -38,6 +46,11 @@ void feed_register_metrics(void)
                           "State change events read from the Redis stream.", NULL, NULL);
     m_bad = metric_new(METRIC_COUNTER, "offhook_feed_bad_records_total",
                        "Records in Redis that could not be decoded (ignored).", NULL, NULL);
+    m_repaired = metric_new(METRIC_COUNTER, "offhook_feed_records_repaired_total",
+                            "Records from Redis whose remote party text was not UTF-8 or "
+                            "held control characters, used with each such character "
+                            "replaced by '?'.",
+                            NULL, NULL);
     m_synced = metric_new(METRIC_GAUGE, "offhook_feed_synced",
                           "1 once the component holds every user's state from Redis.", NULL,
                           NULL);
@@ -62,10 +75,39 @@ static struct cuser *keep(struct feed *f, const char *jid, const struct user_rec
     return u;
 }
 
-static void bad_record(const char *jid, const char *err)
+static void bad_record(struct feed *f, const char *jid, const char *err)
 {
+    uint64_t held = 0;
+
     metric_inc(m_bad, NULL);
-    log_warn("feed", "event=bad_record user=%s reason=\"%s\"", jid, err);
+    if (ratelimit_gate_pass(&feed_log_rate, &f->bad_log, clock_mono_ms(), &held))
+        log_warn("feed", "event=bad_record user=%s reason=%s suppressed=%llu", log_q(jid),
+                 log_q(err), (unsigned long long)held);
+}
+
+/* The record's text (the other party, when the operator opted in) goes into stanzas,
+ * and Redis holds whatever was written there: an older sipbridge cut names mid-character,
+ * and anyone who can write to Redis can write anything. storecodec_decode already made it
+ * well-formed UTF-8; control characters, which XML cannot carry either, go here too,
+ * counted and logged, so the stanza built from it never needs the link's repair. */
+static void check_record(struct feed *f, const char *jid, const char *const *names,
+                         const char *const *values, size_t n, struct user_record *rec)
+{
+    const char *raw = NULL;
+    uint64_t held = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(names[i], "remote") == 0)
+            raw = values[i];
+    }
+    if (!raw || stanza_text_ok(raw))
+        return;
+    (void)stanza_text_repair(rec->remote);
+    metric_inc(m_repaired, NULL);
+    if (ratelimit_gate_pass(&feed_log_rate, &f->repaired_log, clock_mono_ms(), &held))
+        log_warn("feed", "event=record_repaired user=%s field=remote suppressed=%llu "
+                         "reason=\"not UTF-8, or control characters: each replaced by '?'\"",
+                 log_q(jid), (unsigned long long)held);
 }
 
 /* Splits a flat [name, value, ...] reply into arrays; returns the pair count or -1. */
@@ -94,7 +136,7 @@ static void command(struct feed *f, const char *cmd, const char *jid)
     struct cuser *u;
 
     if (strcmp(cmd, "resync") != 0) {
-        log_warn("feed", "event=unknown_command cmd=%.40s", cmd);
+        log_warn("feed", "event=unknown_command cmd=%s", log_q(cmd));
         return;
     }
     if (!f->synced)
@@ -106,7 +148,7 @@ static void command(struct feed *f, const char *cmd, const char *jid)
     }
     u = users_by_jid(f->d, jid);
     if (u) {
-        log_notice("feed", "event=resync user=%s", jid);
+        log_notice("feed", "event=resync user=%s", log_q(jid));
         f->ops.on_resync(f->arg, u);
     }
 }
@@ -151,7 +193,7 @@ static void on_read(struct redislink *l, redisReply *r, void *arg)
                 /* Entries for nobody, or for users not ours, are not ours to judge; any
                  * user's entry still proves sipbridge alive. */
                 if (se.user && users_by_jid(f->d, se.user))
-                    bad_record(se.user, err);
+                    bad_record(f, se.user, err);
                 if (se.user)
                     f->ops.on_event(f->arg, NULL, 0);
                 continue;
@@ -164,6 +206,8 @@ static void on_read(struct redislink *l, redisReply *r, void *arg)
                 f->ops.on_event(f->arg, keep(f, se.user, NULL), 0);
                 break;
             case STREAM_STATE:
+                if (users_by_jid(f->d, se.user))
+                    check_record(f, se.user, names, values, (size_t)n, &se.rec);
                 u = keep(f, se.user, &se.rec);
                 f->ops.on_event(f->arg, u, u ? se.rec.event_us : 0);
                 break;
@@ -231,7 +275,7 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
         /* A hash holds a record, never a removal (sipbridge deletes the hash). Published
          * all at once by on_synced, not one by one. */
         if (storecodec_decode(names, values, (size_t)n, &rec, err, sizeof err) < 0) {
-            bad_record(f->snapshot_jids[i], err);
+            bad_record(f, f->snapshot_jids[i], err);
             continue;
         }
         /* Older than what this process holds: a new master (failover) that lacks the old
@@ -241,6 +285,7 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
             newer++;
             continue;
         }
+        check_record(f, f->snapshot_jids[i], names, values, (size_t)n, &rec);
         (void)keep(f, f->snapshot_jids[i], &rec);
         loaded++;
     }

@@ -48,6 +48,23 @@ xmpp_stanza_t *stanza_text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const c
  * releases it; in is only read. */
 xmpp_stanza_t *stanza_reply(xmpp_ctx_t *ctx, xmpp_stanza_t *in, const char *type);
 
+/* Makes st fit for the wire: every attribute value and text in st's tree must be XML 1.0
+ * character data, and an XMPP server closes the stream of a component that sends
+ * anything else (Prosody does, at once, and the component would reconnect and send the
+ * same again). Replaces, in place, each byte that is not part of well-formed UTF-8 and
+ * each character XML forbids (C0 controls other than tab, LF and CR; U+FFFE, U+FFFF)
+ * with '?'. Element and attribute names are not looked at: they are the component's
+ * own, or were parsed from the server's XML. Returns how many were replaced (0: st is
+ * untouched); *where (if not NULL) then names the element of the first, borrowed from
+ * st. The link calls it on every stanza it sends. */
+size_t stanza_scrub(xmpp_stanza_t *st, const char **where);
+/* The test and the repair stanza_scrub applies to each text, for text kept before it
+ * goes into a stanza (feed.c: what Redis holds). stanza_text_ok: whether s is XML 1.0
+ * character data in well-formed UTF-8. stanza_text_repair: replaces, in place, what is
+ * not with '?' (s never gets longer); returns how many were replaced. */
+bool stanza_text_ok(const char *s) __attribute__((warn_unused_result));
+size_t stanza_text_repair(char *s);
+
 /* Where the component's stanzas go, in the shape of hiredis's adapter hooks: the modules
  * that build stanzas hold a pointer to one and never name the XMPP link. main.c points it
  * at xmpplink.c; the fuzz target at its checker. The owner (main, the fuzz target) keeps

@@ -28,6 +28,8 @@
 #include "jid.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
+#include "stanza.h"
 #include "strutil.h"
 
 #define CONNECT_TIMEOUT_S 10
@@ -64,9 +66,14 @@ struct xmpplink {
     xmpp_log_t log;           /* libstrophe's logger, with this link as its userdata */
     bool lost_counted;        /* the coming disconnect is already counted */
     unsigned long sent;
+    struct ratelimit_gate repaired_log; /* event=stanza_repaired lines */
 };
 
-static struct metric *m_connected, *m_sent, *m_refused, *m_disconnects;
+/* One line at once, then at most one a minute saying how many more: the same bad name
+ * in Redis is in every stanza sent for its user. */
+static const struct ratelimit repaired_rate = {.rate = 1.0 / 60, .burst = 1};
+
+static struct metric *m_connected, *m_sent, *m_refused, *m_disconnects, *m_repaired;
 
 void xmpplink_register_metrics(void)
 {
@@ -82,6 +89,11 @@ void xmpplink_register_metrics(void)
                            "Outgoing stanzas refused (link down, or from outside our domain).",
                            "reason",
                            (const char *const[]){"link_down", "foreign_from", NULL});
+    m_repaired = metric_new(METRIC_COUNTER, "offhook_stanzas_repaired_total",
+                            "Outgoing stanzas that held text XML cannot carry (bytes that "
+                            "are not UTF-8, control characters), sent with each such "
+                            "character replaced by '?'.",
+                            NULL, NULL);
     m_disconnects = metric_new(METRIC_COUNTER, "offhook_xmpp_disconnects_total",
                                "Component stream losses, by cause.", "cause",
                                (const char *const[]){"not_authorized", "stream_error",
@@ -477,12 +489,32 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind)
         /* A bug, not an input error: every stanza we build sets an address of ours. */
         metric_inc(m_refused, "foreign_from");
         log_err("xmpp", "event=send_refused reason=\"from outside %s\" from=%s", l->domain,
-                from ? from : "(none)");
+                log_q(from));
         return -1;
     }
     if (!l->up) {
         metric_inc(m_refused, "link_down");
         return -1;
+    }
+    /* Text from Redis or the config file (a caller's name cut mid-character by an older
+     * sipbridge, a control character) would make the server close the stream, and the
+     * same stanza would follow every reconnect: repaired here, the one gate every stanza
+     * passes, so one bad name never keeps the component off XMPP. */
+    {
+        const char *where;
+        size_t fixed = stanza_scrub(stanza, &where);
+        uint64_t held = 0;
+
+        if (fixed) {
+            metric_inc(m_repaired, NULL);
+            if (ratelimit_gate_pass(&repaired_rate, &l->repaired_log, clock_mono_ms(), &held))
+                log_warn("xmpp", "event=stanza_repaired kind=%s to=%s element=%s replaced=%zu "
+                                 "suppressed=%llu reason=\"text that is not UTF-8 or not "
+                                 "allowed in XML (from Redis or the config file), sent as "
+                                 "'?'\"",
+                         kind, log_q(xmpp_stanza_get_to(stanza)), log_q(where), fixed,
+                         (unsigned long long)held);
+        }
     }
     xmpp_send(l->conn, stanza);
     l->sent++;

@@ -1,7 +1,8 @@
 /* The component's XEP-0114 connection to the XMPP server: libstrophe driven from the
  * component's libevent loop (no polling: its socket is watched, passes run on events),
  * handshake with the shared secret, reconnect with backoff and jitter, and the one gate
- * every outgoing stanza passes, which refuses any 'from' outside the component's domain.
+ * every outgoing stanza passes, which refuses any 'from' outside the component's domain
+ * and repairs text that is not XML character data (invalid UTF-8).
  * Calls nothing in the component: what it receives goes up through xmpplink_ops.
  * Called by main.c only, which points the other modules' stanza_out here. */
 #ifndef OFFHOOK_XMPPLINK_H
@@ -33,7 +34,9 @@ bool xmpplink_up(const struct xmpplink *l);
 /* The link's libstrophe context, owned by the link (valid until xmpplink_free). */
 xmpp_ctx_t *xmpplink_ctx(const struct xmpplink *l);
 /* Sends a stanza (not taking ownership). kind names it in offhook_stanzas_sent_total.
- * Returns 0, or -1 when the link is down or the stanza's from is not ours. */
+ * Text XML cannot carry is replaced first, in the caller's stanza (stanza_scrub: counted
+ * in offhook_stanzas_repaired_total, logged at most once a minute). Returns 0, or -1
+ * when the link is down or the stanza's from is not ours. */
 int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind);
 /* Stanzas sent in this stream, for tests and status lines. */
 unsigned long xmpplink_sent(const struct xmpplink *l);

@@ -13,6 +13,7 @@
 #include "caps.h"
 #include "config.h"
 #include "presence.h"
+#include "stanza.h"
 #include "users.h"
 #include "view.h"
 
@@ -224,6 +225,66 @@ static void test_users_and_view(void **state)
     config_free(&cfg);
 }
 
+/* The link's repair of what would make the server close the stream (xmpplink.c calls it
+ * on every stanza it sends). */
+static void test_stanza_scrub(void **state)
+{
+    xmpp_ctx_t *ctx;
+    xmpp_stanza_t *p, *status;
+    const char *where = "x";
+    char *text, big[300];
+    size_t len;
+
+    xmpp_initialize();
+    ctx = xmpp_ctx_new(NULL, NULL);
+    p = xmpp_presence_new(ctx);
+    xmpp_stanza_set_from(p, "alice@phone.localhost/phone");
+    xmpp_stanza_set_to(p, "bob@localhost");
+    /* Clean text, letters of any script: untouched. */
+    stanza_text_child(ctx, p, "status", "On the phone with J\xc3\xa9r\xc3\xb4me \xe6\x97\xa5\t\n");
+    assert_int_equal(stanza_scrub(p, &where), 0);
+    assert_null(where);
+    xmpp_stanza_release(p);
+
+    /* 63 x "é" cut at byte 127, mid-character, as sipbridge before issue 15 wrote it. */
+    p = xmpp_presence_new(ctx);
+    xmpp_stanza_set_from(p, "alice@phone.localhost/phone");
+    xmpp_stanza_set_to(p, "bob@localhost");
+    for (int i = 0; i < 63; i++)
+        memcpy(big + 2 * i, "\xc3\xa9", 2);
+    big[126] = '\xc3';
+    big[127] = '\0';
+    status = stanza_text_child(ctx, p, "status", big);
+    assert_int_equal(stanza_scrub(p, &where), 1);
+    assert_string_equal(where, "status");
+    text = xmpp_stanza_get_text(status);
+    assert_int_equal(strlen(text), 127);
+    assert_int_equal(text[126], '?');
+    assert_int_equal(memcmp(text, big, 126), 0);
+    xmpp_free(ctx, text);
+    assert_int_equal(stanza_scrub(p, &where), 0); /* repaired for good */
+    xmpp_stanza_release(p);
+
+    /* Control characters XML 1.0 cannot carry even escaped, U+FFFE, a stray byte in an
+     * attribute, a surrogate: each becomes one '?'. */
+    p = xmpp_presence_new(ctx);
+    xmpp_stanza_set_from(p, "alice@phone.localhost/phone");
+    xmpp_stanza_set_to(p, "bob@localhost");
+    stanza_text_child(ctx, p, "status", "a\x01" "b\x1b[31mc\xef\xbf\xbe" "d\xed\xa0\x80" "e");
+    xmpp_stanza_set_attribute(stanza_child(ctx, p, "nick", "http://jabber.org/protocol/nick"),
+                              "label", "x\xffy");
+    assert_int_equal(stanza_scrub(p, &where), 1 + 1 + 1 + 3 + 1);
+    assert_string_equal(where, "status");
+    assert_int_equal(xmpp_stanza_to_text(p, &text, &len), 0);
+    if (!strstr(text, "<status>a?b?[31mc?d???e</status>"))
+        fail_msg("%s", text);
+    assert_non_null(strstr(text, "label=\"x?y\""));
+    xmpp_free(ctx, text);
+    xmpp_stanza_release(p);
+    xmpp_ctx_free(ctx);
+    xmpp_shutdown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -233,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_caps_hash),
         cmocka_unit_test(test_view),
         cmocka_unit_test(test_users_and_view),
+        cmocka_unit_test(test_stanza_scrub),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
