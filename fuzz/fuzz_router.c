@@ -14,7 +14,12 @@
  *     item) or a gateway answer goes only to a JID the policy allows;
  *   - a message (the pointer to the person behind a phone contact) comes from a contact
  *     and goes only to the sender of the stanza at hand, whom the policy allows;
- *   - an error reply goes back to the stanza's sender and never quotes a user's state.
+ *   - an error reply goes back to the stanza's sender and never quotes a user's state;
+ *   - every stanza is valid UTF-8 and XML character data as built, so the link's repair
+ *     (stanza_scrub) never has anything to do: alice's record names the other party with
+ *     bytes taken from the input (bit 7 flipped in every other byte, so they are no
+ *     longer the UTF-8 the parser checked), decoded and checked as feed.c does with what
+ *     Redis holds.
  *
  * The XMPP server's side of XEP-0356 is played here too: the server grants pubsub get
  * and set, and alice's activity and reach nodes are modelled (one item each, as
@@ -140,6 +145,7 @@ struct component {
     struct node_model activity, reach, vcard4;
     xmpp_stanza_t *user_item;          /* what alice published herself (owned) */
     xmpp_stanza_t *vcard_temp;         /* alice's vcard-temp as the server keeps it (owned) */
+    char remote[2 * STORE_REMOTE_MAX]; /* the other party in alice's record, from the input */
 };
 
 /* ---- comparing XML ----------------------------------------------------------------- */
@@ -266,6 +272,8 @@ static int out_send(void *arg, xmpp_stanza_t *st, const char *kind)
     FUZZ_CHECK(jid_parse(from, &fj) == 0 && jid_parse(to, &tj) == 0);
     FUZZ_CHECK(strcmp(fj.domain, DOMAIN) == 0);
     FUZZ_CHECK(xmpp_stanza_to_text(st, &text, &len) == XMPP_EOK && text != NULL);
+    FUZZ_CHECK(str_utf8_valid(text, len)); /* else the server closes the stream */
+    FUZZ_CHECK(stanza_scrub(st, NULL) == 0);
     if (strcmp(name, "presence") == 0 && !type)
         FUZZ_CHECK(allowed_watcher(c, to)); /* phone state only to whom the policy allows */
     if (strcmp(name, "iq") == 0 && xmpp_stanza_get_child_by_name(st, "privileged_iq")) {
@@ -502,15 +510,31 @@ static const struct privileged_ops priv_ops = {.on_granted = on_granted, .on_mis
 
 static void set_alice(struct component *c, const char *state)
 {
-    const char *const names[] = {"state", "dir", "reach", "dnd", "since", "ts"};
+    const char *const names[] = {"state", "dir", "reach", "dnd", "since", "ts", "remote"};
     const char *const values[] = {state, "incoming", "online", "0", "1763788800000",
-                                  "1763788800123456"};
+                                  "1763788800123456", c->remote};
     struct cuser *u = users_by_jid(&c->users, ALICE);
     char err[128];
 
     FUZZ_CHECK(u != NULL);
-    FUZZ_CHECK(storecodec_decode(names, values, 6, &u->rec, err, sizeof err) == 0);
+    FUZZ_CHECK(storecodec_decode(names, values, c->remote[0] ? 7 : 6, &u->rec, err,
+                                 sizeof err) == 0);
+    (void)stanza_text_repair(u->rec.remote); /* what feed.c's check_record does */
     u->have_rec = true;
+}
+
+/* The other party, as anyone able to write to Redis could have put it there: the input's
+ * bytes with bit 7 flipped in every other one (NULs left out: Redis values here are C
+ * strings). */
+static void remote_from(struct component *c, const uint8_t *data, size_t size)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < size && n < sizeof c->remote - 1; i++) {
+        if (data[i])
+            c->remote[n++] = (char)(i % 2 ? data[i] ^ 0x80 : data[i]);
+    }
+    c->remote[n] = '\0';
 }
 
 static void route(struct component *c, xmpp_stanza_t *st)
@@ -570,6 +594,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < size; i++)
         h = (h ^ data[i]) * 16777619u;
     users_init(&c.users, &cfg);
+    remote_from(&c, data, size);
     c.out = (struct stanza_out){.ctx = ctx, .up = out_up, .send = out_send, .arg = &c};
     c.presout = presout_new(&c.users, &c.out);
     c.priv = priv_new(base, &c.users, &c.out, &priv_ops, &c);
