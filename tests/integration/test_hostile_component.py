@@ -113,3 +113,70 @@ def test_bad_text_in_the_config_never_closes_the_stream(stack_factory):
     assert "element=nick" in log
     # The stanza as it went out: the bad bytes replaced, nothing else touched.
     assert "Al?ice ?Jones (phone)" in log
+
+
+# ---- item 6: removed by one reload, added back by the next ------------------------------
+
+N_USERS = 50
+EXT0 = 2000
+CALL_STATES = ("on_call", "ringing", "on_hold", "idle")
+
+
+def test_users_added_back_get_their_watchers_back(stack_factory):
+    """50 users, each phone watched by boss. A reload (both daemons) removes half of
+    them: boss sees those phones go. The next reload adds them back: every phone shows its
+    call again within seconds, with no restart. Before: the users added back started with
+    no watchers (the sets in Redis were read only when the link came up), and 25 phones
+    stayed unavailable until the component restarted."""
+    from harness import PbxSim
+    from calls import VIEW
+
+    users = [("u%02d@localhost" % i, str(EXT0 + i)) for i in range(N_USERS)]
+    s = stack_factory(users=users, chat_users=("boss",), other_domain_users=(),
+                      loglevel="info")
+    pbx = s.add(PbxSim(s.dir, s.pbx_port))
+    pbx.start()
+    truth = {}
+    for i in range(N_USERS):
+        truth[i] = CALL_STATES[i % len(CALL_STATES)]
+        pbx.set(EXT0 + i, truth[i])
+    s.start_component()
+    s.start_sipbridge()
+    boss = s.watcher("boss@localhost")
+    contacts = ["u%02d@phone.localhost" % i for i in range(N_USERS)]
+    for c in contacts:
+        boss.subscribe(c)
+
+    def wrong():
+        cur = boss.current()
+        return [c for i, c in enumerate(contacts) if cur.get(c) != VIEW[truth[i]]]
+
+    wait_until(lambda: not wrong(), timeout=60, what="every phone shown")
+    wait_until(lambda: all(s.redis.cli("SMEMBERS", "offhook:watchers:" + c) == "boss@localhost"
+                           for c in contacts), what="every watcher stored")
+
+    def reload(user_list):
+        """Returns when the signals went (monotonic)."""
+        before = s.component.log().count("event=reloaded")
+        s.write_config(users=user_list)
+        t = time.monotonic()
+        s.sipbridge.send_signal(signal.SIGHUP)
+        s.component.send_signal(signal.SIGHUP)
+        wait_until(lambda: s.component.log().count("event=reloaded") > before,
+                   what="the component's reload")
+        return t
+
+    reload(users[:N_USERS // 2])
+    gone = contacts[N_USERS // 2:]
+    wait_until(lambda: all(boss.current().get(c) == ("unavailable", "", "") for c in gone),
+               what="the removed phones go")
+    t0 = reload(users)
+    try:
+        wait_until(lambda: not wrong(), timeout=20, what="every phone back")
+    except TimeoutError:
+        raise AssertionError("%d phones wrong 20 s after the users came back, e.g. %r" % (
+            len(wrong()), [(c, boss.current().get(c)) for c in wrong()[:3]]))
+    print("phones back %.2f s after the reload" % (time.monotonic() - t0))
+    # Their watchers were read back, not subscribed again.
+    assert all(s.redis.cli("SMEMBERS", "offhook:watchers:" + c) == "boss@localhost"
+               for c in gone)
