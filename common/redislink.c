@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "sentinel.h"
+#include "storecodec.h"
 #include "strutil.h"
 
 #define CONNECT_TIMEOUT_MS 5000
@@ -558,10 +559,13 @@ int redislink_command(struct redislink *l, redislink_reply_fn fn, void *arg, con
 
 int redislink_heartbeat(struct redislink *l, const char *key, int ttl_ms)
 {
-    char ms[24];
+    char ms[24], ttl[16];
+    const char *argv[] = {"EVAL", storecodec_heartbeat_script, "1", key, ms, ttl};
 
     snprintf(ms, sizeof ms, "%lld", (long long)clock_wall_ms());
-    return redislink_command(l, NULL, NULL, "SET %s %s PX %d", key, ms, ttl_ms);
+    snprintf(ttl, sizeof ttl, "%d", ttl_ms);
+    /* A script, so that Redis at maxmemory still takes it (storecodec.h). */
+    return redislink_command_argv(l, NULL, NULL, 6, argv, NULL);
 }
 
 int redislink_command_argv(struct redislink *l, redislink_reply_fn fn, void *arg, int argc,

@@ -47,7 +47,8 @@ int redislink_command(struct redislink *l, redislink_reply_fn fn, void *arg, con
 int redislink_command_argv(struct redislink *l, redislink_reply_fn fn, void *arg, int argc,
                            const char **argv, const size_t *argvlen)
     __attribute__((warn_unused_result));
-/* SET key <wall-clock ms> PX ttl_ms: a daemon's heartbeat. Returns as redislink_command. */
+/* SET key <wall-clock ms> PX ttl_ms: a daemon's heartbeat, as a script that Redis at
+ * maxmemory still runs (storecodec_heartbeat_script). Returns as redislink_command. */
 int redislink_heartbeat(struct redislink *l, const char *key, int ttl_ms)
     __attribute__((warn_unused_result));
 /* Drops the connection now and reconnects after backoff (used on protocol errors):

@@ -155,6 +155,23 @@ const char storecodec_repair_script[] =
     "','*','user',ARGV[1],unpack(ARGV,2))\n"
     "return 1\n";
 
+const char storecodec_heartbeat_script[] =
+    "redis.call('DEL',KEYS[1])\n"
+    "return redis.call('SET',KEYS[1],ARGV[1],'PX',ARGV[2])\n";
+
+/* SREM first: a write that needs no memory (see storecodec.h). One SADD per member, not
+ * unpack(): Lua's unpack stops at a few thousand values. */
+const char storecodec_watchers_add_script[] =
+    "local had=redis.call('SREM',KEYS[1],ARGV[1])\n"
+    "local n=0\n"
+    "for i=1,#ARGV do n=n+redis.call('SADD',KEYS[1],ARGV[i]) end\n"
+    "return n-had\n";
+
+const char storecodec_snapshot_script[] =
+    "local r={redis.call('XREVRANGE',KEYS[1],'+','-','COUNT',1)}\n"
+    "for i=2,#KEYS do r[i]=redis.call('HGETALL',KEYS[i]) end\n"
+    "return r\n";
+
 int storecodec_command_argv(const char *events_key, const char *cmd, const char *user,
                             const char *argv[STORECODEC_COMMAND_ARGC])
 {

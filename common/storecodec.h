@@ -94,6 +94,25 @@ extern const char storecodec_write_script[];
  * entry, as a change, and it returns 1. */
 extern const char storecodec_repair_script[];
 
+/* Redis at maxmemory with the noeviction policy refuses every command that may need
+ * memory (SET, SADD, HSET, XADD) with OOM, and every command queued in a MULTI. It lets
+ * a script finish once the script has written, so that a script stays atomic: each
+ * script below that writes starts with a write that needs no memory (DEL, SREM), as
+ * storecodec_write_script does (storecodec_repair_script's first write is a DEL too),
+ * and goes over the limit by what it writes rather than losing it. What they write is
+ * small and bounded (a key per daemon, a member per watcher). Redis 6 and 7 behave alike here; a shebang's allow-oom flag would need 7. */
+
+/* A daemon's heartbeat (EVAL): SET KEYS[1] ARGV[1] (wall-clock ms) PX ARGV[2]. Refused at
+ * maxmemory as a plain SET, every phone would show "unknown" once the last beat expired. */
+extern const char storecodec_heartbeat_script[];
+/* Adds ARGV[1..] to the watcher set KEYS[1] (EVAL); returns how many were new. */
+extern const char storecodec_watchers_add_script[];
+/* The component's snapshot (EVAL, read-only): KEYS[1] the event stream, KEYS[2..] users'
+ * hashes. Returns what MULTI, XREVRANGE KEYS[1] + - COUNT 1, HGETALL KEYS[i]..., EXEC
+ * returned: one array, the stream's last entry, then each hash (empty: none), read at
+ * one instant. Unlike MULTI, Redis runs it at maxmemory. */
+extern const char storecodec_snapshot_script[];
+
 /* Fills argv with an XADD of command cmd for user (a JID or "*") to the stream at
  * events_key; returns argc (at most STORECODEC_COMMAND_ARGC). Pointers are borrowed. */
 #define STORECODEC_COMMAND_ARGC 10
