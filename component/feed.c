@@ -1,9 +1,10 @@
-/* User records from Redis: an atomic snapshot (MULTI: the event stream's last id and
- * every configured user's hash), then XREAD BLOCK from that id, so no change is missed or
+/* User records from Redis: an atomic snapshot (one read-only script: the event stream's
+ * last id and every configured user's hash), then XREAD BLOCK from that id, so no change is missed or
  * applied twice. Each record is kept in its user and announced (feed_ops). On any
  * reconnect: a new snapshot. */
 #include "feed.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -244,7 +245,8 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != f->nsnapshot + 1) {
-        log_err("feed", "event=snapshot_failed");
+        log_err("feed", "event=snapshot_failed error=%s",
+                log_q(r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
         free_snapshot(f);
         redislink_reset(l, "snapshot failed");
         return;
@@ -299,29 +301,46 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
     read_next(f);
 }
 
+/* One read-only script, not MULTI ... EXEC: Redis at maxmemory refuses every command
+ * queued in a MULTI, and a component started then never loaded its users' states. The
+ * reply has EXEC's shape (storecodec_snapshot_script). */
 static void snapshot(struct feed *f)
 {
-    size_t pos = 0, i = 0;
+    size_t pos = 0, i = 0, n = f->d->by_jid.count;
+    const char **argv = xcalloc(n + 4, sizeof *argv);
+    char **keys = xcalloc(n + 1, sizeof *keys);
     const char *k;
     void *v;
-    int rc = 0;
+    int argc = 0;
 
     free_snapshot(f);
-    f->snapshot_jids = xcalloc(f->d->by_jid.count + 1, sizeof *f->snapshot_jids);
-    rc |= redislink_command(f->link, NULL, NULL, "MULTI");
-    rc |= redislink_command(f->link, NULL, NULL, "XREVRANGE %s + - COUNT 1", f->events_key);
+    f->snapshot_jids = xcalloc(n + 1, sizeof *f->snapshot_jids);
+    argv[argc++] = "EVAL";
+    argv[argc++] = storecodec_snapshot_script;
+    argv[argc++] = NULL; /* numkeys, below */
+    argv[argc++] = f->events_key;
     while (strmap_next(&f->d->by_jid, &pos, &k, &v)) {
         char key[4096];
         if (storecodec_key_user(f->d->cfg->redis_prefix, k, key, sizeof key) < 0)
             continue;
-        f->snapshot_jids[i++] = xstrdup(k);
-        rc |= redislink_command(f->link, NULL, NULL, "HGETALL %s", key);
+        f->snapshot_jids[i] = xstrdup(k);
+        keys[i] = xstrdup(key);
+        argv[argc++] = keys[i++];
     }
     f->nsnapshot = i;
-    if (rc || redislink_command(f->link, on_snapshot, f, "EXEC") < 0) {
-        free_snapshot(f);
-        redislink_reset(f->link, "cannot queue snapshot");
+    {
+        char numkeys[24];
+        snprintf(numkeys, sizeof numkeys, "%zu", i + 1);
+        argv[2] = numkeys;
+        if (redislink_command_argv(f->link, on_snapshot, f, argc, argv, NULL) < 0) {
+            free_snapshot(f);
+            redislink_reset(f->link, "cannot queue snapshot");
+        }
     }
+    for (size_t j = 0; j < i; j++)
+        free(keys[j]);
+    free(keys);
+    free(argv);
 }
 
 static void on_link(struct redislink *l, bool up, void *arg)

@@ -402,6 +402,7 @@ int main(int argc, char **argv)
     priv_register_metrics();
     vcard_register_metrics();
     health_register_metrics();
+    watchers_register_metrics();
     directory_register_metrics();
     a.dir = directory_new(a.base, a.cfg, "component", on_directory_changed, &a);
     if (!a.dir)

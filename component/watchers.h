@@ -31,10 +31,11 @@ struct watchers_ops {
 struct watchers *watchers_new(struct event_base *base, struct users *d,
                               const struct watchers_ops *ops, void *arg);
 void watchers_free(struct watchers *w);
+void watchers_register_metrics(void);
 /* Redis is up and every contact's set has been read back. */
 bool watchers_up(const struct watchers *w);
-/* Adds/removes a watcher in memory and in Redis (now or once Redis is up); bare is
- * copied. */
+/* Adds/removes a watcher in memory and in Redis (now, or once Redis is up or takes
+ * writes again: a refused write is retried, never dropped); bare is copied. */
 void watchers_add(struct watchers *w, struct cuser *u, const char *bare);
 void watchers_remove(struct watchers *w, struct cuser *u, const char *bare);
 /* After a reload (or a directory change) added users: reads back their sets from Redis,
