@@ -180,3 +180,87 @@ def test_users_added_back_get_their_watchers_back(stack_factory):
     # Their watchers were read back, not subscribed again.
     assert all(s.redis.cli("SMEMBERS", "offhook:watchers:" + c) == "boss@localhost"
                for c in gone)
+
+
+# ---- item 7: Redis at maxmemory, Redis refusing writes ----------------------------------
+
+def test_redis_at_maxmemory(stack_factory):
+    """Redis reaches maxmemory (noeviction: every command that may need memory is refused
+    with OOM, and every command queued in a MULTI). Both daemons' heartbeats still go in,
+    calls still show, a new watcher is stored, and a component restarted meanwhile loads
+    every state and its watchers. Before: the heartbeats were refused (every phone
+    unknown 36 s later), the new watcher's write was refused and lost, and the restarted
+    component never loaded its snapshot (OOM, then EXECABORT) nor became ready."""
+    from harness import PbxSim
+
+    s = stack_factory()
+    pbx = s.add(PbxSim(s.dir, s.pbx_port))
+    pbx.start()
+    pbx.set(1001, "on_call")
+    s.start_component()
+    s.start_sipbridge()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, what="on the phone")
+
+    s.redis.cli("CONFIG", "SET", "maxmemory", "1")
+    assert s.redis.cli("SET", "offhook:probe", "x").startswith("OOM")  # Redis is full
+    beats = {k: s.redis.cli("GET", k) for k in (BEAT_KEY, "offhook:heartbeat:component")}
+    wait_until(lambda: all(s.redis.cli("GET", k) not in ("", v) for k, v in beats.items()),
+               timeout=15, what="both heartbeats written again (every 10 s)")
+
+    carol = s.watcher("carol@localhost")
+    carol.subscribe(ALICE)
+    wait_until(lambda: carol.last(ALICE) == ON_CALL, what="a new watcher")
+    wait_until(lambda: "carol@localhost" in s.redis.cli(
+        "SMEMBERS", "offhook:watchers:alice@phone.localhost").split(), what="carol stored")
+    pbx.set(1001, "idle")
+    wait_until(lambda: bob.last(ALICE) == IDLE and carol.last(ALICE) == IDLE,
+               what="the hang-up shown")
+
+    assert s.component.stop() == 0
+    s.start_component(timeout=20)  # ready: the snapshot loaded, the watchers read
+    pbx.set(1001, "ringing")
+    wait_until(lambda: bob.last(ALICE) == RINGING and carol.last(ALICE) == RINGING,
+               what="both watchers see the phone after the restart")
+    m = s.component.metrics()
+    assert m["offhook_sipbridge_alive"] == 1
+    assert m["offhook_feed_synced"] == 1
+    assert "event=snapshot_failed" not in s.component.log()
+    assert s.redis.cli("SET", "offhook:probe", "x").startswith("OOM")  # still full
+
+
+def test_refused_watcher_write_is_retried(stack_factory):
+    """Redis refuses writes (min-replicas-to-write with no replica: NOREPLICAS) while
+    carol subscribes. She watches at once (memory), the refusal is counted and logged
+    once however often it is retried, and once Redis takes writes again her
+    subscription is stored: a component restarted after that still shows her the phone.
+    Before: the write was logged, never retried, and lost at the next restart."""
+    s = stack_factory()
+    sipbridge_alive(s)
+    put_state(s, "alice@localhost", "on_call")
+    s.start_component()
+    s.redis.cli("CONFIG", "SET", "min-replicas-to-write", "1")
+    assert s.redis.cli("SET", "offhook:probe", "x").startswith("NOREPLICAS")
+    carol = s.watcher("carol@localhost")
+    carol.subscribe(ALICE)
+    wait_until(lambda: carol.last(ALICE) == ON_CALL, what="carol watches (memory)")
+    wait_until(lambda: s.component.metrics().get(
+        'offhook_watcher_writes_total{result="refused"}', 0) >= 3, timeout=15,
+        what="the write tried again")
+    m = s.component.metrics()
+    assert m["offhook_watcher_writes_pending"] == 1
+    assert s.component.log().count("event=write_refused") == 1
+    assert "error=\"NOREPLICAS" in s.component.log()
+    assert s.redis.cli("SMEMBERS", "offhook:watchers:alice@phone.localhost") == ""
+
+    s.redis.cli("CONFIG", "SET", "min-replicas-to-write", "0")
+    wait_until(lambda: s.redis.cli("SMEMBERS", "offhook:watchers:alice@phone.localhost")
+               == "carol@localhost", timeout=10, what="carol stored once Redis takes writes")
+    assert "event=writes_accepted refused_before=" in s.component.log()
+    assert s.component.metrics()["offhook_watcher_writes_pending"] == 0
+
+    assert s.component.stop() == 0
+    s.start_component()
+    put_state(s, "alice@localhost", "ringing")
+    wait_until(lambda: carol.last(ALICE) == RINGING, what="carol still watches after a restart")
