@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -95,6 +96,12 @@ void daemon_parse_args(int argc, char **argv, const char *prog, const char *summ
     const char *check_as = NULL;
     int c;
 
+    /* Before any secret is read: a core dump would hold the component secret and the
+     * Redis and SIP passwords, so none is written, and the process's /proc files
+     * (mem, environ, maps) belong to root, as for a setuid program. The units also say
+     * LimitCORE=0. Failing is not fatal (a kernel without prctl cannot dump less). */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        fprintf(stderr, "%s: cannot turn core dumps off: %s\n", prog, strerror(errno));
     out->config_path = "/etc/offhook/offhook.conf";
     out->check_config = false;
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {

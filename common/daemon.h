@@ -15,7 +15,9 @@ struct daemon_args {
     bool check_config;
 };
 
-/* Parses argv; prints --help/--version itself and exits 0, or exits 2 on a usage error.
+/* Marks the process non-dumpable first (PR_SET_DUMPABLE=0: no core dump holds a secret,
+ * its /proc files belong to root), then parses argv; prints --help/--version itself and
+ * exits 0, or exits 2 on a usage error.
  * With --check-config, run by root: switches for good to the daemon's user
  * (OFFHOOK_DAEMON_USER, or --check-as USER) so that the check reads the files as the
  * daemon will, or exits 1 saying why it cannot. */
