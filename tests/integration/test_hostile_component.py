@@ -264,3 +264,50 @@ def test_refused_watcher_write_is_retried(stack_factory):
     s.start_component()
     put_state(s, "alice@localhost", "ringing")
     wait_until(lambda: carol.last(ALICE) == RINGING, what="carol still watches after a restart")
+
+
+# ---- item 11: no core dumps -------------------------------------------------------------
+
+def test_daemons_are_not_dumpable(stack_factory):
+    """Both daemons, run as an ordinary user (nobody, as the units run them as offhook),
+    mark themselves non-dumpable at start: the kernel then gives their /proc files to
+    root, so no core dump holds a secret, and the daemon's own user cannot read its
+    memory or environment either. The units also say LimitCORE=0. Before: the files
+    belonged to nobody, and nobody could read /proc/PID/environ."""
+    import pwd
+    import subprocess
+
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("running a daemon as another user needs root")
+    nobody = pwd.getpwnam("nobody")
+    s = stack_factory()
+    os.chown(s.config, nobody.pw_uid, nobody.pw_gid)  # 0600, as /etc/offhook for offhook
+    as_nobody = ["setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid,
+                 "--clear-groups"]
+    from harness import PbxSim
+    pbx = s.add(PbxSim(s.dir, s.pbx_port))
+    pbx.start()
+    pbx.set(1001, "on_call")
+    s.start_component(wrapper=as_nobody)
+    s.start_sipbridge(wrapper=as_nobody)
+    # They work as ever (sipbridge's loop and the metrics read /proc/self/fd).
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, what="a call shown")
+    for d in (s.component, s.sipbridge):
+        pid = d.p.pid
+        with open("/proc/%d/status" % pid) as f:
+            uids = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
+        assert uids == [str(nobody.pw_uid)] * 4, (d.name, uids)  # it runs as nobody...
+        assert d.metrics()["process_open_fds"] > 0
+        st = os.stat("/proc/%d/status" % pid)
+        assert st.st_uid == 0, "%s: /proc/%d belongs to uid %d: dumpable" % (d.name, pid,
+                                                                              st.st_uid)
+        peek = subprocess.run(as_nobody + ["cat", "/proc/%d/environ" % pid],
+                              capture_output=True)
+        assert peek.returncode != 0 and b"Permission denied" in peek.stderr, (d.name, peek)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for unit in ("offhook-component.service", "offhook-sipbridge.service"):
+        with open(os.path.join(root, "deploy", "systemd", unit)) as f:
+            assert "\nLimitCORE=0\n" in f.read(), unit
