@@ -120,8 +120,7 @@ void log_write(int prio, const char *subsys, const char *fmt, ...)
 
 /* ---- values from peers ------------------------------------------------------------- */
 
-/* Every input byte becomes at most 4 ("\xNN"); two quotes, "..." and the NUL. */
-#define LOG_Q_SLOT (LOG_Q_MAX * 4 + 8)
+#define LOG_Q_SLOT LOG_Q_SIZE(LOG_Q_MAX)
 
 static bool bare_ok(const unsigned char *p, size_t len)
 {
@@ -134,17 +133,17 @@ static bool bare_ok(const unsigned char *p, size_t len)
     return true;
 }
 
-const char *log_qn(const char *s, size_t len)
+/* The len bytes at s, quoted as log_q() says and cut at max bytes, into out (at least
+ * LOG_Q_SIZE(max) bytes). */
+static const char *quote(char *out, const char *s, size_t len, size_t max)
 {
-    static char slots[LOG_Q_SLOTS][LOG_Q_SLOT];
-    static unsigned next;
-    char *out = slots[next++ % LOG_Q_SLOTS], *o = out;
+    char *o = out;
     const unsigned char *p = (const unsigned char *)s;
     size_t keep;
 
     if (!s)
         len = 0;
-    keep = str_utf8_cut(s ? s : "", len, LOG_Q_MAX);
+    keep = str_utf8_cut(s ? s : "", len, max);
     if (keep == len && bare_ok(p, len)) {
         memcpy(out, s, len);
         out[len] = '\0';
@@ -184,6 +183,19 @@ const char *log_qn(const char *s, size_t len)
     *o++ = '"';
     *o = '\0';
     return out;
+}
+
+const char *log_qn(const char *s, size_t len)
+{
+    static char slots[LOG_Q_SLOTS][LOG_Q_SLOT];
+    static unsigned next;
+
+    return quote(slots[next++ % LOG_Q_SLOTS], s, len, LOG_Q_MAX);
+}
+
+const char *log_q_buf(char *out, const char *s, size_t max)
+{
+    return quote(out, s, s ? strlen(s) : 0, max);
 }
 
 const char *log_q(const char *s)

@@ -51,5 +51,10 @@ void log_vwrite(int prio, const char *subsys, const char *fmt, va_list ap)
 const char *log_q(const char *s);
 /* log_q() of the len bytes at s (not NUL-terminated; a NUL byte among them is \x00). */
 const char *log_qn(const char *s, size_t len);
+/* log_q() of s cut at max bytes instead of LOG_Q_MAX, written into out, which holds
+ * LOG_Q_SIZE(max) bytes (every byte may become 4, "\xNN"; quotes, "..." and the NUL):
+ * for long values logged at debug, such as protocol traces. Returns out. */
+#define LOG_Q_SIZE(max) ((max) * 4 + 8)
+const char *log_q_buf(char *out, const char *s, size_t max);
 
 #endif

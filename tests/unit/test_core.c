@@ -533,6 +533,17 @@ static void test_log_q(void **state)
         for (int i = 0; i < LOG_Q_SLOTS; i++)
             assert_string_equal(r[i], v[i]);
     }
+    /* Into the caller's buffer, with its own bound (a protocol trace at debug). */
+    {
+        char trace[] = "SENT: <presence to=\"bob@localhost\"><status>a\\b</status>";
+        char out[LOG_Q_SIZE(sizeof trace)], small[LOG_Q_SIZE(9)];
+        assert_ptr_equal(log_q_buf(out, trace, sizeof trace), out);
+        assert_string_equal(out, "\"SENT: <presence to=\\\"bob@localhost\\\">"
+                                 "<status>a\\\\b</status>\"");
+        assert_string_equal(log_q_buf(small, "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 9),
+                            "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9...\"");
+        assert_string_equal(log_q_buf(small, "ok", 9), "ok");
+    }
 }
 
 int main(void)
