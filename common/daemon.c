@@ -249,7 +249,7 @@ int daemon_reload(void)
 
     if (config_reload(cur->path, cur, next, &pending, &errs) != 0) {
         for (size_t i = 0; i < errs.n; i++)
-            log_err("main", "event=reload_rejected problem=\"%s\"", errs.msg[i]);
+            log_err("main", "event=reload_rejected problem=%s", log_q(errs.msg[i]));
         log_err("main", "event=reload_rejected problems=%zu action=keeping_old_config", errs.n);
         cfg_errors_free(&errs);
         config_free(next);

@@ -112,7 +112,7 @@ struct httpd *httpd_start(struct event_base *base, const char *hostport, httpd_r
 
     if (!colon || (hl = (size_t)(colon - hostport)) == 0 || hl >= sizeof host ||
         str_parse_long(colon + 1, 1, 65535, &port) < 0) {
-        log_err("http", "event=listen_failed addr=%s reason=\"not HOST:PORT\"", hostport);
+        log_err("http", "event=listen_failed addr=%s reason=\"not HOST:PORT\"", log_q(hostport));
         return NULL;
     }
     memcpy(host, hostport, hl);
@@ -137,12 +137,12 @@ struct httpd *httpd_start(struct event_base *base, const char *hostport, httpd_r
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(h->http, handle, h);
     if (evhttp_bind_socket(h->http, host, (ev_uint16_t)port) < 0) {
-        log_err("http", "event=listen_failed addr=%s reason=\"bind failed\"", hostport);
+        log_err("http", "event=listen_failed addr=%s reason=\"bind failed\"", log_q(hostport));
         evhttp_free(h->http);
         free(h);
         return NULL;
     }
-    log_info("http", "event=listening addr=%s paths=/,/metrics,/healthz,/readyz", hostport);
+    log_info("http", "event=listening addr=%s paths=/,/metrics,/healthz,/readyz", log_q(hostport));
     return h;
 }
 

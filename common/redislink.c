@@ -123,7 +123,7 @@ static void went_down(struct redislink *l, const char *why)
     }
     if (l->restarting) {
         l->restarting = false;
-        log_info("redis", "event=reconnecting link=%s reason=\"%s\"", l->name, why);
+        log_info("redis", "event=reconnecting link=%s reason=%s", l->name, log_q(why));
         if (was_up)
             l->on_state(l, false, l->arg);
         evtimer_del(l->retry);
@@ -131,15 +131,15 @@ static void went_down(struct redislink *l, const char *why)
         return;
     }
     if (was_up) {
-        log_warn("redis", "event=disconnected link=%s reason=\"%s\"", l->name, why);
+        log_warn("redis", "event=disconnected link=%s reason=%s", l->name, log_q(why));
         l->logged_down = true;
         l->on_state(l, false, l->arg);
     } else if (!l->logged_down) {
-        log_warn("redis", "event=connect_failed link=%s reason=\"%s\" retry=backoff", l->name,
-                 why);
+        log_warn("redis", "event=connect_failed link=%s reason=%s retry=backoff", l->name,
+                 log_q(why));
         l->logged_down = true;
     } else {
-        log_debug("redis", "event=connect_failed link=%s reason=\"%s\"", l->name, why);
+        log_debug("redis", "event=connect_failed link=%s reason=%s", l->name, log_q(why));
     }
     schedule_retry(l);
 }
@@ -487,7 +487,8 @@ static void error_reply(struct redislink *l, const char *err)
     if (l->err_streak > 1 && strcmp(code, l->err_last) == 0)
         return;
     snprintf(l->err_last, sizeof l->err_last, "%s", code);
-    log_warn("redis", "event=error_reply link=%s error=\"%.120s\"", l->name, err);
+    log_warn("redis", "event=error_reply link=%s error=%s", l->name,
+             log_qn(err, strnlen(err, 120)));
 }
 
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)

@@ -293,7 +293,7 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
     }
     log_notice("feed", "event=synced users=%zu with_state=%zu kept_missing=%zu kept_newer=%zu "
                "stream_id=%s",
-               f->nsnapshot, loaded, kept, newer, f->last_id);
+               f->nsnapshot, loaded, kept, newer, log_q(f->last_id));
     free_snapshot(f);
     f->synced = true;
     metric_set(m_synced, NULL, 1);

@@ -388,7 +388,8 @@ int main(int argc, char **argv)
         goto out_cfg;
     }
     log_notice("main", "event=starting version=%s config=%s users=%zu domain=%s",
-               OFFHOOK_VERSION, args.config_path, a.cfg->nusers, a.cfg->xmpp_domain);
+               OFFHOOK_VERSION, log_q(args.config_path), a.cfg->nusers,
+               log_q(a.cfg->xmpp_domain));
     a.base = event_base_new();
     users_init(&a.users, a.cfg);
 

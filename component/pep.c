@@ -226,7 +226,8 @@ static void say(struct pep_user *pu, enum node node, const char *decision, const
     if (n->said && strcmp(n->said, decision) == 0)
         return;
     n->said = decision;
-    log_notice("pep", "event=%s user=%s node=%s %s", decision, pu->jid, node_short[node], line);
+    log_notice("pep", "event=%s user=%s node=%s %s", decision, log_q(pu->jid), node_short[node],
+               line);
 }
 
 static void skip(struct pep_user *pu, enum node node, const char *reason, const char *line)
@@ -262,7 +263,7 @@ static void explain(struct pep *p, const char *domain, const char *why)
     }
     log_warn("pep", "event=pep_off domain=%s reason=\"%s\" note=\"phone contacts still "
                     "work\"",
-             domain, why);
+             log_q(domain), why);
 }
 
 void pep_granted(struct pep *p, const char *domain)
@@ -270,7 +271,7 @@ void pep_granted(struct pep *p, const char *domain)
     bool get = priv_may(p->priv, domain, PRIV_PUBSUB, PRIV_GET);
     bool set = priv_may(p->priv, domain, PRIV_PUBSUB, PRIV_SET);
 
-    log_notice("pep", "event=grant domain=%s pep=%s", domain,
+    log_notice("pep", "event=grant domain=%s pep=%s", log_q(domain),
                get && set && p->d->cfg->publish_pep ? "on" : "off");
     if (set && !get)
         explain(p, domain, "the server grants pubsub set but not get: offhook reads a node "
@@ -501,7 +502,7 @@ static void decide_activity(struct pep *p, const struct cuser *u, struct pep_use
                        n->want, false);
             log_info("pep", "event=activity_restored user=%s note=\"the user's own activity, "
                             "covered during the call\"",
-                     pu->jid);
+                     log_q(pu->jid));
         } else {
             write_item(p, pu, NODE_ACTIVITY, PEP_ITEM_ID, build(p, u, pu, NODE_ACTIVITY),
                        n->want, false);
@@ -637,8 +638,8 @@ static void on_answer(void *arg, const char *user, const struct priv_answer *a)
         /* Publish again on the next change instead of believing it is out there. */
         n->done = 0;
         log_warn("pep", "event=%s user=%s node=%s condition=%s",
-                 r->kind == REQ_READ ? "read_refused" : "publish_refused", user,
-                 node_short[r->node], a->condition);
+                 r->kind == REQ_READ ? "read_refused" : "publish_refused", log_q(user),
+                 node_short[r->node], log_q(a->condition));
     } else {
         n->done = 0; /* timeout, or the stream went down: unknown */
     }

@@ -152,8 +152,8 @@ void presout_user(struct presence_out *po, const struct cuser *u, const struct u
     if (!force) {
         metric_inc(m_published, NULL);
         log_info("publish", "event=presence user=%s contact=%s state=%s watchers=%d",
-                 u->jid, u->contact, user_state_name(u->have_rec ? u->rec.state : US_UNKNOWN),
-                 n);
+                 log_q(u->jid), log_q(u->contact),
+                 user_state_name(u->have_rec ? u->rec.state : US_UNKNOWN), n);
     }
     if (event_us > 0 && n > 0) {
         int64_t now = clock_wall_us();

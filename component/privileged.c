@@ -216,7 +216,7 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
         return false;
     if (!strmap_get(&p->d->user_domains, from_domain)) {
         log_debug("privileged", "event=privilege_ignored domain=%s reason=\"no users there\"",
-                  from_domain);
+                  log_q(from_domain));
         return true;
     }
     g = grant_new(p, from_domain);
@@ -247,8 +247,8 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
             used += (size_t)snprintf(perms + used, sizeof perms - used, "%siq:%s=%s",
                                      used ? "," : "", ns_names[i], perm_name(g, i));
     }
-    log_notice("privileged", "event=privileges domain=%s xep0356_version=%s perms=\"%s\"",
-               from_domain, g->version, perms);
+    log_notice("privileged", "event=privileges domain=%s xep0356_version=%s perms=%s",
+               log_q(from_domain), log_q(g->version), log_q(perms));
     if (p->ops.on_granted)
         p->ops.on_granted(p->arg, from_domain);
     return true;
@@ -307,8 +307,8 @@ static void finish_all(struct privileged *p, enum priv_result r, int64_t before_
         strmap_del(&p->pending, all[i]->id);
     for (size_t i = 0; i < n; i++) {
         if (r == PRIV_TIMEOUT)
-            log_warn("privileged", "event=request_timeout user=%s after_s=%d", all[i]->user,
-                     REQUEST_TIMEOUT_S);
+            log_warn("privileged", "event=request_timeout user=%s after_s=%d",
+                     log_q(all[i]->user), REQUEST_TIMEOUT_S);
         finish(p, all[i], &a);
     }
     free(all);
@@ -410,8 +410,8 @@ static void ignored(struct privileged *p, const char *reason, const char *from)
         return;
     if (!from || jid_to_bare(from, bare, sizeof bare) < 0)
         str_copy(bare, sizeof bare, "?");
-    log_notice("privileged", "event=answer_ignored reason=%s from=%s held_back=%llu", reason,
-               log_q(bare), (unsigned long long)held);
+    log_notice("privileged", "event=answer_ignored reason=%s from=%s held_back=%llu",
+               log_q(reason), log_q(bare), (unsigned long long)held);
 }
 
 /* Whether from is q's user (any resource) or the user's server. */

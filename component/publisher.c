@@ -120,7 +120,7 @@ void pub_pep_domain(struct publisher *pub, const char *domain)
     }
     /* The PEP writer's line: it names what the grant made it do. */
     if (n)
-        log_info("pep", "event=republished domain=%s users=%d", domain, n);
+        log_info("pep", "event=republished domain=%s users=%d", log_q(domain), n);
 }
 
 void pub_goodbye(struct publisher *pub)

@@ -13,6 +13,7 @@
 #include "jid.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "strutil.h"
 #include "version.h"
 #include "view.h"
@@ -37,7 +38,19 @@ struct router {
     struct router_ops ops;
     void *arg;
     struct pointer_sent pointers[POINTERS_SLOTS];
+    /* Each line a stranger's stanzas cause: a flood of them writes a few lines, each
+     * saying how many were held back (the metrics count every one). */
+    struct ratelimit_gate refused_log, dropped_log, too_large_log;
 };
+
+/* A burst of 5 lines, then one per 10 s, per kind of line. */
+static const struct ratelimit refusal_log_rate = {.rate = 1.0 / 10, .burst = 5};
+
+/* Whether a line of this kind may be written now; *held gets how many were held back. */
+static bool log_gate(struct ratelimit_gate *g, uint64_t *held)
+{
+    return ratelimit_gate_pass(&refusal_log_rate, g, clock_mono_ms(), held);
+}
 
 static struct metric *m_in, *m_rejected, *m_refused_watchers, *m_messages;
 
@@ -130,9 +143,12 @@ static void handle_presence(struct router *rt, xmpp_stanza_t *st, const struct j
     }
     if (strcmp(type, "subscribe") == 0 || strcmp(type, "probe") == 0) {
         if (!allowed) {
+            uint64_t held = 0;
             metric_inc(m_refused_watchers, NULL);
-            log_notice("router", "event=watcher_refused contact=%s watcher=%s request=%s",
-                       u->contact, bare, type);
+            if (log_gate(&rt->refused_log, &held))
+                log_notice("router", "event=watcher_refused contact=%s watcher=%s request=%s "
+                                     "suppressed=%llu",
+                           log_q(u->contact), log_q(bare), type, (unsigned long long)held);
             presout_type(rt->po, u->contact, bare, "unsubscribed");
             return;
         }
@@ -152,7 +168,8 @@ static void handle_presence(struct router *rt, xmpp_stanza_t *st, const struct j
     }
     /* subscribed / unsubscribed concern our subscription to them: we hold none.
      * error: the server could not deliver something; nothing to retry. */
-    log_debug("router", "event=presence_ignored type=%s from=%s to=%s", type, bare, to_bare);
+    log_debug("router", "event=presence_ignored type=%s from=%s to=%s", log_q(type), log_q(bare),
+              log_q(to_bare));
 }
 
 /* ---- iq ------------------------------------------------------------------------------ */
@@ -491,15 +508,21 @@ void router_stanza(struct router *rt, xmpp_stanza_t *st)
         return;
     /* Without valid addresses there is nobody to answer: drop. */
     if (!from || !to || jid_parse(from, &fj) < 0 || jid_parse(to, &tj) < 0) {
+        uint64_t held = 0;
         metric_inc(m_rejected, "bad_address");
-        log_warn("router", "event=stanza_dropped kind=%s reason=\"missing or invalid address\"",
-                 kind);
+        if (log_gate(&rt->dropped_log, &held))
+            log_warn("router", "event=stanza_dropped kind=%s reason=\"missing or invalid "
+                               "address\" suppressed=%llu",
+                     kind, (unsigned long long)held);
         return;
     }
     if (strcmp(tj.domain, rt->d->cfg->xmpp_domain) != 0) {
+        uint64_t held = 0;
         metric_inc(m_rejected, "foreign_to");
-        log_warn("router", "event=stanza_dropped kind=%s reason=\"addressed outside %s\"", kind,
-                 rt->d->cfg->xmpp_domain);
+        if (log_gate(&rt->dropped_log, &held))
+            log_warn("router", "event=stanza_dropped kind=%s reason=\"addressed outside "
+                               "our domain\" to=%s suppressed=%llu",
+                     kind, log_q(to), (unsigned long long)held);
         return;
     }
     if (jid_format_bare(&tj, to_bare, sizeof to_bare) < 0)
@@ -507,9 +530,13 @@ void router_stanza(struct router *rt, xmpp_stanza_t *st)
     {
         size_t size = 0;
         if (!stanza_fits(st, (size_t)rt->d->cfg->component_max_stanza, &size, 0)) {
-            log_warn("router", "event=stanza_refused kind=%s from=%s reason=\"larger than "
-                               "[component] max_stanza (%ld bytes) or nested deeper than %d\"",
-                     kind, from, rt->d->cfg->component_max_stanza, STANZA_DEPTH_MAX);
+            uint64_t held = 0;
+            if (log_gate(&rt->too_large_log, &held))
+                log_warn("router", "event=stanza_refused kind=%s from=%s reason=\"larger than "
+                                   "[component] max_stanza (%ld bytes) or nested deeper than "
+                                   "%d\" suppressed=%llu",
+                         kind, log_q(from), rt->d->cfg->component_max_stanza,
+                         STANZA_DEPTH_MAX, (unsigned long long)held);
             if (fj.local[0])
                 send_error(rt, st, "modify", "policy-violation", "too_large");
             else
@@ -530,7 +557,7 @@ void router_stanza(struct router *rt, xmpp_stanza_t *st)
      * server never gets an error back from us. */
     if (!fj.local[0]) {
         if (!priv_on_message(rt->priv, st, fj.domain))
-            log_debug("router", "event=server_message_ignored from=%s", fj.domain);
+            log_debug("router", "event=server_message_ignored from=%s", log_q(fj.domain));
         return;
     }
     handle_message(rt, st, &fj, to_bare);

@@ -103,7 +103,8 @@ static void gateway_put(struct users *d, const char *key, struct cuser *u)
     }
     if (e->u && e->u != u) {
         /* Two users share the address: answer neither rather than guess. */
-        log_warn("main", "event=gateway_ambiguous key=%s users=%s,%s", key, e->u->jid, u->jid);
+        log_warn("main", "event=gateway_ambiguous key=%s users=%s,%s", log_q(key),
+                 log_q(e->u->jid), log_q(u->jid));
         e->u = NULL;
     }
 }

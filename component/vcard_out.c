@@ -83,9 +83,9 @@ static void explain(struct vcard_out *v, const char *domain, const char *level_w
     k = xstrdup(domain);
     strmap_put(&v->explained, k, k);
     if (warn)
-        log_warn("vcard", "event=vcard_off domain=%s reason=\"%s\"", domain, level_why);
+        log_warn("vcard", "event=vcard_off domain=%s reason=\"%s\"", log_q(domain), level_why);
     else
-        log_notice("vcard", "event=vcard_on domain=%s vcard=\"%s\"", domain, level_why);
+        log_notice("vcard", "event=vcard_on domain=%s vcard=\"%s\"", log_q(domain), level_why);
 }
 
 void vcard_granted(struct vcard_out *v, const char *domain)
@@ -234,7 +234,7 @@ static void decide(struct vcard_out *v, struct vuser *vu, const struct cuser *u,
         xmpp_stanza_set_id(item, item_id && *item_id ? item_id : "current");
         xmpp_stanza_add_child_ex(item, card, 0);
     }
-    log_info("vcard", "event=adding user=%s entries=%d vcard=%s", vu->jid, added,
+    log_info("vcard", "event=adding user=%s entries=%d vcard=%s", log_q(vu->jid), added,
              way == WAY_TEMP ? "vcard-temp" : "vcard4");
     (void)request(v, vu, way, true, q);
 }
@@ -262,7 +262,7 @@ static void on_answer(void *arg, const char *user, const struct priv_answer *a)
         metric_inc(m_vcards, "error");
         log_warn("vcard", "event=%s user=%s condition=%s", r->write ? "write_refused"
                                                                     : "read_refused",
-                 user, a->condition);
+                 log_q(user), log_q(a->condition));
         vu->done = r->want; /* not again before the next stream or a change */
     }
     if (!vu->busy && vu->again) {

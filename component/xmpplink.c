@@ -111,7 +111,11 @@ static void strophe_log(void *userdata, xmpp_log_level_t level, const char *area
                : level == XMPP_LEVEL_WARN ? LOG_WARNING
                                           : LOG_DEBUG;
 
-    LOG_AT(prio, "strophe", "area=%s msg=\"%.1500s\"", area, msg);
+    /* Traces hold stanzas: whatever a peer put in them stays inside msg. */
+    if (prio <= log_level) {
+        char q[LOG_Q_SIZE(1500)];
+        log_write(prio, "strophe", "area=%s msg=%s", log_q(area), log_q_buf(q, msg, 1500));
+    }
     /* libstrophe 0.12 answers XML it cannot parse with a stream error but keeps the
      * socket, with its parser dead: the stream would stay up and deaf. Its only sign is
      * this debug line, so the link closes the stream itself after the pass. */
@@ -144,7 +148,7 @@ static void run_passes(struct xmpplink *l)
             metric_inc(m_disconnects, "invalid_xml");
             log_err("xmpp", "event=stream_error domain=%s reason=\"the server sent XML that "
                             "does not parse\" action=reconnect",
-                    l->domain);
+                    log_q(l->domain));
             l->lost_counted = true;
             xmpp_disconnect(l->conn);
             /* It waits for the server's </stream:stream> up to 2 s, a timed handler that
@@ -279,8 +283,8 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
         backoff_reset(&l->bo);
         evtimer_del(l->ev_retry);
         metric_set(m_connected, NULL, 1);
-        log_notice("xmpp", "event=connected domain=%s server=%s:%u", l->domain, l->host,
-                   l->port);
+        log_notice("xmpp", "event=connected domain=%s server=%s:%u", log_q(l->domain),
+                   log_q(l->host), l->port);
         l->ops.on_up(l->arg);
         return;
     }
@@ -297,22 +301,22 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
                 log_err("xmpp", "event=handshake_rejected domain=%s server=%s:%u "
                                 "reason=\"server refused the component secret (check [xmpp] "
                                 "secret and domain against the server's component config)\"",
-                        l->domain, l->host, l->port);
+                        log_q(l->domain), log_q(l->host), l->port);
             l->secret_warned = true;
         } else {
-            log_err("xmpp", "event=stream_error domain=%s text=\"%s\"", l->domain,
-                    se->text ? se->text : "");
+            log_err("xmpp", "event=stream_error domain=%s text=%s", log_q(l->domain),
+                    log_q(se->text));
         }
     } else if (l->up && l->closing) {
-        log_info("xmpp", "event=closed domain=%s", l->domain);
+        log_info("xmpp", "event=closed domain=%s", log_q(l->domain));
     } else if (l->up) {
         if (!l->lost_counted)
             metric_inc(m_disconnects, "socket");
-        log_warn("xmpp", "event=disconnected domain=%s error=%d", l->domain, error);
+        log_warn("xmpp", "event=disconnected domain=%s error=%d", log_q(l->domain), error);
     } else {
         metric_inc(m_disconnects, "connect_failed");
-        log_warn("xmpp", "event=connect_failed server=%s:%u error=\"%s\"", l->host, l->port,
-                 error ? strerror(error) : "closed");
+        log_warn("xmpp", "event=connect_failed server=%s:%u error=\"%s\"", log_q(l->host),
+                 l->port, error ? strerror(error) : "closed");
     }
     if (l->up) {
         l->up = false;
@@ -346,7 +350,7 @@ static void start_connect(struct xmpplink *l)
         metric_inc(m_disconnects, "connect_failed");
         log_warn("xmpp", "event=connect_failed server=%s:%u reason=\"cannot create socket "
                          "(name resolution?)\"",
-                 l->host, l->port);
+                 log_q(l->host), l->port);
         schedule_reconnect(l);
         return;
     }
@@ -362,8 +366,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
     if (l->connecting) {
         metric_inc(m_disconnects, "timeout");
-        log_warn("xmpp", "event=connect_timeout server=%s:%u after_s=%d", l->host, l->port,
-                 CONNECT_TIMEOUT_S);
+        log_warn("xmpp", "event=connect_timeout server=%s:%u after_s=%d", log_q(l->host),
+                 l->port, CONNECT_TIMEOUT_S);
         xmpp_disconnect(l->conn);
         run_passes(l);
         return;
@@ -488,8 +492,9 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind)
     if (!from_is_ours(l, from)) {
         /* A bug, not an input error: every stanza we build sets an address of ours. */
         metric_inc(m_refused, "foreign_from");
-        log_err("xmpp", "event=send_refused reason=\"from outside %s\" from=%s", l->domain,
-                log_q(from));
+        log_err("xmpp", "event=send_refused reason=\"from outside our domain\" domain=%s "
+                        "from=%s",
+                log_q(l->domain), log_q(from));
         return -1;
     }
     if (!l->up) {
