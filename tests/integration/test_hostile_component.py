@@ -13,6 +13,7 @@
 Each test failed on the code before issue 15 (c5cf496) as its docstring says."""
 
 import os
+import re
 import signal
 import time
 
@@ -311,3 +312,77 @@ def test_daemons_are_not_dumpable(stack_factory):
     for unit in ("offhook-component.service", "offhook-sipbridge.service"):
         with open(os.path.join(root, "deploy", "systemd", unit)) as f:
             assert "\nLimitCORE=0\n" in f.read(), unit
+
+
+# ---- item 9: what comes from outside is quoted in the log; floods write a few lines -----
+
+FORGED = 'x" level=error event=fake_secret_dump y="'
+
+
+def test_forged_resource_stays_in_its_field(stack_factory):
+    """eve logs in with a resource holding forged key=value fields and a quote, then sends
+    a stanza the component refuses (larger than [component] max_stanza), whose sender the
+    refusal names. The line holds her full JID as one quoted, escaped value: no line of
+    the log has a field event=fake_secret_dump or a second level=. The same for the
+    stanza traces at debug. Before: from=eve@other.localhost/x" level=error
+    event=fake_secret_dump y=" on a real warning line."""
+    s = stack_factory(extra_config="[component]\nmax_stanza = 1024\n")
+    s.start_component()
+    eve = s.watcher("eve@other.localhost/" + FORGED)
+    eve.send_raw("<message xmlns='jabber:client' to='%s' id='big'><body>%s</body></message>"
+                  % (ALICE, "z" * 2000))
+    wait_until(lambda: "event=stanza_refused" in s.component.log(), what="the refusal logged")
+    lines = [l for l in s.component.log().splitlines() if "event=stanza_refused" in l]
+    assert len(lines) == 1
+    assert 'from="eve@other.localhost/x\\" level=error event=fake_secret_dump y=\\""' in lines[0]
+
+    def fields(line):
+        """key=value pairs as a logfmt reader sees them (quoted values with escapes)."""
+        return re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)', line)
+    for line in s.component.log().splitlines():
+        keys = [k for k, _ in fields(line)]
+        assert ("event", "fake_secret_dump") not in fields(line), line
+        assert keys.count("level") <= 1, line
+    # Every strophe trace (debug) of eve's stanzas is one quoted msg value.
+    traces = [l for l in s.component.log().splitlines() if "sub=strophe" in l and "eve@" in l]
+    assert traces and all(re.search(r' msg="(?:[^"\\]|\\.)*"$', l) for l in traces)
+
+
+def test_subscribe_flood_logs_a_few_lines(stack_factory):
+    """eve (another domain: the policy refuses her) sends 10,000 subscription requests to
+    alice's phone contact at once. Each one that reaches the component is refused and
+    counted; the log gets at most a burst of 5 lines plus one per 10 s, the later ones
+    saying how many were held back. Before: one notice line per refusal (about 5,000
+    lines for 10,000 requests in the issue's run)."""
+    s = stack_factory(loglevel="info")
+    s.start_component()
+    eve = s.watcher("eve@other.localhost")
+    before = s.component.metrics().get('offhook_stanzas_received_total{kind="presence"}', 0)
+    t0 = time.monotonic()
+    flood = "".join("<presence xmlns='jabber:client' to='%s' type='subscribe' id='f%d'/>"
+                    % (ALICE, i) for i in range(10000))
+    eve.send_raw(flood)
+
+    def refused():
+        return s.component.metrics().get("offhook_watchers_refused_total", 0)
+    # Prosody forwards as many as it does; wait until the count stops moving.
+    last = [-1]
+
+    def settled():
+        n = refused()
+        done = n == last[0] and n > 0
+        last[0] = n
+        return done
+    wait_until(settled, timeout=60, interval=1.0, what="the flood handled")
+    elapsed = time.monotonic() - t0
+    n = refused()
+    received = s.component.metrics()['offhook_stanzas_received_total{kind="presence"}'] - before
+    lines = [l for l in s.component.log().splitlines() if "event=watcher_refused" in l]
+    print("refused %d of %d received presences in %.1f s, %d lines" % (n, received, elapsed,
+                                                                        len(lines)))
+    assert n >= 1000, "the flood did not reach the component (%d)" % n
+    assert n == received  # every refusal counted (eve sent nothing else)
+    assert len(lines) <= 5 + elapsed / 10 + 1, lines
+    held = sum(int(re.search(r"suppressed=(\d+)", l).group(1)) for l in lines)
+    assert held <= n - 5
+    assert s.component.alive()
