@@ -148,7 +148,7 @@ static void write_record(struct bridge *b, struct buser *u, struct user_record r
     rec.since_ms = u->stored && u->rec.state == rec.state ? u->rec.since_ms
                                                           : rec.event_us / 1000;
     if (!u->stored || u->rec.state != rec.state) {
-        log_info("bridge", "event=state_change user=%s from=%s to=%s dir=%s", u->jid,
+        log_info("bridge", "event=state_change user=%s from=%s to=%s dir=%s", log_q(u->jid),
                  u->stored ? user_state_name(u->rec.state) : "none",
                  user_state_name(rec.state), call_dir_name(rec.dir));
         metric_inc(m_changes, user_state_name(rec.state));
@@ -236,9 +236,10 @@ static void body_error(struct bsource *s, const char *reason)
         s->err_suppressed++;
         return;
     }
-    log_warn("bridge", "event=body_rejected user=%s aor=%s package=%s reason=\"%s\" "
+    log_warn("bridge", "event=body_rejected user=%s aor=%s package=%s reason=%s "
                        "suppressed=%u action=state_unchanged",
-             s->u->jid, s->aor, pkgs[s->said.pkg].event, reason, s->err_suppressed);
+             log_q(s->u->jid), log_q(s->aor), pkgs[s->said.pkg].event, log_q(reason),
+             s->err_suppressed);
     s->last_err = reason;
     s->last_err_ms = now;
     s->err_suppressed = 0;
@@ -257,7 +258,7 @@ static bool entity_ok(struct bsource *s, const char *entity)
     if (peer_log_ok(s, &held))
         log_warn("bridge", "event=body_rejected user=%s aor=%s package=%s reason=\"%s\" "
                            "entity=%s suppressed=%llu action=state_unchanged",
-                 s->u->jid, s->aor, pkgs[s->said.pkg].event, BODYERR_WRONG_ENTITY,
+                 log_q(s->u->jid), log_q(s->aor), pkgs[s->said.pkg].event, BODYERR_WRONG_ENTITY,
                  log_q(entity), (unsigned long long)held);
     return false;
 }
@@ -275,8 +276,8 @@ static void version_anomaly(struct bsource *s, enum docver_anomaly a, uint32_t v
     if (peer_log_ok(s, &held))
         log_warn("bridge", "event=version_%s user=%s aor=%s package=%s version=%u last=%u "
                            "action=applied suppressed=%llu",
-                 docver_anomaly_name(a), s->u->jid, s->aor, pkgs[s->said.pkg].event, version,
-                 last, (unsigned long long)held);
+                 docver_anomaly_name(a), log_q(s->u->jid), log_q(s->aor),
+                 pkgs[s->said.pkg].event, version, last, (unsigned long long)held);
 }
 
 /* What a body asks of its subscription once applied (or not). */
@@ -287,7 +288,7 @@ static void stale(struct bsource *s, uint32_t version, uint32_t last)
 {
     metric_inc(m_stale, NULL);
     log_debug("bridge", "event=stale_notify user=%s aor=%s package=%s version=%u last=%u",
-              s->u->jid, s->aor, pkgs[s->said.pkg].event, version, last);
+              log_q(s->u->jid), log_q(s->aor), pkgs[s->said.pkg].event, version, last);
 }
 
 /* Applies a dialog-info body; says whether its subscription needs a fresh full state or,
@@ -327,7 +328,7 @@ static enum need apply_dialog(struct bridge *b, struct bsource *s, const char *b
         if (peer_log_ok(s, &held))
             log_warn("bridge", "event=dialogs_dropped user=%s aor=%s max=%d "
                                "action=request_full_state suppressed=%llu",
-                     s->u->jid, s->aor, MERGE_MAX_DIALOGS, (unsigned long long)held);
+                     log_q(s->u->jid), log_q(s->aor), MERGE_MAX_DIALOGS, (unsigned long long)held);
         need = NEED_FULL_STATE;
         break;
     case MERGE_APPLIED:
@@ -399,7 +400,7 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
 
     if (!n->body) {
         /* Kamailio's first NOTIFY carries no body: nothing known yet, nothing wrong. */
-        log_debug("bridge", "event=empty_notify user=%s aor=%s", u->jid, s->aor);
+        log_debug("bridge", "event=empty_notify user=%s aor=%s", log_q(u->jid), log_q(s->aor));
         return;
     }
     if (!mime_is(n->content_type, n->content_type ? strlen(n->content_type) : 0,
@@ -453,7 +454,7 @@ static void on_stale(void *owner, struct subscription *sub, long down_s)
     metric_inc(m_lost, NULL);
     log_warn("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
                        "reason=\"subscription not re-established\"",
-             u->jid, s->aor, pkgs[s->said.pkg].event, down_s);
+             log_q(u->jid), log_q(s->aor), pkgs[s->said.pkg].event, down_s);
     combine_forget(&s->said);
     recompute(u->b, u, clock_wall_us());
 }
@@ -710,13 +711,13 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
         char *sig = cu ? signature(cfg, cu) : NULL;
 
         if (!cu) {
-            log_info("bridge", "event=user_removed user=%s", u->jid);
+            log_info("bridge", "event=user_removed user=%s", log_q(u->jid));
             store_remove(b->store, u->jid);
             store_sub_clear(b->store, u->jid);
             user_free(b, u);
             removed++;
         } else if (strcmp(sig, u->signature) != 0) {
-            log_info("bridge", "event=user_changed user=%s action=resubscribe", u->jid);
+            log_info("bridge", "event=user_changed user=%s action=resubscribe", log_q(u->jid));
             user_free(b, u);
             resubscribed++;
         } else {

@@ -187,7 +187,7 @@ int main(int argc, char **argv)
         goto out_cfg;
     }
     log_notice("main", "event=starting version=%s config=%s users=%zu", OFFHOOK_VERSION,
-               args.config_path, a.cfg->nusers);
+               log_q(args.config_path), a.cfg->nusers);
     xmlsafe_init();
     a.base = event_base_new();
     httpd_register_process_metrics();

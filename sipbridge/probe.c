@@ -140,7 +140,7 @@ void probe_notifier_lost(struct probe_member *trigger)
     log_warn("sip", "event=notifier_lost notifier=%s aor=%s package=%s resubscribing=%d "
                     "reason=\"481 to an in-dialog refresh: the notifier restarted or dropped "
                     "our subscriptions\"",
-             nt->key, trigger->aor, trigger->event, n);
+             log_q(nt->key), log_q(trigger->aor), trigger->event, n);
 }
 
 void probe_notifier_back(struct probe_member *trigger)
@@ -153,7 +153,7 @@ void probe_notifier_back(struct probe_member *trigger)
     for (struct probe_member *m = nt->head; m; m = m->next)
         n += nt->p->ops->retry(m);
     if (n)
-        log_notice("sip", "event=notifier_back notifier=%s retrying=%d", nt->key, n);
+        log_notice("sip", "event=notifier_back notifier=%s retrying=%d", log_q(nt->key), n);
 }
 
 /* Refreshes the next established member of nt not heard from within PROBE_QUIET_MS,
@@ -176,7 +176,8 @@ static void probe_notifier(struct probe *p, struct probe_notifier *nt, int64_t n
         return; /* nothing established to ask about */
     nt->cursor = m->next;
     nt->probing = m;
-    log_debug("sip", "event=probe notifier=%s aor=%s package=%s", nt->key, m->aor, m->event);
+    log_debug("sip", "event=probe notifier=%s aor=%s package=%s", log_q(nt->key), log_q(m->aor),
+              m->event);
     p->ops->refresh(m);
 }
 

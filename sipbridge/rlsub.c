@@ -82,7 +82,7 @@ void rlsub_index_add(struct rlsub *l, struct rlsub_member *m)
     kcopy = xstrdup(key);
     prev = strmap_put(&l->by_key, kcopy, m);
     if (prev) /* the same AOR for two users: the config allows it, the list cannot */
-        log_warn("bridge", "event=list_duplicate_aor aor=%s", key);
+        log_warn("bridge", "event=list_duplicate_aor aor=%s", log_q(key));
     ucopy = xstrndup(key, (size_t)(ue - key));
     if (strmap_get(&l->by_user, ucopy))
         strmap_put(&l->by_user, ucopy, AMBIGUOUS);
@@ -133,8 +133,8 @@ static void problem(struct rlsub_member *m, const char *kind, const char *detail
     if (m->problem == kind)
         return;
     m->problem = kind;
-    log_warn("bridge", "event=list_resource_%s user=%s aor=%s detail=%s", kind, m->user,
-             m->aor, log_q(detail));
+    log_warn("bridge", "event=list_resource_%s user=%s aor=%s detail=%s", kind, log_q(m->user),
+             log_q(m->aor), log_q(detail));
 }
 
 /* A line the list's NOTIFYs cause may be logged now; *held: how many were held back. */
@@ -158,9 +158,9 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
     if (rlmi_parse(n->content_type, n->body, n->len, l->max_body, &doc, &reason) < 0) {
         l->ops->on_rejected(l->arg, NULL, reason);
         if (peer_log_ok(l, &held))
-            log_warn("bridge", "event=list_body_rejected uri=%s reason=\"%s\" "
+            log_warn("bridge", "event=list_body_rejected uri=%s reason=%s "
                                "action=state_unchanged suppressed=%llu",
-                     l->uri, reason, (unsigned long long)held);
+                     log_q(l->uri), log_q(reason), (unsigned long long)held);
         return;
     }
     switch (docver_check(&l->ver, doc.version, doc.full, &anomaly)) {
@@ -184,7 +184,7 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
         if (peer_log_ok(l, &held))
             log_warn("bridge", "event=version_%s list=%s version=%u last=%u action=applied "
                                "suppressed=%llu",
-                     docver_anomaly_name(anomaly), l->uri, doc.version, last,
+                     docver_anomaly_name(anomaly), log_q(l->uri), doc.version, last,
                      (unsigned long long)held);
     }
     for (size_t i = 0; i < doc.nres; i++) {
@@ -244,7 +244,7 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
             log_warn("bridge", "event=list_body_rejected uri=%s reason=\"not "
                                "multipart/related (is the URI a resource list?)\" "
                                "content_type=%s suppressed=%llu",
-                     l->uri, log_q(n->content_type), (unsigned long long)held);
+                     log_q(l->uri), log_q(n->content_type), (unsigned long long)held);
         return;
     }
     apply_list(l, n);
@@ -271,7 +271,7 @@ static void on_stale(void *owner, struct subscription *sub, long down_s)
 
     log_warn("bridge", "event=state_lost list=%s down_s=%ld reason=\"list subscription not "
                        "re-established\"",
-             l->uri, down_s);
+             log_q(l->uri), down_s);
     while (strmap_next(&l->by_key, &pos, &k, &v))
         l->ops->on_lost(l->arg, v, true, clock_wall_us());
 }

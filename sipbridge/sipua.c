@@ -102,14 +102,14 @@ static bool answer_challenge(struct sipua_handle *h, int status, const sip_t *si
         metric_inc(m_auth, "no_credentials");
         log_err("sip", "event=auth_required aor=%s status=%d reason=\"no [sip] username/password "
                        "configured\"",
-                h->aor, status);
+                log_q(h->aor), status);
         return false;
     }
     if (h->auth_tries >= MAX_AUTH_TRIES || !au || !au->au_scheme) {
         metric_inc(m_auth, "rejected");
         log_err("sip", "event=auth_rejected aor=%s status=%d user=%s reason=\"credentials not "
                        "accepted\"",
-                h->aor, status, ua->username);
+                log_q(h->aor), status, log_q(ua->username));
         return false;
     }
     realm = msg_params_find(au->au_params, "realm=");
@@ -120,8 +120,8 @@ static bool answer_challenge(struct sipua_handle *h, int status, const sip_t *si
              au->au_scheme, realm, ua->username, ua->password);
     h->auth_tries++;
     metric_inc(m_auth, "answered");
-    log_debug("sip", "event=auth_answer aor=%s status=%d user=%s", h->aor, status,
-              ua->username);
+    log_debug("sip", "event=auth_answer aor=%s status=%d user=%s", log_q(h->aor), status,
+              log_q(ua->username));
     nua_authenticate(h->nh, NUTAG_AUTH(auth), TAG_END());
     explicit_bzero(auth, sizeof auth);
     kick(ua);
@@ -222,12 +222,12 @@ static void on_event(nua_event_t event, int status, char const *phrase, nua_t *n
         }
         return;
     case nua_i_error:
-        log_warn("sip", "event=stack_error status=%d phrase=\"%s\"", status, phrase);
+        log_warn("sip", "event=stack_error status=%d phrase=%s", status, log_q(phrase));
         return;
     default:
         if (status >= 400)
-            log_debug("sip", "event=%s status=%d phrase=\"%s\"", nua_event_name(event), status,
-                      phrase);
+            log_debug("sip", "event=%s status=%d phrase=%s", nua_event_name(event), status,
+                      log_q(phrase));
         return;
     }
 }
@@ -286,7 +286,7 @@ struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
     set_credentials(ua, cfg);
     ua->tls = tls != NULL;
     if (tls)
-        log_info("sip", "event=tls dir=%s verify=%s", cfg->sip_tls_dir, cfg->sip_tls_verify);
+        log_info("sip", "event=tls dir=%s verify=%s", log_q(cfg->sip_tls_dir), cfg->sip_tls_verify);
     ua->nua = nua_create(root, on_event, ua,
                          TAG_IF(plain, NUTAG_URL(plain)),
                          TAG_IF(tls, NUTAG_SIPS_URL(tls)),
@@ -311,13 +311,13 @@ struct sipua *sipua_new(su_root_t *root, const struct offhook_config *cfg,
     if (!ua->nua) {
         log_err("sip", "event=bind_failed listen=%s reason=\"nua_create failed (address in use "
                        "or not local?)\"",
-                cfg->sip_listen);
+                log_q(cfg->sip_listen));
         clear_credentials(ua);
         free(ua);
         return NULL;
     }
-    log_info("sip", "event=listening listen=%s proxy=%s from=%s", cfg->sip_listen, cfg->sip_pbx,
-             from);
+    log_info("sip", "event=listening listen=%s proxy=%s from=%s", log_q(cfg->sip_listen),
+             log_q(cfg->sip_pbx), log_q(from));
     return ua;
 }
 

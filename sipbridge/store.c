@@ -108,9 +108,9 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
          * of refusals (each is counted); the first accepted write ends it. */
         metric_inc(m_writes, "error");
         if (st->refused++ == 0)
-            log_err("store", "event=write_failed user=%s error=\"%.120s\" "
+            log_err("store", "event=write_failed user=%s error=%s "
                     "action=\"holding state, retrying after backoff\"",
-                    e->jid, r->str ? r->str : "");
+                    log_q(e->jid), log_qn(r->str ? r->str : "", r->str ? strnlen(r->str, 120) : 0));
         if (!evtimer_pending(st->retry_ev, NULL)) {
             uint32_t ms = backoff_next(&st->bo);
             struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};

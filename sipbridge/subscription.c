@@ -163,7 +163,7 @@ static void set_state(struct subscription *s, enum sub_state st)
     s->mgr->count[st]++;
     metric_set(m_state, sub_state_name(s->state), s->mgr->count[s->state]);
     metric_set(m_state, sub_state_name(st), s->mgr->count[st]);
-    log_debug("sip", "event=subscription_state aor=%s package=%s from=%s to=%s", s->aor,
+    log_debug("sip", "event=subscription_state aor=%s package=%s from=%s to=%s", log_q(s->aor),
               s->event, sub_state_name(s->state), sub_state_name(st));
     s->state = st;
     watch_stale(s);
@@ -224,7 +224,7 @@ static void send_subscribe(struct subscription *s)
     if (!s->h) {
         log_err("sip", "event=subscribe_failed aor=%s package=%s reason=\"cannot create "
                        "handle\"",
-                s->aor, s->event);
+                log_q(s->aor), s->event);
         set_state(s, SUB_BACKOFF);
         arm(s, backoff_next(&s->bo));
         return;
@@ -283,7 +283,7 @@ static void check_grant(struct subscription *s, long granted)
                     "floor_s=%d asked_s=%ld hint=\"the notifier shortens subscriptions below "
                     "%d s, so each is refreshed every few seconds: raise its minimum "
                     "subscription expiry\"",
-             log_q(nt), s->aor, s->event, granted, SUBS_EXPIRES_FLOOR_S, s->mgr->expires,
+             log_q(nt), log_q(s->aor), s->event, granted, SUBS_EXPIRES_FLOOR_S, s->mgr->expires,
              SUBS_EXPIRES_FLOOR_S);
 }
 
@@ -300,7 +300,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     case SUB_ACTIVE:
         log_warn("sip", "event=subscription_silent aor=%s package=%s granted_s=%ld "
                         "notified=%s action=resubscribe",
-                 s->aor, s->event, s->granted, s->notified ? "yes" : "never");
+                 log_q(s->aor), s->event, s->granted, s->notified ? "yes" : "never");
         restart_later(s, "silence", 0, -1);
         break;
     case SUB_QUEUED:
@@ -402,8 +402,8 @@ static void on_response(void *owner, int status, const char *phrase, long expire
             probe_notifier_back(&s->pm);
         }
         if (s->state == SUB_SUBSCRIBING) {
-            log_info("sip", "event=subscribed aor=%s package=%s status=%d expires=%ld", s->aor,
-                     s->event, status, s->granted);
+            log_info("sip", "event=subscribed aor=%s package=%s status=%d expires=%ld",
+                     log_q(s->aor), s->event, status, s->granted);
             /* 202 means the notifier has not decided yet; its NOTIFY says pending. */
             set_state(s, SUB_ACTIVE);
         }
@@ -417,7 +417,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         if (peer_log_ok(s, &held))
             log_notice("sip", "event=interval_too_brief aor=%s package=%s min_expires=%ld "
                               "action=resubscribe suppressed=%llu",
-                       s->aor, s->event, expires, (unsigned long long)held);
+                       log_q(s->aor), s->event, expires, (unsigned long long)held);
         s->min_expires = expires;
         restart_later(s, "error_response", 0, -1);
         evtimer_del(s->timer);
@@ -439,7 +439,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         return;
     log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=%s "
                     "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu%s",
-             s->aor, s->event, status, log_q(phrase), retry_after, (wait_ms + 999) / 1000,
+             log_q(s->aor), s->event, status, log_q(phrase), retry_after, (wait_ms + 999) / 1000,
              (unsigned long long)held,
              /* Sofia reports a refused certificate or a failed handshake only this way. */
              status == 408 && s->mgr->ua && sipua_tls(s->mgr->ua)
@@ -491,7 +491,7 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
     if (s->throttled++ == 0 && peer_log_ok(s, &held))
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
                         "action=applying_latest_only suppressed=%llu",
-                 s->aor, s->event, s->mgr->notify.rate, (unsigned long long)held);
+                 log_q(s->aor), s->event, s->mgr->notify.rate, (unsigned long long)held);
     s->stash->content_type = n->content_type ? xstrdup(n->content_type) : NULL;
     s->stash->body = n->body ? xmalloc(n->len + 1) : NULL;
     if (n->body) {
@@ -527,7 +527,7 @@ static void on_stash(evutil_socket_t fd, short what, void *arg)
     if (peer_log_ok(s, &held))
         log_notice("sip", "event=notify_flood_over aor=%s package=%s throttled=%llu "
                           "suppressed=%llu",
-                   s->aor, s->event, (unsigned long long)s->throttled,
+                   log_q(s->aor), s->event, (unsigned long long)s->throttled,
                    (unsigned long long)held);
     s->throttled = 0;
 }
@@ -568,7 +568,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
         if (peer_log_ok(s, &held))
             log_warn("sip", "event=subscription_terminated aor=%s package=%s reason=%s "
                             "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu",
-                     s->aor, s->event, reason[0] ? log_q(reason) : "none", n->retry_after,
+                     log_q(s->aor), s->event, reason[0] ? log_q(reason) : "none", n->retry_after,
                      (wait_ms + 999) / 1000, (unsigned long long)held);
         return;
     }
@@ -776,7 +776,7 @@ void subs_request_full_state(struct subscription *s, const char *why)
     if (peer_log_ok(s, &held))
         log_notice("sip", "event=refresh_for_full_state aor=%s package=%s reason=\"%s\" "
                           "suppressed=%llu",
-                   s->aor, s->event, why, (unsigned long long)held);
+                   log_q(s->aor), s->event, why, (unsigned long long)held);
     metric_inc(m_resub, "version_gap");
     /* Same dialog, same version count: the full-state NOTIFY it triggers is newer. */
     sipua_refresh(s->h, s->mgr->expires);
@@ -791,7 +791,7 @@ void subs_resync(struct subscription *s, const char *why)
     if (peer_log_ok(s, &held))
         log_notice("sip", "event=resubscribe_for_versions aor=%s package=%s reason=\"%s\" "
                           "suppressed=%llu",
-                   s->aor, s->event, why, (unsigned long long)held);
+                   log_q(s->aor), s->event, why, (unsigned long long)held);
     metric_inc(m_resub, "stale_versions");
     /* Through the ramp like any new subscription; the old dialog stays until then. */
     enqueue(s);

@@ -216,8 +216,11 @@ static void sofia_logger(void *stream, char const *fmt, va_list ap)
     for (const char *p = buf; *p; p++) {
         if (*p == '\n' || sofia_len == sizeof sofia_line - 1) {
             sofia_line[sofia_len] = '\0';
-            if (sofia_len)
-                log_debug("sofia", "msg=\"%s\"", sofia_line);
+            if (sofia_len && LOG_DEBUG <= log_level) {
+                /* Sofia's traces hold SIP messages: a peer's text stays inside msg. */
+                char q[LOG_Q_SIZE(sizeof sofia_line)];
+                log_debug("sofia", "msg=%s", log_q_buf(q, sofia_line, sizeof sofia_line));
+            }
             sofia_len = 0;
             if (*p == '\n')
                 continue;
