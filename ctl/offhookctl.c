@@ -28,6 +28,7 @@
 #include "config.h"
 #include "dirbuild.h"
 #include "jid.h"
+#include "log.h"
 #include "sipcheck.h"
 #include "storecodec.h"
 #include "strutil.h"
@@ -52,6 +53,20 @@ static void json_str(const char *s)
             putchar(c);
     }
     putchar('"');
+}
+
+/* Text from Redis for a terminal: as it is when it is printable UTF-8, else quoted and
+ * escaped (log_q), so that nobody who can write to Redis can send the operator's
+ * terminal control sequences. */
+static const char *term(const char *s)
+{
+    if (!s)
+        return "";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return log_q(s);
+    }
+    return str_utf8_valid(s, strlen(s)) ? s : log_q(s);
 }
 
 static void ago(int64_t ms, char *out, size_t len)
@@ -402,13 +417,13 @@ static int cmd_status(redisContext *r, const struct offhook_config *cfg, const c
             long long at = 0;
             sscanf(subs->element[i + 1]->str, "%63s %lld", state, &at);
             ago(at, when, sizeof when);
-            printf("  %-48s %-20s %s\n", subs->element[i]->str, state, when);
+            printf("  %-48s %-20s %s\n", term(subs->element[i]->str), term(state), when);
         }
         if (subs->type != REDIS_REPLY_ARRAY || subs->elements == 0)
             printf("  (none recorded: is sipbridge running?)\n");
         printf("watchers:   %zu\n", watchers->type == REDIS_REPLY_ARRAY ? watchers->elements : 0);
         for (size_t i = 0; watchers->type == REDIS_REPLY_ARRAY && i < watchers->elements; i++)
-            printf("  %s\n", watchers->element[i]->str);
+            printf("  %s\n", term(watchers->element[i]->str));
     }
     freeReplyObject(subs);
     freeReplyObject(watchers);
@@ -440,7 +455,7 @@ static int cmd_resync(redisContext *r, const struct offhook_config *cfg, const c
         return 3;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "offhookctl: Redis: %s\n", rep->str);
+        fprintf(stderr, "offhookctl: Redis: %s\n", term(rep->str));
         freeReplyObject(rep);
         return 3;
     }
