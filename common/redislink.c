@@ -172,7 +172,7 @@ static void handshake_reply(struct redislink *l, redisReply *r, void *arg)
          r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master"))) {
         /* A sentinel answered before it learnt of a failover, or the server was demoted
          * since: writes would be refused, reads stale. Ask again. */
-        log_warn("redis", "event=not_master link=%s server=%s role=%s", l->name, l->master,
+        log_warn("redis", "event=not_master link=%s server=%s role=%s", l->name, log_q(l->master),
                  r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->str
                      ? log_qn(r->element[0]->str, strnlen(r->element[0]->str, 20))
                      : "?");
@@ -189,12 +189,12 @@ static void handshake_reply(struct redislink *l, redisReply *r, void *arg)
         l->master_gen++;
         metric_inc(m_master_changes, l->name);
         log_notice("redis", "event=master_changed link=%s old=%s new=%s changes=%llu", l->name,
-                   l->up_master, l->master, (unsigned long long)l->master_gen);
+                   log_q(l->up_master), log_q(l->master), (unsigned long long)l->master_gen);
     }
     str_copy(l->up_master, sizeof l->up_master, l->master);
     metric_add(m_master, l->up_master, 1);
     l->counted = true;
-    log_notice("redis", "event=connected link=%s server=%s", l->name, l->master);
+    log_notice("redis", "event=connected link=%s server=%s", l->name, log_q(l->master));
     l->logged_down = false;
     l->on_state(l, true, l->arg);
 }

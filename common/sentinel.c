@@ -92,10 +92,10 @@ static void sentinel_failed(struct sentinel *s, int i, const char *why)
     addr_text(&s->addr[i], a, sizeof a);
     /* why may quote the sentinel's own words: log_q keeps them inside the field. */
     if (!s->failing[i])
-        log_warn("redis", "event=sentinel_failed link=%s sentinel=%s reason=%s", s->link, a,
+        log_warn("redis", "event=sentinel_failed link=%s sentinel=%s reason=%s", s->link, log_q(a),
                  log_q(why));
     else
-        log_debug("redis", "event=sentinel_failed link=%s sentinel=%s reason=%s", s->link, a,
+        log_debug("redis", "event=sentinel_failed link=%s sentinel=%s reason=%s", s->link, log_q(a),
                   log_q(why));
     s->failing[i] = true;
 }
@@ -108,7 +108,7 @@ static void sentinel_ok(struct sentinel *s, int i)
         return;
     s->failing[i] = false;
     addr_text(&s->addr[i], a, sizeof a);
-    log_notice("redis", "event=sentinel_ok link=%s sentinel=%s", s->link, a);
+    log_notice("redis", "event=sentinel_ok link=%s sentinel=%s", s->link, log_q(a));
 }
 
 /* A new connection to sentinel i with AUTH queued, or NULL (why says why). */
