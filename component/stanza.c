@@ -45,16 +45,21 @@ xmpp_stanza_t *stanza_reply(xmpp_ctx_t *ctx, xmpp_stanza_t *in, const char *type
 bool stanza_text_ok(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
-    size_t len = strlen(s);
+    bool ascii = true;
+    size_t i;
 
-    for (size_t i = 0; i < len; i++) {
+    /* One pass: control characters, and whether anything is not ASCII (most text is). */
+    for (i = 0; p[i]; i++) {
         if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\n' && p[i] != '\r')
             return false;
-        /* U+FFFE and U+FFFF: EF BF BE / EF BF BF (0xEF never continues a character). */
-        if (p[i] == 0xef && i + 2 < len && p[i + 1] == 0xbf && p[i + 2] >= 0xbe)
-            return false;
+        if (p[i] >= 0x80) {
+            ascii = false;
+            /* U+FFFE and U+FFFF: EF BF BE / EF BF BF (0xEF never continues a character). */
+            if (p[i] == 0xef && p[i + 1] == 0xbf && p[i + 2] >= 0xbe)
+                return false;
+        }
     }
-    return str_utf8_valid(s, len);
+    return ascii || str_utf8_valid(s, i);
 }
 
 size_t stanza_text_repair(char *s)
@@ -99,9 +104,12 @@ static size_t scrub_node(xmpp_stanza_t *st, xmpp_stanza_t *element, const char *
     }
     {
         int n = xmpp_stanza_get_attribute_count(st);
-        const char **attrs = n > 0 ? xcalloc((size_t)n * 2, sizeof *attrs) : NULL;
+        const char *few[32], **attrs = few;
 
-        n = attrs ? xmpp_stanza_get_attributes(st, attrs, n * 2) : 0;
+        /* Every stanza sent passes here: the heap only for an element with over 16. */
+        if (n > 16)
+            attrs = xcalloc((size_t)n * 2, sizeof *attrs);
+        n = n > 0 ? xmpp_stanza_get_attributes(st, attrs, n * 2) : 0;
         for (int i = 0; i + 1 < n; i += 2) {
             char *copy;
             if (!attrs[i + 1] || stanza_text_ok(attrs[i + 1]))
@@ -114,7 +122,8 @@ static size_t scrub_node(xmpp_stanza_t *st, xmpp_stanza_t *element, const char *
             if (where && !*where)
                 *where = xmpp_stanza_get_name(st);
         }
-        free(attrs);
+        if (attrs != few)
+            free(attrs);
     }
     for (xmpp_stanza_t *c = xmpp_stanza_get_children(st); c; c = xmpp_stanza_get_next(c))
         fixed += scrub_node(c, st, where);
