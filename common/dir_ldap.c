@@ -655,7 +655,7 @@ static int sync_result(struct dir_ldap *l, struct syncrun *r, LDAPMessage *msg)
     }
     if (l->s.sync == SYNC_AUTO && (err == LDAP_UNAVAILABLE_CRITICAL_EXTENSION ||
                                    err == LDAP_UNWILLING_TO_PERFORM || err == LDAP_PROTOCOL_ERROR)) {
-        log_notice("directory", "event=syncrepl_refused reason=\"%s\" action=poll", why);
+        log_notice("directory", "event=syncrepl_refused reason=%s action=poll", log_q(why));
         l->forced_poll = true;
         return SESSION_RESTART;
     }

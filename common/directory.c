@@ -170,8 +170,8 @@ static void on_saved(struct redislink *l, redisReply *r, void *arg)
     if (!why)
         return;
     /* Not written (or not known to be): read it again before the next write. */
-    log_warn("directory", "event=last_known_not_saved key=%s reason=\"%s\"", d->key_users,
-             why);
+    log_warn("directory", "event=last_known_not_saved key=%s reason=%s", log_q(d->key_users),
+             log_q(why));
     metric_inc(m_errors, "copy");
     d->copy_read = false;
     read_copy(d);
@@ -261,8 +261,8 @@ static void on_copy(struct redislink *l, redisReply *r, void *arg)
     if (!r)
         return; /* link down: read again when it is back */
     if (r->type != REDIS_REPLY_ARRAY) {
-        log_warn("directory", "event=last_known_unreadable key=%s reason=\"%s\"", d->key_users,
-                 r->type == REDIS_REPLY_ERROR ? r->str : "not a hash");
+        log_warn("directory", "event=last_known_unreadable key=%s reason=%s", log_q(d->key_users),
+                 log_q(r->type == REDIS_REPLY_ERROR ? r->str : "not a hash"));
         metric_inc(m_errors, "copy");
         return;
     }
@@ -329,8 +329,8 @@ static void set_state(struct directory *d, bool up, const char *mode, const char
     }
     if (up) {
         if (!d->up)
-            log_notice("directory", "event=directory_up url=\"%s\" mode=%s%s", d->keys.dir_ldap_url,
-                       d->mode, d->said_down ? " after=outage" : "");
+            log_notice("directory", "event=directory_up url=%s mode=%s%s",
+                       log_q(d->keys.dir_ldap_url), d->mode, d->said_down ? " after=outage" : "");
         d->up = true;
         d->said_down = false;
         d->error[0] = '\0';
@@ -341,16 +341,16 @@ static void set_state(struct directory *d, bool up, const char *mode, const char
     if (d->up || !d->said_down) {
         d->down_since_ms = clock_wall_ms();
         metric_inc(m_errors, "session");
-        log_warn("directory", "event=directory_down url=\"%s\" reason=\"%s\" users=%zu action=%s",
-                 d->keys.dir_ldap_url, error, d->nusers,
+        log_warn("directory", "event=directory_down url=%s reason=%s users=%zu action=%s",
+                 log_q(d->keys.dir_ldap_url), log_q(error), d->nusers,
                  d->have_users ? "serving_last_known" : "waiting_for_users");
         d->said_down = true;
     } else if (strcmp(d->error, error) != 0) {
         metric_inc(m_errors, "session");
-        log_info("directory", "event=directory_still_down reason=\"%s\"", error);
+        log_info("directory", "event=directory_still_down reason=%s", log_q(error));
     } else {
         metric_inc(m_errors, "session");
-        log_debug("directory", "event=directory_still_down reason=\"%s\"", error);
+        log_debug("directory", "event=directory_still_down reason=%s", log_q(error));
     }
     d->up = false;
     snprintf(d->error, sizeof d->error, "%s", error);
@@ -443,8 +443,8 @@ struct directory *directory_new(struct event_base *base, const struct offhook_co
         directory_free(d);
         return NULL;
     }
-    log_notice("directory", "event=starting source=ldap url=\"%s\" base=\"%s\" sync=%s",
-               cfg->dir_ldap_url, cfg->dir_base, cfg->dir_sync);
+    log_notice("directory", "event=starting source=ldap url=%s base=%s sync=%s",
+               log_q(cfg->dir_ldap_url), log_q(cfg->dir_base), cfg->dir_sync);
     d->redis = redislink_new(base, cfg, "directory", REDIS_STALL_MS, on_redis, d);
     d->session = dir_ldap_new(base, cfg, on_news, d);
     if (!d->session) {
