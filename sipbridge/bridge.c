@@ -681,7 +681,7 @@ struct bridge *bridge_new(struct event_base *base, const struct offhook_config *
     store_on_up(store, on_store_up, b);
     log_info("bridge", "event=started users=%zu subscriptions=%d subscribe_rate=%ld%s%s",
              cfg->nusers, subs_mgr_total(b->subs), cfg->sip_subscribe_rate,
-             b->list ? " resource_list=" : "", b->list ? cfg->sip_resource_list : "");
+             b->list ? " resource_list=" : "", b->list ? log_q(cfg->sip_resource_list) : "");
     return b;
 }
 
