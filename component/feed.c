@@ -1,7 +1,7 @@
 /* User records from Redis: an atomic snapshot (one read-only script: the event stream's
- * last id and every configured user's hash), then XREAD BLOCK from that id, so no change is missed or
- * applied twice. Each record is kept in its user and announced (feed_ops). On any
- * reconnect: a new snapshot. */
+ * last id and every configured user's hash), then XREAD BLOCK from that id, so no change
+ * is missed or applied twice. Each record is kept in its user and announced (feed_ops).
+ * On any reconnect: a new snapshot. */
 #include "feed.h"
 
 #include <stdio.h>
