@@ -5,7 +5,9 @@
 #define OFFHOOK_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <syslog.h>
 
 extern int log_level; /* messages above this syslog priority are dropped */
@@ -56,5 +58,25 @@ const char *log_qn(const char *s, size_t len);
  * for long values logged at debug, such as protocol traces. Returns out. */
 #define LOG_Q_SIZE(max) ((max) * 4 + 8)
 const char *log_q_buf(char *out, const char *s, size_t max);
+
+/* A trace of one user or AOR (offhookctl trace): the object on that user's paths (a
+ * subscription, a user) holds one, and its debug lines are written whatever the level
+ * while the trace runs. It ends by itself at until_ms. Zeroed: off. */
+struct log_trace {
+    int64_t until_ms;   /* clock_mono_ms() deadline; 0: off */
+    bool bodies;        /* NOTIFY bodies too (they name the other party of a call): the
+                         * operator asked for them */
+};
+bool log_traced(const struct log_trace *t); /* t may be NULL */
+/* log_debug, and also while t traces. */
+#define log_trace(t, subsys, ...)                                                        \
+    do {                                                                                 \
+        if (LOG_DEBUG <= log_level || log_traced(t))                                     \
+            log_write(LOG_DEBUG, (subsys), __VA_ARGS__);                                 \
+    } while (0)
+/* in (len bytes) as the inside of a quoted log value: \\, \" and control characters
+ * escaped (\n, \r, \t, \xNN), cut to fit out (NUL-terminated) at a whole escape.
+ * Returns the number of input bytes consumed, so a long value can go in several lines. */
+size_t log_escape(const char *in, size_t len, char *out, size_t outlen);
 
 #endif
