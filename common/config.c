@@ -61,6 +61,7 @@ static int v_ldap_attr_opt(struct offhook_config *, const char *, char *, size_t
 static int v_aor_template(struct offhook_config *, const char *, char *, size_t);
 static int v_ldap_tls(struct offhook_config *, const char *, char *, size_t);
 static int v_ldap_sync(struct offhook_config *, const char *, char *, size_t);
+static int v_socket_path(struct offhook_config *, const char *, char *, size_t);
 
 static const struct cfg_key keys[] = {
     {"log", "level", T_STR, OFF(log_level), "info", true, 0, 0, v_log_level,
@@ -147,8 +148,16 @@ static const struct cfg_key keys[] = {
 
     {"sipbridge", "metrics", T_STR, OFF(sipbridge_metrics), "127.0.0.1:9464", false, 0, 0,
      v_hostport_opt, "HOST:PORT of sipbridge's /metrics, /healthz, /readyz; empty = off"},
+    {"sipbridge", "control", T_STR, OFF(sipbridge_control), "/run/offhook/sipbridge.sock",
+     false, 0, 0, v_socket_path,
+     "sipbridge's control socket (offhookctl), mode 0660, in a directory that exists (the "
+     "unit's RuntimeDirectory); empty = none"},
     {"component", "metrics", T_STR, OFF(component_metrics), "127.0.0.1:9465", false, 0, 0,
      v_hostport_opt, "HOST:PORT of component's /metrics, /healthz, /readyz; empty = off"},
+    {"component", "control", T_STR, OFF(component_control), "/run/offhook/component.sock",
+     false, 0, 0, v_socket_path,
+     "component's control socket (offhookctl), mode 0660, in a directory that exists (the "
+     "unit's RuntimeDirectory); empty = none"},
     {"component", "allow_watchers", T_STR, OFF(component_allow_watchers), "same-domain", true,
      0, 0, v_allow_watchers,
      "who may see phone state: same-domain (users' own domains), any, or list"},
@@ -328,6 +337,24 @@ static int split_hostport(const char *v, char *host, size_t hostlen, long *port)
             return -1;
     }
     return str_parse_long(colon + 1, 1, 65535, port);
+}
+
+/* A Unix socket's path: absolute (the daemons' working directory is not the operator's),
+ * short enough for sockaddr_un, or empty. */
+static int v_socket_path(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (!*v)
+        return 0;
+    if (v[0] != '/') {
+        snprintf(err, len, "'%s' is not an absolute path", v);
+        return -1;
+    }
+    if (strlen(v) > CFG_MAX_SOCKET_PATH) {
+        snprintf(err, len, "'%s' is longer than the %d bytes a Unix socket path may have", v,
+                 CFG_MAX_SOCKET_PATH);
+        return -1;
+    }
+    return 0;
 }
 
 static int v_hostport_opt(struct offhook_config *cfg, const char *v, char *err, size_t len)
@@ -1687,6 +1714,50 @@ int config_diff_restart_keys(const struct offhook_config *a, const struct offhoo
     if (len)
         snprintf(buf, len, "%s", p.keys);
     return p.n;
+}
+
+/* k's value in cfg as text: a string itself, numbers and booleans into buf; secrets are
+ * never shown. */
+static const char *value_text(const struct cfg_key *k, const struct offhook_config *cfg,
+                              char *buf, size_t len)
+{
+    const char *base = (const char *)cfg;
+
+    switch (k->type) {
+    case T_STR: {
+        const char *v = *(char *const *)(base + k->offset);
+        return v ? v : "";
+    }
+    case T_SECRET: {
+        const char *v = *(char *const *)(base + k->offset);
+        return v && *v ? "(set)" : "";
+    }
+    case T_INT:
+        snprintf(buf, len, "%ld", *(const long *)(base + k->offset));
+        return buf;
+    case T_BOOL:
+        return *(const bool *)(base + k->offset) ? "yes" : "no";
+    }
+    return "";
+}
+
+void config_each_value(const struct offhook_config *running, const struct offhook_config *file,
+                       void (*fn)(void *arg, const struct cfg_value *v), void *arg)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct cfg_key *k = &keys[i];
+        struct cfg_value v = {.section = k->section, .name = k->name,
+                              .reloadable = k->reloadable, .secret = k->type == T_SECRET};
+
+        v.value = value_text(k, running, v.buf, sizeof v.buf);
+        v.is_default = strcmp(v.value, k->type == T_SECRET ? (k->def[0] ? "(set)" : "")
+                                                           : k->def) == 0;
+        if (file && !key_same(k, running, file)) {
+            v.differs = true;
+            v.file_value = value_text(k, file, v.file_buf, sizeof v.file_buf);
+        }
+        fn(arg, &v);
+    }
 }
 
 void config_print_defaults(FILE *out)

@@ -15,6 +15,7 @@
 #define CFG_MAX_SENTINELS 16 /* [redis] sentinels */
 #define CFG_MAX_FILE (64L << 20)
 #define CFG_MAX_LINE 4096
+#define CFG_MAX_SOCKET_PATH 107 /* sizeof sockaddr_un.sun_path - 1 on Linux */
 
 struct cfg_user {
     char *jid;               /* normalized bare JID of the chat user */
@@ -94,7 +95,9 @@ struct offhook_config {
 
     /* [sipbridge] / [component] */
     char *sipbridge_metrics;   /* host:port, or "" to disable */
+    char *sipbridge_control;   /* path of its control socket, or "" for none */
     char *component_metrics;
+    char *component_control;
     char *component_allow_watchers; /* same-domain | any | list */
     char *component_watchers;  /* JIDs and domains allowed when allow_watchers = list */
     char *component_publish;   /* raw list; parsed into the flags below */
@@ -187,6 +190,23 @@ size_t config_reload(const char *path, const struct offhook_config *running,
  * buf; returns the number of such keys. */
 int config_diff_restart_keys(const struct offhook_config *a, const struct offhook_config *b,
                              char *buf, size_t len);
+
+/* One key's value, as the control socket's "config" shows it. Pointers are valid during
+ * the callback only. */
+struct cfg_value {
+    const char *section, *name;
+    const char *value;       /* running value as text; a secret is "(set)" or "" */
+    bool reloadable;         /* a reload applies it (else a restart) */
+    bool secret;
+    bool is_default;         /* the running value is the built-in default */
+    bool differs;            /* the file (when given) holds another value */
+    const char *file_value;  /* then: the file's, as text (a secret: "(set)" or "") */
+    char buf[32], file_buf[32];
+};
+/* Calls fn for every key of the table in order, with its value in running and, when file
+ * is not NULL (the file as it is now, loaded apart), whether the file says otherwise. */
+void config_each_value(const struct offhook_config *running, const struct offhook_config *file,
+                       void (*fn)(void *arg, const struct cfg_value *v), void *arg);
 
 /* Writes every key of the table with its default and help, as an example file would. */
 void config_print_defaults(FILE *out);

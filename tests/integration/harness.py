@@ -591,10 +591,17 @@ class PbxSim:
             self.proc.stop()
 
 
+def control_socket(config_path, daemon):
+    """Where a daemon run on config_path has its control socket: beside the file (the
+    default, /run/offhook/, is the systemd unit's RuntimeDirectory)."""
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), daemon + ".sock")
+
+
 def offhook_config(path, redis_url, xmpp_port, sip_listen_port, pbx_port, metrics_sb,
                    metrics_comp, users, domain="phone.localhost", secret="s3cret",
                    extra="", loglevel="debug"):
-    """Writes an offhook.conf (mode 0600: it holds secrets) and returns its path."""
+    """Writes an offhook.conf (mode 0600: it holds secrets) and returns its path. Each
+    daemon's control socket is beside it (control_socket())."""
     lines = [
         "[log]", "level = %s" % loglevel,
         "[sip]", "listen = udp:127.0.0.1:%d" % sip_listen_port,
@@ -604,7 +611,9 @@ def offhook_config(path, redis_url, xmpp_port, sip_listen_port, pbx_port, metric
         "domain = %s" % domain, "secret = %s" % secret,
         "[redis]", "url = %s" % redis_url,
         "[sipbridge]", "metrics = 127.0.0.1:%d" % metrics_sb,
+        "control = %s" % control_socket(path, "sipbridge"),
         "[component]", "metrics = 127.0.0.1:%d" % metrics_comp,
+        "control = %s" % control_socket(path, "component"),
         "[users]",
     ]
     for jid, aor in users:
