@@ -22,10 +22,12 @@
 #include "directory.h"
 #include "log.h"
 #include "metrics.h"
+#include "sbuf.h"
 #include "strutil.h"
 #include "version.h"
 
 static struct daemon_hooks hooks;
+static unsigned reloads_applied;
 static struct event *ev_hup, *ev_term, *ev_int, *ev_watchdog;
 static struct metric *m_reload_ok, *m_reload_time, *m_restart_pending;
 
@@ -229,6 +231,7 @@ static void install(struct offhook_config *next)
     config_free(cur);
     free(cur);
     *hooks.cfg = next;
+    reloads_applied++;
 }
 
 void daemon_users_changed(void)
@@ -241,16 +244,22 @@ void daemon_users_changed(void)
     install(next);
 }
 
-int daemon_reload(void)
+int daemon_reload_report(struct sbuf *said)
 {
     struct offhook_config *cur = *hooks.cfg, *next = xcalloc(1, sizeof *next);
     struct cfg_errors errs = {0};
     struct cfg_pending pending;
 
     if (config_reload(cur->path, cur, next, &pending, &errs) != 0) {
-        for (size_t i = 0; i < errs.n; i++)
+        for (size_t i = 0; i < errs.n; i++) {
             log_err("main", "event=reload_rejected problem=%s", log_q(errs.msg[i]));
+            if (said)
+                sbuf_printf(said, "%s\n", errs.msg[i]);
+        }
         log_err("main", "event=reload_rejected problems=%zu action=keeping_old_config", errs.n);
+        if (said)
+            sbuf_printf(said, "%zu problem%s: the running configuration stays\n", errs.n,
+                        errs.n == 1 ? "" : "s");
         cfg_errors_free(&errs);
         config_free(next);
         free(next);
@@ -269,7 +278,27 @@ int daemon_reload(void)
     metric_set(m_reload_ok, NULL, 1);
     metric_set(m_reload_time, NULL, (double)(clock_wall_us() / 1000000));
     metric_set(m_restart_pending, NULL, pending.n);
+    if (said) {
+        sbuf_printf(said, "reloaded %s: %zu users\n", next->path, next->nusers);
+        if (pending.n)
+            sbuf_printf(said, "restart needed for: %s\n", pending.keys);
+    }
     return 0;
+}
+
+int daemon_reload(void)
+{
+    return daemon_reload_report(NULL);
+}
+
+const struct offhook_config *daemon_config(void)
+{
+    return hooks.cfg ? *hooks.cfg : NULL;
+}
+
+unsigned daemon_config_generation(void)
+{
+    return reloads_applied;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)

@@ -9,6 +9,7 @@
 struct event_base;
 struct offhook_config;
 struct directory;
+struct sbuf;
 
 struct daemon_args {
     const char *config_path;
@@ -57,6 +58,16 @@ int daemon_reload(void);
  * *hooks.cfg, exactly as a reload of an unchanged file would (the file is not read
  * again: a half-edited file must not ride in on a directory change). */
 void daemon_users_changed(void);
+/* The same reload, and what it said, in lines, appended to said (not NULL): each problem
+ * as file:line: message and the verdict, or what was loaded and the restart-only keys
+ * still owed a restart. For the control socket's "reload". */
+int daemon_reload_report(struct sbuf *said);
+/* The configuration in force (after daemon_setup; NULL before). Valid until the next
+ * reload: read it within one loop turn. */
+const struct offhook_config *daemon_config(void);
+/* Counts applied reloads: a walk over daemon_config() spread over several loop turns
+ * knows the configuration it walks is gone when this changed. */
+unsigned daemon_config_generation(void);
 void daemon_teardown(void);
 
 /* sd_notify(3) without libsystemd. No-ops when not run by systemd. */
