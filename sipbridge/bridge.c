@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/event.h>
 
@@ -76,6 +77,7 @@ struct buser {
     bool has_pending;
     int64_t pending_since;      /* mono ms of the first change held back */
     struct event *coalesce;
+    struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
 };
 
 struct bridge {
@@ -168,6 +170,37 @@ static void on_coalesce(evutil_socket_t fd, short what, void *arg)
     write_record(u->b, u, u->pending);
 }
 
+/* "id:state:dir[:held]" of each dialog a source holds, for traces; never the other party. */
+static void dialogs_text(const struct merge_source *m, char *out, size_t len)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (int i = 0; i < m->ndialogs && used + 1 < len; i++) {
+        const struct merge_dialog *d = &m->dialogs[i];
+        int w = snprintf(out + used, len - used, "%s%.40s:%s:%s%s", i ? "," : "", d->id,
+                         dlg_state_name(d->state), call_dir_name(d->dir), d->held ? ":held" : "");
+        if (w < 0 || (size_t)w >= len - used) {
+            out[used] = '\0';
+            break;
+        }
+        used += (size_t)w;
+    }
+}
+
+/* The combined view of a traced user and what decided it. */
+static void trace_view(struct buser *u, const struct combine_view *v, bool coalescing)
+{
+    const struct bsource *win = v->source >= 0 ? &u->src[v->source] : NULL;
+
+    log_trace(&u->trace, "bridge", "event=trace_state user=%s state=%s dir=%s reach=%s dnd=%s "
+                                   "decided_by=%s%s%s dialog=%.64s%s",
+              u->jid, user_state_name(v->state), call_dir_name(v->dir),
+              phone_reach_name(v->reach), v->dnd ? "yes" : "no",
+              win ? pkgs[win->said.pkg].event : "-", win ? ":" : "", win ? win->aor : "",
+              v->dialog ? v->dialog->id : "-", coalescing ? " coalescing=yes" : "");
+}
+
 /* Derives the user's visible state from all their sources and writes it if it changed. */
 static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
 {
@@ -187,6 +220,8 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
     if (view.remote)
         str_copy_utf8(rec.remote, sizeof rec.remote, view.remote); /* whole characters */
     rec.event_us = event_us;
+    if (log_traced(&u->trace) || LOG_DEBUG <= log_level)
+        trace_view(u, &view, window > 0);
     if (window <= 0) {
         write_record(b, u, rec);
         return;
@@ -389,6 +424,22 @@ static enum need apply_reg(struct bridge *b, struct bsource *s, const char *body
     return need;
 }
 
+/* What a traced user's source says after a body. */
+static void trace_source(const struct bsource *s)
+{
+    char dialogs[1024];
+
+    if (!log_traced(&s->u->trace) && LOG_DEBUG > log_level)
+        return;
+    dialogs_text(&s->said.dlg, dialogs, sizeof dialogs);
+    log_trace(&s->u->trace, "bridge", "event=trace_source user=%s aor=%s package=%s heard=%s "
+                                      "version=%u reach=%s dnd=%s on_phone=%s dialogs=\"%s\"",
+              s->u->jid, s->aor, pkgs[s->said.pkg].event, s->said.heard ? "yes" : "no",
+              s->said.pkg == COMBINE_REG ? s->reg_ver.last : s->said.dlg.ver.last,
+              phone_reach_name(s->said.reach), s->said.dnd ? "yes" : "no",
+              s->said.on_phone ? "yes" : "no", dialogs);
+}
+
 /* ---- subscription callbacks -------------------------------------------------------- */
 
 static void on_notify(void *owner, struct subscription *sub, const struct sipua_notify *n)
@@ -419,6 +470,7 @@ static void on_notify(void *owner, struct subscription *sub, const struct sipua_
         need = apply_reg(b, s, n->body, n->len);
         break;
     }
+    trace_source(s);
     recompute(b, u, n->received_us);
     if (need == NEED_FULL_STATE)
         subs_request_full_state(sub, s->said.pkg == COMBINE_DIALOG
@@ -481,6 +533,7 @@ static bool on_list_resource(void *arg, struct rlsub_member *m, bool terminated,
         combine_forget(&s->said);
     else if (body)
         need = apply_dialog(b, s, body, len);
+    trace_source(s);
     recompute(b, s->u, received_us);
     /* Within a list, full state (which carries every resource's full state, applied
      * whatever its version) heals a resource's versions as well as a new dialog would. */
@@ -773,4 +826,89 @@ struct subs_mgr *bridge_subs(const struct bridge *b)
 int bridge_user_count(const struct bridge *b)
 {
     return (int)b->users.count;
+}
+
+/* ---- for the control socket --------------------------------------------------------- */
+
+bool bridge_user_view(const struct bridge *b, const char *jid, struct bridge_user_view *out)
+{
+    struct buser *u = strmap_get(&b->users, jid);
+    const struct combine_source *said[CFG_MAX_AORS * 3];
+    int64_t mono = clock_mono_ms(), wall = clock_wall_ms();
+
+    if (!u)
+        return false;
+    memset(out, 0, sizeof *out);
+    out->jid = u->jid;
+    out->stored = u->stored;
+    out->rec = u->rec;
+    out->has_pending = u->has_pending;
+    out->pending = u->pending;
+    out->trace = u->trace;
+    out->nsrc = u->nsrc;
+    for (int i = 0; i < u->nsrc; i++) {
+        const struct bsource *s = &u->src[i];
+        struct bridge_source_view *v = &out->src[i];
+        said[i] = &s->said;
+        v->aor = s->aor;
+        v->package = pkgs[s->said.pkg].event;
+        v->sub = s->sub ? s->sub : rlsub_subscription(b->list);
+        v->via_list = s->sub == NULL;
+        v->said = &s->said;
+        v->list_problem = s->sub ? NULL : s->lm.problem;
+        v->body_error = s->last_err;
+        v->body_error_ms = s->last_err ? wall - (mono - s->last_err_ms) : 0;
+    }
+    combine_user(said, u->nsrc, u->show_remote, &out->now);
+    return true;
+}
+
+const struct subscription *bridge_list(const struct bridge *b)
+{
+    return rlsub_subscription(b->list);
+}
+
+const char *bridge_list_uri(const struct bridge *b)
+{
+    return b->list ? b->cfg->sip_resource_list : NULL;
+}
+
+static void trace_user(struct buser *u, const struct log_trace *t, const char *aor, int *n)
+{
+    u->trace = *t;
+    for (int i = 0; i < u->nsrc; i++) {
+        struct bsource *s = &u->src[i];
+        if (aor && strcasecmp(s->aor, aor) != 0)
+            continue;
+        if (s->sub)
+            subs_set_trace(s->sub, t);
+        else
+            s->lm.trace = *t;
+        (*n)++;
+    }
+}
+
+int bridge_trace(struct bridge *b, const char *who, const struct log_trace *t)
+{
+    struct buser *u = strmap_get(&b->users, who);
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int n = 0;
+
+    if (u) {
+        trace_user(u, t, NULL, &n);
+        return n;
+    }
+    /* An AOR: its sources, wherever configured, and the decisions of their users. */
+    while (strmap_next(&b->users, &pos, &k, &v)) {
+        struct buser *x = v;
+        for (int i = 0; i < x->nsrc; i++) {
+            if (strcasecmp(x->src[i].aor, who) == 0) {
+                trace_user(x, t, who, &n);
+                break;
+            }
+        }
+    }
+    return n;
 }

@@ -10,6 +10,12 @@
 #define OFFHOOK_BRIDGE_H
 
 #include <stdbool.h>
+#include <stdint.h>
+
+#include "combine.h"
+#include "config.h"
+#include "log.h"
+#include "storecodec.h"
 
 struct bridge;
 struct event_base;
@@ -32,5 +38,45 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg);
 void bridge_free(struct bridge *b);
 int bridge_user_count(const struct bridge *b);
 void bridge_register_metrics(void);
+
+/* ---- read-only looks for the control socket: every pointer is valid until the loop
+ * runs again (read them in the same turn) ---------------------------------------------- */
+
+struct subscription;
+
+/* One of a user's sources: one AOR, one event package. */
+struct bridge_source_view {
+    const char *aor;
+    const char *package;              /* "dialog", "presence" or "reg" */
+    const struct subscription *sub;   /* its own, or the resource list's (via_list); NULL
+                                       * while the list has not started */
+    bool via_list;                    /* [sip] resource_list serves it */
+    const struct combine_source *said;/* what it has said */
+    const char *list_problem;         /* via the list: "terminated", "missing" or NULL */
+    const char *body_error;           /* the last body of it rejected (static), or NULL */
+    int64_t body_error_ms;            /* wall ms of that */
+};
+
+struct bridge_user_view {
+    const char *jid;
+    bool stored;                      /* a state has been handed to the store */
+    struct user_record rec;           /* the last one */
+    bool has_pending;                 /* coalescing holds a newer one back: */
+    struct user_record pending;
+    struct combine_view now;          /* the sources combined now, with what decided it
+                                       * (now.source indexes src) */
+    int nsrc;
+    struct bridge_source_view src[CFG_MAX_AORS * 3];
+    struct log_trace trace;
+};
+/* false if jid is not a configured user. */
+bool bridge_user_view(const struct bridge *b, const char *jid, struct bridge_user_view *out);
+/* The resource-list subscription and its URI, or NULL without [sip] resource_list. */
+const struct subscription *bridge_list(const struct bridge *b);
+const char *bridge_list_uri(const struct bridge *b);
+/* Traces who (a user's JID: the user and all its sources; else an AOR: its sources and
+ * their users' decisions) as t says (copied; until_ms 0 ends a trace). Returns the number
+ * of sources traced, 0 if who names nothing. */
+int bridge_trace(struct bridge *b, const char *who, const struct log_trace *t);
 
 #endif

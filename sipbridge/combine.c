@@ -4,7 +4,8 @@
 void combine_user(const struct combine_source *const *srcs, int n, bool show_remote,
                   struct combine_view *out)
 {
-    struct merge_view view = {ACT_IDLE, DIR_NONE, NULL};
+    struct merge_view view = {ACT_IDLE, DIR_NONE, NULL, NULL};
+    int winner = -1;
     bool known = false, dnd = false, pidf_phone = false, have_dialog_pkg = false;
     bool video = false;
     bool online = false, offline = false;
@@ -20,8 +21,10 @@ void combine_user(const struct combine_source *const *srcs, int n, bool show_rem
              * document (merge.h); a lost source has none. On ties the first wins. */
             have_dialog_pkg = true;
             merge_view(one, 1, &v);
-            if (v.act > view.act)
+            if (v.act > view.act) {
                 view = v;
+                winner = i;
+            }
             continue;
         }
         if (!s->heard || s->phone < 0 || s->phone >= COMBINE_MAX_PHONES)
@@ -43,8 +46,14 @@ void combine_user(const struct combine_source *const *srcs, int n, bool show_rem
         offline |= phone[a] == REACH_OFFLINE;
     }
     /* PIDF's on-the-phone counts only without dialog events, which tell more (hold). */
-    if (!have_dialog_pkg && pidf_phone && view.act < ACT_ON_CALL)
+    if (!have_dialog_pkg && pidf_phone && view.act < ACT_ON_CALL) {
         view.act = ACT_ON_CALL;
+        view.dialog = NULL;
+        for (int i = 0; i < n && winner < 0; i++) {
+            if (srcs[i]->pkg == COMBINE_PRESENCE && srcs[i]->heard && srcs[i]->on_phone)
+                winner = i;
+        }
+    }
     /* One reachable phone is enough for the user to be reachable. */
     out->reach = online ? REACH_ONLINE : offline ? REACH_OFFLINE : REACH_UNKNOWN;
     out->dnd = dnd;
@@ -52,6 +61,8 @@ void combine_user(const struct combine_source *const *srcs, int n, bool show_rem
     out->state = user_state_derive(known, view.act, out->reach, dnd);
     out->dir = view.act != ACT_IDLE ? view.dir : DIR_NONE;
     out->remote = show_remote && view.act != ACT_IDLE ? view.remote : NULL;
+    out->source = view.act != ACT_IDLE ? winner : -1;
+    out->dialog = view.dialog;
 }
 
 void combine_forget(struct combine_source *s)

@@ -45,6 +45,11 @@ struct combine_view {
     const char *remote;       /* the other party of the winning dialog, or NULL (not
                                * shown, none, anonymous); points into that source's
                                * dialogs: valid until the source changes */
+    /* Why, for the control socket: the index in srcs of the source whose call won (its
+     * dialog, or PIDF on-the-phone), -1 without a call; and the winning dialog, NULL
+     * for none or PIDF (points into that source, valid until it changes). */
+    int source;
+    const struct merge_dialog *dialog;
 };
 
 /* Combines the n sources of one user. show_remote: the user lets the other party be

@@ -170,6 +170,7 @@ void merge_view(const struct merge_source *const *srcs, int n, struct merge_view
     out->act = ACT_IDLE;
     out->dir = DIR_NONE;
     out->remote = NULL;
+    out->dialog = NULL;
     for (int s = 0; s < n; s++) {
         for (int i = 0; srcs[s] && i < srcs[s]->ndialogs; i++) {
             const struct merge_dialog *d = &srcs[s]->dialogs[i];
@@ -178,6 +179,7 @@ void merge_view(const struct merge_source *const *srcs, int n, struct merge_view
                 out->act = a;
                 out->dir = d->dir;
                 out->remote = d->remote;
+                out->dialog = d;
             }
         }
     }

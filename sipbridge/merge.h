@@ -58,6 +58,8 @@ struct merge_view {
     enum call_activity act;
     enum call_dir dir;          /* of the winning dialog */
     const char *remote;         /* of the winning dialog; points into a source */
+    const struct merge_dialog *dialog; /* the winning dialog (NULL when idle): points into
+                                        * a source, valid until it changes */
 };
 
 /* The most significant dialog across n sources (call_activity order; on ties the first

@@ -198,6 +198,20 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
             continue;
         }
         m->seen = true;
+        log_trace(&m->trace, "bridge", "event=trace_list_resource user=%s aor=%s uri=%s "
+                                       "state=%s reason=%s body_len=%zu list_version=%u",
+                  m->user, m->aor, r->uri, terminated ? "terminated" : "active",
+                  r->reason[0] ? r->reason : "-", r->body ? r->body_len : 0, doc.version);
+        if (r->body && m->trace.bodies && log_traced(&m->trace)) {
+            char piece[1400];
+            for (size_t off = 0; off < r->body_len;) {
+                size_t used = log_escape(r->body + off, r->body_len - off, piece, sizeof piece);
+                log_trace(&m->trace, "bridge", "event=trace_list_resource_body user=%s "
+                                               "offset=%zu body=\"%s\"",
+                          m->user, off, piece);
+                off += used ? used : r->body_len - off;
+            }
+        }
         if (terminated) {
             problem(m, "terminated", r->reason[0] ? r->reason : "no reason");
         } else if (r->body) {
@@ -344,4 +358,9 @@ void rlsub_free(struct rlsub *l)
     strmap_free(&l->by_user);
     free(l->uri);
     free(l);
+}
+
+const struct subscription *rlsub_subscription(const struct rlsub *l)
+{
+    return l ? l->sub : NULL;
 }

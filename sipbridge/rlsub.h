@@ -13,9 +13,11 @@
 #include <stdint.h>
 
 #include "docver.h"
+#include "log.h"
 
 struct rlsub;
 struct subs_mgr;
+struct subscription;
 
 /* One phone the list may name. Embedded in the owner's source, zeroed. */
 struct rlsub_member {
@@ -23,6 +25,8 @@ struct rlsub_member {
     const char *aor;          /* member is indexed (until rlsub_index_clear or rlsub_free) */
     const char *problem;      /* resource-list trouble last logged for it (static) */
     bool seen;                /* named in the NOTIFY being applied */
+    struct log_trace trace;   /* set by the owner: this member's part of each list NOTIFY
+                               * goes to the log while it runs (offhookctl trace) */
 };
 
 /* News for the owner (arg). Called from the loop; no callback may free the rlsub. */
@@ -69,5 +73,7 @@ void rlsub_index_clear(struct rlsub *l);
 /* Reports the subscription's state to every member again (on_state): Redis is back. */
 void rlsub_report_state(struct rlsub *l);
 void rlsub_register_metrics(void);
+/* The list's subscription (for the control socket), NULL before rlsub_start. */
+const struct subscription *rlsub_subscription(const struct rlsub *l);
 
 #endif

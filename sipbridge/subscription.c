@@ -52,6 +52,16 @@ struct subscription {
     struct event *stash_ev;
     uint64_t throttled;           /* in the current flood */
     struct ratelimit_gate log_gate; /* the log lines its notifier's messages cause */
+    /* What the control socket shows (subs_info): bookkeeping only, no decision reads it. */
+    int64_t since_ms;             /* wall ms the current state began */
+    int last_status;              /* last final answer to a SUBSCRIBE; 0: none yet */
+    char last_phrase[64];
+    int64_t last_answer_ms;       /* wall ms of it */
+    int64_t last_notify_ms;       /* wall ms of the last NOTIFY, 0: never */
+    char end_reason[24];          /* reason of the last Subscription-State: terminated */
+    const char *down_cause;       /* static: why it last went to backoff */
+    int64_t retry_mono_ms;        /* in backoff: when the timer fires (mono) */
+    struct log_trace trace;       /* offhookctl trace of its AOR or user */
 };
 
 struct stash {
@@ -163,9 +173,10 @@ static void set_state(struct subscription *s, enum sub_state st)
     s->mgr->count[st]++;
     metric_set(m_state, sub_state_name(s->state), s->mgr->count[s->state]);
     metric_set(m_state, sub_state_name(st), s->mgr->count[st]);
-    log_debug("sip", "event=subscription_state aor=%s package=%s from=%s to=%s", log_q(s->aor),
-              s->event, sub_state_name(s->state), sub_state_name(st));
+    log_trace(&s->trace, "sip", "event=subscription_state aor=%s package=%s from=%s to=%s",
+              log_q(s->aor), s->event, sub_state_name(s->state), sub_state_name(st));
     s->state = st;
+    s->since_ms = clock_wall_ms();
     watch_stale(s);
     if (s->ops->on_state)
         s->ops->on_state(s->owner, s, st);
@@ -175,6 +186,7 @@ static void arm(struct subscription *s, long ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 
+    s->retry_mono_ms = clock_mono_ms() + ms;
     evtimer_add(s->timer, &tv);
 }
 
@@ -225,11 +237,14 @@ static void send_subscribe(struct subscription *s)
         log_err("sip", "event=subscribe_failed aor=%s package=%s reason=\"cannot create "
                        "handle\"",
                 log_q(s->aor), s->event);
+        s->down_cause = "cannot create handle";
         set_state(s, SUB_BACKOFF);
         arm(s, backoff_next(&s->bo));
         return;
     }
     metric_inc(m_sent, NULL);
+    log_trace(&s->trace, "sip", "event=trace_subscribe aor=%s package=%s expires=%ld%s", s->aor,
+              s->event, expires, s->eventlist ? " eventlist=yes" : "");
     s->ops->on_restart(s->owner, s);
     set_state(s, SUB_SUBSCRIBING);
     s->granted = 0;
@@ -255,6 +270,9 @@ static long restart_later(struct subscription *s, const char *cause, long min_ms
         ms = s->mgr->max_backoff_ms;
     /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
     drop_dialog(s);
+    s->down_cause = cause;
+    log_trace(&s->trace, "sip", "event=trace_retry aor=%s package=%s cause=%s in_ms=%ld", s->aor,
+              s->event, cause, ms);
     metric_inc(m_resub, cause);
     set_state(s, SUB_BACKOFF);
     arm(s, ms);
@@ -386,6 +404,13 @@ static void on_response(void *owner, int status, const char *phrase, long expire
     uint64_t held = 0;
     long wait_ms;
 
+    log_trace(&s->trace, "sip", "event=trace_response aor=%s package=%s status=%d phrase=\"%s\" "
+                                "expires=%ld retry_after=%ld probe=%s%s",
+              s->aor, s->event, status, phrase ? phrase : "", expires, retry_after,
+              probe ? "yes" : "no", s->queued ? " dialog=old" : "");
+    s->last_status = status;
+    str_copy_utf8(s->last_phrase, sizeof s->last_phrase, phrase ? phrase : "");
+    s->last_answer_ms = clock_wall_ms();
     if (s->queued)
         return; /* an old dialog, replaced when the ramp reaches it */
     if (status < 300) {
@@ -488,6 +513,8 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
         s->stash = xcalloc(1, sizeof *s->stash);
         metric_inc(m_throttled, "deferred");
     }
+    log_trace(&s->trace, "sip", "event=trace_notify_deferred aor=%s package=%s", s->aor,
+              s->event);
     if (s->throttled++ == 0 && peer_log_ok(s, &held))
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
                         "action=applying_latest_only suppressed=%llu",
@@ -532,6 +559,33 @@ static void on_stash(evutil_socket_t fd, short what, void *arg)
     s->throttled = 0;
 }
 
+/* A NOTIFY as it came, into the trace: its headers of interest and, when the operator
+ * asked for bodies, the body escaped, in as many lines as it takes (each names the offset
+ * it starts at). */
+static void trace_notify(struct subscription *s, const struct sipua_notify *n,
+                         const char *substate)
+{
+    char ctype[128], piece[1400];
+    size_t off = 0;
+
+    log_escape(n->content_type ? n->content_type : "", n->content_type ? strlen(n->content_type)
+                                                                        : 0,
+               ctype, sizeof ctype);
+    log_trace(&s->trace, "sip", "event=trace_notify aor=%s package=%s substate=%s reason=%s "
+                                "expires=%ld content_type=\"%s\" len=%zu%s",
+              s->aor, s->event, substate, n->reason ? n->reason : "-", n->expires, ctype, n->len,
+              s->queued ? " dialog=old" : "");
+    if (!n->body || !s->trace.bodies || !log_traced(&s->trace))
+        return;
+    while (off < n->len) {
+        size_t used = log_escape(n->body + off, n->len - off, piece, sizeof piece);
+        log_trace(&s->trace, "sip", "event=trace_notify_body aor=%s package=%s offset=%zu "
+                                    "len=%zu body=\"%s\"",
+                  s->aor, s->event, off, n->len, piece);
+        off += used ? used : n->len - off;
+    }
+}
+
 static void on_notify(void *owner, const struct sipua_notify *n)
 {
     struct subscription *s = owner;
@@ -540,6 +594,9 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     long wait_ms;
 
     metric_inc(m_notifies, s->event);
+    s->last_notify_ms = clock_wall_ms();
+    if (log_traced(&s->trace) || log_level >= LOG_DEBUG)
+        trace_notify(s, n, substate);
     if (s->queued) {
         /* An old dialog waiting to be replaced: its news still counts, its end does not
          * change what is already scheduled. */
@@ -564,6 +621,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
             min_ms = REJECTED_MIN_MS;
         else if (!strcmp(reason, "deactivated") || !strcmp(reason, "timeout"))
             backoff_reset(&s->bo);
+        str_copy_utf8(s->end_reason, sizeof s->end_reason, reason[0] ? reason : "none");
         wait_ms = restart_later(s, "terminated", min_ms, n->retry_after);
         if (peer_log_ok(s, &held))
             log_warn("sip", "event=subscription_terminated aor=%s package=%s reason=%s "
@@ -738,6 +796,7 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     probe_attach(m->probe, &s->pm, s->aor, s->event);
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
     s->state = SUB_BACKOFF;
+    s->since_ms = clock_wall_ms();
     m->count[SUB_BACKOFF]++;
     m->total++;
     enqueue(s);
@@ -810,4 +869,31 @@ const char *subs_event(const struct subscription *s)
 enum sub_state subs_state(const struct subscription *s)
 {
     return s->state;
+}
+
+void subs_get_info(const struct subscription *s, struct subs_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->aor = s->aor;
+    out->event = s->event;
+    out->state = s->state;
+    out->eventlist = s->eventlist;
+    out->since_ms = s->since_ms;
+    out->last_status = s->last_status;
+    out->last_phrase = s->last_phrase;
+    out->last_answer_ms = s->last_answer_ms;
+    out->last_notify_ms = s->last_notify_ms;
+    out->end_reason = s->end_reason;
+    out->down_cause = s->down_cause ? s->down_cause : "";
+    out->granted_s = s->h ? s->granted : 0;
+    out->failures = s->bo.attempt;
+    out->failed = s->failed;
+    if (s->state == SUB_BACKOFF && evtimer_pending(s->timer, NULL))
+        out->next_try_ms = clock_wall_ms() + (s->retry_mono_ms - clock_mono_ms());
+    out->trace = s->trace;
+}
+
+void subs_set_trace(struct subscription *s, const struct log_trace *t)
+{
+    s->trace = *t;
 }

@@ -12,7 +12,9 @@
 #define OFFHOOK_SUBSCRIPTION_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
+#include "log.h"
 #include "sipua.h"
 
 struct event_base;
@@ -89,5 +91,31 @@ const char *subs_event(const struct subscription *s);
 enum sub_state subs_state(const struct subscription *s);
 const char *sub_state_name(enum sub_state st);
 void subs_register_metrics(void);
+
+/* What the control socket shows of one subscription. Strings point into it: valid until
+ * it changes (read them in the same loop turn). Times are wall-clock ms, 0 for never. */
+struct subs_info {
+    const char *aor, *event;
+    enum sub_state state;
+    bool eventlist;            /* the RFC 4662 list subscription */
+    int64_t since_ms;          /* when it entered state */
+    int last_status;           /* last final answer to a SUBSCRIBE (initial, refresh,
+                                * probe); 0: none yet */
+    const char *last_phrase;   /* its reason phrase */
+    int64_t last_answer_ms;
+    int64_t last_notify_ms;    /* the last NOTIFY */
+    const char *end_reason;    /* reason of the last Subscription-State: terminated, "" */
+    const char *down_cause;    /* why it last went to backoff: error_response, timeout,
+                                * terminated, silence, ...; "" if never */
+    int64_t next_try_ms;       /* in backoff: when it will be tried again; 0 otherwise */
+    long granted_s;            /* the expiry the notifier granted, 0 without a dialog */
+    unsigned failures;         /* attempts failed since the last success */
+    bool failed;               /* the last attempt timed out or got a 5xx (a notifier's
+                                * recovery retries it at once) */
+    struct log_trace trace;
+};
+void subs_get_info(const struct subscription *s, struct subs_info *out);
+/* Its SIP messages and decisions go to the log at debug level while t runs (copied). */
+void subs_set_trace(struct subscription *s, const struct log_trace *t);
 
 #endif
