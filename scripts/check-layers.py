@@ -33,6 +33,7 @@ LAYERS = {
     ],
     "sipbridge": [
         ["main"],                                   # wires every callback
+        ["console"],                                # the control socket's answers
         ["bridge"],                                 # users, sources: NOTIFY -> state -> store
         ["rlsub"],                                  # the RFC 4662 list subscription
         ["subscription"],                           # each subscription's life

@@ -10,6 +10,9 @@
 
 #include "bridge.h"
 #include "config.h"
+#include "console.h"
+#include "ctlcommon.h"
+#include "ctlsock.h"
 #include "daemon.h"
 #include "dialoginfo.h"
 #include "directory.h"
@@ -42,6 +45,7 @@ struct app {
     struct bridge *bridge;
     struct httpd *http;
     struct directory *dir;
+    struct ctlsock *ctl;
     struct event *status_timer;
     struct event *shutdown_timer;
     bool ready_sent;
@@ -140,6 +144,12 @@ static void on_stop(void *arg)
     evtimer_add(a->shutdown_timer, &tv);
 }
 
+/* "loglevel" on the control socket: Sofia's own log follows. */
+static void on_log_level(void *arg)
+{
+    suloop_route_logs(log_level);
+}
+
 /* daemon_reload() checked and loaded the file: hand the new configuration over. */
 static void on_reload(void *arg, struct offhook_config *next)
 {
@@ -203,6 +213,7 @@ int main(int argc, char **argv)
     if (!a.dir)
         goto out;
     hooks.dir = a.dir;
+    ctlsock_register_metrics();
     daemon_setup(a.base, &hooks);
     if (a.cfg->sipbridge_metrics[0]) {
         a.http = httpd_start(a.base, a.cfg->sipbridge_metrics, is_ready, &a);
@@ -218,6 +229,20 @@ int main(int argc, char **argv)
         goto out;
     a.store = store_new(a.base, a.cfg);
     a.bridge = bridge_new(a.base, a.cfg, a.ua, a.store);
+    if (a.cfg->sipbridge_control[0]) {
+        char err[256];
+        a.ctl = ctlsock_new(a.base, a.cfg->sipbridge_control, err, sizeof err);
+        if (!a.ctl) {
+            log_err("main", "event=control_socket_failed path=%s error=\"%s\" "
+                            "hint=\"[sipbridge] control names it; empty for none\"",
+                    a.cfg->sipbridge_control, err);
+            goto out;
+        }
+        sipconsole_add(a.ctl, &(struct sipconsole_deps){.base = a.base, .bridge = a.bridge,
+                                                         .store = a.store, .ready = is_ready,
+                                                         .on_log_level = on_log_level,
+                                                         .arg = &a});
+    }
     a.status_timer = event_new(a.base, -1, EV_PERSIST, on_status, &a);
     event_add(a.status_timer, &status_tv);
 
@@ -230,6 +255,8 @@ out:
         event_free(a.status_timer);
     if (a.shutdown_timer)
         event_free(a.shutdown_timer);
+    ctlsock_free(a.ctl);
+    ctlcommon_free();
     /* Subscriptions release their nua handles; nua_shutdown has sent the un-SUBSCRIBEs. */
     bridge_free(a.bridge);
     sipua_free(a.ua);
