@@ -73,6 +73,9 @@ static struct cuser *keep(struct feed *f, const char *jid, const struct user_rec
     u->have_rec = rec != NULL;
     if (rec)
         u->rec = *rec;
+    u->rec_at_ms = clock_wall_ms();
+    log_trace(&u->trace, "feed", "event=trace_record user=%s state=%s",
+              jid, rec ? user_state_name(rec->state) : "removed");
     return u;
 }
 

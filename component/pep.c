@@ -60,6 +60,11 @@ struct node_state {
     int adopted;              /* the narrower model last reported (0: none) */
     unsigned gen;             /* requests issued: an answer for an older one is stale */
     const char *said;         /* the decision last logged for this node (static), or NULL */
+    /* For the control socket (pep_status): the last answer, none of it decides anything. */
+    int64_t answer_ms;        /* wall clock, 0: none yet */
+    const char *result;       /* static: "ok", "refused", "timeout", "lost" */
+    char condition[32];       /* of a refusal */
+    bool read;                /* ... to a read (else a write) */
 };
 
 struct pep_user {
@@ -609,6 +614,16 @@ static void on_answer(void *arg, const char *user, const struct priv_answer *a)
     }
     n = &pu->n[r->node];
     n->busy = false;
+    n->answer_ms = clock_wall_ms();
+    n->read = r->kind == REQ_READ;
+    n->result = a->result == PRIV_OK ? "ok" : a->result == PRIV_ERROR ? "refused"
+              : a->result == PRIV_TIMEOUT ? "timeout" : "lost";
+    str_copy_utf8(n->condition, sizeof n->condition,
+                  a->result == PRIV_ERROR && a->condition ? a->condition : "");
+    log_trace(&u->trace, "pep", "event=trace_pep_answer user=%s node=%s request=%s result=%s "
+                                "condition=%s",
+              u->jid, node_short[node], n->read ? "read" : "write", n->result,
+              n->condition[0] ? log_q(n->condition) : "-");
     if (r->kind == REQ_WRITE)
         metric_inc(m_publish, a->result == PRIV_OK ? "ok" : "error");
     if (a->result == PRIV_ERROR && r->kind == REQ_WRITE && a->app_condition &&
@@ -689,6 +704,11 @@ void pep_user(struct pep *p, const struct cuser *u, const struct user_view *v, b
         n->want = want_hash(p, u, pu, i);
         if (force)
             n->done = 0;
+        log_trace(&u->trace, "pep", "event=trace_pep_view user=%s node=%s talking=%s "
+                                    "reachable=%s in_sync=%s busy=%s force=%s",
+                  u->jid, node_short[i], v->talking ? "yes" : "no", v->reachable ? "yes" : "no",
+                  n->want == n->done ? "yes" : "no", n->busy ? "yes" : "no",
+                  force ? "yes" : "no");
         sync_node(p, u, pu, i);
     }
 }
@@ -754,4 +774,38 @@ void pep_free(struct pep *p)
     strmap_clear_owned(&p->explained);
     strmap_free(&p->explained);
     free(p);
+}
+
+void pep_status(const struct pep *p, const struct cuser *u, struct pep_status *out)
+{
+    const struct pep_user *pu = strmap_get(&p->users, u->jid);
+    struct jid j;
+
+    memset(out, 0, sizeof *out);
+    out->enabled = p->d->cfg->publish_pep;
+    if (jid_parse(u->jid, &j) == 0) {
+        out->advertised = priv_advertised(p->priv, j.domain);
+        out->may_get = priv_may(p->priv, j.domain, PRIV_PUBSUB, PRIV_GET);
+        out->may_set = priv_may(p->priv, j.domain, PRIV_PUBSUB, PRIV_SET);
+    }
+    for (int i = 0; i < NODE_MAX; i++) {
+        struct pep_node_status *o = &out->node[i];
+        const struct node_state *n = pu ? &pu->n[i] : NULL;
+        o->node = node_short[i];
+        o->result = "";
+        o->condition = "";
+        if (!n)
+            continue;
+        o->known = true;
+        o->in_sync = n->done != 0 && n->want == n->done;
+        o->busy = n->busy;
+        o->decision = n->said;
+        o->model = models[n->model];
+        o->covered = n->covered;
+        o->yielded = n->yielded;
+        o->answer_ms = n->answer_ms;
+        o->answer_to_read = n->read;
+        o->result = n->result ? n->result : "";
+        o->condition = n->condition;
+    }
 }

@@ -10,6 +10,7 @@
  * the object alive for as long as stated. */
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "privileged.h"
 #include "stanza.h"
@@ -39,5 +40,30 @@ void pep_user(struct pep *p, const struct cuser *u, const struct user_view *v, b
 /* u is being removed: drops what the writer remembers of it (answers still on their way
  * are then ignored). */
 void pep_forget(struct pep *p, const struct cuser *u);
+
+/* For the control socket: PEP for one user, node by node. Strings are static or point
+ * into the writer: valid until the loop runs again. */
+struct pep_node_status {
+    const char *node;        /* "activity", "reach" */
+    bool known;              /* the writer has dealt with this user's node */
+    bool in_sync;            /* the node was left as the current view wants */
+    bool busy;               /* a read or write is on its way */
+    const char *decision;    /* the last thing said of it (user_item, open_node,
+                              * node_model, ...), or NULL */
+    const char *model;       /* the access model it is written under */
+    bool covered, yielded;   /* activity: offhook covered the user's item for this call;
+                              * the user published over it during the call */
+    int64_t answer_ms;       /* the last answer (wall clock ms), 0: none */
+    bool answer_to_read;     /* ... to a read, else to a write */
+    const char *result;      /* "ok", "refused", "timeout", "lost", "" */
+    const char *condition;   /* a refusal's condition, "" */
+};
+struct pep_status {
+    bool enabled;            /* [component] publish has pep */
+    bool advertised;         /* u's server sent <privilege/> in this stream */
+    bool may_get, may_set;   /* ... granting pubsub get / set (both needed) */
+    struct pep_node_status node[2];
+};
+void pep_status(const struct pep *p, const struct cuser *u, struct pep_status *out);
 
 #endif

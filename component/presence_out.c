@@ -12,11 +12,24 @@
 #include "metrics.h"
 #include "strutil.h"
 
+/* What one watcher was sent on its own (an answer to its probe or subscription, an
+ * "unavailable"), for the control socket. */
+struct sent_to {
+    char *jid;                   /* bare watcher JID: the key in sent.to (owned) */
+    struct presence_view view;
+    int64_t at_ms;               /* wall clock */
+    const char *how;             /* static: "answer", "unavailable" */
+};
+
 /* What one user's watchers were last sent. */
 struct sent {
     char *jid;                   /* the user's JID: the key in presence_out.sent (owned) */
     struct presence_view view;   /* the presence every watcher was sent */
     bool valid;                  /* view is what they hold (false: unknown, send again) */
+    int64_t at_ms;               /* wall clock of that change sent to every watcher, 0 */
+    int watchers;                /* how many it went to */
+    struct strmap to;            /* watcher -> struct sent_to* (owned); current watchers
+                                  * only, pruned at each change: bounded by the set */
 };
 
 struct presence_out {
@@ -71,6 +84,21 @@ static void full_jid(const struct cuser *u, char *out, size_t len)
     snprintf(out, len, "%s/%s", u->contact, CONTACT_RESOURCE);
 }
 
+/* A traced user's stanza, whole, into the log. */
+static void trace_stanza(const struct cuser *u, const char *dir, xmpp_stanza_t *st)
+{
+    char *text = NULL, esc[1400];
+    size_t len = 0;
+
+    if (!log_traced(&u->trace) && LOG_DEBUG > log_level)
+        return;
+    if (xmpp_stanza_to_text(st, &text, &len) != XMPP_EOK)
+        return;
+    log_escape(text, len, esc, sizeof esc);
+    log_trace(&u->trace, "publish", "event=trace_stanza user=%s %s=\"%s\"", u->jid, dir, esc);
+    xmpp_free(xmpp_stanza_get_context(st), text);
+}
+
 static xmpp_stanza_t *build(struct presence_out *po, const struct cuser *u,
                             const struct presence_view *v, const char *to)
 {
@@ -96,6 +124,64 @@ static xmpp_stanza_t *build(struct presence_out *po, const struct cuser *u,
     return p;
 }
 
+static struct sent *sent_get(struct presence_out *po, const struct cuser *u)
+{
+    struct sent *s = strmap_get(&po->sent, u->jid);
+
+    if (!s) {
+        s = xcalloc(1, sizeof *s);
+        s->jid = xstrdup(u->jid);
+        strmap_init(&s->to);
+        strmap_put(&po->sent, s->jid, s);
+    }
+    return s;
+}
+
+static void sent_to_free(struct sent_to *e)
+{
+    free(e->jid);
+    free(e);
+}
+
+/* Notes what one watcher (to, a bare or full JID) was sent on its own, if it is one of
+ * u's watchers: nobody else gets memory here. */
+static void note_sent_to(struct presence_out *po, const struct cuser *u, const char *to,
+                         const struct presence_view *v, const char *how)
+{
+    char bare[JID_MAX + 1];
+    struct sent *s;
+    struct sent_to *e;
+
+    if (jid_to_bare(to, bare, sizeof bare) < 0 || !strmap_get(&u->watchers, bare))
+        return;
+    s = sent_get(po, u);
+    e = strmap_get(&s->to, bare);
+    if (!e) {
+        e = xcalloc(1, sizeof *e);
+        e->jid = xstrdup(bare);
+        strmap_put(&s->to, e->jid, e);
+    }
+    e->view = *v;
+    e->at_ms = clock_wall_ms();
+    e->how = how;
+}
+
+/* A change went to every watcher: what each was sent alone before is superseded, and
+ * those no longer watching are forgotten. */
+static void prune_sent_to(struct sent *s, const struct cuser *u)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&s->to, &pos, &k, &v)) {
+        if (!strmap_get(&u->watchers, k) || ((struct sent_to *)v)->at_ms <= s->at_ms) {
+            strmap_del(&s->to, k);
+            sent_to_free(v);
+        }
+    }
+}
+
 static bool same_view(const struct presence_view *a, const struct presence_view *b)
 {
     return a->available == b->available && a->show == b->show && a->video == b->video &&
@@ -112,7 +198,10 @@ void presout_user_to(struct presence_out *po, const struct cuser *u,
         return;
     }
     p = build(po, u, &v->presence, to);
-    (void)stanza_send(po->out, p, "presence");
+    if (stanza_send(po->out, p, "presence") == 0) {
+        note_sent_to(po, u, to, &v->presence, "answer");
+        trace_stanza(u, "sent", p);
+    }
     xmpp_stanza_release(p);
 }
 
@@ -138,17 +227,18 @@ void presout_user(struct presence_out *po, const struct cuser *u, const struct u
     }
     while (strmap_next(&u->watchers, &pos, &w, &val)) {
         xmpp_stanza_t *p = build(po, u, &v->presence, w);
-        if (stanza_send(po->out, p, "presence") == 0)
+        if (stanza_send(po->out, p, "presence") == 0) {
             n++;
+            trace_stanza(u, "sent", p);
+        }
         xmpp_stanza_release(p);
     }
-    if (!s) {
-        s = xcalloc(1, sizeof *s);
-        s->jid = xstrdup(u->jid);
-        strmap_put(&po->sent, s->jid, s);
-    }
+    s = sent_get(po, u);
     s->view = v->presence;
     s->valid = true;
+    s->at_ms = clock_wall_ms();
+    s->watchers = n;
+    prune_sent_to(s, u);
     if (!force) {
         metric_inc(m_published, NULL);
         log_info("publish", "event=presence user=%s contact=%s state=%s watchers=%d",
@@ -176,9 +266,11 @@ void presout_type(struct presence_out *po, const char *from, const char *to, con
 void presout_unavailable(struct presence_out *po, const struct cuser *u, const char *to)
 {
     char from[JID_MAX + 1];
+    struct presence_view off = {.available = false};
 
     full_jid(u, from, sizeof from);
     presout_type(po, from, to, "unavailable");
+    note_sent_to(po, u, to, &off, "unavailable");
 }
 
 void presout_subscribed(struct presence_out *po, const struct cuser *u, const char *to)
@@ -218,6 +310,13 @@ void presout_link_down(struct presence_out *po)
 
 static void sent_free(struct sent *s)
 {
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&s->to, &pos, &k, &v))
+        sent_to_free(v);
+    strmap_free(&s->to);
     free(s->jid);
     free(s);
 }
@@ -252,4 +351,39 @@ void presout_free(struct presence_out *po)
         sent_free(v);
     strmap_free(&po->sent);
     free(po);
+}
+
+void presout_last_sent(const struct presence_out *po, const struct cuser *u, const char *to,
+                       struct presout_sent *out)
+{
+    const struct sent *s = strmap_get(&po->sent, u->jid);
+    const struct sent_to *e = s ? strmap_get(&s->to, to) : NULL;
+
+    memset(out, 0, sizeof *out);
+    if (e && (!s->at_ms || e->at_ms > s->at_ms)) {
+        out->view = e->view;
+        out->at_ms = e->at_ms;
+        out->how = e->how;
+    } else if (s && s->at_ms) {
+        out->view = s->view;
+        out->at_ms = s->at_ms;
+        out->how = "change";
+        out->owed = !s->valid;
+    }
+}
+
+void presout_last_change(const struct presence_out *po, const struct cuser *u,
+                         struct presout_sent *out, int *watchers)
+{
+    const struct sent *s = strmap_get(&po->sent, u->jid);
+
+    memset(out, 0, sizeof *out);
+    *watchers = 0;
+    if (!s || !s->at_ms)
+        return;
+    out->view = s->view;
+    out->at_ms = s->at_ms;
+    out->how = "change";
+    out->owed = !s->valid;
+    *watchers = s->watchers;
 }

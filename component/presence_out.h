@@ -53,4 +53,20 @@ void presout_link_down(struct presence_out *po);
 /* u is being removed: drops what the writer remembers of it. */
 void presout_forget(struct presence_out *po, const struct cuser *u);
 
+/* For the control socket: what the writer remembers having sent. */
+struct presout_sent {
+    int64_t at_ms;               /* wall clock; 0: nothing sent yet */
+    struct presence_view view;
+    const char *how;             /* "change" (to every watcher), "answer" (to its probe,
+                                  * subscription or directed presence), "unavailable" */
+    bool owed;                   /* the stream went down since: it is sent again on the
+                                  * next change or reconnect */
+};
+/* What watcher (a bare JID of u's watchers) was last sent of u's contact. */
+void presout_last_sent(const struct presence_out *po, const struct cuser *u,
+                       const char *watcher, struct presout_sent *out);
+/* The last change sent to every watcher of u, and to how many. */
+void presout_last_change(const struct presence_out *po, const struct cuser *u,
+                         struct presout_sent *out, int *watchers);
+
 #endif

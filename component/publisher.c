@@ -43,6 +43,11 @@ void pub_sipbridge(struct publisher *pub, bool alive)
     pub->sipbridge_alive = alive;
 }
 
+bool pub_sipbridge_alive(const struct publisher *pub)
+{
+    return pub->sipbridge_alive;
+}
+
 static void current_view(const struct publisher *pub, const struct cuser *u,
                          struct user_view *v)
 {

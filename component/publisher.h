@@ -31,6 +31,8 @@ void pub_free(struct publisher *pub);
  * until told otherwise). While it is not, every phone shows "unknown". Publishes nothing
  * itself: the caller follows with pub_changed() when it should show. */
 void pub_sipbridge(struct publisher *pub, bool alive);
+/* What pub_sipbridge was last told (for the control socket). */
+bool pub_sipbridge_alive(const struct publisher *pub);
 
 /* u's view to PEP and to every watcher, where it changed (or always with force).
  * event_us: when sipbridge received the change (0: none), for the latency histogram. */

@@ -135,6 +135,9 @@ static void handle_presence(struct router *rt, xmpp_stanza_t *st, const struct j
         return;
     }
     allowed = users_watcher_allowed(rt->d, u, bare);
+    log_trace(&u->trace, "router", "event=trace_presence_in user=%s contact=%s from=%s "
+                                   "type=%s allowed=%s",
+              u->jid, u->contact, bare, type ? type : "available", allowed ? "yes" : "no");
     if (!type || strcmp(type, "unavailable") == 0) {
         /* Directed presence: an available one gets ours back, if allowed. */
         if (!type && allowed)
@@ -149,6 +152,7 @@ static void handle_presence(struct router *rt, xmpp_stanza_t *st, const struct j
                 log_notice("router", "event=watcher_refused contact=%s watcher=%s request=%s "
                                      "suppressed=%llu",
                            log_q(u->contact), log_q(bare), type, (unsigned long long)held);
+            users_note_refused(u, bare, type);
             presout_type(rt->po, u->contact, bare, "unsubscribed");
             return;
         }

@@ -270,8 +270,39 @@ static struct cuser *user_new(struct users *d, const struct cfg_user *cu)
     return u;
 }
 
+void users_note_refused(struct cuser *u, const char *bare, const char *request)
+{
+    struct users_refusal *slot = NULL;
+
+    for (int i = 0; i < USERS_REFUSED_MAX && !slot; i++) {
+        if (u->refused[i].watcher && strcmp(u->refused[i].watcher, bare) == 0)
+            slot = &u->refused[i];
+    }
+    if (!slot) {
+        /* An empty slot, else the one refused longest ago. */
+        slot = &u->refused[0];
+        for (int i = 0; i < USERS_REFUSED_MAX; i++) {
+            if (!u->refused[i].watcher) {
+                slot = &u->refused[i];
+                break;
+            }
+            if (u->refused[i].at_ms < slot->at_ms)
+                slot = &u->refused[i];
+        }
+        free(slot->watcher);
+        slot->watcher = xstrdup(bare);
+        slot->times = 0;
+    }
+    str_copy(slot->request, sizeof slot->request, request);
+    slot->at_ms = clock_wall_ms();
+    slot->times++;
+    u->nrefused++;
+}
+
 static void user_free(struct users *d, struct cuser *u)
 {
+    for (int i = 0; i < USERS_REFUSED_MAX; i++)
+        free(u->refused[i].watcher);
     strmap_del(&d->by_jid, u->jid);
     strmap_del(&d->by_contact, u->contact);
     strmap_clear_owned(&u->watchers);

@@ -11,10 +11,22 @@
  * the object alive for as long as stated. */
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
+#include "log.h"
 #include "storecodec.h"
 #include "strmap.h"
+
+#define USERS_REFUSED_MAX 8 /* refused watchers remembered per user (the latest) */
+
+/* A watcher the policy refused, for the control socket ("why can't bob see alice?"). */
+struct users_refusal {
+    char *watcher;               /* bare JID (owned); NULL: empty slot */
+    char request[12];            /* "subscribe", "probe" */
+    int64_t at_ms;               /* wall clock of the latest refusal */
+    unsigned times;              /* refusals of this watcher while remembered */
+};
 
 struct cuser {
     const struct cfg_user *cfg;  /* current configuration entry (replaced on reload) */
@@ -26,6 +38,11 @@ struct cuser {
                                     through users_watcher_add/del, by watchers.c) */
     bool watchers_read;          /* watchers.c asked Redis for its set (a user a reload
                                     or the directory adds has not been asked yet) */
+    int64_t rec_at_ms;           /* wall clock when feed.c stored rec (0: never) */
+    struct users_refusal refused[USERS_REFUSED_MAX]; /* through users_note_refused */
+    unsigned nrefused;           /* refusals since start (the slots hold the latest) */
+    struct log_trace trace;      /* offhookctl trace: this user's stanzas and decisions
+                                    go to the log while it runs */
 };
 
 /* The directory. Other modules read its fields (iterating by_jid, say) but change them
@@ -68,6 +85,10 @@ struct cuser *users_by_number(const struct users *d, const char *query);
 bool users_requester_allowed(const struct users *d, const char *bare);
 /* Whether a watcher may see the phone state of u (the [component] watcher policy). */
 bool users_watcher_allowed(const struct users *d, const struct cuser *u, const char *bare);
+
+/* The watcher policy refused bare's request (copied) for u: remembered, bounded (one slot
+ * per watcher, the oldest watcher forgotten first). */
+void users_note_refused(struct cuser *u, const char *bare, const char *request);
 
 /* u's watchers in memory (bare is copied). Return true if that changed the set. */
 bool users_watcher_add(struct cuser *u, const char *bare);
