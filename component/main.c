@@ -21,6 +21,9 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "console.h"
+#include "ctlcommon.h"
+#include "ctlsock.h"
 #include "daemon.h"
 #include "directory.h"
 #include "feed.h"
@@ -64,6 +67,7 @@ struct app {
     struct router *router;
     struct httpd *http;
     struct directory *dir;
+    struct ctlsock *ctl;
     struct event *status_timer;
     struct event *stop_timer;     /* STOP_WAIT_S after a clean stop began */
     bool ready_sent;
@@ -409,6 +413,7 @@ int main(int argc, char **argv)
     if (!a.dir)
         goto out;
     hooks.dir = a.dir;
+    ctlsock_register_metrics();
     daemon_setup(a.base, &hooks);
     if (a.cfg->component_metrics[0]) {
         a.http = httpd_start(a.base, a.cfg->component_metrics, is_ready, &a);
@@ -429,6 +434,21 @@ int main(int argc, char **argv)
     a.wstore = watchers_new(a.base, &a.users, &watchers_ops, &a);
     a.xmpp = xmpplink_new(a.base, a.cfg, &link_ops, &a);
     a.out.ctx = xmpplink_ctx(a.xmpp);
+    if (a.cfg->component_control[0]) {
+        char err[256];
+        a.ctl = ctlsock_new(a.base, a.cfg->component_control, err, sizeof err);
+        if (!a.ctl) {
+            log_err("main", "event=control_socket_failed path=%s error=\"%s\" "
+                            "hint=\"[component] control names it; empty for none\"",
+                    a.cfg->component_control, err);
+            goto out;
+        }
+        xmppconsole_add(a.ctl, &(struct xmppconsole_deps){
+                                   .base = a.base, .users = &a.users, .pub = a.pub,
+                                   .presout = a.presout, .pep = a.pep, .xmpp = a.xmpp,
+                                   .feed = a.feed, .wstore = a.wstore, .ready = is_ready,
+                                   .arg = &a});
+    }
     a.status_timer = event_new(a.base, -1, EV_PERSIST, on_status, &a);
     event_add(a.status_timer, &status_tv);
 
@@ -441,6 +461,8 @@ out:
         event_free(a.status_timer);
     if (a.stop_timer)
         event_free(a.stop_timer);
+    ctlsock_free(a.ctl);
+    ctlcommon_free();
     /* The link first: closing the stream runs its last pass (stanzas, on_down), which
      * reaches the router and the writers. */
     xmpplink_free(a.xmpp);

@@ -21,6 +21,7 @@ import sys
 LAYERS = {
     "component": [
         ["main"],                                   # builds and wires everything
+        ["console"],                                # the control socket's answers
         ["router"],                                 # incoming stanzas, answered
         ["publisher"],                              # one view per change, to each writer
         ["presence_out", "pep", "vcard_out"],       # the writers
