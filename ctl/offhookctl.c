@@ -1,17 +1,23 @@
-/* offhookctl: what offhook knows, read from Redis, for operators and scripts.
+/* offhookctl: what offhook knows, for operators and scripts.
  *
  *   offhookctl [-c FILE] [--json] status [JID]   a user's phone state, subscriptions and
- *                                                watchers; without JID, a summary
+ *                                                watchers from Redis, and whether the
+ *                                                daemons run; without JID, a summary
  *   offhookctl [-c FILE] [--json] users          every configured user and their state
  *   offhookctl [-c FILE] resync [JID]            ask the component to send everything again
  *   offhookctl [-c FILE] [--json] check [redis|xmpp|pbx...]
  *                                                can offhook reach Redis, the XMPP server
  *                                                and the PBX (check.c, xmppcheck.c,
  *                                                sipcheck.c)
+ *   offhookctl [-c FILE] [--json] [-d DAEMON] subscriptions|user|trace|loglevel|config|reload
+ *                                                asked of the running daemons on their
+ *                                                control sockets (console.c)
  *
- * It reads the same configuration as the daemons (Redis address, key prefix, users; with
- * [directory] source = ldap the users of the daemons' last known copy in Redis) and talks
- * only to Redis (check: to each upstream): it works whether or not the daemons run. */
+ * It reads the same configuration as the daemons (Redis address, key prefix, users, with
+ * [directory] source = ldap the users of the daemons' last known copy in Redis; the
+ * daemons' control sockets). status, users and resync talk to Redis (redisread.c) and work
+ * whether or not the daemons run; the daemons' commands say when one cannot be asked and
+ * show what Redis holds instead, marked as not live. */
 #include <getopt.h>
 #include <stdarg.h>
 #include <inttypes.h>
@@ -20,13 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
 #include "check.h"
 #include "config.h"
-#include "dirbuild.h"
+#include "console.h"
+#include "ctlproto.h"
+#include "redisread.h"
 #include "jid.h"
 #include "log.h"
 #include "sipcheck.h"
@@ -85,103 +92,18 @@ static void ago(int64_t ms, char *out, size_t len)
         snprintf(out, len, "%" PRId64 " h ago", d / 3600000);
 }
 
-/* ---- Redis ----------------------------------------------------------------------------- */
-
-#define SENTINEL_ROUNDS 5 /* ... a second apart: time for a failover in progress to end */
+/* ---- Redis: status, users and resync need it, and stop with exit 3 without it ---- */
 
 static char server[300]; /* where the Redis we talk to is, for messages and the summary */
 
-/* Sends AUTH password on r; false if refused or lost. */
-static bool auth(redisContext *r, const char *password)
-{
-    redisReply *rep = redisCommand(r, "AUTH %s", password);
-    bool ok = rep && rep->type != REDIS_REPLY_ERROR;
-
-    freeReplyObject(rep);
-    return ok;
-}
-
-/* Whether r is a master (ROLE). */
-static bool is_master(redisContext *r)
-{
-    redisReply *rep = redisCommand(r, "ROLE");
-    bool ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
-              rep->element[0]->type == REDIS_REPLY_STRING &&
-              strcmp(rep->element[0]->str, "master") == 0;
-
-    freeReplyObject(rep);
-    return ok;
-}
-
-/* With [redis] sentinels: the master they name, checked with ROLE. During a failover the
- * sentinels may still name the old master for a moment (dead, or demoted), so a few
- * rounds are tried. */
-static redisContext *connect_via_sentinels(const struct offhook_config *cfg)
-{
-    struct timeval tv = {.tv_sec = 3};
-    char host[256], why[512];
-    int port;
-
-    for (int round = 0; round < SENTINEL_ROUNDS; round++) {
-        redisContext *r;
-
-        if (round)
-            sleep(1);
-        /* None answering is not a failover: the next round would say the same. */
-        if (!check_ask_sentinels(cfg, 2000, false, host, sizeof host, &port, why, sizeof why))
-            break;
-        snprintf(server, sizeof server, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-        r = redisConnectWithTimeout(host, port, tv);
-        if (!r || r->err) {
-            snprintf(why, sizeof why, "master %s named by the sentinels: %s", server,
-                     r ? r->errstr : "out of memory");
-            redisFree(r);
-            continue;
-        }
-        redisSetTimeout(r, tv);
-        if (cfg->redis_password[0] && !auth(r, cfg->redis_password)) {
-            fprintf(stderr, "offhookctl: Redis at %s refused AUTH\n", server);
-            exit(3);
-        }
-        if (is_master(r))
-            return r;
-        snprintf(why, sizeof why, "%s, named master by the sentinels, is not a master", server);
-        redisFree(r);
-    }
-    fprintf(stderr, "offhookctl: no Redis master found through the sentinels (master_name %s): "
-                    "%s\n",
-            cfg->redis_master_name, why);
-    exit(3);
-}
-
 static redisContext *connect_redis(const struct offhook_config *cfg)
 {
-    struct timeval tv = {.tv_sec = 3};
-    redisContext *r;
-    redisReply *rep;
+    char err[1024];
+    redisContext *r = redisread_connect(cfg, server, sizeof server, err, sizeof err);
 
-    if (cfg->redis_nsentinels > 0)
-        return connect_via_sentinels(cfg);
-    snprintf(server, sizeof server, "%s", cfg->redis_url);
-    r = cfg->redis.unix_path ? redisConnectUnixWithTimeout(cfg->redis.unix_path, tv)
-                             : redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
-    if (!r || r->err) {
-        fprintf(stderr, "offhookctl: cannot reach Redis at %s: %s\n", cfg->redis_url,
-                r ? r->errstr : "out of memory");
-        exit(3);
-    }
-    redisSetTimeout(r, tv);
-    if (cfg->redis_password[0] && !auth(r, cfg->redis_password)) {
-        fprintf(stderr, "offhookctl: Redis refused AUTH\n");
-        exit(3);
-    }
-    if (cfg->redis.db) {
-        rep = redisCommand(r, "SELECT %d", cfg->redis.db);
-        if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "offhookctl: Redis refused SELECT %d\n", cfg->redis.db);
-            exit(3);
-        }
-        freeReplyObject(rep);
+    if (!r) {
+        fprintf(stderr, "offhookctl: %s\n", err);
+        exit(EXIT_REDIS);
     }
     return r;
 }
@@ -196,7 +118,7 @@ static redisReply *cmd(redisContext *r, const char *fmt, ...)
     va_end(ap);
     if (!rep) {
         fprintf(stderr, "offhookctl: Redis: %s\n", r->errstr);
-        exit(3);
+        exit(EXIT_REDIS);
     }
     return rep;
 }
@@ -205,78 +127,81 @@ static redisReply *cmd(redisContext *r, const char *fmt, ...)
 static bool load_record(redisContext *r, const struct offhook_config *cfg, const char *jid,
                         struct user_record *rec)
 {
-    char key[4096], err[128];
-    const char *names[16], *values[16];
-    redisReply *rep;
-    size_t n = 0;
-    bool ok;
+    bool failed = false, have = redisread_record(r, cfg, jid, rec, &failed);
 
-    if (storecodec_key_user(cfg->redis_prefix, jid, key, sizeof key) < 0)
-        return false;
-    rep = cmd(r, "HGETALL %s", key);
-    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements && n < 16; i += 2) {
-        names[n] = rep->element[i]->str;
-        values[n] = rep->element[i + 1]->str;
-        n++;
+    if (failed) {
+        fprintf(stderr, "offhookctl: Redis: %s\n", r->errstr);
+        exit(EXIT_REDIS);
     }
-    ok = n > 0 && storecodec_decode(names, values, n, rec, err, sizeof err) == 0;
-    freeReplyObject(rep);
-    return ok;
+    return have;
 }
 
-/* [directory] source = ldap: the file lists nobody; the users are those the daemons last
- * took from the directory, in their copy in Redis, checked as the daemons check them. */
+/* [directory] source = ldap: the users the daemons last took from the directory. */
 static void load_directory_users(redisContext *r, struct offhook_config *cfg)
 {
-    char key[512];
-    redisReply *rep;
-    struct dir_entry *entries;
-    const struct dir_entry **ptrs;
-    struct dir_report report;
-    struct cfg_user *users;
-    size_t n = 0, nusers;
-
-    if (!cfg->dir_ldap || storecodec_key_directory(cfg->redis_prefix, key, sizeof key) < 0)
-        return;
-    rep = cmd(r, "HGETALL %s", key);
-    if (rep->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(rep);
-        return;
+    if (redisread_directory_users(r, cfg) < 0) {
+        fprintf(stderr, "offhookctl: Redis: %s\n", r->errstr);
+        exit(EXIT_REDIS);
     }
-    entries = xcalloc(rep->elements / 2 + 1, sizeof *entries);
-    ptrs = xcalloc(rep->elements / 2 + 1, sizeof *ptrs);
-    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-        redisReply *v = rep->element[i + 1];
-        if (v->type != REDIS_REPLY_STRING)
-            continue;
-        if (dirbuild_decode(v->str, (size_t)v->len, "copy", &entries[n]) < 0) {
-            dir_entry_free(&entries[n]);
-            continue;
-        }
-        ptrs[n] = &entries[n];
-        n++;
-    }
-    users = dirbuild_users(cfg, ptrs, n, 0, &nusers, &report);
-    config_set_users(cfg, users, nusers);
-    for (size_t i = 0; i < n; i++)
-        dir_entry_free(&entries[i]);
-    free(entries);
-    free(ptrs);
-    freeReplyObject(rep);
 }
 
 static int64_t heartbeat(redisContext *r, const struct offhook_config *cfg, const char *daemon)
 {
-    char key[512];
-    redisReply *rep;
-    int64_t v = 0;
+    int64_t v = redisread_heartbeat(r, cfg, daemon);
 
-    storecodec_key_heartbeat(cfg->redis_prefix, daemon, key, sizeof key);
-    rep = cmd(r, "GET %s", key);
-    if (rep->type == REDIS_REPLY_STRING)
-        v = strtoll(rep->str, NULL, 10);
-    freeReplyObject(rep);
+    if (v < 0) {
+        fprintf(stderr, "offhookctl: Redis: %s\n", r->errstr);
+        exit(EXIT_REDIS);
+    }
     return v;
+}
+
+/* A daemon's heartbeat, in words: the key expires, so "none" covers never and stopped. */
+static void beat_text(int64_t ms, char *out, size_t len)
+{
+    char a[32];
+
+    if (!ms) {
+        snprintf(out, len, "none in the last %d s", STORE_HEARTBEAT_TTL_MS / 1000);
+        return;
+    }
+    ago(ms, a, sizeof a);
+    snprintf(out, len, "%s", a);
+}
+
+/* One line on a daemon: what its control socket says (or why it cannot), its heartbeat. */
+static void daemon_line(const char *role, const struct console_liveness *l, int64_t beat)
+{
+    char b[64];
+
+    beat_text(beat, b, sizeof b);
+    printf("%-11s ", role);
+    if (!l->configured)
+        printf("no control socket; ");
+    else if (l->outcome == CTLC_OK)
+        printf("running, %s%s%s (pid %ld, up %lld s); ", l->ready ? "ready" : "not ready: ",
+               l->ready ? "" : l->not_ready, "", l->pid, l->uptime_s);
+    else
+        printf("%s; ", l->error);
+    printf("heartbeat %s\n", b);
+}
+
+static void daemon_json(const char *role, const struct console_liveness *l)
+{
+    struct sbuf b;
+
+    sbuf_init(&b);
+    sbuf_printf(&b, ",\"%s\":{\"running\":", role);
+    if (!l->configured || (l->outcome != CTLC_OK && l->outcome != CTLC_DOWN))
+        sbuf_puts(&b, "null");
+    else
+        sbuf_puts(&b, l->outcome == CTLC_OK ? "true" : "false");
+    sbuf_printf(&b, ",\"ready\":%s,\"pid\":%ld,\"uptime_s\":%lld,\"error\":",
+                l->outcome == CTLC_OK && l->ready ? "true" : "false", l->pid, l->uptime_s);
+    ctlproto_json_str(&b, l->outcome == CTLC_OK ? NULL : l->error);
+    sbuf_puts(&b, "}");
+    fputs(b.data, stdout);
+    sbuf_free(&b);
 }
 
 /* ---- commands ------------------------------------------------------------------------ */
@@ -314,7 +239,8 @@ static int cmd_summary(redisContext *r, const struct offhook_config *cfg)
 {
     int counts[US__COUNT] = {0};
     int64_t sb = heartbeat(r, cfg, "sipbridge"), comp = heartbeat(r, cfg, "component");
-    char a[32], b[32], key[512];
+    struct console_liveness live_sb, live_comp;
+    char key[512];
     redisReply *rep;
     long long xlen = 0;
 
@@ -327,8 +253,8 @@ static int cmd_summary(redisContext *r, const struct offhook_config *cfg)
     if (rep->type == REDIS_REPLY_INTEGER)
         xlen = rep->integer;
     freeReplyObject(rep);
-    ago(sb, a, sizeof a);
-    ago(comp, b, sizeof b);
+    console_liveness(cfg, "sipbridge", timeout_ms, &live_sb);
+    console_liveness(cfg, "component", timeout_ms, &live_comp);
     if (json) {
         printf("{\"users\":%zu,\"states\":{", cfg->nusers);
         for (int s = 0; s < US__COUNT; s++)
@@ -337,6 +263,8 @@ static int cmd_summary(redisContext *r, const struct offhook_config *cfg)
                ",\"events\":%lld,\"redis\":",
                sb, comp, xlen);
         json_str(server);
+        daemon_json("sipbridge", &live_sb);
+        daemon_json("component", &live_comp);
         printf("}\n");
         return 0;
     }
@@ -347,9 +275,12 @@ static int cmd_summary(redisContext *r, const struct offhook_config *cfg)
         if (counts[s])
             printf("  %-9s %d\n", user_state_name((enum user_state)s), counts[s]);
     }
-    printf("sipbridge:  %s (heartbeat %s)\n", sb ? "alive" : "not running", a);
-    printf("component:  %s (heartbeat %s)\n", comp ? "alive" : "not running", b);
+    daemon_line("sipbridge:", &live_sb, sb);
+    daemon_line("component:", &live_comp, comp);
     printf("events:     %lld in the stream\n", xlen);
+    if (!sb)
+        printf("note:       without sipbridge's heartbeat the component shows every phone as "
+               "unknown\n");
     return 0;
 }
 
@@ -359,7 +290,9 @@ static int cmd_status(redisContext *r, const struct offhook_config *cfg, const c
     const struct cfg_user *u;
     struct user_record rec;
     redisReply *subs, *watchers;
-    bool have;
+    struct console_liveness live;
+    int64_t beat;
+    bool have, is_live;
 
     if (jid_to_bare(arg, bare, sizeof bare) < 0 ||
         !((u = config_user_by_jid(cfg, bare)) || (u = config_user_by_contact(cfg, bare)))) {
@@ -373,8 +306,17 @@ static int cmd_status(redisContext *r, const struct offhook_config *cfg, const c
     watchers = cmd(r, "SMEMBERS %s", key);
     ago(have ? rec.since_ms : 0, since, sizeof since);
     ago(have ? rec.event_us / 1000 : 0, last, sizeof last);
+    /* What Redis holds is true only while sipbridge keeps it: its heartbeat says so. */
+    beat = heartbeat(r, cfg, "sipbridge");
+    console_liveness(cfg, "sipbridge", timeout_ms, &live);
+    is_live = beat != 0;
     if (json) {
-        printf("{\"jid\":");
+        printf("{\"live\":%s,\"sipbridge_heartbeat_ms\":%" PRId64 ",\"sipbridge_running\":%s,",
+               is_live ? "true" : "false", beat,
+               !live.configured || (live.outcome != CTLC_OK && live.outcome != CTLC_DOWN)
+                   ? "null"
+                   : live.outcome == CTLC_OK ? "true" : "false");
+        printf("\"jid\":");
         json_str(u->jid);
         printf(",\"contact\":");
         json_str(u->contact);
@@ -411,7 +353,20 @@ static int cmd_status(redisContext *r, const struct offhook_config *cfg, const c
         if (have)
             printf(" (since %s; %s call; phone %s%s)", since, call_dir_name(rec.dir),
                    phone_reach_name(rec.reach), rec.dnd ? "; DND" : "");
-        printf("\nlast event: %s\nsubscriptions:\n", last);
+        printf("\nlast event: %s\n", last);
+        if (is_live) {
+            char b[64];
+            beat_text(beat, b, sizeof b);
+            printf("live:       yes (sipbridge's heartbeat %s)\n", b);
+        } else {
+            printf("live:       NO: sipbridge's heartbeat is missing (none in the last %d s)%s%s; "
+                   "this is the last state it wrote, and watchers are shown \"unknown\" "
+                   "(offhookctl user %s tells more)\n",
+                   STORE_HEARTBEAT_TTL_MS / 1000,
+                   live.configured && live.outcome != CTLC_OK ? "; " : "",
+                   live.configured && live.outcome != CTLC_OK ? live.error : "", u->jid);
+        }
+        printf("subscriptions:\n");
         for (size_t i = 0; subs->type == REDIS_REPLY_ARRAY && i + 1 < subs->elements; i += 2) {
             char state[64] = "", when[32];
             long long at = 0;
@@ -530,46 +485,81 @@ static int cmd_check(const struct offhook_config *cfg, unsigned which)
     }
     if (json)
         printf("],\"ok\":%s}\n", failed ? "false" : "true");
-    return failed ? 4 : 0;
+    return failed ? EXIT_CHECK : EXIT_OK;
 }
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: offhookctl [-c FILE] [--json] COMMAND [ARG...]\n"
-                 "Reads offhook's state from Redis; checks what offhook needs to reach.\n\n"
+    fprintf(out, "Usage: offhookctl [-c FILE] [--json] [-t SECONDS] [-d DAEMON] COMMAND [ARG...]\n"
+                 "What offhook knows: from Redis, from the running daemons, and whether it\n"
+                 "reaches its upstreams.\n\n"
+                 "From Redis (whether or not the daemons run):\n"
                  "  status [JID]   a user's phone state, subscriptions and watchers (JID: the\n"
-                 "                 chat user or the phone contact); without JID, a summary\n"
+                 "                 chat user or the phone contact), and whether that state is\n"
+                 "                 live; without JID, a summary with each daemon's liveness\n"
                  "  users          every configured user, phone contact and state\n"
                  "  resync [JID]   ask the component to send every (or one) user's state again\n"
+                 "From the running daemons (their control sockets):\n"
+                 "  subscriptions [--state STATE] [--aor AOR] [--user JID]\n"
+                 "                 sipbridge's subscriptions: state, last SIP answer, last\n"
+                 "                 NOTIFY, next try (STATE: queued, subscribing, pending,\n"
+                 "                 active, backoff, down, failed)\n"
+                 "  user JID       why a user shows what it shows: the state and the source\n"
+                 "                 and dialog behind it, each subscription, what each watcher\n"
+                 "                 was sent and when, refused watchers, PEP\n"
+                 "  trace [JID|AOR [--for DURATION] [--bodies] [--off]]\n"
+                 "                 that user's SIP messages and decisions at debug level in\n"
+                 "                 the daemons' logs, for DURATION (default 10m); no argument:\n"
+                 "                 the traces running\n"
+                 "  loglevel [LEVEL]  show or set the log level (until the next reload)\n"
+                 "  config         the running values, and where the file differs\n"
+                 "  reload         reload the configuration, with the result\n"
+                 "Checks:\n"
                  "  check [redis|xmpp|pbx...]\n"
                  "                 try Redis (AUTH, PING, role), the XMPP server (an XEP-0114\n"
                  "                 handshake with the configured secret) and the PBX (SIP\n"
                  "                 OPTIONS); one verdict each (default: all three)\n\n"
                  "  -c, --config FILE   configuration (default /etc/offhook/offhook.conf)\n"
                  "  -j, --json          machine-readable output\n"
-                 "  -t, --timeout SECONDS  for each check (default 3)\n"
+                 "  -t, --timeout SECONDS  for each check (default 3), or the longest a\n"
+                 "                      daemon may stay silent (default 10)\n"
+                 "  -d, --daemon sipbridge|component  ask only that one (loglevel, config,\n"
+                 "                      reload, trace, user)\n"
                  "  -h, --help, -V, --version\n\n"
                  "Exit status: 0 ok, 1 bad argument, 2 usage or configuration, 3 Redis\n"
-                 "unreachable or failing, 4 a check failed.\n");
+                 "unreachable or failing, 4 a check failed, 5 a daemon could not be asked\n"
+                 "(not running, no permission, no answer), 6 a daemon refused or failed the\n"
+                 "request.\n");
 }
 
 int main(int argc, char **argv)
 {
+    enum { OPT_STATE = 256, OPT_AOR, OPT_USER, OPT_FOR, OPT_BODIES, OPT_OFF };
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"timeout", required_argument, NULL, 't'},
+                                         {"daemon", required_argument, NULL, 'd'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
+                                         /* the daemons' commands' own options */
+                                         {"state", required_argument, NULL, OPT_STATE},
+                                         {"aor", required_argument, NULL, OPT_AOR},
+                                         {"user", required_argument, NULL, OPT_USER},
+                                         {"for", required_argument, NULL, OPT_FOR},
+                                         {"bodies", no_argument, NULL, OPT_BODIES},
+                                         {"off", no_argument, NULL, OPT_OFF},
                                          {NULL, 0, NULL, 0}};
     const char *path = "/etc/offhook/offhook.conf";
+    struct console_opts copts = {.daemons = CONSOLE_BOTH};
     struct offhook_config cfg = {0};
     struct cfg_errors errs = {0};
+    bool timeout_given = false, console = false, cmd_opts = false;
     redisContext *r;
     unsigned checks = 0;
     long secs;
     int c, rc;
 
-    while ((c = getopt_long(argc, argv, "c:jt:hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:jt:d:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             path = optarg;
@@ -580,29 +570,71 @@ int main(int argc, char **argv)
         case 't':
             if (str_parse_long(optarg, 1, 60, &secs) < 0) {
                 fprintf(stderr, "offhookctl: --timeout takes 1 to 60 seconds\n");
-                return 2;
+                return EXIT_USAGE;
             }
             timeout_ms = (int)secs * 1000;
+            timeout_given = true;
+            break;
+        case 'd':
+            if (strcmp(optarg, "sipbridge") == 0)
+                copts.daemons = CONSOLE_SIPBRIDGE;
+            else if (strcmp(optarg, "component") == 0)
+                copts.daemons = CONSOLE_COMPONENT;
+            else {
+                fprintf(stderr, "offhookctl: --daemon is sipbridge or component\n");
+                return EXIT_USAGE;
+            }
+            break;
+        case OPT_STATE:
+            copts.state = optarg;
+            cmd_opts = true;
+            break;
+        case OPT_AOR:
+            copts.aor = optarg;
+            cmd_opts = true;
+            break;
+        case OPT_USER:
+            copts.user = optarg;
+            cmd_opts = true;
+            break;
+        case OPT_FOR:
+            if (ctlproto_duration(optarg, 1, 86400, &secs) < 0) {
+                fprintf(stderr, "offhookctl: --for takes a duration from 1s to 24h (90s, 10m, "
+                                "2h)\n");
+                return EXIT_USAGE;
+            }
+            copts.duration = optarg;
+            cmd_opts = true;
+            break;
+        case OPT_BODIES:
+            copts.bodies = true;
+            cmd_opts = true;
+            break;
+        case OPT_OFF:
+            copts.off = true;
+            cmd_opts = true;
             break;
         case 'h':
             usage(stdout);
-            return 0;
+            return EXIT_OK;
         case 'V':
             printf("offhookctl %s\n", OFFHOOK_VERSION);
-            return 0;
+            return EXIT_OK;
         default:
             usage(stderr);
-            return 2;
+            return EXIT_USAGE;
         }
     }
     if (optind < argc && strcmp(argv[optind], "check") == 0)
         checks = check_selection(argc - optind - 1, argv + optind + 1);
+    console = optind < argc && console_is_command(argv[optind]);
     if (optind >= argc ||
         !((strcmp(argv[optind], "users") == 0 && optind + 1 == argc) ||
           (strcmp(argv[optind], "status") == 0 && optind + 2 >= argc) ||
-          (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc) || checks)) {
+          (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc) || checks || console) ||
+        (cmd_opts && !console)) {
         usage(stderr);
-        return 2; /* before touching the config or Redis */
+        return EXIT_USAGE; /* before touching the config or Redis */
     }
     /* Least privilege: only the secrets the command uses are read (check xmpp needs the
      * component's; nothing needs the SIP password: OPTIONS is not authenticated here). */
@@ -612,11 +644,24 @@ int main(int argc, char **argv)
         cfg_errors_print(&errs, stderr);
         cfg_errors_free(&errs);
         config_free(&cfg);
-        return 2;
+        return EXIT_USAGE;
     }
     cfg_errors_free(&errs);
     if (checks) {
         rc = cmd_check(&cfg, checks);
+        config_free(&cfg);
+        return rc;
+    }
+    if (console) {
+        copts.json = json;
+        copts.timeout_ms = timeout_given ? timeout_ms : 10000;
+        /* With a directory, who the users are is in Redis: read it if Redis answers (the
+         * daemons are asked either way). */
+        if (cfg.dir_ldap && (r = redisread_connect(&cfg, server, sizeof server, NULL, 0))) {
+            (void)redisread_directory_users(r, &cfg);
+            redisFree(r);
+        }
+        rc = console_run(&cfg, argv[optind], argc - optind - 1, argv + optind + 1, &copts);
         config_free(&cfg);
         return rc;
     }
@@ -632,7 +677,7 @@ int main(int argc, char **argv)
         rc = cmd_resync(r, &cfg, optind + 1 < argc ? argv[optind + 1] : NULL);
     else {
         usage(stderr);
-        rc = 2;
+        rc = EXIT_USAGE;
     }
     redisFree(r);
     config_free(&cfg);
