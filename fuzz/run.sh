@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 secs=${1:-60}
 shift || true
-all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router ctlcheck directory)
+all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router ctlcheck directory ctlproto)
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
@@ -44,6 +44,7 @@ max_len() {
     directory) echo 16384 ;;     # DIR_MAX_JID is 1024; a few records of each limit
     router) echo 70000 ;;        # past [component] max_stanza (65536)
     ctlcheck) echo 20000 ;;      # past offhookctl's 16 KiB XMPP buffer
+    ctlproto) echo 8192 ;;       # several request lines past CTL_LINE_MAX (1024)
     *) echo "run.sh: unknown target '$1'" >&2; return 1 ;;
   esac
 }
