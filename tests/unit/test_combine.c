@@ -223,11 +223,58 @@ static void test_combine_forget(void **state)
     assert_null(view.remote);
 }
 
+/* What decided the state (offhookctl user's "why"): the source and dialog that won, the
+ * one the rules pick, never another. */
+static void test_combine_says_what_decided(void **state)
+{
+    char d1[] = "ringing/in,on_hold/out", d2[] = "on_call/in";
+    struct combine_source a = {0}, b = {0}, pres = {0};
+    const struct combine_source *srcs[] = {&a, &pres, &b};
+    struct combine_view view;
+
+    a.pkg = b.pkg = COMBINE_DIALOG;
+    a.heard = b.heard = true;
+    b.phone = 1;
+    dialogs_from(&a, d1, 0);
+    pres.pkg = COMBINE_PRESENCE;
+    pres.heard = true;
+    pres.reach = REACH_ONLINE;
+    combine_user(srcs, 3, false, &view);
+    /* The second phone's call beats the first phone's held call and ringing. */
+    dialogs_from(&b, d2, 0);
+    combine_user(srcs, 3, false, &view);
+    assert_int_equal(view.state, US_ON_CALL);
+    assert_int_equal(view.source, 2);
+    assert_non_null(view.dialog);
+    assert_string_equal(view.dialog->id, "d0");
+    assert_ptr_equal(view.dialog, &b.dlg.dialogs[0]);
+    /* Without it, the held call on the first phone decides. */
+    combine_forget(&b);
+    combine_user(srcs, 3, false, &view);
+    assert_int_equal(view.state, US_ON_HOLD);
+    assert_int_equal(view.source, 0);
+    assert_string_equal(view.dialog->id, "d1");
+    /* No call: nothing decided by a dialog. */
+    combine_forget(&a);
+    combine_user(srcs, 3, false, &view);
+    assert_int_equal(view.state, US_IDLE);
+    assert_int_equal(view.source, -1);
+    assert_null(view.dialog);
+    /* Without dialog events, PIDF's on-the-phone decides, with no dialog. */
+    pres.on_phone = true;
+    combine_user((const struct combine_source *const[]){&pres}, 1, false, &view);
+    assert_int_equal(view.state, US_ON_CALL);
+    assert_int_equal(view.source, 0);
+    assert_null(view.dialog);
+    combine_forget(&pres);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_combine_table),
         cmocka_unit_test(test_combine_forget),
+        cmocka_unit_test(test_combine_says_what_decided),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
