@@ -130,7 +130,7 @@ enum ctlclient_outcome ctlclient_ask(const char *path, const char *line, int tim
     struct ctlclient_parser p = {0};
     char req[CTL_LINE_MAX + 2], buf[65536];
     size_t llen = strlen(line);
-    int fd;
+    int fd, send_err;
 
     memset(r, 0, sizeof *r);
     sbuf_init(&r->body);
@@ -153,10 +153,8 @@ enum ctlclient_outcome ctlclient_ask(const char *path, const char *line, int tim
     }
     memcpy(req, line, llen);
     req[llen] = '\n';
-    if (send_all(fd, req, llen + 1, timeout_ms) < 0) {
-        close(fd);
-        return fail(r, CTLC_BROKEN, "cannot send the request", errno);
-    }
+    /* A daemon that hangs up at once (too many clients) has said why first: read it. */
+    send_err = send_all(fd, req, llen + 1, timeout_ms) < 0 ? (errno ? errno : ETIMEDOUT) : 0;
     while (!ctlclient_done(&p)) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int rc = poll(&pfd, 1, timeout_ms);
@@ -171,11 +169,14 @@ enum ctlclient_outcome ctlclient_ask(const char *path, const char *line, int tim
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
+            int e = n < 0 ? errno : 0;
             close(fd);
+            if (send_err && p.stage == ST_STATUS)
+                return fail(r, CTLC_BROKEN, "cannot send the request", send_err);
             return fail(r, CTLC_BROKEN, n < 0 ? "connection lost" : "connection closed "
                                                                     "before the end of the "
                                                                     "answer",
-                        n < 0 ? errno : 0);
+                        e);
         }
         {
             long used = 0;

@@ -643,8 +643,16 @@ int main(int argc, char **argv)
     if (config_load(path, &cfg, &errs) != 0) {
         cfg_errors_print(&errs, stderr);
         cfg_errors_free(&errs);
-        config_free(&cfg);
-        return EXIT_USAGE;
+        if (!console) {
+            config_free(&cfg);
+            return EXIT_USAGE;
+        }
+        /* The daemons run on what they loaded before: they can still be asked (where
+         * their sockets are is taken from the file as far as it reads, else the
+         * defaults), and "reload" then gets their own verdict on the file. */
+        fprintf(stderr, "offhookctl: %s has problems (a reload would be refused); asking the "
+                        "daemons anyway\n",
+                path);
     }
     cfg_errors_free(&errs);
     if (checks) {
