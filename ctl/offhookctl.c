@@ -169,6 +169,17 @@ static void beat_text(int64_t ms, char *out, size_t len)
     snprintf(out, len, "%s", a);
 }
 
+/* "sipbridge is not running (...)" after "sipbridge:" reads "not running (...)". */
+static const char *error_without(const char *error, const char *label)
+{
+    size_t n = strcspn(label, ":");
+
+    if (strncmp(error, label, n) != 0 || error[n] != ' ')
+        return error;
+    error += n + 1;
+    return strncmp(error, "is ", 3) == 0 ? error + 3 : error;
+}
+
 /* One line on a daemon: what its control socket says (or why it cannot), its heartbeat. */
 static void daemon_line(const char *role, const struct console_liveness *l, int64_t beat)
 {
@@ -182,7 +193,7 @@ static void daemon_line(const char *role, const struct console_liveness *l, int6
         printf("running, %s%s%s (pid %ld, up %lld s); ", l->ready ? "ready" : "not ready: ",
                l->ready ? "" : l->not_ready, "", l->pid, l->uptime_s);
     else
-        printf("%s; ", l->error);
+        printf("%s; ", error_without(l->error, role));
     printf("heartbeat %s\n", b);
 }
 

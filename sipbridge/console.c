@@ -209,6 +209,12 @@ static enum ctl_result run_subscriptions(void *arg, struct ctl_call *c)
 
 /* ---- user ------------------------------------------------------------------------------ */
 
+/* " incoming", " outgoing" or "" (a PBX that does not say: pbxsim, some Kamailios). */
+static const char *dir_word(enum call_dir d)
+{
+    return d == DIR_INCOMING ? " incoming" : d == DIR_OUTGOING ? " outgoing" : "";
+}
+
 /* Why the user shows what combine.c made of their sources, in words (and its kind). */
 static const char *why_text(const struct bridge_user_view *v, char *out, size_t len)
 {
@@ -219,9 +225,9 @@ static const char *why_text(const struct bridge_user_view *v, char *out, size_t 
     if (now->source >= 0) {
         const struct bridge_source_view *s = &v->src[now->source];
         if (now->dialog)
-            snprintf(out, len, "dialog %.64s is %s (%s%s) on %s's dialog events", now->dialog->id,
-                     dlg_state_name(now->dialog->state), call_dir_name(now->dialog->dir),
-                     now->dialog->held ? ", held" : "", s->aor);
+            snprintf(out, len, "dialog %.64s is %s%s%s, on %s's dialog events",
+                     now->dialog->id, dlg_state_name(now->dialog->state),
+                     dir_word(now->dialog->dir), now->dialog->held ? ", held" : "", s->aor);
         else
             snprintf(out, len, "%s's PIDF says on-the-phone (no dialog events subscribed)",
                      s->aor);
@@ -294,9 +300,8 @@ static void said_text(const struct bridge_source_view *sv, char *out, size_t len
                                 s->dlg.ndialogs == 1 ? "" : "s");
         for (int i = 0; i < s->dlg.ndialogs && used + 1 < len; i++) {
             const struct merge_dialog *d = &s->dlg.dialogs[i];
-            int w = snprintf(out + used, len - used, "%s%.40s %s %s%s", i ? ", " : ": ", d->id,
-                             dlg_state_name(d->state), call_dir_name(d->dir),
-                             d->held ? " held" : "");
+            int w = snprintf(out + used, len - used, "%s%.40s %s%s%s", i ? ", " : ": ", d->id,
+                             dlg_state_name(d->state), dir_word(d->dir), d->held ? " held" : "");
             if (w < 0 || (size_t)w >= len - used)
                 break;
             used += (size_t)w;
@@ -324,8 +329,9 @@ static void user_text(struct ctl_call *c, const struct bridge_user_view *v)
     ctl_printf(c, "user:     %s\n", v->jid);
     if (v->stored) {
         ctlcommon_ago(v->rec.since_ms, t1, sizeof t1);
-        ctl_printf(c, "state:    %s (since %s; %s call; phone %s%s)\n", user_state_name(v->rec.state),
-                   t1, call_dir_name(v->rec.dir), phone_reach_name(v->rec.reach),
+        ctl_printf(c, "state:    %s (since %s%s%s; phone %s%s)\n",
+                   user_state_name(v->rec.state), t1, v->rec.dir != DIR_NONE ? ";" : "",
+                   dir_word(v->rec.dir), phone_reach_name(v->rec.reach),
                    v->rec.dnd ? "; DND" : "");
     } else {
         ctl_printf(c, "state:    none written yet (unknown to watchers)\n");
