@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ struct client {
     bool waiting;                 /* ... and waits for the client to read (CTL_MORE) */
     bool closing;                 /* close once what is queued is written */
     bool eof;                     /* the client will send nothing more */
+    int64_t partial_since_ms;     /* mono: a request line began and has no LF yet (0: no) */
     bool dead;
     long uid, pid;                /* the peer (SO_PEERCRED), -1 unknown */
 };
@@ -357,13 +359,23 @@ static void serve_input(struct client *cl)
         int rc;
 
         if (eol.pos < 0) {
-            if (evbuffer_get_length(in) > CTL_LINE_MAX + 1) {
+            size_t have = evbuffer_get_length(in);
+            if (have > CTL_LINE_MAX + 1) {
                 why = "request line too long";
+                goto bad;
+            }
+            /* A line trickled in a byte at a time never times out as idle: it gets as
+             * long as an idle client, counted from its first byte. */
+            if (have && !cl->partial_since_ms)
+                cl->partial_since_ms = clock_mono_ms();
+            if (have && clock_mono_ms() - cl->partial_since_ms > CTL_IDLE_TIMEOUT_S * 1000) {
+                why = "request line not finished in time";
                 goto bad;
             }
             idle_after_eof(cl); /* after an EOF, a last line without LF is not a request */
             return;
         }
+        cl->partial_since_ms = 0;
         n = (size_t)eol.pos;
         if (n > CTL_LINE_MAX + 1) {
             why = "request line too long";

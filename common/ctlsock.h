@@ -7,8 +7,9 @@
  * The loop is never held up by a client: a request line is at most CTL_LINE_MAX bytes,
  * each turn of a command writes about CTL_TURN_BYTES at most (a long answer is produced
  * turn by turn, as the client reads it), at most CTL_MAX_CLIENTS are served at once (one
- * more is told "busy" and closed), and a client that sends no request for
- * CTL_IDLE_TIMEOUT_S or reads nothing for CTL_WRITE_TIMEOUT_S is dropped. */
+ * more is told "busy" and closed), and a client that sends no request (or no whole
+ * request line) for CTL_IDLE_TIMEOUT_S or reads nothing for CTL_WRITE_TIMEOUT_S is
+ * dropped. */
 #ifndef OFFHOOK_CTLSOCK_H
 #define OFFHOOK_CTLSOCK_H
 
