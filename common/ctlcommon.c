@@ -94,7 +94,7 @@ static void on_trace_end(evutil_socket_t fd, short what, void *arg)
 
     for (int i = 0; i < CTL_TRACES_MAX; i++) {
         if (traces[i].who[0] && traces[i].t.until_ms <= now) {
-            log_notice("control", "event=trace_ended who=%s reason=time", traces[i].who);
+            log_notice("control", "event=trace_ended who=%s reason=time", log_q(traces[i].who));
             traces[i].who[0] = '\0';
         }
     }
@@ -216,12 +216,13 @@ static enum ctl_result run_trace(void *arg, struct ctl_call *c)
     if (off) {
         if (e)
             e->who[0] = '\0';
-        log_notice("control", "event=trace_ended who=%s reason=off", who);
+        log_notice("control", "event=trace_ended who=%s reason=off", log_q(who));
     } else {
         str_copy(e->who, sizeof e->who, who);
         e->t = t;
         e->objects = n;
-        log_notice("control", "event=trace_started who=%s objects=%d for_s=%ld bodies=%s", who,
+        log_notice("control", "event=trace_started who=%s objects=%d for_s=%ld bodies=%s",
+                   log_q(who),
                    n, secs, t.bodies ? "yes" : "no");
     }
     trace_arm();

@@ -9,34 +9,13 @@
 
 #include "strutil.h"
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes available), or 0 if the bytes
- * there are not one (overlong forms, surrogates and values past U+10FFFF included). */
+/* Length of the well-formed UTF-8 character at p (at most n bytes there), 0 if there is
+ * none: strutil's check, the one offhook has, decides. */
 static size_t utf8_seq(const unsigned char *p, size_t n)
 {
-    uint32_t cp;
-    size_t len;
+    size_t len = p[0] < 0x80 ? 1 : p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc0 ? 2 : 0;
 
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        len = 2, cp = p[0] & 0x1f;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-        len = 3, cp = p[0] & 0x0f;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        len = 4, cp = p[0] & 0x07;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
+    return len && len <= n && str_utf8_valid((const char *)p, len) ? len : 0;
 }
 
 int ctlproto_parse(const char *line, size_t len, struct ctl_request *out, const char **err)

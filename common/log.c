@@ -207,35 +207,3 @@ bool log_traced(const struct log_trace *t)
 {
     return t && t->until_ms && clock_mono_ms() < t->until_ms;
 }
-
-size_t log_escape(const char *in, size_t len, char *out, size_t outlen)
-{
-    size_t i = 0, o = 0;
-
-    if (!outlen)
-        return 0;
-    for (; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        char esc[5];
-        size_t n;
-
-        if (c == '\\' || c == '"')
-            esc[0] = '\\', esc[1] = (char)c, n = 2;
-        else if (c == '\n')
-            memcpy(esc, "\\n", 2), n = 2;
-        else if (c == '\r')
-            memcpy(esc, "\\r", 2), n = 2;
-        else if (c == '\t')
-            memcpy(esc, "\\t", 2), n = 2;
-        else if (c < 0x20 || c == 0x7f)
-            n = (size_t)snprintf(esc, sizeof esc, "\\x%02x", c);
-        else
-            esc[0] = (char)c, n = 1;
-        if (o + n >= outlen)
-            break;
-        memcpy(out + o, esc, n);
-        o += n;
-    }
-    out[o] = '\0';
-    return i;
-}

@@ -74,9 +74,5 @@ bool log_traced(const struct log_trace *t); /* t may be NULL */
         if (LOG_DEBUG <= log_level || log_traced(t))                                     \
             log_write(LOG_DEBUG, (subsys), __VA_ARGS__);                                 \
     } while (0)
-/* in (len bytes) as the inside of a quoted log value: \\, \" and control characters
- * escaped (\n, \r, \t, \xNN), cut to fit out (NUL-terminated) at a whole escape.
- * Returns the number of input bytes consumed, so a long value can go in several lines. */
-size_t log_escape(const char *in, size_t len, char *out, size_t outlen);
 
 #endif

@@ -84,18 +84,25 @@ static void full_jid(const struct cuser *u, char *out, size_t len)
     snprintf(out, len, "%s/%s", u->contact, CONTACT_RESOURCE);
 }
 
-/* A traced user's stanza, whole, into the log. */
+/* A traced user's stanza, whole, into the log: in pieces of LOG_Q_MAX bytes, one line
+ * each, quoted as every peer's text is (log_qn). */
 static void trace_stanza(const struct cuser *u, const char *dir, xmpp_stanza_t *st)
 {
-    char *text = NULL, esc[1400];
+    char *text = NULL;
     size_t len = 0;
 
     if (!log_traced(&u->trace) && LOG_DEBUG > log_level)
         return;
     if (xmpp_stanza_to_text(st, &text, &len) != XMPP_EOK)
         return;
-    log_escape(text, len, esc, sizeof esc);
-    log_trace(&u->trace, "publish", "event=trace_stanza user=%s %s=\"%s\"", u->jid, dir, esc);
+    for (size_t off = 0; off < len;) {
+        size_t piece = str_utf8_cut(text + off, len - off, LOG_Q_MAX);
+        if (!piece)
+            piece = 1;
+        log_trace(&u->trace, "publish", "event=trace_stanza user=%s %s=%s offset=%zu len=%zu",
+                  u->jid, dir, log_qn(text + off, piece), off, len);
+        off += piece;
+    }
     xmpp_free(xmpp_stanza_get_context(st), text);
 }
 

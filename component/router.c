@@ -137,7 +137,7 @@ static void handle_presence(struct router *rt, xmpp_stanza_t *st, const struct j
     allowed = users_watcher_allowed(rt->d, u, bare);
     log_trace(&u->trace, "router", "event=trace_presence_in user=%s contact=%s from=%s "
                                    "type=%s allowed=%s",
-              u->jid, u->contact, bare, type ? type : "available", allowed ? "yes" : "no");
+              u->jid, u->contact, bare, type ? log_q(type) : "available", allowed ? "yes" : "no");
     if (!type || strcmp(type, "unavailable") == 0) {
         /* Directed presence: an available one gets ours back, if allowed. */
         if (!type && allowed)

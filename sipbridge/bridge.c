@@ -194,11 +194,11 @@ static void trace_view(struct buser *u, const struct combine_view *v, bool coale
     const struct bsource *win = v->source >= 0 ? &u->src[v->source] : NULL;
 
     log_trace(&u->trace, "bridge", "event=trace_state user=%s state=%s dir=%s reach=%s dnd=%s "
-                                   "decided_by=%s%s%s dialog=%.64s%s",
+                                   "decided_by=%s%s%s dialog=%s%s",
               u->jid, user_state_name(v->state), call_dir_name(v->dir),
               phone_reach_name(v->reach), v->dnd ? "yes" : "no",
               win ? pkgs[win->said.pkg].event : "-", win ? ":" : "", win ? win->aor : "",
-              v->dialog ? v->dialog->id : "-", coalescing ? " coalescing=yes" : "");
+              v->dialog ? log_q(v->dialog->id) : "-", coalescing ? " coalescing=yes" : "");
 }
 
 /* Derives the user's visible state from all their sources and writes it if it changed. */
@@ -433,11 +433,11 @@ static void trace_source(const struct bsource *s)
         return;
     dialogs_text(&s->said.dlg, dialogs, sizeof dialogs);
     log_trace(&s->u->trace, "bridge", "event=trace_source user=%s aor=%s package=%s heard=%s "
-                                      "version=%u reach=%s dnd=%s on_phone=%s dialogs=\"%s\"",
+                                      "version=%u reach=%s dnd=%s on_phone=%s dialogs=%s",
               s->u->jid, s->aor, pkgs[s->said.pkg].event, s->said.heard ? "yes" : "no",
               s->said.pkg == COMBINE_REG ? s->reg_ver.last : s->said.dlg.ver.last,
               phone_reach_name(s->said.reach), s->said.dnd ? "yes" : "no",
-              s->said.on_phone ? "yes" : "no", dialogs);
+              s->said.on_phone ? "yes" : "no", log_q(dialogs));
 }
 
 /* ---- subscription callbacks -------------------------------------------------------- */

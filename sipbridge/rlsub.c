@@ -200,17 +200,18 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
         m->seen = true;
         log_trace(&m->trace, "bridge", "event=trace_list_resource user=%s aor=%s uri=%s "
                                        "state=%s reason=%s body_len=%zu list_version=%u",
-                  m->user, m->aor, r->uri, terminated ? "terminated" : "active",
-                  r->reason[0] ? r->reason : "-", r->body ? r->body_len : 0, doc.version);
-        if (r->body && m->trace.bodies && log_traced(&m->trace)) {
-            char piece[1400];
-            for (size_t off = 0; off < r->body_len;) {
-                size_t used = log_escape(r->body + off, r->body_len - off, piece, sizeof piece);
-                log_trace(&m->trace, "bridge", "event=trace_list_resource_body user=%s "
-                                               "offset=%zu body=\"%s\"",
-                          m->user, off, piece);
-                off += used ? used : r->body_len - off;
-            }
+                  m->user, m->aor, log_q(r->uri), terminated ? "terminated" : "active",
+                  r->reason[0] ? log_q(r->reason) : "-", r->body ? r->body_len : 0,
+                  doc.version);
+        for (size_t off = 0; r->body && m->trace.bodies && log_traced(&m->trace) &&
+                             off < r->body_len;) {
+            size_t piece = str_utf8_cut(r->body + off, r->body_len - off, LOG_Q_MAX);
+            if (!piece)
+                piece = 1;
+            log_trace(&m->trace, "bridge", "event=trace_list_resource_body user=%s offset=%zu "
+                                           "body=%s",
+                      m->user, off, log_qn(r->body + off, piece));
+            off += piece;
         }
         if (terminated) {
             problem(m, "terminated", r->reason[0] ? r->reason : "no reason");

@@ -404,9 +404,9 @@ static void on_response(void *owner, int status, const char *phrase, long expire
     uint64_t held = 0;
     long wait_ms;
 
-    log_trace(&s->trace, "sip", "event=trace_response aor=%s package=%s status=%d phrase=\"%s\" "
+    log_trace(&s->trace, "sip", "event=trace_response aor=%s package=%s status=%d phrase=%s "
                                 "expires=%ld retry_after=%ld probe=%s%s",
-              s->aor, s->event, status, phrase ? phrase : "", expires, retry_after,
+              s->aor, s->event, status, log_q(phrase), expires, retry_after,
               probe ? "yes" : "no", s->queued ? " dialog=old" : "");
     s->last_status = status;
     str_copy_utf8(s->last_phrase, sizeof s->last_phrase, phrase ? phrase : "");
@@ -560,29 +560,25 @@ static void on_stash(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A NOTIFY as it came, into the trace: its headers of interest and, when the operator
- * asked for bodies, the body escaped, in as many lines as it takes (each names the offset
- * it starts at). */
+ * asked for bodies, the body in pieces of LOG_Q_MAX bytes, one line each (each names the
+ * offset it starts at), quoted as every peer's text is (log_qn). */
 static void trace_notify(struct subscription *s, const struct sipua_notify *n,
                          const char *substate)
 {
-    char ctype[128], piece[1400];
-    size_t off = 0;
-
-    log_escape(n->content_type ? n->content_type : "", n->content_type ? strlen(n->content_type)
-                                                                        : 0,
-               ctype, sizeof ctype);
     log_trace(&s->trace, "sip", "event=trace_notify aor=%s package=%s substate=%s reason=%s "
-                                "expires=%ld content_type=\"%s\" len=%zu%s",
-              s->aor, s->event, substate, n->reason ? n->reason : "-", n->expires, ctype, n->len,
-              s->queued ? " dialog=old" : "");
+                                "expires=%ld content_type=%s len=%zu%s",
+              s->aor, s->event, log_q(substate), n->reason ? log_q(n->reason) : "-",
+              n->expires, log_q(n->content_type), n->len, s->queued ? " dialog=old" : "");
     if (!n->body || !s->trace.bodies || !log_traced(&s->trace))
         return;
-    while (off < n->len) {
-        size_t used = log_escape(n->body + off, n->len - off, piece, sizeof piece);
+    for (size_t off = 0; off < n->len;) {
+        size_t piece = str_utf8_cut(n->body + off, n->len - off, LOG_Q_MAX);
+        if (!piece)
+            piece = 1;
         log_trace(&s->trace, "sip", "event=trace_notify_body aor=%s package=%s offset=%zu "
-                                    "len=%zu body=\"%s\"",
-                  s->aor, s->event, off, n->len, piece);
-        off += used ? used : n->len - off;
+                                    "len=%zu body=%s",
+                  s->aor, s->event, off, n->len, log_qn(n->body + off, piece));
+        off += piece;
     }
 }
 
