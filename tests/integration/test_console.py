@@ -194,7 +194,8 @@ def test_user_says_why(live):
     assert bob["last_sent"]["presence"]["status"] == "On the phone"
     assert bob["last_sent"]["how"] == "change"
     assert time.time() * 1000 - bob["last_sent"]["at_ms"] < 120000
-    assert cj["pep"]["enabled"] is True and cj["pep"]["granted"] is False
+    assert cj["pep"]["enabled"] is True and cj["pep"]["may_set"] is False
+    assert cj["pep"]["nodes"] == []  # no grant: nothing read or written
 
     rc, out, err = ctl(s, "user", "mallory@localhost")
     assert rc == 1 and "not a configured user" in err
@@ -502,3 +503,30 @@ def test_why_offline_pbx_refusing(stack_factory):
     assert "record:   none from sipbridge" in out
     rc, out, err = ctl(s, "subscriptions", "--state", "backoff")
     assert rc == 0 and "403 Forbidden" in out and "404 Not Found" in out
+
+
+def test_user_shows_pep(stack_factory):
+    """Where the server grants XEP-0356, user says what became of alice's PEP nodes: in
+    step with her call, and the server's last answer."""
+    s = stack_factory(privilege=True, loglevel="info")
+    s.start_component()
+    wait_until(lambda: "event=grant domain=localhost" in s.component.log()
+               or "pep=on" in s.component.log(), what="the server's <privilege/>")
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    s.start_sipbridge(wait_ready=True)
+    pbx.set(1001, "on_call")
+
+    def nodes():
+        cj = ctl_json(s, "-d", "component", "user", "alice@localhost")["component"]
+        return cj["pep"], {n["node"]: n for n in cj["pep"]["nodes"]}
+    wait_until(lambda: nodes()[1].get("activity", {}).get("in_sync")
+               and nodes()[1]["activity"]["answer_to"] == "write", what="activity written")
+    pep, by = nodes()
+    assert pep["advertised"] and pep["may_get"] and pep["may_set"]
+    assert by["activity"]["result"] == "ok" and by["activity"]["model"] == "presence"
+    assert by["activity"]["answer_ms"] > 0 and not by["activity"]["busy"]
+    rc, out, err = ctl(s, "-d", "component", "user", "alice@localhost")
+    assert rc == 0, err
+    assert "pep:      on (pubsub get and set granted)" in out
+    line = [l for l in out.splitlines() if l.strip().startswith("activity")][0]
+    assert "as the view wants" in line and "last write answered" in line and " ok" in line
