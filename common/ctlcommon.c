@@ -340,6 +340,18 @@ static void users_diff(struct ctl_call *c, const struct offhook_config *run,
     const char *kinds[] = {"added", "removed", "changed"};
     bool json = ctl_json(c);
 
+    /* With a directory the file lists nobody: the users in force are the directory's. */
+    if (run->dir_ldap) {
+        if (json)
+            ctl_printf(c, ",\"users\":{\"running\":%zu,\"from\":\"directory\"}",
+                       run->nusers);
+        else
+            ctl_printf(c, "users: %zu in force, from the directory ([directory] source = "
+                          "ldap)\n",
+                       run->nusers);
+        return;
+    }
+
     if (json)
         ctl_printf(c, ",\"users\":{\"running\":%zu,\"file\":%zu", run->nusers, file->nusers);
     else
