@@ -3,14 +3,20 @@ simulator), a subscribe ramp, then call-state changes at a steady rate.
 
 Prints one JSON line per run with: time to establish N subscriptions, sipbridge RSS before
 subscribing and after, RSS per subscription, CPU seconds during the ramp, CPU seconds per
-1,000 NOTIFYs during the event phase, events applied (Redis stream length).
+1,000 NOTIFYs during the event phase, events applied (Redis stream length). With
+--console K, then K back-to-back `offhookctl subscriptions` listings of all N during the
+same event load: seconds and bytes per listing, sipbridge's CPU seconds per listing
+(beyond the event load's), and the NOTIFYs applied per second meanwhile (the listing is
+written turn by turn from the daemon's loop: they should not drop).
 
     python3 bench/scale_sipbridge.py --users 1000 --rate 1000 --events 500 --seconds 20
+    python3 bench/scale_sipbridge.py --users 10000 --rate 2000 --events 200 --console 5
 """
 
 import argparse
 import json
 import os
+import subprocess
 import time
 
 from lib import EXT0  # first: it puts tests/integration (the harness) on the path
@@ -19,7 +25,16 @@ from harness import (Daemon, Proc, Redis, Workdir, binary, free_port, offhook_co
                      wait_until)
 
 
-def run(users, rate, events, seconds, active):
+def listings(cfg, k):
+    """k `offhookctl subscriptions` in a row: (seconds, bytes of the last, lines of it)."""
+    t0 = time.monotonic()
+    for _ in range(k):
+        r = subprocess.run([binary("offhookctl"), "-c", cfg, "subscriptions"],
+                           capture_output=True, check=True)
+    return time.monotonic() - t0, len(r.stdout), r.stdout.count(b"\n")
+
+
+def run(users, rate, events, seconds, active, console=0):
     wd = Workdir("offhook-bench-")
     out = {"users": users, "subscribe_rate": rate, "event_rate": events}
     procs = []   # stopped in reverse order, whatever happens
@@ -61,6 +76,19 @@ def run(users, rate, events, seconds, active):
         out["cpu_s_per_1000_notifies"] = round((cpu2 - cpu1) / max(1, n1 - n0) * 1000, 4)
         out["rss_after_events_mib"] = round(rss2 / 2**20, 1)
         out["stream_len"] = int(redis.cli("XLEN", "offhook:events") or 0)
+        if console:
+            base_cpu_per_s = (cpu2 - cpu1) / seconds
+            n2 = sb.metrics().get('offhook_notifies_total{package="dialog"}', 0)
+            took, size, lines = listings(cfg, console)
+            cpu3, _ = proc_stat(sb.p.pid)
+            n3 = sb.metrics().get('offhook_notifies_total{package="dialog"}', 0)
+            out["console_listings"] = console
+            out["console_s_per_listing"] = round(took / console, 3)
+            out["console_bytes_per_listing"] = size
+            out["console_lines_per_listing"] = lines
+            out["console_cpu_s_per_listing"] = round(
+                max(0.0, (cpu3 - cpu2) - base_cpu_per_s * took) / console, 3)
+            out["notifies_per_s_while_listing"] = round((n3 - n2) / took, 1)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -75,8 +103,11 @@ def main():
     ap.add_argument("--events", type=float, default=200, help="call-state changes per second")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--active", type=int, default=0, help="users that get events (0 = all)")
+    ap.add_argument("--console", type=int, default=0,
+                    help="then this many offhookctl subscriptions listings")
     a = ap.parse_args()
-    print(json.dumps(run(a.users, a.rate, a.events, a.seconds, a.active)), flush=True)
+    print(json.dumps(run(a.users, a.rate, a.events, a.seconds, a.active, a.console)),
+          flush=True)
 
 
 if __name__ == "__main__":
