@@ -197,7 +197,7 @@ static void trace_view(struct buser *u, const struct combine_view *v, bool coale
                                    "decided_by=%s%s%s dialog=%s%s",
               u->jid, user_state_name(v->state), call_dir_name(v->dir),
               phone_reach_name(v->reach), v->dnd ? "yes" : "no",
-              win ? pkgs[win->said.pkg].event : "-", win ? ":" : "", win ? win->aor : "",
+              win ? pkgs[win->said.pkg].event : "-", win ? ":" : "", win ? log_q(win->aor) : "",
               v->dialog ? log_q(v->dialog->id) : "-", coalescing ? " coalescing=yes" : "");
 }
 
@@ -434,7 +434,7 @@ static void trace_source(const struct bsource *s)
     dialogs_text(&s->said.dlg, dialogs, sizeof dialogs);
     log_trace(&s->u->trace, "bridge", "event=trace_source user=%s aor=%s package=%s heard=%s "
                                       "version=%u reach=%s dnd=%s on_phone=%s dialogs=%s",
-              s->u->jid, s->aor, pkgs[s->said.pkg].event, s->said.heard ? "yes" : "no",
+              s->u->jid, log_q(s->aor), pkgs[s->said.pkg].event, s->said.heard ? "yes" : "no",
               s->said.pkg == COMBINE_REG ? s->reg_ver.last : s->said.dlg.ver.last,
               phone_reach_name(s->said.reach), s->said.dnd ? "yes" : "no",
               s->said.on_phone ? "yes" : "no", log_q(dialogs));

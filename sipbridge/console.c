@@ -356,8 +356,8 @@ static void user_text(struct ctl_call *c, const struct bridge_user_view *v)
             subs_get_info(sv->sub, &si);
             answer_text(&si, answer, sizeof answer);
             ctlcommon_ago(si.since_ms, t1, sizeof t1);
-            ctl_printf(c, "           subscription: %s since %s; last answer %s", sub_state_name(si.state),
-                       t1, answer);
+            ctl_printf(c, "           subscription: %s since %s; last answer %s",
+                       sub_state_name(si.state), t1, answer);
             if (si.last_answer_ms) {
                 ctlcommon_ago(si.last_answer_ms, t2, sizeof t2);
                 ctl_printf(c, " (%s)", t2);

@@ -200,7 +200,7 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
         m->seen = true;
         log_trace(&m->trace, "bridge", "event=trace_list_resource user=%s aor=%s uri=%s "
                                        "state=%s reason=%s body_len=%zu list_version=%u",
-                  m->user, m->aor, log_q(r->uri), terminated ? "terminated" : "active",
+                  m->user, log_q(m->aor), log_q(r->uri), terminated ? "terminated" : "active",
                   r->reason[0] ? log_q(r->reason) : "-", r->body ? r->body_len : 0,
                   doc.version);
         for (size_t off = 0; r->body && m->trace.bodies && log_traced(&m->trace) &&

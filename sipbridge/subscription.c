@@ -243,8 +243,8 @@ static void send_subscribe(struct subscription *s)
         return;
     }
     metric_inc(m_sent, NULL);
-    log_trace(&s->trace, "sip", "event=trace_subscribe aor=%s package=%s expires=%ld%s", s->aor,
-              s->event, expires, s->eventlist ? " eventlist=yes" : "");
+    log_trace(&s->trace, "sip", "event=trace_subscribe aor=%s package=%s expires=%ld%s",
+              log_q(s->aor), s->event, expires, s->eventlist ? " eventlist=yes" : "");
     s->ops->on_restart(s->owner, s);
     set_state(s, SUB_SUBSCRIBING);
     s->granted = 0;
@@ -271,8 +271,8 @@ static long restart_later(struct subscription *s, const char *cause, long min_ms
     /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
     drop_dialog(s);
     s->down_cause = cause;
-    log_trace(&s->trace, "sip", "event=trace_retry aor=%s package=%s cause=%s in_ms=%ld", s->aor,
-              s->event, cause, ms);
+    log_trace(&s->trace, "sip", "event=trace_retry aor=%s package=%s cause=%s in_ms=%ld",
+              log_q(s->aor), s->event, cause, ms);
     metric_inc(m_resub, cause);
     set_state(s, SUB_BACKOFF);
     arm(s, ms);
@@ -406,7 +406,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
 
     log_trace(&s->trace, "sip", "event=trace_response aor=%s package=%s status=%d phrase=%s "
                                 "expires=%ld retry_after=%ld probe=%s%s",
-              s->aor, s->event, status, log_q(phrase), expires, retry_after,
+              log_q(s->aor), s->event, status, log_q(phrase), expires, retry_after,
               probe ? "yes" : "no", s->queued ? " dialog=old" : "");
     s->last_status = status;
     str_copy_utf8(s->last_phrase, sizeof s->last_phrase, phrase ? phrase : "");
@@ -513,7 +513,7 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
         s->stash = xcalloc(1, sizeof *s->stash);
         metric_inc(m_throttled, "deferred");
     }
-    log_trace(&s->trace, "sip", "event=trace_notify_deferred aor=%s package=%s", s->aor,
+    log_trace(&s->trace, "sip", "event=trace_notify_deferred aor=%s package=%s", log_q(s->aor),
               s->event);
     if (s->throttled++ == 0 && peer_log_ok(s, &held))
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
@@ -567,7 +567,7 @@ static void trace_notify(struct subscription *s, const struct sipua_notify *n,
 {
     log_trace(&s->trace, "sip", "event=trace_notify aor=%s package=%s substate=%s reason=%s "
                                 "expires=%ld content_type=%s len=%zu%s",
-              s->aor, s->event, log_q(substate), n->reason ? log_q(n->reason) : "-",
+              log_q(s->aor), s->event, log_q(substate), n->reason ? log_q(n->reason) : "-",
               n->expires, log_q(n->content_type), n->len, s->queued ? " dialog=old" : "");
     if (!n->body || !s->trace.bodies || !log_traced(&s->trace))
         return;
@@ -577,7 +577,7 @@ static void trace_notify(struct subscription *s, const struct sipua_notify *n,
             piece = 1;
         log_trace(&s->trace, "sip", "event=trace_notify_body aor=%s package=%s offset=%zu "
                                     "len=%zu body=%s",
-                  s->aor, s->event, off, n->len, log_qn(n->body + off, piece));
+                  log_q(s->aor), s->event, off, n->len, log_qn(n->body + off, piece));
         off += piece;
     }
 }
