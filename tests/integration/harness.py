@@ -592,9 +592,18 @@ class PbxSim:
 
 
 def control_socket(config_path, daemon):
-    """Where a daemon run on config_path has its control socket: beside the file (the
-    default, /run/offhook/, is the systemd unit's RuntimeDirectory)."""
-    return os.path.join(os.path.dirname(os.path.abspath(config_path)), daemon + ".sock")
+    """Where a daemon run on config_path has its control socket: in run/ beside the file
+    (the default, /run/offhook/, is the systemd unit's RuntimeDirectory)."""
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), "run", daemon + ".sock")
+
+
+def control_dir(config_path):
+    """run/ beside config_path, made writable by whichever user a test runs the daemons as
+    (mode 1777, as /tmp: each may remove only its own socket)."""
+    d = os.path.dirname(control_socket(config_path, "x"))
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o1777)
+    return d
 
 
 def offhook_config(path, redis_url, xmpp_port, sip_listen_port, pbx_port, metrics_sb,
@@ -619,6 +628,7 @@ def offhook_config(path, redis_url, xmpp_port, sip_listen_port, pbx_port, metric
     for jid, aor in users:
         lines.append("%s = %s" % (jid, aor))
     text = "\n".join(lines) + "\n" + extra
+    control_dir(path)
     with open(path, "w") as f:
         f.write(text)
     os.chmod(path, 0o600)

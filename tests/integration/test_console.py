@@ -542,3 +542,24 @@ def test_user_shows_pep(stack_factory):
     assert "pep:      on (pubsub get and set granted)" in out
     line = [l for l in out.splitlines() if l.strip().startswith("activity")][0]
     assert "as the view wants" in line and "last write answered" in line and " ok" in line
+
+
+def test_control_socket_belongs_to_the_daemons_user(stack_factory):
+    """Run as an ordinary user (nobody here, offhook under the units), the daemon's socket
+    is that user's and group's, mode 0660; root still asks it."""
+    if os.geteuid() != 0:
+        pytest.skip("running a daemon as another user needs root")
+    nobody = pwd.getpwnam("nobody")
+    s = stack_factory(loglevel="info")
+    os.chown(s.config, nobody.pw_uid, nobody.pw_gid)  # 0600, as /etc/offhook for offhook
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    s.start_sipbridge(wait_ready=True, wrapper=[
+        "setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid,
+        "--clear-groups"])
+    path = control_socket(s.config, "sipbridge")
+    st = os.lstat(path)
+    assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert stat.S_IMODE(st.st_mode) == 0o660
+    js = ctl_json(s, "-d", "sipbridge", "user", "alice@localhost")["sipbridge"]
+    assert js["sources"][0]["subscription"]["state"] == "active"
+    assert pbx.get()["1001"][1] == 1
