@@ -8,8 +8,10 @@
  *
  *   Redis: feed, health, watchers --ops--> main --> publisher --view--> pep, presence_out
  *   XMPP:  xmpplink --ops--> main --> router --> publisher, privileged, presence_out
- *                                     router --ops--> main --> watchers
- *                                     privileged --ops--> main --> pep, publisher
+ *                                     router --ops--> main --> watchers, roster
+ *                                     privileged --ops--> main --> pep, publisher, roster
+ *   users: reload, directory --> main --> roster --ops--> main --> watchers, publisher
+ *   roster --roster_io--> main --> rosterstore (Redis) --ops--> main --> roster
  *   pep, privileged, presence_out, router --stanza_out--> main --> xmpplink
  *
  * users.c (the directory) and view.c sit under all of them. See docs/architecture.md. */
@@ -36,6 +38,8 @@
 #include "privileged.h"
 #include "publisher.h"
 #include "redislink.h"
+#include "roster.h"
+#include "rosterstore.h"
 #include "router.h"
 #include "sbuf.h"
 #include "stanza.h"
@@ -63,6 +67,9 @@ struct app {
     struct privileged *priv;
     struct pep *pep;
     struct vcard_out *vcard;
+    struct roster *roster;
+    struct rosterstore *rstore;
+    struct roster_io rio;         /* how the roster writer reaches its store */
     struct publisher *pub;
     struct router *router;
     struct httpd *http;
@@ -107,6 +114,9 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
     sbuf_init(&why);
     ready = is_ready(a, &why);
     sbuf_free(&why);
+    /* The roster writer tells its items from users' own by the watcher sets. */
+    if (watchers_up(a->wstore))
+        roster_ready(a->roster);
     if (ready && !a->ready_sent) {
         struct timeval slow = {.tv_sec = STATUS_INTERVAL_S};
         a->ready_sent = true;
@@ -144,6 +154,7 @@ static void on_xmpp_up(void *arg)
     priv_connected(a->priv);
     pep_connected(a->pep);
     vcard_connected(a->vcard);
+    roster_connected(a->roster);
     /* Before the feed has every user's state, it would publish "unknown" for all. */
     if (feed_synced(a->feed))
         pub_all(a->pub);
@@ -155,6 +166,7 @@ static void on_xmpp_down(void *arg)
 
     priv_link_down(a->priv);
     presout_link_down(a->presout);
+    roster_link_down(a->roster);
 }
 
 static void on_xmpp_stanza(void *arg, xmpp_stanza_t *st)
@@ -199,10 +211,12 @@ static void on_feed_resync(void *arg, struct cuser *u)
 {
     struct app *a = arg;
 
-    if (u)
+    if (u) {
         pub_user(a->pub, u, true, 0);
-    else
+    } else {
         pub_all(a->pub);
+        roster_resync(a->roster);
+    }
 }
 
 static const struct feed_ops feed_ops = {
@@ -258,6 +272,7 @@ static void on_unsubscribe(void *arg, struct cuser *u, const char *bare)
     struct app *a = arg;
 
     watchers_remove(a->wstore, u, bare);
+    roster_unsubscribed(a->roster, u, bare);
 }
 
 static const struct router_ops router_ops = {
@@ -271,6 +286,7 @@ static void on_granted(void *arg, const char *domain)
 
     pep_granted(a->pep, domain);
     vcard_granted(a->vcard, domain);
+    roster_granted(a->roster, domain);
     if (feed_synced(a->feed))
         pub_pep_domain(a->pub, domain);
 }
@@ -281,11 +297,102 @@ static void on_grants_missing(void *arg, const char *domain)
 
     pep_missing(a->pep, domain);
     vcard_missing(a->vcard, domain);
+    roster_missing(a->roster, domain);
 }
 
 static const struct privileged_ops priv_ops = {
     .on_granted = on_granted,
     .on_missing = on_grants_missing,
+};
+
+/* The roster writer put v's phone contact into user's roster, subscription "to": the
+ * component holds the other side, so user watches it, and sees it now. */
+static void on_roster_added(void *arg, struct cuser *v, const char *user)
+{
+    struct app *a = arg;
+
+    watchers_add(a->wstore, v, user);
+    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+        pub_user_to(a->pub, v, user);
+}
+
+static void on_roster_removed(void *arg, struct cuser *v, const char *contact,
+                              const char *user)
+{
+    struct app *a = arg;
+
+    if (!v) {
+        watchers_forget(a->wstore, contact, user);
+        return;
+    }
+    watchers_remove(a->wstore, v, user);
+    presout_unavailable(a->presout, v, user);
+}
+
+static const struct roster_ops roster_ops = {
+    .on_added = on_roster_added,
+    .on_removed = on_roster_removed,
+};
+
+/* ---- the roster writer's store --------------------------------------------------------- */
+
+static int rio_load(void *arg, unsigned long cookie, const char *user,
+                    const char *const *contacts, size_t n)
+{
+    struct app *a = arg;
+
+    return rosterstore_load(a->rstore, cookie, user, contacts, n);
+}
+
+static int rio_save(void *arg, unsigned long cookie, const char *user, const char *contact,
+                    const char *value)
+{
+    struct app *a = arg;
+
+    return rosterstore_save(a->rstore, cookie, user, contact, value);
+}
+
+static int rio_list(void *arg)
+{
+    struct app *a = arg;
+
+    return rosterstore_list(a->rstore);
+}
+
+static void on_rstore_state(void *arg, bool up)
+{
+    struct app *a = arg;
+
+    roster_store_state(a->roster, up);
+}
+
+static void on_rstore_loaded(void *arg, unsigned long cookie, bool ok,
+                             const char *const *contacts, const char *const *values, size_t n)
+{
+    struct app *a = arg;
+
+    roster_loaded(a->roster, cookie, ok, contacts, values, n);
+}
+
+static void on_rstore_saved(void *arg, unsigned long cookie, bool ok)
+{
+    struct app *a = arg;
+
+    roster_saved(a->roster, cookie, ok);
+}
+
+static void on_rstore_known(void *arg, bool ok, const char *const *users, size_t n)
+{
+    struct app *a = arg;
+
+    roster_known(a->roster, ok, users, n);
+}
+
+static const struct rosterstore_ops rstore_ops = {
+    .on_state = on_rstore_state,
+    .on_loaded = on_rstore_loaded,
+    .on_saved = on_rstore_saved,
+    .on_known = on_rstore_known,
 };
 
 /* A reload removed u (or renamed its contact): its watchers see it go offline, and the
@@ -331,6 +438,7 @@ static void on_stop(void *arg)
         return;
     a->stopping = true;
     daemon_notify("STOPPING=1");
+    roster_stopping(a->roster);
     if (a->cfg->component_keep_on_stop) {
         stop_now(a);
         return;
@@ -347,6 +455,7 @@ static void on_reload(void *arg, struct offhook_config *next)
 {
     struct app *a = arg;
 
+    roster_apply(a->roster, next);
     users_apply(&a->users, next, on_user_removed, a);
     watchers_load_new(a->wstore);
     watchers_enforce_policy(a->wstore);
@@ -406,6 +515,7 @@ int main(int argc, char **argv)
     pep_register_metrics();
     priv_register_metrics();
     vcard_register_metrics();
+    roster_register_metrics();
     health_register_metrics();
     watchers_register_metrics();
     directory_register_metrics();
@@ -428,6 +538,9 @@ int main(int argc, char **argv)
     a.pep = pep_new(&a.users, &a.out, a.priv);
     a.vcard = vcard_new(&a.users, &a.out, a.priv);
     a.pub = pub_new(&a.users, a.presout, a.pep, a.vcard, &a.out);
+    a.rio = (struct roster_io){.load = rio_load, .save = rio_save, .list = rio_list, .arg = &a};
+    a.roster = roster_new(a.base, &a.users, &a.out, a.priv, &a.rio, &roster_ops, &a);
+    a.rstore = rosterstore_new(a.base, &a.users, &rstore_ops, &a);
     a.router = router_new(&a.users, a.pub, a.presout, a.priv, &a.out, &router_ops, &a);
     a.feed = feed_new(a.base, &a.users, &feed_ops, &a);
     a.health = health_new(a.base, a.cfg, &health_ops, &a);
@@ -469,11 +582,13 @@ out:
     health_free(a.health);
     watchers_free(a.wstore);
     feed_free(a.feed);
+    rosterstore_free(a.rstore); /* its last answers go to the writer, so before it */
     router_free(a.router);
     pub_free(a.pub);
     pep_free(a.pep);
     vcard_free(a.vcard);
-    priv_free(a.priv);
+    priv_free(a.priv);         /* drops roster writes still out, unanswered */
+    roster_free(a.roster);
     presout_free(a.presout);
     httpd_free(a.http);
     users_free(&a.users);

@@ -31,6 +31,7 @@ struct grant {
     char *domain;                       /* owned; the key in privileged.grants */
     bool advertised;                    /* a <privilege/> came from it in this stream */
     bool may[PRIV_NS_MAX][2];           /* [ns][PRIV_GET/PRIV_SET] */
+    bool roster[2];                     /* the roster permission [PRIV_GET/PRIV_SET] */
     char version[8];                    /* "1" or "2" */
 };
 
@@ -83,8 +84,8 @@ void priv_register_metrics(void)
                            "server (wrong_sender).",
                            "reason", (const char *const[]){"unknown_id", "wrong_sender", NULL});
     m_requests = metric_new(METRIC_COUNTER, "offhook_privileged_requests_total",
-                            "Privileged IQs into users' accounts (PEP reads and writes, vCard), "
-                            "by outcome.",
+                            "Privileged IQs into users' accounts (PEP reads and writes, vCard, "
+                            "roster items), by outcome.",
                             "result",
                             (const char *const[]){"sent", "ok", "error", "timeout", "lost",
                                                   NULL});
@@ -138,6 +139,13 @@ bool priv_may(const struct privileged *p, const char *domain, enum priv_ns ns,
     const struct grant *g = grant_for(p, domain);
 
     return g && g->advertised && g->may[ns][type];
+}
+
+bool priv_may_roster(const struct privileged *p, const char *domain, enum priv_type type)
+{
+    const struct grant *g = grant_for(p, domain);
+
+    return g && g->advertised && g->roster[type];
 }
 
 static void on_wait(evutil_socket_t fd, short what, void *arg)
@@ -222,6 +230,7 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
     g = grant_new(p, from_domain);
     g->advertised = true;
     memset(g->may, 0, sizeof g->may);
+    memset(g->roster, 0, sizeof g->roster);
     str_copy(g->version, sizeof g->version,
              strcmp(xmpp_stanza_get_ns(priv), NS_PRIV2) == 0 ? "2" : "1");
     for (xmpp_stanza_t *perm = xmpp_stanza_get_children(priv); perm;
@@ -237,7 +246,12 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
             read_iq_perm(g, perm, 0);
             continue;
         }
-        /* roster, message, presence: offhook uses none of them (see the guide). */
+        if (strcmp(access, "roster") == 0 && type) {
+            /* The roster writer's ([component] roster). */
+            g->roster[PRIV_GET] = !strcmp(type, "get") || !strcmp(type, "both");
+            g->roster[PRIV_SET] = !strcmp(type, "set") || !strcmp(type, "both");
+        }
+        /* message, presence: offhook uses neither (see the guide). */
         if (used < sizeof perms)
             used += (size_t)snprintf(perms + used, sizeof perms - used, "%s%s=%s",
                                      used ? "," : "", token(access), token(type));
@@ -333,8 +347,10 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     arm_sweep(p);
 }
 
-int priv_request(struct privileged *p, const char *user, enum priv_type type,
-                 xmpp_stanza_t *payload, priv_done_fn done, void *arg)
+/* Sends payload (taken) to user, wrapped in <privileged_iq/> (the IQ permission) or as
+ * the IQ's own child (the roster permission), as a pending request. */
+static int request(struct privileged *p, const char *user, enum priv_type type,
+                   xmpp_stanza_t *payload, bool roster, priv_done_fn done, void *arg)
 {
     xmpp_ctx_t *ctx = p->out->ctx;
     const char *t = type == PRIV_GET ? "get" : "set", *ns = xmpp_stanza_get_ns(payload);
@@ -342,12 +358,19 @@ int priv_request(struct privileged *p, const char *user, enum priv_type type,
     xmpp_stanza_t *outer = NULL, *priv, *inner;
     char inner_id[64];
     struct jid j;
-    int nsi, rc = -1;
+    int nsi = 0, rc = -1;
+    bool may;
 
-    for (nsi = 0; nsi < PRIV_NS_MAX && !(ns && strcmp(ns, ns_names[nsi]) == 0); nsi++)
-        ;
-    if (nsi == PRIV_NS_MAX || jid_parse(user, &j) < 0 || !priv_may(p, j.domain, nsi, type) ||
-        !stanza_out_up(p->out) || p->pending.count >= PENDING_MAX)
+    if (jid_parse(user, &j) < 0)
+        goto out;
+    if (roster) {
+        may = ns && strcmp(ns, NS_ROSTER) == 0 && priv_may_roster(p, j.domain, type);
+    } else {
+        for (nsi = 0; nsi < PRIV_NS_MAX && !(ns && strcmp(ns, ns_names[nsi]) == 0); nsi++)
+            ;
+        may = nsi < PRIV_NS_MAX && priv_may(p, j.domain, nsi, type);
+    }
+    if (!may || !stanza_out_up(p->out) || p->pending.count >= PENDING_MAX)
         goto out;
     q = xcalloc(1, sizeof *q);
     snprintf(q->id, sizeof q->id, "%s-%lu", p->id_prefix, ++p->next_id);
@@ -357,17 +380,21 @@ int priv_request(struct privileged *p, const char *user, enum priv_type type,
     q->deadline_ms = clock_mono_ms() + REQUEST_TIMEOUT_S * 1000;
     q->done = done;
     q->arg = arg;
-    snprintf(inner_id, sizeof inner_id, "%s-in", q->id);
     outer = xmpp_iq_new(ctx, t, q->id);
     xmpp_stanza_set_from(outer, p->d->cfg->xmpp_domain);
     xmpp_stanza_set_to(outer, user);
-    priv = stanza_child(ctx, outer, "privileged_iq", NS_PRIV2);
-    /* Prosody's mod_privilege wants the wrapped IQ explicitly in jabber:client, with an
-     * id and the same type as the wrapper; its from, if any, must be the user. */
-    inner = xmpp_iq_new(ctx, t, inner_id);
-    xmpp_stanza_set_ns(inner, NS_CLIENT);
-    xmpp_stanza_add_child_ex(priv, inner, 0);
-    xmpp_stanza_add_child_ex(inner, payload, 0);
+    if (roster) {
+        xmpp_stanza_add_child_ex(outer, payload, 0);
+    } else {
+        snprintf(inner_id, sizeof inner_id, "%s-in", q->id);
+        priv = stanza_child(ctx, outer, "privileged_iq", NS_PRIV2);
+        /* Prosody's mod_privilege wants the wrapped IQ explicitly in jabber:client, with
+         * an id and the same type as the wrapper; its from, if any, must be the user. */
+        inner = xmpp_iq_new(ctx, t, inner_id);
+        xmpp_stanza_set_ns(inner, NS_CLIENT);
+        xmpp_stanza_add_child_ex(priv, inner, 0);
+        xmpp_stanza_add_child_ex(inner, payload, 0);
+    }
     payload = NULL;
     if (stanza_send(p->out, outer, "iq_request") < 0)
         goto out;
@@ -384,6 +411,18 @@ out:
     if (q)
         pending_free(q);
     return rc;
+}
+
+int priv_request(struct privileged *p, const char *user, enum priv_type type,
+                 xmpp_stanza_t *payload, priv_done_fn done, void *arg)
+{
+    return request(p, user, type, payload, false, done, arg);
+}
+
+int priv_roster_request(struct privileged *p, const char *user, enum priv_type type,
+                        xmpp_stanza_t *payload, priv_done_fn done, void *arg)
+{
+    return request(p, user, type, payload, true, done, arg);
 }
 
 unsigned priv_pending(const struct privileged *p)
@@ -500,6 +539,7 @@ void priv_connected(struct privileged *p)
         struct grant *g = v;
         g->advertised = false;
         memset(g->may, 0, sizeof g->may);
+        memset(g->roster, 0, sizeof g->roster);
     }
     evtimer_add(p->wait, &tv);
 }
