@@ -219,10 +219,21 @@ static void on_feed_resync(void *arg, struct cuser *u)
     }
 }
 
+/* A user a reload added: its state, to its watchers (those Redis remembers are learnt
+ * apart, by the watcher store) and into its PEP. */
+static void on_feed_loaded(void *arg, struct cuser *u)
+{
+    struct app *a = arg;
+
+    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+        pub_user(a->pub, u, false, 0);
+}
+
 static const struct feed_ops feed_ops = {
     .on_event = on_feed_event,
     .on_synced = on_feed_synced,
     .on_resync = on_feed_resync,
+    .on_loaded = on_feed_loaded,
 };
 
 /* The feed kept following the stream either way: only what watchers see changes. */
@@ -450,16 +461,34 @@ static void on_stop(void *arg)
     priv_when_idle(a->priv, stop_now, a);
 }
 
-/* daemon_reload() checked and loaded the file: hand the new configuration over. */
+/* A reload kept u but changed what its phone contact shows (name, phones, number): its
+ * watchers get the new <nick/> and reach addresses, its PEP the new reach. */
+static void on_user_changed(void *arg, struct cuser *u)
+{
+    struct app *a = arg;
+
+    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+        pub_user(a->pub, u, true, 0);
+}
+
+static const struct users_apply_ops apply_ops = {
+    .on_removed = on_user_removed,
+    .on_changed = on_user_changed,
+};
+
+/* daemon_reload() checked and loaded the file (or the directory's users changed): hand
+ * the new configuration over. Only what changed is read and sent: the users added (their
+ * records, their watchers), the users removed (unavailable to their watchers), the users
+ * changed, the rosters the change touches. */
 static void on_reload(void *arg, struct offhook_config *next)
 {
     struct app *a = arg;
 
     roster_apply(a->roster, next);
-    users_apply(&a->users, next, on_user_removed, a);
+    users_apply(&a->users, next, &apply_ops, a);
     watchers_load_new(a->wstore);
     watchers_enforce_policy(a->wstore);
-    feed_resync(a->feed);
+    feed_users_added(a->feed);
     log_notice("main", "event=reloaded users=%zu", next->nusers);
 }
 

@@ -314,25 +314,48 @@ static void user_free(struct users *d, struct cuser *u)
 
 /* Reload: users whose contact changed are replaced, removed users are announced (their
  * watchers must see the contact go), everyone else keeps their watchers and state. */
+static bool same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* Whether a and b show the same phone contact: name, phones, number. */
+static bool same_shown(const struct cfg_user *a, const struct cfg_user *b)
+{
+    if (!same_str(a->name, b->name) || !same_str(a->tel, b->tel) || a->naors != b->naors)
+        return false;
+    for (int i = 0; i < a->naors; i++) {
+        if (strcmp(a->aors[i], b->aors[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
 void users_apply(struct users *d, const struct offhook_config *cfg,
-                 users_removed_fn on_removed, void *arg)
+                 const struct users_apply_ops *ops, void *arg)
 {
     struct cuser **all = xmalloc((d->by_jid.count + 1) * sizeof *all);
     size_t n = 0, pos = 0;
     const char *k;
     void *v;
-    int added = 0, removed = 0;
+    int added = 0, removed = 0, changed = 0;
 
     while (strmap_next(&d->by_jid, &pos, &k, &v))
         all[n++] = v;
     for (size_t i = 0; i < n; i++) {
         const struct cfg_user *cu = config_user_by_jid(cfg, all[i]->jid);
         if (cu && strcmp(cu->contact, all[i]->contact) == 0) {
+            bool same = same_shown(all[i]->cfg, cu);
             all[i]->cfg = cu;
+            if (!same) {
+                changed++;
+                if (ops->on_changed)
+                    ops->on_changed(arg, all[i]);
+            }
             continue;
         }
         /* Gone (or renamed): the caller tells its watchers it went offline. */
-        on_removed(arg, all[i]);
+        ops->on_removed(arg, all[i]);
         user_free(d, all[i]);
         removed++;
     }
@@ -347,8 +370,9 @@ void users_apply(struct users *d, const struct offhook_config *cfg,
     index_domains(d);
     index_gateway(d);
     index_watcher_list(d);
-    if (added || removed)
-        log_notice("main", "event=users_changed added=%d removed=%d", added, removed);
+    if (added || removed || changed)
+        log_notice("main", "event=users_changed added=%d removed=%d changed=%d", added, removed,
+                   changed);
 }
 
 void users_init(struct users *d, const struct offhook_config *cfg)
