@@ -11,7 +11,8 @@
  *                                     router --ops--> main --> watchers, roster
  *                                     privileged --ops--> main --> pep, publisher, roster
  *   users: reload, directory --> main --> roster --ops--> main --> watchers, publisher
- *   roster --roster_io--> main --> rosterstore (Redis) --ops--> main --> roster
+ *   roster --roster_io--> main --> rosterstore (Redis), rosterapi (ejabberd's HTTP API)
+ *                                  --ops--> main --> roster
  *   pep, privileged, presence_out, router --stanza_out--> main --> xmpplink
  *
  * users.c (the directory) and view.c sit under all of them. See docs/architecture.md. */
@@ -39,6 +40,7 @@
 #include "publisher.h"
 #include "redislink.h"
 #include "roster.h"
+#include "rosterapi.h"
 #include "rosterstore.h"
 #include "router.h"
 #include "sbuf.h"
@@ -69,7 +71,8 @@ struct app {
     struct vcard_out *vcard;
     struct roster *roster;
     struct rosterstore *rstore;
-    struct roster_io rio;         /* how the roster writer reaches its store */
+    struct rosterapi *rapi;       /* with [component] roster_api */
+    struct roster_io rio;         /* how the roster writer reaches its store and the API */
     struct publisher *pub;
     struct router *router;
     struct httpd *http;
@@ -370,6 +373,23 @@ static int rio_list(void *arg)
     return rosterstore_list(a->rstore);
 }
 
+static int rio_api_write(void *arg, unsigned long cookie, const char *user,
+                         const char *contact, const struct rosterplan_item *it)
+{
+    struct app *a = arg;
+
+    return rosterapi_write(a->rapi, cookie, user, contact, it);
+}
+
+static void on_rapi_done(void *arg, unsigned long cookie, bool ok, const char *why)
+{
+    struct app *a = arg;
+
+    roster_api_done(a->roster, cookie, ok, why);
+}
+
+static const struct rosterapi_ops rapi_ops = {.on_done = on_rapi_done};
+
 static void on_rstore_state(void *arg, bool up)
 {
     struct app *a = arg;
@@ -568,6 +588,12 @@ int main(int argc, char **argv)
     a.vcard = vcard_new(&a.users, &a.out, a.priv);
     a.pub = pub_new(&a.users, a.presout, a.pep, a.vcard, &a.out);
     a.rio = (struct roster_io){.load = rio_load, .save = rio_save, .list = rio_list, .arg = &a};
+    if (a.cfg->roster_api[0]) {
+        a.rapi = rosterapi_new(a.base, a.cfg, &rapi_ops, &a);
+        if (!a.rapi)
+            goto out;
+        a.rio.api_write = rio_api_write;
+    }
     a.roster = roster_new(a.base, &a.users, &a.out, a.priv, &a.rio, &roster_ops, &a);
     a.rstore = rosterstore_new(a.base, &a.users, &rstore_ops, &a);
     a.router = router_new(&a.users, a.pub, a.presout, a.priv, &a.out, &router_ops, &a);
@@ -612,6 +638,7 @@ out:
     watchers_free(a.wstore);
     feed_free(a.feed);
     rosterstore_free(a.rstore); /* its last answers go to the writer, so before it */
+    rosterapi_free(a.rapi);
     router_free(a.router);
     pub_free(a.pub);
     pep_free(a.pep);

@@ -27,7 +27,7 @@ LAYERS = {
         ["presence_out", "pep", "vcard_out", "roster"],  # the writers
         ["privileged"],                             # XEP-0356: grants, requests, answers
         ["feed", "health", "watchers", "xmpplink",  # the links: news up through ops
-         "rosterstore"],
+         "rosterstore", "rosterapi"],
         ["view"],                                   # what a watcher is shown
         ["users"],                                  # the directory
         ["card", "caps"],                           # vCards, disco/caps (build stanzas)
