@@ -1,9 +1,10 @@
 """Issue 17 on ejabberd 23.01 (deploy/ejabberd/): phone contacts in every roster.
 
-ejabberd 23.01 advertises XEP-0356's roster permission but fails every privileged roster
+ejabberd 23.01 can grant XEP-0356's roster permission but fails every privileged roster
 write (mod_roster looks up its options for the component's domain and crashes:
-module_not_loaded; fixed in 23.10, whose writes still ignore the subscription asked for).
-The component notices, says why once, and writes nothing that way. With [component]
+module_not_loaded; fixed in 23.10, whose writes still ignore the subscription asked for),
+so the recipe grants nothing. The component notices either, says why once, and writes
+nothing that way. With [component]
 roster_api it writes through ejabberd's HTTP API instead (mod_http_api's add_rosteritem
 and delete_rosteritem, limited to offhook's account in the recipe's api_permissions):
 subscription "to", pushed to online sessions, probed at login.
@@ -73,29 +74,59 @@ def api_config(s):
             "roster_api_password_file = %s\n" % (s.xmpp.api, API_USER, path))
 
 
-def test_privileged_roster_writes_fail_on_23_01(stack_factory, fresh_accounts):
-    """Without roster_api the component tries XEP-0356, which ejabberd 23.01 grants and
-    then fails: said once, with what to do, counted; nothing is written. ejabberd's own
-    crash reports of the failed writes are expected here, and only those."""
+ROSTER_GRANT = """
+append_host_config:
+  localhost:
+    modules:
+      mod_privilege:
+        roster:
+          both: offhook_privileged
+"""
+
+
+def test_without_roster_api_on_23_01(stack_factory, fresh_accounts, ejabberd_server):
+    """Without roster_api the component can only try XEP-0356. The recipe grants nothing
+    on 23.01: said once, nothing written. With the roster permission granted, ejabberd
+    23.01 fails every privileged roster write: the component notices after a few, says
+    once what to do, counts them and writes nothing. ejabberd's own crash reports of those
+    writes are expected there, and only those."""
     s = stack_factory(users=USERS3, extra_config="[component]\nroster = everyone\n")
     s.start_component()
     wait_until(lambda: "event=roster_off domain=localhost" in s.component.log(),
-               what="the refusal said")
-    log = s.component.log()
-    assert log.count("event=roster_off domain=localhost") == 1
-    assert "ejabberd before 23.10" in log and "roster_api" in log
-    # The six writes of the first window all come back failed; nothing more is sent.
-    wait_until(lambda: s.component.metrics().get(
-        'offhook_roster_write_errors_total{reason="internal-server-error"}') == 6,
-        what="every write answered")
-    m = s.component.metrics()
-    assert m['offhook_roster_domains{via="none"}'] == 1
-    assert m['offhook_roster_writes_total{change="add"}'] == 0
-    assert s.ejabberd.ctl("get_roster", "bob", "localhost").stdout.strip() == ""
-    new = s.xmpp.errors()[s.xmpp_errors_at_start:]
-    assert 'module_not_loaded,mod_roster,<<"phone.localhost">>' in new, new[-2000:]
-    # Those crash reports are the server's known failure, asserted above: not a problem.
-    s.xmpp_errors_at_start = len(s.xmpp.errors())
+               what="the missing grant said")
+    assert "sent no XEP-0356 <privilege/>" in s.component.log()
+    assert s.component.metrics()['offhook_roster_domains{via="none"}'] == 1
+    assert s.component.stop() == 0
+    before = len(s.component.log())   # the next component appends to the same file
+
+    with open(ejabberd_server.cfg) as f:
+        recipe = f.read()
+    try:
+        with open(ejabberd_server.cfg, "a") as f:
+            f.write(ROSTER_GRANT)
+        ejabberd_server.ctl("reload_config")
+        s.start_component()
+        wait_until(lambda: "event=roster_off domain=localhost" in s.component.log()[before:],
+                   what="the refusal said")
+        # The six writes of the first window all come back failed; nothing more is sent.
+        wait_until(lambda: s.component.metrics().get(
+            'offhook_roster_write_errors_total{reason="internal-server-error"}') == 6,
+            what="every write answered")
+        log = s.component.log()[before:]
+        assert log.count("event=roster_off domain=localhost") == 1
+        assert "ejabberd before 23.10" in log and "roster_api" in log
+        m = s.component.metrics()
+        assert m['offhook_roster_domains{via="none"}'] == 1
+        assert m['offhook_roster_writes_total{change="add"}'] == 0
+        assert s.ejabberd.ctl("get_roster", "bob", "localhost").stdout.strip() == ""
+        new = s.xmpp.errors()[s.xmpp_errors_at_start:]
+        assert 'module_not_loaded,mod_roster,<<"phone.localhost">>' in new, new[-2000:]
+        # Those crash reports are the server's known failure, asserted above: not a problem.
+        s.xmpp_errors_at_start = len(s.xmpp.errors())
+    finally:
+        with open(ejabberd_server.cfg, "w") as f:
+            f.write(recipe)
+        ejabberd_server.ctl("reload_config")
 
 
 def test_everyone_through_the_api(stack_factory, fresh_accounts):
