@@ -13,6 +13,7 @@ ejabberd starts once for the module; each test gets its own Redis and daemons, a
 chat user's account (and so their roster) is made anew after it."""
 
 import os
+import shlex
 
 import pytest
 
@@ -21,6 +22,7 @@ from ejabberd import Ejabberd, available
 from harness import PbxSim, Workdir, wait_until
 from slapd import Slapd, user_ldif
 from test_roster import GROUPS, MINUTE, PHONE, USERS3, item, reload, roster_view
+from test_roster_fallback import generated
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 
@@ -206,3 +208,26 @@ def test_groups_from_the_directory_on_ejabberd(stack_factory, fresh_accounts):
                what="the hire's state at alice's login")
     carol = s.watcher("carol@localhost")
     assert roster_view(carol) == {"bob" + PHONE: item("Bob (phone)", ["Support"])}
+
+
+def test_generated_commands_give_the_same_rosters(stack_factory, fresh_accounts, workdir):
+    """The fallback without the HTTP API: offhookctl roster ejabberd prints one
+    ejabberdctl add_rosteritem per item; run as they are, they give the rosters the
+    component writes (names, groups, subscription "to"), and the server's probes at
+    login bring the phones' state. (mod_shared_roster cannot: on 23.01 it takes no member
+    outside its virtual hosts, see test_ejabberd.)"""
+    script = generated(workdir, "ejabberd")
+    commands = [shlex.split(ln) for ln in script.splitlines() if ln.startswith("ejabberdctl ")]
+    # alice: bob's; bob: alice's and carol's; carol: bob's.
+    assert len(commands) == 4, script
+    assert all(argv[1] == "add_rosteritem" and argv[-1] == "to" for argv in commands)
+    s = stack_factory(users=USERS3)
+    for argv in commands:
+        s.ejabberd.ctl(*argv[1:])
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    assert roster_view(bob) == {"alice" + PHONE: item("Alice Jones (phone)", ["Sales"]),
+                                "carol" + PHONE: item("carol@localhost (phone)",
+                                                      ["Support"])}
+    wait_until(lambda: set(bob.current()) == {"alice" + PHONE, "carol" + PHONE},
+               what="the phone contacts' presence (ejabberd's probes)")
