@@ -1172,7 +1172,7 @@ struct roster *roster_new(struct event_base *base, struct users *d,
     r->optail = &r->ophead;
     r->limit.rate = (double)d->cfg->roster_rate;
     r->limit.burst = r->limit.rate / 10 > 1 ? r->limit.rate / 10 : 1;
-    ratelimit_bucket_init(&r->bucket, 1, clock_mono_ms());
+    ratelimit_bucket_init(&r->bucket, r->limit.burst, clock_mono_ms());
     r->kick = event_new(base, -1, 0, on_kick, r);
     r->timer = evtimer_new(base, on_timer, r);
     rosterplan_build(&r->plan, d->cfg, plan_allowed, r);
