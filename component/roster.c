@@ -124,7 +124,10 @@ struct roster {
     struct ratelimit_bucket bucket;
     struct ratelimit_gate fail_gate;
     struct event *kick;       /* zero-delay: run step() from the loop */
-    struct event *timer;      /* the rate and retries */
+    struct event *rate_timer; /* the next token of roster_rate */
+    struct event *retry_timer; /* the next parked user whose wait is over */
+    int64_t retry_at;         /* when retry_timer fires (monotonic ms), 0: not armed */
+    long retry_min_ms;        /* a failed user's first wait (RETRY_MIN_MS) */
     size_t pass_changes;      /* changes since the queue was last empty */
     int64_t pass_started_ms;
 };
@@ -405,6 +408,7 @@ void roster_known(struct roster *r, bool ok, const char *const *users, size_t n)
         return;
     }
     r->started = true;
+    r->pass_started_ms = clock_mono_ms();
     /* Everyone with a record (some may have left while offhook was stopped), and, unless
      * no roster is provisioned, every user. */
     for (size_t i = 0; i < n; i++)
@@ -761,7 +765,7 @@ static void op_retry(struct roster *r, struct rop *op, bool backoff)
 
     set_add(&w->pairs, op->contact);
     if (backoff) {
-        int64_t wait = RETRY_MIN_MS;
+        int64_t wait = r->retry_min_ms;
         for (int i = 0; i < w->failures && wait < RETRY_MAX_MS; i++)
             wait *= 2;
         w->failures++;
@@ -929,13 +933,30 @@ void roster_api_done(struct roster *r, unsigned long cookie, bool ok, const char
 
 /* ---- the loop ----------------------------------------------------------------------------- */
 
-static void arm(struct roster *r, long ms)
+static struct timeval ms_tv(int64_t ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return (struct timeval){.tv_sec = (time_t)(ms / 1000), .tv_usec = (ms % 1000) * 1000};
+}
 
-    if (evtimer_pending(r->timer, NULL))
+/* The next token: always the same wait, so a pending timer is the right one. */
+static void arm_rate(struct roster *r, long ms)
+{
+    struct timeval tv = ms_tv(ms);
+
+    if (!evtimer_pending(r->rate_timer, NULL))
+        evtimer_add(r->rate_timer, &tv);
+}
+
+/* A parked user's wait ends at at: the timer fires then, unless it fires earlier. */
+static void arm_retry(struct roster *r, int64_t at, int64_t now)
+{
+    struct timeval tv;
+
+    if (r->retry_at && r->retry_at <= at && evtimer_pending(r->retry_timer, NULL))
         return;
-    evtimer_add(r->timer, &tv);
+    tv = ms_tv(at > now ? at - now + 1 : 1);
+    r->retry_at = at;
+    evtimer_add(r->retry_timer, &tv);
 }
 
 /* The record written before op goes out: "~<signature>" for an item, "~-" for a removal. */
@@ -985,7 +1006,7 @@ static void step(struct roster *r)
             continue;
         }
         if (!ratelimit_take(&r->limit, &r->bucket, now)) {
-            arm(r, ratelimit_wait_ms(&r->limit, &r->bucket, now));
+            arm_rate(r, ratelimit_wait_ms(&r->limit, &r->bucket, now));
             break;
         }
         op_pop(r);
@@ -998,9 +1019,11 @@ static void step(struct roster *r)
         }
     }
     if (next_retry)
-        arm(r, (long)(next_retry - now) + 1);
+        arm_retry(r, next_retry, now);
     if (!r->work.count && !r->nqueued_ops && !r->ops_out.count && !r->loads.count &&
-        r->started && (r->pass_changes || !r->first_pass_said)) {
+        r->started &&
+        (r->pass_changes ||
+         (!r->first_pass_said && r->d->cfg->roster_mode != CFG_ROSTER_NONE))) {
         log_notice("roster", "event=roster_synced changes=%zu seconds=%.2f", r->pass_changes,
                    (double)(now - r->pass_started_ms) / 1000.0);
         r->pass_changes = 0;
@@ -1014,25 +1037,38 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     step(arg);
 }
 
-/* Parked users whose time has come, or whose domain can be written now: queued again. */
+/* Parked users whose time has come, or whose domain can be written now: queued again;
+ * the retry timer armed for the next one still waiting. */
 static void requeue(struct roster *r)
 {
-    int64_t now = clock_mono_ms();
+    int64_t now = clock_mono_ms(), next = 0;
     size_t pos = 0;
     const char *k;
     void *v;
 
     while (strmap_next(&r->work, &pos, &k, &v)) {
         struct rwork *w = v;
-        if (w->retry_at <= now && via(r, w->user))
+        if (w->queued || w->busy || !has_work(w) || !via(r, w->user))
+            continue;
+        if (w->retry_at <= now)
             enqueue(r, w);
+        else if (!next || w->retry_at < next)
+            next = w->retry_at;
     }
+    if (next)
+        arm_retry(r, next, now);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_rate(evutil_socket_t fd, short what, void *arg)
+{
+    step(arg);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct roster *r = arg;
 
+    r->retry_at = 0;
     requeue(r);
     step(r);
 }
@@ -1143,6 +1179,11 @@ size_t roster_users_over_limit(const struct roster *r)
     return r->over_limit;
 }
 
+void roster_set_retry(struct roster *r, long first_ms)
+{
+    r->retry_min_ms = first_ms;
+}
+
 size_t roster_pending(const struct roster *r)
 {
     return r->nqueued_ops + r->ops_out.count + r->loads.count + r->work.count;
@@ -1174,7 +1215,9 @@ struct roster *roster_new(struct event_base *base, struct users *d,
     r->limit.burst = r->limit.rate / 10 > 1 ? r->limit.rate / 10 : 1;
     ratelimit_bucket_init(&r->bucket, r->limit.burst, clock_mono_ms());
     r->kick = event_new(base, -1, 0, on_kick, r);
-    r->timer = evtimer_new(base, on_timer, r);
+    r->retry_min_ms = RETRY_MIN_MS;
+    r->rate_timer = evtimer_new(base, on_rate, r);
+    r->retry_timer = evtimer_new(base, on_retry, r);
     rosterplan_build(&r->plan, d->cfg, plan_allowed, r);
     return r;
 }
@@ -1188,7 +1231,8 @@ void roster_free(struct roster *r)
     if (!r)
         return;
     event_free(r->kick);
-    event_free(r->timer);
+    event_free(r->rate_timer);
+    event_free(r->retry_timer);
     while (strmap_next(&r->work, &pos, &k, &v))
         work_free(v);
     strmap_free(&r->work);

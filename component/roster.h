@@ -112,6 +112,8 @@ void roster_api_done(struct roster *r, unsigned long cookie, bool ok, const char
 
 /* Users whose roster would exceed [component] roster_max_items (offhook_roster_*). */
 size_t roster_users_over_limit(const struct roster *r);
+/* The first wait of a user whose write failed (10 s, doubling up to an hour): for tests. */
+void roster_set_retry(struct roster *r, long first_ms);
 /* Changes queued or in flight (0: every roster is as its record says). */
 size_t roster_pending(const struct roster *r);
 
