@@ -509,6 +509,7 @@ static void on_reload(void *arg, struct offhook_config *next)
     watchers_load_new(a->wstore);
     watchers_enforce_policy(a->wstore);
     feed_users_added(a->feed);
+    priv_users_changed(a->priv);
     log_notice("main", "event=reloaded users=%zu", next->nusers);
 }
 

@@ -24,6 +24,7 @@
 #define REQUEST_TIMEOUT_S 30    /* a request unanswered this long has failed */
 #define SWEEP_S 5               /* how often timeouts are looked for */
 #define PENDING_MAX 65536       /* requests in flight at most (a stalled server bounds us) */
+#define PARKED_MAX 16           /* grants kept for domains with no user (yet) */
 
 static const char *const ns_names[PRIV_NS_MAX] = {NS_PUBSUB, NS_VCARD};
 
@@ -33,6 +34,9 @@ struct grant {
     bool may[PRIV_NS_MAX][2];           /* [ns][PRIV_GET/PRIV_SET] */
     bool roster[2];                     /* the roster permission [PRIV_GET/PRIV_SET] */
     char version[8];                    /* "1" or "2" */
+    char perms[256];                    /* as advertised, for the log */
+    bool announced;                     /* on_granted told, in this stream */
+    bool missing_said;                  /* on_missing told, in this stream */
 };
 
 struct pending {
@@ -53,6 +57,7 @@ struct privileged {
     struct strmap grants;               /* server domain -> struct grant* (owned) */
     struct strmap pending;              /* id -> struct pending* (owned) */
     struct event *wait;                 /* GRANT_WAIT_S after connecting */
+    bool waited;                        /* that wait is over, in this stream */
     struct event *sweep;                /* timeouts */
     char id_prefix[24];                 /* random per process */
     unsigned long next_id;
@@ -148,17 +153,70 @@ bool priv_may_roster(const struct privileged *p, const char *domain, enum priv_t
     return g && g->advertised && g->roster[type];
 }
 
-static void on_wait(evutil_socket_t fd, short what, void *arg)
+/* g's grants to the owner, once per stream: its domain has users now. */
+static void announce(struct privileged *p, struct grant *g)
 {
-    struct privileged *p = arg;
+    g->announced = true;
+    log_notice("privileged", "event=privileges domain=%s xep0356_version=%s perms=%s",
+               log_q(g->domain), log_q(g->version), log_q(g->perms));
+    if (p->ops.on_granted)
+        p->ops.on_granted(p->arg, g->domain);
+}
+
+/* Domains with users and no <privilege/> once the wait is over: said once per stream. */
+static void say_missing(struct privileged *p)
+{
     size_t pos = 0;
     const char *k;
     void *v;
 
     while (strmap_next(&p->d->user_domains, &pos, &k, &v)) {
-        if (!priv_advertised(p, k) && p->ops.on_missing)
+        struct grant *g = grant_new(p, k);
+        if (g->advertised || g->missing_said)
+            continue;
+        g->missing_said = true;
+        if (p->ops.on_missing)
             p->ops.on_missing(p->arg, k);
     }
+}
+
+static void on_wait(evutil_socket_t fd, short what, void *arg)
+{
+    struct privileged *p = arg;
+
+    p->waited = true;
+    say_missing(p);
+}
+
+void priv_users_changed(struct privileged *p)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    /* A grant the server advertised before any user of its domain was known (the
+     * directory's users come after the stream when Redis has no copy of them). */
+    while (strmap_next(&p->d->user_domains, &pos, &k, &v)) {
+        struct grant *g = grant_for(p, k);
+        if (g && g->advertised && !g->announced)
+            announce(p, g);
+    }
+    if (p->waited)
+        say_missing(p);
+}
+
+/* Grants kept for domains that have no user. */
+static size_t parked(const struct privileged *p)
+{
+    size_t pos = 0, n = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&p->grants, &pos, &k, &v)) {
+        if (!strmap_get(&p->d->user_domains, k))
+            n++;
+    }
+    return n;
 }
 
 /* <perm access='iq'><namespace ns='...' type='get|set|both'/></perm> (v2). Prosody's
@@ -215,20 +273,27 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
 {
     xmpp_stanza_t *priv = xmpp_stanza_get_child_by_name_and_ns(msg, "privilege", NS_PRIV2);
     struct grant *g;
-    char perms[256] = "";
+    char *perms;
     size_t used = 0;
+    bool users_there;
 
     if (!priv)
         priv = xmpp_stanza_get_child_by_name_and_ns(msg, "privilege", NS_PRIV1);
     if (!priv)
         return false;
-    if (!strmap_get(&p->d->user_domains, from_domain)) {
+    /* A domain with no user yet is kept (its users may come from the directory after the
+     * stream started), a few at most: anyone's server can send this. */
+    users_there = strmap_get(&p->d->user_domains, from_domain) != NULL;
+    if (!users_there && !grant_for(p, from_domain) && parked(p) >= PARKED_MAX) {
         log_debug("privileged", "event=privilege_ignored domain=%s reason=\"no users there\"",
                   log_q(from_domain));
         return true;
     }
     g = grant_new(p, from_domain);
     g->advertised = true;
+    g->announced = false;
+    perms = g->perms;
+    perms[0] = '\0';
     memset(g->may, 0, sizeof g->may);
     memset(g->roster, 0, sizeof g->roster);
     str_copy(g->version, sizeof g->version,
@@ -252,19 +317,20 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
             g->roster[PRIV_SET] = !strcmp(type, "set") || !strcmp(type, "both");
         }
         /* message, presence: offhook uses neither (see the guide). */
-        if (used < sizeof perms)
-            used += (size_t)snprintf(perms + used, sizeof perms - used, "%s%s=%s",
+        if (used < sizeof g->perms)
+            used += (size_t)snprintf(perms + used, sizeof g->perms - used, "%s%s=%s",
                                      used ? "," : "", token(access), token(type));
     }
     for (int i = 0; i < PRIV_NS_MAX; i++) {
-        if (used < sizeof perms)
-            used += (size_t)snprintf(perms + used, sizeof perms - used, "%siq:%s=%s",
+        if (used < sizeof g->perms)
+            used += (size_t)snprintf(perms + used, sizeof g->perms - used, "%siq:%s=%s",
                                      used ? "," : "", ns_names[i], perm_name(g, i));
     }
-    log_notice("privileged", "event=privileges domain=%s xep0356_version=%s perms=%s",
-               log_q(from_domain), log_q(g->version), log_q(perms));
-    if (p->ops.on_granted)
-        p->ops.on_granted(p->arg, from_domain);
+    if (users_there)
+        announce(p, g);
+    else
+        log_debug("privileged", "event=privilege_kept domain=%s reason=\"no users there yet\"",
+                  log_q(from_domain));
     return true;
 }
 
@@ -537,16 +603,18 @@ void priv_connected(struct privileged *p)
     /* A new stream: the server advertises its grants again. */
     while (strmap_next(&p->grants, &pos, &k, &v)) {
         struct grant *g = v;
-        g->advertised = false;
+        g->advertised = g->announced = g->missing_said = false;
         memset(g->may, 0, sizeof g->may);
         memset(g->roster, 0, sizeof g->roster);
     }
+    p->waited = false;
     evtimer_add(p->wait, &tv);
 }
 
 void priv_link_down(struct privileged *p)
 {
     evtimer_del(p->wait);
+    p->waited = false;
     if (p->pending.count)
         finish_all(p, PRIV_LOST, 0);
 }

@@ -73,6 +73,10 @@ void priv_register_metrics(void);
 void priv_connected(struct privileged *p);
 /* The stream went down: every pending request ends PRIV_LOST. */
 void priv_link_down(struct privileged *p);
+/* The users changed (a reload, the directory): a grant advertised before its domain had
+ * users is announced now (on_granted); a new domain without one is said (on_missing) if
+ * the wait after connecting is over. */
+void priv_users_changed(struct privileged *p);
 
 /* A <message/> from a server domain: true if it was a <privilege/> (consumed). */
 bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_domain);

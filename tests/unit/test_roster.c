@@ -605,6 +605,69 @@ static void test_api(void **state)
     store_free(store);
 }
 
+static int granted_calls;
+static char granted_domain[64];
+
+static void on_granted_count(void *arg, const char *domain)
+{
+    granted_calls++;
+    snprintf(granted_domain, sizeof granted_domain, "%s", domain);
+}
+
+static void no_user_change(void *arg, struct cuser *u)
+{
+}
+
+/* With source = ldap and no copy in Redis, the server's <privilege/> comes before the
+ * directory's users: it is kept, and announced once users of that domain arrive. */
+static void test_grant_before_users(void **state)
+{
+    static const char grant[] =
+        "<message from='localhost' to='phone.localhost'><privilege "
+        "xmlns='urn:xmpp:privilege:2'><perm access='roster' type='set'/></privilege></message>";
+    static const char elsewhere[] = "[xmpp]\ndomain = phone.localhost\nsecret = s3cret\n"
+                                    "[users]\nzed@example.com = sip:1009@pbx\n";
+    struct offhook_config *before = xcalloc(1, sizeof *before), *after = load_cfg("");
+    struct privileged_ops pops = {.on_granted = on_granted_count};
+    struct users_apply_ops aops = {.on_removed = no_user_change, .on_changed = no_user_change};
+    struct cfg_errors errs = {0};
+    struct event_base *base = event_base_new();
+    xmpp_ctx_t *ctx = xmpp_ctx_new(NULL, NULL);
+    struct stanza_out out = {.ctx = ctx, .up = out_up, .send = out_send, .arg = NULL};
+    struct privileged *priv;
+    struct users d;
+    xmpp_stanza_t *msg;
+
+    assert_int_equal(config_load_buffer("t.conf", elsewhere, strlen(elsewhere), before, &errs),
+                     0);
+    cfg_errors_free(&errs);
+    users_init(&d, before);
+    priv = priv_new(base, &d, &out, &pops, NULL);
+    priv_connected(priv);
+    granted_calls = 0;
+    msg = xmpp_stanza_new_from_string(ctx, grant);
+    assert_true(priv_on_message(priv, msg, "localhost"));
+    xmpp_stanza_release(msg);
+    assert_int_equal(granted_calls, 0);          /* nobody there yet */
+    priv_users_changed(priv);
+    assert_int_equal(granted_calls, 0);
+    users_apply(&d, after, &aops, NULL);          /* the directory's users come */
+    priv_users_changed(priv);
+    assert_int_equal(granted_calls, 1);
+    assert_string_equal(granted_domain, "localhost");
+    assert_true(priv_may_roster(priv, "localhost", PRIV_SET));
+    priv_users_changed(priv);                     /* once per stream */
+    assert_int_equal(granted_calls, 1);
+    priv_free(priv);
+    users_free(&d);
+    xmpp_ctx_free(ctx);
+    event_base_free(base);
+    config_free(before);
+    config_free(after);
+    free(before);
+    free(after);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -615,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_over_limit),
         cmocka_unit_test(test_api),
+        cmocka_unit_test(test_grant_before_users),
     };
 
     log_level = -1;
