@@ -8,7 +8,7 @@ other side of the subscription). Items the component did not write are never tou
 
 ejabberd's side (its HTTP API, since 23.01 fails privileged roster writes) and the
 fallbacks (offhookctl roster) are in test_roster_ejabberd.py and test_roster_fallback.py.
-bench/roster_scale.py measures the pacing at 10,000 users."""
+bench/ldap_sync.py --roster-group-size measures the pacing at 10,000 users."""
 
 import signal
 import subprocess
