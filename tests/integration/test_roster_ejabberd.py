@@ -206,6 +206,9 @@ def test_groups_from_the_directory_on_ejabberd(stack_factory, fresh_accounts):
                                   "dave" + PHONE: item("Dave Brown (phone)", ["Sales"])}
     wait_until(lambda: alice.current().get("dave" + PHONE) == ON_CALL,
                what="the hire's state at alice's login")
+    dave = s.watcher("dave@localhost")   # the hire gets their group's phones too
+    assert roster_view(dave) == {"alice" + PHONE: item("Alice Jones (phone)", ["Sales"]),
+                                 "bob" + PHONE: item("Bob (phone)", ["Sales"])}
     carol = s.watcher("carol@localhost")
     assert roster_view(carol) == {"bob" + PHONE: item("Bob (phone)", ["Support"])}
 
