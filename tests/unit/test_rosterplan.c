@@ -81,7 +81,8 @@ static void roster_line(const struct rosterplan *p, const struct cfg_user *u, ch
     size_t n = 0;
 
     rosterplan_each(p, u, collect, &l);
-    qsort(l.items, l.n, sizeof *l.items, cmp_str);
+    if (l.n) /* qsort of NULL, 0 is undefined (UBSan) */
+        qsort(l.items, l.n, sizeof *l.items, cmp_str);
     out[0] = '\0';
     for (size_t i = 0; i < l.n; i++) {
         n += (size_t)snprintf(out + n, len - n, "%s%s", i ? " ; " : "", l.items[i]);
@@ -164,7 +165,8 @@ static void run_case(struct tcase *c)
 
         rosterplan_build(&q, next, NULL, NULL);
         rosterplan_diff(&p, &q, add_work, &work);
-        qsort(work.items, work.n, sizeof *work.items, cmp_str);
+        if (work.n)
+            qsort(work.items, work.n, sizeof *work.items, cmp_str);
         sbuf_init(&got);
         for (size_t i = 0; i < work.n; i++) {
             sbuf_printf(&got, "%s\n", work.items[i]);
