@@ -51,6 +51,9 @@ static int v_sip_uri_opt_list(struct offhook_config *, const char *, char *, siz
 static int v_allow_watchers(struct offhook_config *, const char *, char *, size_t);
 static int v_watchers(struct offhook_config *, const char *, char *, size_t);
 static int v_publish(struct offhook_config *, const char *, char *, size_t);
+static int v_roster(struct offhook_config *, const char *, char *, size_t);
+static int v_roster_group(struct offhook_config *, const char *, char *, size_t);
+static int v_roster_api(struct offhook_config *, const char *, char *, size_t);
 static int v_tls_verify(struct offhook_config *, const char *, char *, size_t);
 static int v_dir_source(struct offhook_config *, const char *, char *, size_t);
 static int v_ldap_urls(struct offhook_config *, const char *, char *, size_t);
@@ -177,6 +180,31 @@ static const struct cfg_key keys[] = {
      16L << 20, NULL,
      "largest incoming stanza handled, in bytes of names, attributes and text; larger ones "
      "get a policy-violation error"},
+    {"component", "roster", T_STR, OFF(component_roster), "none", true, 0, 0, v_roster,
+     "phone contacts the component puts in each user's roster (XEP-0356 roster permission, "
+     "or roster_api): none, everyone (every other user of the same domain) or groups (the "
+     "users sharing a group with them)"},
+    {"component", "roster_group", T_STR, OFF(roster_group), "Desk phones", true, 0, 0,
+     v_roster_group, "with roster = everyone: the roster group the phone contacts are in "
+                     "(with groups: the users' own groups)"},
+    {"component", "roster_max_items", T_INT, OFF(roster_max_items), "1000", true, 1, 100000,
+     NULL,
+     "phone contacts one user's roster may hold at most: a user whose roster would hold "
+     "more is given no new ones (logged, counted); with roster = everyone, that is every user "
+     "of a domain with more users than this"},
+    {"component", "roster_rate", T_INT, OFF(roster_rate), "100", true, 1, 100000, NULL,
+     "roster changes (item added, renamed, regrouped or removed) sent to the XMPP server per "
+     "second at most"},
+    {"component", "roster_api", T_STR, OFF(roster_api), "", false, 0, 0, v_roster_api,
+     "ejabberd: http://HOST:PORT/PATH of its mod_http_api, through which rosters are written "
+     "(add_rosteritem, delete_rosteritem) instead of XEP-0356; empty = XEP-0356 only"},
+    {"component", "roster_api_user", T_STR, OFF(roster_api_user), "", false, 0, 0, NULL,
+     "with roster_api: the account (user@host) it authenticates as (HTTP Basic); empty = "
+     "none"},
+    {"component", "roster_api_password", T_SECRET, OFF(roster_api_password), "", false, 0, 0,
+     NULL, "password of roster_api_user (secret: prefer roster_api_password_file)"},
+    {"component", "roster_api_password_file", T_STR, OFF(roster_api_password_file), "", false,
+     0, 0, NULL, "file whose first line is the password of roster_api_user"},
 
     {"privacy", "show_remote_party", T_BOOL, OFF(show_remote_party), "no", true, 0, 0, NULL,
      "let the other party's name/number leave sipbridge (per user: [user JID])"},
@@ -518,6 +546,52 @@ static int v_allow_watchers(struct offhook_config *cfg, const char *v, char *err
         return 0;
     snprintf(err, len, "allow_watchers must be same-domain, any or list, not '%s'", v);
     return -1;
+}
+
+static int v_roster(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (strcmp(v, "none") == 0)
+        cfg->roster_mode = CFG_ROSTER_NONE;
+    else if (strcmp(v, "everyone") == 0)
+        cfg->roster_mode = CFG_ROSTER_EVERYONE;
+    else if (strcmp(v, "groups") == 0)
+        cfg->roster_mode = CFG_ROSTER_GROUPS;
+    else {
+        snprintf(err, len, "roster must be none, everyone or groups, not '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* A roster group name is shown to users and written into every roster: printable text. */
+static int v_roster_group(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (!v[0] || strlen(v) > 200 || !str_utf8_valid(v, strlen(v))) {
+        snprintf(err, len, "roster_group: 1 to 200 bytes of UTF-8 text");
+        return -1;
+    }
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == ';') {
+            snprintf(err, len, "roster_group: no control characters and no ';' (ejabberd "
+                               "reads it as a group separator)");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* http://HOST[:PORT]/PATH: plain HTTP, for a listener on the same host or network. */
+static int v_roster_api(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (!v[0])
+        return 0;
+    if (strncmp(v, "http://", 7) != 0 || !v[7] || v[7] == '/' || strchr(v, ' ') ||
+        strchr(v, '@') || strlen(v) > 512) {
+        snprintf(err, len, "roster_api: http://HOST[:PORT]/PATH (ejabberd's mod_http_api, e.g. "
+                           "http://127.0.0.1:5281/api), not '%s'", v);
+        return -1;
+    }
+    return 0;
 }
 
 static int v_tls_verify(struct offhook_config *cfg, const char *v, char *err, size_t len)
@@ -1245,6 +1319,8 @@ static void resolve_secrets(struct loader *ld, bool world_readable)
          OFF(redis_sentinel_password_file), CFG_SECRET_REDIS},
         {"directory", "bind_password", "bind_password_file", OFF(dir_bind_password),
          OFF(dir_bind_password_file), CFG_SECRET_LDAP},
+        {"component", "roster_api_password", "roster_api_password_file",
+         OFF(roster_api_password), OFF(roster_api_password_file), CFG_SECRET_XMPP},
     };
     char *base = (char *)ld->cfg;
 

@@ -32,6 +32,13 @@ struct cfg_user {
 
 #define CFG_MAX_GROUPS 32   /* groups per user */
 
+/* [component] roster: which phone contacts the component puts in each user's roster. */
+enum cfg_roster_mode {
+    CFG_ROSTER_NONE,         /* none: rosters are left to the users (and the server) */
+    CFG_ROSTER_EVERYONE,     /* every other user of the same domain */
+    CFG_ROSTER_GROUPS,       /* every user sharing at least one group */
+};
+
 struct redis_target {
     char *host;     /* NULL when unix socket */
     int port;
@@ -104,6 +111,15 @@ struct offhook_config {
     bool publish_contacts, publish_pep, publish_vcard;
     long component_max_stanza;   /* incoming stanzas larger than this are refused */
     bool component_keep_on_stop; /* leave presence and PEP as they are on a clean stop */
+    char *component_roster;      /* none | everyone | groups; parsed into roster_mode */
+    int roster_mode;             /* enum cfg_roster_mode */
+    char *roster_group;          /* the roster group of roster = everyone */
+    long roster_max_items;       /* phone contacts one roster may be given, at most */
+    long roster_rate;            /* roster changes sent per second, at most */
+    char *roster_api;            /* ejabberd mod_http_api URL, "" = XEP-0356 only */
+    char *roster_api_user;       /* its HTTP Basic user (a JID), "" = none */
+    char *roster_api_password;   /* secret */
+    char *roster_api_password_file;
 
     /* [privacy] */
     bool show_remote_party;

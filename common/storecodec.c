@@ -231,3 +231,13 @@ int storecodec_key_directory_meta(const char *prefix, char *buf, size_t len)
 {
     return key(buf, len, prefix, "directory:meta", "");
 }
+
+int storecodec_key_roster(const char *prefix, const char *jid, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "roster:", jid);
+}
+
+int storecodec_key_rosters(const char *prefix, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "rosters", "");
+}

@@ -129,6 +129,10 @@ int storecodec_key_subs(const char *prefix, const char *jid, char *buf, size_t l
 int storecodec_key_heartbeat(const char *prefix, const char *daemon, char *buf, size_t len);
 int storecodec_key_directory(const char *prefix, char *buf, size_t len);
 int storecodec_key_directory_meta(const char *prefix, char *buf, size_t len);
+/* The component's roster records: a hash per user (phone contact -> what it wrote there,
+ * component/roster.c), and the set of users that have one. */
+int storecodec_key_roster(const char *prefix, const char *jid, char *buf, size_t len);
+int storecodec_key_rosters(const char *prefix, char *buf, size_t len);
 
 #define STORE_HEARTBEAT_EVERY_MS 10000 /* each daemon beats this often ... */
 #define STORE_HEARTBEAT_TTL_MS 30000   /* ... and is taken for dead when a beat is this old */

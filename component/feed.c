@@ -1,7 +1,15 @@
 /* User records from Redis: an atomic snapshot (one read-only script: the event stream's
  * last id and every configured user's hash), then XREAD BLOCK from that id, so no change
  * is missed or applied twice. Each record is kept in its user and announced (feed_ops).
- * On any reconnect: a new snapshot. */
+ * On any reconnect: a new snapshot.
+ *
+ * Users a reload adds are read on a second connection, since the blocking XREAD cannot be
+ * cancelled on its own: MULTI { the stream's last id P; their hashes }. Each user keeps
+ * the stream id its record reflects (rec_id): the snapshot's or P for a read, an event's
+ * own id for an event. An event no newer than rec_id is already in the record and is not
+ * applied; a read whose P is older than an event already applied to that user (the XREAD
+ * got there first) is not applied. So the stream goes on from where it was, nothing is
+ * missed or applied twice, and nobody else's state is read or sent again. */
 #include "feed.h"
 
 #include <stdio.h>
@@ -26,6 +34,10 @@ struct feed {
     struct feed_ops ops;
     void *arg;
     struct redislink *link;
+    struct redislink *reader;  /* one-off reads of added users, beside the blocking XREAD */
+    char **added_jids;         /* users asked for in the read out on it, in order */
+    size_t nadded;
+    bool reading;              /* that read is out */
     char events_key[512];
     char last_id[64];
     bool synced;
@@ -62,9 +74,25 @@ bool feed_synced(const struct feed *f)
     return f->synced;
 }
 
-/* Keeps rec as jid's state (NULL: sipbridge removed the user). Returns that user, or
- * NULL when jid is not one of ours (another deployment's, or not configured here). */
-static struct cuser *keep(struct feed *f, const char *jid, const struct user_record *rec)
+/* Stream ids "ms-seq", compared as numbers: <0, 0, >0. "" is before everything. */
+static int id_cmp(const char *a, const char *b)
+{
+    unsigned long long ams = 0, aseq = 0, bms = 0, bseq = 0;
+
+    if (!a[0] || !b[0])
+        return a[0] ? 1 : b[0] ? -1 : 0;
+    (void)sscanf(a, "%llu-%llu", &ams, &aseq);
+    (void)sscanf(b, "%llu-%llu", &bms, &bseq);
+    if (ams != bms)
+        return ams < bms ? -1 : 1;
+    return aseq < bseq ? -1 : aseq > bseq;
+}
+
+/* Keeps rec as jid's state (NULL: sipbridge removed the user) as of stream id id.
+ * Returns that user, or NULL when jid is not one of ours (another deployment's, or not
+ * configured here). */
+static struct cuser *keep(struct feed *f, const char *jid, const struct user_record *rec,
+                          const char *id)
 {
     struct cuser *u = users_by_jid(f->d, jid);
 
@@ -74,9 +102,19 @@ static struct cuser *keep(struct feed *f, const char *jid, const struct user_rec
     if (rec)
         u->rec = *rec;
     u->rec_at_ms = clock_wall_ms();
+    str_copy(u->rec_id, sizeof u->rec_id, id);
     log_trace(&u->trace, "feed", "event=trace_record user=%s state=%s",
               jid, rec ? user_state_name(rec->state) : "removed");
     return u;
+}
+
+/* An event for jid at stream id id that the user's record already reflects (read after
+ * it was written): not applied again. */
+static bool seen_event(struct feed *f, const char *jid, const char *id)
+{
+    struct cuser *u = users_by_jid(f->d, jid);
+
+    return u && id_cmp(id, u->rec_id) <= 0;
 }
 
 static void bad_record(struct feed *f, const char *jid, const char *err)
@@ -133,6 +171,7 @@ static long pairs(const redisReply *r, const char **names, const char **values, 
 }
 
 static void read_next(struct feed *f);
+static void on_reader(struct redislink *l, bool up, void *arg);
 
 /* offhookctl resync [JID]: send everything again (presence to every watcher, PEP). */
 static void command(struct feed *f, const char *cmd, const char *jid)
@@ -202,17 +241,21 @@ static void on_read(struct redislink *l, redisReply *r, void *arg)
                     f->ops.on_event(f->arg, NULL, 0);
                 continue;
             }
+            if (se.kind != STREAM_COMMAND && seen_event(f, se.user, f->last_id)) {
+                f->ops.on_event(f->arg, NULL, 0); /* still proves sipbridge alive */
+                continue;
+            }
             switch (se.kind) {
             case STREAM_COMMAND:
                 command(f, se.cmd, se.user);
                 break;
             case STREAM_REMOVED:
-                f->ops.on_event(f->arg, keep(f, se.user, NULL), 0);
+                f->ops.on_event(f->arg, keep(f, se.user, NULL, f->last_id), 0);
                 break;
             case STREAM_STATE:
                 if (users_by_jid(f->d, se.user))
                     check_record(f, se.user, names, values, (size_t)n, &se.rec);
-                u = keep(f, se.user, &se.rec);
+                u = keep(f, se.user, &se.rec, f->last_id);
                 f->ops.on_event(f->arg, u, u ? se.rec.event_us : 0);
                 break;
             }
@@ -269,6 +312,9 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
 
         if (!u)
             continue;
+        /* Whatever is kept below, it stands for the stream up to last_id. */
+        u->rec_read = true;
+        str_copy(u->rec_id, sizeof u->rec_id, f->last_id);
         if (n <= 0) {
             /* Nothing written for this user yet, or Redis lost it (restarted empty):
              * what this process last saw stays until sipbridge writes it again, which
@@ -291,7 +337,7 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
             continue;
         }
         check_record(f, f->snapshot_jids[i], names, values, (size_t)n, &rec);
-        (void)keep(f, f->snapshot_jids[i], &rec);
+        (void)keep(f, f->snapshot_jids[i], &rec, f->last_id);
         loaded++;
     }
     log_notice("feed", "event=synced users=%zu with_state=%zu kept_missing=%zu kept_newer=%zu "
@@ -304,46 +350,57 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
     read_next(f);
 }
 
-/* One read-only script, not MULTI ... EXEC: Redis at maxmemory refuses every command
- * queued in a MULTI, and a component started then never loaded its users' states. The
- * reply has EXEC's shape (storecodec_snapshot_script). */
-static void snapshot(struct feed *f)
+/* Queues the snapshot script (storecodec_snapshot_script) on l for every user, or only
+ * those whose record was never read (only_unread): the stream's last id, then their
+ * hashes. One read-only script, not MULTI ... EXEC: Redis at maxmemory refuses every
+ * command queued in a MULTI, and a component started then never loaded its users' states.
+ * *jids gets the users asked for, in order (caller frees, free_jids); *n their count, 0
+ * when there was nobody to read (nothing queued). Returns 0, or -1 when the command could
+ * not be queued. */
+static int read_users(struct feed *f, struct redislink *l, redislink_reply_fn fn,
+                      bool only_unread, char ***jids, size_t *n)
 {
-    size_t pos = 0, i = 0, n = f->d->by_jid.count;
-    const char **argv = xcalloc(n + 4, sizeof *argv);
-    char **keys = xcalloc(n + 1, sizeof *keys);
+    size_t pos = 0, i = 0, max = f->d->by_jid.count;
+    const char **argv = xcalloc(max + 4, sizeof *argv);
+    char **keys = xcalloc(max + 1, sizeof *keys);
+    char numkeys[24];
     const char *k;
     void *v;
-    int argc = 0;
+    int argc = 0, rc = 0;
 
-    free_snapshot(f);
-    f->snapshot_jids = xcalloc(n + 1, sizeof *f->snapshot_jids);
+    *jids = xcalloc(max + 1, sizeof **jids);
     argv[argc++] = "EVAL";
     argv[argc++] = storecodec_snapshot_script;
-    argv[argc++] = NULL; /* numkeys, below */
+    argv[argc++] = numkeys;
     argv[argc++] = f->events_key;
     while (strmap_next(&f->d->by_jid, &pos, &k, &v)) {
         char key[4096];
+        if (only_unread && ((struct cuser *)v)->rec_read)
+            continue;
         if (storecodec_key_user(f->d->cfg->redis_prefix, k, key, sizeof key) < 0)
             continue;
-        f->snapshot_jids[i] = xstrdup(k);
+        (*jids)[i] = xstrdup(k);
         keys[i] = xstrdup(key);
         argv[argc++] = keys[i++];
     }
-    f->nsnapshot = i;
-    {
-        char numkeys[24];
-        snprintf(numkeys, sizeof numkeys, "%zu", i + 1);
-        argv[2] = numkeys;
-        if (redislink_command_argv(f->link, on_snapshot, f, argc, argv, NULL) < 0) {
-            free_snapshot(f);
-            redislink_reset(f->link, "cannot queue snapshot");
-        }
-    }
+    *n = i;
+    snprintf(numkeys, sizeof numkeys, "%zu", i + 1);
+    if ((i || !only_unread) && redislink_command_argv(l, fn, f, argc, argv, NULL) < 0)
+        rc = -1;
     for (size_t j = 0; j < i; j++)
         free(keys[j]);
     free(keys);
     free(argv);
+    return rc;
+}
+
+static void snapshot(struct feed *f)
+{
+    free_snapshot(f);
+    if (read_users(f, f->link, on_snapshot, false, &f->snapshot_jids, &f->nsnapshot) < 0) {
+        free_snapshot(f);
+        redislink_reset(f->link, "cannot queue snapshot");
+    }
 }
 
 static void on_link(struct redislink *l, bool up, void *arg)
@@ -370,15 +427,103 @@ struct feed *feed_new(struct event_base *base, struct users *d, const struct fee
     str_copy(f->last_id, sizeof f->last_id, "0-0");
     metric_set(m_synced, NULL, 0);
     f->link = redislink_new(base, d->cfg, "feed", BLOCK_MS + 10000, on_link, f);
+    f->reader = redislink_new(base, d->cfg, "feed_read", 10000, on_reader, f);
     return f;
 }
 
-/* After a reload: users may have come and gone, so take a fresh snapshot. The blocking
- * XREAD in flight cannot be cancelled on its connection: a new connection is the way. */
-void feed_resync(struct feed *f)
+/* ---- users a reload added: read on the second connection ------------------------------ */
+
+static void free_added(struct feed *f)
 {
-    if (redislink_up(f->link))
-        redislink_restart(f->link, "configuration reloaded");
+    for (size_t i = 0; i < f->nadded; i++)
+        free(f->added_jids[i]);
+    free(f->added_jids);
+    f->added_jids = NULL;
+    f->nadded = 0;
+}
+
+static void read_added(struct feed *f);
+
+static void on_added_read(struct redislink *l, redisReply *r, void *arg)
+{
+    struct feed *f = arg;
+    const redisReply *last;
+    char at[64] = "0-0";
+    size_t loaded = 0, stale = 0;
+
+    f->reading = false;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != f->nadded + 1) {
+        if (r)
+            log_err("feed", "event=read_failed what=added_users error=%s",
+                    log_q(r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+        free_added(f);
+        return; /* read again once the connection is back (or by the next snapshot) */
+    }
+    last = r->element[0];
+    if (last->type == REDIS_REPLY_ARRAY && last->elements == 1 &&
+        last->element[0]->type == REDIS_REPLY_ARRAY && last->element[0]->elements == 2 &&
+        last->element[0]->element[0]->type == REDIS_REPLY_STRING)
+        str_copy(at, sizeof at, last->element[0]->element[0]->str);
+    for (size_t i = 0; i < f->nadded; i++) {
+        const char *names[STORE_FIELDS_MAX + 2], *values[STORE_FIELDS_MAX + 2];
+        long n = pairs(r->element[i + 1], names, values, STORE_FIELDS_MAX + 2);
+        struct cuser *u = users_by_jid(f->d, f->added_jids[i]);
+        struct user_record rec;
+        char err[128];
+
+        if (!u || u->rec_read)
+            continue; /* gone again, or a snapshot read it meanwhile */
+        u->rec_read = true;
+        if (id_cmp(u->rec_id, at) > 0) {
+            stale++; /* the XREAD applied a newer event already */
+        } else if (n > 0 && storecodec_decode(names, values, (size_t)n, &rec, err,
+                                              sizeof err) == 0) {
+            check_record(f, u->jid, names, values, (size_t)n, &rec);
+            (void)keep(f, u->jid, &rec, at);
+            loaded++;
+        } else {
+            if (n > 0)
+                bad_record(f, u->jid, err);
+            str_copy(u->rec_id, sizeof u->rec_id, at);
+        }
+        f->ops.on_loaded(f->arg, u);
+    }
+    log_notice("feed", "event=users_read users=%zu with_state=%zu newer_in_stream=%zu "
+                       "stream_id=%s",
+               f->nadded, loaded, stale, log_q(at));
+    free_added(f);
+    read_added(f); /* users added while this read was out */
+}
+
+/* The users whose record was never read (a reload added them), on the second
+ * connection: the snapshot script for them alone. */
+static void read_added(struct feed *f)
+{
+    if (f->reading || !redislink_up(f->reader))
+        return;
+    if (read_users(f, f->reader, on_added_read, true, &f->added_jids, &f->nadded) < 0) {
+        free_added(f);
+        redislink_reset(f->reader, "cannot queue the read of added users");
+        return;
+    }
+    if (!f->nadded) {
+        free_added(f);
+        return;
+    }
+    f->reading = true;
+}
+
+void feed_users_added(struct feed *f)
+{
+    read_added(f);
+}
+
+static void on_reader(struct redislink *l, bool up, void *arg)
+{
+    struct feed *f = arg;
+
+    if (up)
+        read_added(f);
 }
 
 void feed_free(struct feed *f)
@@ -386,6 +531,8 @@ void feed_free(struct feed *f)
     if (!f)
         return;
     redislink_free(f->link);
+    redislink_free(f->reader);
     free_snapshot(f);
+    free_added(f);
     free(f);
 }

@@ -1,6 +1,7 @@
 /* The feed: the users' records from Redis, an atomic snapshot then the event stream, kept
- * in each user (struct cuser rec/have_rec); news goes up through feed_ops. Calls nothing
- * in the component but the directory (users.h). Created and told of reloads by main.c. */
+ * in each user (struct cuser rec/have_rec/rec_id); news goes up through feed_ops. Users a
+ * reload adds are read on a second connection. Calls nothing in the component but the
+ * directory (users.h). Created and told of reloads by main.c. */
 #ifndef OFFHOOK_FEED_H
 #define OFFHOOK_FEED_H
 
@@ -28,6 +29,9 @@ struct feed_ops {
     void (*on_synced)(void *arg);
     /* offhookctl resync: send u's state again, forced (NULL: everyone's). */
     void (*on_resync)(void *arg, struct cuser *u);
+    /* A user a reload added has its record read (u->rec, u->have_rec: none yet, if
+     * sipbridge has written none). */
+    void (*on_loaded)(void *arg, struct cuser *u);
 };
 
 /* d and base are borrowed and must outlive the feed (d->cfg is read at every snapshot);
@@ -38,7 +42,9 @@ void feed_free(struct feed *f);
 void feed_register_metrics(void);
 /* Whether every user's record has been loaded since the link last came up. */
 bool feed_synced(const struct feed *f);
-/* Takes a fresh snapshot (after a reload changed the users). */
-void feed_resync(struct feed *f);
+/* After a reload added users: reads their records (on_loaded for each), on a connection
+ * of its own, while the stream keeps being followed on the other; everyone else's stays
+ * as it is. */
+void feed_users_added(struct feed *f);
 
 #endif

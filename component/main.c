@@ -8,8 +8,11 @@
  *
  *   Redis: feed, health, watchers --ops--> main --> publisher --view--> pep, presence_out
  *   XMPP:  xmpplink --ops--> main --> router --> publisher, privileged, presence_out
- *                                     router --ops--> main --> watchers
- *                                     privileged --ops--> main --> pep, publisher
+ *                                     router --ops--> main --> watchers, roster
+ *                                     privileged --ops--> main --> pep, publisher, roster
+ *   users: reload, directory --> main --> roster --ops--> main --> watchers, publisher
+ *   roster --roster_io--> main --> rosterstore (Redis), rosterapi (ejabberd's HTTP API)
+ *                                  --ops--> main --> roster
  *   pep, privileged, presence_out, router --stanza_out--> main --> xmpplink
  *
  * users.c (the directory) and view.c sit under all of them. See docs/architecture.md. */
@@ -36,6 +39,9 @@
 #include "privileged.h"
 #include "publisher.h"
 #include "redislink.h"
+#include "roster.h"
+#include "rosterapi.h"
+#include "rosterstore.h"
 #include "router.h"
 #include "sbuf.h"
 #include "stanza.h"
@@ -63,6 +69,10 @@ struct app {
     struct privileged *priv;
     struct pep *pep;
     struct vcard_out *vcard;
+    struct roster *roster;
+    struct rosterstore *rstore;
+    struct rosterapi *rapi;       /* with [component] roster_api */
+    struct roster_io rio;         /* how the roster writer reaches its store and the API */
     struct publisher *pub;
     struct router *router;
     struct httpd *http;
@@ -107,6 +117,9 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
     sbuf_init(&why);
     ready = is_ready(a, &why);
     sbuf_free(&why);
+    /* The roster writer tells its items from users' own by the watcher sets. */
+    if (watchers_up(a->wstore))
+        roster_ready(a->roster);
     if (ready && !a->ready_sent) {
         struct timeval slow = {.tv_sec = STATUS_INTERVAL_S};
         a->ready_sent = true;
@@ -144,6 +157,7 @@ static void on_xmpp_up(void *arg)
     priv_connected(a->priv);
     pep_connected(a->pep);
     vcard_connected(a->vcard);
+    roster_connected(a->roster);
     /* Before the feed has every user's state, it would publish "unknown" for all. */
     if (feed_synced(a->feed))
         pub_all(a->pub);
@@ -155,6 +169,7 @@ static void on_xmpp_down(void *arg)
 
     priv_link_down(a->priv);
     presout_link_down(a->presout);
+    roster_link_down(a->roster);
 }
 
 static void on_xmpp_stanza(void *arg, xmpp_stanza_t *st)
@@ -199,16 +214,29 @@ static void on_feed_resync(void *arg, struct cuser *u)
 {
     struct app *a = arg;
 
-    if (u)
+    if (u) {
         pub_user(a->pub, u, true, 0);
-    else
+    } else {
         pub_all(a->pub);
+        roster_resync(a->roster);
+    }
+}
+
+/* A user a reload added: its state, to its watchers (those Redis remembers are learnt
+ * apart, by the watcher store) and into its PEP. */
+static void on_feed_loaded(void *arg, struct cuser *u)
+{
+    struct app *a = arg;
+
+    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+        pub_user(a->pub, u, false, 0);
 }
 
 static const struct feed_ops feed_ops = {
     .on_event = on_feed_event,
     .on_synced = on_feed_synced,
     .on_resync = on_feed_resync,
+    .on_loaded = on_feed_loaded,
 };
 
 /* The feed kept following the stream either way: only what watchers see changes. */
@@ -258,6 +286,7 @@ static void on_unsubscribe(void *arg, struct cuser *u, const char *bare)
     struct app *a = arg;
 
     watchers_remove(a->wstore, u, bare);
+    roster_unsubscribed(a->roster, u, bare);
 }
 
 static const struct router_ops router_ops = {
@@ -271,6 +300,7 @@ static void on_granted(void *arg, const char *domain)
 
     pep_granted(a->pep, domain);
     vcard_granted(a->vcard, domain);
+    roster_granted(a->roster, domain);
     if (feed_synced(a->feed))
         pub_pep_domain(a->pub, domain);
 }
@@ -281,11 +311,119 @@ static void on_grants_missing(void *arg, const char *domain)
 
     pep_missing(a->pep, domain);
     vcard_missing(a->vcard, domain);
+    roster_missing(a->roster, domain);
 }
 
 static const struct privileged_ops priv_ops = {
     .on_granted = on_granted,
     .on_missing = on_grants_missing,
+};
+
+/* The roster writer put v's phone contact into user's roster, subscription "to": the
+ * component holds the other side, so user watches it, and sees it now. */
+static void on_roster_added(void *arg, struct cuser *v, const char *user)
+{
+    struct app *a = arg;
+
+    watchers_add(a->wstore, v, user);
+    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+        pub_user_to(a->pub, v, user);
+}
+
+static void on_roster_removed(void *arg, struct cuser *v, const char *contact,
+                              const char *user)
+{
+    struct app *a = arg;
+
+    if (!v) {
+        watchers_forget(a->wstore, contact, user);
+        return;
+    }
+    watchers_remove(a->wstore, v, user);
+    presout_unavailable(a->presout, v, user);
+}
+
+static const struct roster_ops roster_ops = {
+    .on_added = on_roster_added,
+    .on_removed = on_roster_removed,
+};
+
+/* ---- the roster writer's store --------------------------------------------------------- */
+
+static int rio_load(void *arg, unsigned long cookie, const char *user,
+                    const char *const *contacts, size_t n)
+{
+    struct app *a = arg;
+
+    return rosterstore_load(a->rstore, cookie, user, contacts, n);
+}
+
+static int rio_save(void *arg, unsigned long cookie, const char *user, const char *contact,
+                    const char *value)
+{
+    struct app *a = arg;
+
+    return rosterstore_save(a->rstore, cookie, user, contact, value);
+}
+
+static int rio_list(void *arg)
+{
+    struct app *a = arg;
+
+    return rosterstore_list(a->rstore);
+}
+
+static int rio_api_write(void *arg, unsigned long cookie, const char *user,
+                         const char *contact, const struct rosterplan_item *it)
+{
+    struct app *a = arg;
+
+    return rosterapi_write(a->rapi, cookie, user, contact, it);
+}
+
+static void on_rapi_done(void *arg, unsigned long cookie, bool ok, const char *why)
+{
+    struct app *a = arg;
+
+    roster_api_done(a->roster, cookie, ok, why);
+}
+
+static const struct rosterapi_ops rapi_ops = {.on_done = on_rapi_done};
+
+static void on_rstore_state(void *arg, bool up)
+{
+    struct app *a = arg;
+
+    roster_store_state(a->roster, up);
+}
+
+static void on_rstore_loaded(void *arg, unsigned long cookie, bool ok,
+                             const char *const *contacts, const char *const *values, size_t n)
+{
+    struct app *a = arg;
+
+    roster_loaded(a->roster, cookie, ok, contacts, values, n);
+}
+
+static void on_rstore_saved(void *arg, unsigned long cookie, bool ok)
+{
+    struct app *a = arg;
+
+    roster_saved(a->roster, cookie, ok);
+}
+
+static void on_rstore_known(void *arg, bool ok, const char *const *users, size_t n)
+{
+    struct app *a = arg;
+
+    roster_known(a->roster, ok, users, n);
+}
+
+static const struct rosterstore_ops rstore_ops = {
+    .on_state = on_rstore_state,
+    .on_loaded = on_rstore_loaded,
+    .on_saved = on_rstore_saved,
+    .on_known = on_rstore_known,
 };
 
 /* A reload removed u (or renamed its contact): its watchers see it go offline, and the
@@ -331,6 +469,7 @@ static void on_stop(void *arg)
         return;
     a->stopping = true;
     daemon_notify("STOPPING=1");
+    roster_stopping(a->roster);
     if (a->cfg->component_keep_on_stop) {
         stop_now(a);
         return;
@@ -342,15 +481,35 @@ static void on_stop(void *arg)
     priv_when_idle(a->priv, stop_now, a);
 }
 
-/* daemon_reload() checked and loaded the file: hand the new configuration over. */
+/* A reload kept u but changed what its phone contact shows (name, phones, number): its
+ * watchers get the new <nick/> and reach addresses, its PEP the new reach. */
+static void on_user_changed(void *arg, struct cuser *u)
+{
+    struct app *a = arg;
+
+    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+        pub_user(a->pub, u, true, 0);
+}
+
+static const struct users_apply_ops apply_ops = {
+    .on_removed = on_user_removed,
+    .on_changed = on_user_changed,
+};
+
+/* daemon_reload() checked and loaded the file (or the directory's users changed): hand
+ * the new configuration over. Only what changed is read and sent: the users added (their
+ * records, their watchers), the users removed (unavailable to their watchers), the users
+ * changed, the rosters the change touches. */
 static void on_reload(void *arg, struct offhook_config *next)
 {
     struct app *a = arg;
 
-    users_apply(&a->users, next, on_user_removed, a);
+    roster_apply(a->roster, next);
+    users_apply(&a->users, next, &apply_ops, a);
     watchers_load_new(a->wstore);
     watchers_enforce_policy(a->wstore);
-    feed_resync(a->feed);
+    feed_users_added(a->feed);
+    priv_users_changed(a->priv);
     log_notice("main", "event=reloaded users=%zu", next->nusers);
 }
 
@@ -406,6 +565,7 @@ int main(int argc, char **argv)
     pep_register_metrics();
     priv_register_metrics();
     vcard_register_metrics();
+    roster_register_metrics();
     health_register_metrics();
     watchers_register_metrics();
     directory_register_metrics();
@@ -428,6 +588,15 @@ int main(int argc, char **argv)
     a.pep = pep_new(&a.users, &a.out, a.priv);
     a.vcard = vcard_new(&a.users, &a.out, a.priv);
     a.pub = pub_new(&a.users, a.presout, a.pep, a.vcard, &a.out);
+    a.rio = (struct roster_io){.load = rio_load, .save = rio_save, .list = rio_list, .arg = &a};
+    if (a.cfg->roster_api[0]) {
+        a.rapi = rosterapi_new(a.base, a.cfg, &rapi_ops, &a);
+        if (!a.rapi)
+            goto out;
+        a.rio.api_write = rio_api_write;
+    }
+    a.roster = roster_new(a.base, &a.users, &a.out, a.priv, &a.rio, &roster_ops, &a);
+    a.rstore = rosterstore_new(a.base, &a.users, &rstore_ops, &a);
     a.router = router_new(&a.users, a.pub, a.presout, a.priv, &a.out, &router_ops, &a);
     a.feed = feed_new(a.base, &a.users, &feed_ops, &a);
     a.health = health_new(a.base, a.cfg, &health_ops, &a);
@@ -469,11 +638,14 @@ out:
     health_free(a.health);
     watchers_free(a.wstore);
     feed_free(a.feed);
+    rosterstore_free(a.rstore); /* its last answers go to the writer, so before it */
+    rosterapi_free(a.rapi);
     router_free(a.router);
     pub_free(a.pub);
     pep_free(a.pep);
     vcard_free(a.vcard);
-    priv_free(a.priv);
+    priv_free(a.priv);         /* drops roster writes still out, unanswered */
+    roster_free(a.roster);
     presout_free(a.presout);
     httpd_free(a.http);
     users_free(&a.users);

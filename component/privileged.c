@@ -24,6 +24,7 @@
 #define REQUEST_TIMEOUT_S 30    /* a request unanswered this long has failed */
 #define SWEEP_S 5               /* how often timeouts are looked for */
 #define PENDING_MAX 65536       /* requests in flight at most (a stalled server bounds us) */
+#define PARKED_MAX 16           /* grants kept for domains with no user (yet) */
 
 static const char *const ns_names[PRIV_NS_MAX] = {NS_PUBSUB, NS_VCARD};
 
@@ -31,7 +32,11 @@ struct grant {
     char *domain;                       /* owned; the key in privileged.grants */
     bool advertised;                    /* a <privilege/> came from it in this stream */
     bool may[PRIV_NS_MAX][2];           /* [ns][PRIV_GET/PRIV_SET] */
+    bool roster[2];                     /* the roster permission [PRIV_GET/PRIV_SET] */
     char version[8];                    /* "1" or "2" */
+    char perms[256];                    /* as advertised, for the log */
+    bool announced;                     /* on_granted told, in this stream */
+    bool missing_said;                  /* on_missing told, in this stream */
 };
 
 struct pending {
@@ -52,6 +57,7 @@ struct privileged {
     struct strmap grants;               /* server domain -> struct grant* (owned) */
     struct strmap pending;              /* id -> struct pending* (owned) */
     struct event *wait;                 /* GRANT_WAIT_S after connecting */
+    bool waited;                        /* that wait is over, in this stream */
     struct event *sweep;                /* timeouts */
     char id_prefix[24];                 /* random per process */
     unsigned long next_id;
@@ -83,8 +89,8 @@ void priv_register_metrics(void)
                            "server (wrong_sender).",
                            "reason", (const char *const[]){"unknown_id", "wrong_sender", NULL});
     m_requests = metric_new(METRIC_COUNTER, "offhook_privileged_requests_total",
-                            "Privileged IQs into users' accounts (PEP reads and writes, vCard), "
-                            "by outcome.",
+                            "Privileged IQs into users' accounts (PEP reads and writes, vCard, "
+                            "roster items), by outcome.",
                             "result",
                             (const char *const[]){"sent", "ok", "error", "timeout", "lost",
                                                   NULL});
@@ -140,17 +146,77 @@ bool priv_may(const struct privileged *p, const char *domain, enum priv_ns ns,
     return g && g->advertised && g->may[ns][type];
 }
 
-static void on_wait(evutil_socket_t fd, short what, void *arg)
+bool priv_may_roster(const struct privileged *p, const char *domain, enum priv_type type)
 {
-    struct privileged *p = arg;
+    const struct grant *g = grant_for(p, domain);
+
+    return g && g->advertised && g->roster[type];
+}
+
+/* g's grants to the owner, once per stream: its domain has users now. */
+static void announce(struct privileged *p, struct grant *g)
+{
+    g->announced = true;
+    log_notice("privileged", "event=privileges domain=%s xep0356_version=%s perms=%s",
+               log_q(g->domain), log_q(g->version), log_q(g->perms));
+    if (p->ops.on_granted)
+        p->ops.on_granted(p->arg, g->domain);
+}
+
+/* Domains with users and no <privilege/> once the wait is over: said once per stream. */
+static void say_missing(struct privileged *p)
+{
     size_t pos = 0;
     const char *k;
     void *v;
 
     while (strmap_next(&p->d->user_domains, &pos, &k, &v)) {
-        if (!priv_advertised(p, k) && p->ops.on_missing)
+        struct grant *g = grant_new(p, k);
+        if (g->advertised || g->missing_said)
+            continue;
+        g->missing_said = true;
+        if (p->ops.on_missing)
             p->ops.on_missing(p->arg, k);
     }
+}
+
+static void on_wait(evutil_socket_t fd, short what, void *arg)
+{
+    struct privileged *p = arg;
+
+    p->waited = true;
+    say_missing(p);
+}
+
+void priv_users_changed(struct privileged *p)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    /* A grant the server advertised before any user of its domain was known (the
+     * directory's users come after the stream when Redis has no copy of them). */
+    while (strmap_next(&p->d->user_domains, &pos, &k, &v)) {
+        struct grant *g = grant_for(p, k);
+        if (g && g->advertised && !g->announced)
+            announce(p, g);
+    }
+    if (p->waited)
+        say_missing(p);
+}
+
+/* Grants kept for domains that have no user. */
+static size_t parked(const struct privileged *p)
+{
+    size_t pos = 0, n = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&p->grants, &pos, &k, &v)) {
+        if (!strmap_get(&p->d->user_domains, k))
+            n++;
+    }
+    return n;
 }
 
 /* <perm access='iq'><namespace ns='...' type='get|set|both'/></perm> (v2). Prosody's
@@ -207,21 +273,29 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
 {
     xmpp_stanza_t *priv = xmpp_stanza_get_child_by_name_and_ns(msg, "privilege", NS_PRIV2);
     struct grant *g;
-    char perms[256] = "";
+    char *perms;
     size_t used = 0;
+    bool users_there;
 
     if (!priv)
         priv = xmpp_stanza_get_child_by_name_and_ns(msg, "privilege", NS_PRIV1);
     if (!priv)
         return false;
-    if (!strmap_get(&p->d->user_domains, from_domain)) {
+    /* A domain with no user yet is kept (its users may come from the directory after the
+     * stream started), a few at most: anyone's server can send this. */
+    users_there = strmap_get(&p->d->user_domains, from_domain) != NULL;
+    if (!users_there && !grant_for(p, from_domain) && parked(p) >= PARKED_MAX) {
         log_debug("privileged", "event=privilege_ignored domain=%s reason=\"no users there\"",
                   log_q(from_domain));
         return true;
     }
     g = grant_new(p, from_domain);
     g->advertised = true;
+    g->announced = false;
+    perms = g->perms;
+    perms[0] = '\0';
     memset(g->may, 0, sizeof g->may);
+    memset(g->roster, 0, sizeof g->roster);
     str_copy(g->version, sizeof g->version,
              strcmp(xmpp_stanza_get_ns(priv), NS_PRIV2) == 0 ? "2" : "1");
     for (xmpp_stanza_t *perm = xmpp_stanza_get_children(priv); perm;
@@ -237,20 +311,26 @@ bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_
             read_iq_perm(g, perm, 0);
             continue;
         }
-        /* roster, message, presence: offhook uses none of them (see the guide). */
-        if (used < sizeof perms)
-            used += (size_t)snprintf(perms + used, sizeof perms - used, "%s%s=%s",
+        if (strcmp(access, "roster") == 0 && type) {
+            /* The roster writer's ([component] roster). */
+            g->roster[PRIV_GET] = !strcmp(type, "get") || !strcmp(type, "both");
+            g->roster[PRIV_SET] = !strcmp(type, "set") || !strcmp(type, "both");
+        }
+        /* message, presence: offhook uses neither (see the guide). */
+        if (used < sizeof g->perms)
+            used += (size_t)snprintf(perms + used, sizeof g->perms - used, "%s%s=%s",
                                      used ? "," : "", token(access), token(type));
     }
     for (int i = 0; i < PRIV_NS_MAX; i++) {
-        if (used < sizeof perms)
-            used += (size_t)snprintf(perms + used, sizeof perms - used, "%siq:%s=%s",
+        if (used < sizeof g->perms)
+            used += (size_t)snprintf(perms + used, sizeof g->perms - used, "%siq:%s=%s",
                                      used ? "," : "", ns_names[i], perm_name(g, i));
     }
-    log_notice("privileged", "event=privileges domain=%s xep0356_version=%s perms=%s",
-               log_q(from_domain), log_q(g->version), log_q(perms));
-    if (p->ops.on_granted)
-        p->ops.on_granted(p->arg, from_domain);
+    if (users_there)
+        announce(p, g);
+    else
+        log_debug("privileged", "event=privilege_kept domain=%s reason=\"no users there yet\"",
+                  log_q(from_domain));
     return true;
 }
 
@@ -333,8 +413,10 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     arm_sweep(p);
 }
 
-int priv_request(struct privileged *p, const char *user, enum priv_type type,
-                 xmpp_stanza_t *payload, priv_done_fn done, void *arg)
+/* Sends payload (taken) to user, wrapped in <privileged_iq/> (the IQ permission) or as
+ * the IQ's own child (the roster permission), as a pending request. */
+static int request(struct privileged *p, const char *user, enum priv_type type,
+                   xmpp_stanza_t *payload, bool roster, priv_done_fn done, void *arg)
 {
     xmpp_ctx_t *ctx = p->out->ctx;
     const char *t = type == PRIV_GET ? "get" : "set", *ns = xmpp_stanza_get_ns(payload);
@@ -342,12 +424,19 @@ int priv_request(struct privileged *p, const char *user, enum priv_type type,
     xmpp_stanza_t *outer = NULL, *priv, *inner;
     char inner_id[64];
     struct jid j;
-    int nsi, rc = -1;
+    int nsi = 0, rc = -1;
+    bool may;
 
-    for (nsi = 0; nsi < PRIV_NS_MAX && !(ns && strcmp(ns, ns_names[nsi]) == 0); nsi++)
-        ;
-    if (nsi == PRIV_NS_MAX || jid_parse(user, &j) < 0 || !priv_may(p, j.domain, nsi, type) ||
-        !stanza_out_up(p->out) || p->pending.count >= PENDING_MAX)
+    if (jid_parse(user, &j) < 0)
+        goto out;
+    if (roster) {
+        may = ns && strcmp(ns, NS_ROSTER) == 0 && priv_may_roster(p, j.domain, type);
+    } else {
+        for (nsi = 0; nsi < PRIV_NS_MAX && !(ns && strcmp(ns, ns_names[nsi]) == 0); nsi++)
+            ;
+        may = nsi < PRIV_NS_MAX && priv_may(p, j.domain, nsi, type);
+    }
+    if (!may || !stanza_out_up(p->out) || p->pending.count >= PENDING_MAX)
         goto out;
     q = xcalloc(1, sizeof *q);
     snprintf(q->id, sizeof q->id, "%s-%lu", p->id_prefix, ++p->next_id);
@@ -357,17 +446,21 @@ int priv_request(struct privileged *p, const char *user, enum priv_type type,
     q->deadline_ms = clock_mono_ms() + REQUEST_TIMEOUT_S * 1000;
     q->done = done;
     q->arg = arg;
-    snprintf(inner_id, sizeof inner_id, "%s-in", q->id);
     outer = xmpp_iq_new(ctx, t, q->id);
     xmpp_stanza_set_from(outer, p->d->cfg->xmpp_domain);
     xmpp_stanza_set_to(outer, user);
-    priv = stanza_child(ctx, outer, "privileged_iq", NS_PRIV2);
-    /* Prosody's mod_privilege wants the wrapped IQ explicitly in jabber:client, with an
-     * id and the same type as the wrapper; its from, if any, must be the user. */
-    inner = xmpp_iq_new(ctx, t, inner_id);
-    xmpp_stanza_set_ns(inner, NS_CLIENT);
-    xmpp_stanza_add_child_ex(priv, inner, 0);
-    xmpp_stanza_add_child_ex(inner, payload, 0);
+    if (roster) {
+        xmpp_stanza_add_child_ex(outer, payload, 0);
+    } else {
+        snprintf(inner_id, sizeof inner_id, "%s-in", q->id);
+        priv = stanza_child(ctx, outer, "privileged_iq", NS_PRIV2);
+        /* Prosody's mod_privilege wants the wrapped IQ explicitly in jabber:client, with
+         * an id and the same type as the wrapper; its from, if any, must be the user. */
+        inner = xmpp_iq_new(ctx, t, inner_id);
+        xmpp_stanza_set_ns(inner, NS_CLIENT);
+        xmpp_stanza_add_child_ex(priv, inner, 0);
+        xmpp_stanza_add_child_ex(inner, payload, 0);
+    }
     payload = NULL;
     if (stanza_send(p->out, outer, "iq_request") < 0)
         goto out;
@@ -384,6 +477,18 @@ out:
     if (q)
         pending_free(q);
     return rc;
+}
+
+int priv_request(struct privileged *p, const char *user, enum priv_type type,
+                 xmpp_stanza_t *payload, priv_done_fn done, void *arg)
+{
+    return request(p, user, type, payload, false, done, arg);
+}
+
+int priv_roster_request(struct privileged *p, const char *user, enum priv_type type,
+                        xmpp_stanza_t *payload, priv_done_fn done, void *arg)
+{
+    return request(p, user, type, payload, true, done, arg);
 }
 
 unsigned priv_pending(const struct privileged *p)
@@ -498,15 +603,18 @@ void priv_connected(struct privileged *p)
     /* A new stream: the server advertises its grants again. */
     while (strmap_next(&p->grants, &pos, &k, &v)) {
         struct grant *g = v;
-        g->advertised = false;
+        g->advertised = g->announced = g->missing_said = false;
         memset(g->may, 0, sizeof g->may);
+        memset(g->roster, 0, sizeof g->roster);
     }
+    p->waited = false;
     evtimer_add(p->wait, &tv);
 }
 
 void priv_link_down(struct privileged *p)
 {
     evtimer_del(p->wait);
+    p->waited = false;
     if (p->pending.count)
         finish_all(p, PRIV_LOST, 0);
 }

@@ -1,9 +1,10 @@
 /* XEP-0356 for the component's writers: which privileges each users' server granted it
  * (learned from the server's <privilege/> message, again in each stream), and privileged
- * IQs sent into a user's own account, each answer matched to the request actually sent,
- * by its id (random per process) and its sender (the user's bare JID or the user's
- * server); any other IQ answer is counted and ignored. Called by router.c (<privilege/>
- * messages, IQ answers), the writers pep.c and vcard_out.c (requests) and main.c (the
+ * IQs sent into a user's own account (wrapped for the IQ permission, plain roster IQs for
+ * the roster permission), each answer matched to the request actually sent, by its id
+ * (random per process) and its sender (the user's bare JID or the user's server); any
+ * other IQ answer is counted and ignored. Called by router.c (<privilege/> messages, IQ
+ * answers), the writers pep.c, vcard_out.c and roster.c (requests) and main.c (the
  * stream's ups and downs). */
 #ifndef OFFHOOK_PRIVILEGED_H
 #define OFFHOOK_PRIVILEGED_H
@@ -72,6 +73,10 @@ void priv_register_metrics(void);
 void priv_connected(struct privileged *p);
 /* The stream went down: every pending request ends PRIV_LOST. */
 void priv_link_down(struct privileged *p);
+/* The users changed (a reload, the directory): a grant advertised before its domain had
+ * users is announced now (on_granted); a new domain without one is said (on_missing) if
+ * the wait after connecting is over. */
+void priv_users_changed(struct privileged *p);
 
 /* A <message/> from a server domain: true if it was a <privilege/> (consumed). */
 bool priv_on_message(struct privileged *p, xmpp_stanza_t *msg, const char *from_domain);
@@ -85,6 +90,9 @@ bool priv_advertised(const struct privileged *p, const char *domain);
 /* Whether domain's server granted the IQ permission of type for ns in this stream. */
 bool priv_may(const struct privileged *p, const char *domain, enum priv_ns ns,
               enum priv_type type);
+/* Whether domain's server granted the roster permission of type (get, set; "both" is
+ * both) in this stream. */
+bool priv_may_roster(const struct privileged *p, const char *domain, enum priv_type type);
 
 /* Sends <iq type=get|set to=user><privileged_iq><iq xmlns=jabber:client>payload</iq>...
  * into user's account (a configured user's bare JID). Takes ownership of payload (its
@@ -94,6 +102,11 @@ bool priv_may(const struct privileged *p, const char *domain, enum priv_ns ns,
  * many requests are pending. */
 int priv_request(struct privileged *p, const char *user, enum priv_type type,
                  xmpp_stanza_t *payload, priv_done_fn done, void *arg);
+/* The roster permission's request (XEP-0356 4.2): <iq type=get|set to=user> with payload
+ * (a jabber:iq:roster <query/>, taken) as its child, not wrapped. Returns and answers as
+ * priv_request; -1 also when the roster permission of type is not granted. */
+int priv_roster_request(struct privileged *p, const char *user, enum priv_type type,
+                        xmpp_stanza_t *payload, priv_done_fn done, void *arg);
 /* Requests sent and not yet answered. */
 unsigned priv_pending(const struct privileged *p);
 /* Calls fn(arg) once no request is pending: at once if none is, else after the last

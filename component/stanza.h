@@ -35,6 +35,7 @@
 #define NS_OFFHOOK_PERSON "https://github.com/offhook/offhook#person"
 /* offhook's own: the user's activity kept inside offhook's "on the phone" item (pep.c). */
 #define NS_OFFHOOK_PREVIOUS "https://github.com/offhook/offhook#previous-activity"
+#define NS_ROSTER "jabber:iq:roster"                            /* RFC 6121 */
 
 /* Adds <name/> (in namespace ns; NULL: the parent's) as parent's last child. The parent
  * owns the element; the pointer returned is borrowed, valid as long as the parent. */

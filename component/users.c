@@ -124,32 +124,58 @@ static void gateway_clear(struct users *d)
     strmap_init(&d->gateway);
 }
 
+/* Puts (add) or takes out (!add) the keys of cu's addresses for u. Taking out a key two
+ * users share cannot tell who keeps it: returns false then (the index must be rebuilt). */
+static bool gateway_user(struct users *d, const struct cfg_user *cu, struct cuser *u, bool add)
+{
+    char keys[4 * CFG_MAX_AORS + 1][2 * SIPADDR_PART_MAX + 32];
+    char num[SIPADDR_NUMBER_MAX];
+    int n = 0;
+    bool ok = true;
+
+    for (int i = 0; i < cu->naors && i < CFG_MAX_AORS; i++) {
+        struct sipaddr a;
+        if (sipaddr_parse(cu->aors[i], &a) < 0 || !a.user[0])
+            continue;
+        gateway_key(keys[n++], sizeof keys[0], "ext", a.user, NULL, 0);
+        gateway_key(keys[n++], sizeof keys[0], "sip", a.user, a.host, 0);
+        gateway_key(keys[n++], sizeof keys[0], a.port ? "sipp" : "sipnp", a.user, a.host,
+                    a.port);
+    }
+    if (cu->tel && sipaddr_number(cu->tel, num, sizeof num) == 0)
+        gateway_key(keys[n++], sizeof keys[0], "num", num, NULL, 0);
+    for (int i = 0; i < n; i++) {
+        struct gw_entry *e;
+        if (add) {
+            gateway_put(d, keys[i], u);
+            continue;
+        }
+        e = strmap_get(&d->gateway, keys[i]);
+        if (!e)
+            continue;
+        if (!e->u) {
+            ok = false; /* shared: whoever else has it gets it back on a rebuild */
+            continue;
+        }
+        if (e->u != u)
+            continue;
+        strmap_del(&d->gateway, keys[i]);
+        free(e->key);
+        free(e);
+    }
+    return ok;
+}
+
 static void index_gateway(struct users *d)
 {
     size_t pos = 0;
     const char *k;
     void *v;
-    char key[2 * SIPADDR_PART_MAX + 32];
 
     gateway_clear(d);
     while (strmap_next(&d->by_jid, &pos, &k, &v)) {
         struct cuser *u = v;
-        char num[SIPADDR_NUMBER_MAX];
-        for (int i = 0; i < u->cfg->naors; i++) {
-            struct sipaddr a;
-            if (sipaddr_parse(u->cfg->aors[i], &a) < 0 || !a.user[0])
-                continue;
-            gateway_key(key, sizeof key, "ext", a.user, NULL, 0);
-            gateway_put(d, key, u);
-            gateway_key(key, sizeof key, "sip", a.user, a.host, 0);
-            gateway_put(d, key, u);
-            gateway_key(key, sizeof key, a.port ? "sipp" : "sipnp", a.user, a.host, a.port);
-            gateway_put(d, key, u);
-        }
-        if (u->cfg->tel && sipaddr_number(u->cfg->tel, num, sizeof num) == 0) {
-            gateway_key(key, sizeof key, "num", num, NULL, 0);
-            gateway_put(d, key, u);
-        }
+        (void)gateway_user(d, u->cfg, u, true);
     }
 }
 
@@ -314,25 +340,58 @@ static void user_free(struct users *d, struct cuser *u)
 
 /* Reload: users whose contact changed are replaced, removed users are announced (their
  * watchers must see the contact go), everyone else keeps their watchers and state. */
+static bool same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* Whether a and b show the same phone contact: name, phones, number. */
+static bool same_shown(const struct cfg_user *a, const struct cfg_user *b)
+{
+    if (!same_str(a->name, b->name) || !same_str(a->tel, b->tel) || a->naors != b->naors)
+        return false;
+    for (int i = 0; i < a->naors; i++) {
+        if (strcmp(a->aors[i], b->aors[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
 void users_apply(struct users *d, const struct offhook_config *cfg,
-                 users_removed_fn on_removed, void *arg)
+                 const struct users_apply_ops *ops, void *arg)
 {
     struct cuser **all = xmalloc((d->by_jid.count + 1) * sizeof *all);
     size_t n = 0, pos = 0;
     const char *k;
     void *v;
-    int added = 0, removed = 0;
+    int added = 0, removed = 0, changed = 0;
+
+    /* The gateway index follows the users one by one (a directory change of one user
+     * must not rebuild 10,000 users' keys), unless a shared address is at stake. */
+    bool rebuild = false;
 
     while (strmap_next(&d->by_jid, &pos, &k, &v))
         all[n++] = v;
     for (size_t i = 0; i < n; i++) {
         const struct cfg_user *cu = config_user_by_jid(cfg, all[i]->jid);
         if (cu && strcmp(cu->contact, all[i]->contact) == 0) {
+            bool same = same_shown(all[i]->cfg, cu);
+            if (!same && !gateway_user(d, all[i]->cfg, all[i], false))
+                rebuild = true;
             all[i]->cfg = cu;
+            if (!same) {
+                if (!rebuild)
+                    (void)gateway_user(d, cu, all[i], true);
+                changed++;
+                if (ops->on_changed)
+                    ops->on_changed(arg, all[i]);
+            }
             continue;
         }
         /* Gone (or renamed): the caller tells its watchers it went offline. */
-        on_removed(arg, all[i]);
+        if (!gateway_user(d, all[i]->cfg, all[i], false))
+            rebuild = true;
+        ops->on_removed(arg, all[i]);
         user_free(d, all[i]);
         removed++;
     }
@@ -340,15 +399,19 @@ void users_apply(struct users *d, const struct offhook_config *cfg,
     d->cfg = cfg;
     for (size_t i = 0; i < cfg->nusers; i++) {
         if (!strmap_get(&d->by_jid, cfg->users[i].jid)) {
-            user_new(d, &cfg->users[i]);
+            struct cuser *u = user_new(d, &cfg->users[i]);
+            if (!rebuild)
+                (void)gateway_user(d, u->cfg, u, true);
             added++;
         }
     }
     index_domains(d);
-    index_gateway(d);
+    if (rebuild)
+        index_gateway(d);
     index_watcher_list(d);
-    if (added || removed)
-        log_notice("main", "event=users_changed added=%d removed=%d", added, removed);
+    if (added || removed || changed)
+        log_notice("main", "event=users_changed added=%d removed=%d changed=%d", added, removed,
+                   changed);
 }
 
 void users_init(struct users *d, const struct offhook_config *cfg)

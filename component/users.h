@@ -43,6 +43,10 @@ struct cuser {
     unsigned nrefused;           /* refusals since start (the slots hold the latest) */
     struct log_trace trace;      /* offhookctl trace: this user's stanzas and decisions
                                     go to the log while it runs */
+    bool rec_read;               /* feed.c read its record from Redis (a snapshot, or the
+                                    read of a user a reload added) */
+    char rec_id[32];             /* the event stream id rec reflects ("": none yet), so
+                                    that feed.c applies no event twice */
 };
 
 /* The directory. Other modules read its fields (iterating by_jid, say) but change them
@@ -63,14 +67,20 @@ void users_init(struct users *d, const struct offhook_config *cfg);
 /* Frees every user and index; cfg is not freed. */
 void users_free(struct users *d);
 
-/* Called for a user a reload removes (or whose contact it renamed), before it is freed:
- * u is valid only during the call, its watchers still in u->watchers. */
-typedef void (*users_removed_fn)(void *arg, struct cuser *u);
-/* Reload: users whose contact changed are replaced, removed ones are announced through
- * on_removed and freed, everyone else keeps their watchers and state (their cfg now points
- * into cfg, which must outlive d). */
+/* What users_apply tells its caller; u is valid only during the call. */
+struct users_apply_ops {
+    /* u is removed (or its contact renamed: it comes back as a new user), before it is
+     * freed, its watchers still in u->watchers. */
+    void (*on_removed)(void *arg, struct cuser *u);
+    /* u stays, but what its phone contact shows changed: its name, phones or number (u->cfg
+     * is the new entry by then). May be NULL. */
+    void (*on_changed)(void *arg, struct cuser *u);
+};
+/* Reload: users whose contact changed are replaced, removed ones are announced and freed,
+ * everyone else keeps their watchers and state (their cfg now points into cfg, which must
+ * outlive d). Added users have rec_read and watchers_read false. */
 void users_apply(struct users *d, const struct offhook_config *cfg,
-                 users_removed_fn on_removed, void *arg);
+                 const struct users_apply_ops *ops, void *arg);
 
 /* Lookups: the user, owned by d (valid until it is removed by users_apply), or NULL. */
 struct cuser *users_by_jid(const struct users *d, const char *jid);

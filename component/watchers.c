@@ -439,6 +439,11 @@ void watchers_remove(struct watchers *w, struct cuser *u, const char *bare)
     queue_op(w, u->contact, bare, false);
 }
 
+void watchers_forget(struct watchers *w, const char *contact, const char *bare)
+{
+    queue_op(w, contact, bare, false);
+}
+
 void watchers_enforce_policy(struct watchers *w)
 {
     size_t pos = 0;

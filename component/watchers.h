@@ -38,6 +38,9 @@ bool watchers_up(const struct watchers *w);
  * writes again: a refused write is retried, never dropped); bare is copied. */
 void watchers_add(struct watchers *w, struct cuser *u, const char *bare);
 void watchers_remove(struct watchers *w, struct cuser *u, const char *bare);
+/* bare no longer watches contact, which is nobody's any more (its user left): only Redis
+ * remembered it. */
+void watchers_forget(struct watchers *w, const char *contact, const char *bare);
 /* After a reload (or a directory change) added users: reads back their sets from Redis,
  * so that a user who comes (back) keeps whoever watched their contact before (on_learned
  * for each). */

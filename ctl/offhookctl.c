@@ -12,6 +12,11 @@
  *   offhookctl [-c FILE] [--json] [-d DAEMON] subscriptions|user|trace|loglevel|config|reload
  *                                                asked of the running daemons on their
  *                                                control sockets (console.c)
+ *   offhookctl [-c FILE] roster prosody|ejabberd [DOMAIN]
+ *                                                the rosters [component] roster asks for,
+ *                                                as the server's own shared roster: a
+ *                                                Prosody mod_groups file, or ejabberdctl
+ *                                                commands (rosterplan.h)
  *
  * It reads the same configuration as the daemons (Redis address, key prefix, users, with
  * [directory] source = ldap the users of the daemons' last known copy in Redis; the
@@ -36,6 +41,7 @@
 #include "redisread.h"
 #include "jid.h"
 #include "log.h"
+#include "rosterplan.h"
 #include "sipcheck.h"
 #include "storecodec.h"
 #include "strutil.h"
@@ -499,6 +505,186 @@ static int cmd_check(const struct offhook_config *cfg, unsigned which)
     return failed ? EXIT_CHECK : EXIT_OK;
 }
 
+/* ---- roster: the server's own shared roster, for servers that grant nothing ---------- */
+
+static const char *domain_of(const char *jid)
+{
+    const char *at = strchr(jid, '@');
+
+    return at ? at + 1 : jid;
+}
+
+/* A word for sh: in single quotes, each ' as '\''. */
+static void sh_word(const char *s)
+{
+    putchar('\'');
+    for (; *s; s++) {
+        if (*s == '\'')
+            fputs("'\\''", stdout);
+        else
+            putchar(*s);
+    }
+    putchar('\'');
+}
+
+struct ejd_ctx {
+    const struct cfg_user *u;
+    size_t items;
+};
+
+/* One item: ejabberdctl add_rosteritem LOCALUSER LOCALHOST USER HOST NICK GROUPS SUBS */
+static bool ejd_item(void *arg, const struct rosterplan_item *it)
+{
+    struct ejd_ctx *c = arg;
+    const char *uat = strchr(c->u->jid, '@'), *cat = strchr(it->contact, '@');
+    char groups[2048] = "", ulocal[1024], clocal[1024];
+    size_t n = 0;
+
+    if (!uat || !cat)
+        return true;
+    /* ejabberd splits groups on ';': one inside a group's name becomes ','. */
+    for (int i = 0; i < it->ngroups && n + 1 < sizeof groups; i++) {
+        if (i)
+            groups[n++] = ';';
+        for (const char *p = it->groups[i]; *p && n + 1 < sizeof groups; p++)
+            groups[n++] = *p == ';' ? ',' : *p;
+    }
+    groups[n] = '\0';
+    snprintf(ulocal, sizeof ulocal, "%.*s", (int)(uat - c->u->jid), c->u->jid);
+    snprintf(clocal, sizeof clocal, "%.*s", (int)(cat - it->contact), it->contact);
+    fputs("ejabberdctl add_rosteritem ", stdout);
+    sh_word(ulocal);
+    putchar(' ');
+    sh_word(uat + 1);
+    putchar(' ');
+    sh_word(clocal);
+    putchar(' ');
+    sh_word(cat + 1);
+    putchar(' ');
+    sh_word(it->name);
+    putchar(' ');
+    sh_word(groups);
+    fputs(" to\n", stdout);
+    c->items++;
+    return true;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Prosody's mod_groups file: members of a group get every other member, subscription
+ * both; a group whose name starts with + goes to every user of the host. */
+static int roster_prosody(const struct rosterplan *p, const struct offhook_config *cfg,
+                          const char *domain)
+{
+    size_t pos = 0, groups = 0;
+    const char *k;
+    void *v;
+    char nick[ROSTER_NAME_MAX];
+
+    if (cfg->roster_mode == CFG_ROSTER_EVERYONE) {
+        /* A public group of the host's phone contacts: every user gets them (and their
+         * own, which a group cannot leave out). */
+        printf("[+%s]\n", cfg->roster_group);
+        for (size_t i = 0; i < cfg->nusers; i++) {
+            const struct cfg_user *u = &cfg->users[i];
+            if (strcmp(domain_of(u->jid), domain) != 0)
+                continue;
+            rosterplan_nick(u, nick, sizeof nick);
+            printf("%s=%s\n", u->contact, nick);
+        }
+        fprintf(stderr, "offhookctl: one public group for %s\n", domain);
+        return 0;
+    }
+    /* One group per directory group with a member on the host: its members and their
+     * phone contacts (members then also get each other's chat accounts). */
+    const char **names = xcalloc(p->by_group.count + 1, sizeof *names);
+    size_t n = 0;
+
+    /* In order, so that a file written again differs only where the users do. */
+    while (strmap_next(&p->by_group, &pos, &k, &v))
+        names[n++] = k;
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t g = 0; g < n; g++) {
+        const struct rosterplan_list *l = strmap_get(&p->by_group, names[g]);
+        bool here = false;
+        for (size_t i = 0; i < l->n && !here; i++)
+            here = !domain || strcmp(domain_of(l->u[i]->jid), domain) == 0;
+        if (!here)
+            continue;
+        printf("[%s]\n", names[g]);
+        for (size_t i = 0; i < l->n; i++) {
+            rosterplan_nick(l->u[i], nick, sizeof nick);
+            printf("%s=%s\n", l->u[i]->jid, l->u[i]->name ? l->u[i]->name : "");
+            printf("%s=%s\n", l->u[i]->contact, nick);
+        }
+        groups++;
+    }
+    free(names);
+    fprintf(stderr, "offhookctl: %zu groups\n", groups);
+    return 0;
+}
+
+static int cmd_roster(const struct offhook_config *cfg, const char *server_kind,
+                      const char *domain)
+{
+    struct rosterplan p;
+    size_t items = 0, pos = 0;
+    struct strmap domains;
+    const char *k;
+    void *v;
+
+    if (cfg->roster_mode == CFG_ROSTER_NONE) {
+        fprintf(stderr, "offhookctl: [component] roster is none: set everyone or groups, the "
+                        "rosters to write\n");
+        return EXIT_USAGE;
+    }
+    strmap_init(&domains);
+    for (size_t i = 0; i < cfg->nusers; i++)
+        strmap_put(&domains, domain_of(cfg->users[i].jid), (void *)cfg->users[i].jid);
+    if (domain && !strmap_get(&domains, domain)) {
+        fprintf(stderr, "offhookctl: no user on %s\n", domain);
+        strmap_free(&domains);
+        return EXIT_BAD_ARG;
+    }
+    if (!domain && strcmp(server_kind, "prosody") == 0 &&
+        cfg->roster_mode == CFG_ROSTER_EVERYONE) {
+        if (domains.count != 1) {
+            fprintf(stderr, "offhookctl: users on %zu domains: give the DOMAIN of the "
+                            "VirtualHost the file is for\n", domains.count);
+            strmap_free(&domains);
+            return EXIT_BAD_ARG;
+        }
+        strmap_next(&domains, &pos, &k, &v);
+        domain = k;
+    }
+    rosterplan_build(&p, cfg, NULL, NULL);
+    if (strcmp(server_kind, "prosody") == 0) {
+        (void)roster_prosody(&p, cfg, domain);
+    } else {
+        printf("#!/bin/sh\n# The phone contacts [component] roster = %s asks for, as "
+               "ejabberd roster items\n# (subscription to). Written by offhookctl %s.\n"
+               "set -e\n", cfg->component_roster, OFFHOOK_VERSION);
+        for (size_t i = 0; i < cfg->nusers; i++) {
+            struct ejd_ctx c = {.u = &cfg->users[i]};
+            if (domain && strcmp(domain_of(c.u->jid), domain) != 0)
+                continue;
+            if (rosterplan_over_limit(&p, c.u)) {
+                fprintf(stderr, "offhookctl: %s: over roster_max_items, left out\n", c.u->jid);
+                continue;
+            }
+            rosterplan_each(&p, c.u, ejd_item, &c);
+            items += c.items;
+        }
+        fprintf(stderr, "offhookctl: %zu roster items\n", items);
+    }
+    rosterplan_free(&p);
+    strmap_free(&domains);
+    return 0;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "Usage: offhookctl [-c FILE] [--json] [-t SECONDS] [-d DAEMON] COMMAND [ARG...]\n"
@@ -529,7 +715,12 @@ static void usage(FILE *out)
                  "  check [redis|xmpp|pbx...]\n"
                  "                 try Redis (AUTH, PING, role), the XMPP server (an XEP-0114\n"
                  "                 handshake with the configured secret) and the PBX (SIP\n"
-                 "                 OPTIONS); one verdict each (default: all three)\n\n"
+                 "                 OPTIONS); one verdict each (default: all three)\n"
+                 "  roster prosody|ejabberd [DOMAIN]\n"
+                 "                 the rosters [component] roster asks for, as the server's\n"
+                 "                 shared roster: a Prosody mod_groups file, or ejabberdctl\n"
+                 "                 add_rosteritem commands (for servers that grant offhook\n"
+                 "                 no roster writes)\n\n"
                  "  -c, --config FILE   configuration (default /etc/offhook/offhook.conf)\n"
                  "  -j, --json          machine-readable output\n"
                  "  -t, --timeout SECONDS  for each check (default 3), or the longest a\n"
@@ -642,7 +833,11 @@ int main(int argc, char **argv)
     if (optind >= argc ||
         !((strcmp(argv[optind], "users") == 0 && optind + 1 == argc) ||
           (strcmp(argv[optind], "status") == 0 && optind + 2 >= argc) ||
-          (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc) || checks || console) ||
+          (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc) ||
+          (strcmp(argv[optind], "roster") == 0 && optind + 2 <= argc && optind + 3 >= argc &&
+           (strcmp(argv[optind + 1], "prosody") == 0 ||
+            strcmp(argv[optind + 1], "ejabberd") == 0)) ||
+          checks || console) ||
         (cmd_opts && !console)) {
         usage(stderr);
         return EXIT_USAGE; /* before touching the config or Redis */
@@ -684,6 +879,12 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return rc;
     }
+    if (strcmp(argv[optind], "roster") == 0 && !cfg.dir_ldap) {
+        /* The file's users: Redis has nothing to add. */
+        rc = cmd_roster(&cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL);
+        config_free(&cfg);
+        return rc;
+    }
     r = connect_redis(&cfg);
     load_directory_users(r, &cfg);
     if (strcmp(argv[optind], "users") == 0 && optind + 1 == argc)
@@ -694,6 +895,8 @@ int main(int argc, char **argv)
         rc = cmd_status(r, &cfg, argv[optind + 1]);
     else if (strcmp(argv[optind], "resync") == 0 && optind + 2 >= argc)
         rc = cmd_resync(r, &cfg, optind + 1 < argc ? argv[optind + 1] : NULL);
+    else if (strcmp(argv[optind], "roster") == 0)
+        rc = cmd_roster(&cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL);
     else {
         usage(stderr);
         rc = EXIT_USAGE;

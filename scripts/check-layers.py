@@ -24,9 +24,10 @@ LAYERS = {
         ["console"],                                # the control socket's answers
         ["router"],                                 # incoming stanzas, answered
         ["publisher"],                              # one view per change, to each writer
-        ["presence_out", "pep", "vcard_out"],       # the writers
+        ["presence_out", "pep", "vcard_out", "roster"],  # the writers
         ["privileged"],                             # XEP-0356: grants, requests, answers
-        ["feed", "health", "watchers", "xmpplink"], # the links: news up through ops
+        ["feed", "health", "watchers", "xmpplink",  # the links: news up through ops
+         "rosterstore", "rosterapi"],
         ["view"],                                   # what a watcher is shown
         ["users"],                                  # the directory
         ["card", "caps"],                           # vCards, disco/caps (build stanzas)

@@ -122,7 +122,8 @@ def base_name(n, fams):
 
 
 # offhook_* identifiers in the docs that are not metrics.
-NOT_METRICS = {"offhook_privileged"}  # the ejabberd access rule of deploy/ejabberd
+# The ejabberd access rule and API account ACL of deploy/ejabberd.
+NOT_METRICS = {"offhook_privileged", "offhook_api"}
 
 
 def names_in(text):

@@ -21,14 +21,19 @@ component_interfaces = { "127.0.0.1" }
 VirtualHost "example.com"
     modules_enabled = { "privilege"; "groups" }
     groups_file = "/etc/prosody/offhook-groups.txt"
-    -- [privilege] begin: what offhook may do: read and write the users' PEP nodes, nothing
-    -- else (no roster, message or presence permission: it uses none). "both", not "set":
-    -- offhook reads a node before it writes it, so that it never overwrites what the
-    -- user published there (their own activity, their vCard). Without it offhook still
-    -- shows phone contacts and logs once why it does not publish into PEP.
+    -- [privilege] begin: what offhook may do: read and write the users' PEP nodes (and,
+    -- with the roster line, write phone contacts into their rosters), nothing else (no
+    -- message or presence permission, no reading of rosters: it uses none). "both", not
+    -- "set", for pubsub: offhook reads a node before it writes it, so that it never
+    -- overwrites what the user published there (their own activity, their vCard). Without
+    -- it offhook still shows phone contacts and logs once why it does not publish into PEP.
     privileged_entities = {
         ["phone.example.com"] = {
             iq = { ["http://jabber.org/protocol/pubsub"] = "both" };
+            -- [roster] begin: with offhook.conf [component] roster = everyone or groups:
+            -- offhook adds, renames and removes the phone contacts in the users' rosters.
+            roster = "set";
+            -- [roster] end
         };
     }
     -- [privilege] end

@@ -75,6 +75,7 @@ class Ejabberd:
         self.c2s = free_port()
         self.comp = free_port()
         self.dist = free_port()
+        self.api = free_port()     # mod_http_api, for offhook's roster writes
         self.domain = domain
         self.secret = secret
         self.node = "ejabberd-%d@localhost" % self.c2s
@@ -84,7 +85,7 @@ class Ejabberd:
             "C2S_IP": yaml_str("127.0.0.1"), "C2S_PORT": self.c2s,
             "SERVICE_IP": yaml_str("127.0.0.1"), "SERVICE_PORT": self.comp,
             "SERVICE_PASSWORD": yaml_str(secret), "C2S_STARTTLS_REQUIRED": "false",
-            "LOGLEVEL": loglevel})
+            "LOGLEVEL": loglevel, "API_IP": yaml_str("127.0.0.1"), "API_PORT": self.api})
         if domain != "phone.localhost":
             text = text.replace("phone.localhost", domain)
         with open(self.cfg, "w") as f:
@@ -168,7 +169,7 @@ class Ejabberd:
         def up():
             if not self._beam_pids() and time.monotonic() - t0 > 2:
                 raise RuntimeError("ejabberd exited while starting:\n" + self.log()[-4000:])
-            return port_open(self.c2s) and port_open(self.comp)
+            return port_open(self.c2s) and port_open(self.comp) and port_open(self.api)
         try:
             wait_until(up, timeout=timeout, interval=0.1, what="ejabberd listeners")
         except (TimeoutError, RuntimeError) as e:

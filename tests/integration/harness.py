@@ -240,9 +240,10 @@ RECIPE_GRANT = 'iq = { ["http://jabber.org/protocol/pubsub"] = "both" };'
 def prosody_recipe(dirpath, domain, secret, port, users_domain="localhost",
                    blocks=("privilege",), groups="", grants=None):
     """deploy/prosody/offhook.cfg.lua as the tests use it: the operator's three values
-    replaced, optional [block] begin/end sections kept only if named, the groups file
-    written to dirpath. grants ({namespace: "get"|"set"|"both"}) replaces the recipe's
-    IQ permission, for a test of a server that grants otherwise. Returns the path of the
+    replaced, optional [block] begin/end sections kept only if named ("privilege": the
+    XEP-0356 grants; "roster", inside it: the roster permission), the groups file written
+    to dirpath. grants ({namespace: "get"|"set"|"both"}) replaces the recipe's IQ
+    permission, for a test of a server that grants otherwise. Returns the path of the
     copy."""
     import re
     text = open(DEPLOY_PROSODY).read()
@@ -251,7 +252,7 @@ def prosody_recipe(dirpath, domain, secret, port, users_domain="localhost",
             raise ValueError("the recipe's IQ grant changed: update harness.RECIPE_GRANT")
         text = text.replace(RECIPE_GRANT, "iq = { %s };" % "; ".join(
             '["%s"] = "%s"' % kv for kv in sorted(grants.items())))
-    for block in ("privilege",):
+    for block in ("roster", "privilege"):
         if block not in blocks:
             text = re.sub(r" *-- \[%s\] begin.*?-- \[%s\] end\n" % (block, block), "", text,
                           flags=re.S)

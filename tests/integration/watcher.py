@@ -40,6 +40,31 @@ class PepEvent:
         return "PepEvent(%s %s %s)" % (self.frm, self.node, self.xml)
 
 
+class RosterItem:
+    def __init__(self, jid, name, subscription, groups):
+        self.jid = jid
+        self.name = name                  # '' when none
+        self.subscription = subscription  # 'none', 'to', 'from', 'both', 'remove' (a push)
+        self.groups = tuple(sorted(groups))
+        self.at = time.monotonic()
+
+    def view(self):
+        """(name, subscription, groups) as a roster shows the item."""
+        return (self.name, self.subscription, self.groups)
+
+    def __repr__(self):
+        return "RosterItem(%s %r %s %s)" % (self.jid, self.name, self.subscription, self.groups)
+
+
+def roster_items(query_xml):
+    """The <item/>s of a jabber:iq:roster <query/> element (an ElementTree element)."""
+    out = []
+    for it in query_xml.findall("{jabber:iq:roster}item"):
+        out.append(RosterItem(it.get("jid"), it.get("name") or "", it.get("subscription") or
+                              "none", [g.text or "" for g in it.findall("{jabber:iq:roster}group")]))
+    return out
+
+
 class Watcher:
     def __init__(self, jid, password, port, host="127.0.0.1", pep_nodes=(), reconnect=False):
         self.jid = jid
@@ -53,6 +78,7 @@ class Watcher:
         self.pep = []
         self.presences = []
         self.messages = []
+        self.pushes = []         # RosterItem per roster push received, in order
         self.lock = threading.Lock()
         self.connected = threading.Event()
         self.disconnected = threading.Event()
@@ -83,6 +109,11 @@ class Watcher:
         c.add_event_handler("presence", self._presence)
         c.add_event_handler("message", self._message)
         c.add_event_handler("message_error", self._message)
+        # Roster pushes (RFC 6121 2.1.6), as the server sends them to this session.
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import StanzaPath
+        c.register_handler(Callback("offhook roster push", StanzaPath("iq@type=set/roster"),
+                                    self._roster_push))
         # Decide nothing automatically: the test does. (slixmpp: False would auto-REJECT
         # subscription requests; None leaves them to us.)
         c.auto_authorize = None
@@ -133,6 +164,50 @@ class Watcher:
         with self.lock:
             self.pep.append(PepEvent(msg["from"].bare, msg["pubsub_event"]["items"]["node"],
                                      ET.tostring(item.xml, encoding="unicode")))
+
+    def _roster_push(self, iq):
+        q = iq.xml.find("{jabber:iq:roster}query")
+        with self.lock:
+            self.pushes += roster_items(q) if q is not None else []
+
+    def roster_pushes(self, jid=None):
+        with self.lock:
+            return [p for p in self.pushes if jid is None or p.jid == jid]
+
+    def fetch_roster(self):
+        """{jid: RosterItem} as the server has the roster now: a roster get without a
+        version, so that the answer holds every item (RFC 6121 2.1.3)."""
+        from slixmpp.xmlstream import ET
+
+        async def go():
+            iq = self.client.Iq()
+            iq["type"] = "get"
+            iq.append(ET.Element("{jabber:iq:roster}query"))
+            r = await iq.send(timeout=10)
+            return {it.jid: it for it in roster_items(r.xml.find("{jabber:iq:roster}query"))}
+        return self.run(go)
+
+    def set_roster_item(self, jid, name="", groups=(), remove=False):
+        """What a user does in their client: adds or changes (or removes) jid in their own
+        roster (RFC 6121 2.3, 2.5). Returns the server's answer type."""
+        from slixmpp.xmlstream import ET
+
+        async def go():
+            iq = self.client.Iq()
+            iq["type"] = "set"
+            q = ET.Element("{jabber:iq:roster}query")
+            item = ET.SubElement(q, "{jabber:iq:roster}item", jid=jid)
+            if remove:
+                item.set("subscription", "remove")
+            else:
+                if name:
+                    item.set("name", name)
+                for g in groups:
+                    ET.SubElement(item, "{jabber:iq:roster}group").text = g
+            iq.append(q)
+            r = await iq.send(timeout=10)
+            return r["type"]
+        return self.run(go)
 
     def pep_events(self, frm=None, node=None):
         """PEP items received, in order, with the bare and full JID copies Prosody sends

@@ -103,10 +103,81 @@ static void test_sipaddr(void **state)
     assert_false(sipaddr_national_matches("+15550100", "+15550100"));
 }
 
+static void no_op(void *arg, struct cuser *u)
+{
+}
+
+static void load(const char *text, struct offhook_config *cfg)
+{
+    struct cfg_errors errs = {0};
+
+    if (config_load_buffer("test.conf", text, strlen(text), cfg, &errs) != 0)
+        cfg_errors_print(&errs, stderr);
+    assert_int_equal(errs.n, 0);
+    cfg_errors_free(&errs);
+}
+
+static const char *who(const struct users *d, const char *q)
+{
+    const struct cuser *u = users_by_number(d, q);
+
+    return u ? u->jid : "-";
+}
+
+/* A reload (or a directory change) updates the index user by user: a leaver's and a
+ * changed user's old addresses go, new ones answer, and an address two users shared
+ * answers the one who stays. */
+static void test_lookup_after_changes(void **state)
+{
+    static const char head[] =
+        "[xmpp]\nhost = 127.0.0.1\nport = 5347\ndomain = phone.localhost\nsecret = s\n"
+        "[users]\n";
+    struct offhook_config c1 = {0}, c2 = {0}, c3 = {0};
+    struct users_apply_ops ops = {.on_removed = no_op, .on_changed = no_op};
+    struct users d;
+    char text[1024];
+
+    snprintf(text, sizeof text, "%s%s", head,
+             "alice@localhost = sip:1001@pbx\nbob@localhost = sip:1002@pbx\n"
+             "carol@localhost = sip:1003@pbx\ndave@localhost = sip:1003@pbx\n");
+    load(text, &c1);
+    users_init(&d, &c1);
+    assert_string_equal(who(&d, "1001"), "alice@localhost");
+    assert_string_equal(who(&d, "1003"), "-");            /* shared: nobody */
+
+    /* bob moves to 1012, erin comes with 1005, dave leaves: carol has 1003 alone. */
+    snprintf(text, sizeof text, "%s%s", head,
+             "alice@localhost = sip:1001@pbx\nbob@localhost = sip:1012@pbx\n"
+             "carol@localhost = sip:1003@pbx\nerin@localhost = sip:1005@pbx\n");
+    load(text, &c2);
+    users_apply(&d, &c2, &ops, NULL);
+    assert_string_equal(who(&d, "1002"), "-");
+    assert_string_equal(who(&d, "1012"), "bob@localhost");
+    assert_string_equal(who(&d, "1005"), "erin@localhost");
+    assert_string_equal(who(&d, "1003"), "carol@localhost");
+    assert_string_equal(who(&d, "sip:1001@pbx"), "alice@localhost");
+
+    /* erin leaves, alice takes bob's old number too: no rebuild needed, still right. */
+    snprintf(text, sizeof text, "%s%s", head,
+             "alice@localhost = sip:1001@pbx, sip:1002@pbx\nbob@localhost = sip:1012@pbx\n"
+             "carol@localhost = sip:1003@pbx\n");
+    load(text, &c3);
+    users_apply(&d, &c3, &ops, NULL);
+    assert_string_equal(who(&d, "1005"), "-");
+    assert_string_equal(who(&d, "1002"), "alice@localhost");
+    assert_string_equal(who(&d, "1001"), "alice@localhost");
+    assert_string_equal(who(&d, "1012"), "bob@localhost");
+    users_free(&d);
+    config_free(&c1);
+    config_free(&c2);
+    config_free(&c3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookup_file),
+        cmocka_unit_test(test_lookup_after_changes),
         cmocka_unit_test(test_sipaddr),
     };
 

@@ -213,7 +213,7 @@ static void test_users_and_view(void **state)
     load(&next, "[sip]\nlisten = udp:127.0.0.1:5070\npbx = sip:127.0.0.1:5060\n"
                 "[xmpp]\nhost = 127.0.0.1\nport = 5347\ndomain = phone.localhost\n"
                 "secret = s\n[users]\nalice@localhost = sip:1001@127.0.0.1\n");
-    users_apply(&d, &next, on_removed, NULL);
+    users_apply(&d, &next, &(struct users_apply_ops){.on_removed = on_removed}, NULL);
     assert_int_equal(removed_count, 1);
     assert_string_equal(removed_jid, "bob@localhost");
     assert_string_equal(removed_watcher, "carol@localhost");
