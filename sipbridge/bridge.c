@@ -666,7 +666,7 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
                 s->lm.aor = s->aor;
                 rlsub_index_add(b->list, &s->lm);
             } else
-                s->sub = subs_new(b->subs, cu->aors[a], pkgs[p].event, pkgs[p].accept, false,
+                s->sub = subs_new(b->subs, s->aor, pkgs[p].event, pkgs[p].accept, false,
                                   &owner_ops, s);
         }
     }
@@ -709,15 +709,16 @@ static void list_reindex(struct bridge *b)
     }
 }
 
-struct bridge *bridge_new(struct event_base *base, const struct offhook_config *cfg,
-                          struct sipua *ua, struct store *store)
+struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
+                          const struct offhook_config *cfg, struct sipua *ua,
+                          struct store *store)
 {
     struct bridge *b = xcalloc(1, sizeof *b);
 
     b->base = base;
     b->cfg = cfg;
     b->store = store;
-    b->subs = subs_mgr_new(base, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate);
+    b->subs = subs_mgr_new(base, tq, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate);
     subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
     subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);

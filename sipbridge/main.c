@@ -28,6 +28,7 @@
 #include "strutil.h"
 #include "subscription.h"
 #include "suloop.h"
+#include "timerq.h"
 #include "version.h"
 #include "xmlsafe.h"
 
@@ -40,6 +41,7 @@ struct app {
     struct offhook_config *cfg;
     struct event_base *base;
     struct suloop *loop;
+    struct timerq *tq;
     struct sipua *ua;
     struct store *store;
     struct bridge *bridge;
@@ -224,11 +226,13 @@ int main(int argc, char **argv)
     a.loop = suloop_new(a.base);
     if (!a.loop)
         goto out;
-    a.ua = sipua_new(suloop_root(a.loop), a.cfg, subs_ua_ops(), kick_sofia, a.loop);
+    a.tq = timerq_new(a.base);
+    a.ua = sipua_new(suloop_root(a.loop), a.base, a.tq, a.cfg, subs_ua_ops(), kick_sofia,
+                     a.loop);
     if (!a.ua)
         goto out;
     a.store = store_new(a.base, a.cfg);
-    a.bridge = bridge_new(a.base, a.cfg, a.ua, a.store);
+    a.bridge = bridge_new(a.base, a.tq, a.cfg, a.ua, a.store);
     if (a.cfg->sipbridge_control[0]) {
         char err[256];
         a.ctl = ctlsock_new(a.base, a.cfg->sipbridge_control, err, sizeof err);
@@ -260,6 +264,7 @@ out:
     /* Subscriptions release their nua handles; nua_shutdown has sent the un-SUBSCRIBEs. */
     bridge_free(a.bridge);
     sipua_free(a.ua);
+    timerq_free(a.tq);
     suloop_free(a.loop);
     store_free(a.store);
     httpd_free(a.http);

@@ -18,6 +18,7 @@
 #include "ratelimit.h"
 #include "strmap.h"
 #include "strutil.h"
+#include "timerq.h"
 
 #define RETRY_BASE_MS 1000
 #define RETRY_MAX_MS 300000       /* 5 minutes between attempts at worst */
@@ -27,15 +28,15 @@
 
 struct subscription {
     struct subs_mgr *mgr;
-    char *aor;
-    char *event;
-    char *accept;
+    const char *aor;              /* the owner's strings (or static): see subs_new */
+    const char *event;
+    const char *accept;
     void *owner;
     struct sipua_handle *h;
     enum sub_state state;
     struct backoff bo;
-    struct event *timer;          /* retry, or watchdog while subscribed */
-    struct event *stale_ev;       /* armed while down, for the manager's stale_after */
+    struct tq_timer timer;        /* retry, or watchdog while subscribed */
+    struct tq_timer stale_t;      /* armed while down, for the manager's stale_after */
     long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
     long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
     bool notified;                /* a NOTIFY arrived in this dialog */
@@ -49,7 +50,7 @@ struct subscription {
      * notify limit waits here, replaced by any newer one, until a token comes. */
     struct ratelimit_bucket nbucket;
     struct stash *stash;
-    struct event *stash_ev;
+    struct tq_timer stash_t;
     uint64_t throttled;           /* in the current flood */
     struct ratelimit_gate log_gate; /* the log lines its notifier's messages cause */
     /* What the control socket shows (subs_info): bookkeeping only, no decision reads it. */
@@ -74,6 +75,7 @@ struct stash {
 
 struct subs_mgr {
     struct event_base *base;
+    struct timerq *tq;
     struct sipua *ua;
     long expires;
     struct ratelimit ramp;        /* SUBSCRIBEs per second, bursts of one second's worth */
@@ -139,9 +141,11 @@ static bool peer_log_ok(struct subscription *s, uint64_t *held)
     return ratelimit_gate_pass(&ratelimit_peer_log, &s->log_gate, clock_mono_ms(), held);
 }
 
-static void on_stale(evutil_socket_t fd, short what, void *arg)
+#define OF(field, t) ((struct subscription *)((char *)(t) - offsetof(struct subscription, field)))
+
+static void on_stale(struct tq_timer *t)
 {
-    struct subscription *s = arg;
+    struct subscription *s = OF(stale_t, t);
 
     if (s->ops->on_stale)
         s->ops->on_stale(s->owner, s, s->mgr->stale_after);
@@ -151,18 +155,14 @@ static void on_stale(evutil_socket_t fd, short what, void *arg)
  * is down: what the subscription said is void. Up again, the count stops. */
 static void watch_stale(struct subscription *s)
 {
-    struct timeval tv = {.tv_sec = s->mgr->stale_after};
     bool down = s->state != SUB_ACTIVE && s->state != SUB_PENDING;
 
     if (!down || s->mgr->stale_after <= 0) {
-        if (s->stale_ev)
-            evtimer_del(s->stale_ev);
+        tq_cancel(s->mgr->tq, &s->stale_t);
         return;
     }
-    if (!s->stale_ev)
-        s->stale_ev = evtimer_new(s->mgr->base, on_stale, s);
-    if (!evtimer_pending(s->stale_ev, NULL))
-        evtimer_add(s->stale_ev, &tv);
+    if (!tq_armed(&s->stale_t))
+        tq_arm(s->mgr->tq, &s->stale_t, on_stale, (int64_t)s->mgr->stale_after * 1000);
 }
 
 static void set_state(struct subscription *s, enum sub_state st)
@@ -182,12 +182,12 @@ static void set_state(struct subscription *s, enum sub_state st)
         s->ops->on_state(s->owner, s, st);
 }
 
+static void on_timer(struct tq_timer *t);
+
 static void arm(struct subscription *s, long ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-
     s->retry_mono_ms = clock_mono_ms() + ms;
-    evtimer_add(s->timer, &tv);
+    tq_arm(s->mgr->tq, &s->timer, on_timer, ms);
 }
 
 static void enqueue(struct subscription *s);
@@ -305,9 +305,9 @@ static void check_grant(struct subscription *s, long granted)
              SUBS_EXPIRES_FLOOR_S);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(struct tq_timer *t)
 {
-    struct subscription *s = arg;
+    struct subscription *s = OF(timer, t);
 
     switch (s->state) {
     case SUB_BACKOFF:
@@ -367,7 +367,7 @@ static void enqueue(struct subscription *s)
 
     if (s->queued)
         return;
-    evtimer_del(s->timer);
+    tq_cancel(m->tq, &s->timer);
     set_state(s, SUB_QUEUED);
     s->queued = true;
     s->qnext = NULL;
@@ -445,7 +445,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                        log_q(s->aor), s->event, expires, (unsigned long long)held);
         s->min_expires = expires;
         restart_later(s, "error_response", 0, -1);
-        evtimer_del(s->timer);
+        tq_cancel(s->mgr->tq, &s->timer);
         enqueue(s);
         return;
     }
@@ -484,7 +484,7 @@ static void stash_drop(struct subscription *s)
     free(s->stash->body);
     free(s->stash);
     s->stash = NULL;
-    evtimer_del(s->stash_ev);
+    tq_cancel(s->mgr->tq, &s->stash_t);
 }
 
 static bool take_token(struct subscription *s)
@@ -492,12 +492,13 @@ static bool take_token(struct subscription *s)
     return s->eventlist || ratelimit_take(&s->mgr->notify, &s->nbucket, clock_mono_ms());
 }
 
+static void on_stash(struct tq_timer *t);
+
 static void arm_stash(struct subscription *s)
 {
     long ms = ratelimit_wait_ms(&s->mgr->notify, &s->nbucket, clock_mono_ms());
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 
-    evtimer_add(s->stash_ev, &tv);
+    tq_arm(s->mgr->tq, &s->stash_t, on_stash, ms);
 }
 
 /* Keeps n to apply later (the newest replaces an older one: each carries the state). */
@@ -528,13 +529,13 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
     s->stash->len = n->len;
     s->stash->expires = n->expires;
     s->stash->received_us = n->received_us;
-    if (!evtimer_pending(s->stash_ev, NULL))
+    if (!tq_armed(&s->stash_t))
         arm_stash(s);
 }
 
-static void on_stash(evutil_socket_t fd, short what, void *arg)
+static void on_stash(struct tq_timer *t)
 {
-    struct subscription *s = arg;
+    struct subscription *s = OF(stash_t, t);
     struct sipua_notify n = {.substate = "active", .expires = -1, .retry_after = -1};
     uint64_t held = 0;
 
@@ -710,12 +711,13 @@ void subs_mgr_set_probe(struct subs_mgr *m, long seconds)
 
 /* ---- public ------------------------------------------------------------------------ */
 
-struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
-                              double rate_per_s)
+struct subs_mgr *subs_mgr_new(struct event_base *base, struct timerq *tq, struct sipua *ua,
+                              long expires, double rate_per_s)
 {
     struct subs_mgr *m = xcalloc(1, sizeof *m);
 
     m->base = base;
+    m->tq = tq;
     m->ua = ua;
     m->expires = expires;
     subs_mgr_set_rate(m, rate_per_s);
@@ -780,14 +782,12 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     s->eventlist = eventlist;
     s->ops = ops;
     s->mgr = m;
-    s->aor = xstrdup(aor);
-    s->event = xstrdup(event);
-    s->accept = xstrdup(accept);
+    s->aor = aor;
+    s->event = event;
+    s->accept = accept;
     s->owner = owner;
     m->seed = m->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
-    s->timer = evtimer_new(m->base, on_timer, s);
-    s->stash_ev = evtimer_new(m->base, on_stash, s);
     ratelimit_bucket_init(&s->nbucket, m->notify.burst, clock_mono_ms());
     probe_attach(m->probe, &s->pm, s->aor, s->event);
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
@@ -812,13 +812,9 @@ void subs_free(struct subscription *s)
     m->count[s->state]--;
     m->total--;
     metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
-    if (s->stale_ev)
-        event_free(s->stale_ev);
-    event_free(s->stash_ev);
-    event_free(s->timer);
-    free(s->aor);
-    free(s->event);
-    free(s->accept);
+    tq_cancel(m->tq, &s->stale_t);
+    tq_cancel(m->tq, &s->stash_t);
+    tq_cancel(m->tq, &s->timer);
     free(s);
 }
 
