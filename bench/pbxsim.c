@@ -21,6 +21,9 @@
  *   get               -> "EXT STATE DIALOGS" per line, every extension seen (as many
  *                        as fit in one datagram)
  *   get EXT           -> "EXT STATE DIALOGS" for that one ("none 0" if never seen)
+ *   dialog EXT        -> the live dialogs of EXT, one per line: "call-id=... notifier-tag=...
+ *                        cseq=N from=<NOTIFY From without tag> to=<NOTIFY To, tagged>"
+ *                        (what a forger on the path would learn; the hostile tests use it)
  *   stats             -> the counters line
  *
  * With --goodbye, SIGTERM ends every live subscription with Subscription-State:
@@ -651,6 +654,15 @@ static void on_control(evutil_socket_t fd, short what, void *arg)
         const struct ext *x = strmap_get(&S.exts, cmd + 4);
         len = (size_t)snprintf(out, sizeof out, "%s %s %zu\n", cmd + 4,
                                x ? cstate_name[x->st] : "none", x ? x->ndlgs : 0);
+    } else if (strncmp(cmd, "dialog ", 7) == 0) {
+        struct ext *x = strmap_get(&S.exts, cmd + 7);
+
+        for (size_t i = 0; x && i < x->ndlgs && len + 2048 < sizeof out; i++) {
+            const struct dlg *d = x->dlgs[i];
+            len += (size_t)snprintf(out + len, sizeof out - len,
+                                    "call-id=%s notifier-tag=%s cseq=%u from=%s to=%s\n",
+                                    d->callid, d->tag, d->cseq, d->local, d->remote);
+        }
     } else if (strcmp(cmd, "stats") == 0) {
         len = stats_line(out, sizeof out);
     } else {
