@@ -663,6 +663,7 @@ int sipmsg_parse(char *buf, size_t len, struct sip_msg *m, const char **err)
     if (clen < 0)
         clen = end - p; /* over UDP the datagram ends the body */
     m->body = clen ? (struct sip_str){p, (size_t)clen} : (struct sip_str){NULL, 0};
+    p[clen] = '\0'; /* body parsers want a terminated string; buf has room (see .h) */
     if (!m->nvia || !m->from.p || !m->to.p || !m->call_id.p || !m->cseq_value.p ||
         m->call_id.n == 0) {
         *err = "a mandatory header (Via, From, To, Call-ID, CSeq) is missing";

@@ -68,12 +68,14 @@ struct sip_msg {
     int nwww_auth;
     struct sip_str proxy_auth[SIPMSG_MAX_AUTH]; /* Proxy-Authenticate values */
     int nproxy_auth;
-    struct sip_str body;          /* empty when the message has none */
+    struct sip_str body;          /* empty when the message has none; NUL-terminated when
+                                   * from sipmsg_parse (body.p[body.n] == 0) */
 };
 
 /* Parses one datagram of len bytes. buf is modified in place (folded header lines are
- * unfolded) and must stay valid while m is used: m points into it. Returns 0, or -1
- * with *err set to a static reason. */
+ * unfolded, a NUL is written after the body: buf must have one writable byte past len)
+ * and must stay valid while m is used: m points into it. Returns 0, or -1 with *err set
+ * to a static reason. */
 int sipmsg_parse(char *buf, size_t len, struct sip_msg *m, const char **err)
     __attribute__((warn_unused_result));
 

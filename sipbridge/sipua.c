@@ -1151,7 +1151,7 @@ static char *str_dup(struct sip_str s)
 
 /* A NOTIFY: matched to a dialog, checked, applied. Returns the status to answer. */
 static int notify_in(struct sipua *ua, const struct sip_msg *m, const struct peer *src,
-                     int64_t received_us, const char **phrase)
+                     bool body_copy, int64_t received_us, const char **phrase)
 {
     struct sipua_handle *h;
     uint64_t callid, ltag;
@@ -1212,13 +1212,15 @@ static int notify_in(struct sipua *ua, const struct sip_msg *m, const struct pee
         n.content_type = ctype;
     }
     if (m->body.p) {
-        /* Parsers want a NUL after the body; the datagram buffer has room past it only
-         * at its very end, so the body is copied when it is not there. */
-        if (m->body.p[m->body.n] == '\0') {
-            n.body = m->body.p;
-        } else {
-            body = xstrndup(m->body.p, m->body.n);
+        /* Parsers want a NUL after the body: sipmsg_parse wrote one; a body that came
+         * through nta (TCP, TLS) is copied. The copy is of len bytes, NULs included. */
+        if (body_copy) {
+            body = xmalloc(m->body.n + 1);
+            memcpy(body, m->body.p, m->body.n);
+            body[m->body.n] = '\0';
             n.body = body;
+        } else {
+            n.body = m->body.p;
         }
         n.len = m->body.n;
     }
@@ -1251,14 +1253,14 @@ static int notify_in(struct sipua *ua, const struct sip_msg *m, const struct pee
 
 /* Any incoming request: the status to answer (0: none), phrase and extra headers. */
 static int request_in(struct sipua *ua, const struct sip_msg *m, const struct peer *src,
-                      const char **phrase, const char **extra)
+                      bool body_copy, const char **phrase, const char **extra)
 {
     static const char allow[] = "Allow: NOTIFY, OPTIONS\r\n";
     const char *method = sipmsg_method_name(m->method);
 
     *extra = NULL;
     if (m->method == SIP_M_NOTIFY)
-        return notify_in(ua, m, src, clock_wall_us(), phrase);
+        return notify_in(ua, m, src, body_copy, clock_wall_us(), phrase);
     if (m->method == SIP_M_ACK)
         return 0;
     if (!src_allowed(ua, src)) {
@@ -1313,7 +1315,7 @@ void sipua_input(struct sipua *ua, char *buf, size_t len, const struct sockaddr 
         response_udp(ua, &m, &src);
         return;
     }
-    status = request_in(ua, &m, &src, &phrase, &extra);
+    status = request_in(ua, &m, &src, false, &phrase, &extra);
     if (!status)
         return;
     peer_ip(&src, ip, sizeof ip);
@@ -1390,7 +1392,7 @@ static int on_stateless(struct sipua *ua, nta_agent_t *agent, msg_t *msg, sip_t 
     }
     if (sip->sip_payload && sip->sip_payload->pl_len)
         m.body = (struct sip_str){sip->sip_payload->pl_data, sip->sip_payload->pl_len};
-    status = request_in(ua, &m, &src, &phrase, &extra);
+    status = request_in(ua, &m, &src, true, &phrase, &extra);
     if (!status) {
         msg_destroy(msg);
         return 0;

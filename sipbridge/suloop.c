@@ -206,6 +206,7 @@ void suloop_free(struct suloop *l)
 static char sofia_line[1024];
 static size_t sofia_len;
 
+__attribute__((format(printf, 2, 0)))
 static void sofia_logger(void *stream, char const *fmt, va_list ap)
 {
     char buf[1024];
