@@ -140,7 +140,7 @@ static void on_stop(void *arg)
     }
     a->stopping = true;
     daemon_notify("STOPPING=1");
-    /* nua_shutdown un-SUBSCRIBEs every subscription (Expires: 0). */
+    /* Every live dialog gets its Expires: 0, paced and bounded in time (sipua.c). */
     sipua_shutdown(a->ua, on_shutdown_done, a);
     a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
     evtimer_add(a->shutdown_timer, &tv);
@@ -163,7 +163,7 @@ static void on_reload(void *arg, struct offhook_config *next)
 }
 
 /* The directory's users changed: they come into force the way a reload's do (not while
- * stopping: nua is shutting down and takes no new subscription). */
+ * stopping: the un-SUBSCRIBEs are going out and nothing new is subscribed). */
 static void on_directory_changed(void *arg)
 {
     struct app *a = arg;
@@ -261,7 +261,7 @@ out:
         event_free(a.shutdown_timer);
     ctlsock_free(a.ctl);
     ctlcommon_free();
-    /* Subscriptions release their nua handles; nua_shutdown has sent the un-SUBSCRIBEs. */
+    /* Subscriptions release their dialogs; sipua_shutdown has sent the un-SUBSCRIBEs. */
     bridge_free(a.bridge);
     sipua_free(a.ua);
     timerq_free(a.tq);
