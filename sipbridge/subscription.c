@@ -49,10 +49,9 @@ struct subscription {
     /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
      * notify limit waits here, replaced by any newer one, until a token comes. */
     struct ratelimit_bucket nbucket;
-    struct stash *stash;
-    struct tq_timer stash_t;
-    uint64_t throttled;           /* in the current flood */
-    struct ratelimit_gate log_gate; /* the log lines its notifier's messages cause */
+    struct stash *stash;          /* while a flood is held back */
+    struct ratelimit_gate *log_gate; /* the log lines its notifier's messages cause, from
+                                  * the first one on (most subscriptions never log one) */
     /* What the control socket shows (subs_info): bookkeeping only, no decision reads it. */
     int64_t since_ms;             /* wall ms the current state began */
     int last_status;              /* last final answer to a SUBSCRIBE; 0: none yet */
@@ -66,11 +65,14 @@ struct subscription {
 };
 
 struct stash {
+    struct subscription *s;
     char *content_type;
     char *body;
     size_t len;
     long expires;
     int64_t received_us;
+    struct tq_timer t;            /* when a token comes */
+    uint64_t throttled;           /* NOTIFYs held back in this flood */
 };
 
 struct subs_mgr {
@@ -138,7 +140,9 @@ void subs_register_metrics(void)
  * gets how many were held back since the last one (the gate of ratelimit_peer_log). */
 static bool peer_log_ok(struct subscription *s, uint64_t *held)
 {
-    return ratelimit_gate_pass(&ratelimit_peer_log, &s->log_gate, clock_mono_ms(), held);
+    if (!s->log_gate)
+        s->log_gate = xcalloc(1, sizeof *s->log_gate);
+    return ratelimit_gate_pass(&ratelimit_peer_log, s->log_gate, clock_mono_ms(), held);
 }
 
 #define OF(field, t) ((struct subscription *)((char *)(t) - offsetof(struct subscription, field)))
@@ -480,11 +484,11 @@ static void stash_drop(struct subscription *s)
 {
     if (!s->stash)
         return;
+    tq_cancel(s->mgr->tq, &s->stash->t);
     free(s->stash->content_type);
     free(s->stash->body);
     free(s->stash);
     s->stash = NULL;
-    tq_cancel(s->mgr->tq, &s->stash_t);
 }
 
 static bool take_token(struct subscription *s)
@@ -498,7 +502,7 @@ static void arm_stash(struct subscription *s)
 {
     long ms = ratelimit_wait_ms(&s->mgr->notify, &s->nbucket, clock_mono_ms());
 
-    tq_arm(s->mgr->tq, &s->stash_t, on_stash, ms);
+    tq_arm(s->mgr->tq, &s->stash->t, on_stash, ms);
 }
 
 /* Keeps n to apply later (the newest replaces an older one: each carries the state). */
@@ -512,11 +516,12 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
         free(s->stash->body);
     } else {
         s->stash = xcalloc(1, sizeof *s->stash);
+        s->stash->s = s;
         metric_inc(m_throttled, "deferred");
     }
     log_trace(&s->trace, "sip", "event=trace_notify_deferred aor=%s package=%s", log_q(s->aor),
               s->event);
-    if (s->throttled++ == 0 && peer_log_ok(s, &held))
+    if (s->stash->throttled++ == 0 && peer_log_ok(s, &held))
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
                         "action=applying_latest_only suppressed=%llu",
                  log_q(s->aor), s->event, s->mgr->notify.rate, (unsigned long long)held);
@@ -529,18 +534,17 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
     s->stash->len = n->len;
     s->stash->expires = n->expires;
     s->stash->received_us = n->received_us;
-    if (!tq_armed(&s->stash_t))
+    if (!tq_armed(&s->stash->t))
         arm_stash(s);
 }
 
 static void on_stash(struct tq_timer *t)
 {
-    struct subscription *s = OF(stash_t, t);
+    struct stash *st = (struct stash *)((char *)t - offsetof(struct stash, t));
+    struct subscription *s = st->s;
     struct sipua_notify n = {.substate = "active", .expires = -1, .retry_after = -1};
-    uint64_t held = 0;
+    uint64_t held = 0, throttled;
 
-    if (!s->stash)
-        return;
     if (!take_token(s)) {
         arm_stash(s);
         return;
@@ -550,14 +554,14 @@ static void on_stash(struct tq_timer *t)
     n.len = s->stash->len;
     n.expires = s->stash->expires;
     n.received_us = s->stash->received_us;
+    throttled = s->stash->throttled;
     s->ops->on_notify(s->owner, s, &n);
     stash_drop(s);
     if (peer_log_ok(s, &held))
         log_notice("sip", "event=notify_flood_over aor=%s package=%s throttled=%llu "
                           "suppressed=%llu",
-                   log_q(s->aor), s->event, (unsigned long long)s->throttled,
+                   log_q(s->aor), s->event, (unsigned long long)throttled,
                    (unsigned long long)held);
-    s->throttled = 0;
 }
 
 /* A NOTIFY as it came, into the trace: its headers of interest and, when the operator
@@ -813,7 +817,7 @@ void subs_free(struct subscription *s)
     m->total--;
     metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
     tq_cancel(m->tq, &s->stale_t);
-    tq_cancel(m->tq, &s->stash_t);
+    free(s->log_gate);
     tq_cancel(m->tq, &s->timer);
     free(s);
 }
@@ -880,7 +884,7 @@ void subs_get_info(const struct subscription *s, struct subs_info *out)
     out->granted_s = s->h ? s->granted : 0;
     out->failures = s->bo.attempt;
     out->failed = s->failed;
-    if (s->state == SUB_BACKOFF && evtimer_pending(s->timer, NULL))
+    if (s->state == SUB_BACKOFF && tq_armed(&s->timer))
         out->next_try_ms = clock_wall_ms() + (s->retry_mono_ms - clock_mono_ms());
     out->trace = s->trace;
 }
