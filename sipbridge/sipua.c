@@ -1615,8 +1615,18 @@ void sipua_set_drop_hook(struct sipua *ua, void (*fn)(void *arg, uint32_t n), vo
     ua->drop_arg = arg;
 }
 
+/* The largest message nta takes over TCP or TLS: a resource list's NOTIFY may be 64
+ * times [sip] max_body (bridge.c), and nta's own default (2 MB) refused larger ones with
+ * 413 before offhook could say so. Over UDP a datagram bounds it anyway. */
+static usize_t stream_max(const struct offhook_config *cfg)
+{
+    return (usize_t)cfg->sip_max_body * 64 + 65536;
+}
+
 void sipua_update(struct sipua *ua, const struct offhook_config *cfg)
 {
+    if (ua->nta)
+        nta_agent_set_params(ua->nta, NTATAG_MAXSIZE(stream_max(cfg)), TAG_END());
     set_credentials(ua, cfg);
     set_notifiers(ua, cfg->sip_notifiers);
     ua->subscribe_rate = cfg->sip_subscribe_rate;
@@ -1656,6 +1666,7 @@ struct sipua *sipua_new(su_root_t *root, struct event_base *base, struct timerq 
                                /* Every client transaction stays (Timer F) with its
                                 * messages; 8 s still absorbs four retransmissions. */
                                NTATAG_SIP_T1X64(SIP_T1X64_MS),
+                               NTATAG_MAXSIZE(stream_max(cfg)),
                                TAG_END());
     if (!ua->nta)
         goto fail;
