@@ -114,6 +114,15 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
                   store_up(a->store) ? "up" : "down", store_pending(a->store));
 }
 
+/* The kernel dropped datagrams on the SIP port: the subscribe ramp slows down. */
+static void on_sip_drops(void *arg, uint32_t n)
+{
+    struct app *a = arg;
+
+    if (a->bridge)
+        subs_mgr_datagrams_dropped(bridge_subs(a->bridge), n);
+}
+
 static void on_shutdown_done(void *arg)
 {
     struct app *a = arg;
@@ -233,6 +242,7 @@ int main(int argc, char **argv)
         goto out;
     a.store = store_new(a.base, a.cfg);
     a.bridge = bridge_new(a.base, a.tq, a.cfg, a.ua, a.store);
+    sipua_set_drop_hook(a.ua, on_sip_drops, &a);
     if (a.cfg->sipbridge_control[0]) {
         char err[256];
         a.ctl = ctlsock_new(a.base, a.cfg->sipbridge_control, err, sizeof err);

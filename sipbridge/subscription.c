@@ -82,6 +82,11 @@ struct subs_mgr {
     long expires;
     struct ratelimit ramp;        /* SUBSCRIBEs per second, bursts of one second's worth */
     struct ratelimit_bucket ramp_bucket;
+    double ramp_rate;             /* [sip] subscribe_rate; ramp.rate is it times the
+                                   * slow-down factor below */
+    double ramp_factor;           /* 1, halved on each report of dropped datagrams, back up
+                                   * a quarter a second while none come */
+    struct event *ramp_recover;   /* while slowed down */
     struct subscription *qhead, **qtail;
     struct event *ramp_ev;
     int count[SUB__COUNT];
@@ -335,12 +340,30 @@ static void on_timer(struct tq_timer *t)
 
 static void ramp_schedule(struct subs_mgr *m);
 
+/* SUBSCRIBEs answered by neither a final response nor a NOTIFY are in flight; the ramp
+ * keeps at most a second's worth of them, so a PBX (or a loop) that falls behind slows the
+ * ramp down instead of piling up retransmissions and bursts of NOTIFYs. */
+static void on_ramp_recover(evutil_socket_t fd, short what, void *arg);
+
+static bool ramp_window_full(const struct subs_mgr *m)
+{
+    double window = m->ramp.rate > 100 ? m->ramp.rate : 100;
+
+    return m->count[SUB_SUBSCRIBING] >= window;
+}
+
 static void on_ramp(evutil_socket_t fd, short what, void *arg)
 {
     struct subs_mgr *m = arg;
     int64_t now = clock_mono_ms();
 
-    while (m->qhead && ratelimit_take(&m->ramp, &m->ramp_bucket, now)) {
+    if (m->qhead && ramp_window_full(m)) {
+        struct timeval tv = {0, 50000};
+        evtimer_add(m->ramp_ev, &tv);
+        return;
+    }
+    while (m->qhead && !ramp_window_full(m) &&
+           ratelimit_take(&m->ramp, &m->ramp_bucket, now)) {
         struct subscription *s = m->qhead;
         m->qhead = s->qnext;
         if (!m->qhead)
@@ -728,6 +751,7 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct timerq *tq, struct
     ratelimit_bucket_init(&m->ramp_bucket, 1, clock_mono_ms()); /* the first at once */
     m->qtail = &m->qhead;
     m->ramp_ev = evtimer_new(base, on_ramp, m);
+    m->ramp_recover = evtimer_new(base, on_ramp_recover, m);
     m->probe = probe_new(base, &member_ops);
     m->seed = (uint64_t)clock_wall_us();
     m->max_backoff_ms = RETRY_MAX_MS;
@@ -740,6 +764,7 @@ void subs_mgr_free(struct subs_mgr *m)
     if (!m)
         return;
     event_free(m->ramp_ev);
+    event_free(m->ramp_recover);
     probe_free(m->probe);
     strmap_clear_owned(&m->short_warned);
     strmap_free(&m->short_warned);
@@ -761,10 +786,51 @@ void subs_mgr_set_expires(struct subs_mgr *m, long expires)
     m->expires = expires;
 }
 
+static void apply_ramp_rate(struct subs_mgr *m)
+{
+    m->ramp.rate = m->ramp_rate * m->ramp_factor;
+    if (m->ramp.rate < 1)
+        m->ramp.rate = 1;
+    m->ramp.burst = m->ramp.rate; /* at most one second's worth at once */
+}
+
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s)
 {
-    m->ramp.rate = rate_per_s > 0 ? rate_per_s : 1;
-    m->ramp.burst = m->ramp.rate; /* at most one second's worth at once */
+    m->ramp_rate = rate_per_s > 0 ? rate_per_s : 1;
+    if (m->ramp_factor <= 0)
+        m->ramp_factor = 1;
+    apply_ramp_rate(m);
+}
+
+static void on_ramp_recover(evutil_socket_t fd, short what, void *arg)
+{
+    struct subs_mgr *m = arg;
+    struct timeval tv = {1, 0};
+
+    m->ramp_factor *= 1.25;
+    if (m->ramp_factor >= 1) {
+        m->ramp_factor = 1;
+        apply_ramp_rate(m);
+        log_notice("sip", "event=ramp_resumed rate_per_s=%.0f", m->ramp.rate);
+        return;
+    }
+    apply_ramp_rate(m);
+    evtimer_add(m->ramp_recover, &tv);
+}
+
+void subs_mgr_datagrams_dropped(struct subs_mgr *m, uint32_t n)
+{
+    struct timeval tv = {1, 0};
+
+    if (!m->qhead)
+        return; /* not ramping: nothing of ours to slow down */
+    m->ramp_factor = m->ramp_factor / 2 < 0.05 ? 0.05 : m->ramp_factor / 2;
+    apply_ramp_rate(m);
+    log_notice("sip", "event=ramp_slowed dropped=%u rate_per_s=%.0f reason=\"datagrams "
+                      "dropped on the SIP port: the loop fell behind the answers\"",
+               n, m->ramp.rate);
+    evtimer_del(m->ramp_recover);
+    evtimer_add(m->ramp_recover, &tv);
 }
 
 int subs_mgr_count(const struct subs_mgr *m, enum sub_state st)

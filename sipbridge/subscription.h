@@ -54,6 +54,9 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct timerq *tq, struct
 void subs_mgr_free(struct subs_mgr *m);
 void subs_mgr_set_expires(struct subs_mgr *m, long expires);
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
+/* n datagrams were dropped on the SIP port: a ramp under way halves its pace, and comes
+ * back to subscribe_rate by a quarter each second without drops. */
+void subs_mgr_datagrams_dropped(struct subs_mgr *m, uint32_t n);
 /* A subscription down this long (seconds; 0: never) is reported by on_stale. Applies
  * from the next time one goes down. */
 void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds);
