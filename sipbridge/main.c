@@ -1,7 +1,6 @@
 /* offhook-sipbridge: subscribes to the PBX's dialog (and optionally presence and reg)
  * events for every configured user and keeps each user's call state in Redis.
  * One libevent loop drives Sofia-SIP (suloop.c), hiredis and the metrics endpoint. */
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,12 +83,6 @@ static bool is_ready(void *arg, struct sbuf *why)
 static void on_status(evutil_socket_t fd, short what, void *arg)
 {
     struct app *a = arg;
-
-    /* Sofia allocates per message and transaction; after a subscribe ramp or a burst of
-     * NOTIFYs glibc keeps the freed pages. Handing them back keeps RSS equal to what is in
-     * use, which is what operators and the OOM killer see. Every STATUS_INTERVAL_S. */
-    if (a->ready_sent)
-        malloc_trim(0);
     struct subs_mgr *m = bridge_subs(a->bridge);
     struct sbuf why;
     bool ready;
