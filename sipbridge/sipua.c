@@ -444,10 +444,10 @@ static void refuse(struct sipua *ua, enum refusal r, const char *method, const s
         l->suppressed++;
         return;
     }
-    log_notice("sip", "event=sip_refused reason=%s method=%s source=%s detail=\"%s\" "
+    log_notice("sip", "event=sip_refused reason=%s method=%s source=%s detail=%s "
                       "suppressed=%u",
-               refusal_names[r], method, src ? peer_str(src, who, sizeof who) : "none",
-               detail ? detail : "", l->suppressed);
+               refusal_names[r], log_q(method), src ? peer_str(src, who, sizeof who) : "none",
+               log_q(detail ? detail : ""), l->suppressed);
     l->last_ms = now;
     l->suppressed = 0;
 }
@@ -530,14 +530,14 @@ static int answer_challenge(struct sipua_handle *h, const struct resp *r, const 
         metric_inc(m_auth, "no_credentials");
         log_err("sip", "event=auth_required aor=%s status=%d reason=\"no [sip] username/password "
                        "configured\"",
-                h->aor, r->status);
+                log_q(h->aor), r->status);
         return -1;
     }
     if (h->auth_tries >= MAX_AUTH_TRIES || (!au && !r->nauth_raw)) {
         metric_inc(m_auth, "rejected");
         log_err("sip", "event=auth_rejected aor=%s status=%d user=%s reason=\"credentials not "
                        "accepted\"",
-                h->aor, r->status, ua->username);
+                log_q(h->aor), r->status, log_q(ua->username));
         return -1;
     }
     home = su_home_new(sizeof *home);
@@ -576,15 +576,15 @@ static int answer_challenge(struct sipua_handle *h, const struct resp *r, const 
     }
     h->auth_tries++;
     metric_inc(m_auth, "answered");
-    log_debug("sip", "event=auth_answer aor=%s status=%d user=%s", h->aor, r->status,
-              ua->username);
+    log_debug("sip", "event=auth_answer aor=%s status=%d user=%s", log_q(h->aor), r->status,
+              log_q(ua->username));
     rc = 0;
     goto out;
 refused:
     metric_inc(m_auth, "rejected");
     log_err("sip", "event=auth_rejected aor=%s status=%d user=%s reason=\"cannot answer "
                    "the challenge (scheme or algorithm not supported?)\"",
-            h->aor, r->status, ua->username);
+            log_q(h->aor), r->status, log_q(ua->username));
 out:
     if (home)
         su_home_unref(home);
@@ -626,7 +626,7 @@ static bool have_dest(struct sipua *ua)
     if (getaddrinfo(ua->pbx_host, ua->pbx_port, &hints, &ai) != 0 || !ai) {
         log_err("sip", "event=pbx_unresolved host=%s reason=\"no address for [sip] pbx; "
                        "retrying every 30 s\"",
-                ua->pbx_host);
+                log_q(ua->pbx_host));
         return false;
     }
     memcpy(&ua->dest, ai->ai_addr, ai->ai_addrlen);
@@ -761,8 +761,8 @@ static int send_subscribe(struct sipua_handle *h, uint32_t expires, const char *
     if (auth)
         explicit_bzero(buf, sizeof buf);
     if (rc < 0)
-        log_err("sip", "event=subscribe_not_sent aor=%s package=%s reason=\"%s\"", h->aor,
-                h->event, ua->sub_tp == TP_UDP && !ua->destlen
+        log_err("sip", "event=subscribe_not_sent aor=%s package=%s reason=\"%s\"",
+                log_q(h->aor), h->event, ua->sub_tp == TP_UDP && !ua->destlen
                               ? "the [sip] pbx host has no address"
                               : "cannot build or hand the request to the stack");
     return rc;
@@ -1498,9 +1498,9 @@ static void set_notifiers(struct sipua *ua, const char *list)
         if (parse_addr(items[i], TP_UDP, &ua->notifiers[ua->nnotifiers]) == 0)
             ua->nnotifiers++;
         else
-            log_warn("sip", "event=notifier_ignored value=\"%s\" reason=\"not a numeric "
+            log_warn("sip", "event=notifier_ignored value=%s reason=\"not a numeric "
                             "address[:port]\"",
-                     items[i]);
+                     log_q(items[i]));
     }
     free(copy);
 }
@@ -1682,10 +1682,10 @@ struct sipua *sipua_new(su_root_t *root, struct event_base *base, struct timerq 
         if ((!strcmp(host, "0.0.0.0") || !strcmp(host, "::")) &&
             !local_toward(&ua->dest, ua->destlen, shown, sizeof shown))
             log_warn("sip", "event=wildcard_listen listen=%s reason=\"no address toward the "
-                            "pbx known: Contact names the wildcard\"", u);
+                            "pbx known: Contact names the wildcard\"", log_q(u));
         if (tls) {
             ua->tls = true;
-            log_info("sip", "event=tls dir=%s verify=%s", cfg->sip_tls_dir,
+            log_info("sip", "event=tls dir=%s verify=%s", log_q(cfg->sip_tls_dir),
                      cfg->sip_tls_verify);
             if (nta_agent_add_tport(ua->nta, URL_STRING_MAKE(u), TPTAG_IDENT("sips"),
                                     /* Always our own directory: without it Sofia reads
@@ -1731,13 +1731,13 @@ struct sipua *sipua_new(su_root_t *root, struct event_base *base, struct timerq 
     if (!contact[0] && cfg->sip_nlisten)
         goto fail;
     ua->contact = xstrdup(contact);
-    log_info("sip", "event=listening listen=%s proxy=%s from=%s contact=%s", cfg->sip_listen,
-             cfg->sip_pbx, from, ua->contact);
+    log_info("sip", "event=listening listen=%s proxy=%s from=%s contact=%s",
+             log_q(cfg->sip_listen), log_q(cfg->sip_pbx), log_q(from), log_q(ua->contact));
     return ua;
 fail:
     log_err("sip", "event=bind_failed listen=%s reason=\"cannot open the SIP transports "
                    "(address in use, not local, or no listen address for the pbx's transport?)\"",
-            cfg->sip_listen);
+            log_q(cfg->sip_listen));
     sipua_free(ua);
     return NULL;
 }

@@ -205,14 +205,18 @@ struct sipudp *sipudp_new(struct event_base *base, const char *host, int port, i
     snprintf(portstr, sizeof portstr, "%d", port);
     rc = getaddrinfo(host, portstr, &hints, &ai);
     if (rc != 0) {
-        log_err("sip", "event=bind_failed listen=udp:%s:%d reason=\"%s (a numeric address is "
+        char where[300];
+        snprintf(where, sizeof where, "udp:%s:%d", host, port);
+        log_err("sip", "event=bind_failed listen=%s reason=\"%s (a numeric address is "
                        "needed)\"",
-                host, port, gai_strerror(rc));
+                log_q(where), gai_strerror(rc));
         return NULL;
     }
     fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        log_err("sip", "event=bind_failed listen=udp:%s:%d reason=\"%s\"", host, port,
+        char where[300];
+        snprintf(where, sizeof where, "udp:%s:%d", host, port);
+        log_err("sip", "event=bind_failed listen=%s reason=\"%s\"", log_q(where),
                 strerror(errno));
         goto fail;
     }
