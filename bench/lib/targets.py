@@ -42,6 +42,9 @@ def run(a, saturation):
     b.users = a.sat_users
     b.rate = a.sat_rate
     sat = saturation(b)
+    if a.log:  # its steps (CPU of each process per step) and Prosody's side, for the record
+        with open(a.log, "a") as f:
+            f.write(json.dumps(sat) + "\n")
 
     big, small = runs[max(sizes)], runs[min(sizes)]
     rows = []
