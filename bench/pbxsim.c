@@ -21,17 +21,31 @@
  *   get               -> "EXT STATE DIALOGS" per line, every extension seen (as many
  *                        as fit in one datagram)
  *   get EXT           -> "EXT STATE DIALOGS" for that one ("none 0" if never seen)
+ *   dialog EXT        -> the live dialogs of EXT, one per line: "call-id=... notifier-tag=...
+ *                        cseq=N from=<NOTIFY From without tag> to=<NOTIFY To, tagged>"
+ *                        (what a forger on the path would learn; the hostile tests use it)
+ *   rate R            -> "ok": drive R changes/s from now on (the saturation steps)
  *   stats             -> the counters line
  *
  * With --goodbye, SIGTERM ends every live subscription with Subscription-State:
  * terminated;reason=deactivated (RFC 6665: "subscribe again") before exiting.
  *
+ * With --tcp it also listens on TCP at the same port (messages framed by Content-Length;
+ * answers and NOTIFYs go back on the connection the SUBSCRIBE came on). With --list NAME
+ * --list-size N --list-ext0 E it serves an RFC 4662 resource list: a SUBSCRIBE to
+ * sip:NAME@... gets a full-state list NOTIFY (multipart/related: the RLMI document and
+ * one dialog-info body per resource, extensions E..E+N-1) and every refresh another; each
+ * change of a resource goes out as a partial list NOTIFY naming it alone. Driving then
+ * picks among the list's resources. A full state of 100,000 resources is ~40 MB: use TCP.
+ *
  *   pbxsim --port P [--rate R] [--active K] [--start-after N] [--duration S]
  *          [--expires E] [--events-log FILE] [--stats-every S] [--control PORT]
- *          [--goodbye] [--trace FILE]
+ *          [--goodbye] [--trace FILE] [--tcp] [--list NAME --list-size N --list-ext0 E]
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -48,6 +62,7 @@
 
 #include <event2/event.h>
 
+#include "sbuf.h"
 #include "strmap.h"
 #include "strutil.h"
 
@@ -59,11 +74,19 @@ static const char *const cstate_name[] = {"idle", "ringing", "on_call", "on_hold
 
 struct dlg;
 
+/* Where a message goes back: a UDP address, or a TCP connection (fd >= 0). */
+struct peer {
+    struct sockaddr_in addr;
+    int fd;
+};
+
 struct ext {
     char name[64];
     enum cstate st;
     struct dlg **dlgs;   /* live subscriptions to this extension */
     size_t ndlgs, cap;
+    bool in_list;        /* a resource of the --list */
+    unsigned version;    /* its dialog-info version in list NOTIFYs */
 };
 
 struct dlg {
@@ -73,9 +96,10 @@ struct dlg {
     char *contact;       /* where NOTIFYs go (request URI) */
     struct ext *ext;     /* the extension (user part of the AOR) */
     char tag[24];
-    struct sockaddr_in peer;
+    struct peer peer;
     unsigned cseq;
-    unsigned version;
+    unsigned version;    /* of its dialog-info documents, or of its RLMI list */
+    bool list;           /* a resource-list subscription (--list) */
     bool active;         /* live: gets NOTIFYs, may be driven */
     bool keep;           /* a subscription (not a fetch): its NOTIFYs are retransmitted */
     /* The latest NOTIFY until it is answered (RFC 3261 17.1.2 over UDP: Timer E doubles
@@ -114,6 +138,12 @@ static struct {
     uint64_t unknown_dialog, dropped, options, fetches, retransmits, timeouts;
     int64_t first_sub_us, nth_sub_us;
     double stats_every;
+    bool tcp;                /* --tcp: a TCP listener on the same port */
+    const char *list_name;   /* --list: the list URI's user part */
+    size_t list_size;
+    long list_ext0;
+    struct dlg **lists;      /* live list subscriptions */
+    size_t nlists, lists_cap;
 } S = {.rate = 0, .expires = 3600, .stats_every = 5, .ctl_fd = -1};
 
 static int64_t now_us(void)
@@ -178,14 +208,38 @@ static void trace(const char *dir, const char *msg)
             (int)strcspn(msg, "\r\n"), msg, callid);
 }
 
-static void send_to(const struct sockaddr_in *to, const char *buf, size_t len)
+/* Writes all of buf to a TCP connection, waiting while it is full (a bench tool: the
+ * other end reads promptly; a 40 MB full-state list takes a moment). */
+static void write_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            poll(&p, 1, 1000);
+            continue;
+        }
+        if (n <= 0) {
+            S.bad++;
+            return;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+static void send_to(const struct peer *to, const char *buf, size_t len)
 {
     trace("out", buf);
-    if (sendto(S.fd, buf, len, 0, (const struct sockaddr *)to, sizeof *to) < 0)
+    if (to->fd >= 0) {
+        write_all(to->fd, buf, len);
+        return;
+    }
+    if (sendto(S.fd, buf, len, 0, (const struct sockaddr *)&to->addr, sizeof to->addr) < 0)
         S.bad++;
 }
 
-static const char *body_for(const struct dlg *d, char *buf, size_t len)
+static const char *ext_body(const struct ext *x, unsigned version, char *buf, size_t len)
 {
     static const char *const dialog_attrs[] = {
         [CS_IDLE] = "", [CS_RINGING] = " direction=\"recipient\"", [CS_ONCALL] = "",
@@ -194,28 +248,33 @@ static const char *body_for(const struct dlg *d, char *buf, size_t len)
                                                [CS_RINGING] = "early",
                                                [CS_ONCALL] = "confirmed",
                                                [CS_ONHOLD] = "confirmed"};
-    enum cstate st = d->ext->st;
+    enum cstate st = x->st;
     int n = snprintf(buf, len,
                      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<dialog-info xmlns=\"urn:ietf:"
                      "params:xml:ns:dialog-info\" version=\"%u\" state=\"full\" entity=\"sip:%s"
                      "@pbxsim\">\n",
-                     d->version, d->ext->name);
+                     version, x->name);
 
     n += snprintf(buf + n, len - (size_t)n, " <dialog id=\"%s\"%s>\n  <state>%s</state>\n",
-                  d->ext->name, dialog_attrs[st], dialog_state[st]);
+                  x->name, dialog_attrs[st], dialog_state[st]);
     if (st != CS_IDLE)
         /* The other party, as Asterisk names it: offhook must not show it by default. */
         n += snprintf(buf + n, len - (size_t)n,
                       "  <remote><identity display=\"Caller %s\">sip:555%s@pbxsim</identity>"
                       "</remote>\n",
-                      d->ext->name, d->ext->name);
+                      x->name, x->name);
     if (st == CS_ONHOLD)
         n += snprintf(buf + n, len - (size_t)n,
                       "  <local><target uri=\"sip:%s@pbxsim\"><param pname=\"+sip.rendering\" "
                       "pvalue=\"no\"/></target></local>\n",
-                      d->ext->name);
+                      x->name);
     snprintf(buf + n, len - (size_t)n, " </dialog>\n</dialog-info>\n");
     return buf;
+}
+
+static const char *body_for(const struct dlg *d, char *buf, size_t len)
+{
+    return ext_body(d->ext, d->version, buf, len);
 }
 
 #define T1_US 500000
@@ -273,15 +332,94 @@ static void retransmit(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* A list NOTIFY (RFC 4662) on list dialog d: multipart/related, the RLMI document
+ * first, then one dialog-info body per resource named: every resource of the list (full
+ * state), or only `one` (a partial update after its change). */
+static void send_list_notify(struct dlg *d, const char *substate, const struct ext *one)
+{
+    struct sbuf body, msg;
+    char part[2048];
+
+    sbuf_init(&body);
+    sbuf_init(&msg);
+    d->version++;
+    sbuf_printf(&body, "--b\r\nContent-Type: application/rlmi+xml\r\n"
+                       "Content-ID: <root@pbxsim>\r\n\r\n"
+                       "<list xmlns=\"urn:ietf:params:xml:ns:rlmi\" uri=\"sip:%s@pbxsim\" "
+                       "version=\"%u\" fullState=\"%s\">",
+                S.list_name, d->version, one ? "false" : "true");
+    for (size_t i = 0; i < S.list_size; i++) {
+        char name[32];
+        struct ext *x;
+        if (one) {
+            if (i > 0)
+                break;
+            x = (struct ext *)one;
+        } else {
+            snprintf(name, sizeof name, "%ld", S.list_ext0 + (long)i);
+            x = strmap_get(&S.exts, name);
+        }
+        sbuf_printf(&body, "<resource uri=\"sip:%s@pbxsim\"><instance id=\"i%s\" "
+                           "state=\"active\" cid=\"%s@pbxsim\"/></resource>",
+                    x->name, x->name, x->name);
+    }
+    sbuf_puts(&body, "</list>\r\n");
+    for (size_t i = 0; i < S.list_size; i++) {
+        char name[32];
+        const struct ext *x = one;
+        if (one) {
+            if (i > 0)
+                break;
+        } else {
+            snprintf(name, sizeof name, "%ld", S.list_ext0 + (long)i);
+            x = strmap_get(&S.exts, name);
+        }
+        ext_body(x, x->version, part, sizeof part);
+        sbuf_printf(&body, "--b\r\nContent-Type: application/dialog-info+xml\r\n"
+                           "Content-ID: <%s@pbxsim>\r\n\r\n%s\r\n",
+                    x->name, part);
+    }
+    sbuf_puts(&body, "--b--\r\n");
+    sbuf_printf(&msg,
+                "NOTIFY %s SIP/2.0\r\n"
+                "Via: SIP/2.0/%s 127.0.0.1:%d;branch=z9hG4bK%016llx\r\n"
+                "Max-Forwards: 70\r\n"
+                "From: %s;tag=%s\r\n"
+                "To: %s\r\n"
+                "Call-ID: %s\r\n"
+                "CSeq: %u NOTIFY\r\n"
+                "Contact: <sip:127.0.0.1:%d>\r\n"
+                "Event: dialog\r\n"
+                "Require: eventlist\r\n"
+                "Subscription-State: %s\r\n"
+                "Content-Type: multipart/related;type=\"application/rlmi+xml\";"
+                "start=\"<root@pbxsim>\";boundary=\"b\"\r\n"
+                "Content-Length: %zu\r\n\r\n",
+                d->contact, d->peer.fd >= 0 ? "TCP" : "UDP", S.port,
+                (unsigned long long)rnd(), d->local, d->tag, d->remote, d->callid, ++d->cseq,
+                S.port, substate, body.len);
+    sbuf_append(&msg, body.data, body.len);
+    send_to(&d->peer, msg.data, msg.len);
+    if (d->keep && d->peer.fd < 0)
+        pending_set(d, msg.data, msg.len);
+    S.notifies++;
+    sbuf_free(&body);
+    sbuf_free(&msg);
+}
+
 static void send_notify(struct dlg *d, const char *substate)
 {
     char body[2048], msg[4096];
     int n;
 
+    if (d->list) {
+        send_list_notify(d, substate, NULL);
+        return;
+    }
     body_for(d, body, sizeof body);
     n = snprintf(msg, sizeof msg,
                  "NOTIFY %s SIP/2.0\r\n"
-                 "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK%016llx\r\n"
+                 "Via: SIP/2.0/%s 127.0.0.1:%d;branch=z9hG4bK%016llx\r\n"
                  "Max-Forwards: 70\r\n"
                  "From: %s;tag=%s\r\n"
                  "To: %s\r\n"
@@ -292,16 +430,17 @@ static void send_notify(struct dlg *d, const char *substate)
                  "Subscription-State: %s\r\n"
                  "Content-Type: application/dialog-info+xml\r\n"
                  "Content-Length: %zu\r\n\r\n%s",
-                 d->contact, S.port, (unsigned long long)rnd(), d->local, d->tag, d->remote,
-                 d->callid, ++d->cseq, S.port, substate, strlen(body), body);
+                 d->contact, d->peer.fd >= 0 ? "TCP" : "UDP", S.port,
+                 (unsigned long long)rnd(), d->local, d->tag, d->remote, d->callid, ++d->cseq,
+                 S.port, substate, strlen(body), body);
     d->version++;
     send_to(&d->peer, msg, (size_t)n);
-    if (d->keep)
+    if (d->keep && d->peer.fd < 0)
         pending_set(d, msg, (size_t)n);
     S.notifies++;
 }
 
-static void respond(const char *req, const struct sockaddr_in *to, const char *status,
+static void respond(const char *req, const struct peer *to, const char *status,
                     const char *totag, long expires)
 {
     char via[1024], from[1024], tohdr[1024], callid[512], cseq[128], msg[4096];
@@ -370,6 +509,15 @@ static void dlg_end(struct dlg *d)
     if (!d->active)
         return;
     d->active = false;
+    if (d->list) {
+        for (size_t i = 0; i < S.nlists; i++) {
+            if (S.lists[i] == d) {
+                S.lists[i] = S.lists[--S.nlists];
+                break;
+            }
+        }
+        return;
+    }
     for (size_t i = 0; i < x->ndlgs; i++) {
         if (x->dlgs[i] == d) {
             x->dlgs[i] = x->dlgs[--x->ndlgs];
@@ -393,13 +541,19 @@ static size_t ext_set(struct ext *x, enum cstate st)
     active_substate(sub, sizeof sub);
     for (size_t i = 0; i < x->ndlgs; i++)
         send_notify(x->dlgs[i], sub);
+    if (x->in_list) {
+        x->version++;
+        for (size_t i = 0; i < S.nlists; i++)
+            send_list_notify(S.lists[i], sub, x);
+        n += S.nlists;
+    }
     S.changes++;
     if (S.events_log)
         fprintf(S.events_log, "%lld %s %s\n", (long long)now_us(), x->name, cstate_name[st]);
     return n;
 }
 
-static void on_subscribe(const char *msg, const struct sockaddr_in *from)
+static void on_subscribe(const char *msg, const struct peer *from)
 {
     char callid[512], fromh[1024], toh[1024], contact[1024], ruri[1024], exp[32], name[64];
     struct dlg *d;
@@ -483,13 +637,23 @@ static void on_subscribe(const char *msg, const struct sockaddr_in *from)
         memcpy(name, sp + 4, n);
         name[n] = '\0';
     }
-    ext_attach(ext_get(name), d);
     strmap_put(&S.dialogs, d->callid, d);
-    if (S.nlist == S.cap) {
-        S.cap = S.cap ? S.cap * 2 : 1024;
-        S.list = xrealloc(S.list, S.cap * sizeof *S.list);
+    if (S.list_name && strcmp(name, S.list_name) == 0 && strcasestr(msg, "eventlist")) {
+        /* The resource list: full state now and on every refresh, partial updates. */
+        d->list = true;
+        if (S.nlists == S.lists_cap) {
+            S.lists_cap = S.lists_cap ? S.lists_cap * 2 : 4;
+            S.lists = xrealloc(S.lists, S.lists_cap * sizeof *S.lists);
+        }
+        S.lists[S.nlists++] = d;
+    } else {
+        ext_attach(ext_get(name), d);
+        if (S.nlist == S.cap) {
+            S.cap = S.cap ? S.cap * 2 : 1024;
+            S.list = xrealloc(S.list, S.cap * sizeof *S.list);
+        }
+        S.list[S.nlist++] = d;
     }
-    S.list[S.nlist++] = d;
     S.subscribes++;
     if (!S.first_sub_us)
         S.first_sub_us = now_us();
@@ -531,41 +695,131 @@ static void on_response(const char *msg)
     }
 }
 
+/* One message from `from` (a datagram, or one framed off a TCP connection). */
+static void handle(const char *buf, const struct peer *from)
+{
+    trace("in", buf);
+    if (strncmp(buf, "SUBSCRIBE ", 10) == 0) {
+        on_subscribe(buf, from);
+    } else if (strncmp(buf, "OPTIONS ", 8) == 0) {
+        S.options++;
+        respond(buf, from, "200 OK", NULL, 0);
+    } else if (strncmp(buf, "SIP/2.0 ", 8) == 0) {
+        on_response(buf);
+    } else if (strncmp(buf, "ACK ", 4) != 0 && isupper((unsigned char)buf[0])) {
+        respond(buf, from, "501 Not Implemented", NULL, 0);
+    } else {
+        S.bad++;
+    }
+}
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     static char buf[MAX_MSG + 1];
 
     for (int i = 0; i < 256; i++) {
-        struct sockaddr_in from;
-        socklen_t fl = sizeof from;
-        ssize_t n = recvfrom(fd, buf, MAX_MSG, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+        struct peer from = {.fd = -1};
+        socklen_t fl = sizeof from.addr;
+        ssize_t n = recvfrom(fd, buf, MAX_MSG, MSG_DONTWAIT, (struct sockaddr *)&from.addr, &fl);
 
         if (n < 0)
             return;
         buf[n] = '\0';
-        trace("in", buf);
-        if (strncmp(buf, "SUBSCRIBE ", 10) == 0) {
-            on_subscribe(buf, &from);
-        } else if (strncmp(buf, "OPTIONS ", 8) == 0) {
-            S.options++;
-            respond(buf, &from, "200 OK", NULL, 0);
-        } else if (strncmp(buf, "SIP/2.0 ", 8) == 0) {
-            on_response(buf);
-        } else if (strncmp(buf, "ACK ", 4) != 0 && isupper((unsigned char)buf[0])) {
-            respond(buf, &from, "501 Not Implemented", NULL, 0);
-        } else {
-            S.bad++;
-        }
+        handle(buf, &from);
     }
+}
+
+/* ---- TCP (--tcp) ------------------------------------------------------------------- */
+
+struct conn {
+    int fd;
+    struct sockaddr_in addr;
+    struct event *ev;
+    char *buf;
+    size_t len, cap;
+};
+
+static void conn_close(struct conn *c)
+{
+    event_free(c->ev);
+    close(c->fd);
+    free(c->buf);
+    free(c);
+}
+
+/* Reads what the connection has; hands up each complete message (Content-Length). */
+static void on_conn(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    ssize_t n;
+
+    if (c->cap - c->len < 65536 + 1) {
+        c->cap = c->cap ? c->cap * 2 : 262144;
+        c->buf = xrealloc(c->buf, c->cap);
+    }
+    n = recv(fd, c->buf + c->len, c->cap - c->len - 1, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        conn_close(c);
+        return;
+    }
+    if (n < 0)
+        return;
+    c->len += (size_t)n;
+    for (;;) {
+        char *he, v[32], save;
+        size_t hl, total;
+        long cl = 0;
+
+        c->buf[c->len] = '\0';
+        he = strstr(c->buf, "\r\n\r\n");
+        if (!he)
+            break;
+        hl = (size_t)(he + 4 - c->buf);
+        save = he[2];
+        he[2] = '\0';
+        if (header(c->buf, "Content-Length", 'l', v, sizeof v) == 0)
+            cl = atol(v);
+        he[2] = save;
+        total = hl + (size_t)(cl > 0 ? cl : 0);
+        if (c->len < total)
+            break;
+        save = c->buf[total];
+        c->buf[total] = '\0';
+        {
+            struct peer p = {.addr = c->addr, .fd = c->fd};
+            handle(c->buf, &p);
+        }
+        c->buf[total] = save;
+        memmove(c->buf, c->buf + total, c->len - total);
+        c->len -= total;
+    }
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    int cfd = accept4(fd, (struct sockaddr *)&a, &al, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct conn *c;
+
+    if (cfd < 0)
+        return;
+    c = xcalloc(1, sizeof *c);
+    c->fd = cfd;
+    c->addr = a;
+    c->ev = event_new(S.base, cfd, EV_READ | EV_PERSIST, on_conn, c);
+    event_add(c->ev, NULL);
 }
 
 static void drive(evutil_socket_t fd, short what, void *arg)
 {
     int64_t now = now_us();
-    size_t pool = S.active_max && S.active_max < S.nlist ? S.active_max : S.nlist;
+    size_t pool = S.list_name ? S.list_size
+                              : S.active_max && S.active_max < S.nlist ? S.active_max : S.nlist;
 
     if (!S.driving) {
-        if (S.rate <= 0 || pool == 0 || (S.start_after && S.nlist < S.start_after))
+        if (S.rate <= 0 || pool == 0 ||
+            (S.list_name ? S.nlists == 0 : S.start_after && S.nlist < S.start_after))
             return;
         S.driving = true;
         S.drive_started_us = S.last_tick_us = now;
@@ -579,12 +833,20 @@ static void drive(evutil_socket_t fd, short what, void *arg)
     S.credit += S.rate * (double)(now - S.last_tick_us) / 1e6;
     S.last_tick_us = now;
     while (S.credit >= 1.0) {
-        struct dlg *d = S.list[rnd() % pool];
+        struct ext *x;
 
         S.credit -= 1.0;
-        if (!d->active)
-            continue;
-        ext_set(d->ext, (enum cstate)((d->ext->st + 1) % CS_CYCLE));
+        if (S.list_name) {
+            char name[32];
+            snprintf(name, sizeof name, "%ld", S.list_ext0 + (long)(rnd() % pool));
+            x = ext_get(name);
+        } else {
+            struct dlg *d = S.list[rnd() % pool];
+            if (!d->active)
+                continue;
+            x = d->ext;
+        }
+        ext_set(x, (enum cstate)((x->st + 1) % CS_CYCLE));
     }
 }
 
@@ -651,6 +913,19 @@ static void on_control(evutil_socket_t fd, short what, void *arg)
         const struct ext *x = strmap_get(&S.exts, cmd + 4);
         len = (size_t)snprintf(out, sizeof out, "%s %s %zu\n", cmd + 4,
                                x ? cstate_name[x->st] : "none", x ? x->ndlgs : 0);
+    } else if (strncmp(cmd, "rate ", 5) == 0) {
+        S.rate = atof(cmd + 5);
+        S.credit = 0;
+        len = (size_t)snprintf(out, sizeof out, "ok");
+    } else if (strncmp(cmd, "dialog ", 7) == 0) {
+        struct ext *x = strmap_get(&S.exts, cmd + 7);
+
+        for (size_t i = 0; x && i < x->ndlgs && len + 2048 < sizeof out; i++) {
+            const struct dlg *d = x->dlgs[i];
+            len += (size_t)snprintf(out + len, sizeof out - len,
+                                    "call-id=%s notifier-tag=%s cseq=%u from=%s to=%s\n",
+                                    d->callid, d->tag, d->cseq, d->local, d->remote);
+        }
     } else if (strcmp(cmd, "stats") == 0) {
         len = stats_line(out, sizeof out);
     } else {
@@ -679,6 +954,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
                 dlg_end(S.list[i]);
             }
         }
+        while (S.nlists) {
+            struct dlg *d = S.lists[0];
+            send_notify(d, "terminated;reason=deactivated");
+            dlg_end(d);
+        }
     }
     event_base_loopexit(S.base, NULL);
 }
@@ -692,14 +972,16 @@ int main(int argc, char **argv)
         {"events-log", required_argument, NULL, 'l'},
         {"stats-every", required_argument, NULL, 'S'},
         {"control", required_argument, NULL, 'c'}, {"goodbye", no_argument, NULL, 'g'},
-        {"trace", required_argument, NULL, 't'},
+        {"trace", required_argument, NULL, 't'},   {"tcp", no_argument, NULL, 'T'},
+        {"list", required_argument, NULL, 'L'},    {"list-size", required_argument, NULL, 'N'},
+        {"list-ext0", required_argument, NULL, 'E'},
         {NULL, 0, NULL, 0}};
     struct sockaddr_in sa = {.sin_family = AF_INET};
     struct timeval tick = {0, 2000};
     struct timeval st;
     int c, bufsz = 8 << 20, ctl_port = 0;
 
-    while ((c = getopt_long(argc, argv, "p:r:a:s:d:e:l:S:c:gt:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:r:a:s:d:e:l:S:c:gt:TL:N:E:", opts, NULL)) != -1) {
         switch (c) {
         case 'p': S.port = atoi(optarg); break;
         case 'r': S.rate = atof(optarg); break;
@@ -711,6 +993,10 @@ int main(int argc, char **argv)
         case 'S': S.stats_every = atof(optarg); break;
         case 'c': ctl_port = atoi(optarg); break;
         case 'g': S.goodbye = true; break;
+        case 'T': S.tcp = true; break;
+        case 'L': S.list_name = optarg; break;
+        case 'N': S.list_size = (size_t)atol(optarg); break;
+        case 'E': S.list_ext0 = atol(optarg); break;
         case 't':
             S.trace = fopen(optarg, "a");
             if (S.trace)
@@ -719,7 +1005,8 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: %s --port P [--rate R] [--active K] [--start-after N] "
                             "[--duration S] [--expires E] [--events-log FILE] [--stats-every S] "
-                            "[--control PORT] [--goodbye] [--trace FILE]\n", argv[0]);
+                            "[--control PORT] [--goodbye] [--trace FILE] [--tcp] "
+                            "[--list NAME --list-size N --list-ext0 E]\n", argv[0]);
             return 2;
         }
     }
@@ -740,6 +1027,21 @@ int main(int argc, char **argv)
         return 1;
     }
     S.base = event_base_new();
+    for (size_t i = 0; S.list_name && i < S.list_size; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%ld", S.list_ext0 + (long)i);
+        ext_get(name)->in_list = true;
+    }
+    if (S.tcp) {
+        int one = 1, lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 64) < 0) {
+            perror("pbxsim: tcp");
+            return 1;
+        }
+        event_add(event_new(S.base, lfd, EV_READ | EV_PERSIST, on_accept, NULL), NULL);
+    }
     if (ctl_port) {
         struct sockaddr_in ca = {.sin_family = AF_INET};
 

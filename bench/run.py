@@ -15,8 +15,15 @@ pbxsim's events log (NOTIFY sent) to the sink's log (presence received).
 One human line and one JSON line per run:
 
     python3 bench/run.py --users 1000 --rate 200 --seconds 30
-    python3 bench/run.py --users 1000 --find-max            # steps R up to the largest
-                                                            # rate with no growing backlog
+    python3 bench/run.py --users 1000 --find-max --rate 2000
+                                                            # saturation: Prosody alone,
+                                                            # then offhook alone (R steps
+                                                            # up), and their ratio
+    python3 bench/run.py --targets --rate 1000 --seconds 30 # issue 14's targets: every run
+                                                            # they need, then a table
+    python3 bench/run.py --users 1000 --find-max-e2e        # the whole chain, R stepped up
+                                                            # to the largest rate with no
+                                                            # growing backlog
     python3 bench/run.py --smoke                            # N=50, R=20, 5 s; CI (< 60 s),
                                                             # exit 1 if nothing arrives
     python3 bench/run.py --kamailio --phones 100 --call-rate 10 --seconds 30
@@ -38,13 +45,37 @@ import json
 import signal
 import sys
 
-from lib import kamailio_run, pbxsim_run
+from lib import kamailio_run, pbxsim_run, saturate, targets
 from lib.report import emit
 from lib.sample import loadavg, machine
 
 
 def on_term(sig, frame):
     raise SystemExit(128 + sig)  # unwinds through the finally blocks: everything stops
+
+
+def saturation(a):
+    """Issue 14, target 6: offhook passes >= 2x the event rate Prosody routes."""
+    pro = saturate.prosody_max(a)
+    print("prosody-max: %s stanzas/s routed (Prosody %s%% of a core, %s us per stanza)" % (
+        pro["stanzas_per_s"], pro["prosody_cpu_pct"], pro["prosody_us_per_stanza"]),
+        flush=True)
+    off = saturate.offhook_max(a)
+    ratio = (off["max_events_per_s"] / pro["stanzas_per_s"]
+             if off["max_events_per_s"] and pro["stanzas_per_s"] else None)
+    summary = {"mode": "find-max", "users": a.users, "prosody": pro, "offhook": off,
+               "offhook_over_prosody_max": round(ratio, 2) if ratio else None}
+    print("find-max N=%d: offhook %s events/s, Prosody %s stanzas/s: ratio %s (target >= 2)"
+          % (a.users, off["max_events_per_s"], pro["stanzas_per_s"],
+             summary["offhook_over_prosody_max"]), flush=True)
+    return summary
+
+
+def emit_json(res, log):
+    print(json.dumps(res), flush=True)
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps(res) + "\n")
 
 
 def main():
@@ -55,7 +86,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=1000, help="N: users, each subscribed")
-    ap.add_argument("--rate", type=float, default=200, help="R: call-state changes per second")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="R: call-state changes per second (default 200; 1,000 with "
+                         "--targets)")
     ap.add_argument("--seconds", type=float, default=30, help="measurement window")
     ap.add_argument("--warmup", type=float, default=3, help="driving before the window")
     ap.add_argument("--active", type=int, default=0,
@@ -69,11 +102,32 @@ def main():
                     help="after the window: perf record -g both daemons this long")
     ap.add_argument("--perf-out", help="directory for perf data and reports")
     ap.add_argument("--find-max", action="store_true",
-                    help="step R up (x --step) until the backlog grows; report the largest")
+                    help="saturation (issue 14 target 6): Prosody's largest stanza rate "
+                         "alone, offhook's largest event rate alone (to a fake XMPP "
+                         "server; R from --rate, x --step), and their ratio")
+    ap.add_argument("--find-max-e2e", action="store_true",
+                    help="the whole chain: step R up (x --step) until the backlog grows; "
+                         "report the largest")
+    ap.add_argument("--targets", action="store_true",
+                    help="issue 14's targets in one command: per-user runs at --sizes "
+                         "(idle phase at the largest), resource-list runs at --list-sizes, "
+                         "--find-max at --sat-users; a table of each target, met or not")
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--list-sizes", default="10000,100000")
+    ap.add_argument("--sat-users", type=int, default=1000)
+    ap.add_argument("--sat-rate", type=float, default=2000,
+                    help="--targets: the saturation steps' first rate")
+    ap.add_argument("--sat-seconds", type=float, default=10,
+                    help="--find-max: each measurement window")
+    ap.add_argument("--sat-warmup", type=float, default=3,
+                    help="--find-max: driving before each window")
     ap.add_argument("--step", type=float, default=1.5)
     ap.add_argument("--max-rate", type=float, default=50000)
     ap.add_argument("--smoke", action="store_true", help="N=50, R=20, 5 s; exit 1 unless "
                                                          "events arrive end to end")
+    ap.add_argument("--list", action="store_true",
+                    help="resource-list mode: one RFC 4662 list subscription (over TCP) for "
+                         "every user's dialog state instead of one subscription per user")
     ap.add_argument("--kamailio", action="store_true", help="Kamailio as the NOTIFY source")
     ap.add_argument("--phones", type=int, default=100)
     ap.add_argument("--call-rate", type=float, default=10, help="calls per second (sipp -r)")
@@ -92,6 +146,8 @@ def main():
                          "the window and report their drift (the soak: --seconds 600)")
     ap.add_argument("--log", help="append each JSON result to this file")
     a = ap.parse_args()
+    if a.rate is None:
+        a.rate = 1000 if a.targets else 200
     if a.smoke:
         a.users, a.rate, a.seconds, a.warmup = 50, 20, 5, 1
     if a.watch > a.users:
@@ -103,7 +159,14 @@ def main():
     if a.kamailio:
         emit(kamailio_run.run(a), a.log)
         return 0
+    if a.targets:
+        if a.idle == 0:
+            a.idle = 30
+        return 0 if targets.run(a, saturation) else 1
     if a.find_max:
+        emit_json(saturation(a), a.log)
+        return 0
+    if a.find_max_e2e:
         best, rate, results = None, a.rate, []
         while rate <= a.max_rate:
             r = pbxsim_run.run(a, rate)

@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 secs=${1:-60}
 shift || true
-all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router ctlcheck directory ctlproto)
+all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router ctlcheck directory ctlproto sip)
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
@@ -45,6 +45,7 @@ max_len() {
     router) echo 70000 ;;        # past [component] max_stanza (65536)
     ctlcheck) echo 20000 ;;      # past offhookctl's 16 KiB XMPP buffer
     ctlproto) echo 8192 ;;       # several request lines past CTL_LINE_MAX (1024)
+    sip) echo 70000 ;;           # a datagram or several, past the largest UDP payload
     *) echo "run.sh: unknown target '$1'" >&2; return 1 ;;
   esac
 }

@@ -40,12 +40,14 @@ LAYERS = {
         ["rlsub"],                                  # the RFC 4662 list subscription
         ["subscription"],                           # each subscription's life
         ["probe"],                                  # whether notifiers still have them
-        ["sipua", "suloop"],                        # Sofia-SIP: the wire, its loop
+        ["sipua", "suloop"],                        # the SIP wire (nta, dialogs), Sofia's loop
+        ["sipudp"],                                 # the UDP port: batches in and out
         ["store"],                                  # the Redis writer
         ["combine"],                                # one user's sources -> one state
         ["merge"],                                  # one subscription's dialogs
         ["dialoginfo", "pidf", "reginfo", "rlmi"],  # body parsers
-        ["bodyerr", "docver", "mime", "sipuri", "xmlsafe"],  # what every parser uses
+        ["bodyerr", "docver", "mime", "sipuri", "xmlsafe", "sipmsg"],  # what every parser
+                                                    # uses; SIP messages
     ],
 }
 DAEMON_DIRS = ("component", "sipbridge")

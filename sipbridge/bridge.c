@@ -28,6 +28,7 @@
 #include "strmap.h"
 #include "strutil.h"
 #include "subscription.h"
+#include "timerq.h"
 
 #define ERROR_LOG_QUIET_MS 60000 /* the same bad body from one source: logged once a minute */
 #define COALESCE_MAX_FACTOR 4    /* a flapping phone still publishes every 4 windows */
@@ -56,32 +57,45 @@ struct bsource {
     struct subscription *sub;   /* NULL when the resource list serves it */
     struct combine_source said; /* its package, its phone, what it said */
     struct docver reg_ver;      /* COMBINE_REG: reginfo versions (dialogs: said.dlg.ver) */
-    const char *last_err;       /* static reason last logged, for log suppression */
-    int64_t last_err_ms;
-    unsigned err_suppressed;
-    struct ratelimit_gate log_gate; /* every line its bodies cause, whatever the reason */
+    struct berr *err;           /* what its bodies' log lines were, from the first one on
+                                 * (a source that never errs costs nothing here) */
     struct rlsub_member lm;     /* in resource-list mode, the dialog source as the list
                                  * sees it */
 };
 
+/* Log suppression for one source's bodies. */
+struct berr {
+    const char *last_err;       /* static reason last logged, for log suppression */
+    int64_t last_err_ms;
+    unsigned err_suppressed;
+    struct ratelimit_gate log_gate; /* every line its bodies cause, whatever the reason */
+};
+
+/* Coalescing: the newest state of a user, held back until it has lasted a window. */
+struct bpending {
+    struct buser *u;
+    struct store_rec rec;       /* owned */
+    int64_t since;              /* mono ms of the first change held back */
+    struct tq_timer t;
+};
+
+/* Kept small (it exists 100,000 times): the AORs and packages a reload compares are the
+ * sources' own, the record is the compact one, a held-back change is allocated. */
 struct buser {
     struct bridge *b;
-    char *jid;
-    char *signature;            /* AORs and packages: a reload re-subscribes if it changes */
-    bool show_remote;
+    const char *jid;            /* the store's copy (store_key): lives as long as the store */
     struct bsource *src;
-    int nsrc;
-    struct user_record rec;     /* last state handed to the store */
+    struct bpending *pend;      /* a change held back (coalescing), or NULL */
+    struct store_rec rec;       /* last state handed to the store (remote owned) */
+    uint8_t nsrc;
+    bool show_remote;
     bool stored;                /* rec was handed to the store at least once */
-    struct user_record pending; /* coalescing: the newest state, not yet written */
-    bool has_pending;
-    int64_t pending_since;      /* mono ms of the first change held back */
-    struct event *coalesce;
     struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
 };
 
 struct bridge {
     struct event_base *base;
+    struct timerq *tq;
     const struct offhook_config *cfg;
     struct subs_mgr *subs;
     struct store *store;
@@ -137,37 +151,46 @@ static void collect_users(void *arg)
 
 /* ---- state ------------------------------------------------------------------------- */
 
-static bool record_differs(const struct user_record *a, const struct user_record *b)
+static void write_record(struct bridge *b, struct buser *u, const struct store_rec *r)
 {
-    return a->state != b->state || a->dir != b->dir || a->reach != b->reach ||
-           a->dnd != b->dnd || a->video != b->video || strcmp(a->remote, b->remote) != 0;
-}
+    struct store_rec rec = *r;
 
-static void write_record(struct bridge *b, struct buser *u, struct user_record rec)
-{
-    if (u->stored && !record_differs(&rec, &u->rec))
+    if (u->stored && store_rec_same(&rec, &u->rec))
         return;
     rec.since_ms = u->stored && u->rec.state == rec.state ? u->rec.since_ms
                                                           : rec.event_us / 1000;
     if (!u->stored || u->rec.state != rec.state) {
         log_info("bridge", "event=state_change user=%s from=%s to=%s dir=%s", log_q(u->jid),
-                 u->stored ? user_state_name(u->rec.state) : "none",
-                 user_state_name(rec.state), call_dir_name(rec.dir));
-        metric_inc(m_changes, user_state_name(rec.state));
+                 u->stored ? user_state_name((enum user_state)u->rec.state) : "none",
+                 user_state_name((enum user_state)rec.state),
+                 call_dir_name((enum call_dir)rec.dir));
+        metric_inc(m_changes, user_state_name((enum user_state)rec.state));
     }
-    u->rec = rec;
+    store_rec_copy(&u->rec, &rec);
     u->stored = true;
-    store_put(b->store, u->jid, &rec);
+    store_put(b->store, u->jid, &u->rec);
 }
 
-static void on_coalesce(evutil_socket_t fd, short what, void *arg)
+static void pending_free(struct bridge *b, struct buser *u)
 {
-    struct buser *u = arg;
-
-    if (!u->has_pending)
+    if (!u->pend)
         return;
-    u->has_pending = false;
-    write_record(u->b, u, u->pending);
+    tq_cancel(b->tq, &u->pend->t);
+    store_rec_clear(&u->pend->rec);
+    free(u->pend);
+    u->pend = NULL;
+}
+
+static void on_coalesce(struct tq_timer *t)
+{
+    struct bpending *p = (struct bpending *)((char *)t - offsetof(struct bpending, t));
+    struct buser *u = p->u;
+    struct store_rec rec = p->rec;
+
+    p->rec.remote = NULL; /* moved into rec */
+    pending_free(u->b, u);
+    write_record(u->b, u, &rec);
+    store_rec_clear(&rec);
 }
 
 /* "id:state:dir[:held]" of each dialog a source holds, for traces; never the other party. */
@@ -206,46 +229,46 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
 {
     const struct combine_source *said[CFG_MAX_AORS * 3];
     struct combine_view view;
-    struct user_record rec = {0};
+    struct store_rec rec = {0};
+    char remote[STORE_REMOTE_MAX];
     long window = b->cfg->sip_coalesce_ms;
 
     for (int i = 0; i < u->nsrc; i++)
         said[i] = &u->src[i].said;
     combine_user(said, u->nsrc, u->show_remote, &view);
-    rec.state = view.state;
-    rec.dir = view.dir;
-    rec.reach = view.reach;
+    rec.state = (uint8_t)view.state;
+    rec.dir = (uint8_t)view.dir;
+    rec.reach = (uint8_t)view.reach;
     rec.dnd = view.dnd;
     rec.video = view.video;
-    if (view.remote)
-        str_copy_utf8(rec.remote, sizeof rec.remote, view.remote); /* whole characters */
+    if (view.remote) {
+        str_copy_utf8(remote, sizeof remote, view.remote); /* whole characters */
+        rec.remote = remote; /* on the stack: copied by whoever keeps it */
+    }
     rec.event_us = event_us;
     if (log_traced(&u->trace) || LOG_DEBUG <= log_level)
         trace_view(u, &view, window > 0);
     if (window <= 0) {
-        write_record(b, u, rec);
+        write_record(b, u, &rec);
         return;
     }
     /* Coalescing: hold the change until it has lasted a window (or, if the phone keeps
      * changing, until COALESCE_MAX_FACTOR windows have passed); the latest always wins. */
     {
         int64_t now = clock_mono_ms(), due;
-        struct timeval tv;
 
-        if (!u->has_pending && u->stored && !record_differs(&rec, &u->rec))
+        if (!u->pend && u->stored && store_rec_same(&rec, &u->rec))
             return;
-        if (!u->has_pending)
-            u->pending_since = now;
-        u->pending = rec;
-        u->has_pending = true;
+        if (!u->pend) {
+            u->pend = xcalloc(1, sizeof *u->pend);
+            u->pend->u = u;
+            u->pend->since = now;
+        }
+        store_rec_copy(&u->pend->rec, &rec);
         due = now + window;
-        if (due > u->pending_since + window * COALESCE_MAX_FACTOR)
-            due = u->pending_since + window * COALESCE_MAX_FACTOR;
-        if (!u->coalesce)
-            u->coalesce = evtimer_new(b->base, on_coalesce, u);
-        tv.tv_sec = (due - now) / 1000;
-        tv.tv_usec = ((due - now) % 1000) * 1000;
-        evtimer_add(u->coalesce, &tv);
+        if (due > u->pend->since + window * COALESCE_MAX_FACTOR)
+            due = u->pend->since + window * COALESCE_MAX_FACTOR;
+        tq_arm_at(b->tq, &u->pend->t, on_coalesce, due);
     }
 }
 
@@ -253,9 +276,17 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
 
 /* A line about s caused by its notifier's bodies may be logged now (the source's gate of
  * ratelimit_peer_log); *held gets how many were held back before it. */
+static struct berr *err_of(struct bsource *s)
+{
+    if (!s->err)
+        s->err = xcalloc(1, sizeof *s->err);
+    return s->err;
+}
+
 static bool peer_log_ok(struct bsource *s, uint64_t *held)
 {
-    return ratelimit_gate_pass(&ratelimit_peer_log, &s->log_gate, clock_mono_ms(), held);
+    return ratelimit_gate_pass(&ratelimit_peer_log, &err_of(s)->log_gate, clock_mono_ms(),
+                               held);
 }
 
 /* The same reason from one source is logged once a minute, and every reason together
@@ -266,18 +297,20 @@ static void body_error(struct bsource *s, const char *reason)
     uint64_t held = 0;
 
     metric_inc(m_errors, bodyerr_cause(reason));
-    if ((s->last_err == reason && now - s->last_err_ms < ERROR_LOG_QUIET_MS) ||
+    struct berr *e = err_of(s);
+
+    if ((e->last_err == reason && now - e->last_err_ms < ERROR_LOG_QUIET_MS) ||
         !peer_log_ok(s, &held)) {
-        s->err_suppressed++;
+        e->err_suppressed++;
         return;
     }
     log_warn("bridge", "event=body_rejected user=%s aor=%s package=%s reason=%s "
                        "suppressed=%u action=state_unchanged",
              log_q(s->u->jid), log_q(s->aor), pkgs[s->said.pkg].event, log_q(reason),
-             s->err_suppressed);
-    s->last_err = reason;
-    s->last_err_ms = now;
-    s->err_suppressed = 0;
+             e->err_suppressed);
+    e->last_err = reason;
+    e->last_err_ms = now;
+    e->err_suppressed = 0;
 }
 
 /* A body about another user than s subscribed to (a PBX bug or a forgery): refused,
@@ -621,33 +654,46 @@ static size_t list_max_body(const struct offhook_config *cfg)
     return (size_t)cfg->sip_max_body * 64;
 }
 
-static char *signature(const struct offhook_config *cfg, const struct cfg_user *cu)
+static void wanted_packages(const struct offhook_config *cfg, bool want[3])
 {
-    size_t len = 64;
-    char *sig;
+    want[COMBINE_DIALOG] = cfg->sip_event_dialog;
+    want[COMBINE_PRESENCE] = cfg->sip_event_presence;
+    want[COMBINE_REG] = cfg->sip_event_reg;
+}
 
-    for (int i = 0; i < cu->naors; i++)
-        len += strlen(cu->aors[i]) + 1;
-    sig = xmalloc(len);
-    snprintf(sig, len, "%d%d%d", cfg->sip_event_dialog, cfg->sip_event_presence,
-             cfg->sip_event_reg);
-    for (int i = 0; i < cu->naors; i++) {
-        strcat(sig, " ");
-        strcat(sig, cu->aors[i]);
+/* Whether cu under cfg has the sources u has, in the same order: its AORs, each with the
+ * packages cfg subscribes (a reload re-subscribes the user otherwise). */
+static bool same_sources(const struct offhook_config *cfg, const struct cfg_user *cu,
+                         const struct buser *u)
+{
+    bool want[3];
+    int k = 0;
+
+    wanted_packages(cfg, want);
+    for (int a = 0; a < cu->naors; a++) {
+        for (int p = 0; p < 3; p++) {
+            if (!want[p])
+                continue;
+            if (k >= u->nsrc || u->src[k].said.pkg != (enum combine_pkg)p ||
+                u->src[k].said.phone != a || strcmp(u->src[k].aor, cu->aors[a]) != 0)
+                return false;
+            k++;
+        }
     }
-    return sig;
+    return k == u->nsrc;
 }
 
 static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
 {
     const struct offhook_config *cfg = b->cfg;
     struct buser *u = xcalloc(1, sizeof *u);
-    bool want[3] = {cfg->sip_event_dialog, cfg->sip_event_presence, cfg->sip_event_reg};
-    int npkg = want[0] + want[1] + want[2];
+    bool want[3];
+    int npkg;
 
+    wanted_packages(cfg, want);
+    npkg = want[0] + want[1] + want[2];
     u->b = b;
-    u->jid = xstrdup(cu->jid);
-    u->signature = signature(cfg, cu);
+    u->jid = store_key(b->store, cu->jid);
     u->show_remote = config_user_shows_remote(cfg, cu);
     u->src = xcalloc((size_t)(cu->naors * npkg), sizeof *u->src);
     strmap_put(&b->users, u->jid, u);
@@ -666,7 +712,7 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
                 s->lm.aor = s->aor;
                 rlsub_index_add(b->list, &s->lm);
             } else
-                s->sub = subs_new(b->subs, cu->aors[a], pkgs[p].event, pkgs[p].accept, false,
+                s->sub = subs_new(b->subs, s->aor, pkgs[p].event, pkgs[p].accept, false,
                                   &owner_ops, s);
         }
     }
@@ -681,12 +727,11 @@ static void user_free(struct bridge *b, struct buser *u)
         subs_free(s->sub);
         combine_forget(&s->said);
         free(s->aor);
+        free(s->err);
     }
-    if (u->coalesce)
-        event_free(u->coalesce);
+    pending_free(b, u);
+    store_rec_clear(&u->rec);
     free(u->src);
-    free(u->signature);
-    free(u->jid);
     free(u);
 }
 
@@ -709,15 +754,17 @@ static void list_reindex(struct bridge *b)
     }
 }
 
-struct bridge *bridge_new(struct event_base *base, const struct offhook_config *cfg,
-                          struct sipua *ua, struct store *store)
+struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
+                          const struct offhook_config *cfg, struct sipua *ua,
+                          struct store *store)
 {
     struct bridge *b = xcalloc(1, sizeof *b);
 
     b->base = base;
+    b->tq = tq;
     b->cfg = cfg;
     b->store = store;
-    b->subs = subs_mgr_new(base, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate);
+    b->subs = subs_mgr_new(base, tq, ua, cfg->sip_expires, (double)cfg->sip_subscribe_rate);
     subs_mgr_set_probe(b->subs, cfg->sip_probe_interval);
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
     subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
@@ -761,7 +808,6 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     for (size_t i = 0; i < nold; i++) {
         struct buser *u = old[i];
         const struct cfg_user *cu = config_user_by_jid(cfg, u->jid);
-        char *sig = cu ? signature(cfg, cu) : NULL;
 
         if (!cu) {
             log_info("bridge", "event=user_removed user=%s", log_q(u->jid));
@@ -769,7 +815,7 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
             store_sub_clear(b->store, u->jid);
             user_free(b, u);
             removed++;
-        } else if (strcmp(sig, u->signature) != 0) {
+        } else if (!same_sources(cfg, cu, u)) {
             log_info("bridge", "event=user_changed user=%s action=resubscribe", log_q(u->jid));
             user_free(b, u);
             resubscribed++;
@@ -781,7 +827,6 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
                 recompute(b, u, clock_wall_us());
             }
         }
-        free(sig);
     }
     free(old);
     b->cfg = cfg;
@@ -841,9 +886,10 @@ bool bridge_user_view(const struct bridge *b, const char *jid, struct bridge_use
     memset(out, 0, sizeof *out);
     out->jid = u->jid;
     out->stored = u->stored;
-    out->rec = u->rec;
-    out->has_pending = u->has_pending;
-    out->pending = u->pending;
+    store_rec_expand(&u->rec, &out->rec);
+    out->has_pending = u->pend != NULL;
+    if (u->pend)
+        store_rec_expand(&u->pend->rec, &out->pending);
     out->trace = u->trace;
     out->nsrc = u->nsrc;
     for (int i = 0; i < u->nsrc; i++) {
@@ -856,8 +902,8 @@ bool bridge_user_view(const struct bridge *b, const char *jid, struct bridge_use
         v->via_list = s->sub == NULL;
         v->said = &s->said;
         v->list_problem = s->sub ? NULL : s->lm.problem;
-        v->body_error = s->last_err;
-        v->body_error_ms = s->last_err ? wall - (mono - s->last_err_ms) : 0;
+        v->body_error = s->err ? s->err->last_err : NULL;
+        v->body_error_ms = s->err && s->err->last_err ? wall - (mono - s->err->last_err_ms) : 0;
     }
     combine_user(said, u->nsrc, u->show_remote, &out->now);
     return true;

@@ -23,11 +23,13 @@ struct offhook_config;
 struct sipua;
 struct store;
 struct subs_mgr;
+struct timerq;
 
 /* Subscribes every configured user (at the configured ramp). cfg must stay valid until
  * the next bridge_apply_config or bridge_free. */
-struct bridge *bridge_new(struct event_base *base, const struct offhook_config *cfg,
-                          struct sipua *ua, struct store *store);
+struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
+                          const struct offhook_config *cfg, struct sipua *ua,
+                          struct store *store);
 /* The subscription manager (for readiness and status). */
 struct subs_mgr *bridge_subs(const struct bridge *b);
 /* Reload: adds and removes users, re-subscribes users whose phones or packages changed,

@@ -1,7 +1,6 @@
 /* offhook-sipbridge: subscribes to the PBX's dialog (and optionally presence and reg)
  * events for every configured user and keeps each user's call state in Redis.
  * One libevent loop drives Sofia-SIP (suloop.c), hiredis and the metrics endpoint. */
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +27,7 @@
 #include "strutil.h"
 #include "subscription.h"
 #include "suloop.h"
+#include "timerq.h"
 #include "version.h"
 #include "xmlsafe.h"
 
@@ -40,6 +40,7 @@ struct app {
     struct offhook_config *cfg;
     struct event_base *base;
     struct suloop *loop;
+    struct timerq *tq;
     struct sipua *ua;
     struct store *store;
     struct bridge *bridge;
@@ -82,12 +83,6 @@ static bool is_ready(void *arg, struct sbuf *why)
 static void on_status(evutil_socket_t fd, short what, void *arg)
 {
     struct app *a = arg;
-
-    /* Sofia allocates per message and transaction; after a subscribe ramp or a burst of
-     * NOTIFYs glibc keeps the freed pages. Handing them back keeps RSS equal to what is in
-     * use, which is what operators and the OOM killer see. Every STATUS_INTERVAL_S. */
-    if (a->ready_sent)
-        malloc_trim(0);
     struct subs_mgr *m = bridge_subs(a->bridge);
     struct sbuf why;
     bool ready;
@@ -110,6 +105,15 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
                   subs_mgr_count(m, SUB_BACKOFF),
                   subs_mgr_count(m, SUB_QUEUED) + subs_mgr_count(m, SUB_SUBSCRIBING),
                   store_up(a->store) ? "up" : "down", store_pending(a->store));
+}
+
+/* The kernel dropped datagrams on the SIP port: the subscribe ramp slows down. */
+static void on_sip_drops(void *arg, uint32_t n)
+{
+    struct app *a = arg;
+
+    if (a->bridge)
+        subs_mgr_datagrams_dropped(bridge_subs(a->bridge), n);
 }
 
 static void on_shutdown_done(void *arg)
@@ -138,7 +142,7 @@ static void on_stop(void *arg)
     }
     a->stopping = true;
     daemon_notify("STOPPING=1");
-    /* nua_shutdown un-SUBSCRIBEs every subscription (Expires: 0). */
+    /* Every live dialog gets its Expires: 0, paced and bounded in time (sipua.c). */
     sipua_shutdown(a->ua, on_shutdown_done, a);
     a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
     evtimer_add(a->shutdown_timer, &tv);
@@ -161,7 +165,7 @@ static void on_reload(void *arg, struct offhook_config *next)
 }
 
 /* The directory's users changed: they come into force the way a reload's do (not while
- * stopping: nua is shutting down and takes no new subscription). */
+ * stopping: the un-SUBSCRIBEs are going out and nothing new is subscribed). */
 static void on_directory_changed(void *arg)
 {
     struct app *a = arg;
@@ -224,11 +228,14 @@ int main(int argc, char **argv)
     a.loop = suloop_new(a.base);
     if (!a.loop)
         goto out;
-    a.ua = sipua_new(suloop_root(a.loop), a.cfg, subs_ua_ops(), kick_sofia, a.loop);
+    a.tq = timerq_new(a.base);
+    a.ua = sipua_new(suloop_root(a.loop), a.base, a.tq, a.cfg, subs_ua_ops(), kick_sofia,
+                     a.loop);
     if (!a.ua)
         goto out;
     a.store = store_new(a.base, a.cfg);
-    a.bridge = bridge_new(a.base, a.cfg, a.ua, a.store);
+    a.bridge = bridge_new(a.base, a.tq, a.cfg, a.ua, a.store);
+    sipua_set_drop_hook(a.ua, on_sip_drops, &a);
     if (a.cfg->sipbridge_control[0]) {
         char err[256];
         a.ctl = ctlsock_new(a.base, a.cfg->sipbridge_control, err, sizeof err);
@@ -257,9 +264,10 @@ out:
         event_free(a.shutdown_timer);
     ctlsock_free(a.ctl);
     ctlcommon_free();
-    /* Subscriptions release their nua handles; nua_shutdown has sent the un-SUBSCRIBEs. */
+    /* Subscriptions release their dialogs; sipua_shutdown has sent the un-SUBSCRIBEs. */
     bridge_free(a.bridge);
     sipua_free(a.ua);
+    timerq_free(a.tq);
     suloop_free(a.loop);
     store_free(a.store);
     httpd_free(a.http);

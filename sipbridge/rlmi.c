@@ -154,14 +154,55 @@ fail:
     return -1;
 }
 
-static const struct part *part_by_cid(const struct part *parts, long n, const char *cid)
+/* The parts that have a Content-ID, sorted by it: a full state of 100,000 resources names
+ * 100,000 parts, and a scan per instance was 5e9 comparisons (a minute of CPU). */
+struct cid_index {
+    const struct part **v; /* owned array of pointers into the parts */
+    long n;
+};
+
+static int cid_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    if (al != bl)
+        return al < bl ? -1 : 1;
+    return memcmp(a, b, al);
+}
+
+static int cmp_parts(const void *a, const void *b)
+{
+    const struct part *x = *(const struct part *const *)a, *y = *(const struct part *const *)b;
+    int c = cid_cmp(x->cid, x->cid_len, y->cid, y->cid_len);
+
+    if (c)
+        return c;
+    return x < y ? -1 : x > y; /* the same id twice: the first part wins, as a scan had it */
+}
+
+static void cid_index_build(struct cid_index *ix, const struct part *parts, long n)
+{
+    ix->v = xmalloc((size_t)n * sizeof *ix->v);
+    ix->n = 0;
+    for (long i = 0; i < n; i++) {
+        if (parts[i].cid)
+            ix->v[ix->n++] = &parts[i];
+    }
+    qsort(ix->v, (size_t)ix->n, sizeof *ix->v, cmp_parts);
+}
+
+static const struct part *part_by_cid(const struct cid_index *ix, const char *cid)
 {
     size_t cl = strlen(cid);
+    long lo = 0, hi = ix->n;
 
-    for (long i = 0; i < n; i++) {
-        if (parts[i].cid && parts[i].cid_len == cl && memcmp(parts[i].cid, cid, cl) == 0)
-            return &parts[i];
+    while (lo < hi) { /* the first entry not below cid */
+        long mid = lo + (hi - lo) / 2;
+        if (cid_cmp(ix->v[mid]->cid, ix->v[mid]->cid_len, cid, cl) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    if (lo < ix->n && cid_cmp(ix->v[lo]->cid, ix->v[lo]->cid_len, cid, cl) == 0)
+        return ix->v[lo];
     return NULL;
 }
 
@@ -178,8 +219,8 @@ static int parse_state(const char *s, enum rlmi_state *out)
     return 0;
 }
 
-static int parse_list(xmlNodePtr root, const struct part *parts, long nparts,
-                      struct rlmi_doc *out, const char **reason)
+static int parse_list(xmlNodePtr root, const struct cid_index *ix, struct rlmi_doc *out,
+                      const char **reason)
 {
     const char *v;
     size_t cap = 0;
@@ -256,7 +297,7 @@ static int parse_list(xmlNodePtr root, const struct part *parts, long nparts,
         str_copy_utf8(res->reason, sizeof res->reason, v ? v : "");
         v = xmlsafe_attr(inst, "cid");
         if (v) {
-            const struct part *p = part_by_cid(parts, nparts, v);
+            const struct part *p = part_by_cid(ix, v);
             if (!p) {
                 *reason = "instance cid names no body part";
                 return -1;
@@ -278,6 +319,7 @@ int rlmi_parse(const char *content_type, const char *body, size_t len, size_t ma
 {
     char media[96], boundary[MAX_BOUNDARY + 1], start[256], rtype[96];
     struct part *parts = NULL;
+    struct cid_index ix = {NULL, 0};
     const struct part *root = NULL;
     xmlDocPtr doc = NULL;
     long nparts;
@@ -305,13 +347,14 @@ int rlmi_parse(const char *content_type, const char *body, size_t len, size_t ma
         *reason = "multipart body without parts";
         goto out;
     }
+    cid_index_build(&ix, parts, nparts);
     if (mime_param(content_type, "start", start, sizeof start) == 0) {
         size_t sl = strlen(start);
         if (sl >= 2 && start[0] == '<' && start[sl - 1] == '>') {
             memmove(start, start + 1, sl - 2);
             start[sl - 2] = '\0';
         }
-        root = part_by_cid(parts, nparts, start);
+        root = part_by_cid(&ix, start);
     } else {
         root = &parts[0]; /* RFC 2387: without start, the first part is the root */
     }
@@ -324,10 +367,11 @@ int rlmi_parse(const char *content_type, const char *body, size_t len, size_t ma
     doc = xmlsafe_parse(root->body, root->body_len, max, reason);
     if (!doc)
         goto out;
-    rc = parse_list(xmlDocGetRootElement(doc), parts, nparts, out, reason);
+    rc = parse_list(xmlDocGetRootElement(doc), &ix, out, reason);
 out:
     if (doc)
         xmlFreeDoc(doc);
+    free(ix.v);
     free(parts);
     if (rc < 0)
         rlmi_doc_free(out);

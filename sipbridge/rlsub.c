@@ -197,7 +197,7 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
             log_debug("bridge", "event=list_resource_unknown uri=%s", log_q(r->uri));
             continue;
         }
-        m->seen = true;
+        m->seen = doc.full; /* only a full state's walk below reads it */
         log_trace(&m->trace, "bridge", "event=trace_list_resource user=%s aor=%s uri=%s "
                                        "state=%s reason=%s body_len=%zu list_version=%u",
                   m->user, log_q(m->aor), log_q(r->uri), terminated ? "terminated" : "active",
@@ -235,8 +235,10 @@ static void apply_list(struct rlsub *l, const struct sipua_notify *n)
             l->ops->on_lost(l->arg, m, false, n->received_us);
         }
     }
+    /* Only a full state walks every member: a partial NOTIFY (one resource, ~1,000/s on a
+     * busy PBX) walking 100,000 members twice kept sipbridge from ever catching up. */
     pos = 0;
-    while (strmap_next(&l->by_key, &pos, &k, &v))
+    while (doc.full && strmap_next(&l->by_key, &pos, &k, &v))
         ((struct rlsub_member *)v)->seen = false;
     rlmi_doc_free(&doc);
     if (need_full)

@@ -25,7 +25,7 @@
 
 struct entry {
     char *jid;
-    struct user_record rec;
+    struct store_rec rec;
     bool removed;        /* the latest change is a removal */
     uint64_t gen;        /* bumped on each put */
     uint64_t written;    /* gen confirmed by Redis; gen != written means unwritten */
@@ -144,7 +144,9 @@ static int send_record(struct store *st, struct entry *e, bool repair, redislink
     argv[argc++] = st->events_key;
     argv[argc++] = e->jid;
     if (!e->removed) {
-        storecodec_encode(&e->rec, &f);
+        struct user_record full;
+        store_rec_expand(&e->rec, &full);
+        storecodec_encode(&full, &f);
         for (int i = 0; i < f.n; i++) {
             argv[argc++] = f.name[i];
             argv[argc++] = f.value[i];
@@ -190,7 +192,7 @@ static void rewrite_step(evutil_socket_t fd, short what, void *arg)
         struct entry *e = st->rw[st->rw_pos];
         int rc;
 
-        if (e->gen != e->written || e->removed)
+        if (e->gen != e->written || e->removed || e->gen == 0)
             continue; /* on its way with an event, or nothing to hold */
         rc = send_record(st, e, true, on_repaired, NULL);
         if (rc == -2)
@@ -332,6 +334,7 @@ void store_free(struct store *st)
     while (strmap_next(&st->entries, &pos, &k, &v)) {
         struct entry *e = v;
         free(e->jid);
+        store_rec_clear(&e->rec);
         free(e);
     }
     strmap_free(&st->entries);
@@ -382,6 +385,11 @@ static struct entry *entry_for(struct store *st, const char *jid)
     return e;
 }
 
+const char *store_key(struct store *st, const char *jid)
+{
+    return entry_for(st, jid)->jid;
+}
+
 static void changed(struct store *st, struct entry *e)
 {
     if (e->gen == e->written)
@@ -392,11 +400,47 @@ static void changed(struct store *st, struct entry *e)
     update_pending_metric(st);
 }
 
-void store_put(struct store *st, const char *jid, const struct user_record *r)
+bool store_rec_same(const struct store_rec *a, const struct store_rec *b)
+{
+    return a->state == b->state && a->dir == b->dir && a->reach == b->reach &&
+           a->dnd == b->dnd && a->video == b->video &&
+           strcmp(a->remote ? a->remote : "", b->remote ? b->remote : "") == 0;
+}
+
+void store_rec_copy(struct store_rec *dst, const struct store_rec *src)
+{
+    char *remote = src->remote ? xstrdup(src->remote) : NULL;
+
+    free(dst->remote);
+    *dst = *src;
+    dst->remote = remote;
+}
+
+void store_rec_expand(const struct store_rec *r, struct user_record *out)
+{
+    memset(out, 0, sizeof *out);
+    out->state = (enum user_state)r->state;
+    out->dir = (enum call_dir)r->dir;
+    out->reach = (enum phone_reach)r->reach;
+    out->dnd = r->dnd;
+    out->video = r->video;
+    out->since_ms = r->since_ms;
+    out->event_us = r->event_us;
+    if (r->remote)
+        str_copy_utf8(out->remote, sizeof out->remote, r->remote);
+}
+
+void store_rec_clear(struct store_rec *r)
+{
+    free(r->remote);
+    r->remote = NULL;
+}
+
+void store_put(struct store *st, const char *jid, const struct store_rec *r)
 {
     struct entry *e = entry_for(st, jid);
 
-    e->rec = *r;
+    store_rec_copy(&e->rec, r);
     e->removed = false;
     changed(st, e);
 }
@@ -405,6 +449,7 @@ void store_remove(struct store *st, const char *jid)
 {
     struct entry *e = entry_for(st, jid);
 
+    store_rec_clear(&e->rec);
     e->removed = true;
     changed(st, e);
 }

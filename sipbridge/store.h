@@ -6,6 +6,7 @@
 #define OFFHOOK_STORE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "storecodec.h"
 
@@ -13,11 +14,40 @@ struct event_base;
 struct offhook_config;
 struct store;
 
+/* A user's state as sipbridge holds it (bridge.c's last written, store.c's to write):
+ * storecodec's struct user_record less its 128-byte remote buffer, which is allocated
+ * only while a call's other party is shown. At 100,000 users two full records each were
+ * 320 of the ~2,000 bytes a user cost. */
+struct store_rec {
+    uint8_t state;       /* enum user_state */
+    uint8_t dir;         /* enum call_dir */
+    uint8_t reach;       /* enum phone_reach */
+    bool dnd;
+    bool video;
+    int64_t since_ms;    /* as in struct user_record */
+    int64_t event_us;
+    char *remote;        /* NULL, or a string owned by the struct's holder */
+};
+
+/* Whether a and b show the same state (times not compared). */
+bool store_rec_same(const struct store_rec *a, const struct store_rec *b);
+/* dst becomes a copy of src (remote duplicated; dst's old one freed). */
+void store_rec_copy(struct store_rec *dst, const struct store_rec *src);
+/* Frees r's remote. */
+void store_rec_clear(struct store_rec *r);
+/* r as the full record storecodec encodes (remote copied, cut on a character). */
+void store_rec_expand(const struct store_rec *r, struct user_record *out);
+
 struct store *store_new(struct event_base *base, const struct offhook_config *cfg);
 void store_free(struct store *st);
 bool store_up(const struct store *st);
-/* Records r as jid's current state and writes it (now, or once Redis is back). */
-void store_put(struct store *st, const char *jid, const struct user_record *r);
+/* The store's own copy of jid, made (with jid's entry, still empty) if it has none: it
+ * lives as long as the store, so a user's owner may use it as the user's name instead of
+ * a copy of its own (one string per user, not two, at 100,000 users). */
+const char *store_key(struct store *st, const char *jid);
+/* Records r (copied) as jid's current state and writes it (now, or once Redis is
+ * back). */
+void store_put(struct store *st, const char *jid, const struct store_rec *r);
 /* Deletes jid's state (user removed from the configuration), with a "removed" event. */
 void store_remove(struct store *st, const char *jid);
 /* Records one subscription's state for offhookctl (best effort: lost while Redis is down,

@@ -18,6 +18,7 @@
 #include "ratelimit.h"
 #include "strmap.h"
 #include "strutil.h"
+#include "timerq.h"
 
 #define RETRY_BASE_MS 1000
 #define RETRY_MAX_MS 300000       /* 5 minutes between attempts at worst */
@@ -27,15 +28,15 @@
 
 struct subscription {
     struct subs_mgr *mgr;
-    char *aor;
-    char *event;
-    char *accept;
+    const char *aor;              /* the owner's strings (or static): see subs_new */
+    const char *event;
+    const char *accept;
     void *owner;
     struct sipua_handle *h;
     enum sub_state state;
     struct backoff bo;
-    struct event *timer;          /* retry, or watchdog while subscribed */
-    struct event *stale_ev;       /* armed while down, for the manager's stale_after */
+    struct tq_timer timer;        /* retry, or watchdog while subscribed */
+    struct tq_timer stale_t;      /* armed while down, for the manager's stale_after */
     long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
     long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
     bool notified;                /* a NOTIFY arrived in this dialog */
@@ -48,10 +49,9 @@ struct subscription {
     /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
      * notify limit waits here, replaced by any newer one, until a token comes. */
     struct ratelimit_bucket nbucket;
-    struct stash *stash;
-    struct event *stash_ev;
-    uint64_t throttled;           /* in the current flood */
-    struct ratelimit_gate log_gate; /* the log lines its notifier's messages cause */
+    struct stash *stash;          /* while a flood is held back */
+    struct ratelimit_gate *log_gate; /* the log lines its notifier's messages cause, from
+                                  * the first one on (most subscriptions never log one) */
     /* What the control socket shows (subs_info): bookkeeping only, no decision reads it. */
     int64_t since_ms;             /* wall ms the current state began */
     int last_status;              /* last final answer to a SUBSCRIBE; 0: none yet */
@@ -65,19 +65,28 @@ struct subscription {
 };
 
 struct stash {
+    struct subscription *s;
     char *content_type;
     char *body;
     size_t len;
     long expires;
     int64_t received_us;
+    struct tq_timer t;            /* when a token comes */
+    uint64_t throttled;           /* NOTIFYs held back in this flood */
 };
 
 struct subs_mgr {
     struct event_base *base;
+    struct timerq *tq;
     struct sipua *ua;
     long expires;
     struct ratelimit ramp;        /* SUBSCRIBEs per second, bursts of one second's worth */
     struct ratelimit_bucket ramp_bucket;
+    double ramp_rate;             /* [sip] subscribe_rate; ramp.rate is it times the
+                                   * slow-down factor below */
+    double ramp_factor;           /* 1, halved on each report of dropped datagrams, back up
+                                   * a quarter a second while none come */
+    struct event *ramp_recover;   /* while slowed down */
     struct subscription *qhead, **qtail;
     struct event *ramp_ev;
     int count[SUB__COUNT];
@@ -136,12 +145,16 @@ void subs_register_metrics(void)
  * gets how many were held back since the last one (the gate of ratelimit_peer_log). */
 static bool peer_log_ok(struct subscription *s, uint64_t *held)
 {
-    return ratelimit_gate_pass(&ratelimit_peer_log, &s->log_gate, clock_mono_ms(), held);
+    if (!s->log_gate)
+        s->log_gate = xcalloc(1, sizeof *s->log_gate);
+    return ratelimit_gate_pass(&ratelimit_peer_log, s->log_gate, clock_mono_ms(), held);
 }
 
-static void on_stale(evutil_socket_t fd, short what, void *arg)
+#define OF(field, t) ((struct subscription *)((char *)(t) - offsetof(struct subscription, field)))
+
+static void on_stale(struct tq_timer *t)
 {
-    struct subscription *s = arg;
+    struct subscription *s = OF(stale_t, t);
 
     if (s->ops->on_stale)
         s->ops->on_stale(s->owner, s, s->mgr->stale_after);
@@ -151,18 +164,14 @@ static void on_stale(evutil_socket_t fd, short what, void *arg)
  * is down: what the subscription said is void. Up again, the count stops. */
 static void watch_stale(struct subscription *s)
 {
-    struct timeval tv = {.tv_sec = s->mgr->stale_after};
     bool down = s->state != SUB_ACTIVE && s->state != SUB_PENDING;
 
     if (!down || s->mgr->stale_after <= 0) {
-        if (s->stale_ev)
-            evtimer_del(s->stale_ev);
+        tq_cancel(s->mgr->tq, &s->stale_t);
         return;
     }
-    if (!s->stale_ev)
-        s->stale_ev = evtimer_new(s->mgr->base, on_stale, s);
-    if (!evtimer_pending(s->stale_ev, NULL))
-        evtimer_add(s->stale_ev, &tv);
+    if (!tq_armed(&s->stale_t))
+        tq_arm(s->mgr->tq, &s->stale_t, on_stale, (int64_t)s->mgr->stale_after * 1000);
 }
 
 static void set_state(struct subscription *s, enum sub_state st)
@@ -182,12 +191,12 @@ static void set_state(struct subscription *s, enum sub_state st)
         s->ops->on_state(s->owner, s, st);
 }
 
+static void on_timer(struct tq_timer *t);
+
 static void arm(struct subscription *s, long ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-
     s->retry_mono_ms = clock_mono_ms() + ms;
-    evtimer_add(s->timer, &tv);
+    tq_arm(s->mgr->tq, &s->timer, on_timer, ms);
 }
 
 static void enqueue(struct subscription *s);
@@ -305,9 +314,9 @@ static void check_grant(struct subscription *s, long granted)
              SUBS_EXPIRES_FLOOR_S);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(struct tq_timer *t)
 {
-    struct subscription *s = arg;
+    struct subscription *s = OF(timer, t);
 
     switch (s->state) {
     case SUB_BACKOFF:
@@ -331,12 +340,30 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static void ramp_schedule(struct subs_mgr *m);
 
+/* SUBSCRIBEs answered by neither a final response nor a NOTIFY are in flight; the ramp
+ * keeps at most a second's worth of them, so a PBX (or a loop) that falls behind slows the
+ * ramp down instead of piling up retransmissions and bursts of NOTIFYs. */
+static void on_ramp_recover(evutil_socket_t fd, short what, void *arg);
+
+static bool ramp_window_full(const struct subs_mgr *m)
+{
+    double window = m->ramp.rate > 100 ? m->ramp.rate : 100;
+
+    return m->count[SUB_SUBSCRIBING] >= window;
+}
+
 static void on_ramp(evutil_socket_t fd, short what, void *arg)
 {
     struct subs_mgr *m = arg;
     int64_t now = clock_mono_ms();
 
-    while (m->qhead && ratelimit_take(&m->ramp, &m->ramp_bucket, now)) {
+    if (m->qhead && ramp_window_full(m)) {
+        struct timeval tv = {0, 50000};
+        evtimer_add(m->ramp_ev, &tv);
+        return;
+    }
+    while (m->qhead && !ramp_window_full(m) &&
+           ratelimit_take(&m->ramp, &m->ramp_bucket, now)) {
         struct subscription *s = m->qhead;
         m->qhead = s->qnext;
         if (!m->qhead)
@@ -367,7 +394,7 @@ static void enqueue(struct subscription *s)
 
     if (s->queued)
         return;
-    evtimer_del(s->timer);
+    tq_cancel(m->tq, &s->timer);
     set_state(s, SUB_QUEUED);
     s->queued = true;
     s->qnext = NULL;
@@ -445,7 +472,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                        log_q(s->aor), s->event, expires, (unsigned long long)held);
         s->min_expires = expires;
         restart_later(s, "error_response", 0, -1);
-        evtimer_del(s->timer);
+        tq_cancel(s->mgr->tq, &s->timer);
         enqueue(s);
         return;
     }
@@ -480,11 +507,11 @@ static void stash_drop(struct subscription *s)
 {
     if (!s->stash)
         return;
+    tq_cancel(s->mgr->tq, &s->stash->t);
     free(s->stash->content_type);
     free(s->stash->body);
     free(s->stash);
     s->stash = NULL;
-    evtimer_del(s->stash_ev);
 }
 
 static bool take_token(struct subscription *s)
@@ -492,12 +519,13 @@ static bool take_token(struct subscription *s)
     return s->eventlist || ratelimit_take(&s->mgr->notify, &s->nbucket, clock_mono_ms());
 }
 
+static void on_stash(struct tq_timer *t);
+
 static void arm_stash(struct subscription *s)
 {
     long ms = ratelimit_wait_ms(&s->mgr->notify, &s->nbucket, clock_mono_ms());
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 
-    evtimer_add(s->stash_ev, &tv);
+    tq_arm(s->mgr->tq, &s->stash->t, on_stash, ms);
 }
 
 /* Keeps n to apply later (the newest replaces an older one: each carries the state). */
@@ -511,11 +539,12 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
         free(s->stash->body);
     } else {
         s->stash = xcalloc(1, sizeof *s->stash);
+        s->stash->s = s;
         metric_inc(m_throttled, "deferred");
     }
     log_trace(&s->trace, "sip", "event=trace_notify_deferred aor=%s package=%s", log_q(s->aor),
               s->event);
-    if (s->throttled++ == 0 && peer_log_ok(s, &held))
+    if (s->stash->throttled++ == 0 && peer_log_ok(s, &held))
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
                         "action=applying_latest_only suppressed=%llu",
                  log_q(s->aor), s->event, s->mgr->notify.rate, (unsigned long long)held);
@@ -528,18 +557,17 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
     s->stash->len = n->len;
     s->stash->expires = n->expires;
     s->stash->received_us = n->received_us;
-    if (!evtimer_pending(s->stash_ev, NULL))
+    if (!tq_armed(&s->stash->t))
         arm_stash(s);
 }
 
-static void on_stash(evutil_socket_t fd, short what, void *arg)
+static void on_stash(struct tq_timer *t)
 {
-    struct subscription *s = arg;
+    struct stash *st = (struct stash *)((char *)t - offsetof(struct stash, t));
+    struct subscription *s = st->s;
     struct sipua_notify n = {.substate = "active", .expires = -1, .retry_after = -1};
-    uint64_t held = 0;
+    uint64_t held = 0, throttled;
 
-    if (!s->stash)
-        return;
     if (!take_token(s)) {
         arm_stash(s);
         return;
@@ -549,14 +577,14 @@ static void on_stash(evutil_socket_t fd, short what, void *arg)
     n.len = s->stash->len;
     n.expires = s->stash->expires;
     n.received_us = s->stash->received_us;
+    throttled = s->stash->throttled;
     s->ops->on_notify(s->owner, s, &n);
     stash_drop(s);
     if (peer_log_ok(s, &held))
         log_notice("sip", "event=notify_flood_over aor=%s package=%s throttled=%llu "
                           "suppressed=%llu",
-                   log_q(s->aor), s->event, (unsigned long long)s->throttled,
+                   log_q(s->aor), s->event, (unsigned long long)throttled,
                    (unsigned long long)held);
-    s->throttled = 0;
 }
 
 /* A NOTIFY as it came, into the trace: its headers of interest and, when the operator
@@ -710,18 +738,20 @@ void subs_mgr_set_probe(struct subs_mgr *m, long seconds)
 
 /* ---- public ------------------------------------------------------------------------ */
 
-struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
-                              double rate_per_s)
+struct subs_mgr *subs_mgr_new(struct event_base *base, struct timerq *tq, struct sipua *ua,
+                              long expires, double rate_per_s)
 {
     struct subs_mgr *m = xcalloc(1, sizeof *m);
 
     m->base = base;
+    m->tq = tq;
     m->ua = ua;
     m->expires = expires;
     subs_mgr_set_rate(m, rate_per_s);
     ratelimit_bucket_init(&m->ramp_bucket, 1, clock_mono_ms()); /* the first at once */
     m->qtail = &m->qhead;
     m->ramp_ev = evtimer_new(base, on_ramp, m);
+    m->ramp_recover = evtimer_new(base, on_ramp_recover, m);
     m->probe = probe_new(base, &member_ops);
     m->seed = (uint64_t)clock_wall_us();
     m->max_backoff_ms = RETRY_MAX_MS;
@@ -734,6 +764,7 @@ void subs_mgr_free(struct subs_mgr *m)
     if (!m)
         return;
     event_free(m->ramp_ev);
+    event_free(m->ramp_recover);
     probe_free(m->probe);
     strmap_clear_owned(&m->short_warned);
     strmap_free(&m->short_warned);
@@ -755,10 +786,51 @@ void subs_mgr_set_expires(struct subs_mgr *m, long expires)
     m->expires = expires;
 }
 
+static void apply_ramp_rate(struct subs_mgr *m)
+{
+    m->ramp.rate = m->ramp_rate * m->ramp_factor;
+    if (m->ramp.rate < 1)
+        m->ramp.rate = 1;
+    m->ramp.burst = m->ramp.rate; /* at most one second's worth at once */
+}
+
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s)
 {
-    m->ramp.rate = rate_per_s > 0 ? rate_per_s : 1;
-    m->ramp.burst = m->ramp.rate; /* at most one second's worth at once */
+    m->ramp_rate = rate_per_s > 0 ? rate_per_s : 1;
+    if (m->ramp_factor <= 0)
+        m->ramp_factor = 1;
+    apply_ramp_rate(m);
+}
+
+static void on_ramp_recover(evutil_socket_t fd, short what, void *arg)
+{
+    struct subs_mgr *m = arg;
+    struct timeval tv = {1, 0};
+
+    m->ramp_factor *= 1.25;
+    if (m->ramp_factor >= 1) {
+        m->ramp_factor = 1;
+        apply_ramp_rate(m);
+        log_notice("sip", "event=ramp_resumed rate_per_s=%.0f", m->ramp.rate);
+        return;
+    }
+    apply_ramp_rate(m);
+    evtimer_add(m->ramp_recover, &tv);
+}
+
+void subs_mgr_datagrams_dropped(struct subs_mgr *m, uint32_t n)
+{
+    struct timeval tv = {1, 0};
+
+    if (!m->qhead)
+        return; /* not ramping: nothing of ours to slow down */
+    m->ramp_factor = m->ramp_factor / 2 < 0.05 ? 0.05 : m->ramp_factor / 2;
+    apply_ramp_rate(m);
+    log_notice("sip", "event=ramp_slowed dropped=%u rate_per_s=%.0f reason=\"datagrams "
+                      "dropped on the SIP port: the loop fell behind the answers\"",
+               n, m->ramp.rate);
+    evtimer_del(m->ramp_recover);
+    evtimer_add(m->ramp_recover, &tv);
 }
 
 int subs_mgr_count(const struct subs_mgr *m, enum sub_state st)
@@ -780,14 +852,12 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     s->eventlist = eventlist;
     s->ops = ops;
     s->mgr = m;
-    s->aor = xstrdup(aor);
-    s->event = xstrdup(event);
-    s->accept = xstrdup(accept);
+    s->aor = aor;
+    s->event = event;
+    s->accept = accept;
     s->owner = owner;
     m->seed = m->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
-    s->timer = evtimer_new(m->base, on_timer, s);
-    s->stash_ev = evtimer_new(m->base, on_stash, s);
     ratelimit_bucket_init(&s->nbucket, m->notify.burst, clock_mono_ms());
     probe_attach(m->probe, &s->pm, s->aor, s->event);
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
@@ -812,13 +882,9 @@ void subs_free(struct subscription *s)
     m->count[s->state]--;
     m->total--;
     metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
-    if (s->stale_ev)
-        event_free(s->stale_ev);
-    event_free(s->stash_ev);
-    event_free(s->timer);
-    free(s->aor);
-    free(s->event);
-    free(s->accept);
+    tq_cancel(m->tq, &s->stale_t);
+    free(s->log_gate);
+    tq_cancel(m->tq, &s->timer);
     free(s);
 }
 
@@ -884,7 +950,7 @@ void subs_get_info(const struct subscription *s, struct subs_info *out)
     out->granted_s = s->h ? s->granted : 0;
     out->failures = s->bo.attempt;
     out->failed = s->failed;
-    if (s->state == SUB_BACKOFF && evtimer_pending(s->timer, NULL))
+    if (s->state == SUB_BACKOFF && tq_armed(&s->timer))
         out->next_try_ms = clock_wall_ms() + (s->retry_mono_ms - clock_mono_ms());
     out->trace = s->trace;
 }

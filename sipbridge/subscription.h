@@ -20,6 +20,7 @@
 struct event_base;
 struct subs_mgr;
 struct subscription;
+struct timerq;
 
 /* A notifier granting (2xx Expires) less than this (seconds) is warned about, once per
  * notifier, and counted (offhook_short_expiry_grants_total): RFC 6665 leaves the floor to the notifier
@@ -47,11 +48,15 @@ struct subs_owner_ops {
     void (*on_stale)(void *owner, struct subscription *s, long down_s);
 };
 
-struct subs_mgr *subs_mgr_new(struct event_base *base, struct sipua *ua, long expires,
-                              double rate_per_s);
+/* Timers run on tq (one heap for every subscription's). */
+struct subs_mgr *subs_mgr_new(struct event_base *base, struct timerq *tq, struct sipua *ua,
+                              long expires, double rate_per_s);
 void subs_mgr_free(struct subs_mgr *m);
 void subs_mgr_set_expires(struct subs_mgr *m, long expires);
 void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
+/* n datagrams were dropped on the SIP port: a ramp under way halves its pace, and comes
+ * back to subscribe_rate by a quarter each second without drops. */
+void subs_mgr_datagrams_dropped(struct subs_mgr *m, uint32_t n);
 /* A subscription down this long (seconds; 0: never) is reported by on_stale. Applies
  * from the next time one goes down. */
 void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds);
@@ -71,7 +76,9 @@ int subs_mgr_total(const struct subs_mgr *m);
 
 /* Creates and queues a subscription. event: "dialog", "presence" or "reg". eventlist:
  * the URI is an RFC 4662 resource list (Supported: eventlist). ops (static) report to
- * owner. */
+ * owner. aor, event and accept are not copied: they must stay valid until subs_free (the
+ * owner's own strings, or static ones); at 100,000 subscriptions copies would cost
+ * three allocations each. */
 struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *event,
                               const char *accept, bool eventlist,
                               const struct subs_owner_ops *ops, void *owner);

@@ -4,7 +4,7 @@
  * root and seeing the epoll fd turn readable, and then watch it. An epoll fd is readable
  * while any descriptor registered in it is ready, so one libevent event covers every
  * socket Sofia opens later. Timers: su_root_step() returns the delay to the next one.
- * Work queued from this thread (every nua_*() call) does not wake the port: callers kick. */
+ * Work queued from this thread (every nta_*() call) does not wake the port: callers kick. */
 #include "suloop.h"
 
 #include <dirent.h>
@@ -124,7 +124,7 @@ static void step(struct suloop *l)
         /* Sofia rounds the delay down to whole milliseconds: a timer due in 0.4 ms reads
          * as 0, and stepping again at once would spin until it is really due (10,000
          * lingering transactions expiring made 600,000 empty steps in 5 s). One
-         * millisecond is within Sofia's own timer precision; work queued by nua calls
+         * millisecond is within Sofia's own timer precision; work queued by nta calls
          * gets its step at once through suloop_kick(). */
         struct timeval tv = {.tv_sec = next / 1000, .tv_usec = (next % 1000) * 1000};
         if (next == 0)
@@ -157,7 +157,7 @@ struct suloop *suloop_new(struct event_base *base)
         log_err("sip", "event=init_failed reason=\"su_root_create failed\"");
         goto fail;
     }
-    /* One thread: nua runs its stack on this root instead of a thread of its own. */
+    /* One thread: nta runs on this root, called from the loop's own thread. */
     su_root_threading(l->root, 0);
     l->epfd = find_root_fd(l->root, before, nbefore);
     if (l->epfd < 0) {
@@ -186,7 +186,8 @@ su_root_t *suloop_root(const struct suloop *l)
 void suloop_kick(struct suloop *l)
 {
     /* Sofia's port wakes itself (mailbox socket) only for messages from other threads;
-     * a nua call made here is queued silently until the next step, so ask for one. */
+     * an nta call made here (a new transaction's timers) is seen only at the next
+     * step, so ask for one. */
     event_active(l->ev_kick, EV_TIMEOUT, 1);
 }
 
@@ -206,6 +207,7 @@ void suloop_free(struct suloop *l)
 static char sofia_line[1024];
 static size_t sofia_len;
 
+__attribute__((format(printf, 2, 0)))
 static void sofia_logger(void *stream, char const *fmt, va_list ap)
 {
     char buf[1024];

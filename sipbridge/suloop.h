@@ -14,7 +14,7 @@ struct suloop;
  * Returns NULL (and logs why) if the root's descriptor cannot be found. */
 struct suloop *suloop_new(struct event_base *base);
 su_root_t *suloop_root(const struct suloop *l);
-/* Schedules a Sofia step on the next loop iteration. Call after every nua_*() call made
+/* Schedules a Sofia step on the next loop iteration. Call after every nta_*() call made
  * outside Sofia's callbacks: the port does not wake itself for same-thread messages. */
 void suloop_kick(struct suloop *l);
 /* Destroys the root and calls su_deinit. Destroy every Sofia object on the root first. */

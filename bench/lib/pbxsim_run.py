@@ -26,7 +26,9 @@ def run(a, rate):
     watch = a.watch or n
     active = a.active or n
     wd = Workdir("offhook-bench-")
-    res = {"mode": "pbxsim", "users": n, "rate": rate, "seconds": a.seconds, "active": active,
+    listmode = getattr(a, "list", False)
+    res = {"mode": "pbxsim-list" if listmode else "pbxsim", "users": n, "rate": rate,
+           "seconds": a.seconds, "active": active,
            "watched": watch, "subscribe_rate": a.subscribe_rate,
            "prosody_nodelay": a.prosody_nodelay, "component_nodelay": a.component_nodelay,
            "sipbridge_preload": a.sipbridge_preload}
@@ -38,14 +40,19 @@ def run(a, rate):
         t_setup = time.time()
         stack, sink = bench_stack.start(wd, contacts, extra, prosody_nodelay=a.prosody_nodelay)
         stack.write_config(users=[("u%d@localhost" % i, str(EXT0 + i)) for i in range(n)])
+        if listmode:
+            list_config(stack, n)
         t0 = time.time()
         comp = bench_stack.start_component(stack, sink, watch, nodelay=a.component_nodelay)
         res["initial_presence_s"] = round(time.time() - t0, 2)
         events_log = os.path.join(wd.path, "events.log")
-        pbx = stack.add(Proc("pbxsim", [binary("pbxsim"), "--port", str(stack.pbx_port),
-                                        "--rate", str(rate), "--active", str(active),
-                                        "--start-after", str(n), "--events-log", events_log,
-                                        "--stats-every", "1"], wd.path))
+        pbx_args = [binary("pbxsim"), "--port", str(stack.pbx_port), "--rate", str(rate),
+                    "--active", str(active), "--start-after", str(n),
+                    "--events-log", events_log, "--stats-every", "1"]
+        if listmode:
+            pbx_args += ["--tcp", "--list", "phones", "--list-size", str(n),
+                         "--list-ext0", str(EXT0)]
+        pbx = stack.add(Proc("pbxsim", pbx_args, wd.path))
         sb = bench_stack.start_sipbridge(stack, preload=a.sipbridge_preload)
         _, rss_sb0 = proc_stat(sb.p.pid)
         _, rss_comp0 = proc_stat(comp.p.pid)
@@ -55,9 +62,10 @@ def run(a, rate):
         t0 = time.time()
         # Scraped once a second at most at scale: each /metrics walks every user
         # (collect_users), which at 100k users and 10 scrapes/s was 13% of sipbridge's CPU.
-        wait_until(lambda: metric(sb.metrics(), 'offhook_subscriptions{state="active"}') >= n,
+        nsubs = 1 if listmode else n
+        wait_until(lambda: metric(sb.metrics(), 'offhook_subscriptions{state="active"}') >= nsubs,
                    timeout=n / a.subscribe_rate * 3 + 60, interval=min(1.0, max(0.1, n / 1e5)),
-                   what="%d active subscriptions" % n)
+                   what="%d active subscriptions" % nsubs)
         res["ramp_s"] = round(time.time() - t0, 2)
         res["ramp_ideal_s"] = round(n / a.subscribe_rate, 2)
         res["active_at_first_sample"] = int(active0)
@@ -116,6 +124,22 @@ def run(a, rate):
             stack.stop()
         wd.cleanup()
     return res
+
+
+def list_config(stack, n):
+    """Resource-list mode: one SUBSCRIBE for every user's dialog state, over TCP (a full
+    state of n resources is ~400 bytes each: 40 MB at 100,000), with [sip] max_body large
+    enough that 64 times it holds that."""
+    conf = open(stack.config).read()
+    listen = "listen = udp:127.0.0.1:%d" % stack.sip_port
+    pbx = "pbx = sip:127.0.0.1:%d" % stack.pbx_port
+    assert listen in conf and pbx in conf
+    max_body = max(65536, (n * 512) // 64 + 65536)
+    conf = conf.replace(listen, "%s, tcp:127.0.0.1:%d" % (listen, stack.sip_port))
+    conf = conf.replace(pbx, "%s;transport=tcp\nresource_list = sip:phones@127.0.0.1:%d\n"
+                             "max_body = %d" % (pbx, stack.pbx_port, max_body))
+    with open(stack.config, "w") as f:
+        f.write(conf)
 
 
 def until_still(count, seconds, enough=lambda c: False):

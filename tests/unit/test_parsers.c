@@ -475,6 +475,44 @@ static void test_rlmi_invalid(void **state)
     assert_string_equal(reason, "multipart body truncated");
 }
 
+/* Body parts found by Content-ID whatever their order (the root named by start= last, the
+ * resources' parts in reverse), the first of two parts with one id winning; ids of the
+ * same length differing in one byte, and an id that is a prefix of another, kept apart. */
+static void test_rlmi_cid_lookup(void **state)
+{
+    static const char body[] =
+        "--b\r\nContent-Type: application/dialog-info+xml\r\nContent-ID: <p2@x>\r\n\r\n"
+        "TWO\r\n"
+        "--b\r\nContent-Type: application/dialog-info+xml\r\nContent-ID: <p1@x>\r\n\r\n"
+        "ONE\r\n"
+        "--b\r\nContent-Type: application/dialog-info+xml\r\nContent-ID: <p1@x>\r\n\r\n"
+        "DUP\r\n"
+        "--b\r\nContent-Type: application/dialog-info+xml\r\nContent-ID: <p1@xy>\r\n\r\n"
+        "LONG\r\n"
+        "--b\r\nContent-Type: application/rlmi+xml\r\nContent-ID: <root@x>\r\n\r\n"
+        "<list xmlns='urn:ietf:params:xml:ns:rlmi' uri='sip:l@x' version='1' fullState='true'>"
+        "<resource uri='sip:1@x'><instance id='a' state='active' cid='p1@x'/></resource>"
+        "<resource uri='sip:2@x'><instance id='b' state='active' cid='p2@x'/></resource>"
+        "<resource uri='sip:3@x'><instance id='c' state='active' cid='p1@xy'/></resource>"
+        "</list>\r\n--b--\r\n";
+    static const char *const want[] = {"ONE", "TWO", "LONG"};
+    struct rlmi_doc doc;
+    const char *reason = NULL;
+
+    (void)state;
+    assert_int_equal(rlmi_parse("multipart/related;type=\"application/rlmi+xml\";"
+                                "start=\"<root@x>\";boundary=b",
+                                body, sizeof body - 1, MAX, &doc, &reason),
+                     0);
+    assert_int_equal(doc.nres, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_non_null(doc.res[i].body);
+        assert_int_equal(doc.res[i].body_len, strlen(want[i]));
+        assert_memory_equal(doc.res[i].body, want[i], strlen(want[i]));
+    }
+    rlmi_doc_free(&doc);
+}
+
 /* Content-Type values as PBXes write them: case, spaces, quoted and unquoted parameters. */
 static void test_mime(void **state)
 {
@@ -663,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_entity_matches_subscription),
         cmocka_unit_test(test_pidf_invalid),
         cmocka_unit_test(test_rlmi_invalid),
+        cmocka_unit_test(test_rlmi_cid_lookup),
         cmocka_unit_test(test_mime),
         cmocka_unit_test(test_bodyerr_causes),
         cmocka_unit_test(test_root_check),
