@@ -72,6 +72,7 @@ struct app {
     struct event *stop_timer;     /* STOP_WAIT_S after a clean stop began */
     bool ready_sent;
     bool stopping;
+    bool sipbridge_checked;       /* health gave its first verdict */
 };
 
 /* ---- readiness, status ------------------------------------------------------------- */
@@ -93,6 +94,10 @@ static bool is_ready(void *arg, struct sbuf *why)
     }
     if (!watchers_up(a->wstore)) {
         sbuf_puts(why, "redis: watchers not loaded\n");
+        ok = false;
+    }
+    if (!health_known(a->health)) {
+        sbuf_puts(why, "redis: sipbridge's heartbeat not checked yet\n");
         ok = false;
     }
     return ok;
@@ -137,6 +142,15 @@ static int out_send(void *arg, xmpp_stanza_t *st, const char *kind)
     return xmpplink_send(a->xmpp, st, kind);
 }
 
+/* Everyone's view, forced, once all it depends on is there: the stream, every user's
+ * state (before, it would publish "unknown" for all) and whether sipbridge keeps them
+ * true (before, it would publish either a frozen state or a flap through "unknown"). */
+static void publish_all_when_ready(struct app *a)
+{
+    if (xmpplink_up(a->xmpp) && feed_synced(a->feed) && health_known(a->health))
+        pub_all(a->pub);
+}
+
 static void on_xmpp_up(void *arg)
 {
     struct app *a = arg;
@@ -144,9 +158,7 @@ static void on_xmpp_up(void *arg)
     priv_connected(a->priv);
     pep_connected(a->pep);
     vcard_connected(a->vcard);
-    /* Before the feed has every user's state, it would publish "unknown" for all. */
-    if (feed_synced(a->feed))
-        pub_all(a->pub);
+    publish_all_when_ready(a);
 }
 
 static void on_xmpp_down(void *arg)
@@ -177,10 +189,16 @@ static void on_feed_event(void *arg, struct cuser *u, int64_t event_us)
     struct app *a = arg;
     /* An event proves sipbridge alive: this user's change is published as it comes
      * (counted, with its latency), then everyone else's view. */
+    bool first = !health_known(a->health);
     bool revived = health_seen_sipbridge(a->health);
 
     if (revived)
         pub_sipbridge(a->pub, true);
+    if (first) {
+        a->sipbridge_checked = true;
+        publish_all_when_ready(a); /* the first verdict: nothing was shown yet */
+        return;
+    }
     if (u)
         pub_user(a->pub, u, false, event_us);
     if (revived)
@@ -189,16 +207,15 @@ static void on_feed_event(void *arg, struct cuser *u, int64_t event_us)
 
 static void on_feed_synced(void *arg)
 {
-    struct app *a = arg;
-
-    if (xmpplink_up(a->xmpp))
-        pub_all(a->pub);
+    publish_all_when_ready(arg);
 }
 
 static void on_feed_resync(void *arg, struct cuser *u)
 {
     struct app *a = arg;
 
+    if (!health_known(a->health))
+        return; /* the first verdict publishes everyone */
     if (u)
         pub_user(a->pub, u, true, 0);
     else
@@ -211,13 +228,18 @@ static const struct feed_ops feed_ops = {
     .on_resync = on_feed_resync,
 };
 
-/* The feed kept following the stream either way: only what watchers see changes. */
+/* The feed kept following the stream either way: only what watchers see changes. The
+ * first verdict after start is what everything waited for. */
 static void on_sipbridge(void *arg, bool alive)
 {
     struct app *a = arg;
+    bool first = !a->sipbridge_checked;
 
+    a->sipbridge_checked = true;
     pub_sipbridge(a->pub, alive);
-    if (feed_synced(a->feed))
+    if (first)
+        publish_all_when_ready(a);
+    else if (feed_synced(a->feed))
         pub_changed(a->pub);
 }
 

@@ -29,7 +29,10 @@ struct publisher *pub_new(const struct users *d, struct presence_out *po, struct
     pub->pep = pep;
     pub->vc = vc;
     pub->out = out;
-    pub->sipbridge_alive = true; /* until Redis says otherwise: no flap at start */
+    /* Until its heartbeat is seen: a phone shown before that shows "unknown", never what
+     * Redis held when sipbridge went away. (main.c publishes nothing before the first
+     * check, so a start with sipbridge up does not flap through unknown.) */
+    pub->sipbridge_alive = false;
     return pub;
 }
 

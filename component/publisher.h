@@ -27,7 +27,7 @@ struct publisher *pub_new(const struct users *d, struct presence_out *po, struct
                           struct vcard_out *vc, const struct stanza_out *out);
 void pub_free(struct publisher *pub);
 
-/* Whether sipbridge's heartbeat is fresh, i.e. the records are being kept true (true
+/* Whether sipbridge's heartbeat is fresh, i.e. the records are being kept true (false
  * until told otherwise). While it is not, every phone shows "unknown". Publishes nothing
  * itself: the caller follows with pub_changed() when it should show. */
 void pub_sipbridge(struct publisher *pub, bool alive);

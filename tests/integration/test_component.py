@@ -7,9 +7,11 @@ import base64
 import hashlib
 import time
 
+import pytest
+
 from calls import CONTACT as ALICE
 from calls import IDLE, ON_CALL, UNKNOWN, notify
-from harness import step_answer_forever, step_respond, wait_until
+from harness import PbxSim, step_answer_forever, step_respond, wait_until
 
 ACTIVITY = "http://jabber.org/protocol/activity"
 REACH = "urn:xmpp:reach:0"
@@ -397,3 +399,35 @@ def test_stop_without_keep_marks_contacts_unavailable(stack_factory):
     assert s.component.stop() == 0
     wait_until(lambda: bob.last(ALICE)[0] == "unavailable", timeout=10,
                what="the contact unavailable after the stop")
+
+
+@pytest.mark.parametrize("beat", ["missing", "old"])
+def test_start_without_sipbridge_shows_unknown(stack_factory, beat):
+    """Issue 13, item 7: a component started while sipbridge is down shows every phone
+    "unknown" from its first presence, never what Redis last held, whether sipbridge's
+    heartbeat key is gone or still there but old (written 18 s ago: sipbridge died
+    less than its 30 s TTL before). Once sipbridge is back, the phone shows again."""
+    s = stack_factory(users=(("alice@localhost", "2001"),))
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    s.start_sipbridge()
+    pbx.set(2001, "on_call")
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
+    assert s.sipbridge.stop() == 0
+    assert s.component.stop() == 0
+    key = "offhook:heartbeat:sipbridge"
+    if beat == "missing":
+        s.redis.cli("DEL", key)
+    else:
+        s.redis.cli("SET", key, "1", "PX", "12000")
+    seen = len(bob.seen(ALICE))
+    s.start_component()
+    wait_until(lambda: [p for p in bob.seen(ALICE)[seen:] if p.type == "unavailable" and
+                        p.status], timeout=15, what="the phone's first presence after the start")
+    after = [p.view() for p in bob.seen(ALICE)[seen:]]
+    assert after[0] == UNKNOWN and ON_CALL not in after, after
+    assert s.component.metrics()["offhook_sipbridge_alive"] == 0
+    s.start_sipbridge()
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="the phone back")
