@@ -105,6 +105,7 @@ struct offhook_config {
     bool publish_contacts, publish_pep, publish_vcard;
     long component_max_stanza;   /* incoming stanzas larger than this are refused */
     bool component_keep_on_stop; /* leave presence and PEP as they are on a clean stop */
+    long component_goodbye_timeout; /* seconds a clean stop waits for its goodbyes */
 
     /* [privacy] */
     bool show_remote_party;

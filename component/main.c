@@ -47,7 +47,6 @@
 #include "xmpplink.h"
 
 #define STATUS_INTERVAL_S 10 /* systemd STATUS= refresh once ready */
-#define STOP_WAIT_S 3        /* a clean stop waits this long at most for PEP answers */
 
 struct app {
     const char *config_path;
@@ -69,9 +68,13 @@ struct app {
     struct directory *dir;
     struct ctlsock *ctl;
     struct event *status_timer;
-    struct event *stop_timer;     /* STOP_WAIT_S after a clean stop began */
     bool ready_sent;
-    bool stopping;
+    /* A clean stop: the goodbyes go out, then two barriers (xmpplink_barrier) say the
+     * server has handled them, presence first; only then does the loop end. */
+    enum { STOP_NO, STOP_PRESENCE, STOP_PEP, STOP_LAST, STOP_DONE } stop;
+    int64_t stop_ms;              /* when the stop began (monotonic) */
+    long presence_ms;             /* the presence goodbyes took this long, -1 unknown */
+    struct event *stop_timer;     /* [component] goodbye_timeout */
     bool sipbridge_checked;       /* health gave its first verdict */
 };
 
@@ -271,8 +274,13 @@ static const struct watchers_ops watchers_ops = {
 static void on_subscribe(void *arg, struct cuser *u, const char *bare)
 {
     struct app *a = arg;
+    struct cuser *self;
 
     watchers_add(a->wstore, u, bare);
+    /* A user of ours probing or subscribing is online: its account exists, and requests
+     * into it that were refused may be made again now. */
+    if (priv_account_seen(a->priv, bare) && (self = users_by_jid(&a->users, bare)))
+        pub_pep_user(a->pub, self);
 }
 
 static void on_unsubscribe(void *arg, struct cuser *u, const char *bare)
@@ -305,7 +313,18 @@ static void on_grants_missing(void *arg, const char *domain)
     vcard_missing(a->vcard, domain);
 }
 
+/* The time privileged.c left user alone after refusals is over: published again. */
+static void on_priv_due(void *arg, const char *user)
+{
+    struct app *a = arg;
+    struct cuser *u = users_by_jid(&a->users, user);
+
+    if (u && feed_synced(a->feed))
+        pub_pep_user(a->pub, u);
+}
+
 static const struct privileged_ops priv_ops = {
+    .on_due = on_priv_due,
     .on_granted = on_granted,
     .on_missing = on_grants_missing,
 };
@@ -328,40 +347,112 @@ static void on_user_removed(void *arg, struct cuser *u)
 
 /* ---- signals ----------------------------------------------------------------------- */
 
-static void stop_now(void *arg)
+/* The stop is over (delivered or not): the loop ends, then the stream closes. */
+static void stop_done(struct app *a)
 {
-    struct app *a = arg;
-
+    a->stop = STOP_DONE;
     event_base_loopexit(a->base, NULL);
 }
 
-static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
+/* A server domain to ping: one of our users' (the server we are connected to hosts them). */
+static const char *server_domain(const struct app *a)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    return strmap_next(&a->users.user_domains, &pos, &k, &v) ? k : NULL;
+}
+
+static void goodbye_step(struct app *a);
+
+static void on_priv_idle(void *arg)
+{
+    goodbye_step(arg);
+}
+
+static void on_goodbye_barrier(void *arg, bool ok)
+{
+    struct app *a = arg;
+    long ms = (long)(clock_mono_ms() - a->stop_ms);
+
+    if (a->stop == STOP_DONE || a->stop == STOP_NO)
+        return;
+    if (!ok) {
+        log_warn("publish", "event=goodbye_incomplete after_ms=%ld reason=\"stream lost\"", ms);
+        stop_done(a);
+        return;
+    }
+    if (a->stop == STOP_PRESENCE) {
+        a->presence_ms = ms;
+        a->stop = STOP_PEP;
+        /* Every privileged request answered (the PEP goodbyes and what was in flight). */
+        priv_when_idle(a->priv, on_priv_idle, a);
+        return;
+    }
+    log_notice("publish", "event=goodbye_delivered presence_ms=%ld total_ms=%ld", a->presence_ms,
+               ms);
+    stop_done(a);
+}
+
+/* After the presence barrier, once every privileged request has its answer: the last
+ * barrier (it follows anything else sent meanwhile, answers to probes included). */
+static void goodbye_step(struct app *a)
+{
+    const char *server = server_domain(a);
+
+    if (a->stop != STOP_PEP)
+        return;
+    a->stop = STOP_LAST;
+    if (!server || xmpplink_barrier(a->xmpp, server, on_goodbye_barrier, a) < 0)
+        stop_done(a);
+}
+
+static void on_goodbye_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct app *a = arg;
 
-    log_warn("main", "event=stop_timeout pending_pep=%u after_s=%d", priv_pending(a->priv),
-             STOP_WAIT_S);
-    stop_now(a);
+    log_warn("publish", "event=goodbye_incomplete after_s=%ld presence=%s pending_pep=%u "
+                        "reason=\"[component] goodbye_timeout\"",
+             a->cfg->component_goodbye_timeout, a->stop == STOP_PRESENCE ? "unconfirmed" : "done",
+             priv_pending(a->priv));
+    stop_done(a);
 }
 
+/* A clean stop. Unless told to keep them, every watcher is told the phones are gone and
+ * the "on the phone" activities are emptied, and the loop runs on until the server has
+ * handled all of it (or [component] goodbye_timeout): closing the stream earlier dropped
+ * the tens of thousands of IQs still queued at 10,000 users, and with them the presence.
+ * Requests still waiting for their turn (a start's round) are dropped first. A standby
+ * taking over (several components) would hand over here instead of saying goodbye. A
+ * second signal ends it at once. */
 static void on_stop(void *arg)
 {
     struct app *a = arg;
-    struct timeval tv = {.tv_sec = STOP_WAIT_S};
+    struct timeval tv = {.tv_sec = a->cfg->component_goodbye_timeout};
+    const char *server = server_domain(a);
 
-    if (a->stopping)
-        return;
-    a->stopping = true;
-    daemon_notify("STOPPING=1");
-    if (a->cfg->component_keep_on_stop) {
-        stop_now(a);
+    if (a->stop != STOP_NO) {
+        log_notice("main", "event=stop_now reason=\"second signal\"");
+        stop_done(a);
         return;
     }
+    daemon_notify("STOPPING=1");
+    a->stop_ms = clock_mono_ms();
+    a->presence_ms = -1;
+    if (a->cfg->component_keep_on_stop || !xmpplink_up(a->xmpp) || !server) {
+        stop_done(a);
+        return;
+    }
+    priv_drop_waiting(a->priv);
     pub_goodbye(a->pub);
-    /* PEP is read before it is written: let those answers come, a few seconds at most. */
-    a->stop_timer = evtimer_new(a->base, on_stop_timeout, a);
+    a->stop = STOP_PRESENCE;
+    if (xmpplink_barrier(a->xmpp, server, on_goodbye_barrier, a) < 0) {
+        stop_done(a);
+        return;
+    }
+    a->stop_timer = evtimer_new(a->base, on_goodbye_timeout, a);
     evtimer_add(a->stop_timer, &tv);
-    priv_when_idle(a->priv, stop_now, a);
 }
 
 /* daemon_reload() checked and loaded the file: hand the new configuration over. */
@@ -485,6 +576,7 @@ out:
         event_free(a.stop_timer);
     ctlsock_free(a.ctl);
     ctlcommon_free();
+    a.stop = STOP_DONE; /* barriers failed by xmpplink_free report to nobody */
     /* The link first: closing the stream runs its last pass (stanzas, on_down), which
      * reaches the router and the writers. */
     xmpplink_free(a.xmpp);
