@@ -529,11 +529,37 @@ static void park(struct subscription *s, int64_t since_ms)
 
 /* ---- events from the user agent ----------------------------------------------------- */
 
+/* One failure's warning. wait_ms < 0: parked (its notifier is unreachable), no wait of
+ * its own. */
+static void log_failure(const struct subscription *s, int status, const char *phrase,
+                        long retry_after, long wait_ms, uint64_t held)
+{
+    /* Sofia reports a refused certificate or a failed handshake only this way. */
+    const char *hint = status == 408 && s->mgr->ua && sipua_tls(s->mgr->ua)
+                           ? " hint=\"over TLS a failed handshake or certificate check also "
+                             "ends in 408: check [sip] tls_dir/cafile.pem and that the PBX's "
+                             "certificate names the pbx host\""
+                           : "";
+
+    if (wait_ms < 0)
+        log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=%s "
+                        "retry_after_s=%ld action=park suppressed=%llu%s",
+                 log_q(s->aor), s->event, status, log_q(phrase), retry_after,
+                 (unsigned long long)held, hint);
+    else
+        log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=%s "
+                        "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu%s",
+                 log_q(s->aor), s->event, status, log_q(phrase), retry_after,
+                 (wait_ms + 999) / 1000,
+                 (unsigned long long)held, hint);
+}
+
 static void on_response(void *owner, int status, const char *phrase, long expires,
                         long retry_after)
 {
     struct subscription *s = owner;
     bool in_dialog = s->state == SUB_ACTIVE || s->state == SUB_PENDING;
+    bool was_unreachable = probe_unreachable(&s->pm);
     bool probe = probe_answered(&s->pm, status);
     uint64_t held = 0;
     long wait_ms;
@@ -594,10 +620,14 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         return;
     }
     if (probe_failed(&s->pm, status)) {
-        /* Its notifier is known to be silent: wait with the others (no log line each:
-         * the notifier's one line says it), let the notifier's tries find it back. */
-        log_debug("sip", "event=subscribe_error aor=%s package=%s status=%d action=park",
-                  log_q(s->aor), s->event, status);
+        /* Its notifier is silent: wait with the others, let the notifier's tries find it
+         * back. The failure that showed it is logged as any (its status, the TLS hint);
+         * the others only at debug: the notifier's one line speaks for them. */
+        if (!was_unreachable && peer_log_ok(s, &held))
+            log_failure(s, status, phrase, retry_after, -1, held);
+        else
+            log_debug("sip", "event=subscribe_error aor=%s package=%s status=%d action=park",
+                      log_q(s->aor), s->event, status);
         park(s, clock_mono_ms());
         return;
     }
@@ -608,18 +638,8 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                             status == 403 || status == 404 || status == 489 ? REJECTED_MIN_MS
                                                                             : 0,
                             retry_after);
-    if (!peer_log_ok(s, &held))
-        return;
-    log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=%s "
-                    "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu%s",
-             log_q(s->aor), s->event, status, log_q(phrase), retry_after, (wait_ms + 999) / 1000,
-             (unsigned long long)held,
-             /* Sofia reports a refused certificate or a failed handshake only this way. */
-             status == 408 && s->mgr->ua && sipua_tls(s->mgr->ua)
-                 ? " hint=\"over TLS a failed handshake or certificate check also ends in "
-                   "408: check [sip] tls_dir/cafile.pem and that the PBX's certificate "
-                   "names the pbx host\""
-                 : "");
+    if (peer_log_ok(s, &held))
+        log_failure(s, status, phrase, retry_after, wait_ms, held);
 }
 
 /* ---- NOTIFY flood control ------------------------------------------------------------ */
