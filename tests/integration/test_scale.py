@@ -5,7 +5,7 @@ level = notice, and boss, a real client (watcher.py) with the 10,000 phone conta
 his roster. The first NO_ACCOUNT users have no account on the XMPP server.
 
     a PBX killed with kill -9        every phone boss watches shows "unknown" within
-                                     stale_after + probe_interval + 10 s
+    (or hung: SIGSTOP)               stale_after + probe_interval + 10 s
     a clean stop of the component    every goodbye delivered before it exits
     a start with users lacking       a bounded number of log lines; boss's first
     XMPP accounts                    presence within 2 s of ready
@@ -194,18 +194,24 @@ def test_start_with_users_lacking_accounts(stack_factory):
     sc.wait_shown(IDLE, timeout=30)
 
 
-def test_pbx_kill9_every_phone_unknown(stack_factory):
-    """Item 1. kill -9 of the PBX: sipbridge names the notifier unreachable in one line
-    with the users affected, /readyz says so, the gauge counts it, and every phone boss
-    watches shows "unknown" within stale_after + probe_interval + 10 s. The PBX back,
-    every phone shows its state again."""
+@pytest.mark.parametrize("how", ["kill9", "hang"])
+def test_pbx_gone_every_phone_unknown(stack_factory, how):
+    """Item 1. kill -9 of the PBX (nothing listens on its port: the stack's transport
+    error, 503), or the PBX hung (SIGSTOP: nothing answers, 408 after the 8 s
+    transaction timeout): sipbridge names the notifier unreachable in one line with the
+    users affected, /readyz says so, the gauge counts it, and every phone boss watches
+    shows "unknown" within stale_after + probe_interval + 10 s. The PBX back, every phone
+    shows its state again."""
     sc = Scale(stack_factory)
     sc.start_component()
     sc.wait_shown(IDLE, timeout=120)
     sb = sc.sb
     t_kill = time.monotonic()
     killed_at = time.time()
-    sc.pbx.proc.kill9()
+    if how == "kill9":
+        sc.pbx.proc.kill9()
+    else:
+        sc.pbx.proc.send_signal(signal.SIGSTOP)
     bound = STALE_AFTER + PROBE_INTERVAL + 10
     sc.wait_shown(UNKNOWN, timeout=bound + 30, what="every phone unknown")
     took = time.monotonic() - t_kill
@@ -213,21 +219,25 @@ def test_pbx_kill9_every_phone_unknown(stack_factory):
     detected = log_time(log, "event=notifier_unreachable ") - killed_at
     status, body = http_get(sc.s.metrics_sb, "/readyz")
     m = sb.metrics()
-    report(test="pbx_kill9", detection_s=round(detected, 2), all_unknown_s=round(took, 1),
+    report(test="pbx_" + how, detection_s=round(detected, 2), all_unknown_s=round(took, 1),
            bound_s=bound, sipbridge_warnings=log.count("level=warning"))
     assert took <= bound, "every phone unknown after %.1f s (bound %d s)" % (took, bound)
-    assert detected <= PROBE_INTERVAL + 8 + 1, detected
-    assert "notifier_unreachable notifier=127.0.0.1:%d users=%d subscriptions=%d" % (
-        sc.s.pbx_port, N, N) in log
+    # Within a probe interval plus one transaction timeout (8 s) for a silent PBX.
+    assert detected <= PROBE_INTERVAL + (8 if how == "hang" else 0) + 1.5, detected
+    assert "notifier_unreachable notifier=127.0.0.1:%d users=%d subscriptions=%d status=%d" % (
+        sc.s.pbx_port, N, N, 503 if how == "kill9" else 408) in log
     assert status == 503 and "notifier 127.0.0.1:%d unreachable" % sc.s.pbx_port in body, body
     assert m['offhook_notifiers{state="unreachable"}'] == 1
     # One line for the notifier, one for the users gone unknown: not one per user.
     assert log.count("level=warning") <= 5, log[-3000:]
-    # Back: the PBX restarted empty; everyone is subscribed again and shown idle.
-    sc.pbx.start()
+    # Back (restarted empty, or woken up): everyone is subscribed again and shown idle.
+    if how == "kill9":
+        sc.pbx.start()
+    else:
+        sc.pbx.proc.send_signal(signal.SIGCONT)
     t_back = time.monotonic()
     sc.wait_shown(IDLE, timeout=120, what="every phone back after the PBX returned")
-    report(test="pbx_back", recovered_s=round(time.monotonic() - t_back, 1))
+    report(test="pbx_back_" + how, recovered_s=round(time.monotonic() - t_back, 1))
     assert sb.metrics()['offhook_notifiers{state="reachable"}'] == 1
     assert "event=notifier_reachable" in sb.log() and "event=all_subscribed" in sb.log()
 
