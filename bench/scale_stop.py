@@ -86,9 +86,9 @@ def run(a):
         if a.wait_pep:
             def pep_idle():
                 m = comp.metrics()
-                return (m.get('offhook_pep_publishes_total{result="ok"}', 0) +
-                        m.get('offhook_pep_publishes_total{result="error"}', 0) >=
-                        m.get('offhook_pep_publishes_total{result="sent"}', 1))
+                return sum(m.get('offhook_privileged_requests_total{result="%s"}' % r, 0)
+                           for r in ("ok", "error", "timeout", "lost")) >= \
+                    m.get('offhook_privileged_requests_total{result="sent"}', 1)
             t0 = time.monotonic()
             wait_until(pep_idle, timeout=3600, interval=2, what="the start's PEP round")
             out["pep_round_s"] = round(time.monotonic() - t0, 1)
