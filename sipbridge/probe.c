@@ -14,10 +14,11 @@
 #include "strutil.h"
 
 #define PROBE_QUIET_MS 1000 /* a dialog heard from more recently is not probed */
-/* A try of an unreachable notifier gets its answer (408 at worst) within a transaction
- * timeout; one unanswered for this long (lost in the ramp queue behind a reload) no
+/* A probe, or a try of an unreachable notifier, gets its answer (408 at worst) within a
+ * transaction timeout; one unanswered for this long (a try lost in the ramp queue behind
+ * a reload, a refresh the SIP layer did not send because the dialog ended meanwhile) no
  * longer holds the next one back. */
-#define TRY_STUCK_MS 60000
+#define STUCK_MS 60000
 /* A subscription's own failure makes its notifier unreachable only if nothing was heard
  * from it for this many probe intervals (else it is that subscription's trouble). */
 #define QUIET_INTERVALS 2
@@ -358,7 +359,7 @@ static void try_notifier(struct probe *p, struct probe_notifier *nt, int64_t now
 {
     struct probe_member *m = nt->cursor ? nt->cursor : nt->head;
 
-    if (nt->trying && now - nt->try_ms < TRY_STUCK_MS)
+    if (nt->trying && now - nt->try_ms < STUCK_MS)
         return;
     nt->trying = NULL;
     for (struct probe_member *first = m; m;) {
@@ -376,8 +377,8 @@ static void try_notifier(struct probe *p, struct probe_notifier *nt, int64_t now
 }
 
 /* Refreshes the next established member of nt not heard from within PROBE_QUIET_MS,
- * unless a probe is still in flight (the stack retransmits it; a notifier back within
- * 32 s answers it). */
+ * unless a probe is still in flight (the stack retransmits it; its answer, 408 at worst,
+ * comes within the transaction timeout). */
 static void probe_notifier(struct probe *p, struct probe_notifier *nt, int64_t now)
 {
     struct probe_member *m = nt->cursor ? nt->cursor : nt->head;
@@ -386,8 +387,9 @@ static void probe_notifier(struct probe *p, struct probe_notifier *nt, int64_t n
         try_notifier(p, nt, now);
         return;
     }
-    if (nt->probing)
+    if (nt->probing && now - nt->probe_sent_ms < STUCK_MS)
         return;
+    nt->probing = NULL;
     for (struct probe_member *first = m; m;) {
         if (p->ops->can_probe(m) && now - m->heard_ms >= PROBE_QUIET_MS)
             break;
