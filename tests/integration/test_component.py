@@ -418,6 +418,9 @@ def test_start_without_sipbridge_shows_unknown(stack_factory, beat):
     wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
     assert s.sipbridge.stop() == 0
     assert s.component.stop() == 0
+    # The stop's goodbye is the server's to deliver: counted before the next start.
+    wait_until(lambda: bob.last(ALICE) == ("unavailable", "", ""), timeout=10,
+               what="the stop's goodbye")
     key = "offhook:heartbeat:sipbridge"
     if beat == "missing":
         s.redis.cli("DEL", key)
