@@ -92,8 +92,9 @@ struct buser {
     uint8_t nsrc;
     bool show_remote;
     bool stored;                /* rec was handed to the store at least once */
+    unsigned lost_round;        /* the lost batch it was last counted in (beside the
+                                 * bools: in their padding, the struct stays 88 bytes) */
     struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
-    unsigned lost_round;        /* the lost batch it was last counted in */
 };
 
 struct bridge {
