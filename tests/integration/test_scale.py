@@ -92,6 +92,16 @@ class Scale:
         self.sb = self.s.start_sipbridge()
         wait_until(lambda: self.sb.metrics().get('offhook_subscriptions{state="active"}', 0)
                    >= N, timeout=120, interval=0.5, what="%d active subscriptions" % N)
+        # Item 4: the ramp's end in one notice line, with the time it took (item 8: its
+        # pace held, or slowed down, with what the kernel dropped on the SIP port).
+        wait_until(lambda: "event=all_subscribed subscriptions=%d " % N in self.sb.log(),
+                   timeout=30, what="the ramp's all_subscribed line")
+        took = re.search(r"event=all_subscribed subscriptions=\d+ sent=\d+ took_s=([\d.]+)",
+                         self.sb.log())
+        self.ramp = dict(ramp_s=float(took.group(1)),
+                         udp_drops=self.sb.metrics().get("offhook_sip_udp_drops_total", 0),
+                         ramp_slowed=self.sb.log().count("event=ramp_slowed"))
+        report(test="ramp", **self.ramp)
         self.preload_watchers()
         self.boss = self.s.watcher(BOSS)
 
