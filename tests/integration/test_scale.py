@@ -173,7 +173,10 @@ def test_start_with_users_lacking_accounts(stack_factory):
     first = min(p.at for p in sc.boss.seen() if p.at >= t0 and p.frm.endswith("@" + DOMAIN)
                 and p.type in ("available", "unavailable"))
     first_after_ready = wall(first) - ready
-    wait_until(sc.pep_idle, timeout=180, interval=1, what="every PEP publish answered")
+    # The start's round is 46,000 privileged requests at Prosody's pace: about 2 min here,
+    # over 3 min once with another 100,000-user benchmark on the machine. A wait, not a
+    # figure: docs/reliability.md has the times.
+    wait_until(sc.pep_idle, timeout=360, interval=1, what="every PEP publish answered")
     wait_until(lambda: "event=publish_refused" in comp.log(), timeout=70,
                what="the refusals' line")
     log = comp.log()
@@ -267,7 +270,7 @@ def test_clean_stop_delivers_goodbyes(stack_factory):
     sc = Scale(stack_factory)
     sc.start_component()
     sc.wait_shown(IDLE, timeout=120)
-    wait_until(sc.pep_idle, timeout=180, interval=1, what="the start's PEP round")
+    wait_until(sc.pep_idle, timeout=360, interval=1, what="the start's PEP round")
     calls = range(NO_ACCOUNT, NO_ACCOUNT + 500)
     for i in calls:
         sc.pbx.set(EXT0 + i, "on_call")
