@@ -182,6 +182,11 @@ static const struct cfg_key keys[] = {
      0, NULL,
      "on a clean stop, leave phone contacts' presence and PEP items as they are (yes, for "
      "planned restarts) instead of marking them unavailable/cleared (no)"},
+    {"component", "goodbye_timeout", T_INT, OFF(component_goodbye_timeout), "30", true, 1, 600,
+     NULL,
+     "on a clean stop (unless keep_presence_on_stop), the longest wait in seconds for the "
+     "server to have handled every goodbye (presence first, then the emptied PEP "
+     "activities) before the stream closes"},
     {"component", "max_stanza", T_INT, OFF(component_max_stanza), "65536", true, 1024,
      16L << 20, NULL,
      "largest incoming stanza handled, in bytes of names, attributes and text; larger ones "

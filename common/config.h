@@ -121,6 +121,7 @@ struct offhook_config {
     char *roster_api_user;       /* its HTTP Basic user (a JID), "" = none */
     char *roster_api_password;   /* secret */
     char *roster_api_password_file;
+    long component_goodbye_timeout; /* seconds a clean stop waits for its goodbyes */
 
     /* [privacy] */
     bool show_remote_party;

@@ -1,7 +1,8 @@
 /* Liveness between the daemons, through Redis: the component refreshes its own heartbeat
- * key and watches sipbridge's. While sipbridge's beat is missing, what Redis holds is no
- * longer being kept true, so every phone shows "unknown" instead of a frozen state. A beat,
- * or any state event in the stream, brings it back. Called by main.c. */
+ * key and watches sipbridge's. While sipbridge's beat is missing or old, what Redis holds
+ * is no longer being kept true, so every phone shows "unknown" instead of a frozen state.
+ * A fresh beat, or any state event in the stream, brings it back. Until the first check
+ * nothing is known: the owner waits for it before showing anything. Called by main.c. */
 #include "health.h"
 
 #include <stdio.h>
@@ -25,13 +26,18 @@ struct health {
     struct event *tick;
     char own_key[512];
     char sipbridge_key[512];
-    int sipbridge;            /* -1 not checked yet, 0 missing, 1 beating */
+    int sipbridge;            /* -1 not checked yet, 0 missing or old, 1 beating */
     int64_t up_since_ms;      /* when the Redis link last came up */
 };
 
-/* After a (re)connect, a missing beat counts only once sipbridge has had a full beat
- * period to write it: a Redis that restarted empty has lost the key, not sipbridge. */
+/* After a reconnect, a missing beat counts only once sipbridge has had a full beat
+ * period to write it: a Redis that restarted empty has lost the key, not sipbridge. Not at
+ * the first check: a component starting while sipbridge is down must not show what Redis
+ * last held as if it were being kept true. */
 #define MISSING_GRACE_MS (STORE_HEARTBEAT_EVERY_MS + 2000)
+/* A beat is fresh if written within one period plus this: the key outlives a dead
+ * sipbridge by its TTL (STORE_HEARTBEAT_TTL_MS), three periods. */
+#define FRESH_SLACK_MS 5000
 
 static struct metric *m_sipbridge;
 
@@ -49,6 +55,8 @@ static bool note_alive(struct health *h, int alive)
     if (h->sipbridge >= 0 || !alive)
         log_notice("health", "event=sipbridge_%s%s", alive ? "back" : "missing",
                    alive ? "" : " action=showing_unknown");
+    else
+        log_info("health", "event=sipbridge_alive");
     h->sipbridge = alive;
     metric_set(m_sipbridge, NULL, alive);
     return true;
@@ -66,15 +74,27 @@ bool health_seen_sipbridge(struct health *h)
     return h && h->sipbridge != 1 && note_alive(h, 1);
 }
 
-static void on_get(struct redislink *l, redisReply *r, void *arg)
+bool health_known(const struct health *h)
+{
+    return h->sipbridge >= 0;
+}
+
+/* PTTL of sipbridge's beat: -2 no key, else milliseconds left of its TTL (Redis's clock,
+ * so no clock of ours or sipbridge's is compared). */
+static void on_pttl(struct redislink *l, redisReply *r, void *arg)
 {
     struct health *h = arg;
+    bool fresh;
 
-    if (!r || r->type == REDIS_REPLY_ERROR)
+    if (!r || r->type != REDIS_REPLY_INTEGER)
         return;
-    if (r->type != REDIS_REPLY_STRING && clock_mono_ms() - h->up_since_ms < MISSING_GRACE_MS)
+    /* -1: a key without expiry, written by hand: taken as a beat. */
+    fresh = r->integer == -1 ||
+            r->integer > STORE_HEARTBEAT_TTL_MS - STORE_HEARTBEAT_EVERY_MS - FRESH_SLACK_MS;
+    if (!fresh && h->sipbridge >= 0 && r->integer == -2 &&
+        clock_mono_ms() - h->up_since_ms < MISSING_GRACE_MS)
         return;
-    set_alive(h, r->type == REDIS_REPLY_STRING);
+    set_alive(h, fresh);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -84,7 +104,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (!redislink_up(h->link))
         return;
     if (redislink_heartbeat(h->link, h->own_key, STORE_HEARTBEAT_TTL_MS) < 0 ||
-        redislink_command(h->link, on_get, h, "GET %s", h->sipbridge_key) < 0)
+        redislink_command(h->link, on_pttl, h, "PTTL %s", h->sipbridge_key) < 0)
         redislink_reset(h->link, "cannot queue heartbeat");
 }
 

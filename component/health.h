@@ -16,7 +16,8 @@ struct offhook_config;
 
 /* News for the owner (main.c), wired at health_new. */
 struct health_ops {
-    /* sipbridge's heartbeat came or went (not called for health_seen_sipbridge). */
+    /* sipbridge's heartbeat came or went, or was checked for the first time (not called
+     * for health_seen_sipbridge). */
     void (*on_sipbridge)(void *arg, bool alive);
 };
 
@@ -29,5 +30,8 @@ void health_register_metrics(void);
 /* A state event from sipbridge arrived: it is alive, whatever the last beat said. Returns
  * true if that is news (the caller then publishes what changed). */
 bool health_seen_sipbridge(struct health *h);
+/* Whether sipbridge's liveness is known (its beat checked once, or an event seen). Until
+ * then nothing should be published: it would be unknown or frozen state, by chance. */
+bool health_known(const struct health *h);
 
 #endif

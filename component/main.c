@@ -53,7 +53,6 @@
 #include "xmpplink.h"
 
 #define STATUS_INTERVAL_S 10 /* systemd STATUS= refresh once ready */
-#define STOP_WAIT_S 3        /* a clean stop waits this long at most for PEP answers */
 
 struct app {
     const char *config_path;
@@ -79,9 +78,14 @@ struct app {
     struct directory *dir;
     struct ctlsock *ctl;
     struct event *status_timer;
-    struct event *stop_timer;     /* STOP_WAIT_S after a clean stop began */
     bool ready_sent;
-    bool stopping;
+    /* A clean stop: the goodbyes go out, then two barriers (xmpplink_barrier) say the
+     * server has handled them, presence first; only then does the loop end. */
+    enum { STOP_NO, STOP_PRESENCE, STOP_PEP, STOP_LAST, STOP_DONE } stop;
+    int64_t stop_ms;              /* when the stop began (monotonic) */
+    long presence_ms;             /* the presence goodbyes took this long, -1 unknown */
+    struct event *stop_timer;     /* [component] goodbye_timeout */
+    bool sipbridge_checked;       /* health gave its first verdict */
 };
 
 /* ---- readiness, status ------------------------------------------------------------- */
@@ -103,6 +107,10 @@ static bool is_ready(void *arg, struct sbuf *why)
     }
     if (!watchers_up(a->wstore)) {
         sbuf_puts(why, "redis: watchers not loaded\n");
+        ok = false;
+    }
+    if (!health_known(a->health)) {
+        sbuf_puts(why, "redis: sipbridge's heartbeat not checked yet\n");
         ok = false;
     }
     return ok;
@@ -150,6 +158,20 @@ static int out_send(void *arg, xmpp_stanza_t *st, const char *kind)
     return xmpplink_send(a->xmpp, st, kind);
 }
 
+/* Everyone's view, forced, once all it depends on is there: the stream, every user's
+ * state (before, it would publish "unknown" for all) and whether sipbridge keeps them
+ * true (before, it would publish either a frozen state or a flap through "unknown"). */
+static bool showing(const struct app *a)
+{
+    return xmpplink_up(a->xmpp) && feed_synced(a->feed) && health_known(a->health);
+}
+
+static void publish_all_when_ready(struct app *a)
+{
+    if (showing(a))
+        pub_all(a->pub);
+}
+
 static void on_xmpp_up(void *arg)
 {
     struct app *a = arg;
@@ -158,9 +180,7 @@ static void on_xmpp_up(void *arg)
     pep_connected(a->pep);
     vcard_connected(a->vcard);
     roster_connected(a->roster);
-    /* Before the feed has every user's state, it would publish "unknown" for all. */
-    if (feed_synced(a->feed))
-        pub_all(a->pub);
+    publish_all_when_ready(a);
 }
 
 static void on_xmpp_down(void *arg)
@@ -192,10 +212,16 @@ static void on_feed_event(void *arg, struct cuser *u, int64_t event_us)
     struct app *a = arg;
     /* An event proves sipbridge alive: this user's change is published as it comes
      * (counted, with its latency), then everyone else's view. */
+    bool first = !health_known(a->health);
     bool revived = health_seen_sipbridge(a->health);
 
     if (revived)
         pub_sipbridge(a->pub, true);
+    if (first) {
+        a->sipbridge_checked = true;
+        publish_all_when_ready(a); /* the first verdict: nothing was shown yet */
+        return;
+    }
     if (u)
         pub_user(a->pub, u, false, event_us);
     if (revived)
@@ -204,22 +230,21 @@ static void on_feed_event(void *arg, struct cuser *u, int64_t event_us)
 
 static void on_feed_synced(void *arg)
 {
-    struct app *a = arg;
-
-    if (xmpplink_up(a->xmpp))
-        pub_all(a->pub);
+    publish_all_when_ready(arg);
 }
 
 static void on_feed_resync(void *arg, struct cuser *u)
 {
     struct app *a = arg;
 
-    if (u) {
+    if (!u)
+        roster_resync(a->roster); /* the rosters do not wait for sipbridge's verdict */
+    if (!health_known(a->health))
+        return; /* the first verdict publishes everyone */
+    if (u)
         pub_user(a->pub, u, true, 0);
-    } else {
+    else
         pub_all(a->pub);
-        roster_resync(a->roster);
-    }
 }
 
 /* A user a reload added: its state, to its watchers (those Redis remembers are learnt
@@ -228,7 +253,7 @@ static void on_feed_loaded(void *arg, struct cuser *u)
 {
     struct app *a = arg;
 
-    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+    if (showing(a))
         pub_user(a->pub, u, false, 0);
 }
 
@@ -239,13 +264,18 @@ static const struct feed_ops feed_ops = {
     .on_loaded = on_feed_loaded,
 };
 
-/* The feed kept following the stream either way: only what watchers see changes. */
+/* The feed kept following the stream either way: only what watchers see changes. The
+ * first verdict after start is what everything waited for. */
 static void on_sipbridge(void *arg, bool alive)
 {
     struct app *a = arg;
+    bool first = !a->sipbridge_checked;
 
+    a->sipbridge_checked = true;
     pub_sipbridge(a->pub, alive);
-    if (feed_synced(a->feed))
+    if (first)
+        publish_all_when_ready(a);
+    else if (feed_synced(a->feed))
         pub_changed(a->pub);
 }
 
@@ -277,8 +307,13 @@ static const struct watchers_ops watchers_ops = {
 static void on_subscribe(void *arg, struct cuser *u, const char *bare)
 {
     struct app *a = arg;
+    struct cuser *self;
 
     watchers_add(a->wstore, u, bare);
+    /* A user of ours probing or subscribing is online: its account exists, and requests
+     * into it that were refused may be made again now. */
+    if (priv_account_seen(a->priv, bare) && (self = users_by_jid(&a->users, bare)))
+        pub_pep_user(a->pub, self);
 }
 
 static void on_unsubscribe(void *arg, struct cuser *u, const char *bare)
@@ -314,7 +349,18 @@ static void on_grants_missing(void *arg, const char *domain)
     roster_missing(a->roster, domain);
 }
 
+/* The time privileged.c left user alone after refusals is over: published again. */
+static void on_priv_due(void *arg, const char *user)
+{
+    struct app *a = arg;
+    struct cuser *u = users_by_jid(&a->users, user);
+
+    if (u && feed_synced(a->feed))
+        pub_pep_user(a->pub, u);
+}
+
 static const struct privileged_ops priv_ops = {
+    .on_due = on_priv_due,
     .on_granted = on_granted,
     .on_missing = on_grants_missing,
 };
@@ -444,41 +490,113 @@ static void on_user_removed(void *arg, struct cuser *u)
 
 /* ---- signals ----------------------------------------------------------------------- */
 
-static void stop_now(void *arg)
+/* The stop is over (delivered or not): the loop ends, then the stream closes. */
+static void stop_done(struct app *a)
 {
-    struct app *a = arg;
-
+    a->stop = STOP_DONE;
     event_base_loopexit(a->base, NULL);
 }
 
-static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
+/* A server domain to ping: one of our users' (the server we are connected to hosts them). */
+static const char *server_domain(const struct app *a)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    return strmap_next(&a->users.user_domains, &pos, &k, &v) ? k : NULL;
+}
+
+static void goodbye_step(struct app *a);
+
+static void on_priv_idle(void *arg)
+{
+    goodbye_step(arg);
+}
+
+static void on_goodbye_barrier(void *arg, bool ok)
+{
+    struct app *a = arg;
+    long ms = (long)(clock_mono_ms() - a->stop_ms);
+
+    if (a->stop == STOP_DONE || a->stop == STOP_NO)
+        return;
+    if (!ok) {
+        log_warn("publish", "event=goodbye_incomplete after_ms=%ld reason=\"stream lost\"", ms);
+        stop_done(a);
+        return;
+    }
+    if (a->stop == STOP_PRESENCE) {
+        a->presence_ms = ms;
+        a->stop = STOP_PEP;
+        /* Every privileged request answered (the PEP goodbyes and what was in flight). */
+        priv_when_idle(a->priv, on_priv_idle, a);
+        return;
+    }
+    log_notice("publish", "event=goodbye_delivered presence_ms=%ld total_ms=%ld", a->presence_ms,
+               ms);
+    stop_done(a);
+}
+
+/* After the presence barrier, once every privileged request has its answer: the last
+ * barrier (it follows anything else sent meanwhile, answers to probes included). */
+static void goodbye_step(struct app *a)
+{
+    const char *server = server_domain(a);
+
+    if (a->stop != STOP_PEP)
+        return;
+    a->stop = STOP_LAST;
+    if (!server || xmpplink_barrier(a->xmpp, server, on_goodbye_barrier, a) < 0)
+        stop_done(a);
+}
+
+static void on_goodbye_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct app *a = arg;
 
-    log_warn("main", "event=stop_timeout pending_pep=%u after_s=%d", priv_pending(a->priv),
-             STOP_WAIT_S);
-    stop_now(a);
+    log_warn("publish", "event=goodbye_incomplete after_s=%ld presence=%s pending_pep=%u "
+                        "reason=\"[component] goodbye_timeout\"",
+             a->cfg->component_goodbye_timeout, a->stop == STOP_PRESENCE ? "unconfirmed" : "done",
+             priv_pending(a->priv));
+    stop_done(a);
 }
 
+/* A clean stop. Unless told to keep them, every watcher is told the phones are gone and
+ * the "on the phone" activities are emptied, and the loop runs on until the server has
+ * handled all of it (or [component] goodbye_timeout): closing the stream earlier dropped
+ * the tens of thousands of IQs still queued at 10,000 users, and with them the presence.
+ * Requests still waiting for their turn (a start's round) are dropped first. A standby
+ * taking over (several components) would hand over here instead of saying goodbye. A
+ * second signal ends it at once. */
 static void on_stop(void *arg)
 {
     struct app *a = arg;
-    struct timeval tv = {.tv_sec = STOP_WAIT_S};
+    struct timeval tv = {.tv_sec = a->cfg->component_goodbye_timeout};
+    const char *server = server_domain(a);
 
-    if (a->stopping)
-        return;
-    a->stopping = true;
-    daemon_notify("STOPPING=1");
-    roster_stopping(a->roster);
-    if (a->cfg->component_keep_on_stop) {
-        stop_now(a);
+    if (a->stop != STOP_NO) {
+        log_notice("main", "event=stop_now reason=\"second signal\"");
+        stop_done(a);
         return;
     }
+    daemon_notify("STOPPING=1");
+    roster_stopping(a->roster);
+    a->stop_ms = clock_mono_ms();
+    a->presence_ms = -1;
+    if (a->cfg->component_keep_on_stop || !xmpplink_up(a->xmpp) || !server) {
+        stop_done(a);
+        return;
+    }
+    priv_drop_waiting(a->priv);
     pub_goodbye(a->pub);
-    /* PEP is read before it is written: let those answers come, a few seconds at most. */
-    a->stop_timer = evtimer_new(a->base, on_stop_timeout, a);
+    a->stop = STOP_PRESENCE;
+    if (xmpplink_barrier(a->xmpp, server, on_goodbye_barrier, a) < 0) {
+        stop_done(a);
+        return;
+    }
+    a->stop_timer = evtimer_new(a->base, on_goodbye_timeout, a);
     evtimer_add(a->stop_timer, &tv);
-    priv_when_idle(a->priv, stop_now, a);
 }
 
 /* A reload kept u but changed what its phone contact shows (name, phones, number): its
@@ -487,7 +605,7 @@ static void on_user_changed(void *arg, struct cuser *u)
 {
     struct app *a = arg;
 
-    if (xmpplink_up(a->xmpp) && feed_synced(a->feed))
+    if (showing(a))
         pub_user(a->pub, u, true, 0);
 }
 
@@ -632,6 +750,7 @@ out:
         event_free(a.stop_timer);
     ctlsock_free(a.ctl);
     ctlcommon_free();
+    a.stop = STOP_DONE; /* barriers failed by xmpplink_free report to nobody */
     /* The link first: closing the stream runs its last pass (stanzas, on_down), which
      * reaches the router and the writers. */
     xmpplink_free(a.xmpp);

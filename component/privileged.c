@@ -2,7 +2,14 @@
  * sent (see privileged.h). Anyone can send the component an IQ result or error: only
  * one that carries the id of a pending request (ids are random per process, so nobody
  * outside can guess one) and comes from that request's user or the user's server is
- * taken as its answer. */
+ * taken as its answer.
+ *
+ * At 10,000 users a start is tens of thousands of requests (each user's PEP nodes read,
+ * then written; the vCard): they are paced, PACE_WINDOW in flight at most and the rest
+ * waiting their turn (writes first: they finish what a read began), so that presence,
+ * sent unpaced, never queues behind them at the server. A user whose server refuses the
+ * privileged IQ itself (no such account, most often) is left alone for a while
+ * (REFUSED_HOLD_MIN_S, then doubling), and the refusals of one round make one log line. */
 #include "privileged.h"
 
 #include <stdio.h>
@@ -25,6 +32,17 @@
 #define SWEEP_S 5               /* how often timeouts are looked for */
 #define PENDING_MAX 65536       /* requests in flight at most (a stalled server bounds us) */
 #define PARKED_MAX 16           /* grants kept for domains with no user (yet) */
+/* Requests in flight, at most; the others wait. Prosody handles a few hundred privileged
+ * requests a second here (each loads the user's PEP service or vCard): 32 keep it busy,
+ * and a presence change sent meanwhile waits behind 32 of them, not thousands. */
+#define PACE_WINDOW 32
+#define WAITING_MAX (1 << 20)    /* requests waiting, at most (a few per configured user) */
+#define REFUSED_HOLD_MIN_S 300   /* a refused user is asked again after 5 minutes, ... */
+#define REFUSED_HOLD_MAX_S 3600  /* ... then 10, 20, 40, at most every hour */
+#define REFUSED_CHECK_S 30       /* holds are looked at this often */
+#define REFUSED_LOG_MAX_S 300    /* a round's line waits for the requests to be answered, or
+                                  * this long */
+#define REFUSED_EXAMPLES 3
 
 static const char *const ns_names[PRIV_NS_MAX] = {NS_PUBSUB, NS_VCARD};
 
@@ -44,9 +62,30 @@ struct pending {
     char *user;                         /* the request's user (bare JID, owned) */
     const char *domain;                 /* into user */
     bool get;                           /* a read: item-not-found is an answer, not a refusal */
+    bool roster;                        /* the roster permission's: its writer backs off */
     int64_t deadline_ms;
     priv_done_fn done;
     void *arg;
+};
+
+/* A request waiting for room in the window. Its payload is kept serialised: a parsed one
+ * costs several times as much, and a start at 100,000 users queues hundreds of thousands. */
+struct waiting {
+    char *user;                         /* bare JID (owned) */
+    enum priv_type type;
+    bool roster;                        /* the roster permission's request (not wrapped) */
+    char *payload;                      /* the payload element as XML text (owned) */
+    priv_done_fn done;
+    void *arg;
+    struct waiting *next;
+};
+
+/* A user whose server refused the privileged IQ itself. */
+struct refusal {
+    char *user;                         /* the key in privileged.refused (owned) */
+    int64_t until_ms;                   /* left alone until then (monotonic) */
+    long hold_s;                        /* the hold now; doubles with each round refused */
+    unsigned round;                     /* the log round it was last counted in */
 };
 
 struct privileged {
@@ -64,6 +103,18 @@ struct privileged {
     void (*idle_fn)(void *arg);         /* priv_when_idle's waiter */
     void *idle_arg;
     struct ratelimit_gate ignored_log;  /* answer_ignored lines: a peer can cause them */
+    /* Pacing (pace_*): requests waiting for room, sets first ([PRIV_SET]), then gets. */
+    struct waiting *wait_head[2], **wait_tail[2];
+    size_t waiting;
+    bool pumping;
+    /* Refusals (refusal_*): who is left alone, and this round's one log line. */
+    struct strmap refused;              /* user bare JID -> struct refusal* (owned) */
+    struct event *refused_check;        /* every REFUSED_CHECK_S: holds that ended */
+    struct event *refused_log;          /* REFUSED_LOG_MAX_S into a round: its line */
+    unsigned round;
+    int round_users;
+    char round_condition[32];
+    char round_examples[REFUSED_EXAMPLES * 64 + 8];
 };
 
 static struct metric *m_priv_errors, *m_ignored, *m_requests;
@@ -342,11 +393,21 @@ static void pending_free(struct pending *q)
     free(q);
 }
 
+static void refusal_log_round(struct privileged *p);
+static bool refusal_holds(struct privileged *p, const char *user);
+static void refusal_refused(struct privileged *p, const char *user, const char *condition);
+static void refusal_accepted(struct privileged *p, const char *user);
+static void pace_pump(struct privileged *p);
+static void pace_drop(struct privileged *p);
+
 static void check_idle(struct privileged *p)
 {
     void (*fn)(void *) = p->idle_fn;
 
-    if (fn && p->pending.count == 0) {
+    if (p->pending.count || p->waiting)
+        return;
+    refusal_log_round(p); /* the round of requests is over */
+    if (fn) {
         p->idle_fn = NULL;
         fn(p->idle_arg);
     }
@@ -392,6 +453,10 @@ static void finish_all(struct privileged *p, enum priv_result r, int64_t before_
         finish(p, all[i], &a);
     }
     free(all);
+    if (r == PRIV_LOST)
+        pace_drop(p); /* the stream is gone: nothing waiting will be sent on it */
+    else
+        pace_pump(p);
     check_idle(p);
 }
 
@@ -413,36 +478,26 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     arm_sweep(p);
 }
 
-/* Sends payload (taken) to user, wrapped in <privileged_iq/> (the IQ permission) or as
- * the IQ's own child (the roster permission), as a pending request. */
-static int request(struct privileged *p, const char *user, enum priv_type type,
-                   xmpp_stanza_t *payload, bool roster, priv_done_fn done, void *arg)
+/* Sends the request now (the checks of request() passed): wrapped in <privileged_iq/>
+ * (the IQ permission) or as the IQ's own child (the roster permission). Takes payload. */
+static int send_now(struct privileged *p, const char *user, enum priv_type type,
+                    xmpp_stanza_t *payload, bool roster, priv_done_fn done, void *arg)
 {
     xmpp_ctx_t *ctx = p->out->ctx;
-    const char *t = type == PRIV_GET ? "get" : "set", *ns = xmpp_stanza_get_ns(payload);
+    const char *t = type == PRIV_GET ? "get" : "set";
     struct pending *q = NULL;
     xmpp_stanza_t *outer = NULL, *priv, *inner;
     char inner_id[64];
-    struct jid j;
-    int nsi = 0, rc = -1;
-    bool may;
+    int rc = -1;
 
-    if (jid_parse(user, &j) < 0)
-        goto out;
-    if (roster) {
-        may = ns && strcmp(ns, NS_ROSTER) == 0 && priv_may_roster(p, j.domain, type);
-    } else {
-        for (nsi = 0; nsi < PRIV_NS_MAX && !(ns && strcmp(ns, ns_names[nsi]) == 0); nsi++)
-            ;
-        may = nsi < PRIV_NS_MAX && priv_may(p, j.domain, nsi, type);
-    }
-    if (!may || !stanza_out_up(p->out) || p->pending.count >= PENDING_MAX)
+    if (!stanza_out_up(p->out) || p->pending.count >= PENDING_MAX)
         goto out;
     q = xcalloc(1, sizeof *q);
     snprintf(q->id, sizeof q->id, "%s-%lu", p->id_prefix, ++p->next_id);
     q->user = xstrdup(user);
     q->domain = strchr(q->user, '@') ? strchr(q->user, '@') + 1 : q->user;
     q->get = type == PRIV_GET;
+    q->roster = roster;
     q->deadline_ms = clock_mono_ms() + REQUEST_TIMEOUT_S * 1000;
     q->done = done;
     q->arg = arg;
@@ -479,6 +534,262 @@ out:
     return rc;
 }
 
+/* ---- refusals ----------------------------------------------------------------------- */
+
+/* Conditions that say the account will not be acted in until something changes there;
+ * the others (a busy or broken server) are tried again as any error. */
+static bool refusal_lasting(const char *condition)
+{
+    static const char *const passing[] = {"internal-server-error", "resource-constraint",
+                                          "remote-server-timeout", "undefined-condition",
+                                          NULL};
+
+    for (const char *const *c = passing; *c; c++) {
+        if (strcmp(*c, condition) == 0)
+            return false;
+    }
+    return true;
+}
+
+/* The refusals of a round (everything requested until all was answered, or at most
+ * REFUSED_LOG_MAX_S): one line, with their number and a few of them. */
+static void refusal_log_round(struct privileged *p)
+{
+    if (!p->round_users)
+        return;
+    evtimer_del(p->refused_log);
+    log_warn("privileged", "event=publish_refused users=%d condition=%s examples=%s "
+                           "retry_in_s=%d note=\"the server refused to act in these users' "
+                           "accounts (no account there?): left alone, asked again later or "
+                           "when the user comes online; phone contacts are not affected\"",
+             p->round_users, log_q(p->round_condition), log_q(p->round_examples),
+             REFUSED_HOLD_MIN_S);
+    p->round_users = 0;
+    p->round_examples[0] = '\0';
+}
+
+static void refusal_on_log(evutil_socket_t fd, short what, void *arg)
+{
+    refusal_log_round(arg);
+}
+
+/* Holds that ended: their users are published again (ops.on_due), the answer deciding
+ * whether they are left alone longer. */
+static void refusal_on_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct privileged *p = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int64_t now = clock_mono_ms();
+
+    while (strmap_next(&p->refused, &pos, &k, &v)) {
+        struct refusal *r = v;
+        if (now < r->until_ms || !p->ops.on_due)
+            continue;
+        p->ops.on_due(p->arg, r->user);
+        /* Until its answer comes: not asked again at the next check. */
+        r->until_ms = now + (int64_t)r->hold_s * 1000;
+    }
+}
+
+/* True while user is left alone. */
+static bool refusal_holds(struct privileged *p, const char *user)
+{
+    struct refusal *r = p->refused.count ? strmap_get(&p->refused, user) : NULL;
+
+    return r && clock_mono_ms() < r->until_ms;
+}
+
+/* user's server refused to act in its account: left alone for its hold (doubled at each
+ * new round of refusals), counted in this round's log line. */
+static void refusal_refused(struct privileged *p, const char *user, const char *condition)
+{
+    struct refusal *r = strmap_get(&p->refused, user);
+    struct timeval tv = {.tv_sec = REFUSED_LOG_MAX_S};
+
+    if (!p->round_users) {
+        if (++p->round == 0)
+            p->round = 1;
+        str_copy(p->round_condition, sizeof p->round_condition, condition);
+        evtimer_add(p->refused_log, &tv);
+    }
+    if (!r) {
+        r = xcalloc(1, sizeof *r);
+        r->user = xstrdup(user);
+        strmap_put(&p->refused, r->user, r);
+    }
+    if (r->round == p->round)
+        return; /* another request of the same round */
+    r->round = p->round;
+    r->hold_s = r->hold_s ? r->hold_s * 2 : REFUSED_HOLD_MIN_S;
+    if (r->hold_s > REFUSED_HOLD_MAX_S)
+        r->hold_s = REFUSED_HOLD_MAX_S;
+    r->until_ms = clock_mono_ms() + (int64_t)r->hold_s * 1000;
+    log_debug("privileged", "event=refused user=%s condition=%s hold_s=%ld", log_q(user),
+              log_q(condition), r->hold_s);
+    if (p->round_users++ < REFUSED_EXAMPLES) {
+        size_t used = strlen(p->round_examples);
+        snprintf(p->round_examples + used, sizeof p->round_examples - used, "%s%.63s",
+                 used ? "," : "", user);
+    }
+}
+
+static void refusal_clear(struct privileged *p, const char *user)
+{
+    struct refusal *r = p->refused.count ? strmap_del(&p->refused, user) : NULL;
+
+    if (r) {
+        free(r->user);
+        free(r);
+    }
+}
+
+static void refusal_accepted(struct privileged *p, const char *user)
+{
+    refusal_clear(p, user);
+}
+
+bool priv_account_seen(struct privileged *p, const char *bare)
+{
+    if (!p->refused.count || !strmap_get(&p->refused, bare))
+        return false;
+    log_info("privileged", "event=refusal_over user=%s reason=\"the user is online\"",
+             log_q(bare));
+    refusal_clear(p, bare);
+    return true;
+}
+
+/* ---- pacing ------------------------------------------------------------------------- */
+
+static void waiting_free(struct waiting *w)
+{
+    free(w->user);
+    free(w->payload);
+    free(w);
+}
+
+/* Queues a request for its turn. Takes payload. */
+static int pace_wait(struct privileged *p, const char *user, enum priv_type type,
+                     xmpp_stanza_t *payload, bool roster, priv_done_fn done, void *arg)
+{
+    struct waiting *w;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = xmpp_stanza_to_text(payload, &text, &len);
+
+    xmpp_stanza_release(payload);
+    if (rc != XMPP_EOK || p->waiting >= WAITING_MAX) {
+        if (text)
+            xmpp_free(p->out->ctx, text);
+        return -1;
+    }
+    w = xcalloc(1, sizeof *w);
+    w->user = xstrdup(user);
+    w->type = type;
+    w->roster = roster;
+    w->payload = xstrdup(text);
+    xmpp_free(p->out->ctx, text);
+    w->done = done;
+    w->arg = arg;
+    *p->wait_tail[type] = w;
+    p->wait_tail[type] = &w->next;
+    p->waiting++;
+    return 0;
+}
+
+static struct waiting *pace_pop(struct privileged *p)
+{
+    static const enum priv_type order[] = {PRIV_SET, PRIV_GET};
+
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        enum priv_type t = order[i];
+        struct waiting *w = p->wait_head[t];
+        if (!w)
+            continue;
+        p->wait_head[t] = w->next;
+        if (!p->wait_head[t])
+            p->wait_tail[t] = &p->wait_head[t];
+        p->waiting--;
+        return w;
+    }
+    return NULL;
+}
+
+/* Ends a waiting request that will not be sent: its callback says PRIV_LOST. */
+static void pace_lost(struct privileged *p, struct waiting *w)
+{
+    struct priv_answer a = {.result = PRIV_LOST};
+
+    metric_inc(m_requests, "lost");
+    w->done(w->arg, w->user, &a);
+    waiting_free(w);
+}
+
+/* Sends what waits while the window has room. A callback run from here (a request that
+ * can no longer be sent) may queue new ones: the loop takes them too. */
+static void pace_pump(struct privileged *p)
+{
+    struct waiting *w;
+
+    if (p->pumping)
+        return;
+    p->pumping = true;
+    while (p->pending.count < PACE_WINDOW && (w = pace_pop(p))) {
+        xmpp_stanza_t *payload = xmpp_stanza_new_from_string(p->out->ctx, w->payload);
+        if (!payload || send_now(p, w->user, w->type, payload, w->roster, w->done, w->arg) < 0)
+            pace_lost(p, w);
+        else
+            waiting_free(w);
+    }
+    p->pumping = false;
+}
+
+/* Every waiting request ends PRIV_LOST (their callbacks may queue others: ended too). */
+static void pace_drop(struct privileged *p)
+{
+    struct waiting *w;
+
+    while ((w = pace_pop(p)))
+        pace_lost(p, w);
+}
+
+void priv_drop_waiting(struct privileged *p)
+{
+    pace_drop(p);
+    check_idle(p);
+}
+
+/* The checks every request passes (permission granted, stream up, the account not left
+ * alone), then sent now or queued for its turn. Takes payload. */
+static int request(struct privileged *p, const char *user, enum priv_type type,
+                   xmpp_stanza_t *payload, bool roster, priv_done_fn done, void *arg)
+{
+    const char *ns = xmpp_stanza_get_ns(payload);
+    struct jid j;
+    int nsi = 0, rc;
+    bool may = jid_parse(user, &j) == 0;
+
+    if (may && roster) {
+        may = ns && strcmp(ns, NS_ROSTER) == 0 && priv_may_roster(p, j.domain, type);
+    } else if (may) {
+        for (nsi = 0; nsi < PRIV_NS_MAX && !(ns && strcmp(ns, ns_names[nsi]) == 0); nsi++)
+            ;
+        may = nsi < PRIV_NS_MAX && priv_may(p, j.domain, nsi, type);
+    }
+    /* The roster writer keeps its own per-user backoff: a refused PEP write does not hold
+     * it, nor does a refused roster write hold PEP (its answer is not wrapped). */
+    if (!may || !stanza_out_up(p->out) || (!roster && refusal_holds(p, user))) {
+        xmpp_stanza_release(payload);
+        return -1;
+    }
+    if (p->pending.count < PACE_WINDOW && !p->waiting)
+        return send_now(p, user, type, payload, roster, done, arg);
+    rc = pace_wait(p, user, type, payload, roster, done, arg);
+    pace_pump(p);
+    return rc;
+}
+
 int priv_request(struct privileged *p, const char *user, enum priv_type type,
                  xmpp_stanza_t *payload, priv_done_fn done, void *arg)
 {
@@ -493,7 +804,7 @@ int priv_roster_request(struct privileged *p, const char *user, enum priv_type t
 
 unsigned priv_pending(const struct privileged *p)
 {
-    return (unsigned)p->pending.count;
+    return (unsigned)(p->pending.count + p->waiting);
 }
 
 void priv_when_idle(struct privileged *p, void (*fn)(void *arg), void *arg)
@@ -581,12 +892,21 @@ bool priv_on_iq(struct privileged *p, xmpp_stanza_t *iq)
         read_error(inner ? inner : iq, &a);
         if (!empty_read(q, &a))
             metric_inc(m_priv_errors, condition_label(a.condition));
+        /* The privileged IQ itself refused (not the wrapped one): the server will not act
+         * in this account at all (Prosody: forbidden, no such user). */
+        if (!inner && !q->roster && refusal_lasting(a.condition)) {
+            a.refused = true;
+            refusal_refused(p, q->user, a.condition);
+        }
     } else if (inner) {
         for (a.payload = xmpp_stanza_get_children(inner); a.payload && !xmpp_stanza_is_tag(a.payload);
              a.payload = xmpp_stanza_get_next(a.payload))
             ;
     }
+    if (a.result == PRIV_OK || inner)
+        refusal_accepted(p, q->user); /* the server acted in the account: it exists */
     finish(p, q, &a);
+    pace_pump(p);
     check_idle(p);
     return true;
 }
@@ -615,7 +935,7 @@ void priv_link_down(struct privileged *p)
 {
     evtimer_del(p->wait);
     p->waited = false;
-    if (p->pending.count)
+    if (p->pending.count || p->waiting)
         finish_all(p, PRIV_LOST, 0);
 }
 
@@ -638,6 +958,15 @@ struct privileged *priv_new(struct event_base *base, const struct users *d,
     snprintf(p->id_prefix, sizeof p->id_prefix, "oh%016llx", r);
     p->wait = evtimer_new(base, on_wait, p);
     p->sweep = evtimer_new(base, on_sweep, p);
+    for (int t = 0; t < 2; t++)
+        p->wait_tail[t] = &p->wait_head[t];
+    strmap_init(&p->refused);
+    p->refused_log = evtimer_new(base, refusal_on_log, p);
+    p->refused_check = event_new(base, -1, EV_PERSIST, refusal_on_check, p);
+    {
+        struct timeval tv = {.tv_sec = REFUSED_CHECK_S};
+        evtimer_add(p->refused_check, &tv);
+    }
     return p;
 }
 
@@ -658,6 +987,20 @@ void priv_free(struct privileged *p)
     for (pos = 0; strmap_next(&p->pending, &pos, &k, &v);)
         pending_free(v);
     strmap_free(&p->pending);
+    for (int t = 0; t < 2; t++) {
+        while (p->wait_head[t]) {
+            struct waiting *w = p->wait_head[t];
+            p->wait_head[t] = w->next;
+            waiting_free(w);
+        }
+    }
+    for (pos = 0; strmap_next(&p->refused, &pos, &k, &v);) {
+        free(((struct refusal *)v)->user);
+        free(v);
+    }
+    strmap_free(&p->refused);
+    event_free(p->refused_log);
+    event_free(p->refused_check);
     event_free(p->wait);
     event_free(p->sweep);
     free(p);

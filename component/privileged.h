@@ -38,6 +38,9 @@ struct privileged_ops {
     void (*on_granted)(void *arg, const char *domain);
     /* domain's server sent no <privilege/> within a few seconds of the stream's start. */
     void (*on_missing)(void *arg, const char *domain);
+    /* user (a bare JID) was left alone after its server refused to act in its account,
+     * and that time is over: it should be published again, forced (optional). */
+    void (*on_due)(void *arg, const char *user);
 };
 
 /* What became of a request. */
@@ -55,6 +58,10 @@ struct priv_answer {
                                    precondition-not-met...) or NULL */
     xmpp_stanza_t *payload;     /* PRIV_OK: the result's first child element (<pubsub/>,
                                    <vCard/>), or NULL; only read, valid during the callback */
+    bool refused;               /* PRIV_ERROR: the server refused the privileged IQ itself
+                                   (no such account, most often): the user is left alone a
+                                   while and the round's refusals are logged in one line
+                                   here, so the caller need not log it */
 };
 
 /* Called once per request sent; user (its bare JID) and a are valid only during the call,
@@ -97,18 +104,27 @@ bool priv_may_roster(const struct privileged *p, const char *domain, enum priv_t
 /* Sends <iq type=get|set to=user><privileged_iq><iq xmlns=jabber:client>payload</iq>...
  * into user's account (a configured user's bare JID). Takes ownership of payload (its
  * element's namespace names the permission used). Returns 0 once sent: done(arg, ...)
- * is then called exactly once, unless p is freed first. Returns -1 without sending (and
- * without calling done) when the stream is down, the permission is not granted or too
- * many requests are pending. */
+ * is then called exactly once, unless p is freed first (the request may wait for its
+ * turn first: see priv_pending). Returns -1 without sending (and without calling done)
+ * when the stream is down, the permission is not granted, too many requests are pending,
+ * or user's server refused to act in the account lately (left alone a while). */
 int priv_request(struct privileged *p, const char *user, enum priv_type type,
                  xmpp_stanza_t *payload, priv_done_fn done, void *arg);
 /* The roster permission's request (XEP-0356 4.2): <iq type=get|set to=user> with payload
- * (a jabber:iq:roster <query/>, taken) as its child, not wrapped. Returns and answers as
- * priv_request; -1 also when the roster permission of type is not granted. */
+ * (a jabber:iq:roster <query/>, taken) as its child, not wrapped. Returns, waits its turn
+ * and answers as priv_request; -1 also when the roster permission of type is not granted. */
 int priv_roster_request(struct privileged *p, const char *user, enum priv_type type,
                         xmpp_stanza_t *payload, priv_done_fn done, void *arg);
-/* Requests sent and not yet answered. */
+/* Requests not yet answered: sent, or waiting for their turn (at most 32 are in flight;
+ * writes go before reads). */
 unsigned priv_pending(const struct privileged *p);
+/* Every request still waiting for its turn ends PRIV_LOST (a clean stop: what was still
+ * to be said is moot; the goodbye follows). Those in flight keep their answers coming. */
+void priv_drop_waiting(struct privileged *p);
+/* bare (a user's bare JID) showed its account exists: it probed or subscribed to a phone
+ * contact. Returns true if requests into it had been refused: the caller publishes it
+ * again. */
+bool priv_account_seen(struct privileged *p, const char *bare);
 /* Calls fn(arg) once no request is pending: at once if none is, else after the last
  * answer (or its timeout, or the stream's end). One waiter at a time; a later call
  * replaces it. For a clean stop that lets the last writes be answered. */

@@ -27,7 +27,7 @@ struct publisher *pub_new(const struct users *d, struct presence_out *po, struct
                           struct vcard_out *vc, const struct stanza_out *out);
 void pub_free(struct publisher *pub);
 
-/* Whether sipbridge's heartbeat is fresh, i.e. the records are being kept true (true
+/* Whether sipbridge's heartbeat is fresh, i.e. the records are being kept true (false
  * until told otherwise). While it is not, every phone shows "unknown". Publishes nothing
  * itself: the caller follows with pub_changed() when it should show. */
 void pub_sipbridge(struct publisher *pub, bool alive);
@@ -45,9 +45,13 @@ void pub_all(struct publisher *pub);
 void pub_changed(struct publisher *pub);
 /* A new grant from domain's server: every user there into PEP and their vCard, forced. */
 void pub_pep_domain(struct publisher *pub, const char *domain);
-/* On a clean stop: every contact unavailable to its watchers, offhook's own PEP items
- * emptied (the PEP writes are answered later: privileged.h's priv_when_idle). Nothing is
- * published after it. */
+/* A user's PEP and vCard again, forced: the time privileged.c left it alone after a
+ * refusal is over, or the user came online. */
+void pub_pep_user(struct publisher *pub, const struct cuser *u);
+/* On a clean stop: every contact unavailable to its watchers (all of it queued first),
+ * then offhook's "on the phone" emptied from the PEP activity of those on the phone (the
+ * XEP-0152 addresses stay; the PEP writes are answered later: privileged.h's
+ * priv_when_idle). Nothing is published after it. */
 void pub_goodbye(struct publisher *pub);
 
 #endif

@@ -260,9 +260,9 @@ static void on_answer(void *arg, const char *user, const struct priv_answer *a)
         decide(v, vu, u, r->way, a->result == PRIV_OK ? a->payload : NULL);
     } else if (a->result == PRIV_ERROR) {
         metric_inc(m_vcards, "error");
-        log_warn("vcard", "event=%s user=%s condition=%s", r->write ? "write_refused"
-                                                                    : "read_refused",
-                 log_q(user), log_q(a->condition));
+        /* A refusal of the account itself: privileged.c's one line per round says it. */
+        LOG_AT(a->refused ? LOG_DEBUG : LOG_WARNING, "vcard", "event=%s user=%s condition=%s",
+               r->write ? "write_refused" : "read_refused", log_q(user), log_q(a->condition));
         vu->done = r->want; /* not again before the next stream or a change */
     }
     if (!vu->busy && vu->again) {

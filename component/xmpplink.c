@@ -67,6 +67,17 @@ struct xmpplink {
     bool lost_counted;        /* the coming disconnect is already counted */
     unsigned long sent;
     struct ratelimit_gate repaired_log; /* event=stanza_repaired lines */
+    struct barrier *barriers; /* pings awaiting their answer */
+    unsigned long next_barrier;
+};
+
+/* One xmpplink_barrier() waiting for the server's answer. */
+struct barrier {
+    struct xmpplink *l;
+    char id[32];
+    void (*done)(void *arg, bool ok);
+    void *arg;
+    struct barrier *next;
 };
 
 /* One line at once, then at most one a minute saying how many more: the same bad name
@@ -255,6 +266,70 @@ static int refuse_socket(xmpp_conn_t *conn, void *socket)
     return -1;
 }
 
+/* ---- barriers ----------------------------------------------------------------------- */
+
+static void barrier_unlink(struct barrier *b)
+{
+    for (struct barrier **pp = &b->l->barriers; *pp; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            return;
+        }
+    }
+}
+
+static int on_barrier(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+    struct barrier *b = userdata;
+
+    barrier_unlink(b);
+    b->done(b->arg, true);
+    free(b);
+    return 0; /* libstrophe drops the handler */
+}
+
+/* The stream is gone (or the link freed): no answer will come. */
+static void barriers_fail(struct xmpplink *l)
+{
+    while (l->barriers) {
+        struct barrier *b = l->barriers;
+        l->barriers = b->next;
+        xmpp_id_handler_delete(l->conn, on_barrier, b->id);
+        b->done(b->arg, false);
+        free(b);
+    }
+}
+
+int xmpplink_barrier(struct xmpplink *l, const char *server, void (*done)(void *arg, bool ok),
+                     void *arg)
+{
+    struct barrier *b;
+    xmpp_stanza_t *iq;
+    int rc;
+
+    if (!l->up)
+        return -1;
+    b = xcalloc(1, sizeof *b);
+    b->l = l;
+    b->done = done;
+    b->arg = arg;
+    snprintf(b->id, sizeof b->id, "barrier-%lu", ++l->next_barrier);
+    iq = xmpp_iq_new(l->ctx, "get", b->id);
+    xmpp_stanza_set_from(iq, l->domain);
+    xmpp_stanza_set_to(iq, server);
+    stanza_child(l->ctx, iq, "ping", NS_PING);
+    rc = xmpplink_send(l, iq, "iq_request");
+    xmpp_stanza_release(iq);
+    if (rc < 0) {
+        free(b);
+        return -1;
+    }
+    xmpp_id_handler_add(l->conn, on_barrier, b->id, b);
+    b->next = l->barriers;
+    l->barriers = b;
+    return 0;
+}
+
 /* ---- connection lifecycle ---------------------------------------------------------- */
 
 static void schedule_reconnect(struct xmpplink *l)
@@ -318,6 +393,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
         log_warn("xmpp", "event=connect_failed server=%s:%u error=\"%s\"", log_q(l->host),
                  l->port, error ? strerror(error) : "closed");
     }
+    barriers_fail(l);
     if (l->up) {
         l->up = false;
         metric_set(m_connected, NULL, 0);
@@ -448,6 +524,7 @@ void xmpplink_free(struct xmpplink *l)
         xmpp_disconnect(l->conn);
         run_passes(l);
     }
+    barriers_fail(l);
     if (l->ev_fd)
         event_free(l->ev_fd);
     event_free(l->ev_retry);

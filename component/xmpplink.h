@@ -38,6 +38,14 @@ xmpp_ctx_t *xmpplink_ctx(const struct xmpplink *l);
  * in offhook_stanzas_repaired_total, logged at most once a minute). Returns 0, or -1
  * when the link is down or the stanza's from is not ours. */
 int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind);
+/* A barrier: an XEP-0199 ping to server (a domain of the server we are connected to),
+ * queued behind everything sent so far. done(arg, true) when its answer comes (result or
+ * error alike: the server handles a stream's stanzas in order, so it has handled every
+ * one sent before), done(arg, false) if the stream goes down first or the link is freed.
+ * Returns 0, or -1 (link down: done is not called). Stanzas still waiting in the send
+ * queue: xmpplink_queued. */
+int xmpplink_barrier(struct xmpplink *l, const char *server, void (*done)(void *arg, bool ok),
+                     void *arg);
 /* Stanzas sent in this stream, for tests and status lines. */
 unsigned long xmpplink_sent(const struct xmpplink *l);
 void xmpplink_register_metrics(void);

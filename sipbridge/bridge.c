@@ -32,6 +32,8 @@
 
 #define ERROR_LOG_QUIET_MS 60000 /* the same bad body from one source: logged once a minute */
 #define COALESCE_MAX_FACTOR 4    /* a flapping phone still publishes every 4 windows */
+#define LOST_BATCH_MS 1000       /* users lost within this share one warning line */
+#define LOST_EXAMPLES 3
 
 static const struct {
     const char *event, *accept;
@@ -90,6 +92,8 @@ struct buser {
     uint8_t nsrc;
     bool show_remote;
     bool stored;                /* rec was handed to the store at least once */
+    unsigned lost_round;        /* the lost batch it was last counted in (beside the
+                                 * bools: in their padding, the struct stays 88 bytes) */
     struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
 };
 
@@ -102,6 +106,15 @@ struct bridge {
     struct strmap users;        /* jid -> struct buser* */
     struct rlsub *list;         /* every user's dialog source in resource-list mode, or
                                  * NULL ([sip] resource_list unset) */
+    /* Users whose state went unknown within LOST_BATCH_MS: a notifier gone silent loses
+     * them all at once, and gets one warning line for them, not one per user. */
+    struct {
+        unsigned round;         /* batch number; 0 = none yet */
+        int users;
+        long down_s;
+        char examples[LOST_EXAMPLES * 64 + 8];
+        struct event *flush;
+    } lost;
 };
 
 static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost, *m_anomalies;
@@ -529,6 +542,41 @@ static void on_state(void *owner, struct subscription *sub, enum sub_state st)
                     sub_state_name(st));
 }
 
+static void on_lost_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct bridge *b = arg;
+
+    log_warn("bridge", "event=state_lost users=%d down_s=%ld examples=%s "
+                       "reason=\"subscriptions not re-established within [sip] stale_after\" "
+                       "note=\"their phones show unknown until the PBX answers again\"",
+             b->lost.users, b->lost.down_s, log_q(b->lost.examples));
+    b->lost.users = 0;
+    b->lost.examples[0] = '\0';
+}
+
+/* u's state went unknown: counted in the batch of warnings under way (one starts if none
+ * is); each user once per batch, a few named. */
+static void lost_note(struct bridge *b, struct buser *u, long down_s)
+{
+    struct timeval tv = {.tv_sec = 0, .tv_usec = LOST_BATCH_MS * 1000};
+
+    if (!evtimer_pending(b->lost.flush, NULL)) {
+        b->lost.round++;
+        if (b->lost.round == 0)
+            b->lost.round = 1;
+        evtimer_add(b->lost.flush, &tv);
+    }
+    if (u->lost_round == b->lost.round)
+        return;
+    u->lost_round = b->lost.round;
+    if (b->lost.users++ < LOST_EXAMPLES) {
+        size_t used = strlen(b->lost.examples);
+        snprintf(b->lost.examples + used, sizeof b->lost.examples - used, "%s%.63s",
+                 used ? "," : "", u->jid);
+    }
+    b->lost.down_s = down_s;
+}
+
 static void on_stale(void *owner, struct subscription *sub, long down_s)
 {
     struct bsource *s = owner;
@@ -537,11 +585,19 @@ static void on_stale(void *owner, struct subscription *sub, long down_s)
     if (!s->said.heard)
         return;
     metric_inc(m_lost, NULL);
-    log_warn("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
+    /* Per user at info: at 10,000 users one per user would be a flood at warning. */
+    log_info("bridge", "event=state_lost user=%s aor=%s package=%s down_s=%ld "
                        "reason=\"subscription not re-established\"",
              log_q(u->jid), log_q(s->aor), pkgs[s->said.pkg].event, down_s);
+    lost_note(u->b, u, down_s);
     combine_forget(&s->said);
     recompute(u->b, u, clock_wall_us());
+}
+
+static int source_users(void *owner, const void **key)
+{
+    *key = ((struct bsource *)owner)->u;
+    return 1;
 }
 
 static const struct subs_owner_ops owner_ops = {
@@ -549,6 +605,7 @@ static const struct subs_owner_ops owner_ops = {
     .on_restart = on_restart,
     .on_state = on_state,
     .on_stale = on_stale,
+    .users = source_users,
 };
 
 /* ---- resource-list callbacks (rlsub.c) --------------------------------------------- */
@@ -770,6 +827,7 @@ struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
     subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
     subs_mgr_set_max_backoff(b->subs, cfg->sip_max_backoff);
     strmap_init(&b->users);
+    b->lost.flush = evtimer_new(base, on_lost_flush, b);
     collect_bridge = b;
     metrics_add_collector(collect_users, NULL);
     if (cfg->sip_resource_list[0] && cfg->sip_event_dialog)
@@ -858,6 +916,7 @@ void bridge_free(struct bridge *b)
         user_free(b, v);
     strmap_free(&b->users);
     subs_mgr_free(b->subs);
+    event_free(b->lost.flush);
     if (collect_bridge == b)
         collect_bridge = NULL;
     free(b);

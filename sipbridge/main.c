@@ -77,6 +77,9 @@ static bool is_ready(void *arg, struct sbuf *why)
         sbuf_puts(why, "sip: no subscription established\n");
         ok = false;
     }
+    /* A PBX that stopped answering: its users' phones are no longer followed. */
+    if (m && subs_mgr_report_unreachable(m, why) > 0)
+        ok = false;
     return ok;
 }
 

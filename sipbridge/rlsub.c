@@ -310,11 +310,19 @@ static void on_state(void *owner, struct subscription *sub, enum sub_state st)
     report_state(owner, st);
 }
 
+/* The list serves every member phone: counted as that many users. */
+static int list_users(void *owner, const void **key)
+{
+    *key = NULL;
+    return (int)((struct rlsub *)owner)->by_key.count;
+}
+
 static const struct subs_owner_ops list_ops = {
     .on_notify = on_notify,
     .on_restart = on_restart,
     .on_state = on_state,
     .on_stale = on_stale,
+    .users = list_users,
 };
 
 /* ---- public -------------------------------------------------------------------------- */

@@ -25,6 +25,8 @@
 #define REJECTED_MIN_MS 60000     /* rejected/noresource: no point in hammering */
 #define WATCHDOG_GRACE_MAX_S 30   /* silence allowed past the granted expiry ... */
 #define WATCHDOG_GRACE_MIN_S 2    /* ... at least, for very short expiries */
+#define RAMP_REPORT_S 10          /* a ramp's progress is logged this often ... */
+#define RAMP_REPORT_MIN 100       /* ... and its end at notice if it sent this many */
 
 struct subscription {
     struct subs_mgr *mgr;
@@ -45,6 +47,8 @@ struct subscription {
     bool queued;
     bool eventlist;               /* RFC 4662 list subscription */
     bool failed;                  /* the last attempt failed (timeout, transport, 5xx) */
+    bool parked;                  /* its notifier is unreachable: no retry of its own */
+    int64_t down_ms;              /* mono ms it went down (left active/pending) */
     struct probe_member pm;       /* in its notifier's group (probe.c) */
     /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
      * notify limit waits here, replaced by any newer one, until a token comes. */
@@ -98,6 +102,12 @@ struct subs_mgr {
     long max_backoff_ms;          /* the longest wait before a retry, whatever is asked */
     struct strmap short_warned;   /* notifiers warned of a grant below the floor (keys
                                    * owned) */
+    /* The ramp under way (start-up, reload, mass resubscribe): from the first enqueue
+     * until the queue is empty and every SUBSCRIBE it sent has its answer. */
+    bool ramping;
+    int64_t ramp_start_ms;
+    int ramp_sent;
+    struct event *ramp_tick;      /* progress line every RAMP_REPORT_S */
 };
 
 static const char *const state_names[SUB__COUNT] = {
@@ -152,6 +162,11 @@ static bool peer_log_ok(struct subscription *s, uint64_t *held)
 
 #define OF(field, t) ((struct subscription *)((char *)(t) - offsetof(struct subscription, field)))
 
+static bool is_up(enum sub_state st)
+{
+    return st == SUB_ACTIVE || st == SUB_PENDING;
+}
+
 static void on_stale(struct tq_timer *t)
 {
     struct subscription *s = OF(stale_t, t);
@@ -160,24 +175,29 @@ static void on_stale(struct tq_timer *t)
         s->ops->on_stale(s->owner, s, s->mgr->stale_after);
 }
 
-/* Down (neither active nor pending) for stale_after, counted from the first state that
- * is down: what the subscription said is void. Up again, the count stops. */
+/* Down (neither active nor pending) for stale_after, counted from when it went down
+ * (down_ms, which a parked subscription dates back to its notifier's last probe): what the
+ * subscription said is void. Up again, the count stops. */
 static void watch_stale(struct subscription *s)
 {
-    bool down = s->state != SUB_ACTIVE && s->state != SUB_PENDING;
-
-    if (!down || s->mgr->stale_after <= 0) {
+    if (is_up(s->state) || s->mgr->stale_after <= 0) {
         tq_cancel(s->mgr->tq, &s->stale_t);
         return;
     }
     if (!tq_armed(&s->stale_t))
-        tq_arm(s->mgr->tq, &s->stale_t, on_stale, (int64_t)s->mgr->stale_after * 1000);
+        tq_arm_at(s->mgr->tq, &s->stale_t, on_stale,
+                  s->down_ms + (int64_t)s->mgr->stale_after * 1000);
 }
 
-static void set_state(struct subscription *s, enum sub_state st)
+static void ramp_check_done(struct subs_mgr *m);
+
+/* Moves s to st; a subscription leaving active/pending is down as of since_ms. */
+static void set_state_since(struct subscription *s, enum sub_state st, int64_t since_ms)
 {
     if (s->state == st)
         return;
+    if (is_up(s->state) && !is_up(st))
+        s->down_ms = since_ms;
     s->mgr->count[s->state]--;
     s->mgr->count[st]++;
     metric_set(m_state, sub_state_name(s->state), s->mgr->count[s->state]);
@@ -189,6 +209,12 @@ static void set_state(struct subscription *s, enum sub_state st)
     watch_stale(s);
     if (s->ops->on_state)
         s->ops->on_state(s->owner, s, st);
+    ramp_check_done(s->mgr);
+}
+
+static void set_state(struct subscription *s, enum sub_state st)
+{
+    set_state_since(s, st, clock_mono_ms());
 }
 
 static void on_timer(struct tq_timer *t);
@@ -370,9 +396,70 @@ static void on_ramp(evutil_socket_t fd, short what, void *arg)
             m->qtail = &m->qhead;
         s->queued = false;
         s->qnext = NULL;
+        m->ramp_sent++;
         send_subscribe(s);
     }
     ramp_schedule(m);
+}
+
+static int queued_count(const struct subs_mgr *m)
+{
+    return m->count[SUB_QUEUED];
+}
+
+/* Every RAMP_REPORT_S while a ramp runs: where it is, at notice, so that an operator
+ * watching a 10,000-user start (or a mass resubscribe) sees it move. */
+static void on_ramp_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct subs_mgr *m = arg;
+    int queued = queued_count(m);
+
+    log_notice("sip", "event=ramp_progress sent=%d queued=%d waiting=%d active=%d pending=%d "
+                      "backoff=%d elapsed_s=%lld eta_s=%.0f",
+               m->ramp_sent, queued, m->count[SUB_SUBSCRIBING], m->count[SUB_ACTIVE],
+               m->count[SUB_PENDING], m->count[SUB_BACKOFF],
+               (long long)((clock_mono_ms() - m->ramp_start_ms) / 1000),
+               (double)queued / m->ramp.rate);
+}
+
+static void ramp_begin(struct subs_mgr *m)
+{
+    struct timeval tv = {.tv_sec = RAMP_REPORT_S};
+
+    if (m->ramping)
+        return;
+    m->ramping = true;
+    m->ramp_start_ms = clock_mono_ms();
+    m->ramp_sent = 0;
+    evtimer_add(m->ramp_tick, &tv);
+}
+
+/* The ramp is over once nothing is queued and nothing it sent waits for an answer: one
+ * line says so, with the time it took. */
+static void ramp_check_done(struct subs_mgr *m)
+{
+    int64_t took;
+    int up;
+
+    if (!m->ramping || m->qhead || m->count[SUB_SUBSCRIBING] > 0)
+        return;
+    m->ramping = false;
+    evtimer_del(m->ramp_tick);
+    took = clock_mono_ms() - m->ramp_start_ms;
+    up = m->count[SUB_ACTIVE] + m->count[SUB_PENDING];
+    if (m->ramp_sent < RAMP_REPORT_MIN && took < RAMP_REPORT_S * 1000) {
+        log_debug("sip", "event=ramp_done sent=%d active=%d backoff=%d took_s=%.1f",
+                  m->ramp_sent, up, m->count[SUB_BACKOFF], (double)took / 1000.0);
+        return;
+    }
+    if (up == m->total)
+        log_notice("sip", "event=all_subscribed subscriptions=%d sent=%d took_s=%.1f", m->total,
+                   m->ramp_sent, (double)took / 1000.0);
+    else
+        log_notice("sip", "event=ramp_done subscriptions=%d sent=%d active=%d pending=%d "
+                          "backoff=%d took_s=%.1f note=\"those in backoff retry on their own\"",
+                   m->total, m->ramp_sent, m->count[SUB_ACTIVE], m->count[SUB_PENDING],
+                   m->count[SUB_BACKOFF], (double)took / 1000.0);
 }
 
 static void ramp_schedule(struct subs_mgr *m)
@@ -397,9 +484,11 @@ static void enqueue(struct subscription *s)
     tq_cancel(m->tq, &s->timer);
     set_state(s, SUB_QUEUED);
     s->queued = true;
+    s->parked = false;
     s->qnext = NULL;
     *m->qtail = s;
     m->qtail = &s->qnext;
+    ramp_begin(m);
     ramp_schedule(m);
 }
 
@@ -420,13 +509,57 @@ static void dequeue(struct subscription *s)
     s->queued = false;
 }
 
+/* s's notifier is unreachable: s is down as of since_ms and waits, no timer of its own,
+ * keeping its dialog (a NOTIFY on it shows the notifier back). failed: the notifier's
+ * "back" sweep retries it. */
+static void park(struct subscription *s, int64_t since_ms)
+{
+    dequeue(s);
+    tq_cancel(s->mgr->tq, &s->timer);
+    s->failed = true;
+    s->parked = true;
+    if (!is_up(s->state) && since_ms < s->down_ms) {
+        /* Already down, but the notifier was silent before: its stale count starts then. */
+        s->down_ms = since_ms;
+        tq_cancel(s->mgr->tq, &s->stale_t);
+    }
+    set_state_since(s, SUB_BACKOFF, since_ms);
+    watch_stale(s);
+}
+
 /* ---- events from the user agent ----------------------------------------------------- */
+
+/* One failure's warning. wait_ms < 0: parked (its notifier is unreachable), no wait of
+ * its own. */
+static void log_failure(const struct subscription *s, int status, const char *phrase,
+                        long retry_after, long wait_ms, uint64_t held)
+{
+    /* Sofia reports a refused certificate or a failed handshake only this way. */
+    const char *hint = status == 408 && s->mgr->ua && sipua_tls(s->mgr->ua)
+                           ? " hint=\"over TLS a failed handshake or certificate check also "
+                             "ends in 408: check [sip] tls_dir/cafile.pem and that the PBX's "
+                             "certificate names the pbx host\""
+                           : "";
+
+    if (wait_ms < 0)
+        log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=%s "
+                        "retry_after_s=%ld action=park suppressed=%llu%s",
+                 log_q(s->aor), s->event, status, log_q(phrase), retry_after,
+                 (unsigned long long)held, hint);
+    else
+        log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=%s "
+                        "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu%s",
+                 log_q(s->aor), s->event, status, log_q(phrase), retry_after,
+                 (wait_ms + 999) / 1000,
+                 (unsigned long long)held, hint);
+}
 
 static void on_response(void *owner, int status, const char *phrase, long expires,
                         long retry_after)
 {
     struct subscription *s = owner;
     bool in_dialog = s->state == SUB_ACTIVE || s->state == SUB_PENDING;
+    bool was_unreachable = probe_unreachable(&s->pm);
     bool probe = probe_answered(&s->pm, status);
     uint64_t held = 0;
     long wait_ms;
@@ -449,15 +582,21 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         s->granted = expires > 0 ? expires : s->mgr->expires;
         check_grant(s, expires);
         backoff_reset(&s->bo);
-        if (s->failed) {
+        if (s->failed || probe_unreachable(&s->pm)) {
             s->failed = false;
+            s->parked = false;
             probe_notifier_back(&s->pm);
         }
-        if (s->state == SUB_SUBSCRIBING) {
+        /* SUBSCRIBING: the answer to a new SUBSCRIBE. BACKOFF: parked while its notifier
+         * was silent, and the dialog it kept has just answered a refresh. */
+        if (s->state == SUB_SUBSCRIBING || s->state == SUB_BACKOFF) {
+            bool parked = s->state == SUB_BACKOFF;
             log_info("sip", "event=subscribed aor=%s package=%s status=%d expires=%ld",
                      log_q(s->aor), s->event, status, s->granted);
             /* 202 means the notifier has not decided yet; its NOTIFY says pending. */
             set_state(s, SUB_ACTIVE);
+            if (parked)
+                arm_watchdog(s);
         }
         /* Only the first answer arms the watchdog; refreshes do not prove NOTIFYs flow. */
         if (first && !s->notified)
@@ -480,6 +619,18 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         probe_notifier_lost(&s->pm);
         return;
     }
+    if (probe_failed(&s->pm, status)) {
+        /* Its notifier is silent: wait with the others, let the notifier's tries find it
+         * back. The failure that showed it is logged as any (its status, the TLS hint);
+         * the others only at debug: the notifier's one line speaks for them. */
+        if (!was_unreachable && peer_log_ok(s, &held))
+            log_failure(s, status, phrase, retry_after, -1, held);
+        else
+            log_debug("sip", "event=subscribe_error aor=%s package=%s status=%d action=park",
+                      log_q(s->aor), s->event, status);
+        park(s, clock_mono_ms());
+        return;
+    }
     /* Unreachable or overloaded: when one subscription gets through again, all retry. */
     s->failed = status == 408 || status >= 500;
     /* 408 is the stack's own timeout; 481 a dialog the notifier forgot: start afresh. */
@@ -487,18 +638,8 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                             status == 403 || status == 404 || status == 489 ? REJECTED_MIN_MS
                                                                             : 0,
                             retry_after);
-    if (!peer_log_ok(s, &held))
-        return;
-    log_warn("sip", "event=subscribe_error aor=%s package=%s status=%d phrase=%s "
-                    "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu%s",
-             log_q(s->aor), s->event, status, log_q(phrase), retry_after, (wait_ms + 999) / 1000,
-             (unsigned long long)held,
-             /* Sofia reports a refused certificate or a failed handshake only this way. */
-             status == 408 && s->mgr->ua && sipua_tls(s->mgr->ua)
-                 ? " hint=\"over TLS a failed handshake or certificate check also ends in "
-                   "408: check [sip] tls_dir/cafile.pem and that the PBX's certificate "
-                   "names the pbx host\""
-                 : "");
+    if (peer_log_ok(s, &held))
+        log_failure(s, status, phrase, retry_after, wait_ms, held);
 }
 
 /* ---- NOTIFY flood control ------------------------------------------------------------ */
@@ -616,6 +757,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     const char *substate = n->substate ? n->substate : "active";
     uint64_t held = 0;
     long wait_ms;
+    bool revives = false;
 
     metric_inc(m_notifies, s->event);
     s->last_notify_ms = clock_wall_ms();
@@ -627,6 +769,13 @@ static void on_notify(void *owner, const struct sipua_notify *n)
         if (strcmp(substate, "terminated") != 0)
             s->ops->on_notify(s->owner, s, n);
         return;
+    }
+    /* A NOTIFY from a notifier taken for unreachable: it is back, and once this one is
+     * handled the others retry (this one keeps the dialog that proved alive). */
+    if (probe_unreachable(&s->pm)) {
+        revives = true;
+        s->failed = false;
+        s->parked = false;
     }
     if (strcmp(substate, "terminated") != 0 && (s->stash || !take_token(s))) {
         stash_keep(s, n); /* a flood: only the latest is applied, when a token comes */
@@ -652,16 +801,18 @@ static void on_notify(void *owner, const struct sipua_notify *n)
                             "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu",
                      log_q(s->aor), s->event, reason[0] ? log_q(reason) : "none", n->retry_after,
                      (wait_ms + 999) / 1000, (unsigned long long)held);
-        return;
+    } else {
+        set_state(s, strcmp(substate, "pending") == 0 ? SUB_PENDING : SUB_ACTIVE);
+        /* Not checked against the floor: a NOTIFY's expires= is the time left, which runs
+         * low before every refresh. */
+        if (n->expires > 0)
+            s->granted = n->expires;
+        s->notified = true;
+        probe_heard(&s->pm, clock_mono_ms());
+        arm_watchdog(s);
     }
-    set_state(s, strcmp(substate, "pending") == 0 ? SUB_PENDING : SUB_ACTIVE);
-    /* Not checked against the floor: a NOTIFY's expires= is the time left, which runs
-     * low before every refresh. */
-    if (n->expires > 0)
-        s->granted = n->expires;
-    s->notified = true;
-    probe_heard(&s->pm, clock_mono_ms());
-    arm_watchdog(s);
+    if (revives)
+        probe_notifier_back(&s->pm);
 }
 
 static const struct sipua_ops ua_ops = {
@@ -718,11 +869,41 @@ static bool pm_retry(struct probe_member *m)
     return true;
 }
 
+static void pm_park(struct probe_member *m, int64_t since_ms)
+{
+    park(OF_MEMBER(m), since_ms);
+}
+
+/* One parked subscription asks the silent notifier again (a fresh SUBSCRIBE, through
+ * the ramp): not counted as a resubscribe, the probe metric counts its answer. */
+static bool pm_try_again(struct probe_member *m)
+{
+    struct subscription *s = OF_MEMBER(m);
+
+    if (!s->parked || s->state != SUB_BACKOFF)
+        return false;
+    enqueue(s);
+    return true;
+}
+
+static int pm_users(struct probe_member *m, const void **key)
+{
+    struct subscription *s = OF_MEMBER(m);
+
+    if (s->ops->users)
+        return s->ops->users(s->owner, key);
+    *key = s;
+    return 1;
+}
+
 static const struct probe_ops member_ops = {
     .can_probe = pm_can_probe,
     .refresh = pm_refresh,
     .resubscribe = pm_resubscribe,
     .retry = pm_retry,
+    .park = pm_park,
+    .try_again = pm_try_again,
+    .users = pm_users,
 };
 
 void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s)
@@ -752,6 +933,7 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct timerq *tq, struct
     m->qtail = &m->qhead;
     m->ramp_ev = evtimer_new(base, on_ramp, m);
     m->ramp_recover = evtimer_new(base, on_ramp_recover, m);
+    m->ramp_tick = event_new(base, -1, EV_PERSIST, on_ramp_tick, m);
     m->probe = probe_new(base, &member_ops);
     m->seed = (uint64_t)clock_wall_us();
     m->max_backoff_ms = RETRY_MAX_MS;
@@ -765,6 +947,7 @@ void subs_mgr_free(struct subs_mgr *m)
         return;
     event_free(m->ramp_ev);
     event_free(m->ramp_recover);
+    event_free(m->ramp_tick);
     probe_free(m->probe);
     strmap_clear_owned(&m->short_warned);
     strmap_free(&m->short_warned);
@@ -833,6 +1016,11 @@ void subs_mgr_datagrams_dropped(struct subs_mgr *m, uint32_t n)
     evtimer_add(m->ramp_recover, &tv);
 }
 
+int subs_mgr_report_unreachable(const struct subs_mgr *m, struct sbuf *why)
+{
+    return probe_report_unreachable(m->probe, why);
+}
+
 int subs_mgr_count(const struct subs_mgr *m, enum sub_state st)
 {
     return m->count[st];
@@ -863,6 +1051,7 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
     s->state = SUB_BACKOFF;
     s->since_ms = clock_wall_ms();
+    s->down_ms = clock_mono_ms();
     m->count[SUB_BACKOFF]++;
     m->total++;
     enqueue(s);

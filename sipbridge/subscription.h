@@ -5,7 +5,8 @@
  * version gap, made anew when its owner sees the versions disagree, NOTIFY floods held to
  * a rate, grants below SUBS_EXPIRES_FLOOR_S reported, and its owner told when it has been
  * down for stale_after. Every state is visible in logs and a gauge; log lines its
- * notifier's messages cause are rate-limited per subscription.
+ * notifier's messages cause are rate-limited per subscription; a ramp (start-up, reload,
+ * mass resubscribe) logs its progress and its end.
  * Called by bridge.c and rlsub.c, which own subscriptions and get their news through
  * struct subs_owner_ops; uses sipua.c for the wire and probe.c for notifier liveness. */
 #ifndef OFFHOOK_SUBSCRIPTION_H
@@ -18,6 +19,7 @@
 #include "sipua.h"
 
 struct event_base;
+struct sbuf;
 struct subs_mgr;
 struct subscription;
 struct timerq;
@@ -46,6 +48,10 @@ struct subs_owner_ops {
     /* The subscription has been down (neither active nor pending) for the manager's
      * stale_after, down_s seconds: what it said is void (optional). */
     void (*on_stale)(void *owner, struct subscription *s, long down_s);
+    /* How many users the subscription serves, for the count in a notifier's log line and
+     * /readyz; *key: the same non-NULL pointer for every subscription of one user, or NULL
+     * when it serves several (optional: each subscription then counts as one user). */
+    int (*users)(void *owner, const void **key);
 };
 
 /* Timers run on tq (one heap for every subscription's). */
@@ -70,6 +76,9 @@ void subs_mgr_set_probe(struct subs_mgr *m, long seconds);
 /* NOTIFYs applied per subscription per second at most (bursts of twice that); beyond it
  * only the latest is kept and applied when allowed. Resource lists are exempt. 0: none. */
 void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s);
+/* One line per notifier taken for unreachable, appended to why (for /readyz); returns how
+ * many there are. */
+int subs_mgr_report_unreachable(const struct subs_mgr *m, struct sbuf *why);
 /* Number of subscriptions in each state (for readiness and status lines). */
 int subs_mgr_count(const struct subs_mgr *m, enum sub_state st);
 int subs_mgr_total(const struct subs_mgr *m);

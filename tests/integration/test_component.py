@@ -5,11 +5,14 @@ from Debian's prosody-modules), surviving a kill -9 of the component."""
 
 import base64
 import hashlib
+import signal
 import time
+
+import pytest
 
 from calls import CONTACT as ALICE
 from calls import IDLE, ON_CALL, UNKNOWN, notify
-from harness import step_answer_forever, step_respond, wait_until
+from harness import PbxSim, step_answer_forever, step_respond, wait_until
 
 ACTIVITY = "http://jabber.org/protocol/activity"
 REACH = "urn:xmpp:reach:0"
@@ -397,3 +400,102 @@ def test_stop_without_keep_marks_contacts_unavailable(stack_factory):
     assert s.component.stop() == 0
     wait_until(lambda: bob.last(ALICE)[0] == "unavailable", timeout=10,
                what="the contact unavailable after the stop")
+
+
+@pytest.mark.parametrize("beat", ["missing", "old"])
+def test_start_without_sipbridge_shows_unknown(stack_factory, beat):
+    """Issue 13, item 7: a component started while sipbridge is down shows every phone
+    "unknown" from its first presence, never what Redis last held, whether sipbridge's
+    heartbeat key is gone or still there but old (written 18 s ago: sipbridge died
+    less than its 30 s TTL before). Once sipbridge is back, the phone shows again."""
+    s = stack_factory(users=(("alice@localhost", "2001"),))
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe(ALICE)
+    s.start_sipbridge()
+    pbx.set(2001, "on_call")
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
+    assert s.sipbridge.stop() == 0
+    assert s.component.stop() == 0
+    # The stop's goodbye is the server's to deliver: counted before the next start.
+    wait_until(lambda: bob.last(ALICE) == ("unavailable", "", ""), timeout=10,
+               what="the stop's goodbye")
+    key = "offhook:heartbeat:sipbridge"
+    if beat == "missing":
+        s.redis.cli("DEL", key)
+    else:
+        s.redis.cli("SET", key, "1", "PX", "12000")
+    seen = len(bob.seen(ALICE))
+    s.start_component()
+    wait_until(lambda: [p for p in bob.seen(ALICE)[seen:] if p.type == "unavailable" and
+                        p.status], timeout=15, what="the phone's first presence after the start")
+    after = [p.view() for p in bob.seen(ALICE)[seen:]]
+    assert after[0] == UNKNOWN and ON_CALL not in after, after
+    assert s.component.metrics()["offhook_sipbridge_alive"] == 0
+    s.start_sipbridge()
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="the phone back")
+
+
+def test_clean_stop_empties_activity_before_exit(stack_factory):
+    """Issue 13, item 2, small: with PEP on, a clean stop sends the phone contact's
+    goodbye and empties alice's "on the phone" activity, and exits only once the server
+    has handled both (goodbye_delivered, logged before stopped)."""
+    s = stack_factory(privilege=True)
+    s.start_component()
+    alice = s.watcher("alice@localhost")
+    bob = s.watcher("bob@localhost", pep_nodes=(ACTIVITY,))
+    mutual(alice, bob)
+    bob.subscribe(ALICE)
+    s.start_pbx_script([[step_respond(expires=3600, initial=True),
+                         notify("dialog-info/asterisk-inuse.xml", 0, pause_ms=500),
+                         step_answer_forever()]])
+    s.start_sipbridge()
+    wait_until(lambda: bob.last(ALICE) == ON_CALL, timeout=20, what="on the phone")
+    wait_until(lambda: any("on_the_phone" in x for x in pep_items(bob, ACTIVITY)),
+               what="PEP on the phone")
+    assert s.component.stop() == 0
+    log = s.component.log()
+    assert "event=goodbye_delivered" in log, log[-2000:]
+    assert log.index("event=goodbye_delivered") < log.index("event=stopped")
+    wait_until(lambda: bob.last(ALICE) == ("unavailable", "", ""), what="the goodbye")
+    wait_until(lambda: "on_the_phone" not in pep_items(bob, ACTIVITY)[-1],
+               what="the activity emptied")
+
+
+def test_refused_publishes_remembered_and_logged_once(stack_factory):
+    """Issue 13, item 3, small: users without an account on the server. Their refusals
+    make one log line (with the count and examples) per round, a reload asks them
+    nothing again, and one of them coming online (the server probes its phone contacts)
+    ends its hold: its account is asked again, and now acted in."""
+    ghosts = ["ghost%d" % i for i in range(5)]
+    users = [("alice@localhost", "1001")] + [("%s@localhost" % g, str(2000 + i))
+                                             for i, g in enumerate(ghosts)]
+    groups = "[Phones]\nghost0@localhost=Ghost\nalice@phone.localhost=Alice (phone)\n"
+    s = stack_factory(users=users, privilege=True, prosody_kwargs={"groups": groups})
+    s.start_component()
+    wait_until(lambda: "event=publish_refused users=5" in s.component.log(), timeout=30,
+               what="the one line for the refusals")
+    log = s.component.log()
+    assert log.count("event=publish_refused users=") == 1, log
+    m = s.component.metrics()
+    # Each ghost's PEP nodes (and vCard) were read, and the server refused every request.
+    errors = m['offhook_privileged_requests_total{result="error"}']
+    assert errors >= 10 and m['offhook_privilege_errors_total{condition="forbidden"}'] == errors
+    # A reload republishes everyone it should: the ghosts are left alone.
+    s.component.send_signal(signal.SIGHUP)
+    wait_until(lambda: "event=reloaded" in s.component.log(), what="the reload")
+    time.sleep(1)  # what the reload would send goes out at once; nothing must
+    assert s.component.metrics()['offhook_privileged_requests_total{result="error"}'] == errors
+    assert s.component.log().count("event=publish_refused users=") == 1
+    # ghost0 gets an account and logs in: its server probes the phone contact in its
+    # roster, which tells the component the account exists.
+    s.xmpp.register("ghost0", "pw")
+    ok = s.component.metrics()['offhook_privileged_requests_total{result="ok"}']
+    s.watcher("ghost0@localhost")
+    wait_until(lambda: "event=refusal_over user=ghost0@localhost" in s.component.log(),
+               what="ghost0 seen online")
+    # Its nodes read (and written where the view asks): the server acts in the account.
+    wait_until(lambda: s.component.metrics()['offhook_privileged_requests_total{result="ok"}']
+               > ok, what="ghost0's account acted in")
+    assert s.component.metrics()['offhook_privileged_requests_total{result="error"}'] == errors

@@ -244,3 +244,35 @@ def test_subscribe_rate_paces_the_ramp(stack_factory):
     # 25 beyond the first second's burst at 5/s: at least ~5 s from first to last.
     assert total_s >= 4.5, samples
     assert s.sipbridge.metrics()["offhook_subscribe_sent_total"] == 30
+
+
+def test_ramp_progress_and_end_are_logged(stack_factory):
+    """Issue 13, item 4: at [log] level = notice a ramp says where it is every 10 s and
+    when it is over, with the time taken; and so does the mass resubscribe after the PBX
+    restarts and forgets every subscription."""
+    import re
+    from harness import PbxSim
+    n = 250
+    users = tuple(("u%03d@localhost" % i, str(3000 + i)) for i in range(n))
+    s = stack_factory(users=users, loglevel="notice",
+                      extra_config="[sip]\nsubscribe_rate = 20\nprobe_interval = 1\n")
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    s.start_sipbridge()
+    wait_until(lambda: "event=all_subscribed" in s.sipbridge.log(), timeout=60,
+               what="the end of the ramp")
+    log = s.sipbridge.log()
+    assert re.search(r"level=notice sub=sip event=ramp_progress sent=\d+ queued=\d+ ", log), log
+    took = float(re.search(r"event=all_subscribed subscriptions=%d sent=%d took_s=([\d.]+)"
+                           % (n, n), log).group(1))
+    assert took >= 10, took  # 250 at 20/s
+    # The PBX restarts and has forgotten them all: every one is made again.
+    pbx.proc.kill9()
+    pbx.start()
+    wait_until(lambda: s.sipbridge.log().count("event=all_subscribed") == 2, timeout=60,
+               what="the end of the mass resubscribe")
+    log = s.sipbridge.log()
+    # 481 to the next probe; or, if the probe fell in the instant nothing listened, 503
+    # and the notifier back at the next try: all resubscribed either way.
+    assert "event=notifier_lost" in log or "event=notifier_reachable" in log, log
+    assert log.count("event=ramp_progress") >= 2, log
+    assert s.sipbridge.metrics()['offhook_subscriptions{state="active"}'] == n

@@ -336,3 +336,94 @@ def test_notify_for_unknown_subscription(stack_factory):
     assert bob.views(CONTACT) == [UNKNOWN, ON_CALL]
     assert s.redis.cli("HGET", "offhook:user:alice@localhost", "state") == "on_call"
     assert s.sipbridge.alive()
+
+
+# ---- a PBX that stops answering (issue 13, item 1) -------------------------------------
+
+def pbxsim_watched(stack_factory, n=3, extra=""):
+    """n users on pbxsim, probes every second, state void after 3 s down; bob watches
+    every phone contact, all shown idle. Returns (stack, pbx, bob, contacts)."""
+    from harness import PbxSim
+    users = tuple(("u%d@localhost" % i, str(3000 + i)) for i in range(n))
+    s = stack_factory(users=users, extra_config="[sip]\nprobe_interval = 1\nstale_after = 3\n"
+                                                + extra)
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    contacts = ["u%d@phone.localhost" % i for i in range(n)]
+    for c in contacts:
+        bob.subscribe(c)
+    s.start_sipbridge()
+    wait_until(lambda: all(bob.last(c) == IDLE for c in contacts), timeout=20,
+               what="every phone idle")
+    return s, pbx, bob, contacts
+
+
+def unreachable_then_back(s, pbx, bob, contacts, stop, resume, status, bound_s):
+    import time
+    t0 = time.monotonic()
+    stop()
+    wait_until(lambda: "event=notifier_unreachable" in s.sipbridge.log(), timeout=bound_s,
+               what="the notifier found unreachable")
+    log = s.sipbridge.log()
+    assert ("event=notifier_unreachable notifier=127.0.0.1:%d users=%d subscriptions=%d "
+            "status=%d" % (s.pbx_port, len(contacts), len(contacts), status)) in log, log
+    from harness import http_get
+    code, why = http_get(s.metrics_sb, "/readyz")
+    assert code == 503 and "notifier 127.0.0.1:%d unreachable" % s.pbx_port in why, why
+    assert s.sipbridge.metrics()['offhook_notifiers{state="unreachable"}'] == 1
+    wait_until(lambda: all(bob.last(c) == UNKNOWN for c in contacts), timeout=bound_s,
+               what="every phone unknown")
+    # Parked: no subscription retries on its own; the failure that showed it is logged
+    # (its status), the others are not, one line speaks for them.
+    assert s.sipbridge.log().count("level=warning sub=sip event=subscribe_error") == 1
+    resume()
+    wait_until(lambda: all(bob.last(c) == IDLE for c in contacts), timeout=20,
+               what="every phone back")
+    assert s.sipbridge.metrics()['offhook_notifiers{state="reachable"}'] == 1
+    assert "event=notifier_reachable notifier=127.0.0.1:%d" % s.pbx_port in s.sipbridge.log()
+    assert s.sipbridge.ready()
+    return time.monotonic() - t0
+
+
+def test_pbx_killed_is_unreachable(stack_factory):
+    """kill -9 of the PBX: nothing listens on its port any more (ICMP: 503 from the
+    stack) and the next probe says so; every phone goes unknown stale_after after that
+    probe, and comes back when the PBX does."""
+    s, pbx, bob, contacts = pbxsim_watched(stack_factory)
+    unreachable_then_back(s, pbx, bob, contacts, pbx.proc.kill9, pbx.start, 503,
+                          bound_s=1 + 3 + 5)
+
+
+def test_pbx_hung_is_unreachable(stack_factory):
+    """A PBX that hangs (SIGSTOP: its socket takes datagrams, nothing answers): the probe
+    times out (408 after the 8 s transaction timeout) and every phone goes unknown;
+    SIGCONT brings it back."""
+    import signal
+    s, pbx, bob, contacts = pbxsim_watched(stack_factory)
+    unreachable_then_back(s, pbx, bob, contacts,
+                          lambda: pbx.proc.send_signal(signal.SIGSTOP),
+                          lambda: pbx.proc.send_signal(signal.SIGCONT), 408,
+                          bound_s=1 + 8 + 5)
+
+
+def test_pbx_down_at_start(stack_factory):
+    """No PBX when sipbridge starts: the first failures make the notifier unreachable,
+    one line instead of a warning per subscription and retry, /readyz names it; the PBX
+    starting, every subscription is made within a probe interval or two."""
+    from harness import PbxSim, http_get
+    users = tuple(("u%02d@localhost" % i, str(3000 + i)) for i in range(20))
+    s = stack_factory(users=users, extra_config="[sip]\nprobe_interval = 1\n")
+    s.start_sipbridge()
+    wait_until(lambda: "event=notifier_unreachable" in s.sipbridge.log(), timeout=15,
+               what="the notifier found unreachable")
+    wait_until(lambda: "notifier 127.0.0.1:%d unreachable" % s.pbx_port in
+               http_get(s.metrics_sb, "/readyz")[1], what="/readyz naming it")
+    import time
+    time.sleep(3)  # three probe intervals: a retry per interval, no more, no warnings
+    log = s.sipbridge.log()
+    assert log.count("level=warning") <= 2, log
+    pbx = s.add(PbxSim(s.dir, s.pbx_port)).start()
+    wait_until(lambda: s.sipbridge.metrics().get('offhook_subscriptions{state="active"}', 0)
+               == 20, timeout=15, what="every subscription up")
+    assert int(pbx.stats()["subscribes"]) <= 20 + 3
