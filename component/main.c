@@ -7,6 +7,7 @@
  * Calls go down the data flow; news comes up through each module's ops, to here:
  *
  *   Redis: feed, health, watchers --ops--> main --> publisher --view--> pep, presence_out
+ *   Redis: lease (active or standby) --ops--> main --> xmpplink, watchers
  *   XMPP:  xmpplink --ops--> main --> router --> publisher, privileged, presence_out
  *                                     router --ops--> main --> watchers
  *                                     privileged --ops--> main --> pep, publisher
@@ -29,6 +30,7 @@
 #include "feed.h"
 #include "health.h"
 #include "httpd.h"
+#include "lease.h"
 #include "log.h"
 #include "metrics.h"
 #include "pep.h"
@@ -71,8 +73,15 @@ struct app {
     struct event *status_timer;
     struct event *stop_timer;     /* STOP_WAIT_S after a clean stop began */
     bool ready_sent;
+    struct lease *lease;          /* the "component" group: its holder is the active one */
+    char name[STORECODEC_MEMBER_NAME_MAX + 1];
+    bool active;                  /* holds the lease: connected to the XMPP server */
+    bool others_ready;            /* the last view had a standby ready to take over */
     bool stopping;
+    bool left;                    /* lease_leave called: the loop exits once done */
 };
+
+static struct metric *m_active, *m_takeovers;
 
 /* ---- readiness, status ------------------------------------------------------------- */
 
@@ -83,6 +92,18 @@ static bool is_ready(void *arg, struct sbuf *why)
 
     if (!directory_ready(a->dir, why))
         ok = false;
+    if (!a->active) {
+        /* A standby is ready once it could take over: state loaded, lease held. */
+        if (!feed_synced(a->feed)) {
+            sbuf_puts(why, "redis: state not loaded\n");
+            ok = false;
+        }
+        if (!lease_held(a->lease)) {
+            sbuf_puts(why, "cluster: no lease in Redis yet\n");
+            ok = false;
+        }
+        return ok;
+    }
     if (!xmpplink_up(a->xmpp)) {
         sbuf_puts(why, "xmpp: stream not up\n");
         ok = false;
@@ -113,10 +134,12 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
         /* Checked every second until ready; then STATUS= only needs refreshing. */
         event_del(a->status_timer);
         event_add(a->status_timer, &slow);
-        log_notice("main", "event=ready users=%zu", a->users.by_jid.count);
+        log_notice("main", "event=ready users=%zu role=%s instance=%s", a->users.by_jid.count,
+                   a->active ? "active" : "standby", log_q(a->name));
         daemon_notify("READY=1");
     }
-    daemon_notify("STATUS=users=%zu xmpp=%s redis=%s stanzas_sent=%lu", a->users.by_jid.count,
+    daemon_notify("STATUS=role=%s users=%zu xmpp=%s redis=%s stanzas_sent=%lu",
+                  a->active ? "active" : "standby", a->users.by_jid.count,
                   xmpplink_up(a->xmpp) ? "up" : "down",
                   feed_synced(a->feed) ? "synced" : "down", xmpplink_sent(a->xmpp));
 }
@@ -191,6 +214,7 @@ static void on_feed_synced(void *arg)
 {
     struct app *a = arg;
 
+    lease_set_ready(a->lease, true); /* may take over now */
     if (xmpplink_up(a->xmpp))
         pub_all(a->pub);
 }
@@ -304,6 +328,74 @@ static void on_user_removed(void *arg, struct cuser *u)
     vcard_forget(a->vcard, u);
 }
 
+/* ---- active or standby (the lease) -------------------------------------------------- */
+
+/* The XMPP server takes one connection per component domain: only the lease's holder
+ * connects. It reads every watcher from Redis, and on connecting sends every watcher
+ * the current presence (on_xmpp_up: pub_all); PEP items are published again as a new
+ * stream always does (the grants come again from the server). */
+static void become_active(struct app *a)
+{
+    if (a->active || a->stopping)
+        return;
+    a->active = true;
+    metric_set(m_active, NULL, 1);
+    metric_inc(m_takeovers, NULL);
+    log_notice("main", "event=active instance=%s epoch=%llu action=connecting",
+               log_q(a->name),
+               (unsigned long long)lease_epoch(a->lease));
+    watchers_set_active(a->wstore, true);
+    xmpplink_start(a->xmpp);
+}
+
+/* Closes the stream without a goodbye: watchers keep what they were shown until the
+ * new active component sends it again. */
+static void become_standby(struct app *a, const char *why)
+{
+    if (!a->active)
+        return;
+    a->active = false;
+    metric_set(m_active, NULL, 0);
+    log_notice("main", "event=standby instance=%s reason=\"%s\"", log_q(a->name),
+               why);
+    xmpplink_stop(a->xmpp);
+    watchers_set_active(a->wstore, false);
+}
+
+static void on_lease_view(void *arg, const struct lease_view *v)
+{
+    struct app *a = arg;
+    bool holder = v->holder && strcmp(v->holder, a->name) == 0 && v->holder_epoch == v->epoch;
+
+    a->others_ready = false;
+    for (size_t i = 0; i < v->n; i++) {
+        if (strcmp(v->members[i].name, a->name) != 0 && v->members[i].rec.ready &&
+            !v->members[i].rec.leaving)
+            a->others_ready = true;
+    }
+    /* What the next renewal reports: whether this one could take over (the active one
+     * can always take the role back, e.g. from a Redis that restarted empty, while it
+     * reloads the state). */
+    lease_set_ready(a->lease, feed_synced(a->feed) || a->active);
+    if (holder)
+        become_active(a);
+    else if (a->active && v->holder)
+        become_standby(a, "another component holds the lease");
+}
+
+static void on_lease_expired(void *arg)
+{
+    struct app *a = arg;
+
+    /* Redis cannot be reached to renew: a standby that can may take over once the lease
+     * runs out there, and the XMPP server takes one connection. Alone, keep serving. */
+    if (a->active && a->others_ready)
+        become_standby(a, "lease not renewed: a standby may take over");
+}
+
+static const struct lease_ops lease_ops = {.on_view = on_lease_view,
+                                           .on_expired = on_lease_expired};
+
 /* ---- signals ----------------------------------------------------------------------- */
 
 static void stop_now(void *arg)
@@ -313,13 +405,25 @@ static void stop_now(void *arg)
     event_base_loopexit(a->base, NULL);
 }
 
+/* The lease given up, not left to run out: a component started next need not wait for it.
+ * The loop exits once Redis has it (at once if Redis cannot be reached). */
+static void leave_then_stop(void *arg)
+{
+    struct app *a = arg;
+
+    if (a->left)
+        return;
+    a->left = true;
+    lease_leave(a->lease, stop_now, a);
+}
+
 static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct app *a = arg;
 
     log_warn("main", "event=stop_timeout pending_pep=%u after_s=%d", priv_pending(a->priv),
              STOP_WAIT_S);
-    stop_now(a);
+    leave_then_stop(a);
 }
 
 static void on_stop(void *arg)
@@ -331,15 +435,25 @@ static void on_stop(void *arg)
         return;
     a->stopping = true;
     daemon_notify("STOPPING=1");
+    if (a->active && a->others_ready && lease_held(a->lease)) {
+        /* A standby is ready: it connects as soon as this one has closed its stream and
+         * given the lease up (it waits on the wake list), and sends every watcher the
+         * current presence; nobody is shown "unavailable". */
+        log_notice("main", "event=handover instance=%s note=\"a standby takes over\"",
+                   log_q(a->name));
+        xmpplink_stop(a->xmpp);
+        leave_then_stop(a);
+        return;
+    }
     if (a->cfg->component_keep_on_stop) {
-        stop_now(a);
+        leave_then_stop(a);
         return;
     }
     pub_goodbye(a->pub);
     /* PEP is read before it is written: let those answers come, a few seconds at most. */
     a->stop_timer = evtimer_new(a->base, on_stop_timeout, a);
     evtimer_add(a->stop_timer, &tv);
-    priv_when_idle(a->priv, stop_now, a);
+    priv_when_idle(a->priv, leave_then_stop, a);
 }
 
 /* daemon_reload() checked and loaded the file: hand the new configuration over. */
@@ -414,6 +528,14 @@ int main(int argc, char **argv)
         goto out;
     hooks.dir = a.dir;
     ctlsock_register_metrics();
+    lease_register_metrics();
+    m_active = metric_new(METRIC_GAUGE, "offhook_component_active",
+                          "1 while this component is the active one (holds the lease, "
+                          "connects to the XMPP server); 0 while it is a standby.",
+                          NULL, NULL);
+    m_takeovers = metric_new(METRIC_COUNTER, "offhook_component_takeovers_total",
+                             "Times this component became the active one.", NULL, NULL);
+    metric_set(m_active, NULL, 0);
     daemon_setup(a.base, &hooks);
     if (a.cfg->component_metrics[0]) {
         a.http = httpd_start(a.base, a.cfg->component_metrics, is_ready, &a);
@@ -449,6 +571,14 @@ int main(int argc, char **argv)
                                    .feed = a.feed, .wstore = a.wstore, .ready = is_ready,
                                    .arg = &a});
     }
+    if (a.cfg->component_instance[0])
+        str_copy(a.name, sizeof a.name, a.cfg->component_instance);
+    else
+        lease_default_name(a.name, sizeof a.name);
+    /* Connects to the XMPP server once it holds the lease (become_active). */
+    a.lease = lease_new(a.base, a.cfg, "component", a.name, a.cfg->component_lease_ttl * 1000,
+                        &lease_ops, &a);
+    lease_want_holder(a.lease, true);
     a.status_timer = event_new(a.base, -1, EV_PERSIST, on_status, &a);
     event_add(a.status_timer, &status_tv);
 
@@ -466,6 +596,7 @@ out:
     /* The link first: closing the stream runs its last pass (stanzas, on_down), which
      * reaches the router and the writers. */
     xmpplink_free(a.xmpp);
+    lease_free(a.lease);
     health_free(a.health);
     watchers_free(a.wstore);
     feed_free(a.feed);

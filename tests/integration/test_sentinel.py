@@ -44,7 +44,7 @@ def on_master(d, node):
     return d.metrics().get('offhook_redis_master{master="%s"}' % node.addr(), 0)
 
 
-NLINKS = {"sipbridge": 1, "component": 3}  # store; feed, watchers, health
+NLINKS = {"sipbridge": 2, "component": 4}  # store, lease; feed, watchers, health, lease
 
 
 @pytest.fixture(scope="module")
