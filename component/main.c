@@ -79,7 +79,11 @@ struct app {
     bool others_ready;            /* the last view had a standby ready to take over */
     bool stopping;
     bool left;                    /* lease_leave called: the loop exits once done */
+    bool stop_on_view;            /* SIGTERM: decide with the next view (a fresh one) */
+    struct event *view_timer;     /* ... or after STOP_VIEW_WAIT_MS without one */
 };
+
+#define STOP_VIEW_WAIT_MS 1500 /* a fresh view of the standbys before a clean stop */
 
 static struct metric *m_active, *m_takeovers;
 
@@ -362,6 +366,8 @@ static void become_standby(struct app *a, const char *why)
     watchers_set_active(a->wstore, false);
 }
 
+static void stop_decide(struct app *a);
+
 static void on_lease_view(void *arg, const struct lease_view *v)
 {
     struct app *a = arg;
@@ -377,6 +383,10 @@ static void on_lease_view(void *arg, const struct lease_view *v)
      * can always take the role back, e.g. from a Redis that restarted empty, while it
      * reloads the state). */
     lease_set_ready(a->lease, feed_synced(a->feed) || a->active);
+    if (a->stop_on_view) {
+        stop_decide(a);
+        return;
+    }
     if (holder)
         become_active(a);
     else if (a->active && v->holder)
@@ -426,15 +436,41 @@ static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
     leave_then_stop(a);
 }
 
+static void on_view_timer(evutil_socket_t fd, short what, void *arg)
+{
+    stop_decide(arg);
+}
+
 static void on_stop(void *arg)
 {
     struct app *a = arg;
-    struct timeval tv = {.tv_sec = STOP_WAIT_S};
+    struct timeval tv = {.tv_sec = STOP_VIEW_WAIT_MS / 1000,
+                         .tv_usec = (STOP_VIEW_WAIT_MS % 1000) * 1000};
 
     if (a->stopping)
         return;
     a->stopping = true;
     daemon_notify("STOPPING=1");
+    if (!a->active || !lease_held(a->lease)) {
+        stop_decide(a);
+        return;
+    }
+    /* Whether a standby is ready is decided on a view taken now, not the last one (up to
+     * a renewal period old: a standby that just became ready would be missed). */
+    a->stop_on_view = true;
+    a->view_timer = evtimer_new(a->base, on_view_timer, a);
+    evtimer_add(a->view_timer, &tv);
+    lease_renew_now(a->lease);
+}
+
+/* The clean stop itself: hand over to a ready standby, or say goodbye. */
+static void stop_decide(struct app *a)
+{
+    struct timeval tv = {.tv_sec = STOP_WAIT_S};
+
+    if (!a->stop_on_view && a->view_timer)
+        return; /* decided already */
+    a->stop_on_view = false;
     if (a->active && a->others_ready && lease_held(a->lease)) {
         /* A standby is ready: it connects as soon as this one has closed its stream and
          * given the lease up (it waits on the wake list), and sends every watcher the
@@ -593,6 +629,8 @@ out:
         event_free(a.stop_timer);
     ctlsock_free(a.ctl);
     ctlcommon_free();
+    if (a.view_timer)
+        event_free(a.view_timer);
     /* The link first: closing the stream runs its last pass (stanzas, on_down), which
      * reaches the router and the writers. */
     xmpplink_free(a.xmpp);

@@ -28,6 +28,8 @@ struct muser {
     enum mu_state st;
     int64_t moving_since;      /* mono ms, MU_MOVING */
     bool audit;                /* MU_HELD: check Redis names this member as its owner */
+    int64_t audit_until;       /* mono ms: then stop checking (a user never heard from) */
+    uint64_t audit_gen;        /* view it was last checked in: once per view at most */
     bool configured;           /* member_set_users' mark */
 };
 
@@ -57,6 +59,7 @@ struct member {
     bool reassign;             /* the users changed: assign again at the next view */
     int held, moving, audits;  /* users MU_HELD, MU_MOVING, MU_HELD with audit */
     bool auditing;             /* an owner read is in flight */
+    uint64_t view_gen;         /* views applied */
     bool leaving;
     int64_t leave_deadline;    /* mono ms */
     void (*left)(void *arg);
@@ -166,6 +169,25 @@ static const char *assignee(const struct member *m, const struct roster *r, cons
 
 /* ---- assignment -------------------------------------------------------------------- */
 
+/* u (held) is checked until Redis names this member as its owner, claiming it again
+ * while it does not: a handover's old owner may write once more after the new owner's
+ * first write (before it has seen the new roster), and it lets go only once Redis names
+ * another member. */
+static void audit_on(struct member *m, struct muser *u)
+{
+    if (!u->audit)
+        m->audits++;
+    u->audit = true;
+    u->audit_until = clock_mono_ms() + MOVE_MAX_MS;
+}
+
+static void audit_off(struct member *m, struct muser *u)
+{
+    if (u->audit)
+        m->audits--;
+    u->audit = false;
+}
+
 static void release(struct member *m, struct muser *u, const char *why)
 {
     u->st = MU_NONE;
@@ -208,6 +230,8 @@ static void assign(struct member *m, const struct roster *before)
             u->st = MU_HELD;
             u->audit = false;
             m->held++;
+            if (handover)
+                audit_on(m, u);
             if (handover) {
                 metric_inc(m_moves, "in");
                 handed++;
@@ -221,9 +245,7 @@ static void assign(struct member *m, const struct roster *before)
         case MU_HELD:
             if (mine)
                 break;
-            if (u->audit)
-                m->audits--;
-            u->audit = false;
+            audit_off(m, u);
             u->st = MU_MOVING;
             u->moving_since = clock_mono_ms();
             m->held--;
@@ -259,6 +281,7 @@ struct audit_req {
     struct member *m;
     char **jids;
     size_t n;
+    uint64_t gen;              /* the view it was made in */
 };
 
 static void on_audit(void *arg, const char *const *owners, size_t n, bool ok)
@@ -273,10 +296,13 @@ static void on_audit(void *arg, const char *const *owners, size_t n, bool ok)
 
         if (!u || (!ok && !owner))
             continue; /* gone meanwhile, or not read */
+        u->audit_gen = req->gen;
         if (u->st == MU_HELD && u->audit) {
-            u->audit = false;
-            m->audits--;
-            if (!owner || strcmp(owner, m->me) != 0)
+            if (owner && strcmp(owner, m->me) == 0)
+                audit_off(m, u);
+            else if (now > u->audit_until)
+                audit_off(m, u); /* never heard from: its first write claims it */
+            else
                 m->ops.on_claim(m->arg, u->jid);
         } else if (u->st == MU_MOVING) {
             if (owner && strcmp(owner, m->me) == 0) {
@@ -296,13 +322,13 @@ static void on_audit(void *arg, const char *const *owners, size_t n, bool ok)
     free(req);
     m->auditing = false;
     update_metrics(m);
-    if (m->leaving && !m->finishing && m->held == 0 && m->moving == 0)
-        audit(m); /* finishes the leave */
+    audit(m); /* the next batch of this view, or the end of a leave */
 }
 
 static void finish_leave(struct member *m);
 
-/* Reads the owner Redis names for the users being handed over and those to check. */
+/* Reads the owner Redis names for the users being handed over and those to check, each
+ * once per view (a renewal, every fifth of the lease), in batches. */
 static void audit(struct member *m)
 {
     struct audit_req *req;
@@ -318,10 +344,12 @@ static void audit(struct member *m)
         return;
     req = xcalloc(1, sizeof *req);
     req->m = m;
+    req->gen = m->view_gen;
     req->jids = xcalloc(AUDIT_BATCH, sizeof *req->jids);
     while (req->n < AUDIT_BATCH && strmap_next(&m->users, &pos, &k, &v)) {
         struct muser *u = v;
-        if (u->st == MU_MOVING || (u->st == MU_HELD && u->audit))
+        if ((u->st == MU_MOVING || (u->st == MU_HELD && u->audit)) &&
+            u->audit_gen != m->view_gen)
             req->jids[req->n++] = xstrdup(u->jid);
     }
     if (req->n && store_read_owners(m->store, (const char *const *)req->jids, req->n, on_audit,
@@ -354,10 +382,8 @@ static void on_view(void *arg, const struct lease_view *v)
          * each is checked, and claimed where it has state. */
         while (strmap_next(&m->users, &pos, &k, &val)) {
             struct muser *u = val;
-            if (u->st == MU_HELD && !u->audit) {
-                u->audit = true;
-                m->audits++;
-            }
+            if (u->st == MU_HELD)
+                audit_on(m, u);
         }
     }
     now.takers = xcalloc(v->n + 1, sizeof *now.takers);
@@ -373,6 +399,7 @@ static void on_view(void *arg, const struct lease_view *v)
     if (v->holder)
         str_copy(now.holder, sizeof now.holder, v->holder);
     m->have_view = true;
+    m->view_gen++;
     if (first || m->reassign || !roster_same(&now, &m->r)) {
         struct roster before = m->r;
         m->r = now;
@@ -508,9 +535,8 @@ void member_fenced(struct member *m, const char *jid, bool lease_lost)
     if (u->st == MU_MOVING) {
         release(m, u, "new_owner_wrote");
         update_metrics(m);
-    } else if (u->st == MU_HELD && !u->audit) {
-        u->audit = true;
-        m->audits++;
+    } else if (u->st == MU_HELD) {
+        audit_on(m, u);
     }
 }
 

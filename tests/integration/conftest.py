@@ -13,6 +13,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Stack, Workdir  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "multihost: several sipbridges and components with Redis Sentinel "
+        "(test_cluster.py): scripts/test.sh runs it in the plain pass only, not under ASan "
+        "or valgrind (-m 'not multihost')")
+
+
 def failing(request):
     """A function telling, when a fixture's teardown calls it, whether a test failed while
     the fixture was up (a setup or the test itself: their reports are in before teardown
