@@ -142,10 +142,10 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
                    a->active ? "active" : "standby", log_q(a->name));
         daemon_notify("READY=1");
     }
-    daemon_notify("STATUS=role=%s users=%zu xmpp=%s redis=%s stanzas_sent=%lu",
-                  a->active ? "active" : "standby", a->users.by_jid.count,
-                  xmpplink_up(a->xmpp) ? "up" : "down",
-                  feed_synced(a->feed) ? "synced" : "down", xmpplink_sent(a->xmpp));
+    daemon_notify("STATUS=users=%zu xmpp=%s redis=%s stanzas_sent=%lu role=%s",
+                  a->users.by_jid.count, xmpplink_up(a->xmpp) ? "up" : "down",
+                  feed_synced(a->feed) ? "synced" : "down", xmpplink_sent(a->xmpp),
+                  a->active ? "active" : "standby");
 }
 
 /* ---- the XMPP link ------------------------------------------------------------------ */

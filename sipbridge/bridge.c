@@ -949,7 +949,8 @@ void bridge_claim(struct bridge *b, const char *jid)
         store_claim(b->store, jid);
 }
 
-void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
+void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
+                         struct bridge_reload *out)
 {
     struct buser **old = xmalloc((b->users.count + 1) * sizeof *old);
     char **again = xmalloc((b->users.count + 1) * sizeof *again);
@@ -1016,9 +1017,9 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     free(again);
     free(again_moving);
     list_reindex(b);
-    log_notice("bridge", "event=reloaded users=%zu held=%zu removed=%d resubscribed=%d "
-                         "unchanged=%d",
-               cfg->nusers, b->users.count, removed, resubscribed, kept);
+    out->removed = removed;
+    out->resubscribed = resubscribed;
+    out->unchanged = kept;
 }
 
 void bridge_free(struct bridge *b)

@@ -48,7 +48,11 @@ struct subs_mgr *bridge_subs(const struct bridge *b);
 /* Reload: of the users held, removes those no longer configured and re-subscribes those
  * whose phones or packages changed, leaving every other subscription untouched (users
  * the reload adds are member.c's to give). */
-void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg);
+struct bridge_reload {
+    int removed, resubscribed, unchanged; /* users held before the reload */
+};
+void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
+                         struct bridge_reload *out);
 /* Frees every user; live subscriptions get Expires: 0 (none are left after
  * sipua_shutdown, which ends them all). */
 void bridge_free(struct bridge *b);

@@ -113,13 +113,13 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
                    member_name(a->member));
         daemon_notify("READY=1");
     }
-    daemon_notify("STATUS=users=%d owned=%d subscriptions active=%d backoff=%d starting=%d "
-                  "redis=%s pending_writes=%d",
-                  bridge_user_count(a->bridge), member_users_owned(a->member),
-                  subs_mgr_count(m, SUB_ACTIVE),
+    daemon_notify("STATUS=users=%d subscriptions active=%d backoff=%d starting=%d redis=%s "
+                  "pending_writes=%d owned=%d",
+                  bridge_user_count(a->bridge), subs_mgr_count(m, SUB_ACTIVE),
                   subs_mgr_count(m, SUB_BACKOFF),
                   subs_mgr_count(m, SUB_QUEUED) + subs_mgr_count(m, SUB_SUBSCRIBING),
-                  store_up(a->store) ? "up" : "down", store_pending(a->store));
+                  store_up(a->store) ? "up" : "down", store_pending(a->store),
+                  member_users_owned(a->member));
 }
 
 /* The kernel dropped datagrams on the SIP port: the subscribe ramp slows down. */
@@ -232,11 +232,17 @@ static void on_log_level(void *arg)
 static void on_reload(void *arg, struct offhook_config *next)
 {
     struct app *a = arg;
+    struct bridge_reload r;
+    int added;
 
     suloop_route_logs(log_level);
     sipua_update(a->ua, next);
-    bridge_apply_config(a->bridge, next);
-    member_set_users(a->member, next);
+    bridge_apply_config(a->bridge, next, &r);
+    added = member_set_users(a->member, next); /* acquires this member's new users now */
+    log_notice("main", "event=reloaded users=%zu added=%d removed=%d resubscribed=%d "
+                       "unchanged=%d held=%d",
+               next->nusers, added, r.removed, r.resubscribed, r.unchanged,
+               bridge_user_count(a->bridge));
 }
 
 /* The directory's users changed: they come into force the way a reload's do (not while

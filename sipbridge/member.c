@@ -511,14 +511,24 @@ void member_free(struct member *m)
     free(m);
 }
 
-void member_set_users(struct member *m, const struct offhook_config *cfg)
+int member_set_users(struct member *m, const struct offhook_config *cfg)
 {
     bool was_list = m->list_mode;
+    int before;
 
     set_users(m, cfg);
-    if (was_list != m->list_mode)
+    if (was_list != m->list_mode) {
         lease_want_holder(m->lease, m->list_mode && !m->leaving);
-    lease_renew_now(m->lease); /* assigned at its answer */
+        lease_renew_now(m->lease); /* the holder role changes hands: assigned then */
+        return 0;
+    }
+    if (!m->have_view)
+        return 0; /* assigned at the first view */
+    /* The roster has not changed: the users are assigned on it now. */
+    m->reassign = false;
+    before = m->held + m->moving;
+    assign(m, &m->r);
+    return m->held + m->moving - before;
 }
 
 void member_fenced(struct member *m, const char *jid, bool lease_lost)

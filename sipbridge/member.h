@@ -44,10 +44,11 @@ struct member *member_new(struct event_base *base, const struct offhook_config *
 /* Leaves nothing behind in Redis that matters: the lease runs out (or was given up by
  * member_leave). */
 void member_free(struct member *m);
-/* A reload (or directory change) replaced the configuration: users are assigned again;
- * those no longer configured are forgotten without on_release (the owner already freed
- * them). cfg must stay valid as for member_new. */
-void member_set_users(struct member *m, const struct offhook_config *cfg);
+/* A reload (or directory change) replaced the configuration: users are assigned again,
+ * now (on_acquire for the new ones that are this member's); those no longer configured
+ * are forgotten without on_release (the owner already freed them). Returns how many
+ * users were acquired. cfg must stay valid as for member_new. */
+int member_set_users(struct member *m, const struct offhook_config *cfg);
 /* A write of jid was fenced (store_on_fenced): the lease was lost (renewed now), or
  * another member owns jid (a user being handed over is let go at once). */
 void member_fenced(struct member *m, const char *jid, bool lease_lost);
