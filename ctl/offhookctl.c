@@ -557,13 +557,13 @@ static void print_member(const struct ctl_member *m, int64_t now, long ttl_s, co
         printf("}");
         return;
     }
-    snprintf(age, sizeof age, "%.1f s", (double)(now - renewed) / 1000.0);
+    snprintf(age, sizeof age, "%.1f s ago", (double)(now - renewed) / 1000.0);
     if (sipbridge)
-        printf("  %-28s %-9s epoch %-6llu renewed %-9s ago  %6ld users%s\n", m->name, role,
-               (unsigned long long)m->rec.epoch, age, m->rec.count,
+        printf("  %-28s %-8s epoch %-6llu renewed %-11s %6ld user%s%s\n", m->name, role,
+               (unsigned long long)m->rec.epoch, age, m->rec.count, m->rec.count == 1 ? "" : "s",
                m->rec.expires_ms < now ? "  (lease run out: taken for dead soon)" : "");
     else
-        printf("  %-28s %-9s epoch %-6llu renewed %-9s ago%s%s\n", m->name, role,
+        printf("  %-28s %-8s epoch %-6llu renewed %-11s%s%s\n", m->name, role,
                (unsigned long long)m->rec.epoch, age,
                !strcmp(role, "standby") && !m->rec.ready ? "  (not ready: loading state)" : "",
                m->rec.expires_ms < now ? "  (lease run out)" : "");

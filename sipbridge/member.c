@@ -365,6 +365,8 @@ static void audit(struct member *m)
 
 /* ---- the lease ----------------------------------------------------------------------- */
 
+static void give_up_leave(struct member *m, const char *why);
+
 static void on_view(void *arg, const struct lease_view *v)
 {
     struct member *m = arg;
@@ -409,6 +411,10 @@ static void on_view(void *arg, const struct lease_view *v)
     } else {
         roster_free(&now);
     }
+    if (m->leaving && !m->finishing && m->r.ntakers == 0) {
+        give_up_leave(m, "nobody_left_to_take_them"); /* every sipbridge stops at once */
+        return;
+    }
     audit(m);
 }
 
@@ -416,6 +422,10 @@ static void on_expired(void *arg)
 {
     struct member *m = arg;
 
+    if (m->leaving && !m->finishing) {
+        give_up_leave(m, "redis_unreachable");
+        return;
+    }
     /* Nothing moves while Redis cannot be reached: users stay with whoever holds them
      * and writes are held by the store. Others may take this member's users once its
      * lease runs out there; its writes are then fenced and the next renewal rejoins. */
@@ -570,25 +580,31 @@ static void finish_leave(struct member *m)
     lease_leave(m->lease, on_left, m);
 }
 
-static void on_leave_deadline(evutil_socket_t fd, short what, void *arg)
+/* The handover cannot finish: the rest of the users are let go now (taken over by
+ * others once this lease is gone, if any run). */
+static void give_up_leave(struct member *m, const char *why)
 {
-    struct member *m = arg;
     size_t pos = 0;
     const char *k;
     void *v;
 
     if (m->finishing)
         return;
-    log_warn("member", "event=leave_timeout name=%s after_s=%d moving=%d held=%d "
+    log_warn("member", "event=leave_cut_short name=%s reason=%s moving=%d held=%d "
                        "action=\"letting the rest go: taken over once the lease is gone\"",
-             m->name, MEMBER_LEAVE_MAX_S, m->moving, m->held);
+             m->name, why, m->moving, m->held);
     while (strmap_next(&m->users, &pos, &k, &v)) {
         struct muser *u = v;
         if (u->st == MU_MOVING)
-            release(m, u, "leave_timeout");
+            release(m, u, why);
     }
     update_metrics(m);
     finish_leave(m);
+}
+
+static void on_leave_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    give_up_leave(arg, "leave_timeout");
 }
 
 bool member_leave(struct member *m, void (*done)(void *arg), void *arg)

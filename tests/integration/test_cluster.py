@@ -231,7 +231,7 @@ def test_sipbridge_stopped_cleanly(cs):
     took = c.converge()
     assert not c.unknown_since(t0), c.unknown_since(t0)
     assert not c.shown_out_of_order(t0)
-    assert "event=left" in leaving.log() and "leave_timeout" not in leaving.log()
+    assert "event=left" in leaving.log() and "leave_cut_short" not in leaving.log()
     assert "sb3" not in c.members_hash()
     check_owners(c)
     report("sipbridge_leaves", moved_users=share, exited_s=round(left_s, 2),
