@@ -175,13 +175,20 @@ class ClusterStack:
         """Seconds until label's lease runs out, by the Redis server's clock."""
         return (self.members_hash(group)[label][1] - self.redis_now_ms()) / 1000.0
 
+    def hget_all(self, field):
+        """{user index: the field of its hash} on the master, in one round of redis-cli."""
+        m = self.rs.master()
+        cmds = "".join("HGET offhook:user:u%02d@localhost %s\n" % (i, field)
+                       for i in range(self.n))
+        out = subprocess.run(["redis-cli", "-p", str(m.port), "--raw", "--no-auth-warning",
+                              "-a", m.password], input=cmds, capture_output=True, text=True,
+                             timeout=10).stdout.split("\n")
+        return {i: out[i] if i < len(out) else "" for i in range(self.n)}
+
     def owners(self):
         """{user index: owner label} from each user's hash in Redis."""
-        out = {}
-        for i in range(self.n):
-            o = self.redis("HGET", "offhook:user:u%02d@localhost" % i, "owner")
-            out[i] = o.split(" ", 1)[1] if " " in o else None
-        return out
+        return {i: o.split(" ", 1)[1] if " " in o else None
+                for i, o in self.hget_all("owner").items()}
 
     # ---- what the client shows -----------------------------------------------------------
     def wrong(self):
@@ -190,12 +197,9 @@ class ClusterStack:
                 for i in range(self.n) if cur.get(contact(i)) != VIEW[self.calls.truth[i]]}
 
     def wrong_in_redis(self):
-        out = {}
-        for i in range(self.n):
-            st = self.redis("HGET", "offhook:user:u%02d@localhost" % i, "state")
-            if st != self.calls.truth[i]:
-                out["u%02d" % i] = (st, self.calls.truth[i])
-        return out
+        states = self.hget_all("state")
+        return {"u%02d" % i: (states[i], self.calls.truth[i]) for i in range(self.n)
+                if states[i] != self.calls.truth[i]}
 
     def converge(self, timeout=30.0, t0=None):
         """Seconds (from t0, default now) until the client shows every phone as the PBX
