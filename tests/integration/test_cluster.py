@@ -373,3 +373,81 @@ def test_active_component_stopped_cleanly(cs):
     report("component_handover", **row)
     assert connected <= 2.0, row
     c.start_component(active.label)
+
+
+# ---- the resource list, held by one sipbridge (plain Redis, a scripted PBX) -------------
+
+LIST_CT = 'multipart/related;type="application/rlmi+xml";boundary="b"'
+
+
+def rlmi_full(states):
+    """A full-state RFC 4662 list NOTIFY body: {extension: dialog state}."""
+    out = ['--b\r\nContent-Type: application/rlmi+xml\r\nContent-ID: <root@pbx>\r\n\r\n'
+           '<list xmlns="urn:ietf:params:xml:ns:rlmi" uri="sip:phones@pbx.example.com" '
+           'version="0" fullState="true">' +
+           "".join('<resource uri="sip:%s@pbx.example.com"><instance id="i%s" state="active" '
+                   'cid="%s@pbx"/></resource>' % (e, e, e) for e in states) + '</list>\r\n']
+    for e, st in states.items():
+        out.append('--b\r\nContent-Type: application/dialog-info+xml\r\nContent-ID: <%s@pbx>'
+                   '\r\n\r\n<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" '
+                   'version="0" state="full" entity="sip:%s@pbx.example.com"><dialog id="%s">'
+                   '<state>%s</state></dialog></dialog-info>\r\n' % (e, e, e, st))
+    return "".join(out) + "--b--\r\n"
+
+
+def test_resource_list_held_by_one_with_takeover(stack_factory):
+    """[sip] resource_list with two sipbridges: one holds the list (and so every user), the
+    other subscribes nothing; killed, the holder's list is taken over by the other once
+    its lease has run out: one new list SUBSCRIBE, whose full state every phone shows."""
+    from calls import IDLE, ON_CALL
+    from cluster import Member, member_config
+    from harness import free_port, scenario_notify, step_answer_forever, step_respond
+    users = (("alice@localhost", "sip:1001@pbx.example.com"),
+             ("bob@localhost", "sip:1002@pbx.example.com"))
+    s = stack_factory(users=users, loglevel="info")
+    s.write_config(extra="[sip]\nresource_list = sip:phones@127.0.0.1:%d\n" % s.pbx_port)
+    s.start_component()
+    w = s.watcher("bob@localhost")
+    for u in ("alice", "bob"):
+        w.subscribe("%s@phone.localhost" % u)
+    s.start_pbx_script([
+        [step_respond(expires=3600, initial=True),
+         scenario_notify(rlmi_full({"1001": "confirmed", "1002": "terminated"}),
+                         ctype=LIST_CT, pause_ms=100),
+         step_answer_forever()],
+        [step_respond(expires=3600, initial=True),
+         scenario_notify(rlmi_full({"1001": "terminated", "1002": "confirmed"}),
+                         ctype=LIST_CT, pause_ms=100),
+         step_answer_forever()]])
+
+    def start(label):
+        sip, port = free_port(), free_port()
+        cfg = member_config(s.config, os.path.join(s.dir, label + ".conf"), [
+            ("sip", "listen", "udp:127.0.0.1:%d" % sip),
+            ("sipbridge", "metrics", "127.0.0.1:%d" % port),
+            ("sipbridge", "instance", label)])
+        d = Member("sipbridge", label, cfg, s.dir, port, sip)
+        s.all_daemons.append(d)
+        wait_until(d.ready, timeout=30, what="sipbridge %s ready" % label)
+        return d
+
+    a = start("sb-a")
+    wait_until(lambda: w.last("alice@phone.localhost") == ON_CALL and
+               w.last("bob@phone.localhost") == IDLE, timeout=20, what="the first list shown")
+    b = start("sb-b")
+    time.sleep(2.0)  # two renewals: b has seen the holder and kept away
+    assert a.metrics()["offhook_lease_holder"] == 1 and a.owned() == 2
+    assert b.metrics()["offhook_lease_holder"] == 0 and b.owned() == 0
+    assert b.metrics().get('offhook_subscriptions{state="active"}', 0) == 0
+    t0 = time.monotonic()
+    a.kill9()
+    wait_until(lambda: w.last("alice@phone.localhost") == IDLE and
+               w.last("bob@phone.localhost") == ON_CALL, timeout=20,
+               what="the list taken over and its full state shown")
+    took = time.monotonic() - t0
+    assert b.metrics()["offhook_lease_holder"] == 1 and b.owned() == 2
+    assert s.redis.cli("HGET", "offhook:members:sipbridge", "@holder").endswith(" sb-b")
+    subs = [m for m in s.pbx.messages().split("\n\n") if m.startswith("SUBSCRIBE sip:phones")]
+    assert len([m for m in subs if "Expires: 0" not in m]) >= 2
+    report("resource_list_takeover", list_users=2, shown_s=round(took, 2))
+    assert took <= LEASE_TTL_S + 5.0
