@@ -16,7 +16,8 @@ import subprocess
 import time
 
 from calls import UNKNOWN, VIEW
-from harness import Daemon, PbxSim, Prosody, binary, free_port, offhook_config, wait_until
+from harness import (Daemon, PbxSim, Prosody, binary, control_dir, free_port, offhook_config,
+                     wait_until)
 from sentinel import EXT0, Calls, SentinelRedis, contact, use_sentinels
 
 
@@ -49,6 +50,18 @@ def member_config(base, path, section_values, replace=()):
     lines = open(base).read().split("\n")
     for old, new in replace:
         lines = [new if line == old else line for line in lines]
+    # Each daemon its own control socket (a second one on the same path refuses to start),
+    # named after the file, unless given.
+    given = {(sec, key) for sec, key, _ in section_values}
+    label = os.path.splitext(os.path.basename(path))[0]
+    section = None
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif line.startswith("control = ") and section in ("sipbridge", "component") and \
+                (section, "control") not in given:
+            lines[i] = "control = %s" % os.path.join(control_dir(path), "%s.%s.sock" % (
+                label, section))
     for section, key, value in section_values:
         start = lines.index("[%s]" % section)
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")),
