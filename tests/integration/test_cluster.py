@@ -368,7 +368,7 @@ def test_active_component_stopped_cleanly(cs):
     took = c.converge()
     assert not c.unavailable_since(t0), c.unavailable_since(t0)
     assert "event=handover" in active.log()
-    row = dict(stopped_s=round(stopped, 2), standby_connected_s=round(connected, 2),
+    row = dict(stopped_s=round(stopped, 3), standby_connected_s=round(connected, 3),
                next_changes_s=round(took, 2))
     report("component_handover", **row)
     assert connected <= 2.0, row
