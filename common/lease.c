@@ -163,7 +163,7 @@ static void report(struct lease *l, const redisReply *hash, int64_t now_ms, bool
         if (l->ndead < MAX_DEAD && strcmp(k->str, l->name) != 0 && dead_here(k->str)) {
             log_notice("lease", "event=pruning_dead group=%s name=%s reason=\"its process "
                                 "on this host is gone\"",
-                       l->group, k->str);
+                       l->group, log_q(k->str));
             str_copy(l->dead[l->ndead++], sizeof l->dead[0], k->str);
             l->again = true; /* renew at once: the prune then shows in the next view */
             continue;
@@ -232,7 +232,7 @@ static void on_renewed(struct redislink *link, redisReply *r, void *arg)
             log_err("lease", "event=name_in_use group=%s name=%s holder_epoch=%llu "
                              "action=\"waiting for it to run out\" note=\"two processes "
                              "have this instance name: give each its own\"",
-                    l->group, l->name, (unsigned long long)epoch);
+                    l->group, log_q(l->name), (unsigned long long)epoch);
         l->conflict_logged = true;
         if (l->epoch) {
             metric_inc(m_lost, NULL);
@@ -253,10 +253,10 @@ static void on_renewed(struct redislink *link, redisReply *r, void *arg)
                           "reason=\"not in Redis any more: pruned by another member (this "
                           "process was taken for dead), or Redis lost it (restarted empty, "
                           "failover)\"",
-                 l->group, l->name, (unsigned long long)l->epoch, (unsigned long long)epoch);
+                 l->group, log_q(l->name), (unsigned long long)l->epoch, (unsigned long long)epoch);
     } else if (joined) {
         log_notice("lease", "event=joined group=%s name=%s epoch=%llu ttl_ms=%ld", l->group,
-                   l->name, (unsigned long long)epoch, l->ttl_ms);
+                   log_q(l->name), (unsigned long long)epoch, l->ttl_ms);
     }
     l->conflict_logged = false;
     l->epoch = epoch;
@@ -328,7 +328,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         l->expired_said = true;
         log_warn("lease", "event=lease_expiring group=%s name=%s epoch=%llu silent_ms=%lld "
                           "reason=\"no renewal answered\"",
-                 l->group, l->name, (unsigned long long)l->epoch,
+                 l->group, log_q(l->name), (unsigned long long)l->epoch,
                  (long long)(clock_mono_ms() - l->ok_mono));
         set_held_metrics(l);
         l->ops.on_expired(l->arg);
@@ -429,7 +429,7 @@ static void on_left(struct redislink *link, redisReply *r, void *arg)
 
     l->done = NULL;
     if (r && r->type == REDIS_REPLY_ARRAY)
-        log_notice("lease", "event=left group=%s name=%s epoch=%llu", l->group, l->name,
+        log_notice("lease", "event=left group=%s name=%s epoch=%llu", l->group, log_q(l->name),
                    (unsigned long long)l->epoch);
     l->epoch = 0;
     l->holder = false;

@@ -854,7 +854,7 @@ static void release_pass(evutil_socket_t fd, short what, void *arg)
         rlsub_free(b->list);
         b->list = NULL;
         b->list_start = false;
-        log_notice("bridge", "event=list_released uri=%s", b->cfg->sip_resource_list);
+        log_notice("bridge", "event=list_released uri=%s", log_q(b->cfg->sip_resource_list));
     }
     list_reindex(b);
     if (b->list && b->list_start) {
@@ -904,7 +904,7 @@ void bridge_hold(struct bridge *b, const char *jid, bool handover)
                             &list_ops, b);
         b->list_start = true; /* at the pass: after the users' own subscriptions */
         schedule_pass(b);
-        log_notice("bridge", "event=list_taken uri=%s", b->cfg->sip_resource_list);
+        log_notice("bridge", "event=list_taken uri=%s", log_q(b->cfg->sip_resource_list));
     }
     store_set_claim(b->store, jid, true);
     u = user_new(b, cu);

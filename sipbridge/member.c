@@ -193,7 +193,7 @@ static void release(struct member *m, struct muser *u, const char *why)
     u->st = MU_NONE;
     m->moving--;
     metric_inc(m_moves, "out");
-    log_debug("member", "event=released user=%s reason=%s", u->jid, why);
+    log_debug("member", "event=released user=%s reason=%s", log_q(u->jid), why);
     m->ops.on_release(m->arg, u->jid);
 }
 
@@ -267,9 +267,9 @@ static void assign(struct member *m, const struct roster *before)
     if (acquired || moving || kept || !before)
         log_notice("member", "event=assigned name=%s members=%zu takers=%zu owned=%d "
                              "acquired=%d handed_over_to_us=%d moving_away=%d kept=%d%s%s",
-                   m->name, m->r.npresent, m->r.ntakers, m->held, acquired, handed, moving,
+                   log_q(m->name), m->r.npresent, m->r.ntakers, m->held, acquired, handed, moving,
                    kept, m->list_mode ? " list_holder=" : "",
-                   m->list_mode ? (m->r.holder[0] ? m->r.holder : "none") : "");
+                   m->list_mode ? (m->r.holder[0] ? log_q(m->r.holder) : "none") : "");
     update_metrics(m);
 }
 
@@ -431,7 +431,7 @@ static void on_expired(void *arg)
      * lease runs out there; its writes are then fenced and the next renewal rejoins. */
     log_warn("member", "event=lease_unconfirmed name=%s owned=%d moving=%d "
                        "action=\"keeping every user until Redis answers\"",
-             m->name, m->held, m->moving);
+             log_q(m->name), m->held, m->moving);
 }
 
 static const struct lease_ops lease_ops = {.on_view = on_view, .on_expired = on_expired};
@@ -494,7 +494,7 @@ struct member *member_new(struct event_base *base, const struct offhook_config *
                          &lease_ops, m);
     lease_set_ready(m->lease, true);
     lease_want_holder(m->lease, m->list_mode);
-    log_info("member", "event=started name=%s users=%zu lease_ttl_s=%ld%s", m->name,
+    log_info("member", "event=started name=%s users=%zu lease_ttl_s=%ld%s", log_q(m->name),
              cfg->nusers, cfg->sipbridge_lease_ttl,
              m->list_mode ? " mode=resource_list_holder" : " mode=rendezvous");
     return m;
@@ -575,8 +575,8 @@ static void finish_leave(struct member *m)
     m->finishing = true;
     if (m->leave_ev)
         event_del(m->leave_ev);
-    log_notice("member", "event=left name=%s still_held=%d still_moving=%d", m->name, m->held,
-               m->moving);
+    log_notice("member", "event=left name=%s still_held=%d still_moving=%d", log_q(m->name),
+               m->held, m->moving);
     lease_leave(m->lease, on_left, m);
 }
 
@@ -592,7 +592,7 @@ static void give_up_leave(struct member *m, const char *why)
         return;
     log_warn("member", "event=leave_cut_short name=%s reason=%s moving=%d held=%d "
                        "action=\"letting the rest go: taken over once the lease is gone\"",
-             m->name, why, m->moving, m->held);
+             log_q(m->name), why, m->moving, m->held);
     while (strmap_next(&m->users, &pos, &k, &v)) {
         struct muser *u = v;
         if (u->st == MU_MOVING)
@@ -619,7 +619,7 @@ bool member_leave(struct member *m, void (*done)(void *arg), void *arg)
     m->leaving = true;
     m->left = done;
     m->left_arg = arg;
-    log_notice("member", "event=leaving name=%s owned=%d members=%zu", m->name, m->held,
+    log_notice("member", "event=leaving name=%s owned=%d members=%zu", log_q(m->name), m->held,
                m->r.npresent);
     m->leave_ev = evtimer_new(m->base, on_leave_deadline, m);
     evtimer_add(m->leave_ev, &tv);

@@ -124,7 +124,7 @@ static bool fenced(struct store *st, struct inflight *f, const redisReply *r)
             st->fenced = true;
             log_warn("store", "event=fenced reason=lease_lost epoch=%s user=%s "
                               "action=\"holding writes until the lease is renewed\"",
-                     f->epoch, e->jid);
+                     f->epoch, log_q(e->jid));
         }
         if (st->on_fenced)
             st->on_fenced(st->on_fenced_arg, e->jid, true);
@@ -134,7 +134,7 @@ static bool fenced(struct store *st, struct inflight *f, const redisReply *r)
         /* Handed over, and the new owner has written: this state is not ours to write. */
         metric_inc(m_writes, "fenced");
         mark_written(st, e, f->gen);
-        log_debug("store", "event=fenced reason=owned_elsewhere user=%s %s", e->jid,
+        log_debug("store", "event=fenced reason=owned_elsewhere user=%s %s", log_q(e->jid),
                   log_q(r->str));
         if (st->on_fenced)
             st->on_fenced(st->on_fenced_arg, e->jid, false);
