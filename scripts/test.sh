@@ -21,8 +21,6 @@ bash tests/package/test_deb.sh
 echo "== the same under AddressSanitizer + UndefinedBehaviorSanitizer"
 BUILD_DIR=build-asan scripts/build.sh -DOFFHOOK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 ctest --test-dir build-asan --output-on-failure
-# Multi-host cases (marker multihost: five daemons and timings measured) in the plain pass only.
-OFFHOOK_BUILD="$PWD/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-  -m 'not multihost' tests/integration
+OFFHOOK_BUILD="$PWD/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 echo "== the integration suite with both daemons under valgrind memcheck"
 scripts/valgrind.sh

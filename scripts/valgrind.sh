@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
 if [ $# -eq 0 ]; then
-  # Multi-host cases (marker multihost) run in the plain pass only: five daemons under
-  # memcheck miss the timings they measure.
+  # Multi-host cases (marker multihost) run in the plain and ASan passes only: five
+  # daemons under memcheck miss the timings they measure.
   set -- -m 'not multihost' tests/integration
 fi
 OFFHOOK_VALGRIND=1 OFFHOOK_BUILD="$PWD/build" \

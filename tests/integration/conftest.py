@@ -16,8 +16,8 @@ from harness import Stack, Workdir  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "multihost: several sipbridges and components with Redis Sentinel "
-        "(test_cluster.py): scripts/test.sh runs it in the plain pass only, not under ASan "
-        "or valgrind (-m 'not multihost')")
+        "(test_cluster.py): scripts/test.sh runs it in the plain and ASan passes, not under "
+        "valgrind (-m 'not multihost')")
 
 
 def failing(request):

@@ -8,8 +8,9 @@ every user subscribed by exactly one live sipbridge again. Each case prints its 
 JSON line (CLUSTER {...}); OFFHOOK_CLUSTER_REPORT=FILE appends them there
 (docs/reliability.md).
 
-The cases share one stack and run in order; the module runs in the plain pass only
-(marker "multihost"): under valgrind five daemons miss the timings being measured."""
+The cases share one stack and run in order; the module runs in the plain and ASan passes
+(marker "multihost", left out under valgrind: there five daemons miss the timings being
+measured)."""
 
 import json
 import os
