@@ -844,9 +844,12 @@ static void drive(evutil_socket_t fd, short what, void *arg)
             x = ext_get(name);
         } else {
             struct dlg *d = S.list[rnd() % pool];
-            if (!d->active)
-                continue;
             x = d->ext;
+            /* A dialog ended (its subscriber let the extension go, e.g. a sipbridge that
+             * handed the user to another): the extension changes all the same while
+             * anyone else subscribes it, so the rate stays R over the same K users. */
+            if (!d->active && x->ndlgs == 0)
+                continue;
         }
         ext_set(x, (enum cstate)((x->st + 1) % CS_CYCLE));
     }
