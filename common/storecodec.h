@@ -108,11 +108,12 @@ extern const char storecodec_write_script[];
  * memory (SET, SADD, HSET, XADD) with OOM, and every command queued in a MULTI. It lets
  * a script finish once the script has written, so that a script stays atomic: each
  * script below that writes starts with a write that needs no memory (DEL, SREM), as
- * storecodec_write_script does (but for a "check" that only re-owns a user, one HSET),
- * and goes over the limit by what it writes rather than losing it. What they write is
- * small and bounded (a key per daemon, a member per watcher). Checked on Redis 7.0.15
- * (tests/integration/test_hostile_component.py); Redis 6 keeps scripts going by the same
- * rule, while a shebang's allow-oom flag would need Redis 7. */
+ * storecodec_write_script (an HDEL before the HSET of a "check" that only re-owns a user)
+ * and storecodec_lease_script (an HDEL of a field no member has) do, and goes over the
+ * limit by what it writes rather than losing it. What they write is small and bounded (a
+ * key per daemon, a member per watcher or lease). Checked on Redis 7.0.15
+ * (tests/integration/test_hostile_component.py, test_cluster_scripts.py); Redis 6 keeps
+ * scripts going by the same rule, while a shebang's allow-oom flag would need Redis 7. */
 
 /* A daemon's heartbeat (EVAL): SET KEYS[1] ARGV[1] (wall-clock ms) PX ARGV[2]. Refused at
  * maxmemory as a plain SET, every phone would show "unknown" once the last beat expired. */

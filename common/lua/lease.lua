@@ -18,6 +18,11 @@
 -- Returns {status, epoch, now ms, the whole hash (flat)}; status: "renewed", "joined" (a
 -- new epoch: the first, or the one before was lost), "left", or "conflict" (another live
 -- process holds the name; nothing written).
+-- At maxmemory (noeviction) Redis refuses a script's first write that may need memory, and
+-- lets a script that has written go on (storecodec.h): this HDEL of a field no member can
+-- have needs none, so a lease is still joined, renewed and left when Redis is full (a
+-- member's value is a few dozen bytes).
+redis.call('HDEL', KEYS[1], '@oom')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local name, epoch, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])

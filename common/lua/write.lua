@@ -74,7 +74,11 @@ if ARGV[4] == 'check' and nhave == #f then
     end
   end
   if same then
-    if owner ~= me then redis.call('HSET', KEYS[1], 'owner', me) end
+    if owner ~= me then
+      -- HDEL first: it needs no memory, so the HSET goes through at maxmemory too.
+      redis.call('HDEL', KEYS[1], 'owner')
+      redis.call('HSET', KEYS[1], 'owner', me)
+    end
     return 0
   end
 end

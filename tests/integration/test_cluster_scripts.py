@@ -163,3 +163,26 @@ def test_write_check_and_since(redis):
     assert write(r, "sb1", e1, ()) == "1"
     assert r.cli("EXISTS", USER) == "0"
     assert "removed" in r.cli("XREVRANGE", EVENTS, "+", "-", "COUNT", "1")
+
+
+def test_scripts_at_maxmemory(redis):
+    """Redis full (maxmemory, noeviction): a lease is still joined, renewed, taken as the
+    holder and left, and a check that only re-owns a user still does, as the other scripts
+    (storecodec.h). Before, Redis refused the lease's first write (INCR, HSET) with OOM: a
+    component started then never became active, a sipbridge never held users."""
+    r = redis
+    st, e1, _ = lease(r, "sb1")
+    fields = ("state", "idle", "since", "1000")
+    assert write(r, "sb1", e1, fields) == "1"
+    r.cli("CONFIG", "SET", "maxmemory", "1")
+    assert r.cli("SET", "probe", "x").startswith("OOM")
+    st, e2, _ = lease(r, "sb2", holder="want")
+    assert st == "joined" and e2 == e1 + 1, st
+    assert r.cli("HGET", MEMBERS, "@holder") == "%d sb2" % e2
+    st, e, _ = lease(r, "sb1", e1, count=3)
+    assert (st, e) == ("renewed", e1), st
+    # sb2 claims the user with the state Redis holds: only the owner changes.
+    assert write(r, "sb2", e2, fields, mode="check") == "0"
+    assert r.cli("HGET", USER, "owner") == "%d sb2" % e2
+    st, _, _ = lease(r, "sb2", e2, phase="gone")
+    assert st == "left" and r.cli("HEXISTS", MEMBERS, "sb2") == "0"
