@@ -56,6 +56,7 @@ struct member {
     struct strmap users;       /* jid -> struct muser* (the configured users) */
     struct roster r;           /* the view assignment was last made on */
     bool have_view;
+    bool waited_alone;         /* its first view showed it alone: it waited one more */
     bool reassign;             /* the users changed: assign again at the next view */
     int held, moving, audits;  /* users MU_HELD, MU_MOVING, MU_HELD with audit */
     bool auditing;             /* an owner read is in flight */
@@ -400,6 +401,15 @@ static void on_view(void *arg, const struct lease_view *v)
     }
     if (v->holder)
         str_copy(now.holder, sizeof now.holder, v->holder);
+    if (first && now.ntakers <= 1 && !m->waited_alone) {
+        /* Alone in its first view: members started at the same moment (a whole site coming
+         * up) may have joined just after it. Each would take every user at once, and the
+         * PBX would see each user subscribed by every member. The next renewal (a fifth
+         * of the lease later) shows them: assign then. */
+        m->waited_alone = true;
+        roster_free(&now);
+        return;
+    }
     m->have_view = true;
     m->view_gen++;
     if (first || m->reassign || !roster_same(&now, &m->r)) {
