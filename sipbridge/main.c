@@ -77,7 +77,8 @@ static bool is_ready(void *arg, struct sbuf *why)
         ok = false;
     }
     if (!a->member || !member_ready(a->member)) {
-        sbuf_puts(why, "cluster: no lease in Redis yet\n");
+        sbuf_puts(why, "cluster: users not assigned yet (no lease in Redis, or its first "
+                       "renewals)\n");
         ok = false;
     }
     /* Ready = the upstreams answer: Redis, and the PBX for at least one subscription.
