@@ -25,6 +25,8 @@
  *                        cseq=N from=<NOTIFY From without tag> to=<NOTIFY To, tagged>"
  *                        (what a forger on the path would learn; the hostile tests use it)
  *   rate R            -> "ok": drive R changes/s from now on (the saturation steps)
+ *   peers             -> "EXT PORT..." per line: the source port of each of its dialogs'
+ *                        subscribers (which sipbridge holds it, when several share users)
  *   stats             -> the counters line
  *
  * With --goodbye, SIGTERM ends every live subscription with Subscription-State:
@@ -842,9 +844,12 @@ static void drive(evutil_socket_t fd, short what, void *arg)
             x = ext_get(name);
         } else {
             struct dlg *d = S.list[rnd() % pool];
-            if (!d->active)
-                continue;
             x = d->ext;
+            /* A dialog ended (its subscriber let the extension go, e.g. a sipbridge that
+             * handed the user to another): the extension changes all the same while
+             * anyone else subscribes it, so the rate stays R over the same K users. */
+            if (!d->active && x->ndlgs == 0)
+                continue;
         }
         ext_set(x, (enum cstate)((x->st + 1) % CS_CYCLE));
     }
@@ -925,6 +930,19 @@ static void on_control(evutil_socket_t fd, short what, void *arg)
             len += (size_t)snprintf(out + len, sizeof out - len,
                                     "call-id=%s notifier-tag=%s cseq=%u from=%s to=%s\n",
                                     d->callid, d->tag, d->cseq, d->local, d->remote);
+        }
+    } else if (strcmp(cmd, "peers") == 0) {
+        size_t pos = 0;
+        const char *k;
+        void *v;
+
+        while (strmap_next(&S.exts, &pos, &k, &v) && len + 512 < sizeof out) {
+            const struct ext *x = v;
+            len += (size_t)snprintf(out + len, sizeof out - len, "%s", x->name);
+            for (size_t i = 0; i < x->ndlgs && len + 16 < sizeof out; i++)
+                len += (size_t)snprintf(out + len, sizeof out - len, " %u",
+                                        (unsigned)ntohs(x->dlgs[i]->peer.addr.sin_port));
+            out[len++] = '\n';
         }
     } else if (strcmp(cmd, "stats") == 0) {
         len = stats_line(out, sizeof out);

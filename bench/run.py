@@ -32,6 +32,8 @@ One human line and one JSON line per run:
                                                             # + perf profiles of both daemons
     python3 bench/run.py --users 10000 --rate 100 --warmup 60 --seconds 600 --soak-sample 30
                                                             # the soak: RSS and fd drift
+    python3 bench/run.py --users 10000 --rate 200 --sipbridges 3
+                                                            # three sipbridges sharing the users
 
 OFFHOOK_BUILD selects the build directory (default build/); OFFHOOK_KEEP=1 keeps the
 temporary directory (logs, events, sink log).
@@ -96,6 +98,11 @@ def main():
     ap.add_argument("--watch", type=int, default=0,
                     help="contacts the sink watches, u0..u<W-1> (0 = all N)")
     ap.add_argument("--subscribe-rate", type=int, default=2000, help="[sip] subscribe_rate")
+    ap.add_argument("--sipbridges", type=int, default=1, metavar="K",
+                    help="K sipbridges sharing the users (issue 12), each with its own SIP "
+                         "and metrics ports and instance name; CPU and RSS are their sums "
+                         "(per_sipbridge: each one's), --perf/--idle/--soak-sample sample "
+                         "the first only")
     ap.add_argument("--idle", type=float, default=0,
                     help="after the events: seconds of sipbridge idle CPU/RSS sampling")
     ap.add_argument("--perf", type=float, default=0,
@@ -152,6 +159,9 @@ def main():
         a.users, a.rate, a.seconds, a.warmup = 50, 20, 5, 1
     if a.watch > a.users:
         ap.error("--watch must not exceed --users")
+    if a.sipbridges < 1 or (a.sipbridges > 1 and (a.kamailio or a.list)):
+        # With --list one sipbridge holds the list and every user: nothing is shared.
+        ap.error("--sipbridges takes 1 or more, and runs with pbxsim without --list only")
     mach = machine()
     print("# %s, %d cores, %d MiB, kernel %s; load average %.2f" % (
         mach["cpu"], mach["cores"], mach["ram_mib"], mach["kernel"], loadavg()), flush=True)

@@ -16,6 +16,7 @@
 
 #include "jid.h"
 #include "log.h"
+#include "storecodec.h"
 #include "strutil.h"
 
 enum cfg_type { T_STR, T_SECRET, T_INT, T_BOOL };
@@ -67,6 +68,7 @@ static int v_ldap_tls(struct offhook_config *, const char *, char *, size_t);
 static int v_ldap_sync(struct offhook_config *, const char *, char *, size_t);
 static int v_socket_path(struct offhook_config *, const char *, char *, size_t);
 static int v_notifiers(struct offhook_config *, const char *, char *, size_t);
+static int v_instance(struct offhook_config *, const char *, char *, size_t);
 
 static const struct cfg_key keys[] = {
     {"log", "level", T_STR, OFF(log_level), "info", true, 0, 0, v_log_level,
@@ -161,12 +163,24 @@ static const struct cfg_key keys[] = {
      false, 0, 0, v_socket_path,
      "sipbridge's control socket (offhookctl), mode 0660, in a directory that exists (the "
      "unit's RuntimeDirectory); empty = none"},
+    {"sipbridge", "instance", T_STR, OFF(sipbridge_instance), "", false, 0, 0, v_instance,
+     "this sipbridge's name among those sharing the users (its lease in Redis; users are "
+     "spread over the names); empty = HOST:PID, which changes at each start"},
+    {"sipbridge", "lease_ttl", T_INT, OFF(sipbridge_lease_ttl), "5", false, 2, 60, NULL,
+     "seconds a sipbridge's lease lasts unrenewed (renewed every fifth of it): a sipbridge "
+     "silent this long is taken for dead and its users are taken over"},
     {"component", "metrics", T_STR, OFF(component_metrics), "127.0.0.1:9465", false, 0, 0,
      v_hostport_opt, "HOST:PORT of component's /metrics, /healthz, /readyz; empty = off"},
     {"component", "control", T_STR, OFF(component_control), "/run/offhook/component.sock",
      false, 0, 0, v_socket_path,
      "component's control socket (offhookctl), mode 0660, in a directory that exists (the "
      "unit's RuntimeDirectory); empty = none"},
+    {"component", "instance", T_STR, OFF(component_instance), "", false, 0, 0, v_instance,
+     "this component's name among the active one and its standbys (its lease in Redis); "
+     "empty = HOST:PID"},
+    {"component", "lease_ttl", T_INT, OFF(component_lease_ttl), "5", false, 2, 60, NULL,
+     "seconds the active component's lease lasts unrenewed: a standby connects to the XMPP "
+     "server this long (plus a fifth) after the active one was last heard"},
     {"component", "allow_watchers", T_STR, OFF(component_allow_watchers), "same-domain", true,
      0, 0, v_allow_watchers,
      "who may see phone state: same-domain (users' own domains), any, or list"},
@@ -1023,6 +1037,18 @@ static int v_master_name(struct offhook_config *cfg, const char *v, char *err, s
             snprintf(err, len, "master_name '%s' has white space or control characters", v);
             return -1;
         }
+    }
+    return 0;
+}
+
+/* The storecodec.h rule for member names, which Redis keeps in owner fields. */
+static int v_instance(struct offhook_config *cfg, const char *v, char *err, size_t len)
+{
+    if (*v && !storecodec_member_name_ok(v)) {
+        snprintf(err, len, "instance '%s' must be 1 to %d printable characters, no white "
+                           "space, not starting with '@'",
+                 v, STORECODEC_MEMBER_NAME_MAX);
+        return -1;
     }
     return 0;
 }

@@ -104,8 +104,12 @@ struct offhook_config {
     /* [sipbridge] / [component] */
     char *sipbridge_metrics;   /* host:port, or "" to disable */
     char *sipbridge_control;   /* path of its control socket, or "" for none */
+    char *sipbridge_instance;  /* name of its lease among the sipbridges; "" = host:pid */
+    long sipbridge_lease_ttl;  /* seconds */
     char *component_metrics;
     char *component_control;
+    char *component_instance;  /* name of its lease among the components; "" = host:pid */
+    long component_lease_ttl;  /* seconds */
     char *component_allow_watchers; /* same-domain | any | list */
     char *component_watchers;  /* JIDs and domains allowed when allow_watchers = list */
     char *component_publish;   /* raw list; parsed into the flags below */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,36 +125,9 @@ int storecodec_decode_entry(const char *const *names, const char *const *values,
 }
 
 /* EVAL, not EVALSHA: Redis caches the compiled script by its SHA1, and a Redis that
- * restarted or ran SCRIPT FLUSH needs no reload step (no NOSCRIPT case). One script does
- * what MULTI/DEL/HSET/XADD/EXEC did, atomically, with the fields sent once. */
-const char storecodec_write_script[] =
-    "redis.call('DEL',KEYS[1])\n"
-    "if #ARGV>1 then redis.call('HSET',KEYS[1],unpack(ARGV,2)) end\n"
-    "if #KEYS<2 then return 0 end\n"
-    "if #ARGV>1 then\n"
-    " return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORECODEC_STREAM_MAXLEN_STR
-    "','*','user',ARGV[1],unpack(ARGV,2))\n"
-    "end\n"
-    "return redis.call('XADD',KEYS[2],'MAXLEN','~','" STORECODEC_STREAM_MAXLEN_STR
-    "','*','user',ARGV[1],'state','removed')\n";
-
-/* A hash already equal to the fields is left alone; otherwise the state is written as a
- * change. Fields are compared as a set: HGETALL's order is not the order written. */
-const char storecodec_repair_script[] =
-    "if #ARGV<3 then return 0 end\n"
-    "local cur=redis.call('HGETALL',KEYS[1])\n"
-    "if #cur==#ARGV-1 then\n"
-    " local have={}\n"
-    " for i=1,#cur,2 do have[cur[i]]=cur[i+1] end\n"
-    " local same=true\n"
-    " for i=2,#ARGV,2 do if have[ARGV[i]]~=ARGV[i+1] then same=false break end end\n"
-    " if same then return 0 end\n"
-    "end\n"
-    "redis.call('DEL',KEYS[1])\n"
-    "redis.call('HSET',KEYS[1],unpack(ARGV,2))\n"
-    "redis.call('XADD',KEYS[2],'MAXLEN','~','" STORECODEC_STREAM_MAXLEN_STR
-    "','*','user',ARGV[1],unpack(ARGV,2))\n"
-    "return 1\n";
+ * restarted or ran SCRIPT FLUSH needs no reload step (no NOSCRIPT case). The texts are
+ * common/lua/write.lua and lease.lua, embedded at build time (cmake/embed.cmake). */
+#include "storecodec_lua.h"
 
 const char storecodec_heartbeat_script[] =
     "redis.call('DEL',KEYS[1])\n"
@@ -240,4 +214,114 @@ int storecodec_key_roster(const char *prefix, const char *jid, char *buf, size_t
 int storecodec_key_rosters(const char *prefix, char *buf, size_t len)
 {
     return key(buf, len, prefix, "rosters", "");
+}
+
+int storecodec_key_members(const char *prefix, const char *group, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "members:", group);
+}
+
+int storecodec_key_epoch(const char *prefix, char *buf, size_t len)
+{
+    return key(buf, len, prefix, "members:", "epoch");
+}
+
+int storecodec_key_wake(const char *prefix, const char *group, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%smembers:%s:wake", prefix, group);
+
+    return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+/* ---- leases ---------------------------------------------------------------------------- */
+
+static int parse_u64(const char *s, const char **end, uint64_t *out)
+{
+    char *e;
+    unsigned long long v;
+
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &e, 10);
+    if (errno)
+        return -1;
+    *out = v;
+    *end = e;
+    return 0;
+}
+
+int storecodec_member_parse(const char *value, struct member_rec *m)
+{
+    uint64_t epoch, expires, ready, count, since;
+    const char *p = value, *phase;
+    size_t plen;
+
+    memset(m, 0, sizeof *m);
+    if (!value || parse_u64(p, &p, &epoch) < 0 || *p++ != ' ' ||
+        parse_u64(p, &p, &expires) < 0 || *p++ != ' ')
+        return -1;
+    phase = p;
+    plen = strcspn(p, " ");
+    p += plen;
+    if (*p++ != ' ' || parse_u64(p, &p, &ready) < 0 || *p++ != ' ' ||
+        parse_u64(p, &p, &count) < 0 || *p++ != ' ' || parse_u64(p, &p, &since) < 0 || *p ||
+        ready > 1 || epoch == 0)
+        return -1;
+    if (plen == 6 && strncmp(phase, "active", 6) == 0)
+        m->leaving = false;
+    else if (plen == 7 && strncmp(phase, "leaving", 7) == 0)
+        m->leaving = true;
+    else
+        return -1;
+    m->epoch = epoch;
+    m->expires_ms = (int64_t)expires;
+    m->ready = ready == 1;
+    m->count = count > (uint64_t)LONG_MAX ? LONG_MAX : (long)count;
+    m->since_ms = (int64_t)since;
+    return 0;
+}
+
+int storecodec_owner_parse(const char *value, uint64_t *epoch, char *name, size_t len)
+{
+    const char *p = value;
+
+    if (!value || parse_u64(p, &p, epoch) < 0 || *p++ != ' ' || !storecodec_member_name_ok(p) ||
+        *epoch == 0)
+        return -1;
+    if (name && len && str_copy(name, len, p) < 0)
+        return -1;
+    return 0;
+}
+
+bool storecodec_member_name_ok(const char *name)
+{
+    size_t n = 0;
+
+    if (!name || name[0] == '@')
+        return false;
+    for (; name[n]; n++) {
+        if ((unsigned char)name[n] <= ' ' || (unsigned char)name[n] >= 0x7f)
+            return false;
+    }
+    return n >= 1 && n <= STORECODEC_MEMBER_NAME_MAX;
+}
+
+/* FNV-1a over member, a NUL, key; then a 64-bit finaliser (splitmix64's) so that names
+ * differing in one character still give independent weights. */
+uint64_t storecodec_rendezvous(const char *member, const char *key_)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    for (const unsigned char *p = (const unsigned char *)member; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ULL;
+    h = (h ^ 0) * 0x100000001b3ULL;
+    for (const unsigned char *p = (const unsigned char *)key_; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ULL;
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    return h;
 }

@@ -12,6 +12,14 @@
  *                                      written by each daemon that reads the directory,
  *                                      read at start until the directory answers
  *   <prefix>directory:meta      hash   saved_ms, users, by: when and by whom it was written
+ *   <prefix>members:<group>     hash   the leases of a group of daemons ("sipbridge",
+ *                                      "component"), see "Leases" below
+ *   <prefix>members:epoch       string the last lease epoch handed out (INCR)
+ *   <prefix>members:<group>:wake list  a member that gave up the group's holder role wakes
+ *                                      a waiting one through it
+ *
+ * A user's hash also holds "owner" = "<epoch> <name>": the sipbridge member whose lease
+ * wrote it last (fencing, see storecodec_write_script). Readers ignore it.
  *
  * A stream entry with cmd=resync (and user=<jid> or "*") asks the component to send
  * everything again (offhookctl resync).
@@ -81,28 +89,31 @@ int storecodec_decode_entry(const char *const *names, const char *const *values,
                             struct stream_entry *e, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* The one write of a user's state (EVAL): replaces the hash KEYS[1] and, when KEYS[2] is
- * given, appends the entry to the stream KEYS[2]. ARGV[1] is the JID, ARGV[2..] the
- * record's name/value pairs from storecodec_encode (none: the user was removed). */
+/* The one write of a user's state (EVAL; the text is common/lua/write.lua, which says it
+ * all): KEYS[1] the user's hash, KEYS[2] the stream, KEYS[3] sipbridge's members hash;
+ * ARGV: JID, the writer's member name and lease epoch, "write" or "check", "1"/"0" claim,
+ * then the record's name/value pairs from storecodec_encode (none: the user was removed).
+ * "write" replaces the hash and appends the entry; "check" does so only when Redis holds
+ * something else (the repair after a reconnect: Redis restarted empty, was flushed, or is
+ * a new master that lacked the old one's last writes, and a reader may have read the
+ * older state since). Fenced: refused with an error starting STORECODEC_FENCED_LEASE when
+ * the writer's lease is gone, STORECODEC_FENCED_OWNER when it does not claim and another
+ * live member owns the user. A state equal to the one held keeps the held 'since'.
+ * Returns 1 when it wrote an entry, 0 when nothing needed writing. */
 extern const char storecodec_write_script[];
-
-/* The check of a user's state after a reconnect (EVAL), with the same keys (both given)
- * and arguments as storecodec_write_script for a state (not a removal). Returns 0 when
- * the hash holds exactly these fields; otherwise Redis lost the user's latest state (it
- * restarted empty, was flushed, or is a new master that lacked the old one's last writes)
- * and a reader may since have read the older one, so the state is written with a stream
- * entry, as a change, and it returns 1. */
-extern const char storecodec_repair_script[];
+#define STORECODEC_FENCED_LEASE "FENCED lease"
+#define STORECODEC_FENCED_OWNER "FENCED owner"
 
 /* Redis at maxmemory with the noeviction policy refuses every command that may need
  * memory (SET, SADD, HSET, XADD) with OOM, and every command queued in a MULTI. It lets
  * a script finish once the script has written, so that a script stays atomic: each
  * script below that writes starts with a write that needs no memory (DEL, SREM), as
- * storecodec_write_script does (storecodec_repair_script's first write is a DEL too),
- * and goes over the limit by what it writes rather than losing it. What they write is
- * small and bounded (a key per daemon, a member per watcher). Checked on Redis 7.0.15
- * (tests/integration/test_hostile_component.py); Redis 6 keeps scripts going by the same
- * rule, while a shebang's allow-oom flag would need Redis 7. */
+ * storecodec_write_script (an HDEL before the HSET of a "check" that only re-owns a user)
+ * and storecodec_lease_script (an HDEL of a field no member has) do, and goes over the
+ * limit by what it writes rather than losing it. What they write is small and bounded (a
+ * key per daemon, a member per watcher or lease). Checked on Redis 7.0.15
+ * (tests/integration/test_hostile_component.py, test_cluster_scripts.py); Redis 6 keeps
+ * scripts going by the same rule, while a shebang's allow-oom flag would need Redis 7. */
 
 /* A daemon's heartbeat (EVAL): SET KEYS[1] ARGV[1] (wall-clock ms) PX ARGV[2]. Refused at
  * maxmemory as a plain SET, every phone would show "unknown" once the last beat expired. */
@@ -133,6 +144,51 @@ int storecodec_key_directory_meta(const char *prefix, char *buf, size_t len);
  * component/roster.c), and the set of users that have one. */
 int storecodec_key_roster(const char *prefix, const char *jid, char *buf, size_t len);
 int storecodec_key_rosters(const char *prefix, char *buf, size_t len);
+
+int storecodec_key_members(const char *prefix, const char *group, char *buf, size_t len);
+int storecodec_key_epoch(const char *prefix, char *buf, size_t len);
+int storecodec_key_wake(const char *prefix, const char *group, char *buf, size_t len);
+
+/* ---- Leases ------------------------------------------------------------------------
+ * Each daemon holds a lease in its group's members hash (lease.c renews it with
+ * storecodec_lease_script): name -> "<epoch> <expires ms> <phase> <ready> <count>
+ * <since ms>", times on the Redis server's clock, and the group's holder (the sipbridge
+ * that holds the resource list, the component connected to the XMPP server) as
+ * "@holder" -> "<epoch> <name>". An epoch is handed out once (INCR), so it names one
+ * lease of one process: the fencing token of its writes. */
+#define STORECODEC_MEMBER_NAME_MAX 64
+#define STORECODEC_HOLDER_FIELD "@holder"
+
+struct member_rec {
+    uint64_t epoch;
+    int64_t expires_ms;        /* Redis server clock */
+    bool leaving;              /* phase "leaving": handing its work over */
+    bool ready;                /* ready to be the group's holder */
+    long count;                /* what it reports (sipbridge: users owned) */
+    int64_t since_ms;          /* when this epoch began */
+};
+
+/* Parses a member's value; returns 0 or -1. */
+int storecodec_member_parse(const char *value, struct member_rec *m)
+    __attribute__((warn_unused_result));
+/* Parses an owner or holder value "<epoch> <name>"; name (up to len-1 bytes) may be NULL.
+ * Returns 0 or -1. */
+int storecodec_owner_parse(const char *value, uint64_t *epoch, char *name, size_t len)
+    __attribute__((warn_unused_result));
+/* Whether name can name a member: 1 to STORECODEC_MEMBER_NAME_MAX printable ASCII bytes,
+ * no space, not starting with '@'. */
+bool storecodec_member_name_ok(const char *name);
+/* Rendezvous (highest random weight) hashing: the weight of member for key. A key
+ * belongs to the member with the highest weight among the members assigned work (ties,
+ * which need a 64-bit collision, go to the smaller name): each member's share moves only
+ * when members come or go, and only to or from the one that came or went. */
+uint64_t storecodec_rendezvous(const char *member, const char *key);
+
+/* The lease renewal (EVAL; the text is common/lua/lease.lua, which says it all): KEYS the
+ * members hash, the epoch counter, the wake list; ARGV name, epoch ("0": none), ttl ms,
+ * phase ("active", "leaving", "gone"), ready "1"/"0", count, prune "1"/"0", holder
+ * ("want", "release", "none"). Returns {status, epoch, now ms, the hash flat}. */
+extern const char storecodec_lease_script[];
 
 #define STORE_HEARTBEAT_EVERY_MS 10000 /* each daemon beats this often ... */
 #define STORE_HEARTBEAT_TTL_MS 30000   /* ... and is taken for dead when a beat is this old */

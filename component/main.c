@@ -7,6 +7,7 @@
  * Calls go down the data flow; news comes up through each module's ops, to here:
  *
  *   Redis: feed, health, watchers --ops--> main --> publisher --view--> pep, presence_out
+ *   Redis: lease (active or standby) --ops--> main --> xmpplink, watchers
  *   XMPP:  xmpplink --ops--> main --> router --> publisher, privileged, presence_out
  *                                     router --ops--> main --> watchers, roster
  *                                     privileged --ops--> main --> pep, publisher, roster
@@ -32,6 +33,7 @@
 #include "feed.h"
 #include "health.h"
 #include "httpd.h"
+#include "lease.h"
 #include "log.h"
 #include "metrics.h"
 #include "pep.h"
@@ -79,14 +81,26 @@ struct app {
     struct ctlsock *ctl;
     struct event *status_timer;
     bool ready_sent;
-    /* A clean stop: the goodbyes go out, then two barriers (xmpplink_barrier) say the
-     * server has handled them, presence first; only then does the loop end. */
-    enum { STOP_NO, STOP_PRESENCE, STOP_PEP, STOP_LAST, STOP_DONE } stop;
-    int64_t stop_ms;              /* when the stop began (monotonic) */
+    /* A clean stop: a fresh view of the standbys decides (STOP_DECIDING); with none ready,
+     * the goodbyes go out, then two barriers (xmpplink_barrier) say the server has handled
+     * them, presence first; only then does the loop end. */
+    enum { STOP_NO, STOP_DECIDING, STOP_PRESENCE, STOP_PEP, STOP_LAST, STOP_DONE } stop;
+    int64_t stop_ms;              /* when the goodbyes began (monotonic) */
     long presence_ms;             /* the presence goodbyes took this long, -1 unknown */
     struct event *stop_timer;     /* [component] goodbye_timeout */
     bool sipbridge_checked;       /* health gave its first verdict */
+    struct lease *lease;          /* the "component" group: its holder is the active one */
+    char name[STORECODEC_MEMBER_NAME_MAX + 1];
+    bool active;                  /* holds the lease: connected to the XMPP server */
+    bool others_ready;            /* the last view had a standby ready to take over */
+    bool left;                    /* lease_leave called: the loop exits once done */
+    bool stop_on_view;            /* SIGTERM: decide with the next view (a fresh one) */
+    struct event *view_timer;     /* ... or after STOP_VIEW_WAIT_MS without one */
 };
+
+#define STOP_VIEW_WAIT_MS 1500 /* a fresh view of the standbys before a clean stop */
+
+static struct metric *m_active, *m_takeovers;
 
 /* ---- readiness, status ------------------------------------------------------------- */
 
@@ -97,6 +111,18 @@ static bool is_ready(void *arg, struct sbuf *why)
 
     if (!directory_ready(a->dir, why))
         ok = false;
+    if (!a->active) {
+        /* A standby is ready once it could take over: state loaded, lease held. */
+        if (!feed_synced(a->feed)) {
+            sbuf_puts(why, "redis: state not loaded\n");
+            ok = false;
+        }
+        if (!lease_held(a->lease)) {
+            sbuf_puts(why, "cluster: no lease in Redis yet\n");
+            ok = false;
+        }
+        return ok;
+    }
     if (!xmpplink_up(a->xmpp)) {
         sbuf_puts(why, "xmpp: stream not up\n");
         ok = false;
@@ -134,12 +160,14 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
         /* Checked every second until ready; then STATUS= only needs refreshing. */
         event_del(a->status_timer);
         event_add(a->status_timer, &slow);
-        log_notice("main", "event=ready users=%zu", a->users.by_jid.count);
+        log_notice("main", "event=ready users=%zu role=%s instance=%s", a->users.by_jid.count,
+                   a->active ? "active" : "standby", log_q(a->name));
         daemon_notify("READY=1");
     }
-    daemon_notify("STATUS=users=%zu xmpp=%s redis=%s stanzas_sent=%lu", a->users.by_jid.count,
-                  xmpplink_up(a->xmpp) ? "up" : "down",
-                  feed_synced(a->feed) ? "synced" : "down", xmpplink_sent(a->xmpp));
+    daemon_notify("STATUS=users=%zu xmpp=%s redis=%s stanzas_sent=%lu role=%s",
+                  a->users.by_jid.count, xmpplink_up(a->xmpp) ? "up" : "down",
+                  feed_synced(a->feed) ? "synced" : "down", xmpplink_sent(a->xmpp),
+                  a->active ? "active" : "standby");
 }
 
 /* ---- the XMPP link ------------------------------------------------------------------ */
@@ -230,7 +258,10 @@ static void on_feed_event(void *arg, struct cuser *u, int64_t event_us)
 
 static void on_feed_synced(void *arg)
 {
-    publish_all_when_ready(arg);
+    struct app *a = arg;
+
+    lease_set_ready(a->lease, true); /* may take over now */
+    publish_all_when_ready(a);
 }
 
 static void on_feed_resync(void *arg, struct cuser *u)
@@ -488,13 +519,99 @@ static void on_user_removed(void *arg, struct cuser *u)
     vcard_forget(a->vcard, u);
 }
 
+/* ---- active or standby (the lease) -------------------------------------------------- */
+
+/* The XMPP server takes one connection per component domain: only the lease's holder
+ * connects. It reads every watcher from Redis, and on connecting sends every watcher
+ * the current presence (on_xmpp_up: pub_all); PEP items are published again as a new
+ * stream always does (the grants come again from the server). */
+static void become_active(struct app *a)
+{
+    if (a->active || a->stop != STOP_NO)
+        return;
+    a->active = true;
+    metric_set(m_active, NULL, 1);
+    metric_inc(m_takeovers, NULL);
+    log_notice("main", "event=active instance=%s epoch=%llu action=connecting",
+               log_q(a->name),
+               (unsigned long long)lease_epoch(a->lease));
+    watchers_set_active(a->wstore, true);
+    xmpplink_start(a->xmpp);
+}
+
+/* Closes the stream without a goodbye: watchers keep what they were shown until the
+ * new active component sends it again. */
+static void become_standby(struct app *a, const char *why)
+{
+    if (!a->active)
+        return;
+    a->active = false;
+    metric_set(m_active, NULL, 0);
+    log_notice("main", "event=standby instance=%s reason=\"%s\"", log_q(a->name),
+               why);
+    xmpplink_stop(a->xmpp);
+    watchers_set_active(a->wstore, false);
+}
+
+static void stop_decide(struct app *a);
+
+static void on_lease_view(void *arg, const struct lease_view *v)
+{
+    struct app *a = arg;
+    bool holder = v->holder && strcmp(v->holder, a->name) == 0 && v->holder_epoch == v->epoch;
+
+    a->others_ready = false;
+    for (size_t i = 0; i < v->n; i++) {
+        if (strcmp(v->members[i].name, a->name) != 0 && v->members[i].rec.ready &&
+            !v->members[i].rec.leaving)
+            a->others_ready = true;
+    }
+    /* What the next renewal reports: whether this one could take over (the active one
+     * can always take the role back, e.g. from a Redis that restarted empty, while it
+     * reloads the state). */
+    lease_set_ready(a->lease, feed_synced(a->feed) || a->active);
+    if (a->stop_on_view) {
+        stop_decide(a);
+        return;
+    }
+    if (holder)
+        become_active(a);
+    else if (a->active && v->holder)
+        become_standby(a, "another component holds the lease");
+}
+
+static void on_lease_expired(void *arg)
+{
+    struct app *a = arg;
+
+    /* Redis cannot be reached to renew: a standby that can may take over once the lease
+     * runs out there, and the XMPP server takes one connection. Alone, keep serving. */
+    if (a->active && a->others_ready)
+        become_standby(a, "lease not renewed: a standby may take over");
+}
+
+static const struct lease_ops lease_ops = {.on_view = on_lease_view,
+                                           .on_expired = on_lease_expired};
+
 /* ---- signals ----------------------------------------------------------------------- */
 
-/* The stop is over (delivered or not): the loop ends, then the stream closes. */
+static void stop_now(void *arg)
+{
+    struct app *a = arg;
+
+    event_base_loopexit(a->base, NULL);
+}
+
+/* The stop is over (delivered, handed over or not): the lease is given up, not left to
+ * run out, so that a component started next need not wait for it; the loop ends once
+ * Redis has it (at once if Redis cannot be reached), then the stream closes. */
 static void stop_done(struct app *a)
 {
     a->stop = STOP_DONE;
-    event_base_loopexit(a->base, NULL);
+    if (a->left)
+        return;
+    a->left = true;
+    lease_leave(a->lease, stop_now, a);
 }
 
 /* A server domain to ping: one of our users' (the server we are connected to hosts them). */
@@ -519,7 +636,7 @@ static void on_goodbye_barrier(void *arg, bool ok)
     struct app *a = arg;
     long ms = (long)(clock_mono_ms() - a->stop_ms);
 
-    if (a->stop == STOP_DONE || a->stop == STOP_NO)
+    if (a->stop == STOP_DONE || a->stop == STOP_NO || a->stop == STOP_DECIDING)
         return;
     if (!ok) {
         log_warn("publish", "event=goodbye_incomplete after_ms=%ld reason=\"stream lost\"", ms);
@@ -562,26 +679,65 @@ static void on_goodbye_timeout(evutil_socket_t fd, short what, void *arg)
     stop_done(a);
 }
 
-/* A clean stop. Unless told to keep them, every watcher is told the phones are gone and
- * the "on the phone" activities are emptied, and the loop runs on until the server has
+static void stop_decide(struct app *a);
+
+static void on_view_timer(evutil_socket_t fd, short what, void *arg)
+{
+    stop_decide(arg);
+}
+
+/* A clean stop. With a standby ready, the active component hands over (stop_decide).
+ * Otherwise, unless told to keep them, every watcher is told the phones are gone and the
+ * "on the phone" activities are emptied, and the loop runs on until the server has
  * handled all of it (or [component] goodbye_timeout): closing the stream earlier dropped
  * the tens of thousands of IQs still queued at 10,000 users, and with them the presence.
- * Requests still waiting for their turn (a start's round) are dropped first. A standby
- * taking over (several components) would hand over here instead of saying goodbye. A
- * second signal ends it at once. */
+ * Requests still waiting for their turn (a start's round) are dropped first. A second
+ * signal ends it at once. */
 static void on_stop(void *arg)
 {
     struct app *a = arg;
-    struct timeval tv = {.tv_sec = a->cfg->component_goodbye_timeout};
-    const char *server = server_domain(a);
+    struct timeval tv = {.tv_sec = STOP_VIEW_WAIT_MS / 1000,
+                         .tv_usec = (STOP_VIEW_WAIT_MS % 1000) * 1000};
 
     if (a->stop != STOP_NO) {
         log_notice("main", "event=stop_now reason=\"second signal\"");
         stop_done(a);
         return;
     }
+    a->stop = STOP_DECIDING;
     daemon_notify("STOPPING=1");
     roster_stopping(a->roster);
+    if (!a->active || !lease_held(a->lease)) {
+        stop_decide(a);
+        return;
+    }
+    /* Whether a standby is ready is decided on a view taken now, not the last one (up to
+     * a renewal period old: a standby that just became ready would be missed). */
+    a->stop_on_view = true;
+    a->view_timer = evtimer_new(a->base, on_view_timer, a);
+    evtimer_add(a->view_timer, &tv);
+    lease_renew_now(a->lease);
+}
+
+/* The clean stop itself: hand over to a ready standby, or say goodbye. */
+static void stop_decide(struct app *a)
+{
+    struct timeval tv = {.tv_sec = a->cfg->component_goodbye_timeout};
+    const char *server = server_domain(a);
+
+    if (a->stop != STOP_DECIDING || (!a->stop_on_view && a->view_timer))
+        return; /* decided already */
+    a->stop_on_view = false;
+    if (a->active && a->others_ready && lease_held(a->lease)) {
+        /* A standby is ready: it connects as soon as this one has closed its stream and
+         * given the lease up (it waits on the wake list), and sends every watcher the
+         * current presence; nobody is shown "unavailable". */
+        log_notice("main", "event=handover instance=%s note=\"a standby takes over\"",
+                   log_q(a->name));
+        xmpplink_stop(a->xmpp);
+        stop_done(a);
+        return;
+    }
     a->stop_ms = clock_mono_ms();
     a->presence_ms = -1;
     if (a->cfg->component_keep_on_stop || !xmpplink_up(a->xmpp) || !server) {
@@ -692,6 +848,14 @@ int main(int argc, char **argv)
         goto out;
     hooks.dir = a.dir;
     ctlsock_register_metrics();
+    lease_register_metrics();
+    m_active = metric_new(METRIC_GAUGE, "offhook_component_active",
+                          "1 while this component is the active one (holds the lease, "
+                          "connects to the XMPP server); 0 while it is a standby.",
+                          NULL, NULL);
+    m_takeovers = metric_new(METRIC_COUNTER, "offhook_component_takeovers_total",
+                             "Times this component became the active one.", NULL, NULL);
+    metric_set(m_active, NULL, 0);
     daemon_setup(a.base, &hooks);
     if (a.cfg->component_metrics[0]) {
         a.http = httpd_start(a.base, a.cfg->component_metrics, is_ready, &a);
@@ -736,6 +900,14 @@ int main(int argc, char **argv)
                                    .feed = a.feed, .wstore = a.wstore, .ready = is_ready,
                                    .arg = &a});
     }
+    if (a.cfg->component_instance[0])
+        str_copy(a.name, sizeof a.name, a.cfg->component_instance);
+    else
+        lease_default_name(a.name, sizeof a.name);
+    /* Connects to the XMPP server once it holds the lease (become_active). */
+    a.lease = lease_new(a.base, a.cfg, "component", a.name, a.cfg->component_lease_ttl * 1000,
+                        &lease_ops, &a);
+    lease_want_holder(a.lease, true);
     a.status_timer = event_new(a.base, -1, EV_PERSIST, on_status, &a);
     event_add(a.status_timer, &status_tv);
 
@@ -751,9 +923,12 @@ out:
     ctlsock_free(a.ctl);
     ctlcommon_free();
     a.stop = STOP_DONE; /* barriers failed by xmpplink_free report to nobody */
+    if (a.view_timer)
+        event_free(a.view_timer);
     /* The link first: closing the stream runs its last pass (stanzas, on_down), which
      * reaches the router and the writers. */
     xmpplink_free(a.xmpp);
+    lease_free(a.lease);
     health_free(a.health);
     watchers_free(a.wstore);
     feed_free(a.feed);

@@ -47,6 +47,7 @@ struct watchers {
     bool dropped_logged;
     int loads_pending;
     struct ratelimit_gate bad_log; /* event=bad_entry lines */
+    bool active;           /* the active component: memory loaded, and written back */
 };
 
 static const struct ratelimit bad_log_rate = {.rate = 1.0 / 10, .burst = 5};
@@ -365,8 +366,9 @@ static void load_all(struct watchers *w, bool only_unread)
 
 void watchers_load_new(struct watchers *w)
 {
-    /* Not up: on_link reads everyone's when it comes. */
-    if (redislink_up(w->link))
+    /* Not up: on_link reads everyone's when it comes. A standby holds none: taking over
+     * reads everyone's. */
+    if (w->active && redislink_up(w->link))
         load_all(w, true);
 }
 
@@ -383,7 +385,8 @@ static void on_link(struct redislink *l, bool up, void *arg)
     backoff_reset(&w->bo);
     flush(w);
     w->dropped_logged = false;
-    load_all(w, false);
+    if (w->active)
+        load_all(w, false);
 }
 
 struct watchers *watchers_new(struct event_base *base, struct users *d,
@@ -420,6 +423,38 @@ void watchers_free(struct watchers *w)
 bool watchers_up(const struct watchers *w)
 {
     return redislink_up(w->link) && w->loads_pending == 0;
+}
+
+void watchers_set_active(struct watchers *w, bool active)
+{
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if (w->active == active)
+        return;
+    w->active = active;
+    if (active) {
+        if (redislink_up(w->link))
+            load_all(w, false);
+        return;
+    }
+    /* A standby's memory would go stale while the active one changes the sets: emptied,
+     * so that taking over again loads Redis's sets, not this copy written back over them. */
+    while (strmap_next(&w->d->by_jid, &pos, &k, &v)) {
+        struct cuser *u = v;
+        char **all = xcalloc(u->watchers.count + 1, sizeof *all);
+        size_t n = 0, wpos = 0;
+        const char *bare;
+        void *val;
+        while (strmap_next(&u->watchers, &wpos, &bare, &val))
+            all[n++] = xstrdup(bare);
+        for (size_t i = 0; i < n; i++) {
+            users_watcher_del(u, all[i]);
+            free(all[i]);
+        }
+        free(all);
+    }
 }
 
 void watchers_add(struct watchers *w, struct cuser *u, const char *bare)

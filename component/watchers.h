@@ -34,6 +34,10 @@ void watchers_free(struct watchers *w);
 void watchers_register_metrics(void);
 /* Redis is up and every contact's set has been read back. */
 bool watchers_up(const struct watchers *w);
+/* The active component holds every watcher in memory, read from Redis (now, and after
+ * every reconnect, merged with its own and written back). A standby holds none (false:
+ * memory is emptied); it starts inactive. */
+void watchers_set_active(struct watchers *w, bool active);
 /* Adds/removes a watcher in memory and in Redis (now, or once Redis is up or takes
  * writes again: a refused write is retried, never dropped); bare is copied. */
 void watchers_add(struct watchers *w, struct cuser *u, const char *bare);

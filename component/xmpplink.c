@@ -60,6 +60,7 @@ struct xmpplink {
     bool in_pass;
     bool fd_closed;           /* libstrophe closed fd during a pass */
     bool closing;             /* xmpplink_free in progress: no reconnect */
+    bool enabled;             /* xmpplink_start'ed and not stopped: (re)connect */
     bool refuse_sockets;      /* the state-priming connect must not open anything */
     bool secret_warned;
     bool invalid_xml;         /* the server sent XML that does not parse */
@@ -382,7 +383,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
             log_err("xmpp", "event=stream_error domain=%s text=%s", log_q(l->domain),
                     log_q(se->text));
         }
-    } else if (l->up && l->closing) {
+    } else if (l->up && (l->closing || !l->enabled)) {
         log_info("xmpp", "event=closed domain=%s", log_q(l->domain));
     } else if (l->up) {
         if (!l->lost_counted)
@@ -401,7 +402,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
     }
     l->connecting = false;
     l->lost_counted = false;
-    if (!l->closing)
+    if (!l->closing && l->enabled)
         schedule_reconnect(l);
 }
 
@@ -440,6 +441,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct xmpplink *l = arg;
 
+    if (!l->enabled)
+        return;
     if (l->connecting) {
         metric_inc(m_disconnects, "timeout");
         log_warn("xmpp", "event=connect_timeout server=%s:%u after_s=%d", log_q(l->host),
@@ -510,8 +513,30 @@ struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_conf
     l->ev_close = evtimer_new(base, on_close_timer, l);
     l->ev_flush = event_new(base, -1, 0, on_flush, l);
     metric_set(m_connected, NULL, 0);
-    start_connect(l);
     return l;
+}
+
+void xmpplink_start(struct xmpplink *l)
+{
+    if (l->enabled)
+        return;
+    l->enabled = true;
+    backoff_reset(&l->bo);
+    if (!l->up && !l->connecting)
+        start_connect(l);
+}
+
+void xmpplink_stop(struct xmpplink *l)
+{
+    if (!l->enabled)
+        return;
+    l->enabled = false;
+    evtimer_del(l->ev_retry);
+    if (l->up || l->connecting) {
+        /* Sends </stream:stream> and closes; the handler runs inside this pass (on_down). */
+        xmpp_disconnect(l->conn);
+        run_passes(l);
+    }
 }
 
 void xmpplink_free(struct xmpplink *l)

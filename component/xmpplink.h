@@ -25,9 +25,15 @@ struct xmpplink_ops {
 };
 
 /* cfg is read only here (domain, server, secret: copied); base must outlive the link; ops
- * is copied. Starts connecting from base's loop. */
+ * is copied. Connects once started. */
 struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_config *cfg,
                               const struct xmpplink_ops *ops, void *arg);
+/* Connects (from base's loop), and reconnects after every loss, until stopped: while this
+ * component is the active one (it holds the lease). */
+void xmpplink_start(struct xmpplink *l);
+/* Closes the stream (</stream:stream>, on_down) and stays disconnected: a standby. No
+ * presence is sent: watchers keep what they were last shown. */
+void xmpplink_stop(struct xmpplink *l);
 /* Closes the stream (</stream:stream>) and frees everything. */
 void xmpplink_free(struct xmpplink *l);
 bool xmpplink_up(const struct xmpplink *l);

@@ -5,6 +5,8 @@
  *                                                daemons run; without JID, a summary
  *   offhookctl [-c FILE] [--json] users          every configured user and their state
  *   offhookctl [-c FILE] resync [JID]            ask the component to send everything again
+ *   offhookctl [-c FILE] [--json] cluster [JID]  the sipbridges and components sharing the
+ *                                                work (their leases), and who owns a user
  *   offhookctl [-c FILE] [--json] check [redis|xmpp|pbx...]
  *                                                can offhook reach Redis, the XMPP server
  *                                                and the PBX (check.c, xmppcheck.c,
@@ -442,6 +444,246 @@ static int cmd_resync(redisContext *r, const struct offhook_config *cfg, const c
     return 0;
 }
 
+/* ---- cluster ---------------------------------------------------------------------------- */
+
+#define MAX_MEMBERS 256
+
+struct ctl_member {
+    char name[STORECODEC_MEMBER_NAME_MAX + 1];
+    struct member_rec rec;
+};
+
+struct group {
+    struct ctl_member m[MAX_MEMBERS];
+    size_t n;
+    char holder[STORECODEC_MEMBER_NAME_MAX + 1]; /* "" = none valid */
+    uint64_t holder_epoch;
+};
+
+static int by_member_name(const void *a, const void *b)
+{
+    return strcmp(((const struct ctl_member *)a)->name, ((const struct ctl_member *)b)->name);
+}
+
+/* Reads a group's members hash (storecodec.h, "Leases"). */
+static void load_group(redisContext *r, const struct offhook_config *cfg, const char *name,
+                       struct group *g)
+{
+    char key[512], holder[STORECODEC_MEMBER_NAME_MAX + 1] = "";
+    uint64_t hepoch = 0;
+    redisReply *rep;
+
+    memset(g, 0, sizeof *g);
+    storecodec_key_members(cfg->redis_prefix, name, key, sizeof key);
+    rep = cmd(r, "HGETALL %s", key);
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
+        const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
+        if (!k || !v)
+            continue;
+        if (strcmp(k, STORECODEC_HOLDER_FIELD) == 0) {
+            if (storecodec_owner_parse(v, &hepoch, holder, sizeof holder) < 0)
+                holder[0] = '\0';
+        } else if (g->n < MAX_MEMBERS && storecodec_member_name_ok(k) &&
+                   storecodec_member_parse(v, &g->m[g->n].rec) == 0) {
+            snprintf(g->m[g->n].name, sizeof g->m[g->n].name, "%s", k);
+            g->n++;
+        }
+    }
+    freeReplyObject(rep);
+    qsort(g->m, g->n, sizeof g->m[0], by_member_name);
+    for (size_t i = 0; holder[0] && i < g->n; i++) {
+        if (strcmp(g->m[i].name, holder) == 0 && g->m[i].rec.epoch == hepoch &&
+            !g->m[i].rec.leaving) {
+            snprintf(g->holder, sizeof g->holder, "%s", holder);
+            g->holder_epoch = hepoch;
+        }
+    }
+}
+
+/* The Redis server's clock, ms: leases are on it, not on this host's. */
+static int64_t server_now_ms(redisContext *r)
+{
+    redisReply *rep = cmd(r, "TIME");
+    int64_t now = clock_wall_ms();
+
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->str &&
+        rep->element[1]->str)
+        now = strtoll(rep->element[0]->str, NULL, 10) * 1000 +
+              strtoll(rep->element[1]->str, NULL, 10) / 1000;
+    freeReplyObject(rep);
+    return now;
+}
+
+static bool list_mode(const struct offhook_config *cfg)
+{
+    return cfg->sip_resource_list[0] && cfg->sip_event_dialog;
+}
+
+/* The member a user goes to by the membership (member.c's rule): rendezvous hashing over
+ * the sipbridges not leaving, or the resource list's holder. NULL: nobody takes work. */
+static const char *assigned(const struct offhook_config *cfg, const struct group *g,
+                            const char *jid)
+{
+    const char *best = NULL;
+    uint64_t best_w = 0;
+
+    if (list_mode(cfg))
+        return g->holder[0] ? g->holder : NULL;
+    for (size_t i = 0; i < g->n; i++) {
+        uint64_t w;
+        if (g->m[i].rec.leaving)
+            continue;
+        w = storecodec_rendezvous(g->m[i].name, jid);
+        if (!best || w > best_w) {
+            best = g->m[i].name;
+            best_w = w;
+        }
+    }
+    return best;
+}
+
+static void print_member(const struct ctl_member *m, int64_t now, long ttl_s, const char *role,
+                         bool sipbridge, bool first)
+{
+    int64_t renewed = m->rec.expires_ms - ttl_s * 1000;
+    char age[32];
+
+    if (json) {
+        printf("%s{\"name\":", first ? "" : ",");
+        json_str(m->name);
+        printf(",\"epoch\":%llu,\"role\":", (unsigned long long)m->rec.epoch);
+        json_str(role);
+        printf(",\"lease_age_ms\":%lld,\"expires_in_ms\":%lld,\"since_ms\":%lld",
+               (long long)(now - renewed), (long long)(m->rec.expires_ms - now),
+               (long long)m->rec.since_ms);
+        if (sipbridge)
+            printf(",\"users_owned\":%ld", m->rec.count);
+        else
+            printf(",\"ready\":%s", m->rec.ready ? "true" : "false");
+        printf("}");
+        return;
+    }
+    snprintf(age, sizeof age, "%.1f s ago", (double)(now - renewed) / 1000.0);
+    if (sipbridge)
+        printf("  %-28s %-8s epoch %-6llu renewed %-11s %6ld user%s%s\n", m->name, role,
+               (unsigned long long)m->rec.epoch, age, m->rec.count, m->rec.count == 1 ? "" : "s",
+               m->rec.expires_ms < now ? "  (lease run out: taken for dead soon)" : "");
+    else
+        printf("  %-28s %-8s epoch %-6llu renewed %-11s%s%s\n", m->name, role,
+               (unsigned long long)m->rec.epoch, age,
+               !strcmp(role, "standby") && !m->rec.ready ? "  (not ready: loading state)" : "",
+               m->rec.expires_ms < now ? "  (lease run out)" : "");
+}
+
+static int cmd_cluster(redisContext *r, const struct offhook_config *cfg, const char *arg)
+{
+    static struct group sb, comp;
+    int64_t now;
+
+    load_group(r, cfg, "sipbridge", &sb);
+    load_group(r, cfg, "component", &comp);
+    now = server_now_ms(r);
+    if (arg) {
+        char bare[JID_MAX + 1], key[4096], oname[STORECODEC_MEMBER_NAME_MAX + 1] = "";
+        const struct cfg_user *u;
+        const char *want;
+        uint64_t oepoch = 0;
+        bool alive = false;
+        redisReply *rep;
+
+        if (jid_to_bare(arg, bare, sizeof bare) < 0 ||
+            !((u = config_user_by_jid(cfg, bare)) || (u = config_user_by_contact(cfg, bare)))) {
+            fprintf(stderr, "offhookctl: %s is not a configured user or phone contact\n", arg);
+            return 1;
+        }
+        storecodec_key_user(cfg->redis_prefix, u->jid, key, sizeof key);
+        rep = cmd(r, "HGET %s owner", key);
+        if (rep->type == REDIS_REPLY_STRING &&
+            storecodec_owner_parse(rep->str, &oepoch, oname, sizeof oname) < 0)
+            oname[0] = '\0';
+        freeReplyObject(rep);
+        for (size_t i = 0; oname[0] && i < sb.n; i++)
+            alive |= strcmp(sb.m[i].name, oname) == 0 && sb.m[i].rec.epoch == oepoch;
+        want = assigned(cfg, &sb, u->jid);
+        if (json) {
+            printf("{\"jid\":");
+            json_str(u->jid);
+            printf(",\"contact\":");
+            json_str(u->contact);
+            printf(",\"owner\":");
+            if (oname[0])
+                json_str(oname);
+            else
+                printf("null");
+            printf(",\"owner_epoch\":%llu,\"owner_alive\":%s,\"assigned\":",
+                   (unsigned long long)oepoch, alive ? "true" : "false");
+            if (want)
+                json_str(want);
+            else
+                printf("null");
+            printf("}\n");
+            return 0;
+        }
+        printf("user:       %s\ncontact:    %s\n", u->jid, u->contact);
+        if (oname[0])
+            printf("owner:      %s (epoch %llu%s): its state in Redis was written by it\n", oname,
+                   (unsigned long long)oepoch, alive ? "" : ", lease gone");
+        else
+            printf("owner:      none (no state written yet)\n");
+        printf("assigned:   %s%s\n", want ? want : "nobody (no sipbridge running)",
+               want && oname[0] && alive && strcmp(want, oname) != 0
+                   ? " (moving there: the owner keeps it until it has been written)"
+                   : "");
+        return 0;
+    }
+    if (json) {
+        printf("{\"redis\":");
+        json_str(server);
+        printf(",\"sipbridges\":[");
+        for (size_t i = 0; i < sb.n; i++)
+            print_member(&sb.m[i], now, cfg->sipbridge_lease_ttl,
+                         sb.m[i].rec.leaving ? "leaving"
+                         : list_mode(cfg) && !strcmp(sb.holder, sb.m[i].name) ? "list"
+                                                                              : "member",
+                         true, i == 0);
+        printf("],\"resource_list_holder\":");
+        if (list_mode(cfg) && sb.holder[0])
+            json_str(sb.holder);
+        else
+            printf("null");
+        printf(",\"components\":[");
+        for (size_t i = 0; i < comp.n; i++)
+            print_member(&comp.m[i], now, cfg->component_lease_ttl,
+                         !strcmp(comp.holder, comp.m[i].name) ? "active"
+                         : comp.m[i].rec.leaving             ? "leaving"
+                                                             : "standby",
+                         false, i == 0);
+        printf("]}\n");
+        return 0;
+    }
+    printf("redis:       %s%s\n", server,
+           cfg->redis_nsentinels ? " (master named by the sentinels)" : "");
+    printf("sipbridges:  %zu%s\n", sb.n, sb.n ? "" : " (none running)");
+    for (size_t i = 0; i < sb.n; i++)
+        print_member(&sb.m[i], now, cfg->sipbridge_lease_ttl,
+                     sb.m[i].rec.leaving ? "leaving"
+                     : list_mode(cfg) && !strcmp(sb.holder, sb.m[i].name) ? "list"
+                                                                          : "member",
+                     true, i == 0);
+    if (list_mode(cfg))
+        printf("  resource list held by %s\n", sb.holder[0] ? sb.holder : "nobody");
+    printf("components:  %zu%s\n", comp.n, comp.n ? "" : " (none running)");
+    for (size_t i = 0; i < comp.n; i++)
+        print_member(&comp.m[i], now, cfg->component_lease_ttl,
+                     !strcmp(comp.holder, comp.m[i].name) ? "active"
+                     : comp.m[i].rec.leaving             ? "leaving"
+                                                         : "standby",
+                     false, i == 0);
+    if (comp.n && !comp.holder[0])
+        printf("  no component is connected to the XMPP server\n");
+    return 0;
+}
+
 /* ---- check ------------------------------------------------------------------------------ */
 
 enum { CHECK_REDIS = 1, CHECK_XMPP = 2, CHECK_PBX = 4, CHECK_ALL = 7 };
@@ -696,6 +938,9 @@ static void usage(FILE *out)
                  "                 live; without JID, a summary with each daemon's liveness\n"
                  "  users          every configured user, phone contact and state\n"
                  "  resync [JID]   ask the component to send every (or one) user's state again\n"
+                 "  cluster [JID]  the sipbridges (lease age, users owned) and components\n"
+                 "                 (active, standby) sharing the work; with JID, which\n"
+                 "                 sipbridge owns that user\n"
                  "From the running daemons (their control sockets):\n"
                  "  subscriptions [--state STATE] [--aor AOR] [--user JID]\n"
                  "                 sipbridge's subscriptions: state, last SIP answer, last\n"
@@ -837,7 +1082,7 @@ int main(int argc, char **argv)
           (strcmp(argv[optind], "roster") == 0 && optind + 2 <= argc && optind + 3 >= argc &&
            (strcmp(argv[optind + 1], "prosody") == 0 ||
             strcmp(argv[optind + 1], "ejabberd") == 0)) ||
-          checks || console) ||
+          (strcmp(argv[optind], "cluster") == 0 && optind + 2 >= argc) || checks || console) ||
         (cmd_opts && !console)) {
         usage(stderr);
         return EXIT_USAGE; /* before touching the config or Redis */
@@ -897,6 +1142,8 @@ int main(int argc, char **argv)
         rc = cmd_resync(r, &cfg, optind + 1 < argc ? argv[optind + 1] : NULL);
     else if (strcmp(argv[optind], "roster") == 0)
         rc = cmd_roster(&cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL);
+    else if (strcmp(argv[optind], "cluster") == 0 && optind + 2 >= argc)
+        rc = cmd_cluster(r, &cfg, optind + 1 < argc ? argv[optind + 1] : NULL);
     else {
         usage(stderr);
         rc = EXIT_USAGE;

@@ -1,6 +1,8 @@
 /* libFuzzer target: the Redis record codec (storecodec_decode and a round trip through
  * storecodec_encode), its key builders, the component's presence mapping of a decoded
- * record, and JID parsing (jid_parse, jid_format_bare, jid_to_bare).
+ * record, JID parsing (jid_parse, jid_format_bare, jid_to_bare), and the lease records
+ * Redis holds for the cluster (storecodec_member_parse, storecodec_owner_parse,
+ * storecodec_member_name_ok: one line each).
  *
  * Input format: NUL-separated strings, taken in pairs as the record's field names and
  * values (an odd last string is ignored). For the JID functions, every line of the input
@@ -70,6 +72,24 @@ static void fuzz_record(char **tok, size_t ntok)
     }
 }
 
+/* A member's value, or an owner's, as another process (or an attacker with access to
+ * Redis) may have written it: parsed in bounds, or refused. */
+static void fuzz_lease(const char *s)
+{
+    struct member_rec m;
+    char name[STORECODEC_MEMBER_NAME_MAX + 1], small[4];
+    uint64_t epoch;
+
+    if (storecodec_member_parse(s, &m) == 0)
+        FUZZ_CHECK(m.epoch > 0 && m.count >= 0);
+    if (storecodec_owner_parse(s, &epoch, name, sizeof name) == 0) {
+        FUZZ_CHECK(epoch > 0 && FUZZ_TERMINATED(name) && storecodec_member_name_ok(name));
+        FUZZ_CHECK(storecodec_owner_parse(s, &epoch, small, sizeof small) == 0 ||
+                   strlen(name) >= sizeof small);
+    }
+    (void)storecodec_rendezvous(s, s);
+}
+
 static void fuzz_jid(const char *s)
 {
     struct jid j, j2;
@@ -115,6 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (i == size || data[i] == '\0' || data[i] == '\n') {
             char *line = fuzz_strndup_exact(data + start, i - start);
             fuzz_jid(line);
+            fuzz_lease(line);
             free(line);
             start = i + 1;
         }

@@ -37,6 +37,7 @@ LAYERS = {
         ["main"],                                   # wires every callback
         ["console"],                                # the control socket's answers
         ["bridge"],                                 # users, sources: NOTIFY -> state -> store
+        ["member"],                                 # which users are this sipbridge's
         ["rlsub"],                                  # the RFC 4662 list subscription
         ["subscription"],                           # each subscription's life
         ["probe"],                                  # whether notifiers still have them

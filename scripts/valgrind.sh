@@ -14,8 +14,10 @@ scripts/setup.sh
 scripts/build.sh
 if [ $# -eq 0 ]; then
   # Without the scale tier (10,000 users under memcheck would take hours): its
-  # behaviours have small tests, which run here.
-  set -- -m "not scale" tests/integration
+  # behaviours have small tests, which run here. Multi-host cases (marker multihost) run
+  # in the plain and ASan passes only: five daemons under memcheck miss the timings they
+  # measure.
+  set -- -m "not scale and not multihost" tests/integration
 fi
 OFFHOOK_VALGRIND=1 OFFHOOK_BUILD="$PWD/build" \
   /usr/bin/python3 -m pytest -q -p no:cacheprovider "$@"

@@ -34,6 +34,8 @@
 #define COALESCE_MAX_FACTOR 4    /* a flapping phone still publishes every 4 windows */
 #define LOST_BATCH_MS 1000       /* users lost within this share one warning line */
 #define LOST_EXAMPLES 3
+#define HANDOVER_SETTLE_MS 3000  /* a user handed over to us is first written once every
+                                  * source has spoken, or this long after the first did */
 
 static const struct {
     const char *event, *accept;
@@ -92,8 +94,11 @@ struct buser {
     uint8_t nsrc;
     bool show_remote;
     bool stored;                /* rec was handed to the store at least once */
-    unsigned lost_round;        /* the lost batch it was last counted in (beside the
-                                 * bools: in their padding, the struct stays 88 bytes) */
+    bool moving;                /* handed over to another sipbridge: writes do not claim */
+    bool claim_wait;            /* handed over to us: first write waits until settled */
+    bool doomed;                /* released: freed at the next release pass */
+    unsigned lost_round;        /* the lost batch it was last counted in */
+    int64_t acquired_ms;        /* mono ms it was handed over (claim_wait) */
     struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
 };
 
@@ -104,8 +109,6 @@ struct bridge {
     struct subs_mgr *subs;
     struct store *store;
     struct strmap users;        /* jid -> struct buser* */
-    struct rlsub *list;         /* every user's dialog source in resource-list mode, or
-                                 * NULL ([sip] resource_list unset) */
     /* Users whose state went unknown within LOST_BATCH_MS: a notifier gone silent loses
      * them all at once, and gets one warning line for them, not one per user. */
     struct {
@@ -115,6 +118,13 @@ struct bridge {
         char examples[LOST_EXAMPLES * 64 + 8];
         struct event *flush;
     } lost;
+    struct rlsub *list;         /* every user's dialog source in resource-list mode while
+                                 * this sipbridge holds users, or NULL */
+    struct event *release_ev;   /* frees the released users (and starts a new list) in
+                                 * one pass after the loop turn */
+    struct event *settle_ev;    /* every second while users wait for their first write */
+    int nwaiting;               /* users with claim_wait */
+    bool list_start;            /* the list was made this turn: subscribe it at the pass */
 };
 
 static struct metric *m_errors, *m_stale, *m_users, *m_changes, *m_lost, *m_anomalies;
@@ -237,6 +247,19 @@ static void trace_view(struct buser *u, const struct combine_view *v, bool coale
               v->dialog ? log_q(v->dialog->id) : "-", coalescing ? " coalescing=yes" : "");
 }
 
+/* Whether a user handed over to us knows enough to be written: every source has spoken,
+ * or one has and HANDOVER_SETTLE_MS have passed (a source may never speak: a phone the
+ * PBX refuses to report). */
+static bool settled(const struct buser *u)
+{
+    int heard = 0;
+
+    for (int i = 0; i < u->nsrc; i++)
+        heard += u->src[i].said.heard;
+    return heard == u->nsrc ||
+           (heard > 0 && clock_mono_ms() - u->acquired_ms >= HANDOVER_SETTLE_MS);
+}
+
 /* Derives the user's visible state from all their sources and writes it if it changed. */
 static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
 {
@@ -246,6 +269,14 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
     char remote[STORE_REMOTE_MAX];
     long window = b->cfg->sip_coalesce_ms;
 
+    if (u->claim_wait) {
+        /* Its previous owner still writes it: this member's first write (which takes it
+         * over) waits until it knows as much as that one (make-before-break). */
+        if (!settled(u))
+            return;
+        u->claim_wait = false;
+        b->nwaiting--;
+    }
     for (int i = 0; i < u->nsrc; i++)
         said[i] = &u->src[i].said;
     combine_user(said, u->nsrc, u->show_remote, &view);
@@ -811,6 +842,9 @@ static void list_reindex(struct bridge *b)
     }
 }
 
+static void release_pass(evutil_socket_t fd, short what, void *arg);
+static void settle_tick(evutil_socket_t fd, short what, void *arg);
+
 struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
                           const struct offhook_config *cfg, struct sipua *ua,
                           struct store *store)
@@ -830,24 +864,156 @@ struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
     b->lost.flush = evtimer_new(base, on_lost_flush, b);
     collect_bridge = b;
     metrics_add_collector(collect_users, NULL);
-    if (cfg->sip_resource_list[0] && cfg->sip_event_dialog)
-        b->list = rlsub_new(b->subs, cfg->sip_resource_list, list_max_body(cfg), &list_ops, b);
-    for (size_t i = 0; i < cfg->nusers; i++)
-        user_new(b, &cfg->users[i]);
-    if (b->list)
-        rlsub_start(b->list); /* after the users' own subscriptions, as ever */
+    b->release_ev = event_new(base, -1, 0, release_pass, b);
+    b->settle_ev = event_new(base, -1, EV_PERSIST, settle_tick, b);
+    {
+        struct timeval tv = {.tv_sec = 1};
+        event_add(b->settle_ev, &tv);
+    }
     store_on_up(store, on_store_up, b);
-    log_info("bridge", "event=started users=%zu subscriptions=%d subscribe_rate=%ld%s%s",
-             cfg->nusers, subs_mgr_total(b->subs), cfg->sip_subscribe_rate,
-             b->list ? " resource_list=" : "", b->list ? log_q(cfg->sip_resource_list) : "");
+    log_info("bridge", "event=started configured_users=%zu subscribe_rate=%ld%s%s",
+             cfg->nusers, cfg->sip_subscribe_rate,
+             cfg->sip_resource_list[0] ? " resource_list=" : "",
+             cfg->sip_resource_list[0] ? log_q(cfg->sip_resource_list) : "");
     return b;
 }
 
-void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
+/* ---- users taken and let go (member.c's decisions, through main.c) ----------------- */
+
+static bool list_mode(const struct offhook_config *cfg)
+{
+    return cfg->sip_resource_list[0] && cfg->sip_event_dialog;
+}
+
+/* After the loop turn in which users were released or a list made: frees the released
+ * users in one go (the list's index is rebuilt once, not once per user), drops the list
+ * when no user is left, subscribes a new one after the users' own subscriptions. */
+static void release_pass(evutil_socket_t fd, short what, void *arg)
+{
+    struct bridge *b = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int freed = 0;
+
+    if (b->list)
+        rlsub_index_clear(b->list);
+    /* strmap_del inside iteration only tombstones slots: iteration stays valid. */
+    while (strmap_next(&b->users, &pos, &k, &v)) {
+        struct buser *u = v;
+        if (!u->doomed)
+            continue;
+        store_release(b->store, u->jid);
+        user_free(b, u);
+        freed++;
+    }
+    if (b->list && b->users.count == 0) {
+        rlsub_free(b->list);
+        b->list = NULL;
+        b->list_start = false;
+        log_notice("bridge", "event=list_released uri=%s", log_q(b->cfg->sip_resource_list));
+    }
+    list_reindex(b);
+    if (b->list && b->list_start) {
+        b->list_start = false;
+        rlsub_start(b->list);
+    }
+    if (freed)
+        log_info("bridge", "event=users_released count=%d held=%zu", freed, b->users.count);
+}
+
+static void schedule_pass(struct bridge *b)
+{
+    event_active(b->release_ev, EV_TIMEOUT, 1);
+}
+
+static void settle_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct bridge *b = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    if (b->nwaiting == 0)
+        return;
+    while (strmap_next(&b->users, &pos, &k, &v)) {
+        struct buser *u = v;
+        if (u->claim_wait && settled(u))
+            recompute(b, u, clock_wall_us());
+    }
+}
+
+void bridge_hold(struct bridge *b, const char *jid, bool handover)
+{
+    const struct cfg_user *cu = config_user_by_jid(b->cfg, jid);
+    struct buser *u = strmap_get(&b->users, jid);
+
+    if (u && u->doomed) {
+        /* Released and taken back in one turn: it never left. */
+        u->doomed = false;
+        bridge_moving(b, jid, false);
+        return;
+    }
+    if (u || !cu)
+        return;
+    if (list_mode(b->cfg) && !b->list) {
+        b->list = rlsub_new(b->subs, b->cfg->sip_resource_list, list_max_body(b->cfg),
+                            &list_ops, b);
+        b->list_start = true; /* at the pass: after the users' own subscriptions */
+        schedule_pass(b);
+        log_notice("bridge", "event=list_taken uri=%s", log_q(b->cfg->sip_resource_list));
+    }
+    store_set_claim(b->store, jid, true);
+    u = user_new(b, cu);
+    if (handover) {
+        u->claim_wait = true;
+        u->acquired_ms = clock_mono_ms();
+        b->nwaiting++;
+    }
+}
+
+void bridge_moving(struct bridge *b, const char *jid, bool moving)
+{
+    struct buser *u = strmap_get(&b->users, jid);
+
+    if (!u)
+        return;
+    u->moving = moving;
+    store_set_claim(b->store, jid, !moving);
+    if (!moving && u->stored)
+        store_claim(b->store, jid); /* it stays: make sure Redis names us */
+}
+
+void bridge_release(struct bridge *b, const char *jid)
+{
+    struct buser *u = strmap_get(&b->users, jid);
+
+    if (!u || u->doomed)
+        return;
+    u->doomed = true;
+    if (u->claim_wait) {
+        u->claim_wait = false;
+        b->nwaiting--;
+    }
+    schedule_pass(b);
+}
+
+void bridge_claim(struct bridge *b, const char *jid)
+{
+    struct buser *u = strmap_get(&b->users, jid);
+
+    if (u && !u->doomed && !u->moving && !u->claim_wait && u->stored)
+        store_claim(b->store, jid);
+}
+
+void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
+                         struct bridge_reload *out)
 {
     struct buser **old = xmalloc((b->users.count + 1) * sizeof *old);
-    size_t nold = 0, pos = 0;
-    int added = 0, removed = 0, resubscribed = 0, kept = 0;
+    char **again = xmalloc((b->users.count + 1) * sizeof *again);
+    bool *again_moving = xmalloc((b->users.count + 1) * sizeof *again_moving);
+    size_t nold = 0, nagain = 0, pos = 0;
+    int removed = 0, resubscribed = 0, kept = 0;
     const char *k;
     void *v;
 
@@ -863,18 +1029,30 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
         rlsub_set_max_body(b->list, list_max_body(cfg));
         rlsub_index_clear(b->list); /* rebuilt below, after sources are freed and made */
     }
+    /* Only the users this sipbridge holds: the others are not its own. Users the reload
+     * adds are acquired by member.c (member_set_users), if they are this member's. */
     for (size_t i = 0; i < nold; i++) {
         struct buser *u = old[i];
         const struct cfg_user *cu = config_user_by_jid(cfg, u->jid);
 
         if (!cu) {
             log_info("bridge", "event=user_removed user=%s", log_q(u->jid));
-            store_remove(b->store, u->jid);
-            store_sub_clear(b->store, u->jid);
+            if (!u->doomed) {
+                store_remove(b->store, u->jid);
+                store_sub_clear(b->store, u->jid);
+            } else {
+                store_release(b->store, u->jid);
+            }
+            if (u->claim_wait)
+                b->nwaiting--;
             user_free(b, u);
             removed++;
-        } else if (!same_sources(cfg, cu, u)) {
+        } else if (!same_sources(cfg, cu, u) && !u->doomed) {
             log_info("bridge", "event=user_changed user=%s action=resubscribe", log_q(u->jid));
+            again_moving[nagain] = u->moving;
+            again[nagain++] = xstrdup(u->jid);
+            if (u->claim_wait)
+                b->nwaiting--;
             user_free(b, u);
             resubscribed++;
         } else {
@@ -888,17 +1066,17 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg)
     }
     free(old);
     b->cfg = cfg;
-    for (size_t i = 0; i < cfg->nusers; i++) {
-        if (strmap_get(&b->users, cfg->users[i].jid))
-            continue;
-        user_new(b, &cfg->users[i]);
-        added++; /* new, or re-created after a change (subtracted below) */
+    for (size_t i = 0; i < nagain; i++) {
+        struct buser *u = user_new(b, config_user_by_jid(cfg, again[i]));
+        u->moving = again_moving[i];
+        free(again[i]);
     }
+    free(again);
+    free(again_moving);
     list_reindex(b);
-    added -= resubscribed;
-    log_notice("bridge", "event=reloaded users=%zu added=%d removed=%d resubscribed=%d "
-                         "unchanged=%d",
-               cfg->nusers, added, removed, resubscribed, kept);
+    out->removed = removed;
+    out->resubscribed = resubscribed;
+    out->unchanged = kept;
 }
 
 void bridge_free(struct bridge *b)
@@ -911,6 +1089,8 @@ void bridge_free(struct bridge *b)
         return;
     rlsub_free(b->list);
     b->list = NULL;
+    event_free(b->release_ev);
+    event_free(b->settle_ev);
     /* strmap_del inside iteration only tombstones slots: iteration stays valid. */
     while (strmap_next(&b->users, &pos, &k, &v))
         user_free(b, v);

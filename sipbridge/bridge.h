@@ -1,11 +1,12 @@
-/* sipbridge's users and their sources: for each configured user, one source per AOR and
- * event package, served by its own subscription (subscription.c) or, for dialog state in
- * resource-list mode, by the list (rlsub.c). Each NOTIFY body is parsed (dialoginfo.c,
- * pidf.c, reginfo.c) into what its source said, the user's sources are combined
- * (combine.c) into one visible state, and every change is written to Redis (store.c),
- * coalesced if configured. Applies configuration reloads user by user. Called by
- * sipbridge's main; news comes up to it only through the callbacks it gives
- * subscription.c, rlsub.c and store.c. */
+/* sipbridge's users and their sources: for each user this sipbridge holds, one source
+ * per AOR and event package, served by its own subscription (subscription.c) or, for
+ * dialog state in resource-list mode, by the list (rlsub.c). Each NOTIFY body is parsed
+ * (dialoginfo.c, pidf.c, reginfo.c) into what its source said, the user's sources are
+ * combined (combine.c) into one visible state, and every change is written to Redis
+ * (store.c), coalesced if configured. Which users it holds is member.c's decision,
+ * passed on by main.c (bridge_hold, bridge_moving, bridge_release, bridge_claim). Applies
+ * configuration reloads user by user. Called by sipbridge's main; news comes up to it
+ * only through the callbacks it gives subscription.c, rlsub.c and store.c. */
 #ifndef OFFHOOK_BRIDGE_H
 #define OFFHOOK_BRIDGE_H
 
@@ -25,19 +26,37 @@ struct store;
 struct subs_mgr;
 struct timerq;
 
-/* Subscribes every configured user (at the configured ramp). cfg must stay valid until
- * the next bridge_apply_config or bridge_free. */
+/* Holds no user until bridge_hold. cfg must stay valid until the next
+ * bridge_apply_config or bridge_free. */
 struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
                           const struct offhook_config *cfg, struct sipua *ua,
                           struct store *store);
+/* jid (a configured user) is this sipbridge's: subscribe it (at the configured ramp; in
+ * resource-list mode the list is subscribed with the first user). handover: its previous
+ * owner still writes it, so the first write waits until the user's sources have spoken
+ * (HANDOVER_SETTLE_MS at most after the first did). */
+void bridge_hold(struct bridge *b, const char *jid, bool handover);
+/* jid is being handed over (true: still subscribed, writes no longer claim it) or stays
+ * (false: its state is claimed again). */
+void bridge_moving(struct bridge *b, const char *jid, bool moving);
+/* jid is let go: un-SUBSCRIBEd and freed after this loop turn, nothing more written. */
+void bridge_release(struct bridge *b, const char *jid);
+/* Redis names another owner of jid: its state is written again as a claim (if known). */
+void bridge_claim(struct bridge *b, const char *jid);
 /* The subscription manager (for readiness and status). */
 struct subs_mgr *bridge_subs(const struct bridge *b);
-/* Reload: adds and removes users, re-subscribes users whose phones or packages changed,
- * leaves every other subscription untouched. */
-void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg);
+/* Reload: of the users held, removes those no longer configured and re-subscribes those
+ * whose phones or packages changed, leaving every other subscription untouched (users
+ * the reload adds are member.c's to give). */
+struct bridge_reload {
+    int removed, resubscribed, unchanged; /* users held before the reload */
+};
+void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
+                         struct bridge_reload *out);
 /* Frees every user; live subscriptions get Expires: 0 (none are left after
  * sipua_shutdown, which ends them all). */
 void bridge_free(struct bridge *b);
+/* Users held (owned or being handed over). */
 int bridge_user_count(const struct bridge *b);
 void bridge_register_metrics(void);
 

@@ -447,6 +447,7 @@ static enum ctl_result run_user(void *arg, struct ctl_call *c)
 {
     struct bridge_user_view *v;
     const char *jid = NULL;
+    bool held;
     int npos;
 
     if (ctl_parse_args(c, NULL, 0, &jid, 1, &npos) < 0)
@@ -456,7 +457,12 @@ static enum ctl_result run_user(void *arg, struct ctl_call *c)
         return CTL_DONE;
     }
     v = xmalloc(sizeof *v);
-    if (!bridge_user_view(deps.bridge, jid, v))
+    held = bridge_user_view(deps.bridge, jid, v);
+    if (!held && config_user_by_jid(daemon_config(), jid))
+        /* Several sipbridges share the users: this one holds only its share. */
+        ctl_fail(c, CTL_ERR_NOTFOUND, "%s is another sipbridge's ('offhookctl cluster %s' "
+                                      "names it)", jid, jid);
+    else if (!held)
         ctl_fail(c, CTL_ERR_NOTFOUND, "%s is not a configured user", jid);
     else if (ctl_json(c))
         user_json(c, v);

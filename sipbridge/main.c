@@ -1,6 +1,10 @@
 /* offhook-sipbridge: subscribes to the PBX's dialog (and optionally presence and reg)
- * events for every configured user and keeps each user's call state in Redis.
- * One libevent loop drives Sofia-SIP (suloop.c), hiredis and the metrics endpoint. */
+ * events for its share of the configured users and keeps each user's call state in Redis.
+ * Several share the users through their leases in Redis (member.c). One libevent loop
+ * drives Sofia-SIP (suloop.c), hiredis and the metrics endpoint.
+ *
+ *   member --ops--> main --> bridge (hold, moving, release, claim)
+ *   store --fenced--> main --> member */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +21,7 @@
 #include "directory.h"
 #include "httpd.h"
 #include "log.h"
+#include "member.h"
 #include "metrics.h"
 #include "probe.h"
 #include "redislink.h"
@@ -44,6 +49,7 @@ struct app {
     struct sipua *ua;
     struct store *store;
     struct bridge *bridge;
+    struct member *member;
     struct httpd *http;
     struct directory *dir;
     struct ctlsock *ctl;
@@ -70,10 +76,18 @@ static bool is_ready(void *arg, struct sbuf *why)
         sbuf_puts(why, "redis: not connected\n");
         ok = false;
     }
+    if (!a->member || !member_ready(a->member)) {
+        sbuf_puts(why, "cluster: users not assigned yet (no lease in Redis, or its first "
+                       "renewals)\n");
+        ok = false;
+    }
     /* Ready = the upstreams answer: Redis, and the PBX for at least one subscription.
      * Not "every subscription": 100,000 users at 50 SUBSCRIBEs/s take half an hour, and
-     * systemd (Type=notify) would give up on the start long before. */
-    if (!m || subs_mgr_count(m, SUB_ACTIVE) + subs_mgr_count(m, SUB_PENDING) == 0) {
+     * systemd (Type=notify) would give up on the start long before. A member whose share
+     * is no user at all (more members than users, a resource list held by another) has
+     * nothing to ask of the PBX. */
+    if (!m || (bridge_user_count(a->bridge) > 0 &&
+               subs_mgr_count(m, SUB_ACTIVE) + subs_mgr_count(m, SUB_PENDING) == 0)) {
         sbuf_puts(why, "sip: no subscription established\n");
         ok = false;
     }
@@ -99,15 +113,17 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
         /* Checked every second until ready; then STATUS= only needs refreshing. */
         event_del(a->status_timer);
         event_add(a->status_timer, &slow);
-        log_notice("main", "event=ready users=%d", bridge_user_count(a->bridge));
+        log_notice("main", "event=ready users=%d instance=%s", bridge_user_count(a->bridge),
+                   member_name(a->member));
         daemon_notify("READY=1");
     }
     daemon_notify("STATUS=users=%d subscriptions active=%d backoff=%d starting=%d redis=%s "
-                  "pending_writes=%d",
+                  "pending_writes=%d owned=%d",
                   bridge_user_count(a->bridge), subs_mgr_count(m, SUB_ACTIVE),
                   subs_mgr_count(m, SUB_BACKOFF),
                   subs_mgr_count(m, SUB_QUEUED) + subs_mgr_count(m, SUB_SUBSCRIBING),
-                  store_up(a->store) ? "up" : "down", store_pending(a->store));
+                  store_up(a->store) ? "up" : "down", store_pending(a->store),
+                  member_users_owned(a->member));
 }
 
 /* The kernel dropped datagrams on the SIP port: the subscribe ramp slows down. */
@@ -134,10 +150,22 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(a->base, NULL);
 }
 
-static void on_stop(void *arg)
+/* The users are handed over (or there was nobody to hand them to): un-SUBSCRIBE the rest
+ * and exit. */
+static void shut_down(void *arg)
 {
     struct app *a = arg;
     struct timeval tv = {.tv_sec = SHUTDOWN_GRACE_S};
+
+    /* Every live dialog gets its Expires: 0, paced and bounded in time (sipua.c). */
+    sipua_shutdown(a->ua, on_shutdown_done, a);
+    a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
+    evtimer_add(a->shutdown_timer, &tv);
+}
+
+static void on_stop(void *arg)
+{
+    struct app *a = arg;
 
     if (a->stopping) {
         event_base_loopexit(a->base, NULL);
@@ -145,10 +173,57 @@ static void on_stop(void *arg)
     }
     a->stopping = true;
     daemon_notify("STOPPING=1");
-    /* Every live dialog gets its Expires: 0, paced and bounded in time (sipua.c). */
-    sipua_shutdown(a->ua, on_shutdown_done, a);
-    a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
-    evtimer_add(a->shutdown_timer, &tv);
+    /* With other sipbridges running, they take this one's users first and it lets each go
+     * once its new owner has written it: nobody is shown a gap. */
+    if (!member_leave(a->member, shut_down, a)) {
+        member_quit(a->member);
+        shut_down(a);
+    }
+}
+
+/* ---- news from the membership (member.c) and the store ---------------------------- */
+
+static void on_acquire(void *arg, const char *jid, bool handover)
+{
+    struct app *a = arg;
+
+    if (!a->stopping) /* a view answered while leaving gives nothing new */
+        bridge_hold(a->bridge, jid, handover);
+}
+
+static void on_moving(void *arg, const char *jid, bool moving)
+{
+    struct app *a = arg;
+
+    bridge_moving(a->bridge, jid, moving);
+}
+
+static void on_release(void *arg, const char *jid)
+{
+    struct app *a = arg;
+
+    bridge_release(a->bridge, jid);
+}
+
+static void on_claim(void *arg, const char *jid)
+{
+    struct app *a = arg;
+
+    bridge_claim(a->bridge, jid);
+}
+
+static const struct member_ops member_ops = {
+    .on_acquire = on_acquire,
+    .on_moving = on_moving,
+    .on_release = on_release,
+    .on_claim = on_claim,
+};
+
+static void on_fenced(void *arg, const char *jid, bool lease_lost)
+{
+    struct app *a = arg;
+
+    member_fenced(a->member, jid, lease_lost);
 }
 
 /* "loglevel" on the control socket: Sofia's own log follows. */
@@ -161,10 +236,17 @@ static void on_log_level(void *arg)
 static void on_reload(void *arg, struct offhook_config *next)
 {
     struct app *a = arg;
+    struct bridge_reload r;
+    int added;
 
     suloop_route_logs(log_level);
     sipua_update(a->ua, next);
-    bridge_apply_config(a->bridge, next);
+    bridge_apply_config(a->bridge, next, &r);
+    added = member_set_users(a->member, next); /* acquires this member's new users now */
+    log_notice("main", "event=reloaded users=%zu added=%d removed=%d resubscribed=%d "
+                       "unchanged=%d held=%d",
+               next->nusers, added, r.removed, r.resubscribed, r.unchanged,
+               bridge_user_count(a->bridge));
 }
 
 /* The directory's users changed: they come into force the way a reload's do (not while
@@ -221,6 +303,7 @@ int main(int argc, char **argv)
         goto out;
     hooks.dir = a.dir;
     ctlsock_register_metrics();
+    member_register_metrics();
     daemon_setup(a.base, &hooks);
     if (a.cfg->sipbridge_metrics[0]) {
         a.http = httpd_start(a.base, a.cfg->sipbridge_metrics, is_ready, &a);
@@ -238,6 +321,8 @@ int main(int argc, char **argv)
         goto out;
     a.store = store_new(a.base, a.cfg);
     a.bridge = bridge_new(a.base, a.tq, a.cfg, a.ua, a.store);
+    a.member = member_new(a.base, a.cfg, a.store, &member_ops, &a);
+    store_on_fenced(a.store, on_fenced, &a);
     sipua_set_drop_hook(a.ua, on_sip_drops, &a);
     if (a.cfg->sipbridge_control[0]) {
         char err[256];
@@ -268,6 +353,7 @@ out:
     ctlsock_free(a.ctl);
     ctlcommon_free();
     /* Subscriptions release their dialogs; sipua_shutdown has sent the un-SUBSCRIBEs. */
+    member_free(a.member);
     bridge_free(a.bridge);
     sipua_free(a.ua);
     timerq_free(a.tq);

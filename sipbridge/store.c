@@ -1,9 +1,11 @@
 /* User state to Redis: hash + stream entry per change in one script, with a per-user
  * pending slot while the link is down. On every reconnect the users whose latest state
- * was already written are checked again (storecodec_repair_script): a Redis that
- * restarted without persistence, was flushed, or is a new master that lacked the old
- * one's last writes (Sentinel failover) has lost them; those are written again, with an
- * event. */
+ * was already written are checked again (storecodec_write_script's "check"): a Redis
+ * that restarted without persistence, was flushed, or is a new master that lacked the
+ * old one's last writes (Sentinel failover) has lost them; those are written again, with
+ * an event. Every write carries this member's lease (fencing): a write refused because
+ * the lease was lost is held until the next lease; one refused because another member
+ * owns the user is dropped; both go up to the owner (store_on_fenced). */
 #include "store.h"
 
 #include <stdio.h>
@@ -27,6 +29,8 @@ struct entry {
     char *jid;
     struct store_rec rec;
     bool removed;        /* the latest change is a removal */
+    bool owned;          /* this member writes it (false once handed over: store_release) */
+    bool claim;          /* its writes claim the user (see storecodec_write_script) */
     uint64_t gen;        /* bumped on each put */
     uint64_t written;    /* gen confirmed by Redis; gen != written means unwritten */
 };
@@ -47,12 +51,19 @@ struct store {
     unsigned long refused; /* writes refused since the last accepted one */
     struct event *retry_ev; /* re-sends the unwritten users after a refusal */
     struct backoff bo;
+    char *members_key;     /* sipbridge's members hash: the fencing check */
+    char name[STORECODEC_MEMBER_NAME_MAX + 1]; /* this member's lease: every write */
+    char epoch[24];        /* carries it; "" = no lease yet: writes are held */
+    bool fenced;           /* a write was refused for a lost lease: held until the next */
+    void (*on_fenced)(void *arg, const char *jid, bool lease_lost);
+    void *on_fenced_arg;
 };
 
 struct inflight {
     struct store *st;
     struct entry *e;
     uint64_t gen;
+    char epoch[24];        /* the lease it was sent with */
 };
 
 static struct metric *m_pending, *m_writes, *m_rewrites, *m_repairs;
@@ -63,8 +74,10 @@ void store_register_metrics(void)
                            "Users whose latest state waits for Redis (bounded by users).", NULL,
                            NULL);
     m_writes = metric_new(METRIC_COUNTER, "offhook_store_writes_total",
-                          "User state writes to Redis, by result.", "result",
-                          (const char *const[]){"ok", "error", "retried", NULL});
+                          "User state writes to Redis, by result (fenced: refused for a lost "
+                          "lease, or a user another sipbridge owns now).",
+                          "result",
+                          (const char *const[]){"ok", "error", "retried", "fenced", NULL});
     m_rewrites = metric_new(METRIC_COUNTER, "offhook_store_rewrites_total",
                             "Users checked again after a Redis reconnect.", NULL, NULL);
     m_repairs = metric_new(METRIC_COUNTER, "offhook_store_repairs_total",
@@ -80,19 +93,69 @@ static void update_pending_metric(struct store *st)
 
 static void flush(struct store *st);
 
+/* Writes may go out now: the link is up, Redis takes writes, and a lease is held. */
+static bool can_send(const struct store *st)
+{
+    return redislink_up(st->link) && !st->refused && st->epoch[0] && !st->fenced;
+}
+
+static void mark_written(struct store *st, struct entry *e, uint64_t gen)
+{
+    if (gen > e->written) {
+        bool was_unwritten = e->written != e->gen;
+        e->written = gen;
+        if (was_unwritten && e->written == e->gen)
+            st->npending--;
+    }
+}
+
+/* A write refused by the fencing check: true if r was one (handled). */
+static bool fenced(struct store *st, struct inflight *f, const redisReply *r)
+{
+    struct entry *e = f->e;
+
+    if (r->type != REDIS_REPLY_ERROR || !r->str)
+        return false;
+    if (strncmp(r->str, STORECODEC_FENCED_LEASE, strlen(STORECODEC_FENCED_LEASE)) == 0) {
+        /* Another member found this one dead and took its users: everything is held
+         * until the next lease (store_set_lease), then written as that lease decides. */
+        metric_inc(m_writes, "fenced");
+        if (strcmp(f->epoch, st->epoch) == 0 && !st->fenced) {
+            st->fenced = true;
+            log_warn("store", "event=fenced reason=lease_lost epoch=%s user=%s "
+                              "action=\"holding writes until the lease is renewed\"",
+                     f->epoch, log_q(e->jid));
+        }
+        if (st->on_fenced)
+            st->on_fenced(st->on_fenced_arg, e->jid, true);
+        return true;
+    }
+    if (strncmp(r->str, STORECODEC_FENCED_OWNER, strlen(STORECODEC_FENCED_OWNER)) == 0) {
+        /* Handed over, and the new owner has written: this state is not ours to write. */
+        metric_inc(m_writes, "fenced");
+        mark_written(st, e, f->gen);
+        log_debug("store", "event=fenced reason=owned_elsewhere user=%s %s", log_q(e->jid),
+                  log_q(r->str));
+        if (st->on_fenced)
+            st->on_fenced(st->on_fenced_arg, e->jid, false);
+        return true;
+    }
+    return false;
+}
+
 static void on_written(struct redislink *l, redisReply *r, void *arg)
 {
     struct inflight *f = arg;
     struct store *st = f->st;
     struct entry *e = f->e;
 
+    if (r && fenced(st, f, r)) {
+        update_pending_metric(st);
+        free(f);
+        return;
+    }
     if (r && r->type != REDIS_REPLY_ERROR) {
-        if (f->gen > e->written) {
-            bool was_unwritten = e->written != e->gen;
-            e->written = f->gen;
-            if (was_unwritten && e->written == e->gen)
-                st->npending--;
-        }
+        mark_written(st, e, f->gen);
         metric_inc(m_writes, "ok");
         if (st->refused) {
             log_notice("store", "event=writes_accepted refused_before=%lu", st->refused);
@@ -124,25 +187,36 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
     free(f);
 }
 
-/* Queues the write of e's latest state with a stream entry (storecodec_write_script), or
- * with repair its check (storecodec_repair_script). fn/arg get the reply. Returns 0, -1
- * if it could not be queued, or -2 for a JID too long for a key (nothing queued). */
-static int send_record(struct store *st, struct entry *e, bool repair, redislink_reply_fn fn,
-                       void *arg)
+/* Queues the write of e's latest state with a stream entry, or with check only if Redis
+ * holds something else (storecodec_write_script), under this member's lease. fn gets the
+ * reply with an inflight (owned by fn). Returns 0, -1 if it could not be queued, or -2
+ * for a JID too long for a key (nothing queued). */
+static int send_record(struct store *st, struct entry *e, bool check, redislink_reply_fn fn)
 {
     char key[2048];
     struct store_fields f;
-    const char *argv[6 + 2 * STORE_FIELDS_MAX];
+    const char *argv[11 + 2 * STORE_FIELDS_MAX];
+    struct inflight *fl;
     int argc = 0;
 
     if (storecodec_key_user(st->prefix, e->jid, key, sizeof key) < 0)
         return -2;
+    fl = xmalloc(sizeof *fl);
+    fl->st = st;
+    fl->e = e;
+    fl->gen = e->gen;
+    str_copy(fl->epoch, sizeof fl->epoch, st->epoch);
     argv[argc++] = "EVAL";
-    argv[argc++] = repair ? storecodec_repair_script : storecodec_write_script;
-    argv[argc++] = "2";
+    argv[argc++] = storecodec_write_script;
+    argv[argc++] = "3";
     argv[argc++] = key;
     argv[argc++] = st->events_key;
+    argv[argc++] = st->members_key;
     argv[argc++] = e->jid;
+    argv[argc++] = st->name;
+    argv[argc++] = st->epoch;
+    argv[argc++] = check ? "check" : "write";
+    argv[argc++] = e->claim ? "1" : "0";
     if (!e->removed) {
         struct user_record full;
         store_rec_expand(&e->rec, &full);
@@ -152,29 +226,28 @@ static int send_record(struct store *st, struct entry *e, bool repair, redislink
             argv[argc++] = f.value[i];
         }
     }
-    return redislink_command_argv(st->link, fn, arg, argc, argv, NULL) < 0 ? -1 : 0;
+    if (redislink_command_argv(st->link, fn, fl, argc, argv, NULL) < 0) {
+        free(fl);
+        return -1;
+    }
+    return 0;
 }
 
 /* Queues the write of e's latest state with its change event. */
 static void send_entry(struct store *st, struct entry *e)
 {
-    struct inflight *fl = xmalloc(sizeof *fl);
-    int rc;
-
-    fl->st = st;
-    fl->e = e;
-    fl->gen = e->gen;
-    rc = send_record(st, e, false, on_written, fl);
-    if (rc < 0)
-        free(fl);
-    if (rc == -1)
+    if (send_record(st, e, false, on_written) == -1)
         redislink_reset(st->link, "cannot queue a write");
 }
 
-static void on_repaired(struct redislink *l, redisReply *r, void *arg)
+/* The answer to a check (repair after a reconnect, or a claim). */
+static void on_checked(struct redislink *l, redisReply *r, void *arg)
 {
-    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+    struct inflight *f = arg;
+
+    if (r && !fenced(f->st, f, r) && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
         metric_inc(m_repairs, NULL);
+    free(f);
 }
 
 /* Checks the next batch of already-written users again (after a reconnect). */
@@ -192,9 +265,11 @@ static void rewrite_step(evutil_socket_t fd, short what, void *arg)
         struct entry *e = st->rw[st->rw_pos];
         int rc;
 
-        if (e->gen != e->written || e->removed || e->gen == 0)
-            continue; /* on its way with an event, or nothing to hold */
-        rc = send_record(st, e, true, on_repaired, NULL);
+        if (e->gen != e->written || e->removed || !e->owned || !e->gen)
+            continue; /* on its way with an event, nothing to hold, or not ours */
+        if (!can_send(st))
+            return; /* the next connection or lease starts over */
+        rc = send_record(st, e, true, on_checked);
         if (rc == -2)
             continue;
         if (rc) {
@@ -235,6 +310,8 @@ static void flush(struct store *st)
     void *v;
     int n = 0;
 
+    if (!can_send(st))
+        return;
     while (strmap_next(&st->entries, &pos, &k, &v)) {
         struct entry *e = v;
         if (e->gen != e->written) {
@@ -255,8 +332,8 @@ static void retry_refused(evutil_socket_t fd, short what, void *arg)
     const char *k;
     void *v;
 
-    if (!redislink_up(st->link))
-        return; /* the reconnect flushes everything */
+    if (!redislink_up(st->link) || !st->epoch[0] || st->fenced)
+        return; /* the reconnect, or the next lease, flushes everything */
     while (strmap_next(&st->entries, &pos, &k, &v)) {
         struct entry *e = v;
         if (e->gen != e->written) {
@@ -305,6 +382,9 @@ struct store *store_new(struct event_base *base, const struct offhook_config *cf
     if (storecodec_key_heartbeat(cfg->redis_prefix, "sipbridge", key, sizeof key) < 0)
         key[0] = '\0';
     st->beat_key = xstrdup(key);
+    if (storecodec_key_members(cfg->redis_prefix, "sipbridge", key, sizeof key) < 0)
+        key[0] = '\0';
+    st->members_key = xstrdup(key);
     st->beat = event_new(base, -1, EV_PERSIST, heartbeat, st);
     st->rw_ev = evtimer_new(base, rewrite_step, st);
     st->retry_ev = evtimer_new(base, retry_refused, st);
@@ -341,6 +421,7 @@ void store_free(struct store *st)
     free(st->prefix);
     free(st->events_key);
     free(st->beat_key);
+    free(st->members_key);
     free(st);
 }
 
@@ -380,6 +461,7 @@ static struct entry *entry_for(struct store *st, const char *jid)
     if (!e) {
         e = xcalloc(1, sizeof *e);
         e->jid = xstrdup(jid);
+        e->claim = true;
         strmap_put(&st->entries, e->jid, e);
     }
     return e;
@@ -392,10 +474,11 @@ const char *store_key(struct store *st, const char *jid)
 
 static void changed(struct store *st, struct entry *e)
 {
+    e->owned = true;
     if (e->gen == e->written)
         st->npending++;
     e->gen++;
-    if (redislink_up(st->link) && !st->refused)
+    if (can_send(st))
         send_entry(st, e);
     update_pending_metric(st);
 }
@@ -452,6 +535,132 @@ void store_remove(struct store *st, const char *jid)
     store_rec_clear(&e->rec);
     e->removed = true;
     changed(st, e);
+}
+
+void store_on_fenced(struct store *st, void (*fn)(void *arg, const char *jid, bool lease_lost),
+                     void *arg)
+{
+    st->on_fenced = fn;
+    st->on_fenced_arg = arg;
+}
+
+void store_set_lease(struct store *st, const char *name, uint64_t epoch)
+{
+    char e[sizeof st->epoch] = "";
+
+    if (epoch)
+        snprintf(e, sizeof e, "%llu", (unsigned long long)epoch);
+    if (strcmp(e, st->epoch) == 0 && strcmp(name, st->name) == 0)
+        return;
+    str_copy(st->name, sizeof st->name, name);
+    str_copy(st->epoch, sizeof st->epoch, e);
+    if (st->fenced)
+        log_notice("store", "event=unfenced epoch=%s", st->epoch[0] ? st->epoch : "none");
+    st->fenced = false;
+    flush(st); /* what was held for want of a lease */
+}
+
+void store_set_claim(struct store *st, const char *jid, bool claim)
+{
+    entry_for(st, jid)->claim = claim;
+}
+
+void store_claim(struct store *st, const char *jid)
+{
+    struct entry *e = strmap_get(&st->entries, jid);
+
+    if (!e || !e->owned || e->removed || !e->gen || e->gen != e->written || !e->claim ||
+        !can_send(st))
+        return; /* unwritten ones go out with the claim anyway */
+    if (send_record(st, e, true, on_checked) == -1)
+        redislink_reset(st->link, "cannot queue a claim");
+}
+
+void store_release(struct store *st, const char *jid)
+{
+    struct entry *e = strmap_get(&st->entries, jid);
+
+    if (!e)
+        return;
+    e->owned = false;
+    mark_written(st, e, e->gen); /* not ours to write any more */
+    update_pending_metric(st);
+}
+
+/* ---- owners ---------------------------------------------------------------------------- */
+
+struct owners_req {
+    void (*fn)(void *arg, const char *const *owners, size_t n, bool ok);
+    void *arg;
+    char **owners;
+    size_t n, left;
+    bool ok;
+};
+
+struct owner_slot {
+    struct owners_req *req;
+    size_t i;
+};
+
+static void on_owner(struct redislink *l, redisReply *r, void *arg)
+{
+    struct owner_slot *slot = arg;
+    struct owners_req *req = slot->req;
+
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        req->ok = false;
+    else if (r->type == REDIS_REPLY_STRING)
+        req->owners[slot->i] = xstrdup(r->str);
+    free(slot);
+    if (--req->left)
+        return;
+    req->fn(req->arg, (const char *const *)req->owners, req->n, req->ok);
+    for (size_t i = 0; i < req->n; i++)
+        free(req->owners[i]);
+    free(req->owners);
+    free(req);
+}
+
+int store_read_owners(struct store *st, const char *const *jids, size_t n,
+                      void (*fn)(void *arg, const char *const *owners, size_t n, bool ok),
+                      void *arg)
+{
+    struct owners_req *req;
+    size_t queued = 0;
+
+    if (!redislink_up(st->link) || n == 0)
+        return -1;
+    req = xcalloc(1, sizeof *req);
+    req->fn = fn;
+    req->arg = arg;
+    req->n = n;
+    req->owners = xcalloc(n, sizeof *req->owners);
+    req->ok = true;
+    req->left = n; /* replies come from the loop, never while queueing */
+    for (; queued < n; queued++) {
+        char key[2048];
+        struct owner_slot *slot = xmalloc(sizeof *slot);
+        slot->req = req;
+        slot->i = queued;
+        if (storecodec_key_user(st->prefix, jids[queued], key, sizeof key) < 0 ||
+            redislink_command(st->link, on_owner, slot, "HGET %s owner", key) < 0) {
+            free(slot);
+            break;
+        }
+    }
+    if (queued == n)
+        return 0;
+    if (queued == 0) {
+        free(req->owners);
+        free(req);
+        redislink_reset(st->link, "cannot queue an owner read");
+        return -1;
+    }
+    /* The reset answers the ones queued (NULL replies), the last of them calling fn. */
+    req->ok = false;
+    req->left = queued;
+    redislink_reset(st->link, "cannot queue an owner read");
+    return 0;
 }
 
 void store_sub_clear(struct store *st, const char *jid)

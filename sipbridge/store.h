@@ -1,11 +1,13 @@
 /* sipbridge's writer of user state to Redis: each change replaces the user's hash and
- * appends a change event to the stream, atomically (one script). While Redis is down, the
- * latest record of each changed user is held (bounded by the number of users) and written
- * when the link returns, so the final state is never lost. Called by bridge.c. */
+ * appends a change event to the stream, atomically (one script), under this member's
+ * lease (fencing). While Redis is down, the latest record of each changed user is held
+ * (bounded by the number of users) and written when the link returns, so the final state
+ * is never lost. Called by bridge.c (states) and member.c (lease, owners). */
 #ifndef OFFHOOK_STORE_H
 #define OFFHOOK_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "storecodec.h"
@@ -56,6 +58,28 @@ void store_sub_state(struct store *st, const char *jid, const char *package, con
                      const char *state);
 /* Forgets a removed user's subscription states. */
 void store_sub_clear(struct store *st, const char *jid);
+/* This member's lease (member.c): every write carries it, and Redis refuses a write from
+ * a lease that was lost (storecodec_write_script). epoch 0: none (writes are held). */
+void store_set_lease(struct store *st, const char *name, uint64_t epoch);
+/* Whether jid's writes claim the user (true, the default: it is this member's by the
+ * membership) or not (it is being handed over: refused once its new owner has written). */
+void store_set_claim(struct store *st, const char *jid, bool claim);
+/* Makes sure Redis names this member as jid's owner: its latest state is written again,
+ * as a claim, if Redis names another (with an event only if the state differs). */
+void store_claim(struct store *st, const char *jid);
+/* jid is handed over: nothing of it is written any more (until the next store_put). */
+void store_release(struct store *st, const char *jid);
+/* News of fenced writes: jid's write was refused because this member's lease was lost
+ * (lease_lost: everything is held until store_set_lease gives another), or because jid
+ * is owned by another member (its write is dropped). */
+void store_on_fenced(struct store *st, void (*fn)(void *arg, const char *jid, bool lease_lost),
+                     void *arg);
+/* Reads the owner field ("<epoch> <name>", or NULL) of each of jids; fn gets them (valid
+ * during the call) with ok false if some could not be read (NULL then means unknown).
+ * Returns -1 (fn not called) when Redis is not up. */
+int store_read_owners(struct store *st, const char *const *jids, size_t n,
+                      void (*fn)(void *arg, const char *const *owners, size_t n, bool ok),
+                      void *arg);
 /* Called each time the link comes up, after pending states are flushed. */
 void store_on_up(struct store *st, void (*fn)(void *arg), void *arg);
 /* Users whose latest state is not yet in Redis. */

@@ -31,7 +31,7 @@ def run(a, rate):
            "seconds": a.seconds, "active": active,
            "watched": watch, "subscribe_rate": a.subscribe_rate,
            "prosody_nodelay": a.prosody_nodelay, "component_nodelay": a.component_nodelay,
-           "sipbridge_preload": a.sipbridge_preload}
+           "sipbridge_preload": a.sipbridge_preload, "sipbridges": a.sipbridges}
     stack = None
     try:
         contacts = ["u%d@%s" % (i, DOMAIN) for i in range(watch)]
@@ -53,8 +53,8 @@ def run(a, rate):
             pbx_args += ["--tcp", "--list", "phones", "--list-size", str(n),
                          "--list-ext0", str(EXT0)]
         pbx = stack.add(Proc("pbxsim", pbx_args, wd.path))
-        sb = bench_stack.start_sipbridge(stack, preload=a.sipbridge_preload)
-        _, rss_sb0 = proc_stat(sb.p.pid)
+        sb = bench_stack.start_sipbridges(stack, a.sipbridges, preload=a.sipbridge_preload)
+        rss_sb0 = sum(proc_stat(pid)[1] for pid in sb.pids().values())
         _, rss_comp0 = proc_stat(comp.p.pid)
         # The ramp may have begun by the time /metrics answers: per-subscription RSS is
         # taken over the subscriptions made after this first sample.
@@ -62,14 +62,17 @@ def run(a, rate):
         t0 = time.time()
         # Scraped once a second at most at scale: each /metrics walks every user
         # (collect_users), which at 100k users and 10 scrapes/s was 13% of sipbridge's CPU.
+        # One subscription per user (the list: one in all); with several sipbridges, each
+        # user owned by exactly one, none still being handed over.
         nsubs = 1 if listmode else n
-        wait_until(lambda: metric(sb.metrics(), 'offhook_subscriptions{state="active"}') >= nsubs,
+        wait_until(lambda: subscribed(sb.metrics(), nsubs, n, a.sipbridges),
                    timeout=n / a.subscribe_rate * 3 + 60, interval=min(1.0, max(0.1, n / 1e5)),
                    what="%d active subscriptions" % nsubs)
         res["ramp_s"] = round(time.time() - t0, 2)
         res["ramp_ideal_s"] = round(n / a.subscribe_rate, 2)
         res["active_at_first_sample"] = int(active0)
-        _, rss_sb1 = proc_stat(sb.p.pid)
+        rss_sb1 = sum(proc_stat(pid)[1] for pid in sb.pids().values())
+        res["owned_per_sipbridge"] = sb.shares()
         # The ramp's "idle" reached every watched contact (or stopped coming: a pbxsim
         # that does not retransmit never repeats a NOTIFY that sipbridge's socket dropped,
         # and that contact stays "unknown" until its first event); then the warm-up.
@@ -77,22 +80,27 @@ def run(a, rate):
                    timeout=120 + watch / 200, interval=0.2,
                    what="every contact out of 'unknown'")
         res["unknown_after_ramp"] = watch - sink.tail.known()
-        res["udp_drops_ramp"] = {"sipbridge": udp_drops(stack.sip_port),
+        res["udp_drops_ramp"] = {"sipbridge": drops(sb.ports),
                                  "pbxsim": udp_drops(stack.pbx_port)}
         time.sleep(a.warmup)
-        pids = {"sipbridge": sb.p.pid, "component": comp.p.pid,
+        pids = {**sb.pids(), "component": comp.p.pid,
                 "redis": stack.redis.proc.p.pid, "prosody": stack.xmpp.proc.p.pid,
                 "pbxsim": pbx.p.pid, "sink": sink.proc.p.pid}
         m0 = {"sipbridge": sb.metrics(), "component": comp.metrics()}
-        s0 = snapshot(pids)
+        s0 = fold(snapshot(pids))
         if a.soak_sample > 0:
             res["soak"] = soak_window(a.seconds, a.soak_sample,
                                       {"sipbridge": sb.p.pid, "component": comp.p.pid})
         else:
             time.sleep(a.seconds)  # the measurement window itself
-        s1 = snapshot(pids)
+        s1 = fold(snapshot(pids))
         m1 = {"sipbridge": sb.metrics(), "component": comp.metrics()}
-        res["udp_drops_end"] = {"sipbridge": udp_drops(stack.sip_port),
+        # RSS keeps what glibc took at the peak (the ramp, a handover's duplicates): the
+        # heap in use says what each sipbridge holds now.
+        res["heap_inuse_mib_per_sipbridge"] = [
+            round(d.metrics().get("offhook_heap_inuse_bytes", 0) / 2**20, 1)
+            for d in sb.members]
+        res["udp_drops_end"] = {"sipbridge": drops(sb.ports),
                                 "pbxsim": udp_drops(stack.pbx_port)}
         if a.perf:
             res["profiles"] = profile(a, wd, {"sipbridge": sb.p.pid, "component": comp.p.pid},
@@ -105,7 +113,7 @@ def run(a, rate):
             res["drained"] = True
         except TimeoutError:
             res["drained"] = False
-        s2 = snapshot({"sipbridge": sb.p.pid, "component": comp.p.pid})
+        s2 = fold(snapshot({**sb.pids(), "component": comp.p.pid}))
         # Before the daemons stop: the component's goodbye ("unavailable" to every
         # watcher) is not part of the run.
         sink.stop()
@@ -114,7 +122,10 @@ def run(a, rate):
         res["redis_used_memory_mib"] = round(int(
             [x for x in stack.redis.cli("INFO", "memory").splitlines()
              if x.startswith("used_memory:")][0].split(":")[1]) / 2**20, 1)
-        problems = stack.stop()
+        # Up to 30 s each: at 100k users sipbridge's shutdown (un-SUBSCRIBEs unanswered
+        # once pbxsim is gone, then 100k handles freed) outlasts Proc.stop's 10 s.
+        problems = sb.stop_all()
+        problems += stack.stop()
         stack = None
         analyse(res, rate, n, watch, events_log, sink.log_path, pbx.log(), (s0, s1, s2),
                 (m0, m1), (rss_sb0, rss_sb1, rss_comp0, active0), problems)
@@ -140,6 +151,32 @@ def list_config(stack, n):
                              "max_body = %d" % (pbx, stack.pbx_port, max_body))
     with open(stack.config, "w") as f:
         f.write(conf)
+
+
+def subscribed(m, nsubs, n, k):
+    """nsubs subscriptions active, and (k > 1 sipbridges) each of the n users owned by
+    exactly one."""
+    if metric(m, 'offhook_subscriptions{state="active"}') < nsubs:
+        return False
+    return k == 1 or (metric(m, 'offhook_cluster_users{state="owned"}') == n and
+                      metric(m, 'offhook_cluster_users{state="moving"}') == 0)
+
+
+def fold(s):
+    """A snapshot with the sipbridges after the first folded into "sipbridge" (CPU and RSS
+    summed), each one's kept under "members"."""
+    s["members"] = {k: (s["cpu"][k], s["rss"][k]) for k in s["cpu"] if k.startswith("sipbridge")}
+    for k in list(s["cpu"]):
+        if k.startswith("sipbridge_"):
+            s["cpu"]["sipbridge"] += s["cpu"].pop(k)
+            s["rss"]["sipbridge"] += s["rss"].pop(k)
+    return s
+
+
+def drops(ports):
+    """UDP receive-queue drops summed over the sipbridges' SIP ports (None if unknown)."""
+    vals = [udp_drops(p) for p in ports]
+    return None if any(v is None for v in vals) else sum(vals)
 
 
 def until_still(count, seconds, enough=lambda c: False):
@@ -226,6 +263,12 @@ def analyse(res, rate, n, watch, events_log, sink_log, pbx_log, snaps, metrics, 
             "component_total": int(s1["rss"]["component"] / n)},
         "problems": problems,
     })
+    if len(s1["members"]) > 1:
+        res["per_sipbridge"] = {
+            k: {"cpu_s_per_1000_events": round((s1["members"][k][0] - s0["members"][k][0]) /
+                                               per * 1000, 4),
+                "rss_mib_end": round(s1["members"][k][1] / 2**20, 1)}
+            for k in sorted(s1["members"])}
     ok_rate = recv_in >= 0.98 * sent_in and sent_in > 0
     res["growing_backlog"] = bool(growth > max(25.0, 0.1 * rate) or not ok_rate
                                   or lost > 0.01 * len(send_w))

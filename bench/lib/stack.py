@@ -69,6 +69,73 @@ def start_sipbridge(stack, preload=None):
     return sb
 
 
+class Sipbridges:
+    """The run's sipbridges seen as one (--sipbridges K): summed /metrics, summed RSS, each
+    process's pid (named "sipbridge", "sipbridge_2", ...: pbxsim_run folds the others into
+    the first's figures after each snapshot), their SIP ports, and each one's share."""
+
+    def __init__(self, daemons, ports):
+        self.members = daemons
+        self.ports = ports
+        self.p = daemons[0].p   # the first: --perf, --idle and --soak-sample sample it only
+
+    def metrics(self):
+        out = {}
+        for d in self.members:
+            for k, v in d.metrics().items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+    def pids(self):
+        return {("sipbridge" if i == 0 else "sipbridge_%d" % (i + 1)): d.p.pid
+                for i, d in enumerate(self.members)}
+
+    def stop_all(self):
+        """SIGTERM to every sipbridge at once, as an operator stopping them all: none waits
+        to hand its users over to another that is stopping too. Returns the problems
+        (bad exits)."""
+        import signal
+        for d in self.members:
+            d.send_signal(signal.SIGTERM)
+        problems = []
+        for d in self.members:
+            try:
+                d.p.wait(30)   # a second SIGTERM (Proc.stop's) would cut its stop short
+            except Exception:
+                pass
+            rc = d.stop(timeout=10)
+            if rc != 0:
+                problems.append("%s exited with %s" % (getattr(d, "label", d.name), rc))
+        return problems
+
+    def shares(self):
+        return [int(d.metrics().get('offhook_cluster_users{state="owned"}', 0))
+                for d in self.members]
+
+
+def start_sipbridges(stack, k, preload=None):
+    """K offhook-sipbridges sharing the users (issue 12): the first is the stack's own, the
+    others run with a copy of its configuration giving each its SIP and metrics ports and
+    an instance name, as on hosts of their own. Returns them as one (Sipbridges) once each
+    serves /metrics."""
+    from cluster import Member, member_config
+    from harness import free_port
+    first = start_sipbridge(stack, preload)
+    daemons, ports = [first], [stack.sip_port]
+    for i in range(2, k + 1):
+        sip, port = free_port(), free_port()
+        cfg = member_config(stack.config, os.path.join(stack.dir, "sb%d.conf" % i), [
+            ("sip", "listen", "udp:127.0.0.1:%d" % sip),
+            ("sipbridge", "metrics", "127.0.0.1:%d" % port),
+            ("sipbridge", "instance", "sb%d" % i)])
+        d = Member("sipbridge", "sb%d" % i, cfg, stack.dir, port, sip)
+        stack.all_daemons.append(d)
+        wait_until(d.metrics, timeout=120, what="sipbridge sb%d metrics" % i)
+        daemons.append(d)
+        ports.append(sip)
+    return Sipbridges(daemons, ports)
+
+
 def nodelay_preload():
     """BUILD/nodelay_preload.so from bench/nodelay_preload.c (--component-nodelay)."""
     src = os.path.join(BENCH, "nodelay_preload.c")

@@ -17,6 +17,10 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "scale: the scale tier (10,000 users; test_scale.py): scripts/test.sh runs "
         "it in the plain pass only, not under ASan or valgrind (-m 'not scale')")
+    config.addinivalue_line(
+        "markers", "multihost: several sipbridges and components with Redis Sentinel "
+        "(test_cluster.py): scripts/test.sh runs it in the plain and ASan passes, not under "
+        "valgrind (-m 'not multihost')")
 
 
 def failing(request):

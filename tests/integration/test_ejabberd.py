@@ -7,6 +7,7 @@ its own Redis, component, sipbridge and sipp, and the accounts it logged in with
 re-created afterwards."""
 
 import os
+import time
 
 import pytest
 
@@ -233,3 +234,142 @@ def test_own_activity_untouched_on_ejabberd(stack_factory):
     bob.sync()
     assert seen_activities(bob) == [LUNCH]
     assert (read_node(alice)[0], activity_of(read_node(alice)[1])) == ("current", LUNCH)
+
+
+# ---- two connections for one component domain (issue 12) ------------------------------
+
+class RawComponent:
+    """A bare XEP-0114 connection: the handshake, then every stanza the server routes to
+    it, counted by its 'to'."""
+
+    def __init__(self, port, domain, secret):
+        import hashlib
+        import re
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall((
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+            "xmlns:stream='http://etherx.jabber.org/streams' to='%s'>" % domain).encode())
+        head = self._read_until(lambda b: re.search(rb"<stream:stream[^>]*>", b))
+        sid = re.search(rb"id=['\"]([^'\"]+)['\"]", head).group(1).decode()
+        self.sock.sendall(("<handshake>%s</handshake>" % hashlib.sha1(
+            (sid + secret).encode()).hexdigest()).encode())
+        self.buf = self._read_until(lambda b: b"<handshake" in b or b"stream:error" in b or
+                                    b"</stream:stream>" in b)
+        self.accepted = b"<handshake" in self.buf and b"stream:error" not in self.buf
+
+    def _read_until(self, cond, timeout=5):
+        import time as _t
+        data, deadline = b"", _t.monotonic() + timeout
+        while not cond(data) and _t.monotonic() < deadline:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def drain(self, timeout=0.5):
+        """Everything received until the line has been quiet for timeout."""
+        self.sock.settimeout(timeout)
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.buf += chunk
+        return self.buf
+
+    def close(self):
+        try:
+            self.sock.sendall(b"</stream:stream>")
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def test_two_connections_for_one_component_domain(ejabberd_server):
+    """What ejabberd 23.01 does with a second XEP-0114 connection for a domain already
+    connected (docs/operator-guide.md, "Running on two hosts"): unlike Prosody (which
+    refuses it with <conflict/>) it accepts both, keeps both, and spreads the stanzas for
+    the domain over them (route balancing), so two active offhook components would each
+    see part of the subscriptions and probes. Hence the lease: one connects, the other
+    waits."""
+    srv = ejabberd_server
+    a = RawComponent(srv.comp, srv.domain, srv.secret)
+    b = RawComponent(srv.comp, srv.domain, srv.secret)
+    try:
+        assert a.accepted, a.buf
+        assert b.accepted, b.buf
+        from watcher import Watcher
+        bob = Watcher("bob@localhost", "pw", srv.c2s)
+        try:
+            for i in range(40):
+                bob.send_raw("<presence to='u%d@%s' type='probe'/>" % (i, srv.domain))
+            time.sleep(1.0)
+        finally:
+            bob.close()
+        got_a = a.drain().count(b"type=\"probe\"") + a.buf.count(b"type='probe'")
+        got_b = b.drain().count(b"type=\"probe\"") + b.buf.count(b"type='probe'")
+        print("EJABBERD two connections: first got %d probes, second %d" % (got_a, got_b))
+        assert got_a + got_b >= 40
+        assert got_a > 0 and got_b > 0, (got_a, got_b)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_standby_component_on_ejabberd(stack_factory, ejabberd_server):
+    """Two offhook components with one configuration on ejabberd: one connects, the other
+    waits on its lease; killed, the active one is replaced by the standby, and stopped
+    cleanly it hands over with no "unavailable" shown."""
+    from cluster import Member, member_config
+    from harness import free_port
+    s = stack_factory()
+    s.start_pbx(asterisk_call_notifies(pause_ms=100))
+    comps = {}
+
+    def start(label):
+        port = free_port()
+        cfg = member_config(s.config, os.path.join(s.dir, label + ".conf"),
+                            [("component", "metrics", "127.0.0.1:%d" % port),
+                             ("component", "instance", label)])
+        d = Member("component", label, cfg, s.dir, port)
+        s.all_daemons.append(d)
+        comps[label] = d
+        wait_until(d.ready, timeout=30, what="component %s ready" % label)
+        return d
+
+    c1 = start("c1")
+    wait_until(lambda: c1.metrics().get("offhook_xmpp_connected") == 1, what="c1 connected")
+    c2 = start("c2")
+    assert c2.metrics().get("offhook_xmpp_connected") == 0
+    bob = s.watcher("bob@localhost", reconnect=True)
+    bob.subscribe(CONTACT)
+    s.start_sipbridge()
+    wait_until(lambda: bob.last(CONTACT) == ASTERISK_CALL_VIEWS[-1], timeout=20,
+               what="the call shown")
+    t0 = time.monotonic()
+    c1.kill9()
+    wait_until(lambda: c2.metrics().get("offhook_xmpp_connected") == 1, timeout=15,
+               what="the standby connected")
+    took = time.monotonic() - t0
+    # Nobody was connected between the kill and the standby: a presence since is its.
+    wait_until(lambda: any(p.at > t0 for p in bob.seen(CONTACT)), timeout=10,
+               what="the presence sent again")
+    assert bob.last(CONTACT) == ASTERISK_CALL_VIEWS[-1]
+    c3 = start("c3")
+    t1 = time.monotonic()
+    assert c2.stop() == 0
+    wait_until(lambda: c3.metrics().get("offhook_xmpp_connected") == 1, timeout=10,
+               what="c3 connected after the handover")
+    handover = time.monotonic() - t1
+    time.sleep(0.5)
+    assert not [p for p in bob.seen(CONTACT) if p.at > t1 and p.type == "unavailable"]
+    assert bob.last(CONTACT) == ASTERISK_CALL_VIEWS[-1]
+    print("EJABBERD standby: connected %.2f s after the kill, %.2f s after the clean stop"
+          % (took, handover))

@@ -44,7 +44,7 @@ def on_master(d, node):
     return d.metrics().get('offhook_redis_master{master="%s"}' % node.addr(), 0)
 
 
-NLINKS = {"sipbridge": 1, "component": 5}  # store; feed, feed_read, watchers, health, roster
+NLINKS = {"sipbridge": 2, "component": 6}  # store, lease; feed, feed_read, watchers, health, roster, lease
 
 
 @pytest.fixture(scope="module")

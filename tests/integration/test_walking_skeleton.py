@@ -92,5 +92,7 @@ def test_health_endpoints(stack_factory):
     # sipbridge against a PBX that never answers: alive, but not ready, and says why.
     s.start_sipbridge()
     wait_until(lambda: http_get(s.metrics_sb, "/healthz")[0] == 200, what="sipbridge up")
-    status, body = http_get(s.metrics_sb, "/readyz")
+    # (After its first renewals: alone, a sipbridge waits one before taking the users.)
+    status, body = wait_until(lambda: (lambda r: r if "sip:" in r[1] else None)(
+        http_get(s.metrics_sb, "/readyz")), what="sipbridge saying the PBX is silent")
     assert status == 503 and "sip:" in body

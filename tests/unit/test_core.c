@@ -181,6 +181,88 @@ static void test_storecodec_stream_entries(void **state)
     assert_non_null(strstr(err, "user"));
 }
 
+/* The leases' records, as lease.lua writes them (storecodec.h, "Leases"). */
+static void test_member_records(void **state)
+{
+    struct member_rec m;
+    char name[STORECODEC_MEMBER_NAME_MAX + 1];
+    uint64_t epoch;
+
+    assert_int_equal(storecodec_member_parse("12 1700000005000 active 1 40 1700000000000", &m), 0);
+    assert_true(m.epoch == 12 && m.expires_ms == 1700000005000LL && !m.leaving && m.ready);
+    assert_int_equal(m.count, 40);
+    assert_true(m.since_ms == 1700000000000LL);
+    assert_int_equal(storecodec_member_parse("3 5 leaving 0 0 1", &m), 0);
+    assert_true(m.leaving && !m.ready);
+    /* Anything else is no member: a member nobody can parse is not counted. */
+    const char *bad[] = {"", "12", "12 5 active 1 40", "12 5 gone 1 40 1", "0 5 active 1 0 1",
+                         "12 5 active 2 40 1", "12 5 active 1 -1 1", "x 5 active 1 4 1",
+                         "12 5 active 1 40 1 ", "12  5 active 1 40 1", NULL};
+    for (int i = 0; bad[i]; i++)
+        assert_int_equal(storecodec_member_parse(bad[i], &m), -1);
+    assert_int_equal(storecodec_owner_parse("7 sb1", &epoch, name, sizeof name), 0);
+    assert_true(epoch == 7);
+    assert_string_equal(name, "sb1");
+    assert_int_equal(storecodec_owner_parse("7 host:123", &epoch, NULL, 0), 0);
+    assert_int_equal(storecodec_owner_parse("7", &epoch, name, sizeof name), -1);
+    assert_int_equal(storecodec_owner_parse("0 sb1", &epoch, name, sizeof name), -1);
+    assert_int_equal(storecodec_owner_parse("7 two words", &epoch, name, sizeof name), -1);
+    assert_true(storecodec_member_name_ok("sb-1.host:42"));
+    assert_false(storecodec_member_name_ok(""));
+    assert_false(storecodec_member_name_ok("@holder"));
+    assert_false(storecodec_member_name_ok("a b"));
+    assert_false(storecodec_member_name_ok("caf\xc3\xa9"));
+    assert_false(storecodec_member_name_ok(
+        "0123456789012345678901234567890123456789012345678901234567890123456789"));
+    /* The Lua text keeps the stream's length as the C side says. */
+    assert_non_null(strstr(storecodec_write_script, "'" STORECODEC_STREAM_MAXLEN_STR "'"));
+    assert_non_null(strstr(storecodec_write_script, STORECODEC_FENCED_LEASE));
+    assert_non_null(strstr(storecodec_write_script, STORECODEC_FENCED_OWNER));
+    assert_non_null(strstr(storecodec_lease_script, STORECODEC_HOLDER_FIELD));
+}
+
+static const char *owner_of(const char *const *members, int n, const char *key)
+{
+    const char *best = NULL;
+    uint64_t best_w = 0;
+
+    for (int i = 0; i < n; i++) {
+        uint64_t w = storecodec_rendezvous(members[i], key);
+        if (!best || w > best_w) {
+            best = members[i];
+            best_w = w;
+        }
+    }
+    return best;
+}
+
+/* Rendezvous hashing spreads users evenly, and a member that joins takes users only for
+ * itself: nobody else's users move. */
+static void test_rendezvous(void **state)
+{
+    const char *members[] = {"sb1", "sb2", "sb3", "sb4"};
+    int share[4] = {0}, moved = 0, to_new = 0;
+    char key[64];
+
+    for (int i = 0; i < 3000; i++) {
+        const char *a, *b;
+        snprintf(key, sizeof key, "user%d@example.com", i);
+        a = owner_of(members, 3, key);
+        b = owner_of(members, 4, key);
+        share[a[2] - '1']++;
+        if (strcmp(a, b) != 0) {
+            moved++;
+            to_new += strcmp(b, "sb4") == 0;
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        assert_true(share[i] > 850 && share[i] < 1150);
+    assert_int_equal(moved, to_new);
+    assert_true(moved > 600 && moved < 900); /* about a quarter */
+    assert_true(storecodec_rendezvous("sb1", "a") != storecodec_rendezvous("sb2", "a"));
+    assert_true(storecodec_rendezvous("sb1", "a") == storecodec_rendezvous("sb1", "a"));
+}
+
 /* A metric nobody registered is a no-op, not a crash: callers need no guard. */
 static void test_metrics_null(void **state)
 {
@@ -556,6 +638,8 @@ int main(void)
         cmocka_unit_test(test_storecodec_roundtrip),
         cmocka_unit_test(test_storecodec_rejects),
         cmocka_unit_test(test_storecodec_stream_entries),
+        cmocka_unit_test(test_member_records),
+        cmocka_unit_test(test_rendezvous),
         cmocka_unit_test(test_metrics_null),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_jid),
