@@ -11,7 +11,8 @@ the label values it declares up front. They are checked against:
   - the man pages, the guide, README.md and deploy/*/README.md: every offhook_* name
     and {label="value"} they quote exists;
   - deploy/grafana/offhook.json: every family is queried by some panel, and every name a
-    query uses exists;
+    query uses exists; no two panels share an id or a cell of the grid (branches that
+    each add panels merge into exactly that);
   - deploy/prometheus/offhook.rules.yml: every name an alert uses exists.
 
 Usage: scripts/check-metrics.py [--list]     (from anywhere; --list prints the families)
@@ -232,6 +233,28 @@ def dashboard_exprs():
     return exprs
 
 
+def check_dashboard_layout(out):
+    where = "deploy/grafana/offhook.json"
+    d = json.load(open(os.path.join(ROOT, "deploy", "grafana", "offhook.json")))
+    ids, cells = {}, {}
+    for p in d.get("panels", []):
+        title = p.get("title", "?")
+        if p.get("id") in ids:
+            out.append("%s: panels %r and %r share id %s" % (where, ids[p["id"]], title, p["id"]))
+        ids.setdefault(p.get("id"), title)
+        g = p.get("gridPos", {})
+        if g.get("x", 0) + g.get("w", 0) > 24:
+            out.append("%s: panel %r is wider than the grid" % (where, title))
+        clash = set()
+        for y in range(g.get("y", 0), g.get("y", 0) + g.get("h", 0)):
+            for x in range(g.get("x", 0), g.get("x", 0) + g.get("w", 0)):
+                other = cells.setdefault((x, y), title)
+                if other != title:
+                    clash.add(other)
+        for other in sorted(clash):
+            out.append("%s: panels %r and %r overlap" % (where, other, title))
+
+
 def rules_exprs():
     path = os.path.join(ROOT, "deploy", "prometheus", "offhook.rules.yml")
     exprs, cur = [], None
@@ -259,6 +282,7 @@ def main(argv):
     check_guide(fams, out)
     check_mentions(fams, out)
     check_queries(fams, out, "deploy/grafana/offhook.json", dashboard_exprs(), True)
+    check_dashboard_layout(out)
     check_queries(fams, out, "deploy/prometheus/offhook.rules.yml", rules_exprs(), False)
     for line in out:
         print(line)
