@@ -18,7 +18,7 @@ import time
 from calls import UNKNOWN, VIEW
 from harness import (Daemon, PbxSim, Prosody, binary, control_dir, free_port, offhook_config,
                      wait_until)
-from sentinel import EXT0, Calls, SentinelRedis, contact, use_sentinels
+from sentinel import EXT0, Calls, SentinelRedis, contact, shown_out_of_order, use_sentinels
 
 
 class Member(Daemon):
@@ -248,23 +248,7 @@ class ClusterStack:
 
     def shown_out_of_order(self, since):
         """As SentinelStack's: contacts shown a state applied twice or never held."""
-        bad = {}
-        for i in range(self.n):
-            views = []
-            for p in self.w.seen(contact(i)):
-                if p.at < since or p.type not in ("available", "unavailable"):
-                    continue
-                if not views or views[-1] != p.view():
-                    views.append(p.view())
-            hist = self.calls.history[i][self.calls.state_at(i, since):]
-            k = 0
-            for v in views:
-                while k < len(hist) and VIEW[hist[k][0]] != v:
-                    k += 1
-                if k == len(hist):
-                    bad[contact(i)] = (views, [h[0] for h in hist])
-                    break
-        return bad
+        return shown_out_of_order(self.w, self.calls, self.n, since)
 
     def ctl(self, *args, rc=0):
         r = subprocess.run([binary("offhookctl"), "-c", self.base] + list(args),

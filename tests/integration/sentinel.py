@@ -325,6 +325,29 @@ def contact(i):
     return "u%02d@phone.localhost" % i
 
 
+def shown_out_of_order(w, calls, n, since):
+    """Contacts (of the first n) whose presences w received after since are not a
+    subsequence of the states calls says their phone went through from then on: a state
+    shown again after a newer one (applied twice) or one that never was."""
+    bad = {}
+    for i in range(n):
+        views = []
+        for p in w.seen(contact(i)):
+            if p.at < since or p.type not in ("available", "unavailable"):
+                continue
+            if not views or views[-1] != p.view():
+                views.append(p.view())
+        hist = calls.history[i][calls.state_at(i, since):]
+        k = 0
+        for v in views:
+            while k < len(hist) and VIEW[hist[k][0]] != v:
+                k += 1
+            if k == len(hist):
+                bad[contact(i)] = (views, [h[0] for h in hist])
+                break
+    return bad
+
+
 class SentinelStack:
     """Redis with Sentinel, Prosody, pbxsim, sipbridge, the component and one chat user
     (boss) watching every phone contact; offhook configured with sentinels, not a url."""
@@ -408,23 +431,7 @@ class SentinelStack:
         """Contacts whose presences received after since are not a subsequence of the
         states their phone went through from then on: a state shown again after a newer
         one (applied twice) or one that never was."""
-        bad = {}
-        for i in range(self.n):
-            views = []
-            for p in self.w.seen(contact(i)):
-                if p.at < since or p.type not in ("available", "unavailable"):
-                    continue
-                if not views or views[-1] != p.view():
-                    views.append(p.view())
-            hist = self.calls.history[i][self.calls.state_at(i, since):]
-            k = 0
-            for v in views:
-                while k < len(hist) and VIEW[hist[k][0]] != v:
-                    k += 1
-                if k == len(hist):
-                    bad[contact(i)] = (views, [h[0] for h in hist])
-                    break
-        return bad
+        return shown_out_of_order(self.w, self.calls, self.n, since)
 
     def logs(self):
         out = []
