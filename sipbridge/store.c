@@ -558,6 +558,12 @@ void store_set_lease(struct store *st, const char *name, uint64_t epoch)
         log_notice("store", "event=unfenced epoch=%s", st->epoch[0] ? st->epoch : "none");
     st->fenced = false;
     flush(st); /* what was held for want of a lease */
+    /* A check of every written user that a reconnect began stops where it found no lease
+     * (rewrite_step): a Redis that restarted empty gives the lease back after the store's
+     * link is up, and the users that did not change meanwhile would stay missing there
+     * until their next change. A new lease checks them all again. */
+    if (st->epoch[0] && redislink_up(st->link))
+        rewrite_start(st);
 }
 
 void store_set_claim(struct store *st, const char *jid, bool claim)
