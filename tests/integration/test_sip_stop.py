@@ -4,11 +4,16 @@ nothing worse than notice after `event=stopped`; the PBX (bench/pbxsim) counts o
 un-SUBSCRIBE per subscription. How long it takes is not asserted here (the machine is
 shared): docs/performance.md has the figures at 10k and 100k."""
 
+import os
 import time
 
 from harness import PbxSim, wait_until
 
-N = 10000
+# Under valgrind (scripts/valgrind.sh) sipbridge runs some 30 times slower: at 10,000 the
+# ramp outruns it (answers come after their transactions gave up, and the dialogs they made
+# are ended at once: 1,595 un-SUBSCRIBEs before the stop in one run), so memcheck gets the
+# same stop at 1,000; the plain and ASan passes keep 10,000.
+N = 1000 if os.environ.get("OFFHOOK_VALGRIND") == "1" else 10000
 EXT0 = 30000
 
 
