@@ -18,7 +18,8 @@ import time
 from calls import UNKNOWN, VIEW
 from harness import (Daemon, PbxSim, Prosody, binary, control_dir, free_port, offhook_config,
                      wait_until)
-from sentinel import EXT0, Calls, SentinelRedis, contact, shown_out_of_order, use_sentinels
+from sentinel import (EXT0, Calls, SentinelRedis, contact, converge, shown_out_of_order,
+                      use_sentinels)
 
 
 class Member(Daemon):
@@ -217,15 +218,7 @@ class ClusterStack:
     def converge(self, timeout=30.0, t0=None):
         """Seconds (from t0, default now) until the client shows every phone as the PBX
         holds it."""
-        t0 = t0 or time.monotonic()
-        try:
-            wait_until(lambda: not self.wrong(), timeout=timeout, interval=0.05,
-                       what="every phone shown as the PBX holds it")
-        except TimeoutError:
-            w = self.wrong()
-            raise AssertionError("%d phones wrong after %.0fs, e.g. %r\n%s" % (
-                len(w), timeout, sorted(w.items())[:5], self.logs()))
-        return time.monotonic() - t0
+        return converge(self, timeout, t0)
 
     def shown_since(self, since, views):
         """{contact: [views]} of presences received after since that are one of views."""

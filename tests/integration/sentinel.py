@@ -325,6 +325,21 @@ def contact(i):
     return "u%02d@phone.localhost" % i
 
 
+def converge(stack, timeout=30.0, t0=None):
+    """Seconds (from t0, default now) until stack's client shows every phone as the PBX
+    holds it (stack.wrong() empty); an AssertionError with examples and the logs if not
+    within timeout."""
+    t0 = t0 or time.monotonic()
+    try:
+        wait_until(lambda: not stack.wrong(), timeout=timeout, interval=0.05,
+                   what="every phone shown as the PBX holds it")
+    except TimeoutError:
+        w = stack.wrong()
+        raise AssertionError("%d phones wrong after %.0fs, e.g. %r\n%s" % (
+            len(w), timeout, sorted(w.items())[:5], stack.logs()))
+    return time.monotonic() - t0
+
+
 def shown_out_of_order(w, calls, n, since):
     """Contacts (of the first n) whose presences w received after since are not a
     subsequence of the states calls says their phone went through from then on: a state
@@ -417,15 +432,7 @@ class SentinelStack:
     def converge(self, timeout=30.0, t0=None):
         """Seconds (from t0, default now) until the client shows every phone as the PBX
         holds it."""
-        t0 = t0 or time.monotonic()
-        try:
-            wait_until(lambda: not self.wrong(), timeout=timeout, interval=0.05,
-                       what="every phone shown as the PBX holds it")
-        except TimeoutError:
-            w = self.wrong()
-            raise AssertionError("%d phones wrong after %.0fs, e.g. %r\n%s" % (
-                len(w), timeout, sorted(w.items())[:5], self.logs()))
-        return time.monotonic() - t0
+        return converge(self, timeout, t0)
 
     def shown_out_of_order(self, since):
         """Contacts whose presences received after since are not a subsequence of the
