@@ -188,6 +188,28 @@ static int addr_tag(struct sip_str v, struct sip_str *tag)
     return 0;
 }
 
+/* A SIP or SIPS URI sipbridge may send requests to: it becomes a request line or a Route
+ * value verbatim, so no white space, control character, quote or angle bracket (RFC 3261
+ * 25.1 allows none of them unescaped). Anything else (tel:, "part headers.1:5060>") is
+ * not a target. */
+static bool sip_uri_ok(struct sip_str u)
+{
+    size_t skip;
+
+    if (u.n > 4 && strncasecmp(u.p, "sip:", 4) == 0)
+        skip = 4;
+    else if (u.n > 5 && strncasecmp(u.p, "sips:", 5) == 0)
+        skip = 5;
+    else
+        return false;
+    for (size_t i = skip; i < u.n; i++) {
+        unsigned char c = (unsigned char)u.p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '<' || c == '>' || c == '"')
+            return false;
+    }
+    return true;
+}
+
 /* The URI of a name-addr or addr-spec (the first of a comma-separated list). */
 static int addr_uri(struct sip_str v, struct sip_str *uri)
 {
@@ -208,7 +230,7 @@ static int addr_uri(struct sip_str v, struct sip_str *uri)
         const char *semi = memchr(v.p, ';', (size_t)(end - v.p));
         *uri = trim(v.p, semi ? semi : end);
     }
-    return uri->n ? 0 : -1;
+    return sip_uri_ok(*uri) ? 0 : -1;
 }
 
 struct sub_arg {
@@ -324,13 +346,16 @@ static int record_route(struct sip_msg *m, struct sip_str v)
     const char *p = v.p, *end = v.p + v.n;
 
     while (p < end) {
-        const char *comma = find_outside(p, end, ',');
+        const char *comma = find_outside(p, end, ','), *gt;
         struct sip_str e;
 
         if (!comma)
             return -1;
         e = trim(p, comma);
         if (e.n < 3 || e.p[0] != '<')
+            return -1;
+        gt = memchr(e.p, '>', e.n);
+        if (!gt || !sip_uri_ok(trim(e.p + 1, gt)))
             return -1;
         if (m->nroute == SIPMSG_MAX_ROUTE)
             return -1;

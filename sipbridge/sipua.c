@@ -1018,7 +1018,8 @@ static int on_orq(struct sipua_handle *h, nta_outgoing_t *orq, sip_t const *sip)
     if (sip) {
         if (sip->sip_to && sip->sip_to->a_tag)
             r.to_tag = cstr(sip->sip_to->a_tag);
-        if (sip->sip_contact && sip->sip_contact->m_url->url_type &&
+        if (sip->sip_contact && (sip->sip_contact->m_url->url_type == url_sip ||
+                                 sip->sip_contact->m_url->url_type == url_sips) &&
             url_e(contact, sizeof contact, sip->sip_contact->m_url) > 0)
             r.contact = cstr(contact);
         for (sip_record_route_t const *rr = sip->sip_record_route;
@@ -1380,7 +1381,8 @@ static int on_stateless(struct sipua *ua, nta_agent_t *agent, msg_t *msg, sip_t 
         }
         m.content_type = cstr(ctype);
     }
-    if (sip->sip_contact && sip->sip_contact->m_url->url_type &&
+    if (sip->sip_contact && (sip->sip_contact->m_url->url_type == url_sip ||
+                             sip->sip_contact->m_url->url_type == url_sips) &&
         url_e(contact, sizeof contact, sip->sip_contact->m_url) > 0)
         m.contact = cstr(contact);
     for (sip_record_route_t const *r = sip->sip_record_route; r && m.nroute < SIPMSG_MAX_ROUTE;

@@ -230,6 +230,20 @@ static void rejected(void **state)
          "malformed request line or not SIP/2.0"},
         {"NOTIFY sip:a SIP/2.0\r\nVia SIP/2.0/UDP h\r\n\r\n", "header line without a colon"},
         {"SIP/2.0 2000 OK\r\n\r\n", "malformed status line"},
+        /* A remote target is sent verbatim in the request line of every refresh: the
+         * fuzzer's "part headers.1:5060>" once became "SUBSCRIBE part headers.1:5060> ..." */
+        {"NOTIFY sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=1\r\nFrom: <sip:a>;tag=1\r\n"
+         "To: <sip:b>\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nContact: part headers.1:5060>\r\n\r\n",
+         "malformed Contact"},
+        {"NOTIFY sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=1\r\nFrom: <sip:a>;tag=1\r\n"
+         "To: <sip:b>\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nContact: <tel:+15550100>\r\n\r\n",
+         "malformed Contact"},
+        {"NOTIFY sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=1\r\nFrom: <sip:a>;tag=1\r\n"
+         "To: <sip:b>\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nContact: <sip:a b@h>\r\n\r\n",
+         "malformed Contact"},
+        {"NOTIFY sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=1\r\nFrom: <sip:a>;tag=1\r\n"
+         "To: <sip:b>\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nRecord-Route: <sip:p\"x>\r\n\r\n",
+         "malformed or too many Record-Route"},
     };
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
