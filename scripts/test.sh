@@ -9,7 +9,7 @@ echo "== unit tests"
 ctest --test-dir build --output-on-failure
 echo "== layers"; /usr/bin/python3 scripts/check-layers.py build
 echo "== integration tests (with the scale tier: 10,000 users, docs/reliability.md section 8)"
-OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+OFFHOOK_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider --durations=15 tests/integration
 echo "== the README's demo command (a call turning into presence)"
 scripts/demo.sh
 echo "== benchmark harness, smoke mode (figures: docs/performance.md)"
@@ -23,7 +23,7 @@ BUILD_DIR=build-asan scripts/build.sh -DOFFHOOK_SANITIZE=ON -DCMAKE_BUILD_TYPE=D
 ctest --test-dir build-asan --output-on-failure
 # The scale tier is left out here and under valgrind: at 10,000 users it measures the
 # plain build; the behaviours it checks have small tests that do run in both.
-OFFHOOK_BUILD="$PWD/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider -m "not scale" \
+OFFHOOK_BUILD="$PWD/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider -m "not scale" --durations=15 \
   tests/integration
 echo "== the integration suite with both daemons under valgrind memcheck"
 scripts/valgrind.sh
