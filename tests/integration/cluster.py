@@ -280,4 +280,4 @@ class ClusterStack:
 
     def calls_stop(self):
         if getattr(self, "calls", None):
-            self.calls.stop_background()
+            self.calls.stop_background(check=False)

@@ -13,6 +13,7 @@ replaced, so the recipe operators follow is the one tested.
 import os
 import random
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -283,10 +284,23 @@ class Calls:
 
     def set(self, i, state):
         with self.lock:
-            self.pbx.set(EXT0 + i, state)
+            self._pbx_set(EXT0 + i, state)
             self.truth[i] = state
             self.history[i].append((state, time.monotonic()))
             self.changes += 1
+
+    def _pbx_set(self, ext, state, patience_s=30.0):
+        """pbx.set, sent again until the PBX answers: a PBX slow to answer (a loaded
+        machine, a test that freezes it) still applies the first datagram once it reads
+        it, so giving up would leave truth behind the PBX (a phone's final state taken
+        for lost). The same set twice is harmless: one more NOTIFY of the same state."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                return self.pbx.set(ext, state)
+            except socket.timeout:
+                if time.monotonic() > deadline:
+                    raise
 
     def shuffle(self, count=None, users=None):
         """count of users (all by default; taken from users if given) move to another call
@@ -301,16 +315,26 @@ class Calls:
         self._stop.clear()
 
         def run():
-            while not self._stop.is_set():
-                self.shuffle(count, users)
-                self._stop.wait(every_s)
+            try:
+                while not self._stop.is_set():
+                    self.shuffle(count, users)
+                    self._stop.wait(every_s)
+            except BaseException as e:   # reported by stop_background, not lost
+                self._error = e
+        self._error = None
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
 
-    def stop_background(self):
+    def stop_background(self, check=True):
+        """Stops the changes; with check, raises what ended the thread early (else truth
+        would silently stop following the calls)."""
         self._stop.set()
         if self._thread:
-            self._thread.join(10)
+            self._thread.join(40)
+            self._thread = None
+        err, self._error = getattr(self, "_error", None), None
+        if check and err:
+            raise RuntimeError("the background calls stopped early: %r" % (err,)) from err
 
     def state_at(self, i, t):
         """Index in history[i] of the state the PBX held at monotonic time t."""
