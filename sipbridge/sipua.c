@@ -180,6 +180,8 @@ struct sipua {
     void (*drop_fn)(void *arg, uint32_t n);
     void *drop_arg;
     long subscribe_rate;
+    long min_expires;            /* [sip] min_expires: no refresh sooner; a shorter grant
+                                  * lapses (subscription.c subscribes again at that pace) */
     /* dialogs */
     struct sipua_handle **buckets;
     uint32_t nbuckets, count;
@@ -768,6 +770,13 @@ static int send_subscribe(struct sipua_handle *h, uint32_t expires, const char *
     return rc;
 }
 
+/* Its grant ran out unrefreshed (one below [sip] min_expires): the notifier has ended
+ * it, so an un-SUBSCRIBE would be one more request for nothing (and a 481). */
+static bool lapsed(const struct sipua_handle *h)
+{
+    return h->expires_at && clock_mono_ms() >= h->expires_at;
+}
+
 static bool in_flight(const struct sipua_handle *h)
 {
     return h->orq || h->utx;
@@ -788,7 +797,10 @@ static void on_timer(struct tq_timer *t);
 
 /* When to refresh a subscription granted for delta seconds: as nua did, 30-60 s before
  * the end for short ones, else anywhere in the middle half (so that subscriptions made
- * together drift apart). */
+ * together drift apart), but not before [sip] min_expires where the grant leaves room. A
+ * grant below min_expires is not refreshed at all: refreshing it in time would take a
+ * SUBSCRIBE every delta/2 seconds per user (every second at Expires: 1), so it lapses and
+ * the owner subscribes again at min_expires' pace (see subscription.c). */
 static void set_refresh(struct sipua_handle *h, long delta)
 {
     long min, max, at;
@@ -796,6 +808,11 @@ static void set_refresh(struct sipua_handle *h, long delta)
     if (delta <= 0) {
         tq_cancel(h->ua->tq, &h->timer);
         h->expires_at = 0;
+        return;
+    }
+    h->expires_at = clock_mono_ms() + (int64_t)delta * 1000;
+    if (delta < h->ua->min_expires) {
+        tq_cancel(h->ua->tq, &h->timer);
         return;
     }
     if (delta > 90 && delta < 300) {
@@ -807,8 +824,9 @@ static void set_refresh(struct sipua_handle *h, long delta)
         if (min == 0)
             min = 1;
     }
+    if (min < h->ua->min_expires)
+        min = h->ua->min_expires < max ? h->ua->min_expires : max;
     at = min + (long)(random64() % (uint64_t)(max - min + 1));
-    h->expires_at = clock_mono_ms() + (int64_t)delta * 1000;
     tq_arm(h->ua->tq, &h->timer, on_timer, (int64_t)at * 1000);
 }
 
@@ -1630,6 +1648,9 @@ void sipua_update(struct sipua *ua, const struct offhook_config *cfg)
     set_credentials(ua, cfg);
     set_notifiers(ua, cfg->sip_notifiers);
     ua->subscribe_rate = cfg->sip_subscribe_rate;
+    /* Never above what we ask for: a floor over [sip] expires would let every grant lapse. */
+    ua->min_expires = cfg->sip_min_expires < cfg->sip_expires ? cfg->sip_min_expires
+                                                              : cfg->sip_expires;
 }
 
 struct sipua *sipua_new(su_root_t *root, struct event_base *base, struct timerq *tq,
@@ -1794,7 +1815,7 @@ void sipua_release(struct sipua_handle *h)
     ua = h->ua;
     h->owner = NULL;
     tq_cancel(ua->tq, &h->timer);
-    if (!h->established || h->terminated || h->unsubscribed || ua->stopping) {
+    if (!h->established || h->terminated || h->unsubscribed || ua->stopping || lapsed(h)) {
         if (h->unsubscribed && in_flight(h) && ua->stopping)
             h->aor = h->event = h->accept = ""; /* freed when its un-SUBSCRIBE is answered */
         else
@@ -1854,7 +1875,7 @@ static void on_stop_tick(struct tq_timer *t)
             break;
         }
         for (struct sipua_handle *h = ua->buckets[ua->stop_bucket]; h; h = h->hnext) {
-            if (!h->established || h->terminated || h->unsubscribed)
+            if (!h->established || h->terminated || h->unsubscribed || lapsed(h))
                 continue;
             stop_request(h);
             h->unsubscribed = true;
