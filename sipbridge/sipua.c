@@ -30,6 +30,7 @@ struct sipua_handle;
 #include "sipua.h"
 
 #include "config.h"
+#include "expiry.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -795,15 +796,13 @@ static void stop_request(struct sipua_handle *h)
 
 static void on_timer(struct tq_timer *t);
 
-/* When to refresh a subscription granted for delta seconds: as nua did, 30-60 s before
- * the end for short ones, else anywhere in the middle half (so that subscriptions made
- * together drift apart), but not before [sip] min_expires where the grant leaves room. A
- * grant below min_expires is not refreshed at all: refreshing it in time would take a
+/* Schedules the refresh of a subscription granted for delta seconds (expiry.h). A grant
+ * below [sip] min_expires is not refreshed at all: refreshing it in time would take a
  * SUBSCRIBE every delta/2 seconds per user (every second at Expires: 1), so it lapses and
  * the owner subscribes again at min_expires' pace (see subscription.c). */
 static void set_refresh(struct sipua_handle *h, long delta)
 {
-    long min, max, at;
+    long at;
 
     if (delta <= 0) {
         tq_cancel(h->ua->tq, &h->timer);
@@ -811,22 +810,11 @@ static void set_refresh(struct sipua_handle *h, long delta)
         return;
     }
     h->expires_at = clock_mono_ms() + (int64_t)delta * 1000;
-    if (delta < h->ua->min_expires) {
+    at = expiry_refresh_at(delta, h->ua->min_expires, random64());
+    if (!at) {
         tq_cancel(h->ua->tq, &h->timer);
         return;
     }
-    if (delta > 90 && delta < 300) {
-        min = delta - 60;
-        max = delta - 30;
-    } else {
-        min = (delta + 2) / 4;
-        max = min + (delta + 1) / 2;
-        if (min == 0)
-            min = 1;
-    }
-    if (min < h->ua->min_expires)
-        min = h->ua->min_expires < max ? h->ua->min_expires : max;
-    at = min + (long)(random64() % (uint64_t)(max - min + 1));
     tq_arm(h->ua->tq, &h->timer, on_timer, (int64_t)at * 1000);
 }
 

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "backoff.h"
+#include "expiry.h"
 #include "log.h"
 #include "metrics.h"
 #include "probe.h"
@@ -270,11 +271,8 @@ static int64_t floor_at(const struct subscription *s)
  * probation, silence, an error) must not become a SUBSCRIBE at the grant's rate. */
 static long floor_wait_ms(const struct subscription *s)
 {
-    int64_t now = clock_mono_ms();
-
-    if (!s->short_grant || !s->sent_ms || floor_at(s) <= now)
-        return 0;
-    return (long)(floor_at(s) - now);
+    return s->short_grant ? expiry_floor_wait_ms(s->sent_ms, s->mgr->floor_s, clock_mono_ms())
+                          : 0;
 }
 
 /* A NOTIFY must come within the granted expiry: RFC 6665 has the notifier send one after
@@ -918,7 +916,8 @@ static void on_notify(void *owner, const struct sipua_notify *n)
             /* expires= is the time left, which runs low before every refresh: below the
              * floor, it is a short grant only if it shortens the one we had (by more than
              * a second of transit), as sipua.c then stops refreshing it. */
-            if (n->expires < s->mgr->floor_s && s->grant_end_ms && end + 1000 < s->grant_end_ms)
+            if (expiry_notify_shortens(n->expires, s->mgr->floor_s, clock_mono_ms(),
+                                       s->grant_end_ms))
                 check_grant(s, n->expires);
             s->grant_end_ms = end;
             s->granted = n->expires;
