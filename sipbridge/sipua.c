@@ -1247,7 +1247,13 @@ static int notify_in(struct sipua *ua, const struct sip_msg *m, const struct pee
         tq_cancel(ua->tq, &h->timer);
     } else if (n.expires > 0 && h->expires_at &&
                clock_mono_ms() + n.expires * 1000 < h->expires_at) {
-        set_refresh(h, n.expires); /* the notifier shortened it */
+        /* The notifier shortened it. Below [sip] min_expires only a real cut counts (a
+         * short grant, let lapse, as subscription.c sees it too): the time left runs a
+         * transit's worth behind ours in every NOTIFY, and a grant near the floor must
+         * not lose its refresh to that. */
+        if (n.expires >= ua->min_expires ||
+            expiry_notify_shortens(n.expires, ua->min_expires, clock_mono_ms(), h->expires_at))
+            set_refresh(h, n.expires);
     } else if (n.expires > 0 && !h->expires_at) {
         set_refresh(h, n.expires);
     }
