@@ -29,6 +29,10 @@
  *                        subscribers (which sipbridge holds it, when several share users)
  *   stats             -> the counters line
  *
+ * With --expire, a subscription not refreshed within the Expires it was granted ends as
+ * RFC 6665 4.2.2 has a notifier end it: NOTIFY terminated;reason=timeout, dialog dropped
+ * (with --expires 1, the PBX that grants one second and means it).
+ *
  * With --goodbye, SIGTERM ends every live subscription with Subscription-State:
  * terminated;reason=deactivated (RFC 6665: "subscribe again") before exiting.
  *
@@ -42,7 +46,7 @@
  *
  *   pbxsim --port P [--rate R] [--active K] [--start-after N] [--duration S]
  *          [--expires E] [--events-log FILE] [--stats-every S] [--control PORT]
- *          [--goodbye] [--trace FILE] [--tcp] [--list NAME --list-size N --list-ext0 E]
+ *          [--goodbye] [--expire] [--trace FILE] [--tcp] [--list NAME --list-size N --list-ext0 E]
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -104,6 +108,7 @@ struct dlg {
     bool list;           /* a resource-list subscription (--list) */
     bool active;         /* live: gets NOTIFYs, may be driven */
     bool keep;           /* a subscription (not a fetch): its NOTIFYs are retransmitted */
+    int64_t expire_us;   /* --expire: when its grant runs out unless refreshed */
     /* The latest NOTIFY until it is answered (RFC 3261 17.1.2 over UDP: Timer E doubles
      * from T1 to T2, Timer F gives up after 64*T1). A newer NOTIFY replaces it. */
     char *pending;
@@ -122,6 +127,7 @@ static struct {
     struct dlg *pending;     /* dialogs with an unanswered NOTIFY */
     int ctl_fd;
     bool goodbye;
+    bool expire;             /* --expire: end subscriptions whose grant ran out */
     struct dlg **list;       /* in arrival order, for picking */
     size_t nlist, cap;
     double rate;
@@ -137,7 +143,7 @@ static struct {
     uint64_t rng;
     /* counters */
     uint64_t subscribes, refreshes, unsubscribes, notifies, changes, ok200, other_rsp, bad;
-    uint64_t unknown_dialog, dropped, options, fetches, retransmits, timeouts;
+    uint64_t unknown_dialog, dropped, options, fetches, retransmits, timeouts, expired;
     int64_t first_sub_us, nth_sub_us;
     double stats_every;
     bool tcp;                /* --tcp: a TCP listener on the same port */
@@ -581,6 +587,7 @@ static void on_subscribe(const char *msg, const struct peer *from)
         } else {
             char sub[64];
             S.refreshes++;
+            d->expire_us = now_us() + (int64_t)S.expires * 1000000;
             active_substate(sub, sizeof sub);
             send_notify(d, sub);
         }
@@ -629,6 +636,7 @@ static void on_subscribe(const char *msg, const struct peer *from)
     d->peer = *from;
     d->active = true;
     d->keep = true;
+    d->expire_us = now_us() + (int64_t)S.expires * 1000000;
     name[0] = '\0';
     sp = strstr(msg, "sip:");
     if (sp) {
@@ -865,14 +873,15 @@ static size_t stats_line(char *out, size_t len)
         out, len,
         "subscribes=%llu refreshes=%llu unsubscribes=%llu notifies=%llu changes=%llu ok=%llu "
         "other=%llu bad=%llu unknown_dialog=%llu dropped=%llu options=%llu fetches=%llu "
-        "retransmits=%llu timeouts=%llu dialogs=%zu",
+        "retransmits=%llu timeouts=%llu dialogs=%zu expired=%llu",
         (unsigned long long)S.subscribes, (unsigned long long)S.refreshes,
         (unsigned long long)S.unsubscribes, (unsigned long long)S.notifies,
         (unsigned long long)S.changes, (unsigned long long)S.ok200,
         (unsigned long long)S.other_rsp, (unsigned long long)S.bad,
         (unsigned long long)S.unknown_dialog, (unsigned long long)S.dropped,
         (unsigned long long)S.options, (unsigned long long)S.fetches,
-        (unsigned long long)S.retransmits, (unsigned long long)S.timeouts, S.nlist);
+        (unsigned long long)S.retransmits, (unsigned long long)S.timeouts, S.nlist,
+        (unsigned long long)S.expired);
 
     return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
 }
@@ -981,6 +990,22 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(S.base, NULL);
 }
 
+/* --expire, every 100 ms: subscriptions whose grant ran out unrefreshed end. */
+static void expire_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    int64_t now = now_us();
+
+    for (size_t i = 0; i < S.nlist; i++) {
+        struct dlg *d = S.list[i];
+
+        if (!d->active || !d->keep || now < d->expire_us)
+            continue;
+        send_notify(d, "terminated;reason=timeout");
+        dlg_end(d);
+        S.expired++;
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -990,6 +1015,7 @@ int main(int argc, char **argv)
         {"events-log", required_argument, NULL, 'l'},
         {"stats-every", required_argument, NULL, 'S'},
         {"control", required_argument, NULL, 'c'}, {"goodbye", no_argument, NULL, 'g'},
+        {"expire", no_argument, NULL, 'x'},
         {"trace", required_argument, NULL, 't'},   {"tcp", no_argument, NULL, 'T'},
         {"list", required_argument, NULL, 'L'},    {"list-size", required_argument, NULL, 'N'},
         {"list-ext0", required_argument, NULL, 'E'},
@@ -999,7 +1025,7 @@ int main(int argc, char **argv)
     struct timeval st;
     int c, bufsz = 8 << 20, ctl_port = 0;
 
-    while ((c = getopt_long(argc, argv, "p:r:a:s:d:e:l:S:c:gt:TL:N:E:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:r:a:s:d:e:l:S:c:gxt:TL:N:E:", opts, NULL)) != -1) {
         switch (c) {
         case 'p': S.port = atoi(optarg); break;
         case 'r': S.rate = atof(optarg); break;
@@ -1011,6 +1037,7 @@ int main(int argc, char **argv)
         case 'S': S.stats_every = atof(optarg); break;
         case 'c': ctl_port = atoi(optarg); break;
         case 'g': S.goodbye = true; break;
+        case 'x': S.expire = true; break;
         case 'T': S.tcp = true; break;
         case 'L': S.list_name = optarg; break;
         case 'N': S.list_size = (size_t)atol(optarg); break;
@@ -1023,7 +1050,7 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: %s --port P [--rate R] [--active K] [--start-after N] "
                             "[--duration S] [--expires E] [--events-log FILE] [--stats-every S] "
-                            "[--control PORT] [--goodbye] [--trace FILE] [--tcp] "
+                            "[--control PORT] [--goodbye] [--expire] [--trace FILE] [--tcp] "
                             "[--list NAME --list-size N --list-ext0 E]\n", argv[0]);
             return 2;
         }
@@ -1074,6 +1101,10 @@ int main(int argc, char **argv)
     }
     event_add(event_new(S.base, S.fd, EV_READ | EV_PERSIST, on_read, NULL), NULL);
     event_add(event_new(S.base, -1, EV_PERSIST, drive, NULL), &tick);
+    if (S.expire) {
+        struct timeval ex = {0, 100000};
+        event_add(event_new(S.base, -1, EV_PERSIST, expire_sweep, NULL), &ex);
+    }
     {
         struct timeval rt = {0, 50000};
         event_add(event_new(S.base, -1, EV_PERSIST, retransmit, NULL), &rt);

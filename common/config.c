@@ -107,6 +107,10 @@ static const struct cfg_key keys[] = {
      "longest wait, in seconds, before a failed or ended subscription is tried again, "
      "whatever the PBX asks for (Retry-After, retry-after=, 60 s after rejected, noresource, "
      "403 or 404)"},
+    {"sip", "min_expires", T_INT, OFF(sip_min_expires), "60", true, 10, 3600, NULL,
+     "floor, in seconds, on the subscription expiry a PBX grants: a grant below it is "
+     "warned about and let lapse, and each subscription sends at most one SUBSCRIBE per "
+     "this many seconds whatever the PBX grants (at most [sip] expires)"},
     {"sip", "notify_rate", T_INT, OFF(sip_notify_rate), "20", true, 0, 100000, NULL,
      "NOTIFYs applied per subscription per second (bursts of twice that); in a flood only "
      "the latest is applied, late; resource lists exempt; 0 = no limit"},

@@ -77,6 +77,7 @@ struct offhook_config {
     long sip_probe_interval;   /* seconds between notifier probes, 0 = none */
     long sip_stale_after;      /* seconds without a live subscription before "unknown" */
     long sip_max_backoff;      /* seconds a subscription waits at most before a retry */
+    long sip_min_expires;      /* shortest grant kept alive: the SUBSCRIBE pace floor */
     char *sip_notifiers;       /* addresses allowed to NOTIFY in any dialog (clusters) */
     char *sip_tls_dir;         /* agent.pem + cafile.pem for SIP over TLS */
     char *sip_tls_verify;      /* subject | chain | none */

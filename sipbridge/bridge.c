@@ -860,6 +860,9 @@ struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
     subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
     subs_mgr_set_max_backoff(b->subs, cfg->sip_max_backoff);
+    subs_mgr_set_min_expires(b->subs, cfg->sip_min_expires < cfg->sip_expires
+                                          ? cfg->sip_min_expires
+                                          : cfg->sip_expires);
     strmap_init(&b->users);
     b->lost.flush = evtimer_new(base, on_lost_flush, b);
     collect_bridge = b;
@@ -1023,6 +1026,9 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
     subs_mgr_set_notify_rate(b->subs, (double)cfg->sip_notify_rate);
     subs_mgr_set_stale_after(b->subs, cfg->sip_stale_after);
     subs_mgr_set_max_backoff(b->subs, cfg->sip_max_backoff);
+    subs_mgr_set_min_expires(b->subs, cfg->sip_min_expires < cfg->sip_expires
+                                          ? cfg->sip_min_expires
+                                          : cfg->sip_expires);
     while (strmap_next(&b->users, &pos, &k, &v))
         old[nold++] = v;
     if (b->list) {

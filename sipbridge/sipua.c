@@ -30,6 +30,7 @@ struct sipua_handle;
 #include "sipua.h"
 
 #include "config.h"
+#include "expiry.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -180,6 +181,8 @@ struct sipua {
     void (*drop_fn)(void *arg, uint32_t n);
     void *drop_arg;
     long subscribe_rate;
+    long min_expires;            /* [sip] min_expires: no refresh sooner; a shorter grant
+                                  * lapses (subscription.c subscribes again at that pace) */
     /* dialogs */
     struct sipua_handle **buckets;
     uint32_t nbuckets, count;
@@ -768,6 +771,13 @@ static int send_subscribe(struct sipua_handle *h, uint32_t expires, const char *
     return rc;
 }
 
+/* Its grant ran out unrefreshed (one below [sip] min_expires): the notifier has ended
+ * it, so an un-SUBSCRIBE would be one more request for nothing (and a 481). */
+static bool lapsed(const struct sipua_handle *h)
+{
+    return h->expires_at && clock_mono_ms() >= h->expires_at;
+}
+
 static bool in_flight(const struct sipua_handle *h)
 {
     return h->orq || h->utx;
@@ -786,29 +796,25 @@ static void stop_request(struct sipua_handle *h)
 
 static void on_timer(struct tq_timer *t);
 
-/* When to refresh a subscription granted for delta seconds: as nua did, 30-60 s before
- * the end for short ones, else anywhere in the middle half (so that subscriptions made
- * together drift apart). */
+/* Schedules the refresh of a subscription granted for delta seconds (expiry.h). A grant
+ * below [sip] min_expires is not refreshed at all: refreshing it in time would take a
+ * SUBSCRIBE every delta/2 seconds per user (every second at Expires: 1), so it lapses and
+ * the owner subscribes again at min_expires' pace (see subscription.c). */
 static void set_refresh(struct sipua_handle *h, long delta)
 {
-    long min, max, at;
+    long at;
 
     if (delta <= 0) {
         tq_cancel(h->ua->tq, &h->timer);
         h->expires_at = 0;
         return;
     }
-    if (delta > 90 && delta < 300) {
-        min = delta - 60;
-        max = delta - 30;
-    } else {
-        min = (delta + 2) / 4;
-        max = min + (delta + 1) / 2;
-        if (min == 0)
-            min = 1;
-    }
-    at = min + (long)(random64() % (uint64_t)(max - min + 1));
     h->expires_at = clock_mono_ms() + (int64_t)delta * 1000;
+    at = expiry_refresh_at(delta, h->ua->min_expires, random64());
+    if (!at) {
+        tq_cancel(h->ua->tq, &h->timer);
+        return;
+    }
     tq_arm(h->ua->tq, &h->timer, on_timer, (int64_t)at * 1000);
 }
 
@@ -1242,7 +1248,13 @@ static int notify_in(struct sipua *ua, const struct sip_msg *m, const struct pee
         tq_cancel(ua->tq, &h->timer);
     } else if (n.expires > 0 && h->expires_at &&
                clock_mono_ms() + n.expires * 1000 < h->expires_at) {
-        set_refresh(h, n.expires); /* the notifier shortened it */
+        /* The notifier shortened it. Below [sip] min_expires only a real cut counts (a
+         * short grant, let lapse, as subscription.c sees it too): the time left runs a
+         * transit's worth behind ours in every NOTIFY, and a grant near the floor must
+         * not lose its refresh to that. */
+        if (n.expires >= ua->min_expires ||
+            expiry_notify_shortens(n.expires, ua->min_expires, clock_mono_ms(), h->expires_at))
+            set_refresh(h, n.expires);
     } else if (n.expires > 0 && !h->expires_at) {
         set_refresh(h, n.expires);
     }
@@ -1632,6 +1644,9 @@ void sipua_update(struct sipua *ua, const struct offhook_config *cfg)
     set_credentials(ua, cfg);
     set_notifiers(ua, cfg->sip_notifiers);
     ua->subscribe_rate = cfg->sip_subscribe_rate;
+    /* Never above what we ask for: a floor over [sip] expires would let every grant lapse. */
+    ua->min_expires = cfg->sip_min_expires < cfg->sip_expires ? cfg->sip_min_expires
+                                                              : cfg->sip_expires;
 }
 
 struct sipua *sipua_new(su_root_t *root, struct event_base *base, struct timerq *tq,
@@ -1796,7 +1811,7 @@ void sipua_release(struct sipua_handle *h)
     ua = h->ua;
     h->owner = NULL;
     tq_cancel(ua->tq, &h->timer);
-    if (!h->established || h->terminated || h->unsubscribed || ua->stopping) {
+    if (!h->established || h->terminated || h->unsubscribed || ua->stopping || lapsed(h)) {
         if (h->unsubscribed && in_flight(h) && ua->stopping)
             h->aor = h->event = h->accept = ""; /* freed when its un-SUBSCRIBE is answered */
         else
@@ -1856,7 +1871,7 @@ static void on_stop_tick(struct tq_timer *t)
             break;
         }
         for (struct sipua_handle *h = ua->buckets[ua->stop_bucket]; h; h = h->hnext) {
-            if (!h->established || h->terminated || h->unsubscribed)
+            if (!h->established || h->terminated || h->unsubscribed || lapsed(h))
                 continue;
             stop_request(h);
             h->unsubscribed = true;

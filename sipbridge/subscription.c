@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "backoff.h"
+#include "expiry.h"
 #include "log.h"
 #include "metrics.h"
 #include "probe.h"
@@ -27,6 +28,8 @@
 #define WATCHDOG_GRACE_MIN_S 2    /* ... at least, for very short expiries */
 #define RAMP_REPORT_S 10          /* a ramp's progress is logged this often ... */
 #define RAMP_REPORT_MIN 100       /* ... and its end at notice if it sent this many */
+#define SHORT_LOG_EVERY_MS 600000 /* a notifier's short grants: one line when they start,
+                                   * then one at most this often while they go on */
 
 struct subscription {
     struct subs_mgr *mgr;
@@ -41,6 +44,12 @@ struct subscription {
     struct tq_timer stale_t;      /* armed while down, for the manager's stale_after */
     long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
     long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
+    int64_t sent_ms;              /* mono ms of its last new SUBSCRIBE; 0: none yet */
+    int64_t grant_end_ms;         /* mono ms the notifier's grant in this dialog runs out
+                                   * (2xx Expires, or a NOTIFY's expires=); 0: unknown */
+    bool short_grant;             /* the notifier's last grant was below the floor: the
+                                   * dialog lapses unrefreshed and the next SUBSCRIBE
+                                   * waits for sent_ms + floor, whatever ends it */
     bool notified;                /* a NOTIFY arrived in this dialog */
     const struct subs_owner_ops *ops;
     struct subscription *qnext;   /* ramp queue link */
@@ -103,8 +112,8 @@ struct subs_mgr {
     struct ratelimit notify;      /* NOTIFYs per subscription; rate 0: no limit */
     long stale_after;             /* seconds down before owners are told; 0: never */
     long max_backoff_ms;          /* the longest wait before a retry, whatever is asked */
-    struct strmap short_warned;   /* notifiers warned of a grant below the floor (keys
-                                   * owned) */
+    long floor_s;                 /* [sip] min_expires: grants below are short */
+    struct strmap short_notes;    /* "notifier package" -> struct short_note (owned) */
     /* The ramp under way (start-up, reload, mass resubscribe): from the first enqueue
      * until the queue is empty and every SUBSCRIBE it sent has its answer. */
     bool ramping;
@@ -116,6 +125,13 @@ struct subs_mgr {
 static const char *const state_names[SUB__COUNT] = {
     [SUB_QUEUED] = "queued",   [SUB_SUBSCRIBING] = "subscribing", [SUB_PENDING] = "pending",
     [SUB_ACTIVE] = "active",   [SUB_BACKOFF] = "backoff",
+};
+
+/* The short grants of one notifier for one event package, for its aggregated warning. */
+struct short_note {
+    int64_t logged_ms;            /* mono ms of its last line */
+    uint64_t grants;              /* short grants since that line */
+    char key[];                   /* "notifier package": the map's key */
 };
 
 static struct metric *m_state, *m_resub, *m_sent, *m_throttled, *m_notifies, *m_short;
@@ -131,7 +147,8 @@ void subs_register_metrics(void)
                                          "backoff", NULL};
     static const char *const causes[] = {"error_response", "timeout", "terminated",
                                          "silence", "version_gap", "stale_versions",
-                                         "notifier_lost", "notifier_back", NULL};
+                                         "notifier_lost", "notifier_back", "short_grant",
+                                         NULL};
 
     m_state = metric_new(METRIC_GAUGE, "offhook_subscriptions",
                          "SIP event subscriptions by state.", "state", states);
@@ -149,8 +166,9 @@ void subs_register_metrics(void)
                              "(applied late) or superseded (a newer one was applied instead).",
                              "outcome", (const char *const[]){"deferred", "superseded", NULL});
     m_short = metric_new(METRIC_COUNTER, "offhook_short_expiry_grants_total",
-                         "SUBSCRIBEs granted (2xx Expires) less than 60 s: the notifier "
-                         "makes each of them refresh that often.",
+                         "Subscription grants (2xx Expires, or a NOTIFY's expires= shortening "
+                         "one) below [sip] min_expires: each lapses, and is made again at "
+                         "that pace.",
                          NULL, NULL);
 }
 
@@ -242,14 +260,36 @@ static void drop_dialog(struct subscription *s)
     }
 }
 
+/* When s may send its next new SUBSCRIBE after a short grant (mono ms): one per floor. */
+static int64_t floor_at(const struct subscription *s)
+{
+    return s->sent_ms + (int64_t)s->mgr->floor_s * 1000;
+}
+
+/* How long a restart must wait to keep to the floor: after a short grant, the notifier's
+ * end of the dialog (terminated;reason=timeout as the grant lapses, deactivated,
+ * probation, silence, an error) must not become a SUBSCRIBE at the grant's rate. */
+static long floor_wait_ms(const struct subscription *s)
+{
+    return s->short_grant ? expiry_floor_wait_ms(s->sent_ms, s->mgr->floor_s, clock_mono_ms())
+                          : 0;
+}
+
 /* A NOTIFY must come within the granted expiry: RFC 6665 has the notifier send one after
  * every refresh. A notifier that answers refreshes but has stopped notifying (Asterisk's
- * stale subscriptions) trips this, and the subscription is rebuilt. */
+ * stale subscriptions) trips this, and the subscription is rebuilt. A short grant has no
+ * refresh to wait for: the timer goes off when it lapses (on_short_timer). */
 static void arm_watchdog(struct subscription *s)
 {
     long granted = s->granted > 0 ? s->granted : s->mgr->expires;
     long grace = granted / 2;
 
+    if (s->short_grant) {
+        int64_t now = clock_mono_ms();
+        int64_t at = s->grant_end_ms > now ? s->grant_end_ms : floor_at(s);
+        arm(s, at > now ? (long)(at - now) : 0);
+        return;
+    }
     if (grace > WATCHDOG_GRACE_MAX_S)
         grace = WATCHDOG_GRACE_MAX_S;
     if (grace < WATCHDOG_GRACE_MIN_S)
@@ -281,6 +321,8 @@ static void send_subscribe(struct subscription *s)
         return;
     }
     metric_inc(m_sent, NULL);
+    s->sent_ms = clock_mono_ms();
+    s->grant_end_ms = 0;
     log_trace(&s->trace, "sip", "event=trace_subscribe aor=%s package=%s expires=%ld%s",
               log_q(s->aor), s->event, expires, s->eventlist ? " eventlist=yes" : "");
     s->ops->on_restart(s->owner, s);
@@ -306,6 +348,9 @@ static long restart_later(struct subscription *s, const char *cause, long min_ms
         ms = retry_after_s > 86400 ? 86400000 : retry_after_s * 1000;
     if (ms > s->mgr->max_backoff_ms)
         ms = s->mgr->max_backoff_ms;
+    /* The floor wins over max_backoff: it bounds what the notifier can make us send. */
+    if (ms < floor_wait_ms(s))
+        ms = floor_wait_ms(s);
     /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
     drop_dialog(s);
     s->down_cause = cause;
@@ -317,30 +362,72 @@ static long restart_later(struct subscription *s, const char *cause, long min_ms
     return ms;
 }
 
-/* The notifier granted this subscription (2xx Expires) less than the floor: the stack
- * must refresh it that often, one SUBSCRIBE per second per user at Expires: 1. Counted
- * each time, logged once per notifier (it is the notifier's configuration, not one
- * user's). */
-static void check_grant(struct subscription *s, long granted)
+/* The notifier granted this subscription granted_s seconds (a 2xx's Expires, or a
+ * NOTIFY's expires= that shortened the grant): below the floor ([sip] min_expires), the
+ * grant is short. Keeping it alive would take a SUBSCRIBE every granted_s/2 seconds per
+ * user (every second at Expires: 1), so the stack lets it lapse (sipua.c) and s subscribes
+ * again once per floor. Counted each time; logged per notifier and event package when
+ * short grants start, then at most once per SHORT_LOG_EVERY_MS with how many came: it is
+ * the notifier's configuration, not one user's, and 10,000 users must not make 10,000
+ * lines. A grant at or above the floor ends the short spell of s. */
+static void check_grant(struct subscription *s, long granted_s)
 {
-    const char *nt;
+    struct subs_mgr *m = s->mgr;
+    char key[320];
+    struct short_note *note;
+    int64_t now = clock_mono_ms();
+    bool first;
 
-    if (granted <= 0 || granted >= SUBS_EXPIRES_FLOOR_S)
+    if (granted_s <= 0)
+        return;
+    s->short_grant = granted_s < m->floor_s;
+    if (!s->short_grant)
         return;
     metric_inc(m_short, NULL);
-    nt = probe_notifier_name(&s->pm);
-    if (strmap_get(&s->mgr->short_warned, nt))
-        return;
-    {
-        char *key = xstrdup(nt);
-        strmap_put(&s->mgr->short_warned, key, key);
+    snprintf(key, sizeof key, "%s %s", probe_notifier_name(&s->pm), s->event);
+    note = strmap_get(&m->short_notes, key);
+    first = !note;
+    if (first) {
+        size_t n = strlen(key) + 1;
+        note = xcalloc(1, sizeof *note + n);
+        memcpy(note->key, key, n);
+        strmap_put(&m->short_notes, note->key, note);
     }
-    log_warn("sip", "event=short_expiry notifier=%s aor=%s package=%s granted_s=%ld "
-                    "floor_s=%d asked_s=%ld hint=\"the notifier shortens subscriptions below "
-                    "%d s, so each is refreshed every few seconds: raise its minimum "
-                    "subscription expiry\"",
-             log_q(nt), log_q(s->aor), s->event, granted, SUBS_EXPIRES_FLOOR_S, s->mgr->expires,
-             SUBS_EXPIRES_FLOOR_S);
+    note->grants++;
+    if (!first && now - note->logged_ms < SHORT_LOG_EVERY_MS)
+        return;
+    log_warn("sip", "event=short_expiry notifier=%s package=%s granted_s=%ld floor_s=%ld "
+                    "asked_s=%ld grants=%llu since_s=%lld aor=%s action=\"subscribe again "
+                    "every floor_s; state between a grant's end and the next SUBSCRIBE is "
+                    "the last notified\" hint=\"the PBX shortens subscriptions below [sip] "
+                    "min_expires: raise its minimum subscription expiry\"",
+             log_q(probe_notifier_name(&s->pm)), s->event, granted_s, m->floor_s, m->expires,
+             (unsigned long long)note->grants,
+             first ? 0LL : (long long)((now - note->logged_ms) / 1000), log_q(s->aor));
+    note->logged_ms = now;
+    note->grants = 0;
+}
+
+/* A short grant's timer: at its end, s is down (the notifier has let it go) until the
+ * floor allows the next SUBSCRIBE; then that SUBSCRIBE goes, through the ramp. Quiet: the
+ * notifier's short_expiry line speaks for every user. */
+static void on_short_timer(struct subscription *s)
+{
+    int64_t now = clock_mono_ms();
+
+    metric_inc(m_resub, "short_grant");
+    if (now >= floor_at(s)) {
+        log_debug("sip", "event=short_grant_renew aor=%s package=%s", log_q(s->aor),
+                  s->event);
+        backoff_reset(&s->bo);
+        enqueue(s);
+        return;
+    }
+    /* Lapsed before the floor: the dialog is kept (a lenient notifier's NOTIFYs in it
+     * still count) but s is down, so stale_after applies as to any subscription down. */
+    s->down_cause = "short_grant";
+    set_state(s, SUB_BACKOFF);
+    arm(s, (long)(floor_at(s) - now));
 }
 
 static void on_timer(struct tq_timer *t)
@@ -354,6 +441,10 @@ static void on_timer(struct tq_timer *t)
     case SUB_SUBSCRIBING:
     case SUB_PENDING:
     case SUB_ACTIVE:
+        if (s->short_grant) {
+            on_short_timer(s);
+            break;
+        }
         log_warn("sip", "event=subscription_silent aor=%s package=%s granted_s=%ld "
                         "notified=%s action=resubscribe",
                  log_q(s->aor), s->event, s->granted, s->notified ? "yes" : "never");
@@ -583,7 +674,9 @@ static void on_response(void *owner, int status, const char *phrase, long expire
          * ever being asked again. */
         if (!probe)
             probe_heard(&s->pm, clock_mono_ms());
+        bool was_short = s->short_grant;
         s->granted = expires > 0 ? expires : s->mgr->expires;
+        s->grant_end_ms = clock_mono_ms() + (int64_t)s->granted * 1000;
         check_grant(s, expires);
         backoff_reset(&s->bo);
         if (s->failed || probe_unreachable(&s->pm)) {
@@ -602,8 +695,9 @@ static void on_response(void *owner, int status, const char *phrase, long expire
             if (parked)
                 arm_watchdog(s);
         }
-        /* Only the first answer arms the watchdog; refreshes do not prove NOTIFYs flow. */
-        if (first && !s->notified)
+        /* Only the first answer arms the watchdog (refreshes do not prove NOTIFYs flow),
+         * or one that makes the grant short or no longer short: its end is the timer. */
+        if ((first && !s->notified) || was_short || s->short_grant)
             arm_watchdog(s);
         return;
     }
@@ -614,7 +708,10 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                               "action=resubscribe suppressed=%llu",
                        log_q(s->aor), s->event, expires, (unsigned long long)held);
         s->min_expires = expires;
+        /* After a short grant, not at once: the floor holds against 423s too. */
         restart_later(s, "error_response", 0, -1);
+        if (floor_wait_ms(s) > 0)
+            return;
         tq_cancel(s->mgr->tq, &s->timer);
         enqueue(s);
         return;
@@ -789,6 +886,9 @@ static void on_notify(void *owner, const struct sipua_notify *n)
     }
     if (strcmp(substate, "terminated") == 0) {
         const char *reason = n->reason ? n->reason : "";
+        /* A short grant running out, as the notifier says it should: expected, and the
+         * notifier's short_expiry line already says so. */
+        bool lapse = s->short_grant && !strcmp(reason, "timeout");
         /* RFC 6665 4.1.3: deactivated and timeout invite an immediate retry; probation
          * and giveup a later one; rejected, noresource and invariant mean the notifier
          * will not serve it, so retry slowly in case the PBX's configuration changes. */
@@ -800,17 +900,28 @@ static void on_notify(void *owner, const struct sipua_notify *n)
             backoff_reset(&s->bo);
         str_copy_utf8(s->end_reason, sizeof s->end_reason, reason[0] ? reason : "none");
         wait_ms = restart_later(s, "terminated", min_ms, n->retry_after);
-        if (peer_log_ok(s, &held))
+        if (lapse)
+            log_debug("sip", "event=subscription_terminated aor=%s package=%s reason=timeout "
+                             "short_grant=yes action=resubscribe wait_s=%ld",
+                      log_q(s->aor), s->event, (wait_ms + 999) / 1000);
+        else if (peer_log_ok(s, &held))
             log_warn("sip", "event=subscription_terminated aor=%s package=%s reason=%s "
                             "retry_after_s=%ld action=resubscribe wait_s=%ld suppressed=%llu",
                      log_q(s->aor), s->event, reason[0] ? log_q(reason) : "none", n->retry_after,
                      (wait_ms + 999) / 1000, (unsigned long long)held);
     } else {
         set_state(s, strcmp(substate, "pending") == 0 ? SUB_PENDING : SUB_ACTIVE);
-        /* Not checked against the floor: a NOTIFY's expires= is the time left, which runs
-         * low before every refresh. */
-        if (n->expires > 0)
+        if (n->expires > 0) {
+            int64_t end = clock_mono_ms() + (int64_t)n->expires * 1000;
+            /* expires= is the time left, which runs low before every refresh: below the
+             * floor, it is a short grant only if it shortens the one we had (by more than
+             * a second of transit), as sipua.c then stops refreshing it. */
+            if (expiry_notify_shortens(n->expires, s->mgr->floor_s, clock_mono_ms(),
+                                       s->grant_end_ms))
+                check_grant(s, n->expires);
+            s->grant_end_ms = end;
             s->granted = n->expires;
+        }
         s->notified = true;
         probe_heard(&s->pm, clock_mono_ms());
         arm_watchdog(s);
@@ -837,7 +948,9 @@ static bool pm_can_probe(struct probe_member *m)
 {
     struct subscription *s = OF_MEMBER(m);
 
-    return s->state == SUB_ACTIVE && !s->queued && s->h;
+    /* Not a short grant's dialog: lapsed (or about to), it would answer 481, and that
+     * would take the whole notifier for lost. */
+    return s->state == SUB_ACTIVE && !s->queued && s->h && !s->short_grant;
 }
 
 static void pm_refresh(struct probe_member *m)
@@ -941,7 +1054,8 @@ struct subs_mgr *subs_mgr_new(struct event_base *base, struct timerq *tq, struct
     m->probe = probe_new(base, &member_ops);
     m->seed = (uint64_t)clock_wall_us();
     m->max_backoff_ms = RETRY_MAX_MS;
-    strmap_init(&m->short_warned);
+    m->floor_s = SUBS_EXPIRES_FLOOR_S;
+    strmap_init(&m->short_notes);
     return m;
 }
 
@@ -953,14 +1067,25 @@ void subs_mgr_free(struct subs_mgr *m)
     event_free(m->ramp_recover);
     event_free(m->ramp_tick);
     probe_free(m->probe);
-    strmap_clear_owned(&m->short_warned);
-    strmap_free(&m->short_warned);
+    {
+        size_t pos = 0;
+        const char *key;
+        void *note;
+        while (strmap_next(&m->short_notes, &pos, &key, &note))
+            free(note);
+    }
+    strmap_free(&m->short_notes);
     free(m);
 }
 
 void subs_mgr_set_max_backoff(struct subs_mgr *m, long seconds)
 {
     m->max_backoff_ms = (seconds > 0 ? seconds : 1) * 1000;
+}
+
+void subs_mgr_set_min_expires(struct subs_mgr *m, long seconds)
+{
+    m->floor_s = seconds > 0 ? seconds : 1;
 }
 
 void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds)
@@ -1087,6 +1212,13 @@ void subs_request_full_state(struct subscription *s, const char *why)
 
     if (!s->h || (s->state != SUB_ACTIVE && s->state != SUB_PENDING))
         return;
+    if (s->short_grant) {
+        /* No refresh of a short grant (the floor): the next SUBSCRIBE, at most a floor
+         * away, starts a new dialog with a full state. */
+        log_debug("sip", "event=refresh_for_full_state aor=%s package=%s action=wait_for_floor",
+                  log_q(s->aor), s->event);
+        return;
+    }
     if (peer_log_ok(s, &held))
         log_notice("sip", "event=refresh_for_full_state aor=%s package=%s reason=\"%s\" "
                           "suppressed=%llu",
@@ -1102,6 +1234,8 @@ void subs_resync(struct subscription *s, const char *why)
 
     if (s->queued || s->state == SUB_SUBSCRIBING || s->state == SUB_BACKOFF)
         return; /* already on its way to a new dialog */
+    if (s->short_grant)
+        return; /* so is a short grant's: a new dialog at most a floor away */
     if (peer_log_ok(s, &held))
         log_notice("sip", "event=resubscribe_for_versions aor=%s package=%s reason=\"%s\" "
                           "suppressed=%llu",

@@ -3,7 +3,8 @@
  * timeout, Subscription-State: terminated, silence past its expiry), never waiting longer
  * than max_backoff whatever the notifier asks, refreshed on demand when its owner sees a
  * version gap, made anew when its owner sees the versions disagree, NOTIFY floods held to
- * a rate, grants below SUBS_EXPIRES_FLOOR_S reported, and its owner told when it has been
+ * a rate, grants below [sip] min_expires let lapse and made again once per that floor
+ * (warned about per notifier), and its owner told when it has been
  * down for stale_after. Every state is visible in logs and a gauge; log lines its
  * notifier's messages cause are rate-limited per subscription; a ramp (start-up, reload,
  * mass resubscribe) logs its progress and its end.
@@ -24,9 +25,9 @@ struct subs_mgr;
 struct subscription;
 struct timerq;
 
-/* A notifier granting (2xx Expires) less than this (seconds) is warned about, once per
- * notifier, and counted (offhook_short_expiry_grants_total): RFC 6665 leaves the floor to the notifier
- * (423 Min-Expires), and a PBX granting Expires: 1 costs a refresh per second per user. */
+/* The default floor on granted expiry ([sip] min_expires, subs_mgr_set_min_expires):
+ * RFC 6665 leaves the floor to the notifier (423 Min-Expires), and a PBX granting
+ * Expires: 1 would cost a refresh per second per user. */
 #define SUBS_EXPIRES_FLOOR_S 60
 
 enum sub_state {
@@ -63,6 +64,15 @@ void subs_mgr_set_rate(struct subs_mgr *m, double rate_per_s);
 /* n datagrams were dropped on the SIP port: a ramp under way halves its pace, and comes
  * back to subscribe_rate by a quarter each second without drops. */
 void subs_mgr_datagrams_dropped(struct subs_mgr *m, uint32_t n);
+/* The floor on granted expiry (seconds, from [sip] min_expires; the caller keeps it at
+ * most the expires asked for). A grant below it (a 2xx's Expires, or a NOTIFY's expires=
+ * that shortens the grant) is short: counted (offhook_short_expiry_grants_total), warned
+ * about once per notifier and event package when short grants start (then at most every
+ * ten minutes, with how many came), not refreshed (sipua.c lets it lapse), and the
+ * subscription's next SUBSCRIBE, whatever ends the dialog, waits until a floor after its
+ * last one. Between the grant's end and that SUBSCRIBE the subscription is down (backoff,
+ * stale_after applies); NOTIFYs still arriving in the dialog are applied. */
+void subs_mgr_set_min_expires(struct subs_mgr *m, long seconds);
 /* A subscription down this long (seconds; 0: never) is reported by on_stale. Applies
  * from the next time one goes down. */
 void subs_mgr_set_stale_after(struct subs_mgr *m, long seconds);

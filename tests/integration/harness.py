@@ -533,11 +533,12 @@ class PbxSim:
     """bench/pbxsim playing the PBX, driven call by call through its control socket:
     the test sets each extension's call state and reads back what the PBX holds."""
 
-    def __init__(self, workdir, port, goodbye=True, expires=3600):
+    def __init__(self, workdir, port, goodbye=True, expires=3600, expire=False):
         self.dir = workdir
         self.port = port
         self.ctl_port = free_port()
         self.goodbye = goodbye
+        self.expire = expire  # end unrefreshed subscriptions (terminated;reason=timeout)
         self.expires = expires
         self.proc = None
         self.starts = 0
@@ -548,6 +549,8 @@ class PbxSim:
                 "--expires", str(self.expires), "--stats-every", "3600"]
         if self.goodbye:
             argv.append("--goodbye")
+        if self.expire:
+            argv.append("--expire")
         if os.environ.get("OFFHOOK_PBXSIM_TRACE") == "1":
             argv += ["--trace", os.path.join(self.dir, "pbxsim.trace")]
         self.proc = Proc("pbxsim", argv, self.dir)

@@ -16,6 +16,8 @@ Each test fails on the code before the fix (see docs/reliability.md, section 4).
 
 import re
 
+import pytest
+
 from calls import CONTACT, IDLE, ON_CALL, ON_HOLD, RINGING, UNKNOWN, body, notify
 from harness import scenario_notify, step_answer_forever, step_respond, wait_until
 
@@ -183,6 +185,67 @@ def test_short_expiry_is_warned_once_per_notifier(stack_factory):
     assert s.sipbridge.metrics()["offhook_short_expiry_grants_total"] >= 2
     (line,) = lines(s, "short_expiry")
     assert "notifier=127.0.0.1:%d " % s.pbx_port in line and "granted_s=1 " in line, line
+
+
+def subscribes_seen(pbx):
+    """Every SUBSCRIBE the PBX has received: new, refresh, un-SUBSCRIBE, fetch, and those
+    it answered 481 (a dialog it had ended)."""
+    st = pbx.stats()
+    return sum(int(st[k]) for k in ("subscribes", "refreshes", "unsubscribes", "fetches",
+                                    "unknown_dialog"))
+
+
+@pytest.mark.parametrize("expire", [True, False], ids=["pbx-ends-lapsed", "pbx-keeps-lapsed"])
+def test_short_grants_are_paced_by_min_expires(stack_factory, expire):
+    """pbxsim granting Expires: 1 to three users, with [sip] min_expires = 10. With expire,
+    it ends each subscription not refreshed within that second (NOTIFY terminated;
+    reason=timeout, as RFC 6665 4.2.2 has a notifier do); without, it keeps the dialog.
+    Over 15 s each subscription sends at most two SUBSCRIBEs (one per 10 s: the code
+    before sent one per second per user, or one per ~2 s re-subscribing after each
+    timeout) and at least one (the floor paces, it does not stop); one short_expiry line
+    for the PBX; every grant counted; and a call made while alice's grant has lapsed shows
+    at most a floor later, with no "unknown" in between (stale_after is 60 s)."""
+    import time
+    from harness import PbxSim
+    n, floor, window = 3, 10, 15.0
+    users = tuple(("u%d@localhost" % i, str(3000 + i)) for i in range(n))
+    s = stack_factory(users=users, extra_config="[sip]\nmin_expires = %d\n" % floor)
+    pbx = s.add(PbxSim(s.dir, s.pbx_port, expires=1, expire=expire)).start()
+    s.start_component()
+    bob = s.watcher("bob@localhost")
+    contacts = ["u%d@phone.localhost" % i for i in range(n)]
+    for c in contacts:
+        bob.subscribe(c)
+    wait_until(lambda: all(bob.views(c) == [UNKNOWN] for c in contacts),
+               what="initial presence")
+    s.start_sipbridge()
+    wait_until(lambda: all(bob.last(c) == IDLE for c in contacts), timeout=20,
+               what="every phone idle")
+    t0, before = time.monotonic(), subscribes_seen(pbx)
+    # The window: the PBX's count is watched all along, never above the floor's worth.
+    bound = n * (int(window // floor) + 1)
+    if expire:
+        # The call comes once alice's grant has ended at the PBX: only her next
+        # SUBSCRIBE can bring it.
+        wait_until(lambda: int(pbx.stats()["expired"]) >= n or
+                   subscribes_seen(pbx) - before > bound, what="the grants to lapse")
+    pbx.set("3000", "on_call")
+    wait_until(lambda: subscribes_seen(pbx) - before > bound or
+               time.monotonic() - t0 >= window, timeout=window + 5, what="the window")
+    sent = subscribes_seen(pbx) - before
+    assert n <= sent <= bound, (sent, pbx.stats(), s.sipbridge.log()[-3000:])
+    wait_until(lambda: bob.last(contacts[0]) == ON_CALL, timeout=floor + 5,
+               what="alice's call to show")
+    assert bob.views(contacts[0]) == [UNKNOWN, IDLE, ON_CALL]
+    assert all(bob.last(c) == IDLE for c in contacts[1:])
+    m = s.sipbridge.metrics()
+    assert m["offhook_short_expiry_grants_total"] >= 2 * n
+    (line,) = lines(s, "short_expiry")
+    assert ("notifier=127.0.0.1:%d package=dialog granted_s=1 floor_s=%d "
+            % (s.pbx_port, floor)) in line, line
+    log = s.sipbridge.log()
+    assert "level=warning sub=sip event=subscription_terminated" not in log
+    assert "event=subscription_silent" not in log
 
 
 # ---- item 5: a caller's name cut on a character boundary ----------------------------------
