@@ -68,6 +68,20 @@ static void silent_structured(void *ctx, xmlErrorPtr err)
 {
 }
 
+/* Called once the XML declaration (and with it any change of encoding) is behind. The
+ * whole body is then in the input buffer (xmlCtxtReadMemory copies it), and if it is
+ * UTF-8 (no encoder) nothing is left to read: without a reader, libxml2's look-ahead
+ * checks stop asking the no-op one for more, which on a body under 250 bytes is a buffer
+ * grow and a call at nearly every token (a quarter of a small body's parse). libxml2
+ * treats memory it need not copy the same way (xmlParserInputBufferCreateStatic). */
+static void stream_doc(void *ctx)
+{
+    xmlParserCtxtPtr ctxt = ctx;
+
+    if (ctxt->inputNr == 1 && ctxt->input->buf && !ctxt->input->buf->encoder)
+        ctxt->input->buf->readcallback = NULL;
+}
+
 static void stream_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
                          const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
                          int nb_attributes, int nb_defaulted, const xmlChar **attributes)
@@ -86,16 +100,6 @@ static void stream_start(void *ctx, const xmlChar *localname, const xmlChar *pre
         if (!parent->children)
             parent->children = &other_child;
         parent->last = &other_child;
-    }
-    if (s->depth == 0 && ctxt->inputNr == 1 && ctxt->input->buf &&
-        !ctxt->input->buf->encoder && ctxt->input->buf->readcallback) {
-        /* The whole body is in the input buffer (xmlCtxtReadMemory copies it), in UTF-8
-         * (no encoder), and from the root on the encoding can no longer change: nothing
-         * is left to read. Without this, each of the parser's look-ahead checks on a
-         * body under 250 bytes asks its no-op reader for more (a buffer grow and a call
-         * each time: a quarter of a small body's parse). libxml2 does the same for
-         * memory it need not copy (xmlParserInputBufferCreateStatic). */
-        ctxt->input->buf->readcallback = NULL;
     }
     n = &stand_in[s->depth];
     n->type = XML_ELEMENT_NODE;
@@ -165,13 +169,13 @@ void xmlsafe_init(void)
 {
     xmlInitParser();
     /* SAX2 with libxml2's own entity lookup (predefined entities only: there is never a
-     * DTD) and no tree: no start/end document (no xmlDoc), no element or text nodes. */
+     * DTD) and no tree: no xmlDoc, no element or text nodes. */
     xmlSAXVersion(&stream_sax, 2);
     stream_sax.internalSubset = reject_dtd;
     stream_sax.externalSubset = NULL;
     stream_sax.resolveEntity = NULL;
     stream_sax.reference = NULL;
-    stream_sax.startDocument = NULL;
+    stream_sax.startDocument = stream_doc;
     stream_sax.endDocument = NULL;
     stream_sax.setDocumentLocator = NULL;
     stream_sax.startElementNs = stream_start;
@@ -292,7 +296,7 @@ int xmlsafe_stream(const char *buf, size_t len, size_t max, const struct xmlsafe
     doc = xmlCtxtReadMemory(ctxt, buf, (int)len, NULL, NULL, options);
     ctxt->_private = NULL;
     ctxt->sax = dom_sax;
-    if (doc) /* cannot happen: no startDocument, so no document */
+    if (doc) /* cannot happen: nothing creates a document */
         xmlFreeDoc(doc);
     if (s.g.saw_dtd) {
         *reason = "DTD not allowed";
