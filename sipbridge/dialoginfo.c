@@ -4,6 +4,7 @@
  * namespace, or whose states are not the RFC's. */
 #include "dialoginfo.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -211,10 +212,9 @@ enum dlg_level { LV_NONE, LV_STATE, LV_REMOTE, LV_IDENTITY, LV_LOCAL, LV_TARGET 
 struct dlg_stream {
     struct dlg_doc *out;
     const char *reason;     /* the first error found; NULL while none */
-    bool oom;
     bool in_dialog;         /* inside a <dialog> child of the root (depth 2) */
     struct dlg_entry *d;    /* that dialog's entry */
-    const char *dialog_err; /* its id check's verdict, reported after nothing else */
+    const char *dialog_err; /* its id's fault, found at its start, reported at its end */
     int dir;                /* its direction: an enum call_dir, -1 for another value */
     bool seen_state, seen_remote, seen_local, seen_identity, seen_target;
     enum dlg_level at[6];   /* what the element open at depth 3..5 is to us (index = depth) */
@@ -239,7 +239,6 @@ static const char *attr(struct dlg_stream *s, const struct xmlsafe_elem *e, cons
 
     *big = NULL;
     if (rc < 0) {
-        s->oom = true;
         fail(s, "out of memory");
         return NULL;
     }
