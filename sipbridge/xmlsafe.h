@@ -1,6 +1,7 @@
 /* The one way sipbridge parses XML from the network: libxml2 with a size limit, no
  * network access and no DTD at all (so no entity expansion and no external entities),
- * errors captured as a short reason instead of printed. Used by every body parser. */
+ * errors captured as a short reason instead of printed; as a DOM (xmlsafe_parse: PIDF,
+ * reginfo, RLMI) or streamed (xmlsafe_stream: dialog-info). Used by every body parser. */
 #ifndef OFFHOOK_XMLSAFE_H
 #define OFFHOOK_XMLSAFE_H
 
