@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 secs=${1:-60}
 shift || true
-all_targets=(dialoginfo pidf reginfo rlmi config storecodec_jid router ctlcheck directory ctlproto sip)
+all_targets=(dialoginfo dialoginfo_diff pidf reginfo rlmi config storecodec_jid router ctlcheck directory ctlproto sip)
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
@@ -38,7 +38,7 @@ esac
 # and the parsers must reject anything larger, so the XML targets go a little past it.
 max_len() {
   case $1 in
-    dialoginfo | pidf | reginfo | rlmi) echo 70000 ;;
+    dialoginfo | dialoginfo_diff | pidf | reginfo | rlmi) echo 70000 ;;
     config) echo 16384 ;;        # CFG_MAX_LINE is 4096: room for over-long lines
     storecodec_jid) echo 8192 ;; # JID_MAX is 3071
     directory) echo 16384 ;;     # DIR_MAX_JID is 1024; a few records of each limit
@@ -102,7 +102,8 @@ for t in "${targets[@]}"; do
   chmod -R u+w "$corpus"
   args=(-max_total_time="$secs" -max_len="${FUZZ_MAX_LEN:-$(max_len "$t")}" -timeout=25 -rss_limit_mb=2048
         -print_final_stats=1 -artifact_prefix="$arts/")
-  [ -f "$root/fuzz/$t.dict" ] && args+=(-dict="$root/fuzz/$t.dict")
+  dict=$root/fuzz/${t%_diff}.dict # a differential target uses its parser's dictionary
+  [ -f "$dict" ] && args+=(-dict="$dict")
   [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
   # shellcheck disable=SC2206
   [ -n "${FUZZ_EXTRA:-}" ] && args+=($FUZZ_EXTRA)

@@ -4,6 +4,7 @@
  * namespace, or whose states are not the RFC's. */
 #include "dialoginfo.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -111,8 +112,8 @@ static int parse_dialog(const xmlNode *n, struct dlg_entry *d, const char **reas
     return 0;
 }
 
-int dlginfo_parse(const char *buf, size_t len, size_t max, struct dlg_doc *out,
-                  const char **reason)
+int dlginfo_parse_dom(const char *buf, size_t len, size_t max, struct dlg_doc *out,
+                      const char **reason)
 {
     xmlDocPtr doc = xmlsafe_parse(buf, len, max, reason);
     xmlNodePtr root;
@@ -157,6 +158,320 @@ int dlginfo_parse(const char *buf, size_t len, size_t max, struct dlg_doc *out,
 out:
     xmlFreeDoc(doc);
     return rc;
+}
+
+/* The streaming parser: what dlginfo_parse_dom concludes, read off SAX2 events with no
+ * tree. The DOM version looks at the first <state>, <remote>, <local> of a dialog, the
+ * first <identity> of that remote and the first <target> of that local; so does this
+ * one, element by element as they open. It decides a dialog when it closes, in the DOM
+ * version's order of checks, keeps the first error and reports it only once the whole
+ * document proved well-formed (a later syntax error wins, as it does there). */
+
+/* xmlsafe_text's result, built from pieces: each DOM text node is cut on its own. */
+struct text_acc {
+    char *buf;
+    size_t len;  /* buf's size, NUL included */
+    size_t used;
+    bool cut;    /* the current text node was cut: nothing more of it fits */
+};
+
+static void acc_init(struct text_acc *a, char *buf, size_t len)
+{
+    a->buf = buf;
+    a->len = len;
+    a->used = 0;
+    a->cut = false;
+    buf[0] = '\0';
+}
+
+static void acc_add(struct text_acc *a, const char *s, size_t n, bool new_node)
+{
+    if (new_node)
+        a->cut = false;
+    if (a->cut)
+        return;
+    if (a->used + n >= a->len) {
+        n = str_utf8_cut(s, n, a->len - 1 - a->used);
+        a->cut = true;
+    }
+    memcpy(a->buf + a->used, s, n);
+    a->used += n;
+    a->buf[a->used] = '\0';
+}
+
+static void acc_trim(struct text_acc *a)
+{
+    char *t = str_trim(a->buf);
+
+    if (t != a->buf)
+        memmove(a->buf, t, strlen(t) + 1);
+}
+
+enum dlg_level { LV_NONE, LV_STATE, LV_REMOTE, LV_IDENTITY, LV_LOCAL, LV_TARGET };
+
+struct dlg_stream {
+    struct dlg_doc *out;
+    const char *reason;     /* the first error found; NULL while none */
+    bool in_dialog;         /* inside a <dialog> child of the root (depth 2) */
+    struct dlg_entry *d;    /* that dialog's entry */
+    const char *dialog_err; /* its id's fault, found at its start, reported at its end */
+    int dir;                /* its direction: an enum call_dir, -1 for another value */
+    bool seen_state, seen_remote, seen_local, seen_identity, seen_target;
+    enum dlg_level at[6];   /* what the element open at depth 3..5 is to us (index = depth) */
+    char state[32];
+    struct text_acc state_text, uri_text;
+    char display[DLG_PARTY_MAX * 4]; /* identity's display; cut to remote_name later */
+    char *display_big;      /* ... when longer (allocated) */
+    bool has_display;
+};
+
+static void fail(struct dlg_stream *s, const char *reason)
+{
+    if (!s->reason)
+        s->reason = reason;
+}
+
+static const char *attr(struct dlg_stream *s, const struct xmlsafe_elem *e, const char *name,
+                        char *buf, size_t size, char **big)
+{
+    char *v;
+    int rc = xmlsafe_elem_attr(e, name, buf, size, &v);
+
+    *big = NULL;
+    if (rc < 0) {
+        fail(s, "out of memory");
+        return NULL;
+    }
+    if (rc > 0 && v != buf)
+        *big = v;
+    return v;
+}
+
+static void root_start(struct dlg_stream *s, const struct xmlsafe_elem *e)
+{
+    struct dlg_doc *out = s->out;
+    char buf[256], *big;
+    const char *v;
+
+    if (!xmlsafe_elem_named(e, "dialog-info")) {
+        fail(s, "not a dialog-info document");
+        return;
+    }
+    if (!xmlsafe_elem_is(e, DLGINFO_NS, "dialog-info")) {
+        fail(s, "wrong namespace");
+        return;
+    }
+    v = attr(s, e, "version", buf, sizeof buf, &big);
+    if (!v || str_parse_u32(v, &out->version) < 0)
+        fail(s, "missing or invalid version");
+    free(big);
+    if (s->reason)
+        return;
+    v = attr(s, e, "state", buf, sizeof buf, &big);
+    if (v && strcmp(v, "full") == 0)
+        out->full = true;
+    else if (v && strcmp(v, "partial") == 0)
+        out->full = false;
+    else
+        fail(s, "missing or invalid state attribute");
+    free(big);
+    if (s->reason)
+        return;
+    v = attr(s, e, "entity", buf, sizeof buf, &big);
+    str_copy_utf8(out->entity, sizeof out->entity, v ? v : "");
+    str_utf8_scrub(out->entity);
+    free(big);
+}
+
+static void dialog_start(struct dlg_stream *s, const struct xmlsafe_elem *e)
+{
+    char buf[DLG_ID_MAX], *big;
+    const char *id, *dir;
+
+    if (s->out->ndialogs == DLG_MAX_DIALOGS) {
+        fail(s, "too many dialogs");
+        return;
+    }
+    s->in_dialog = true;
+    s->d = &s->out->dialogs[s->out->ndialogs];
+    memset(s->d, 0, sizeof *s->d);
+    s->dialog_err = NULL;
+    s->seen_state = s->seen_remote = s->seen_local = false;
+    s->seen_identity = s->seen_target = false;
+    s->has_display = false;
+    s->state[0] = '\0';
+    acc_init(&s->state_text, s->state, sizeof s->state);
+    acc_init(&s->uri_text, s->d->remote_uri, sizeof s->d->remote_uri);
+    id = attr(s, e, "id", buf, sizeof buf, &big);
+    if (!id || !*id)
+        s->dialog_err = "dialog without id";
+    else if (str_copy(s->d->id, sizeof s->d->id, id) < 0)
+        s->dialog_err = "dialog id too long";
+    free(big);
+    dir = attr(s, e, "direction", buf, sizeof buf, &big);
+    if (!dir)
+        s->dir = DIR_NONE;
+    else if (strcasecmp(dir, "initiator") == 0)
+        s->dir = DIR_OUTGOING;
+    else if (strcasecmp(dir, "recipient") == 0)
+        s->dir = DIR_INCOMING;
+    else
+        s->dir = -1;
+    free(big);
+}
+
+/* The <dialog> closes: parse_dialog's checks, in its order. */
+static void dialog_end(struct dlg_stream *s)
+{
+    struct dlg_entry *d = s->d;
+    size_t i;
+
+    s->in_dialog = false;
+    if (s->reason)
+        return;
+    if (s->dialog_err) {
+        fail(s, s->dialog_err);
+        return;
+    }
+    if (!s->seen_state) {
+        fail(s, "dialog without state");
+        return;
+    }
+    acc_trim(&s->state_text);
+    for (i = 0; i < sizeof state_names / sizeof state_names[0]; i++) {
+        if (strcasecmp(s->state, state_names[i]) == 0)
+            break;
+    }
+    if (i == sizeof state_names / sizeof state_names[0]) {
+        fail(s, "unknown dialog state");
+        return;
+    }
+    d->state = (enum dlg_state)i;
+    if (s->dir < 0) {
+        fail(s, "unknown dialog direction");
+        return;
+    }
+    d->dir = (enum call_dir)s->dir;
+    if (s->seen_remote) {
+        if (s->seen_identity) {
+            const char *disp = s->display_big ? s->display_big : s->display;
+            acc_trim(&s->uri_text);
+            str_copy_utf8(d->remote_name, sizeof d->remote_name, s->has_display ? disp : "");
+            str_utf8_scrub(d->remote_uri);
+            str_utf8_scrub(d->remote_name);
+        }
+        if (is_anonymous(d->remote_uri, d->remote_name)) {
+            d->anonymous = true;
+            d->remote_uri[0] = d->remote_name[0] = '\0';
+        }
+    }
+    s->out->ndialogs++;
+}
+
+static void param_start(struct dlg_stream *s, const struct xmlsafe_elem *e)
+{
+    char nbuf[32], vbuf[8], *nbig, *vbig;
+    const char *name = attr(s, e, "pname", nbuf, sizeof nbuf, &nbig);
+    const char *val = attr(s, e, "pval", vbuf, sizeof vbuf, &vbig);
+
+    if (!val) {
+        free(vbig);
+        val = attr(s, e, "pvalue", vbuf, sizeof vbuf, &vbig); /* Asterisk */
+    }
+    if (name && val && strcasecmp(name, "+sip.rendering") == 0 && strcasecmp(val, "no") == 0)
+        s->d->held = true;
+    free(nbig);
+    free(vbig);
+}
+
+static void on_start(void *ud, const struct xmlsafe_elem *e)
+{
+    struct dlg_stream *s = ud;
+    enum dlg_level parent, lv = LV_NONE;
+
+    if (e->depth == 1) {
+        root_start(s, e);
+        return;
+    }
+    if (s->reason)
+        return; /* decided: only well-formedness is left to check */
+    if (e->depth == 2) {
+        if (xmlsafe_elem_is(e, DLGINFO_NS, "dialog"))
+            dialog_start(s, e);
+        return;
+    }
+    if (!s->in_dialog || e->depth > 5)
+        return;
+    parent = e->depth == 3 ? LV_NONE : s->at[e->depth - 1];
+    if (e->depth == 3) {
+        if (!s->seen_state && xmlsafe_elem_is(e, DLGINFO_NS, "state"))
+            lv = LV_STATE, s->seen_state = true;
+        else if (!s->seen_remote && xmlsafe_elem_is(e, DLGINFO_NS, "remote"))
+            lv = LV_REMOTE, s->seen_remote = true;
+        else if (!s->seen_local && xmlsafe_elem_is(e, DLGINFO_NS, "local"))
+            lv = LV_LOCAL, s->seen_local = true;
+    } else if (e->depth == 4 && parent == LV_REMOTE) {
+        if (!s->seen_identity && xmlsafe_elem_is(e, DLGINFO_NS, "identity")) {
+            char *big;
+            const char *disp;
+            lv = LV_IDENTITY;
+            s->seen_identity = true;
+            disp = attr(s, e, "display", s->display, sizeof s->display, &big);
+            s->has_display = disp != NULL;
+            s->display_big = big;
+        }
+    } else if (e->depth == 4 && parent == LV_LOCAL) {
+        if (!s->seen_target && xmlsafe_elem_is(e, DLGINFO_NS, "target"))
+            lv = LV_TARGET, s->seen_target = true;
+    } else if (e->depth == 5 && parent == LV_TARGET) {
+        if (xmlsafe_elem_is(e, DLGINFO_NS, "param"))
+            param_start(s, e);
+    }
+    s->at[e->depth] = lv;
+}
+
+static void on_end(void *ud, int depth)
+{
+    struct dlg_stream *s = ud;
+
+    if (depth == 2 && s->in_dialog) {
+        dialog_end(s);
+        free(s->display_big);
+        s->display_big = NULL;
+    } else if (depth >= 3 && depth <= 5) {
+        s->at[depth] = LV_NONE;
+    }
+}
+
+static void on_text(void *ud, int depth, const char *t, size_t len, bool new_node)
+{
+    struct dlg_stream *s = ud;
+
+    if (!s->in_dialog || s->reason || depth < 3 || depth > 4)
+        return;
+    if (s->at[depth] == LV_STATE)
+        acc_add(&s->state_text, t, len, new_node);
+    else if (s->at[depth] == LV_IDENTITY)
+        acc_add(&s->uri_text, t, len, new_node);
+}
+
+int dlginfo_parse(const char *buf, size_t len, size_t max, struct dlg_doc *out,
+                  const char **reason)
+{
+    static const struct xmlsafe_handler h = {on_start, on_end, on_text};
+    struct dlg_stream s = {.out = out};
+
+    memset(out, 0, offsetof(struct dlg_doc, dialogs));
+    if (xmlsafe_stream(buf, len, max, &h, &s, reason) < 0) {
+        free(s.display_big);
+        return -1;
+    }
+    free(s.display_big);
+    if (s.reason) {
+        *reason = s.reason;
+        return -1;
+    }
+    return 0;
 }
 
 enum call_activity dlg_entry_activity(const struct dlg_entry *d)

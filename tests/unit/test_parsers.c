@@ -287,6 +287,43 @@ static void test_too_many_dialogs(void **state)
     free(d);
 }
 
+/* A dialog nested in N elements: libxml2's depth limit (256 without XML_PARSE_HUGE) is
+ * what bounds a body's nesting, whichever parser reads it. */
+static void nested_body(struct sbuf *b, int depth)
+{
+    sbuf_init(b);
+    sbuf_puts(b, "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='1' "
+                 "state='full' entity='sip:a@b'><dialog id='d' direction='initiator'>"
+                 "<state>confirmed</state>");
+    for (int i = 0; i < depth; i++)
+        sbuf_puts(b, "<x>");
+    for (int i = 0; i < depth; i++)
+        sbuf_puts(b, "</x>");
+    sbuf_puts(b, "</dialog></dialog-info>");
+}
+
+static void test_depth_limit(void **state)
+{
+    struct sbuf b;
+    struct dlg_doc *d = malloc(sizeof *d);
+    const char *reason = NULL;
+
+    /* 2 + 250 levels: within the limit, on both parsers. */
+    nested_body(&b, 250);
+    assert_int_equal(dlginfo_parse(b.data, b.len, 1 << 20, d, &reason), 0);
+    assert_int_equal(d->ndialogs, 1);
+    assert_int_equal(dlginfo_parse_dom(b.data, b.len, 1 << 20, d, &reason), 0);
+    sbuf_free(&b);
+    /* 2 + 300: over it; refused as not well-formed, not parsed to the end. */
+    nested_body(&b, 300);
+    assert_int_equal(dlginfo_parse(b.data, b.len, 1 << 20, d, &reason), -1);
+    assert_string_equal(reason, "not well-formed");
+    assert_int_equal(dlginfo_parse_dom(b.data, b.len, 1 << 20, d, &reason), -1);
+    assert_string_equal(reason, "not well-formed");
+    sbuf_free(&b);
+    free(d);
+}
+
 static void test_invalid_documents(void **state)
 {
     static const struct {
@@ -695,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_every_fixture_listed),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_too_many_dialogs),
+        cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_unknown_elements_ignored),
         cmocka_unit_test(test_text_cut_on_characters),
