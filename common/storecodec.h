@@ -101,6 +101,10 @@ int storecodec_decode_entry(const char *const *names, const char *const *values,
  * live member owns the user. A state equal to the one held keeps the held 'since'.
  * Returns 1 when it wrote an entry, 0 when nothing needed writing. */
 extern const char storecodec_write_script[];
+/* Its SHA1 (40 hex digits, computed at build time by cmake/embed.cmake): the name that
+ * EVALSHA gives it once Redis holds the text (see storecodec.c for when it does not). */
+extern const char storecodec_write_script_sha[];
+#define STORECODEC_NOSCRIPT "NOSCRIPT"
 #define STORECODEC_FENCED_LEASE "FENCED lease"
 #define STORECODEC_FENCED_OWNER "FENCED owner"
 
