@@ -89,7 +89,7 @@ int storecodec_decode_entry(const char *const *names, const char *const *values,
                             struct stream_entry *e, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* The one write of a user's state (EVAL; the text is common/lua/write.lua, which says it
+/* The one write of a user's state (EVALSHA, or EVAL to load it; the text is common/lua/write.lua, which says it
  * all): KEYS[1] the user's hash, KEYS[2] the stream, KEYS[3] sipbridge's members hash;
  * ARGV: JID, the writer's member name and lease epoch, "write" or "check", "1"/"0" claim,
  * then the record's name/value pairs from storecodec_encode (none: the user was removed).
