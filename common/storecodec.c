@@ -124,9 +124,18 @@ int storecodec_decode_entry(const char *const *names, const char *const *values,
     return storecodec_decode(names, values, n, &e->rec, err, errlen);
 }
 
-/* EVAL, not EVALSHA: Redis caches the compiled script by its SHA1, and a Redis that
- * restarted or ran SCRIPT FLUSH needs no reload step (no NOSCRIPT case). The texts are
- * common/lua/write.lua and lease.lua, embedded at build time (cmake/embed.cmake). */
+/* The texts are common/lua/write.lua and lease.lua, embedded at build time
+ * (cmake/embed.cmake) with their SHA1s. Most scripts go out as EVAL: they run seldom
+ * (heartbeat, lease, watchers, snapshot), and EVAL needs no reload step after a Redis
+ * restart, failover or SCRIPT FLUSH. The exception is sipbridge's write, sent once per
+ * state change: EVAL made Redis hash the whole text on every event and the text crossed
+ * the socket each time, so it goes by EVALSHA (storecodec_write_script_sha). Redis'
+ * script cache can be empty under it in three ways: a restarted Redis and a new master
+ * after a Sentinel failover (both a new connection: sipbridge sends its first write on
+ * each connection as EVAL, which caches the text before any EVALSHA behind it on that
+ * connection runs), and SCRIPT FLUSH on a live connection (or a replica promoted without
+ * the script): the write gets NOSCRIPT, did nothing, and sipbridge sends the user's
+ * latest state again as EVAL (sipbridge/store.c on_noscript). */
 #include "storecodec_lua.h"
 
 const char storecodec_heartbeat_script[] =

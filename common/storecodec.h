@@ -89,18 +89,23 @@ int storecodec_decode_entry(const char *const *names, const char *const *values,
                             struct stream_entry *e, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* The one write of a user's state (EVAL; the text is common/lua/write.lua, which says it
- * all): KEYS[1] the user's hash, KEYS[2] the stream, KEYS[3] sipbridge's members hash;
- * ARGV: JID, the writer's member name and lease epoch, "write" or "check", "1"/"0" claim,
- * then the record's name/value pairs from storecodec_encode (none: the user was removed).
- * "write" replaces the hash and appends the entry; "check" does so only when Redis holds
- * something else (the repair after a reconnect: Redis restarted empty, was flushed, or is
- * a new master that lacked the old one's last writes, and a reader may have read the
- * older state since). Fenced: refused with an error starting STORECODEC_FENCED_LEASE when
- * the writer's lease is gone, STORECODEC_FENCED_OWNER when it does not claim and another
- * live member owns the user. A state equal to the one held keeps the held 'since'.
- * Returns 1 when it wrote an entry, 0 when nothing needed writing. */
+/* The one write of a user's state (EVALSHA, or EVAL to load it; the text is
+ * common/lua/write.lua, which says it all): KEYS[1] the user's hash, KEYS[2] the stream,
+ * KEYS[3] sipbridge's members hash; ARGV: JID, the writer's member name and lease epoch,
+ * "write" or "check", "1"/"0" claim, then the record's name/value pairs from
+ * storecodec_encode (none: the user was removed). "write" replaces the hash and appends
+ * the entry; "check" does so only when Redis holds something else (the repair after a
+ * reconnect: Redis restarted empty, was flushed, or is a new master that lacked the old
+ * one's last writes, and a reader may have read the older state since). Fenced: refused
+ * with an error starting STORECODEC_FENCED_LEASE when the writer's lease is gone,
+ * STORECODEC_FENCED_OWNER when it does not claim and another live member owns the user.
+ * A state equal to the one held keeps the held 'since'. Returns 1 when it wrote an
+ * entry, 0 when nothing needed writing. */
 extern const char storecodec_write_script[];
+/* Its SHA1 (40 hex digits, computed at build time by cmake/embed.cmake): the name that
+ * EVALSHA gives it once Redis holds the text (see storecodec.c for when it does not). */
+extern const char storecodec_write_script_sha[];
+#define STORECODEC_NOSCRIPT "NOSCRIPT"
 #define STORECODEC_FENCED_LEASE "FENCED lease"
 #define STORECODEC_FENCED_OWNER "FENCED owner"
 

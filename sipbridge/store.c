@@ -55,6 +55,9 @@ struct store {
     char name[STORECODEC_MEMBER_NAME_MAX + 1]; /* this member's lease: every write */
     char epoch[24];        /* carries it; "" = no lease yet: writes are held */
     bool fenced;           /* a write was refused for a lost lease: held until the next */
+    bool script_sent;      /* the write script's text went out on this connection: the
+                            * writes behind it go by EVALSHA (storecodec.c says why) */
+    unsigned long noscript; /* NOSCRIPT replies since the last accepted write (logged once) */
     void (*on_fenced)(void *arg, const char *jid, bool lease_lost);
     void *on_fenced_arg;
 };
@@ -75,9 +78,11 @@ void store_register_metrics(void)
                            NULL);
     m_writes = metric_new(METRIC_COUNTER, "offhook_store_writes_total",
                           "User state writes to Redis, by result (fenced: refused for a lost "
-                          "lease, or a user another sipbridge owns now).",
+                          "lease, or a user another sipbridge owns now; noscript: Redis had "
+                          "lost the write script, sent again with its text).",
                           "result",
-                          (const char *const[]){"ok", "error", "retried", "fenced", NULL});
+                          (const char *const[]){"ok", "error", "retried", "fenced", "noscript",
+                                                NULL});
     m_rewrites = metric_new(METRIC_COUNTER, "offhook_store_rewrites_total",
                             "Users checked again after a Redis reconnect.", NULL, NULL);
     m_repairs = metric_new(METRIC_COUNTER, "offhook_store_repairs_total",
@@ -143,12 +148,50 @@ static bool fenced(struct store *st, struct inflight *f, const redisReply *r)
     return false;
 }
 
+static int send_record(struct store *st, struct entry *e, bool check, bool text,
+                       redislink_reply_fn fn);
+
+/* A write or check that found Redis' script cache empty (SCRIPT FLUSH, or a promoted
+ * replica that never ran it): true if r was one (handled). It did nothing, so this is
+ * the user's latest state that has not reached Redis; it goes again with the script's
+ * text (EVAL, which also caches it for the EVALSHAs behind). Only the reply to the
+ * latest gen sent sends again, from the entry's state now: a later write's own reply
+ * (accepted, or NOSCRIPT too) covers an older one, so no older state ever lands after
+ * a newer. Held (not sent) without a lease: the next lease's flush sends it. Sent even
+ * during a run of refusals: it may be retry_refused's probe, whose answer ends the run. */
+static bool on_noscript(struct store *st, struct inflight *f, const redisReply *r, bool check,
+                        redislink_reply_fn fn)
+{
+    struct entry *e = f->e;
+
+    if (r->type != REDIS_REPLY_ERROR || !r->str ||
+        strncmp(r->str, STORECODEC_NOSCRIPT, strlen(STORECODEC_NOSCRIPT)) != 0)
+        return false;
+    metric_inc(m_writes, "noscript");
+    if (st->noscript++ == 0)
+        log_notice("store", "event=script_missing user=%s "
+                            "action=\"sending the write again with the script text\"",
+                   log_q(e->jid));
+    if (f->gen != e->gen || !redislink_up(st->link) || !st->epoch[0] || st->fenced)
+        return true;
+    if (!check && e->gen == e->written)
+        return true;
+    if (send_record(st, e, check, true, fn) == -1)
+        redislink_reset(st->link, "cannot queue a write");
+    return true;
+}
+
 static void on_written(struct redislink *l, redisReply *r, void *arg)
 {
     struct inflight *f = arg;
     struct store *st = f->st;
     struct entry *e = f->e;
 
+    if (r && on_noscript(st, f, r, false, on_written)) {
+        update_pending_metric(st);
+        free(f);
+        return;
+    }
     if (r && fenced(st, f, r)) {
         update_pending_metric(st);
         free(f);
@@ -157,6 +200,7 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
     if (r && r->type != REDIS_REPLY_ERROR) {
         mark_written(st, e, f->gen);
         metric_inc(m_writes, "ok");
+        st->noscript = 0;
         if (st->refused) {
             log_notice("store", "event=writes_accepted refused_before=%lu", st->refused);
             st->refused = 0;
@@ -188,10 +232,13 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
 }
 
 /* Queues the write of e's latest state with a stream entry, or with check only if Redis
- * holds something else (storecodec_write_script), under this member's lease. fn gets the
- * reply with an inflight (owned by fn). Returns 0, -1 if it could not be queued, or -2
- * for a JID too long for a key (nothing queued). */
-static int send_record(struct store *st, struct entry *e, bool check, redislink_reply_fn fn)
+ * holds something else (storecodec_write_script), under this member's lease. By EVALSHA,
+ * except the first on a connection and when text is set (after NOSCRIPT): EVAL, whose
+ * text Redis caches before it runs any command queued behind. fn gets the reply with an
+ * inflight (owned by fn). Returns 0, -1 if it could not be queued, or -2 for a JID too
+ * long for a key (nothing queued). */
+static int send_record(struct store *st, struct entry *e, bool check, bool text,
+                       redislink_reply_fn fn)
 {
     char key[2048];
     struct store_fields f;
@@ -206,8 +253,9 @@ static int send_record(struct store *st, struct entry *e, bool check, redislink_
     fl->e = e;
     fl->gen = e->gen;
     str_copy(fl->epoch, sizeof fl->epoch, st->epoch);
-    argv[argc++] = "EVAL";
-    argv[argc++] = storecodec_write_script;
+    text = text || !st->script_sent;
+    argv[argc++] = text ? "EVAL" : "EVALSHA";
+    argv[argc++] = text ? storecodec_write_script : storecodec_write_script_sha;
     argv[argc++] = "3";
     argv[argc++] = key;
     argv[argc++] = st->events_key;
@@ -230,13 +278,15 @@ static int send_record(struct store *st, struct entry *e, bool check, redislink_
         free(fl);
         return -1;
     }
+    if (text)
+        st->script_sent = true;
     return 0;
 }
 
 /* Queues the write of e's latest state with its change event. */
 static void send_entry(struct store *st, struct entry *e)
 {
-    if (send_record(st, e, false, on_written) == -1)
+    if (send_record(st, e, false, false, on_written) == -1)
         redislink_reset(st->link, "cannot queue a write");
 }
 
@@ -245,6 +295,10 @@ static void on_checked(struct redislink *l, redisReply *r, void *arg)
 {
     struct inflight *f = arg;
 
+    if (r && on_noscript(f->st, f, r, true, on_checked)) {
+        free(f);
+        return;
+    }
     if (r && !fenced(f->st, f, r) && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
         metric_inc(m_repairs, NULL);
     free(f);
@@ -269,7 +323,7 @@ static void rewrite_step(evutil_socket_t fd, short what, void *arg)
             continue; /* on its way with an event, nothing to hold, or not ours */
         if (!can_send(st))
             return; /* the next connection or lease starts over */
-        rc = send_record(st, e, true, on_checked);
+        rc = send_record(st, e, true, false, on_checked);
         if (rc == -2)
             continue;
         if (rc) {
@@ -358,6 +412,7 @@ static void on_link(struct redislink *l, bool up, void *arg)
 {
     struct store *st = arg;
 
+    st->script_sent = false; /* a new connection may be a new (or emptied) Redis */
     if (up) {
         flush(st);
         rewrite_start(st);
@@ -578,7 +633,7 @@ void store_claim(struct store *st, const char *jid)
     if (!e || !e->owned || e->removed || !e->gen || e->gen != e->written || !e->claim ||
         !can_send(st))
         return; /* unwritten ones go out with the claim anyway */
-    if (send_record(st, e, true, on_checked) == -1)
+    if (send_record(st, e, true, false, on_checked) == -1)
         redislink_reset(st->link, "cannot queue a claim");
 }
 

@@ -373,3 +373,50 @@ def test_no_remote_party_leaves_sipbridge(matrix):
     for text, where in ((dump, "Redis"), ("\n".join(statuses), "presence"),
                         (m.s.component.log(), "component log")):
         assert "Caller" not in text and "sip:555" not in text, where
+
+
+def test_script_flush_loses_no_write(matrix):
+    """sipbridge writes by EVALSHA (issue 14); Redis' script cache emptied under a live
+    connection (SCRIPT FLUSH, several times while calls change) answers NOSCRIPT, and
+    each such write goes again with the script's text: no state change is lost, neither
+    in Redis nor in the client, none is fenced or refused, the connection stays, and each
+    recovery is counted (offhook_store_writes_total{result="noscript"}). On the old code
+    (EVAL) nothing is ever NOSCRIPT, so the count assertion fails there."""
+    m = matrix
+    m.shuffle()
+    m.converge()
+    r = m.s.redis
+    before = m.s.sipbridge.metrics()
+    log_before = len(m.s.sipbridge.log())
+
+    def count(res):
+        return m.s.sipbridge.metrics().get('offhook_store_writes_total{result="%s"}' % res, 0) \
+            - before.get('offhook_store_writes_total{result="%s"}' % res, 0)
+
+    for _ in range(5):
+        r.cli("SCRIPT", "FLUSH")
+        for _ in range(4):
+            m.shuffle(10)
+        # The next write after a flush is refused NOSCRIPT and sent again.
+        wait_until(lambda: count("noscript") > 0, timeout=15, what="a NOSCRIPT recovery")
+    took = m.converge()
+    assert took <= BOUND_S, "converged in %.1fs" % took
+
+    def wrong_in_redis():
+        return {i: (r.cli("HGET", "offhook:user:u%02d@localhost" % i, "state"), m.truth[i])
+                for i in range(N_USERS)
+                if r.cli("HGET", "offhook:user:u%02d@localhost" % i, "state") != m.truth[i]}
+    wait_until(lambda: not wrong_in_redis(), timeout=BOUND_S,
+               what="every user's state in Redis as the PBX holds it")
+    sb = m.s.sipbridge.metrics()
+    assert sb.get("offhook_store_pending_users", -1) == 0
+    assert count("fenced") == 0 and count("error") == 0 and count("retried") == 0
+    assert count("noscript") >= 5
+    log = m.s.sipbridge.log()[log_before:]
+    print("NOSCRIPT recoveries: %d, ok writes: %d, converged in %.2fs" % (
+        count("noscript"), count("ok"), took))
+    assert "event=script_missing" in log, log
+    assert "event=disconnected link=store" not in log, "the connection was fine: kept"
+    # Fresh changes flow as before.
+    m.shuffle()
+    assert m.converge() <= BOUND_S
