@@ -17,6 +17,8 @@
  *   pep, privileged, presence_out, router --stanza_out--> main --> xmpplink
  *
  * users.c (the directory) and view.c sit under all of them. See docs/architecture.md. */
+#include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +144,28 @@ static bool is_ready(void *arg, struct sbuf *why)
     return ok;
 }
 
+#define TRIM_MIN_FREE (8u << 20) /* free heap worth giving back, bytes */
+
+/* Gives the heap's free pages back to the system after a burst. Loading every user's
+ * state and watchers at start, and writing everyone's presence at once (start,
+ * reconnect), allocate and free far more than is kept: glibc keeps the pages, scattered
+ * between the users' long-lived records, and the RSS stays at the burst's peak. Checked
+ * on the status timer (every 10 s once ready); trims only when at least TRIM_MIN_FREE
+ * and a quarter of what is in use lies free, so a steady state costs one mallinfo2. */
+static void trim_heap(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    size_t in_use = mi.uordblks + mi.hblkhd;
+    int64_t t0;
+
+    if (mi.fordblks < TRIM_MIN_FREE || mi.fordblks < in_use / 4)
+        return;
+    t0 = clock_mono_ms();
+    malloc_trim(0);
+    log_notice("main", "event=heap_trimmed free_bytes=%zu in_use_bytes=%zu ms=%" PRId64,
+             mi.fordblks, in_use, clock_mono_ms() - t0);
+}
+
 static void on_status(evutil_socket_t fd, short what, void *arg)
 {
     struct app *a = arg;
@@ -164,6 +188,8 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
                    a->active ? "active" : "standby", log_q(a->name));
         daemon_notify("READY=1");
     }
+    if (ready)
+        trim_heap();
     daemon_notify("STATUS=users=%zu xmpp=%s redis=%s stanzas_sent=%lu role=%s",
                   a->users.by_jid.count, xmpplink_up(a->xmpp) ? "up" : "down",
                   feed_synced(a->feed) ? "synced" : "down", xmpplink_sent(a->xmpp),
