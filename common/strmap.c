@@ -59,7 +59,10 @@ static void grow(struct strmap *m)
 {
     struct strmap_slot *old = m->slots;
     size_t oldcap = m->cap;
-    size_t cap = oldcap ? oldcap * 2 : 16;
+    /* Most maps of the component are per user and hold one entry or two (a user's
+     * watchers, what one watcher was sent): they start at two slots, not sixteen, which
+     * at 100,000 users is most of the component's memory. Large maps double from there. */
+    size_t cap = oldcap ? oldcap * 2 : 2;
 
     /* Rehash in place of growing when most of the load is tombstones. */
     if (oldcap && m->count * 4 < oldcap)
@@ -109,7 +112,10 @@ void *strmap_del(struct strmap *m, const char *key)
     v = s->value;
     s->key = TOMBSTONE;
     s->value = NULL;
-    m->count--;
+    /* Emptied: give the slots back (a user's last watcher, say). An iteration in progress
+     * simply ends, since nothing is left to visit. */
+    if (--m->count == 0)
+        strmap_free(m);
     return v;
 }
 

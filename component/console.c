@@ -120,7 +120,7 @@ static void user_text(struct ctl_call *c, const struct cuser *u)
                    last.owed ? ", owed again" : "");
     }
     ctl_printf(c, "refused:  %u (allow_watchers = %s)\n", u->nrefused, policy_text());
-    for (int i = 0; i < USERS_REFUSED_MAX; i++) {
+    for (int i = 0; u->refused && i < USERS_REFUSED_MAX; i++) {
         const struct users_refusal *r = &u->refused[i];
         if (!r->watcher)
             continue;
@@ -225,7 +225,7 @@ static void user_json(struct ctl_call *c, const struct cuser *u)
     ctl_json_str(c, deps.users->cfg->component_allow_watchers);
     ctl_puts(c, ",\"refused\":[");
     k = 0;
-    for (int i = 0; i < USERS_REFUSED_MAX; i++) {
+    for (int i = 0; u->refused && i < USERS_REFUSED_MAX; i++) {
         const struct users_refusal *r = &u->refused[i];
         if (!r->watcher)
             continue;

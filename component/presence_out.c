@@ -12,22 +12,32 @@
 #include "metrics.h"
 #include "strutil.h"
 
-/* What one watcher was sent on its own (an answer to its probe or subscription, an
- * "unavailable"), for the control socket. */
-struct sent_to {
-    char *jid;                   /* bare watcher JID: the key in sent.to (owned) */
-    struct presence_view view;
-    int64_t at_ms;               /* wall clock */
-    const char *how;             /* static: "answer", "unavailable" */
+/* A presence_view as remembered, one per user: its status (most often empty, up to
+ * ~200 bytes) on the heap only when there is one. */
+struct kept_view {
+    const char *show;            /* static, as in presence_view */
+    char *status;                /* owned; NULL: "" */
+    bool available;
+    bool video;
 };
 
-/* What one user's watchers were last sent. */
+/* What one watcher was sent on its own (an answer to its probe or subscription, an
+ * "unavailable"), for the control socket. One allocation with its key. */
+struct sent_to {
+    struct kept_view view;
+    int64_t at_ms;               /* wall clock */
+    const char *how;             /* static: "answer", "unavailable" */
+    char jid[];                  /* bare watcher JID: the key in sent.to */
+};
+
+/* What one user's watchers were last sent. The common case, every watcher holding the
+ * last change, costs this alone: `to` is empty (no memory) unless a watcher was sent
+ * something else since. */
 struct sent {
-    char *jid;                   /* the user's JID: the key in presence_out.sent (owned) */
-    struct presence_view view;   /* the presence every watcher was sent */
+    struct kept_view view;       /* the presence every watcher was sent */
     bool valid;                  /* view is what they hold (false: unknown, send again) */
-    int64_t at_ms;               /* wall clock of that change sent to every watcher, 0 */
     int watchers;                /* how many it went to */
+    int64_t at_ms;               /* wall clock of that change sent to every watcher, 0 */
     struct strmap to;            /* watcher -> struct sent_to* (owned); current watchers
                                   * only, pruned at each change: bounded by the set */
 };
@@ -35,7 +45,8 @@ struct sent {
 struct presence_out {
     const struct users *d;
     const struct stanza_out *out;
-    struct strmap sent;          /* user JID -> struct sent* (owned) */
+    struct strmap sent;          /* user JID (the cuser's: presout_forget comes before a
+                                    user is freed) -> struct sent* (owned) */
     char caps_ver[2][32];        /* XEP-0115 ver of a contact's disco#info, without and with
                                     video ("" until known) */
 };
@@ -131,22 +142,42 @@ static xmpp_stanza_t *build(struct presence_out *po, const struct cuser *u,
     return p;
 }
 
+static void kept_set(struct kept_view *k, const struct presence_view *v)
+{
+    k->show = v->show;
+    k->available = v->available;
+    k->video = v->video;
+    if (k->status && strcmp(k->status, v->status) == 0)
+        return;
+    free(k->status);
+    k->status = v->status[0] ? xstrdup(v->status) : NULL;
+}
+
+static void kept_get(const struct kept_view *k, struct presence_view *out)
+{
+    memset(out, 0, sizeof *out);
+    out->show = k->show;
+    out->available = k->available;
+    out->video = k->video;
+    if (k->status)
+        str_copy(out->status, sizeof out->status, k->status);
+}
+
 static struct sent *sent_get(struct presence_out *po, const struct cuser *u)
 {
     struct sent *s = strmap_get(&po->sent, u->jid);
 
     if (!s) {
         s = xcalloc(1, sizeof *s);
-        s->jid = xstrdup(u->jid);
         strmap_init(&s->to);
-        strmap_put(&po->sent, s->jid, s);
+        strmap_put(&po->sent, u->jid, s);
     }
     return s;
 }
 
 static void sent_to_free(struct sent_to *e)
 {
-    free(e->jid);
+    free(e->view.status);
     free(e);
 }
 
@@ -164,11 +195,12 @@ static void note_sent_to(struct presence_out *po, const struct cuser *u, const c
     s = sent_get(po, u);
     e = strmap_get(&s->to, bare);
     if (!e) {
-        e = xcalloc(1, sizeof *e);
-        e->jid = xstrdup(bare);
+        size_t len = strlen(bare) + 1;
+        e = xcalloc(1, sizeof *e + len);
+        memcpy(e->jid, bare, len);
         strmap_put(&s->to, e->jid, e);
     }
-    e->view = *v;
+    kept_set(&e->view, v);
     e->at_ms = clock_wall_ms();
     e->how = how;
 }
@@ -189,10 +221,10 @@ static void prune_sent_to(struct sent *s, const struct cuser *u)
     }
 }
 
-static bool same_view(const struct presence_view *a, const struct presence_view *b)
+static bool same_view(const struct presence_view *a, const struct kept_view *b)
 {
     return a->available == b->available && a->show == b->show && a->video == b->video &&
-           strcmp(a->status, b->status) == 0;
+           strcmp(a->status, b->status ? b->status : "") == 0;
 }
 
 void presout_user_to(struct presence_out *po, const struct cuser *u,
@@ -241,7 +273,7 @@ void presout_user(struct presence_out *po, const struct cuser *u, const struct u
         xmpp_stanza_release(p);
     }
     s = sent_get(po, u);
-    s->view = v->presence;
+    kept_set(&s->view, &v->presence);
     s->valid = true;
     s->at_ms = clock_wall_ms();
     s->watchers = n;
@@ -324,7 +356,7 @@ static void sent_free(struct sent *s)
     while (strmap_next(&s->to, &pos, &k, &v))
         sent_to_free(v);
     strmap_free(&s->to);
-    free(s->jid);
+    free(s->view.status);
     free(s);
 }
 
@@ -368,11 +400,11 @@ void presout_last_sent(const struct presence_out *po, const struct cuser *u, con
 
     memset(out, 0, sizeof *out);
     if (e && (!s->at_ms || e->at_ms > s->at_ms)) {
-        out->view = e->view;
+        kept_get(&e->view, &out->view);
         out->at_ms = e->at_ms;
         out->how = e->how;
     } else if (s && s->at_ms) {
-        out->view = s->view;
+        kept_get(&s->view, &out->view);
         out->at_ms = s->at_ms;
         out->how = "change";
         out->owed = !s->valid;
@@ -388,7 +420,7 @@ void presout_last_change(const struct presence_out *po, const struct cuser *u,
     *watchers = 0;
     if (!s || !s->at_ms)
         return;
-    out->view = s->view;
+    kept_get(&s->view, &out->view);
     out->at_ms = s->at_ms;
     out->how = "change";
     out->owed = !s->valid;

@@ -84,10 +84,11 @@ static void gateway_key(char *out, size_t len, const char *kind, const char *a, 
         snprintf(out, len, "%s:%s", kind, a);
 }
 
-/* One key of the index; the map's key points at its own copy. */
+/* One key of the index, in one allocation with its key (the map's key points at it):
+ * three or four per user. */
 struct gw_entry {
-    char *key;
     struct cuser *u; /* NULL: two users share the address */
+    char key[];
 };
 
 static void gateway_put(struct users *d, const char *key, struct cuser *u)
@@ -95,8 +96,9 @@ static void gateway_put(struct users *d, const char *key, struct cuser *u)
     struct gw_entry *e = strmap_get(&d->gateway, key);
 
     if (!e) {
-        e = xcalloc(1, sizeof *e);
-        e->key = xstrdup(key);
+        size_t len = strlen(key) + 1;
+        e = xmalloc(sizeof *e + len);
+        memcpy(e->key, key, len);
         e->u = u;
         strmap_put(&d->gateway, e->key, e);
         return;
@@ -116,9 +118,7 @@ static void gateway_clear(struct users *d)
     void *v;
 
     while (strmap_next(&d->gateway, &pos, &k, &v)) {
-        struct gw_entry *e = v;
-        free(e->key);
-        free(e);
+        free(v);
     }
     strmap_free(&d->gateway);
     strmap_init(&d->gateway);
@@ -160,7 +160,6 @@ static bool gateway_user(struct users *d, const struct cfg_user *cu, struct cuse
         if (e->u != u)
             continue;
         strmap_del(&d->gateway, keys[i]);
-        free(e->key);
         free(e);
     }
     return ok;
@@ -300,6 +299,8 @@ void users_note_refused(struct cuser *u, const char *bare, const char *request)
 {
     struct users_refusal *slot = NULL;
 
+    if (!u->refused)
+        u->refused = xcalloc(USERS_REFUSED_MAX, sizeof *u->refused);
     for (int i = 0; i < USERS_REFUSED_MAX && !slot; i++) {
         if (u->refused[i].watcher && strcmp(u->refused[i].watcher, bare) == 0)
             slot = &u->refused[i];
@@ -327,8 +328,9 @@ void users_note_refused(struct cuser *u, const char *bare, const char *request)
 
 static void user_free(struct users *d, struct cuser *u)
 {
-    for (int i = 0; i < USERS_REFUSED_MAX; i++)
+    for (int i = 0; u->refused && i < USERS_REFUSED_MAX; i++)
         free(u->refused[i].watcher);
+    free(u->refused);
     strmap_del(&d->by_jid, u->jid);
     strmap_del(&d->by_contact, u->contact);
     strmap_clear_owned(&u->watchers);

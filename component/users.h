@@ -39,7 +39,9 @@ struct cuser {
     bool watchers_read;          /* watchers.c asked Redis for its set (a user a reload
                                     or the directory adds has not been asked yet) */
     int64_t rec_at_ms;           /* wall clock when feed.c stored rec (0: never) */
-    struct users_refusal refused[USERS_REFUSED_MAX]; /* through users_note_refused */
+    struct users_refusal *refused; /* USERS_REFUSED_MAX slots through users_note_refused
+                                    * (owned), allocated at the first refusal: NULL for
+                                    * the many users nobody was refused */
     unsigned nrefused;           /* refusals since start (the slots hold the latest) */
     struct log_trace trace;      /* offhookctl trace: this user's stanzas and decisions
                                     go to the log while it runs */

@@ -100,6 +100,8 @@ def run(a, rate):
         res["heap_inuse_mib_per_sipbridge"] = [
             round(d.metrics().get("offhook_heap_inuse_bytes", 0) / 2**20, 1)
             for d in sb.members]
+        res["heap_inuse_mib_component"] = round(
+            m1["component"].get("offhook_heap_inuse_bytes", 0) / 2**20, 2)
         res["udp_drops_end"] = {"sipbridge": drops(sb.ports),
                                 "pbxsim": udp_drops(stack.pbx_port)}
         if a.perf:

@@ -346,6 +346,39 @@ static void test_strmap(void **state)
     strmap_free(&m);
 }
 
+/* The per-user maps hold one entry or two: they take two slots, not sixteen, and an
+ * emptied map holds no memory, even when emptied while being walked. */
+static void test_strmap_small(void **state)
+{
+    struct strmap m;
+    char keys[3][16] = {"w0@localhost", "w1@localhost", "w2@localhost"};
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int n = 0;
+
+    strmap_init(&m);
+    strmap_put(&m, keys[0], keys[0]);
+    assert_int_equal(m.cap, 2);
+    strmap_put(&m, keys[1], keys[1]);
+    strmap_put(&m, keys[2], keys[2]);
+    assert_int_equal(m.cap, 4);
+    for (int i = 0; i < 3; i++)
+        assert_ptr_equal(strmap_get(&m, keys[i]), keys[i]);
+    while (strmap_next(&m, &pos, &k, &v)) {
+        assert_ptr_equal(strmap_del(&m, k), v);
+        n++;
+    }
+    assert_int_equal(n, 3);
+    assert_null(m.slots);
+    assert_int_equal(m.cap, 0);
+    assert_null(strmap_get(&m, keys[0]));
+    assert_null(strmap_del(&m, keys[0]));
+    strmap_put(&m, keys[2], keys[2]);
+    assert_ptr_equal(strmap_get(&m, keys[2]), keys[2]);
+    strmap_free(&m);
+}
+
 /* A set of owned strings: cleared (every value freed, LeakSanitizer/valgrind check that)
  * and usable again afterwards. */
 static void test_strmap_clear_owned(void **state)
@@ -644,6 +677,7 @@ int main(void)
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_jid),
         cmocka_unit_test(test_strmap),
+        cmocka_unit_test(test_strmap_small),
         cmocka_unit_test(test_strmap_clear_owned),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_label_cap),
