@@ -49,6 +49,7 @@ LAYERS = {
         ["dialoginfo", "pidf", "reginfo", "rlmi"],  # body parsers
         ["bodyerr", "docver", "mime", "sipuri", "xmlsafe", "sipmsg"],  # what every parser
                                                     # uses; SIP messages
+        ["expiry"],                                 # the expiry floor's arithmetic (pure)
     ],
 }
 DAEMON_DIRS = ("component", "sipbridge")
