@@ -100,12 +100,18 @@ int storecodec_decode_entry(const char *const *names, const char *const *values,
  * with an error starting STORECODEC_FENCED_LEASE when the writer's lease is gone,
  * STORECODEC_FENCED_OWNER when it does not claim and another live member owns the user.
  * A state equal to the one held keeps the held 'since'. Returns 1 when it wrote an
- * entry, 0 when nothing needed writing. */
+ * entry, 0 when nothing needed writing, and STORECODEC_CLAIM_KEPT when a claim over
+ * another live owner carried a state whose ts is within STORECODEC_CLAIM_ORDER_US of the
+ * one held (older or newer: the handover's two subscriptions are not ordered, and two
+ * hosts' receipt times cannot order changes that close): only the ownership moved, and
+ * the claimer writes its latest state again, as the owner, shortly after. */
 extern const char storecodec_write_script[];
 /* Its SHA1 (40 hex digits, computed at build time by cmake/embed.cmake): the name that
  * EVALSHA gives it once Redis holds the text (see storecodec.c for when it does not). */
 extern const char storecodec_write_script_sha[];
 #define STORECODEC_NOSCRIPT "NOSCRIPT"
+#define STORECODEC_CLAIM_KEPT 2
+#define STORECODEC_CLAIM_ORDER_US 2000000 /* write.lua's CLAIM_ORDER_US: hosts' clocks agree within it */
 #define STORECODEC_FENCED_LEASE "FENCED lease"
 #define STORECODEC_FENCED_OWNER "FENCED owner"
 

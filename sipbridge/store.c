@@ -5,9 +5,13 @@
  * old one's last writes (Sentinel failover) has lost them; those are written again, with
  * an event. Every write carries this member's lease (fencing): a write refused because
  * the lease was lost is held until the next lease; one refused because another member
- * owns the user is dropped; both go up to the owner (store_on_fenced). */
+ * owns the user is dropped; both go up to the owner (store_on_fenced). A handover's claim
+ * that found a newer state of the live old owner in Redis only took the ownership
+ * (STORECODEC_CLAIM_KEPT): the latest state is written again CLAIM_RESEND_MS later, as
+ * the owner, unless a change has written it before. */
 #include "store.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +26,14 @@
 #include "redislink.h"
 #include "strmap.h"
 #include "strutil.h"
+#include "timerq.h"
 
 #define REWRITE_BATCH 1000 /* users rewritten per loop turn after a reconnect */
+/* After a claim that kept the old owner's newer state: long enough for this member's own
+ * subscription to bring that newer NOTIFY too (the two subscriptions' NOTIFYs are not
+ * ordered, and they differ by the PBX's queueing, milliseconds), short enough that a clock
+ * skew between hosts delays the final state by about this, never more. */
+#define CLAIM_RESEND_MS 1000
 
 struct entry {
     char *jid;
@@ -33,10 +43,13 @@ struct entry {
     bool claim;          /* its writes claim the user (see storecodec_write_script) */
     uint64_t gen;        /* bumped on each put */
     uint64_t written;    /* gen confirmed by Redis; gen != written means unwritten */
+    struct store *st;    /* its store (the resend timer's callback) */
+    struct tq_timer resend; /* armed after a claim kept a newer state (claim_kept) */
 };
 
 struct store {
     struct redislink *link;
+    struct timerq *tq;         /* the entries' resend timers */
     struct event *beat;        /* heartbeat:sipbridge refresh */
     char *beat_key;
     void (*on_up)(void *arg);
@@ -69,7 +82,7 @@ struct inflight {
     char epoch[24];        /* the lease it was sent with */
 };
 
-static struct metric *m_pending, *m_writes, *m_rewrites, *m_repairs;
+static struct metric *m_pending, *m_writes, *m_rewrites, *m_repairs, *m_claims_kept;
 
 void store_register_metrics(void)
 {
@@ -89,6 +102,11 @@ void store_register_metrics(void)
                            "Users whose latest state Redis had lost, found after a reconnect "
                            "(restart, failover) and written again with an event.",
                            NULL, NULL);
+    m_claims_kept = metric_new(METRIC_COUNTER, "offhook_store_claims_kept_total",
+                               "Handover claims that found a newer state of the live previous "
+                               "owner in Redis: only the ownership moved, and the latest state "
+                               "was written again shortly after.",
+                               NULL, NULL);
 }
 
 static void update_pending_metric(struct store *st)
@@ -97,6 +115,7 @@ static void update_pending_metric(struct store *st)
 }
 
 static void flush(struct store *st);
+static void on_written(struct redislink *l, redisReply *r, void *arg);
 
 /* Writes may go out now: the link is up, Redis takes writes, and a lease is held. */
 static bool can_send(const struct store *st)
@@ -181,6 +200,46 @@ static bool on_noscript(struct store *st, struct inflight *f, const redisReply *
     return true;
 }
 
+/* The latest state of a user whose claim kept a newer one (CLAIM_RESEND_MS after): it is
+ * written again as the owner's, so the last word in Redis is this live subscriber's. Its
+ * ts is brought to now, the time this member vouches for that state: the component, on a
+ * snapshot, keeps what it holds over an older ts. */
+static void resend_due(struct tq_timer *t)
+{
+    struct entry *e = (struct entry *)((char *)t - offsetof(struct entry, resend));
+    struct store *st = e->st;
+    int64_t now = clock_wall_us();
+
+    if (!e->owned || e->removed || !e->gen || e->gen != e->written)
+        return; /* handed over, or a change is on its way (written as the owner) */
+    if (!can_send(st)) {
+        /* A reconnect's check would also do, but not a refusal's end: try again. */
+        tq_arm(st->tq, &e->resend, resend_due, CLAIM_RESEND_MS);
+        return;
+    }
+    if (e->rec.event_us < now)
+        e->rec.event_us = now;
+    log_debug("store", "event=claim_resent user=%s", log_q(e->jid));
+    if (send_record(st, e, false, false, on_written) == -1)
+        redislink_reset(st->link, "cannot queue a resend");
+}
+
+/* A claim (of f's write) that only took the ownership (STORECODEC_CLAIM_KEPT): true if r
+ * says so; the latest state then goes out again later (resend_due). */
+static bool claim_kept(struct store *st, struct inflight *f, const redisReply *r)
+{
+    struct entry *e = f->e;
+
+    if (r->type != REDIS_REPLY_INTEGER || r->integer != STORECODEC_CLAIM_KEPT)
+        return false;
+    metric_inc(m_claims_kept, NULL);
+    log_debug("store", "event=claim_kept user=%s resend_ms=%d", log_q(e->jid),
+              CLAIM_RESEND_MS);
+    if (!tq_armed(&e->resend))
+        tq_arm(st->tq, &e->resend, resend_due, CLAIM_RESEND_MS);
+    return true;
+}
+
 static void on_written(struct redislink *l, redisReply *r, void *arg)
 {
     struct inflight *f = arg;
@@ -201,6 +260,7 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
         mark_written(st, e, f->gen);
         metric_inc(m_writes, "ok");
         st->noscript = 0;
+        (void)claim_kept(st, f, r);
         if (st->refused) {
             log_notice("store", "event=writes_accepted refused_before=%lu", st->refused);
             st->refused = 0;
@@ -299,7 +359,8 @@ static void on_checked(struct redislink *l, redisReply *r, void *arg)
         free(f);
         return;
     }
-    if (r && !fenced(f->st, f, r) && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+    if (r && !fenced(f->st, f, r) && !claim_kept(f->st, f, r) &&
+        r->type == REDIS_REPLY_INTEGER && r->integer == 1)
         metric_inc(m_repairs, NULL);
     free(f);
 }
@@ -440,6 +501,7 @@ struct store *store_new(struct event_base *base, const struct offhook_config *cf
     if (storecodec_key_members(cfg->redis_prefix, "sipbridge", key, sizeof key) < 0)
         key[0] = '\0';
     st->members_key = xstrdup(key);
+    st->tq = timerq_new(base);
     st->beat = event_new(base, -1, EV_PERSIST, heartbeat, st);
     st->rw_ev = evtimer_new(base, rewrite_step, st);
     st->retry_ev = evtimer_new(base, retry_refused, st);
@@ -468,11 +530,13 @@ void store_free(struct store *st)
     redislink_free(st->link); /* in-flight callbacks run now, with NULL replies */
     while (strmap_next(&st->entries, &pos, &k, &v)) {
         struct entry *e = v;
+        tq_cancel(st->tq, &e->resend);
         free(e->jid);
         store_rec_clear(&e->rec);
         free(e);
     }
     strmap_free(&st->entries);
+    timerq_free(st->tq);
     free(st->prefix);
     free(st->events_key);
     free(st->beat_key);
@@ -517,6 +581,7 @@ static struct entry *entry_for(struct store *st, const char *jid)
         e = xcalloc(1, sizeof *e);
         e->jid = xstrdup(jid);
         e->claim = true;
+        e->st = st;
         strmap_put(&st->entries, e->jid, e);
     }
     return e;
@@ -529,6 +594,7 @@ const char *store_key(struct store *st, const char *jid)
 
 static void changed(struct store *st, struct entry *e)
 {
+    tq_cancel(st->tq, &e->resend); /* this change is the latest state: it goes out now */
     e->owned = true;
     if (e->gen == e->written)
         st->npending++;
@@ -644,6 +710,7 @@ void store_release(struct store *st, const char *jid)
     if (!e)
         return;
     e->owned = false;
+    tq_cancel(st->tq, &e->resend);
     mark_written(st, e, e->gen); /* not ours to write any more */
     update_pending_metric(st);
 }

@@ -252,6 +252,60 @@ def test_sipbridge_stopped_cleanly(cs):
     report("sipbridge_rejoins", settled_s=round(time.monotonic() - t1, 2))
 
 
+def test_sipbridge_stopped_cleanly_pbx_frozen(cs):
+    """The same clean stop, with the PBX frozen (SIGSTOP) 3.5 s right after the SIGTERM:
+    the survivor's new subscriptions and the leaving one's old ones then get their
+    NOTIFYs in one burst, so a new owner's first write (its claim) may reach Redis after a
+    newer state the leaving one wrote. A claim over a live owner with an older state does
+    not overwrite it (common/lua/write.lua): no phone is shown a state out of order.
+    Before that rule, the client saw e.g. ringing -> idle -> ringing."""
+    c = cs
+    leaving = c.members["sb2"]
+
+    def shared():
+        subs = c.subscribers()
+        mine = sum(1 for v in subs.values() if v == ["sb2"])
+        return (leaving.owned() > 0 and mine == leaving.owned() and c.each_once() and
+                all(d.moving() == 0 for d in c.sipbridges()) and
+                list(c.owners().values()).count("sb2") == mine)
+    wait_until(shared, timeout=30, interval=0.1, what="sb2 holding its share")
+    c.calls.shuffle()
+    c.converge()
+    share = leaving.owned()
+    kept0 = c.members["sb1"].metrics().get("offhook_store_claims_kept_total", 0)
+    t0 = time.monotonic()
+    # Faster than the other cases: more changes land in the handover's few milliseconds.
+    c.calls.start_background(count=10, every_s=0.05)
+    try:
+        leaving.send_signal(signal.SIGTERM)
+        c.pbx.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(3.5)  # the fault's length, not a wait for a condition
+        finally:
+            c.pbx.proc.send_signal(signal.SIGCONT)
+        # No second SIGTERM (it would stop it at once): it exits once its users moved.
+        wait_until(lambda: not leaving.alive(), timeout=40, what="sb2 handing over, exiting")
+        rc = leaving.stop()
+        assert rc == 0, leaving.log()[-3000:]
+        settle(c)
+        time.sleep(0.5)
+    finally:
+        c.calls.stop_background()
+    c.converge()
+    assert not c.unknown_since(t0), c.unknown_since(t0)
+    bad = c.shown_out_of_order(t0)
+    assert not bad, "phones shown out of order: %r" % sorted(bad.items())[:3]
+    assert "event=left" in leaving.log(), leaving.log()[-3000:]
+    check_owners(c)
+    assert not c.wrong_in_redis()
+    kept = c.members["sb1"].metrics().get("offhook_store_claims_kept_total", 0) - kept0
+    report("sipbridge_leaves_pbx_frozen", moved_users=share, claims_kept=int(kept))
+    # Back: two sipbridges for the next cases.
+    c.start_sipbridge("sb2")
+    settle(c)
+    wait_until(lambda: c.members["sb2"].owned() > 0, timeout=30, what="sb2 taking its share")
+
+
 def links_on(d, node):
     return d.metrics().get('offhook_redis_master{master="%s"}' % node.addr(), 0)
 

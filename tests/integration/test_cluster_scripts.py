@@ -186,3 +186,78 @@ def test_scripts_at_maxmemory(redis):
     assert r.cli("HGET", USER, "owner") == "%d sb2" % e2
     st, _, _ = lease(r, "sb2", e2, phase="gone")
     assert st == "left" and r.cli("HEXISTS", MEMBERS, "sb2") == "0"
+
+
+def rec(state, ts, since=1000):
+    return ("state", state, "since", str(since), "ts", str(ts))
+
+
+def test_write_claim_keeps_close_state_of_live_owner(redis):
+    """Handover order (write.lua): the new owner's claim carries a state whose ts is
+    within the bound (2 s) of the one its live old owner wrote, older or newer (two
+    hosts' receipt times cannot order changes that close): the ownership moves, the held
+    state stays, no entry (the client would see ringing -> idle -> ringing), reply 2.
+    Before, the claim overwrote it."""
+    r = redis
+    _, e1, _ = lease(r, "sb1")
+    _, e2, _ = lease(r, "sb2")
+    t = 1_700_000_000_000_000
+    assert write(r, "sb1", e1, rec("ringing", t + 2_000)) == "1"
+    n = xlen(r)
+    assert write(r, "sb2", e2, rec("idle", t)) == "2"
+    assert r.cli("HGET", USER, "owner") == "%d sb2" % e2
+    assert r.cli("HGET", USER, "state") == "ringing"
+    assert r.cli("HGET", USER, "ts") == str(t + 2_000)
+    assert xlen(r) == n
+    # The old owner is fenced from then on; the new one's next write (not a claim over
+    # another owner any more) is written whatever its ts: its latest state wins.
+    assert write(r, "sb1", e1, rec("on_call", t + 3_000), claim=0).startswith("FENCED owner")
+    assert write(r, "sb2", e2, rec("ringing", t + 1_000, since=5000)) == "1"
+    assert r.cli("HGET", USER, "ts") == str(t + 1_000) and xlen(r) == n + 1
+    assert r.cli("HGET", USER, "since") == "1000"   # the same state: its since kept
+    # A newer ts within the bound: kept too. A check that claims is ruled the same way.
+    _, e3, _ = lease(r, "sb3")
+    assert write(r, "sb3", e3, rec("idle", t + 1_001_000), mode="check") == "2"
+    assert r.cli("HGET", USER, "owner") == "%d sb3" % e3
+    assert r.cli("HGET", USER, "state") == "ringing" and xlen(r) == n + 1
+    # Exactly at the bound, either way: still kept.
+    assert write(r, "sb1", e1, rec("idle", t + 1_000 - 2_000_000)) == "2"
+    assert write(r, "sb3", e3, rec("idle", t + 1_000 + 2_000_000)) == "2"
+    assert r.cli("HGET", USER, "state") == "ringing" and xlen(r) == n + 1
+
+
+def test_write_claim_overwrites_beyond_bound_dead_owner_or_none(redis):
+    """Where the rule does not apply, a claim wins as before: its ts more than the bound
+    (2 s) older (clock skew or stale data) or newer than the held one, an old owner that
+    is dead (pruned, or an epoch it no longer holds), no owner, a removal."""
+    r = redis
+    _, e1, _ = lease(r, "sb1")
+    _, e2, _ = lease(r, "sb2")
+    t = 1_700_000_000_000_000
+    # Older by more than the bound.
+    assert write(r, "sb1", e1, rec("ringing", t + 2_000_001)) == "1"
+    n = xlen(r)
+    assert write(r, "sb2", e2, rec("idle", t)) == "1"
+    assert r.cli("HGET", USER, "state") == "idle" and xlen(r) == n + 1
+    assert r.cli("HGET", USER, "owner") == "%d sb2" % e2
+    # Newer by more than the bound.
+    assert write(r, "sb1", e1, rec("on_call", t + 2_000_001)) == "1"
+    assert r.cli("HGET", USER, "state") == "on_call" and xlen(r) == n + 2
+    assert r.cli("HGET", USER, "owner") == "%d sb1" % e1
+    # The owner (sb1) is dead: its lease pruned. A close claim overwrites.
+    r.cli("HDEL", MEMBERS, "sb1")
+    assert write(r, "sb2", e2, rec("idle", t + 2_000_000)) == "1"
+    assert r.cli("HGET", USER, "state") == "idle" and xlen(r) == n + 3
+    assert r.cli("HGET", USER, "owner") == "%d sb2" % e2
+    # An owner of an epoch no longer held (it rejoined): as dead.
+    _, e1b, _ = lease(r, "sb1")
+    r.cli("HSET", USER, "owner", "%d sb1" % e1, "ts", str(t))
+    assert write(r, "sb2", e2, rec("ringing", t)) == "1"
+    assert r.cli("HGET", USER, "state") == "ringing"
+    # No owner (none written yet): overwritten.
+    r.cli("HDEL", USER, "owner")
+    assert write(r, "sb1", e1b, rec("idle", t)) == "1"
+    assert r.cli("HGET", USER, "state") == "idle"
+    # A removal claimed over a live owner is never compared.
+    assert write(r, "sb2", e2, ()) == "1"
+    assert r.cli("EXISTS", USER) == "0"
