@@ -11,12 +11,15 @@ NOTIFY sent in the middle of the flood is answered and applied.
 
 The PBX is bench/pbxsim; its control socket tells the test the dialog it holds."""
 
+import os
 import re
 import socket
 import time
 
 from calls import IDLE, ON_CALL, ON_HOLD, UNKNOWN, body
 from harness import PbxSim, wait_until
+
+VALGRIND = os.environ.get("OFFHOOK_VALGRIND") == "1"
 
 CONTACT = "alice@phone.localhost"
 EXT = "1001"
@@ -193,7 +196,10 @@ def test_flood_of_every_method_keeps_no_memory(stack_factory):
                 sock.sendto(request(method, r * per_round + i, port, s.sip_port).encode(),
                             ("127.0.0.1", s.sip_port))
             if i % 50 == 49:
-                drain(time.monotonic() + 0.05)   # stay under the 5,000/s global bound
+                # Stay under the 5,000/s global bound; under memcheck, ten times slower:
+                # sipbridge there cannot read 6,000 datagrams a second and the kernel
+                # drops what overflows its socket (1,715 of 2,000 OPTIONS answered in CI).
+                drain(time.monotonic() + (0.5 if VALGRIND else 0.05))
         if r == n_rounds // 2:
             pbx.set(EXT, "on_hold")              # the PBX's NOTIFY, inside the flood
         drain(time.monotonic() + 0.3)
