@@ -15,7 +15,7 @@ scripts/build.sh
 if [ $# -eq 0 ]; then
   # Without the scale tier (10,000 users under memcheck would take hours): its
   # behaviours have small tests, which run here. Multi-host cases (marker multihost) run
-  # in the plain and ASan passes only: five daemons under memcheck miss the timings they
+  # in the ASan pass only: five daemons under memcheck miss the timings they
   # measure. The ASan pass runs everything; memcheck leaves out what repeats offhook's
   # own code paths against another server or client: ejabberd (the same component as on
   # Prosody), Kamailio (the SIP paths sipp drives), Sentinel (five Redis processes and

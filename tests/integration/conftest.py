@@ -16,10 +16,10 @@ from harness import Stack, Workdir  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "scale: the scale tier (10,000 users; test_scale.py): scripts/test.sh runs "
-        "it in the plain pass only, not under ASan or valgrind (-m 'not scale')")
+        "it on the release build only (-m scale), not under ASan or valgrind (-m 'not scale')")
     config.addinivalue_line(
         "markers", "multihost: several sipbridges and components with Redis Sentinel "
-        "(test_cluster.py): scripts/test.sh runs it in the plain and ASan passes, not under "
+        "(test_cluster.py): scripts/test.sh runs it in the ASan pass, not under "
         "valgrind (-m 'not multihost')")
 
 

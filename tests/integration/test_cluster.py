@@ -8,7 +8,7 @@ every user subscribed by exactly one live sipbridge again. Each case prints its 
 JSON line (CLUSTER {...}); OFFHOOK_CLUSTER_REPORT=FILE appends them there
 (docs/reliability.md).
 
-The cases share one stack and run in order; the module runs in the plain and ASan passes
+The cases share one stack and run in order; the module runs in the ASan pass
 (marker "multihost", left out under valgrind: there five daemons miss the timings being
 measured)."""
 

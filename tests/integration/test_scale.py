@@ -12,7 +12,7 @@ his roster. The first NO_ACCOUNT users have no account on the XMPP server.
     two reloads after a change       the restart still owed after the second; nothing
     that needs a restart             else disturbed
 
-The scale tier (marker "scale") runs in the plain pass of scripts/test.sh only, not
+The scale tier (marker "scale") runs on the release build in scripts/test.sh only, not
 under ASan or valgrind; docs/reliability.md says what it takes. OFFHOOK_SCALE_USERS
 sizes it (10,000 by default); OFFHOOK_SCALE_REPORT=FILE appends one JSON line of
 figures per test (the figures in docs/reliability.md come from there).

@@ -12,7 +12,7 @@ from harness import PbxSim, wait_until
 # Under valgrind (scripts/valgrind.sh) sipbridge runs some 30 times slower: at 10,000 the
 # ramp outruns it (answers come after their transactions gave up, and the dialogs they made
 # are ended at once: 1,595 un-SUBSCRIBEs before the stop in one run), so memcheck gets the
-# same stop at 1,000; the plain and ASan passes keep 10,000.
+# same stop at 1,000; the ASan pass keeps 10,000.
 N = 1000 if os.environ.get("OFFHOOK_VALGRIND") == "1" else 10000
 EXT0 = 30000
 
