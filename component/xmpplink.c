@@ -36,6 +36,10 @@
 #define CONNECT_TIMEOUT_S 10
 #define MAX_PASSES 64
 #define HANDSHAKE_NUDGE_MS 20
+/* A turn's text goes to libstrophe in pieces of about this size (libstrophe copies each
+ * piece), and a buffer grown past OUT_KEEP is freed once handed over. */
+#define OUT_CHUNK (64 * 1024)
+#define OUT_KEEP (256 * 1024)
 
 struct xmpplink {
     struct event_base *base;
@@ -55,6 +59,7 @@ struct xmpplink {
     struct event *ev_flush;   /* one pass for everything sent in this loop turn */
     bool flush_pending;
     struct sbuf out;          /* this turn's stanzas as text, handed over in one piece */
+    unsigned out_n;           /* stanzas in out */
     struct backoff bo;
     bool up;                  /* handshake accepted */
     bool connecting;          /* xmpp_connect_component issued, not yet up or down */
@@ -147,22 +152,31 @@ static void strophe_log(void *userdata, xmpp_log_level_t level, const char *area
 static void watch(struct xmpplink *l, short what);
 
 /* Hands this turn's stanzas to libstrophe as one queue entry, so its send loop writes a
- * burst with one send() instead of one per stanza. The empty entry after it keeps
- * xmpp_conn_send_queue_len above 0 until the batch's last byte is written: libstrophe
- * 0.12 stops counting an entry once a write of it was tried, so a batch cut short by a
- * full socket would otherwise show an empty queue and wait, unwritten, for the next
- * event instead of for room (write interest). The empty entry costs one send() of 0
- * bytes. Order is kept: everything we send passes here, and libstrophe's own output
- * (stream header, handshake, </stream:stream>) is queued only outside a turn's sends. */
+ * burst with one send() instead of one per stanza. The empty entry after a batch of
+ * several keeps xmpp_conn_send_queue_len above 0 until the batch's last byte is
+ * written: libstrophe 0.12 stops counting an entry once a write of it was tried, so a
+ * batch cut short by a full socket would otherwise show an empty queue and wait,
+ * unwritten, for the next event instead of for room (write interest). It costs one
+ * send() of 0 bytes; a single stanza goes alone, as xmpp_send would queue it. Order is
+ * kept: everything we send passes here, and libstrophe's own output (stream header,
+ * handshake, </stream:stream>) is queued only outside a turn's sends. */
 static void out_drain(struct xmpplink *l)
 {
     if (l->out.len == 0)
         return;
     if (l->up) {
         xmpp_send_raw(l->conn, l->out.data, l->out.len);
-        xmpp_send_raw(l->conn, "", 0);
+        if (l->out_n > 1)
+            xmpp_send_raw(l->conn, "", 0);
     }
-    sbuf_reset(&l->out);
+    l->out_n = 0;
+    if (l->out.cap > OUT_KEEP) {
+        /* A burst's buffer (a reconnect's presence for every user) is not kept. */
+        sbuf_free(&l->out);
+        sbuf_init(&l->out);
+    } else {
+        sbuf_reset(&l->out);
+    }
 }
 
 static void run_passes(struct xmpplink *l)
@@ -425,6 +439,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
     }
     barriers_fail(l);
     sbuf_reset(&l->out); /* lost with the stream, like libstrophe's queue */
+    l->out_n = 0;
     if (l->up) {
         l->up = false;
         metric_set(m_connected, NULL, 0);
@@ -676,7 +691,10 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind)
                       log_q_buf(q, text, 1500));
         }
         sbuf_append(&l->out, text, len);
+        l->out_n++;
         xmpp_free(l->ctx, text);
+        if (l->out.len >= OUT_CHUNK)
+            out_drain(l);
     }
     l->sent++;
     metric_inc(m_sent, kind);
