@@ -29,12 +29,17 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "sbuf.h"
 #include "stanza.h"
 #include "strutil.h"
 
 #define CONNECT_TIMEOUT_S 10
 #define MAX_PASSES 64
 #define HANDSHAKE_NUDGE_MS 20
+/* A turn's text goes to libstrophe in pieces of about this size (libstrophe copies each
+ * piece), and a buffer grown past OUT_KEEP is freed once handed over. */
+#define OUT_CHUNK (64 * 1024)
+#define OUT_KEEP (256 * 1024)
 
 struct xmpplink {
     struct event_base *base;
@@ -53,6 +58,8 @@ struct xmpplink {
     struct event *ev_close;   /* a pass after libstrophe's disconnect timeout */
     struct event *ev_flush;   /* one pass for everything sent in this loop turn */
     bool flush_pending;
+    struct sbuf out;          /* this turn's stanzas as text, handed over in one piece */
+    unsigned out_n;           /* stanzas in out */
     struct backoff bo;
     bool up;                  /* handshake accepted */
     bool connecting;          /* xmpp_connect_component issued, not yet up or down */
@@ -100,7 +107,7 @@ void xmpplink_register_metrics(void)
     m_refused = metric_new(METRIC_COUNTER, "offhook_stanzas_refused_total",
                            "Outgoing stanzas refused (link down, or from outside our domain).",
                            "reason",
-                           (const char *const[]){"link_down", "foreign_from", NULL});
+                           (const char *const[]){"link_down", "foreign_from", "no_memory", NULL});
     m_repaired = metric_new(METRIC_COUNTER, "offhook_stanzas_repaired_total",
                             "Outgoing stanzas that held text XML cannot carry (bytes that "
                             "are not UTF-8, control characters), sent with each such "
@@ -123,6 +130,11 @@ static void strophe_log(void *userdata, xmpp_log_level_t level, const char *area
                : level == XMPP_LEVEL_WARN ? LOG_WARNING
                                           : LOG_DEBUG;
 
+    /* Once up, every write is a batch of our stanzas, each already traced by
+     * xmpplink_send: the batch's trace would repeat them, cut at 1500 bytes. */
+    if (userdata && ((struct xmpplink *)userdata)->up && area && strcmp(area, "conn") == 0 &&
+        strncmp(msg, "SENT: ", 6) == 0)
+        return;
     /* Traces hold stanzas: whatever a peer put in them stays inside msg. */
     if (prio <= log_level) {
         char q[LOG_Q_SIZE(1500)];
@@ -139,6 +151,34 @@ static void strophe_log(void *userdata, xmpp_log_level_t level, const char *area
 
 static void watch(struct xmpplink *l, short what);
 
+/* Hands this turn's stanzas to libstrophe as one queue entry, so its send loop writes a
+ * burst with one send() instead of one per stanza. The empty entry after a batch of
+ * several keeps xmpp_conn_send_queue_len above 0 until the batch's last byte is
+ * written: libstrophe 0.12 stops counting an entry once a write of it was tried, so a
+ * batch cut short by a full socket would otherwise show an empty queue and wait,
+ * unwritten, for the next event instead of for room (write interest). It costs one
+ * send() of 0 bytes; a single stanza goes alone, as xmpp_send would queue it. Order is
+ * kept: everything we send passes here, and libstrophe's own output (stream header,
+ * handshake, </stream:stream>) is queued only outside a turn's sends. */
+static void out_drain(struct xmpplink *l)
+{
+    if (l->out.len == 0)
+        return;
+    if (l->up) {
+        xmpp_send_raw(l->conn, l->out.data, l->out.len);
+        if (l->out_n > 1)
+            xmpp_send_raw(l->conn, "", 0);
+    }
+    l->out_n = 0;
+    if (l->out.cap > OUT_KEEP) {
+        /* A burst's buffer (a reconnect's presence for every user) is not kept. */
+        sbuf_free(&l->out);
+        sbuf_init(&l->out);
+    } else {
+        sbuf_reset(&l->out);
+    }
+}
+
 static void run_passes(struct xmpplink *l)
 {
     int passes = 0;
@@ -153,6 +193,7 @@ static void run_passes(struct xmpplink *l)
         if (l->fd >= 0 && !l->fd_closed && ioctl(l->fd, FIONREAD, &avail) < 0)
             avail = 0;
         l->dirty = false;
+        out_drain(l);
         xmpp_run_once(l->ctx, 0);
         passes++;
         if (l->invalid_xml) {
@@ -177,6 +218,8 @@ static void run_passes(struct xmpplink *l)
             break;
     }
     l->in_pass = false;
+    /* Stanzas sent in the last pass allowed: queued now, written when the socket has room. */
+    out_drain(l);
     if (l->fd_closed) {
         l->fd_closed = false;
         l->fd = -1;
@@ -395,6 +438,8 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
                  l->port, error ? strerror(error) : "closed");
     }
     barriers_fail(l);
+    sbuf_reset(&l->out); /* lost with the stream, like libstrophe's queue */
+    l->out_n = 0;
     if (l->up) {
         l->up = false;
         metric_set(m_connected, NULL, 0);
@@ -492,6 +537,7 @@ struct xmpplink *xmpplink_new(struct event_base *base, const struct offhook_conf
     l->ops = *ops;
     l->arg = arg;
     l->fd = -1;
+    sbuf_init(&l->out);
     l->domain = xstrdup(cfg->xmpp_domain);
     l->host = xstrdup(cfg->xmpp_host);
     l->port = (unsigned short)cfg->xmpp_port;
@@ -534,6 +580,7 @@ void xmpplink_stop(struct xmpplink *l)
     evtimer_del(l->ev_retry);
     if (l->up || l->connecting) {
         /* Sends </stream:stream> and closes; the handler runs inside this pass (on_down). */
+        out_drain(l);
         xmpp_disconnect(l->conn);
         run_passes(l);
     }
@@ -546,6 +593,7 @@ void xmpplink_free(struct xmpplink *l)
     l->closing = true;
     if (l->up || l->connecting) {
         /* Sends </stream:stream> and closes; the handler runs inside this pass. */
+        out_drain(l);
         xmpp_disconnect(l->conn);
         run_passes(l);
     }
@@ -559,6 +607,7 @@ void xmpplink_free(struct xmpplink *l)
     xmpp_conn_release(l->conn);
     xmpp_ctx_free(l->ctx);
     xmpp_shutdown();
+    sbuf_free(&l->out);
     free(l->domain);
     free(l->host);
     free(l);
@@ -623,7 +672,30 @@ int xmpplink_send(struct xmpplink *l, xmpp_stanza_t *stanza, const char *kind)
                          (unsigned long long)held);
         }
     }
-    xmpp_send(l->conn, stanza);
+    /* Serialised now (libstrophe's escaping), written with the turn's other stanzas. */
+    {
+        char *text = NULL;
+        size_t len = 0;
+
+        if (xmpp_stanza_to_text(stanza, &text, &len) != XMPP_EOK) {
+            metric_inc(m_refused, "no_memory");
+            log_err("xmpp", "event=send_refused reason=\"cannot serialise (out of memory)\" "
+                            "kind=%s",
+                    kind);
+            return -1;
+        }
+        if (LOG_DEBUG <= log_level) {
+            char q[LOG_Q_SIZE(1500)];
+
+            log_debug("xmpp", "event=stanza_out kind=%s stanza=%s", kind,
+                      log_q_buf(q, text, 1500));
+        }
+        sbuf_append(&l->out, text, len);
+        l->out_n++;
+        xmpp_free(l->ctx, text);
+        if (l->out.len >= OUT_CHUNK)
+            out_drain(l);
+    }
     l->sent++;
     metric_inc(m_sent, kind);
     l->dirty = true;

@@ -39,7 +39,9 @@ void xmpplink_free(struct xmpplink *l);
 bool xmpplink_up(const struct xmpplink *l);
 /* The link's libstrophe context, owned by the link (valid until xmpplink_free). */
 xmpp_ctx_t *xmpplink_ctx(const struct xmpplink *l);
-/* Sends a stanza (not taking ownership). kind names it in offhook_stanzas_sent_total.
+/* Sends a stanza (not taking ownership: it is serialised during the call, and written with
+ * the other stanzas of this loop turn in one piece). kind names it in
+ * offhook_stanzas_sent_total.
  * Text XML cannot carry is replaced first, in the caller's stanza (stanza_scrub: counted
  * in offhook_stanzas_repaired_total, logged at most once a minute). Returns 0, or -1
  * when the link is down or the stanza's from is not ours. */

@@ -72,7 +72,7 @@ def test_disco_caps_vcard_ping_version(stack_factory):
     # XEP-0115: the hash in presence is the hash of what disco#info answers for it.
     pres = [p for p in bob.seen(ALICE) if p.type == "available"][-1]
     raw = [x.replace('\\"', '"') for x in s.component.log().splitlines()
-           if "SENT: <presence" in x and "caps" in x][-1]  # the trace is quoted: \" for "
+           if "stanza=\"<presence" in x and "caps" in x][-1]  # the trace is quoted: \" for "
     ver = raw.split('ver="')[1].split('"')[0]
     info = iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'><query "
                    "xmlns='http://jabber.org/protocol/disco#info' node='%s#%s'/></iq>"
@@ -93,7 +93,7 @@ def test_disco_caps_vcard_ping_version(stack_factory):
     assert "urn:xmpp:reach:0<" in feats and "urn:ietf:params:xml:ns:vcard-4.0<" in feats
     assert idents == ["client/phone//<"]  # no name: one hash for every phone contact
     assert any("Alice Jones (phone)" in x for x in s.component.log().splitlines()
-               if "SENT: <presence" in x and "nick" in x)
+               if "stanza=\"<presence" in x and "nick" in x)
     assert pres.reach == [s.aor("1001"), "tel:+15550100"]
 
     vcard = iq(bob, "<iq xmlns='jabber:client' type='get' to='%s'><vCard "

@@ -450,7 +450,7 @@ def test_sip_address_leads_to_the_person(stack_factory):
 
 def caps_ver(s):
     raw = [x.replace('\\"', '"') for x in s.component.log().splitlines()
-           if "SENT: <presence" in x and "caps" in x]  # the trace is quoted: \" for "
+           if "stanza=\"<presence" in x and "caps" in x]  # the trace is quoted: \" for "
     return raw[-1].split('ver="')[1].split('"')[0] if raw else None
 
 
