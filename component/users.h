@@ -48,18 +48,19 @@ struct cuser {
     char *contact;               /* their phone contact on the component domain (owned) */
     struct cuser_rec rec;        /* latest state from sipbridge (written by feed.c, through
                                     users_set_record) */
-    bool have_rec;               /* rec holds something sipbridge wrote */
     struct strmap watchers;      /* bare JID -> the same string, owned by the map (written
                                     through users_watcher_add/del, by watchers.c) */
-    bool watchers_read;          /* watchers.c asked Redis for its set (a user a reload
-                                    or the directory adds has not been asked yet) */
     int64_t rec_at_ms;           /* wall clock when feed.c stored rec (0: never) */
     struct users_refusal *refused; /* USERS_REFUSED_MAX slots through users_note_refused
                                     * (owned), allocated at the first refusal: NULL for
                                     * the many users nobody was refused */
-    unsigned nrefused;           /* refusals since start (the slots hold the latest) */
     struct log_trace trace;      /* offhookctl trace: this user's stanzas and decisions
                                     go to the log while it runs */
+    unsigned nrefused;           /* refusals since start (the slots hold the latest) */
+    /* The flags together after nrefused, where they fill its padding (one per user). */
+    bool have_rec;               /* rec holds something sipbridge wrote */
+    bool watchers_read;          /* watchers.c asked Redis for its set (a user a reload
+                                    or the directory adds has not been asked yet) */
     bool rec_read;               /* feed.c read its record from Redis (a snapshot, or the
                                     read of a user a reload added) */
     char rec_id[32];             /* the event stream id rec reflects ("": none yet), so
