@@ -1197,7 +1197,7 @@ static void user_set_aors(struct loader *ld, int line, struct cfg_user *u, const
             add_err(ld->errs, ld->file, line, "%s", err);
             continue;
         }
-        u->aors[u->naors++] = xstrdup(items[i]);
+        config_user_add_aor(u, items[i]);
     }
     u->line = line;
 out:
@@ -2020,6 +2020,32 @@ static char *dup_opt(const char *s)
     return s ? xstrdup(s) : NULL;
 }
 
+/* The AORs' pointers and strings in one block: a user has one or two, and a pointer array
+ * plus a string each took three heap chunks. Rebuilt at each append (at most
+ * CFG_MAX_AORS, while loading). */
+void config_user_add_aor(struct cfg_user *u, const char *aor)
+{
+    size_t n = (size_t)u->naors + 1, bytes = n * sizeof(char *), off;
+    char **block;
+
+    for (size_t i = 0; i + 1 < n; i++)
+        bytes += strlen(u->aors[i]) + 1;
+    bytes += strlen(aor) + 1;
+    block = xmalloc(bytes);
+    off = n * sizeof(char *);
+    for (size_t i = 0; i < n; i++) {
+        const char *s = i + 1 < n ? u->aors[i] : aor;
+        size_t len = strlen(s) + 1;
+
+        block[i] = (char *)block + off;
+        memcpy(block[i], s, len);
+        off += len;
+    }
+    free(u->aors);
+    u->aors = block;
+    u->naors = (int)n;
+}
+
 void config_user_copy(struct cfg_user *dst, const struct cfg_user *src)
 {
     *dst = *src;
@@ -2027,8 +2053,10 @@ void config_user_copy(struct cfg_user *dst, const struct cfg_user *src)
     dst->contact = dup_opt(src->contact);
     dst->name = dup_opt(src->name);
     dst->tel = dup_opt(src->tel);
+    dst->aors = NULL;
+    dst->naors = 0;
     for (int i = 0; i < src->naors; i++)
-        dst->aors[i] = xstrdup(src->aors[i]);
+        config_user_add_aor(dst, src->aors[i]);
     dst->groups = src->ngroups ? xcalloc((size_t)src->ngroups, sizeof *dst->groups) : NULL;
     for (int i = 0; i < src->ngroups; i++)
         dst->groups[i] = xstrdup(src->groups[i]);
@@ -2040,8 +2068,7 @@ void config_user_free(struct cfg_user *u)
     free(u->contact);
     free(u->name);
     free(u->tel);
-    for (int i = 0; i < u->naors; i++)
-        free(u->aors[i]);
+    free(u->aors);
     for (int i = 0; i < u->ngroups; i++)
         free(u->groups[i]);
     free(u->groups);

@@ -17,16 +17,19 @@
 #define CFG_MAX_LINE 4096
 #define CFG_MAX_SOCKET_PATH 107 /* sizeof sockaddr_un.sun_path - 1 on Linux */
 
+/* One user, 64 bytes: both daemons hold one per user (100,000 of them), so the AORs are
+ * not CFG_MAX_AORS pointers inline but one allocation sized to them. */
 struct cfg_user {
     char *jid;               /* normalized bare JID of the chat user */
     char *contact;           /* bare JID of the user's phone contact on [xmpp] domain */
-    char *aors[CFG_MAX_AORS];
-    int naors;
+    char **aors;             /* naors AORs: one block (owned), the pointers then the strings,
+                                written only by config_user_add_aor; NULL when naors is 0 */
     char *name;              /* display name for vCard and roster nick; may be NULL */
     char *tel;               /* phone number for tel: URIs; may be NULL */
-    int show_remote_party;   /* -1 = inherit [privacy], else 0/1 */
     char **groups;           /* the user's groups (roster groups), ngroups of them */
+    int naors;
     int ngroups;
+    int show_remote_party;   /* -1 = inherit [privacy], else 0/1 */
     int line;                /* line that defined the user, for messages; 0 = not the file */
 };
 
@@ -257,6 +260,8 @@ void config_copy_keys(struct offhook_config *dst, const struct offhook_config *s
 /* cfg (which has no users) takes ownership of users[0..n) (an xmalloc'd array) and
  * indexes them. Their JIDs and contacts must be unique: the caller has checked. */
 void config_set_users(struct offhook_config *cfg, struct cfg_user *users, size_t n);
+/* Appends a copy of aor to u's AORs (at most CFG_MAX_AORS: the caller checks). */
+void config_user_add_aor(struct cfg_user *u, const char *aor);
 /* dst (uninitialized) becomes a deep copy of src. */
 void config_user_copy(struct cfg_user *dst, const struct cfg_user *src);
 /* Frees what u points to (not u itself). */

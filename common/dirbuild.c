@@ -371,7 +371,7 @@ static void check_entry(const struct offhook_config *cfg, struct cand *c,
             continue;
         }
         c->keys[c->u.naors] = key;
-        c->u.aors[c->u.naors++] = xstrdup(aor);
+        config_user_add_aor(&c->u, aor);
     }
     c->u.jid = xstrdup(jid);
     c->u.contact = xstrdup(contact);

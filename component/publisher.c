@@ -54,7 +54,9 @@ bool pub_sipbridge_alive(const struct publisher *pub)
 static void current_view(const struct publisher *pub, const struct cuser *u,
                          struct user_view *v)
 {
-    view_compute(view_record(u, pub->sipbridge_alive), v);
+    struct user_record r;
+
+    view_compute(view_record(u, pub->sipbridge_alive, &r), v);
 }
 
 /* Presence first: the privileged requests of the PEP writer are paced (privileged.c), and

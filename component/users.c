@@ -65,6 +65,45 @@ bool users_watcher_del(struct cuser *u, const char *bare)
     return key != NULL;
 }
 
+void users_set_record(struct cuser *u, const struct user_record *rec)
+{
+    u->have_rec = rec != NULL;
+    if (!rec) {
+        free(u->rec.remote);
+        u->rec.remote = NULL;
+        return;
+    }
+    u->rec.state = rec->state;
+    u->rec.dir = rec->dir;
+    u->rec.reach = rec->reach;
+    u->rec.dnd = rec->dnd;
+    u->rec.video = rec->video;
+    u->rec.since_ms = rec->since_ms;
+    u->rec.event_us = rec->event_us;
+    /* Most records of a party shown repeat it (ringing, then the call): keep the copy. */
+    if (!rec->remote[0]) {
+        free(u->rec.remote);
+        u->rec.remote = NULL;
+    } else if (!u->rec.remote || strcmp(u->rec.remote, rec->remote) != 0) {
+        free(u->rec.remote);
+        u->rec.remote = xstrdup(rec->remote);
+    }
+}
+
+void users_get_record(const struct cuser *u, struct user_record *out)
+{
+    memset(out, 0, sizeof *out);
+    out->state = u->rec.state;
+    out->dir = u->rec.dir;
+    out->reach = u->rec.reach;
+    out->dnd = u->rec.dnd;
+    out->video = u->rec.video;
+    out->since_ms = u->rec.since_ms;
+    out->event_us = u->rec.event_us;
+    if (u->rec.remote)
+        str_copy(out->remote, sizeof out->remote, u->rec.remote);
+}
+
 /* The gateway index (XEP-0100 lookups), one key per way a configured address can be
  * asked for (sipaddr.h has the matching rules):
  *   ext:<user part>          an AOR's user part as typed ("1001", "alice")
@@ -335,6 +374,7 @@ static void user_free(struct users *d, struct cuser *u)
     strmap_del(&d->by_contact, u->contact);
     strmap_clear_owned(&u->watchers);
     strmap_free(&u->watchers);
+    free(u->rec.remote);
     free(u->jid);
     free(u->contact);
     free(u);

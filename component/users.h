@@ -28,23 +28,39 @@ struct users_refusal {
     unsigned times;              /* refusals of this watcher while remembered */
 };
 
+/* A user's latest record: struct user_record (storecodec.h) with the other party on the
+ * heap, since it is "" unless the operator opts in to show it ([privacy]): 128 bytes
+ * inline in every user were most of struct cuser. Written only by users_set_record. */
+struct cuser_rec {
+    enum user_state state;
+    enum call_dir dir;
+    enum phone_reach reach;
+    bool dnd;
+    bool video;
+    int64_t since_ms;
+    int64_t event_us;
+    char *remote;                /* the other party (owned), NULL for "" */
+};
+
 struct cuser {
     const struct cfg_user *cfg;  /* current configuration entry (replaced on reload) */
     char *jid;                   /* the chat user (owned) */
     char *contact;               /* their phone contact on the component domain (owned) */
-    struct user_record rec;      /* latest state from sipbridge (written by feed.c) */
-    bool have_rec;               /* rec holds something sipbridge wrote */
+    struct cuser_rec rec;        /* latest state from sipbridge (written by feed.c, through
+                                    users_set_record) */
     struct strmap watchers;      /* bare JID -> the same string, owned by the map (written
                                     through users_watcher_add/del, by watchers.c) */
-    bool watchers_read;          /* watchers.c asked Redis for its set (a user a reload
-                                    or the directory adds has not been asked yet) */
     int64_t rec_at_ms;           /* wall clock when feed.c stored rec (0: never) */
     struct users_refusal *refused; /* USERS_REFUSED_MAX slots through users_note_refused
                                     * (owned), allocated at the first refusal: NULL for
                                     * the many users nobody was refused */
-    unsigned nrefused;           /* refusals since start (the slots hold the latest) */
     struct log_trace trace;      /* offhookctl trace: this user's stanzas and decisions
                                     go to the log while it runs */
+    unsigned nrefused;           /* refusals since start (the slots hold the latest) */
+    /* The flags together after nrefused, where they fill its padding (one per user). */
+    bool have_rec;               /* rec holds something sipbridge wrote */
+    bool watchers_read;          /* watchers.c asked Redis for its set (a user a reload
+                                    or the directory adds has not been asked yet) */
     bool rec_read;               /* feed.c read its record from Redis (a snapshot, or the
                                     read of a user a reload added) */
     char rec_id[32];             /* the event stream id rec reflects ("": none yet), so
@@ -101,6 +117,11 @@ bool users_watcher_allowed(const struct users *d, const struct cuser *u, const c
 /* The watcher policy refused bare's request (copied) for u: remembered, bounded (one slot
  * per watcher, the oldest watcher forgotten first). */
 void users_note_refused(struct cuser *u, const char *bare, const char *request);
+
+/* Keeps rec (read during the call) as u's record, NULL: none (sipbridge removed it). */
+void users_set_record(struct cuser *u, const struct user_record *rec);
+/* u's record as a struct user_record into out (u must have one: u->have_rec). */
+void users_get_record(const struct cuser *u, struct user_record *out);
 
 /* u's watchers in memory (bare is copied). Return true if that changed the set. */
 bool users_watcher_add(struct cuser *u, const char *bare);

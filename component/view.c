@@ -6,16 +6,22 @@
 #include "card.h"
 #include "stanza.h"
 
-const struct user_record *view_record(const struct cuser *u, bool sipbridge_alive)
+const struct user_record *view_record(const struct cuser *u, bool sipbridge_alive,
+                                      struct user_record *buf)
 {
-    return u->have_rec && sipbridge_alive ? &u->rec : NULL;
+    if (!u->have_rec || !sipbridge_alive)
+        return NULL;
+    users_get_record(u, buf);
+    return buf;
 }
 
 void view_compute(const struct user_record *rec, struct user_view *out)
 {
     enum user_state st = rec ? rec->state : US_UNKNOWN;
 
-    out->rec = rec;
+    if (rec && rec != &out->shown)
+        out->shown = *rec;
+    out->rec = rec ? &out->shown : NULL;
     presence_for_record(rec, &out->presence);
     /* XEP-0108: talking/on_the_phone during a call; an empty <activity/> otherwise. */
     out->talking = st == US_ON_CALL || st == US_ON_HOLD;

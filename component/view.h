@@ -20,20 +20,21 @@
 #include "users.h"
 
 struct user_view {
-    /* The record shown, NULL for "unknown". Borrowed from the user: valid while the user
-     * exists and its record is unchanged, i.e. during the call it is handed to. */
+    /* The record shown, NULL for "unknown": &shown, a copy, or NULL. */
     const struct user_record *rec;
+    struct user_record shown;
     struct presence_view presence; /* the phone contact's presence */
     bool talking;                  /* XEP-0108 talking/on_the_phone (a call or a held one) */
     char activity[64];             /* XEP-0108 <text/>: "On the phone", "On hold" or "" */
     bool reachable;                /* XEP-0152: the phone's addresses are published */
 };
 
-/* The record to show for u: NULL while nothing is known or sipbridge is not keeping it
- * true (its heartbeat is missing). Borrowed from u. */
-const struct user_record *view_record(const struct cuser *u, bool sipbridge_alive);
-/* What rec (NULL: unknown, or nothing at all, as on a clean stop) shows; rec is borrowed
- * into out->rec. */
+/* The record to show for u, copied into buf (returned): NULL while nothing is known or
+ * sipbridge is not keeping it true (its heartbeat is missing). */
+const struct user_record *view_record(const struct cuser *u, bool sipbridge_alive,
+                                      struct user_record *buf);
+/* What rec (NULL: unknown, or nothing at all, as on a clean stop) shows; rec is copied
+ * into out->shown. */
 void view_compute(const struct user_record *rec, struct user_view *out);
 /* "<name> (phone)": what a roster or vCard calls u's phone contact. */
 void view_nick(const struct cuser *u, char *out, size_t len);

@@ -514,13 +514,14 @@ static void set_alice(struct component *c, const char *state)
     const char *const values[] = {state, "incoming", "online", "0", "1763788800000",
                                   "1763788800123456", c->remote};
     struct cuser *u = users_by_jid(&c->users, ALICE);
+    struct user_record rec;
     char err[128];
 
     FUZZ_CHECK(u != NULL);
-    FUZZ_CHECK(storecodec_decode(names, values, c->remote[0] ? 7 : 6, &u->rec, err,
+    FUZZ_CHECK(storecodec_decode(names, values, c->remote[0] ? 7 : 6, &rec, err,
                                  sizeof err) == 0);
-    (void)stanza_text_repair(u->rec.remote); /* what feed.c's check_record does */
-    u->have_rec = true;
+    (void)stanza_text_repair(rec.remote); /* what feed.c's check_record does */
+    users_set_record(u, &rec);
 }
 
 /* The other party, as anyone able to write to Redis could have put it there: the input's

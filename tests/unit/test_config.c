@@ -692,6 +692,36 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* A user's AORs are one block (pointers, then strings): appending keeps the earlier ones,
+ * a copy owns its own block (a reload's users outlive the configuration they came from),
+ * and the record stays 64 bytes, one per user in both daemons. */
+static void test_user_aors_block(void **state)
+{
+    struct cfg_user u = {0}, copy;
+    char aor[64];
+
+    assert_int_equal(sizeof(struct cfg_user), 64);
+    for (int i = 0; i < CFG_MAX_AORS; i++) {
+        snprintf(aor, sizeof aor, "sip:%d@pbx.example.com;transport=tcp", 1000 + i);
+        config_user_add_aor(&u, aor);
+        assert_int_equal(u.naors, i + 1);
+        for (int k = 0; k <= i; k++) {
+            snprintf(aor, sizeof aor, "sip:%d@pbx.example.com;transport=tcp", 1000 + k);
+            assert_string_equal(u.aors[k], aor);
+        }
+    }
+    u.jid = strdup("a@example.com");
+    u.contact = strdup("a@phone.example.com");
+    config_user_copy(&copy, &u);
+    assert_true(copy.aors != u.aors);
+    config_user_free(&u);
+    assert_null(u.aors);
+    assert_int_equal(copy.naors, CFG_MAX_AORS);
+    assert_string_equal(copy.aors[0], "sip:1000@pbx.example.com;transport=tcp");
+    assert_string_equal(copy.aors[7], "sip:1007@pbx.example.com;transport=tcp");
+    config_user_free(&copy);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -709,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_reload_keeps_restart_keys),
         cmocka_unit_test(test_directory_keys),
         cmocka_unit_test(test_example_covers_every_key),
+        cmocka_unit_test(test_user_aors_block),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

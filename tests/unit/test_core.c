@@ -346,6 +346,46 @@ static void test_strmap(void **state)
     strmap_free(&m);
 }
 
+/* Large maps grow by half, so their capacity is no power of two: the load stays between
+ * 1/2 and 3/4 at every size, every key is found across the wrap-around at the end of the
+ * slots, and deleting and re-adding (tombstones, a rehash in place) keeps that true. */
+static void test_strmap_growth(void **state)
+{
+    enum { N = 20000 };
+    static char keys[N][24];
+    struct strmap m;
+
+    strmap_init(&m);
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "u%d@localhost", i);
+        assert_null(strmap_put(&m, keys[i], keys[i]));
+        assert_true(m.used * 4 <= m.cap * 3);
+        if (m.cap > 16)
+            assert_true(m.count * 2 + 2 >= m.cap);
+    }
+    assert_true(m.cap >= N * 4 / 3 && m.cap <= N * 2 + 2);
+    for (int i = 0; i < N; i++)
+        assert_ptr_equal(strmap_get(&m, keys[i]), keys[i]);
+    assert_null(strmap_get(&m, "u20000@localhost"));
+    /* Churn: delete a third, re-add it, many times; the tombstones must not fill the map
+     * (a lookup of a missing key would not end) nor lose a key. */
+    for (int round = 0; round < 5; round++) {
+        for (int i = round; i < N; i += 3)
+            assert_ptr_equal(strmap_del(&m, keys[i]), keys[i]);
+        for (int i = 0; i < N; i++)
+            assert_ptr_equal(strmap_get(&m, keys[i]), (i - round) % 3 == 0 && i >= round
+                                                          ? NULL : keys[i]);
+        for (int i = round; i < N; i += 3)
+            assert_null(strmap_put(&m, keys[i], keys[i]));
+        assert_int_equal(m.count, N);
+        assert_true(m.used * 4 <= m.cap * 3);
+    }
+    for (int i = N - 1; i >= 0; i--)
+        assert_ptr_equal(strmap_del(&m, keys[i]), keys[i]);
+    assert_null(m.slots);
+    strmap_free(&m);
+}
+
 /* The per-user maps hold one entry or two: they take two slots, not sixteen, and an
  * emptied map holds no memory, even when emptied while being walked. */
 static void test_strmap_small(void **state)
@@ -678,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_jid),
         cmocka_unit_test(test_strmap),
         cmocka_unit_test(test_strmap_small),
+        cmocka_unit_test(test_strmap_growth),
         cmocka_unit_test(test_strmap_clear_owned),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_label_cap),

@@ -312,7 +312,7 @@ static void test_copy_keys_and_set_users(void **state)
     assert_int_equal(config_diff_restart_keys(&run, &next, NULL, 0), 0);
     users[0].jid = xstrdup("a@example.com");
     users[0].contact = xstrdup("a@phone.localhost");
-    users[0].aors[users[0].naors++] = xstrdup("sip:1@x");
+    config_user_add_aor(&users[0], "sip:1@x");
     users[0].show_remote_party = -1;
     config_set_users(&next, users, 1);
     assert_ptr_equal(config_user_by_jid(&next, "a@example.com"), &next.users[0]);

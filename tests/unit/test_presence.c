@@ -12,6 +12,7 @@
 
 #include "caps.h"
 #include "config.h"
+#include "strutil.h"
 #include "presence.h"
 #include "stanza.h"
 #include "users.h"
@@ -102,7 +103,8 @@ static void expect_pep(enum user_state st, bool talking, const char *activity, b
     struct user_view v;
 
     view_compute(&r, &v);
-    assert_ptr_equal(v.rec, &r);
+    assert_ptr_equal(v.rec, &v.shown); /* a copy: the view outlives the record it was made of */
+    assert_int_equal(v.shown.state, st);
     assert_int_equal(v.talking, talking);
     assert_string_equal(v.activity, activity);
     assert_int_equal(v.reachable, reachable);
@@ -167,6 +169,7 @@ static void test_users_and_view(void **state)
     struct offhook_config cfg = {0}, next = {0};
     struct users d;
     struct cuser *alice, *bob;
+    struct user_record rec, shown;
     char nick[64], *text = NULL;
     size_t len;
     xmpp_ctx_t *ctx;
@@ -181,10 +184,36 @@ static void test_users_and_view(void **state)
     assert_ptr_equal(users_by_number(&d, "1001"), alice);
     assert_ptr_equal(users_by_number(&d, "tel:+15550101001"), alice);
 
-    assert_null(view_record(alice, true)); /* nothing written yet */
-    alice->have_rec = true;
-    assert_ptr_equal(view_record(alice, true), &alice->rec);
-    assert_null(view_record(alice, false)); /* sipbridge's heartbeat is missing */
+    assert_null(view_record(alice, true, &shown)); /* nothing written yet */
+    memset(&rec, 0, sizeof rec);
+    rec.state = US_ON_CALL;
+    rec.since_ms = 42;
+    users_set_record(alice, &rec);
+    assert_true(alice->have_rec);
+    assert_null(alice->rec.remote); /* no party shown: nothing on the heap */
+    assert_ptr_equal(view_record(alice, true, &shown), &shown);
+    assert_int_equal(shown.state, US_ON_CALL);
+    assert_int_equal(shown.since_ms, 42);
+    assert_string_equal(shown.remote, "");
+    assert_null(view_record(alice, false, &shown)); /* sipbridge's heartbeat is missing */
+    /* A party shown (the operator opted in) is kept, replaced, then dropped. */
+    str_copy(rec.remote, sizeof rec.remote, "sip:1002@pbx");
+    users_set_record(alice, &rec);
+    assert_string_equal(view_record(alice, true, &shown)->remote, "sip:1002@pbx");
+    str_copy(rec.remote, sizeof rec.remote, "sip:1003@pbx");
+    users_set_record(alice, &rec);
+    assert_string_equal(view_record(alice, true, &shown)->remote, "sip:1003@pbx");
+    rec.remote[0] = 0;
+    users_set_record(alice, &rec);
+    assert_null(alice->rec.remote);
+    assert_string_equal(view_record(alice, true, &shown)->remote, "");
+    str_copy(rec.remote, sizeof rec.remote, "sip:1004@pbx");
+    users_set_record(alice, &rec);
+    users_set_record(alice, NULL); /* removed: the party goes with it */
+    assert_false(alice->have_rec);
+    assert_null(alice->rec.remote);
+    assert_null(view_record(alice, true, &shown));
+    users_set_record(alice, &rec); /* freed with the user (ASan) */
 
     view_nick(alice, nick, sizeof nick);
     assert_string_equal(nick, "Alice Jones (phone)");
