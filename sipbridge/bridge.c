@@ -63,8 +63,15 @@ struct bsource {
     struct docver reg_ver;      /* COMBINE_REG: reginfo versions (dialogs: said.dlg.ver) */
     struct berr *err;           /* what its bodies' log lines were, from the first one on
                                  * (a source that never errs costs nothing here) */
-    struct rlsub_member lm;     /* in resource-list mode, the dialog source as the list
-                                 * sees it */
+    struct blm *lm;             /* in resource-list mode, the dialog source as the list
+                                 * sees it (owned); NULL otherwise: 48 bytes that most
+                                 * of 100,000 sources never use */
+};
+
+/* A dialog source's membership of the resource list, and the way back to the source. */
+struct blm {
+    struct rlsub_member m;
+    struct bsource *s;
 };
 
 /* Log suppression for one source's bodies. */
@@ -641,7 +648,7 @@ static const struct subs_owner_ops owner_ops = {
 
 /* ---- resource-list callbacks (rlsub.c) --------------------------------------------- */
 
-#define OF_MEMBER(m) ((struct bsource *)((char *)(m) - offsetof(struct bsource, lm)))
+#define OF_MEMBER(mem) (((struct blm *)((char *)(mem) - offsetof(struct blm, m)))->s)
 
 static bool on_list_resource(void *arg, struct rlsub_member *m, bool terminated,
                              const char *body, size_t len, int64_t received_us)
@@ -796,9 +803,11 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
             s->said.phone = a;
             s->aor = xstrdup(cu->aors[a]);
             if (p == COMBINE_DIALOG && b->list) {
-                s->lm.user = u->jid;
-                s->lm.aor = s->aor;
-                rlsub_index_add(b->list, &s->lm);
+                s->lm = xcalloc(1, sizeof *s->lm);
+                s->lm->s = s;
+                s->lm->m.user = u->jid;
+                s->lm->m.aor = s->aor;
+                rlsub_index_add(b->list, &s->lm->m);
             } else
                 s->sub = subs_new(b->subs, s->aor, pkgs[p].event, pkgs[p].accept, false,
                                   &owner_ops, s);
@@ -816,6 +825,7 @@ static void user_free(struct bridge *b, struct buser *u)
         combine_forget(&s->said);
         free(s->aor);
         free(s->err);
+        free(s->lm);
     }
     pending_free(b, u);
     store_rec_clear(&u->rec);
@@ -836,8 +846,8 @@ static void list_reindex(struct bridge *b)
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
-            if (u->src[i].said.pkg == COMBINE_DIALOG)
-                rlsub_index_add(b->list, &u->src[i].lm);
+            if (u->src[i].said.pkg == COMBINE_DIALOG && u->src[i].lm)
+                rlsub_index_add(b->list, &u->src[i].lm->m);
         }
     }
 }
@@ -1146,7 +1156,7 @@ bool bridge_user_view(const struct bridge *b, const char *jid, struct bridge_use
         v->sub = s->sub ? s->sub : rlsub_subscription(b->list);
         v->via_list = s->sub == NULL;
         v->said = &s->said;
-        v->list_problem = s->sub ? NULL : s->lm.problem;
+        v->list_problem = s->sub || !s->lm ? NULL : s->lm->m.problem;
         v->body_error = s->err ? s->err->last_err : NULL;
         v->body_error_ms = s->err && s->err->last_err ? wall - (mono - s->err->last_err_ms) : 0;
     }
@@ -1173,8 +1183,8 @@ static void trace_user(struct buser *u, const struct log_trace *t, const char *a
             continue;
         if (s->sub)
             subs_set_trace(s->sub, t);
-        else
-            s->lm.trace = *t;
+        else if (s->lm)
+            s->lm->m.trace = *t;
         (*n)++;
     }
 }
