@@ -78,7 +78,6 @@ struct subscription {
     const char *end_reason;       /* reason of the last Subscription-State: terminated,
                                    * "" until one; a common word (static) or owned */
     const char *down_cause;       /* static: why it last went to backoff */
-    int64_t retry_mono_ms;        /* in backoff: when the timer fires (mono) */
     struct log_trace trace;       /* offhookctl trace of its AOR or user */
 };
 
@@ -289,7 +288,6 @@ static void on_timer(struct tq_timer *t);
 
 static void arm(struct subscription *s, long ms)
 {
-    s->retry_mono_ms = clock_mono_ms() + ms;
     tq_arm(s->mgr->tq, &s->timer, on_timer, ms);
 }
 
@@ -1060,6 +1058,18 @@ static int pm_users(struct probe_member *m, const void **key)
     return 1;
 }
 
+static const char *pm_aor(const struct probe_member *m)
+{
+    return ((const struct subscription *)((const char *)m -
+                                          offsetof(struct subscription, pm)))->aor;
+}
+
+static const char *pm_event(const struct probe_member *m)
+{
+    return ((const struct subscription *)((const char *)m -
+                                          offsetof(struct subscription, pm)))->event;
+}
+
 static const struct probe_ops member_ops = {
     .can_probe = pm_can_probe,
     .refresh = pm_refresh,
@@ -1068,6 +1078,8 @@ static const struct probe_ops member_ops = {
     .park = pm_park,
     .try_again = pm_try_again,
     .users = pm_users,
+    .aor = pm_aor,
+    .event = pm_event,
 };
 
 void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s)
@@ -1224,7 +1236,7 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     m->seed = m->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
     ratelimit_bucket_init(&s->nbucket, m->notify.burst, clock_mono_ms());
-    probe_attach(m->probe, &s->pm, s->aor, s->event);
+    probe_attach(m->probe, &s->pm, s->aor);
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
     s->state = SUB_BACKOFF;
     s->since_ms = clock_wall_ms();
@@ -1330,7 +1342,7 @@ void subs_get_info(const struct subscription *s, struct subs_info *out)
     out->failures = s->bo.attempt;
     out->failed = s->failed;
     if (s->state == SUB_BACKOFF && tq_armed(&s->timer))
-        out->next_try_ms = clock_wall_ms() + (s->retry_mono_ms - clock_mono_ms());
+        out->next_try_ms = clock_wall_ms() + (s->timer.due_ms - clock_mono_ms());
     out->trace = s->trace;
 }
 
