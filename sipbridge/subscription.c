@@ -38,14 +38,9 @@ struct subscription {
     const char *accept;
     void *owner;
     struct sipua_handle *h;
-    enum sub_state state;
-    int last_status;              /* last final answer to a SUBSCRIBE; 0: none yet (for
-                                   * subs_info, here to fill the hole beside state) */
     struct backoff bo;
     struct tq_timer timer;        /* retry, or watchdog while subscribed */
     struct tq_timer stale_t;      /* armed while down, for the manager's stale_after */
-    long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
-    long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
     int64_t sent_ms;              /* mono ms of its last new SUBSCRIBE; 0: none yet */
     int64_t grant_end_ms;         /* mono ms the notifier's grant in this dialog runs out
                                    * (2xx Expires, or a NOTIFY's expires=); 0: unknown */
@@ -54,14 +49,20 @@ struct subscription {
     struct subscription **qpprev; /* what points at it in the queue: dequeue in O(1) (a
                                    * sipbridge handing 50,000 queued users over frees
                                    * them all in one pass) */
-    bool queued;
-    bool eventlist;               /* RFC 4662 list subscription */
-    bool failed;                  /* the last attempt failed (timeout, transport, 5xx) */
-    bool parked;                  /* its notifier is unreachable: no retry of its own */
-    bool short_grant;             /* the notifier's last grant was below the floor: the
+    /* Packed into 16 bytes (a subscription exists once per user and package). */
+    bool queued : 1;
+    bool eventlist : 1;           /* RFC 4662 list subscription */
+    bool failed : 1;              /* the last attempt failed (timeout, transport, 5xx) */
+    bool parked : 1;              /* its notifier is unreachable: no retry of its own */
+    bool short_grant : 1;         /* the notifier's last grant was below the floor: the
                                    * dialog lapses unrefreshed and the next SUBSCRIBE
                                    * waits for sent_ms + floor, whatever ends it */
-    bool notified;                /* a NOTIFY arrived in this dialog */
+    bool notified : 1;            /* a NOTIFY arrived in this dialog */
+    uint8_t state;                /* enum sub_state */
+    int16_t last_status;          /* last final answer to a SUBSCRIBE; 0: none yet */
+    int32_t granted;              /* expiry the notifier granted, seconds (secs32); 0 = no
+                                   * answer yet */
+    int32_t min_expires;          /* the notifier's Min-Expires (423), 0 if none */
     int64_t down_ms;              /* mono ms it went down (left active/pending) */
     struct probe_member pm;       /* in its notifier's group (probe.c) */
     /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
@@ -122,6 +123,12 @@ struct subs_mgr {
     int ramp_sent;
     struct event *ramp_tick;      /* progress line every RAMP_REPORT_S */
 };
+
+/* Seconds kept in 32 bits (the parsers cap what they read at 2^30). */
+static int32_t secs32(long v)
+{
+    return v < 0 ? 0 : v > INT32_MAX ? INT32_MAX : (int32_t)v;
+}
 
 static const char *const state_names[SUB__COUNT] = {
     [SUB_QUEUED] = "queued",   [SUB_SUBSCRIBING] = "subscribing", [SUB_PENDING] = "pending",
@@ -492,7 +499,7 @@ static void on_timer(struct tq_timer *t)
         }
         log_warn("sip", "event=subscription_silent aor=%s package=%s granted_s=%ld "
                         "notified=%s action=resubscribe",
-                 log_q(s->aor), s->event, s->granted, s->notified ? "yes" : "never");
+                 log_q(s->aor), s->event, (long)s->granted, s->notified ? "yes" : "never");
         restart_later(s, "silence", 0, -1);
         break;
     case SUB_QUEUED:
@@ -708,7 +715,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                                 "expires=%ld retry_after=%ld probe=%s%s",
               log_q(s->aor), s->event, status, log_q(phrase), expires, retry_after,
               probe ? "yes" : "no", s->queued ? " dialog=old" : "");
-    s->last_status = status;
+    s->last_status = (int16_t)(status >= -32768 && status <= 32767 ? status : 0);
     word_set(&s->last_phrase, phrase ? phrase : "", PHRASE_MAX);
     s->last_answer_ms = clock_wall_ms();
     if (s->queued)
@@ -720,7 +727,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         if (!probe)
             probe_heard(&s->pm, clock_mono_ms());
         bool was_short = s->short_grant;
-        s->granted = expires > 0 ? expires : s->mgr->expires;
+        s->granted = secs32(expires > 0 ? expires : s->mgr->expires);
         s->grant_end_ms = clock_mono_ms() + (int64_t)s->granted * 1000;
         check_grant(s, expires);
         backoff_reset(&s->bo);
@@ -734,7 +741,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         if (s->state == SUB_SUBSCRIBING || s->state == SUB_BACKOFF) {
             bool parked = s->state == SUB_BACKOFF;
             log_info("sip", "event=subscribed aor=%s package=%s status=%d expires=%ld",
-                     log_q(s->aor), s->event, status, s->granted);
+                     log_q(s->aor), s->event, status, (long)s->granted);
             /* 202 means the notifier has not decided yet; its NOTIFY says pending. */
             set_state(s, SUB_ACTIVE);
             if (parked)
@@ -752,7 +759,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
             log_notice("sip", "event=interval_too_brief aor=%s package=%s min_expires=%ld "
                               "action=resubscribe suppressed=%llu",
                        log_q(s->aor), s->event, expires, (unsigned long long)held);
-        s->min_expires = expires;
+        s->min_expires = secs32(expires);
         /* After a short grant, not at once: the floor holds against 423s too. */
         restart_later(s, "error_response", 0, -1);
         if (floor_wait_ms(s) > 0)
@@ -965,7 +972,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
                                        s->grant_end_ms))
                 check_grant(s, n->expires);
             s->grant_end_ms = end;
-            s->granted = n->expires;
+            s->granted = secs32(n->expires);
         }
         s->notified = true;
         probe_heard(&s->pm, clock_mono_ms());
