@@ -57,7 +57,7 @@ struct bridge;
  * bodies (versions, rejected-body log suppression). */
 struct bsource {
     struct buser *u;
-    char *aor;
+    const char *aor;            /* in its user's allocation (user_new) */
     struct subscription *sub;   /* NULL when the resource list serves it */
     struct combine_source said; /* its package, its phone, what it said */
     struct docver reg_ver;      /* COMBINE_REG: reginfo versions (dialogs: said.dlg.ver) */
@@ -91,19 +91,21 @@ struct bpending {
 };
 
 /* Kept small (it exists 100,000 times): the AORs and packages a reload compares are the
- * sources' own, the record is the compact one, a held-back change is allocated. */
+ * sources' own, the record is the compact one, a held-back change is allocated. One
+ * allocation holds the user, its sources and their AORs (user_new): a reload that changes
+ * a user's sources makes the user again. */
 struct buser {
     struct bridge *b;
     const char *jid;            /* the store's copy (store_key): lives as long as the store */
-    struct bsource *src;
+    struct bsource *src;        /* in the user's allocation, after it */
     struct bpending *pend;      /* a change held back (coalescing), or NULL */
     struct store_rec rec;       /* last state handed to the store (remote owned) */
     uint8_t nsrc;
-    bool show_remote;
-    bool stored;                /* rec was handed to the store at least once */
-    bool moving;                /* handed over to another sipbridge: writes do not claim */
-    bool claim_wait;            /* handed over to us: first write waits until settled */
-    bool doomed;                /* released: freed at the next release pass */
+    bool show_remote : 1;
+    bool stored : 1;            /* rec was handed to the store at least once */
+    bool moving : 1;            /* handed over to another sipbridge: writes do not claim */
+    bool claim_wait : 1;        /* handed over to us: first write waits until settled */
+    bool doomed : 1;            /* released: freed at the next release pass */
     unsigned lost_round;        /* the lost batch it was last counted in */
     int64_t acquired_ms;        /* mono ms it was handed over (claim_wait) */
     struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
@@ -778,19 +780,38 @@ static bool same_sources(const struct offhook_config *cfg, const struct cfg_user
     return k == u->nsrc;
 }
 
+/* The first package wanted: the source that holds its AOR's copy. */
+static int first_pkg(const bool want[3])
+{
+    for (int p = 0; p < 3; p++)
+        if (want[p])
+            return p;
+    return -1;
+}
+
 static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
 {
     const struct offhook_config *cfg = b->cfg;
-    struct buser *u = xcalloc(1, sizeof *u);
+    struct buser *u;
     bool want[3];
     int npkg;
+    size_t nsrc, size, aors = 0;
+    char *at;
 
     wanted_packages(cfg, want);
     npkg = want[0] + want[1] + want[2];
+    nsrc = (size_t)(cu->naors * npkg);
+    for (int a = 0; a < cu->naors; a++)
+        aors += strlen(cu->aors[a]) + 1;
+    _Static_assert(sizeof(struct buser) % _Alignof(struct bsource) == 0,
+                   "the sources follow the user in its allocation");
+    size = sizeof *u + nsrc * sizeof(struct bsource);
+    u = xcalloc(1, size + aors);
+    u->src = (struct bsource *)(u + 1);
+    at = (char *)u + size;
     u->b = b;
     u->jid = store_key(b->store, cu->jid);
     u->show_remote = config_user_shows_remote(cfg, cu);
-    u->src = xcalloc((size_t)(cu->naors * npkg), sizeof *u->src);
     strmap_put(&b->users, u->jid, u);
     for (int a = 0; a < cu->naors; a++) {
         for (int p = 0; p < 3; p++) {
@@ -801,7 +822,12 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
             s->u = u;
             s->said.pkg = (enum combine_pkg)p;
             s->said.phone = a;
-            s->aor = xstrdup(cu->aors[a]);
+            s->aor = at; /* one copy per AOR, shared by its packages' sources */
+            if (p == first_pkg(want)) {
+                memcpy(at, cu->aors[a], strlen(cu->aors[a]) + 1);
+                at += strlen(cu->aors[a]) + 1;
+            } else
+                s->aor = s[-1].aor;
             if (p == COMBINE_DIALOG && b->list) {
                 s->lm = xcalloc(1, sizeof *s->lm);
                 s->lm->s = s;
@@ -823,14 +849,12 @@ static void user_free(struct bridge *b, struct buser *u)
         struct bsource *s = &u->src[i];
         subs_free(s->sub);
         combine_forget(&s->said);
-        free(s->aor);
         free(s->err);
         free(s->lm);
     }
     pending_free(b, u);
     store_rec_clear(&u->rec);
-    free(u->src);
-    free(u);
+    free(u); /* and its sources and their AORs */
 }
 
 /* Rebuilds the list index after users came or went (sources move in memory). */
