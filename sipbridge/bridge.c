@@ -97,7 +97,6 @@ struct bpending {
 struct buser {
     struct bridge *b;
     const char *jid;            /* the store's copy (store_key): lives as long as the store */
-    struct bsource *src;        /* in the user's allocation, after it */
     struct bpending *pend;      /* a change held back (coalescing), or NULL */
     struct store_rec rec;       /* last state handed to the store (remote owned) */
     uint8_t nsrc;
@@ -109,7 +108,14 @@ struct buser {
     unsigned lost_round;        /* the lost batch it was last counted in */
     int64_t acquired_ms;        /* mono ms it was handed over (claim_wait) */
     struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
+    /* nsrc sources follow in the same allocation (user_src), then their AORs. */
 };
+
+/* u's sources: right after it in its allocation (no pointer kept: 8 bytes a user). */
+static inline struct bsource *user_src(const struct buser *u)
+{
+    return (struct bsource *)(uintptr_t)(u + 1);
+}
 
 struct bridge {
     struct event_base *base;
@@ -246,7 +252,7 @@ static void dialogs_text(const struct merge_source *m, char *out, size_t len)
 /* The combined view of a traced user and what decided it. */
 static void trace_view(struct buser *u, const struct combine_view *v, bool coalescing)
 {
-    const struct bsource *win = v->source >= 0 ? &u->src[v->source] : NULL;
+    const struct bsource *win = v->source >= 0 ? &user_src(u)[v->source] : NULL;
 
     log_trace(&u->trace, "bridge", "event=trace_state user=%s state=%s dir=%s reach=%s dnd=%s "
                                    "decided_by=%s%s%s dialog=%s%s",
@@ -264,7 +270,7 @@ static bool settled(const struct buser *u)
     int heard = 0;
 
     for (int i = 0; i < u->nsrc; i++)
-        heard += u->src[i].said.heard;
+        heard += user_src(u)[i].said.heard;
     return heard == u->nsrc ||
            (heard > 0 && clock_mono_ms() - u->acquired_ms >= HANDOVER_SETTLE_MS);
 }
@@ -287,7 +293,7 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
         b->nwaiting--;
     }
     for (int i = 0; i < u->nsrc; i++)
-        said[i] = &u->src[i].said;
+        said[i] = &user_src(u)[i].said;
     combine_user(said, u->nsrc, u->show_remote, &view);
     rec.state = (uint8_t)view.state;
     rec.dir = (uint8_t)view.dir;
@@ -734,9 +740,10 @@ static void on_store_up(void *arg)
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
-            if (u->src[i].sub)
-                store_sub_state(b->store, u->jid, pkgs[u->src[i].said.pkg].event, u->src[i].aor,
-                                sub_state_name(subs_state(u->src[i].sub)));
+            const struct bsource *s = &user_src(u)[i];
+            if (s->sub)
+                store_sub_state(b->store, u->jid, pkgs[s->said.pkg].event, s->aor,
+                                sub_state_name(subs_state(s->sub)));
         }
     }
     if (b->list)
@@ -771,8 +778,8 @@ static bool same_sources(const struct offhook_config *cfg, const struct cfg_user
         for (int p = 0; p < 3; p++) {
             if (!want[p])
                 continue;
-            if (k >= u->nsrc || u->src[k].said.pkg != (enum combine_pkg)p ||
-                u->src[k].said.phone != a || strcmp(u->src[k].aor, cu->aors[a]) != 0)
+            if (k >= u->nsrc || user_src(u)[k].said.pkg != (enum combine_pkg)p ||
+                user_src(u)[k].said.phone != a || strcmp(user_src(u)[k].aor, cu->aors[a]) != 0)
                 return false;
             k++;
         }
@@ -807,7 +814,6 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
                    "the sources follow the user in its allocation");
     size = sizeof *u + nsrc * sizeof(struct bsource);
     u = xcalloc(1, size + aors);
-    u->src = (struct bsource *)(u + 1);
     at = (char *)u + size;
     u->b = b;
     u->jid = store_key(b->store, cu->jid);
@@ -818,7 +824,7 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
             struct bsource *s;
             if (!want[p])
                 continue;
-            s = &u->src[u->nsrc++];
+            s = &user_src(u)[u->nsrc++];
             s->u = u;
             s->said.pkg = (enum combine_pkg)p;
             s->said.phone = a;
@@ -846,7 +852,7 @@ static void user_free(struct bridge *b, struct buser *u)
 {
     strmap_del(&b->users, u->jid);
     for (int i = 0; i < u->nsrc; i++) {
-        struct bsource *s = &u->src[i];
+        struct bsource *s = &user_src(u)[i];
         subs_free(s->sub);
         combine_forget(&s->said);
         free(s->err);
@@ -870,8 +876,8 @@ static void list_reindex(struct bridge *b)
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
-            if (u->src[i].said.pkg == COMBINE_DIALOG && u->src[i].lm)
-                rlsub_index_add(b->list, &u->src[i].lm->m);
+            if (user_src(u)[i].said.pkg == COMBINE_DIALOG && user_src(u)[i].lm)
+                rlsub_index_add(b->list, &user_src(u)[i].lm->m);
         }
     }
 }
@@ -1172,7 +1178,7 @@ bool bridge_user_view(const struct bridge *b, const char *jid, struct bridge_use
     out->trace = u->trace;
     out->nsrc = u->nsrc;
     for (int i = 0; i < u->nsrc; i++) {
-        const struct bsource *s = &u->src[i];
+        const struct bsource *s = &user_src(u)[i];
         struct bridge_source_view *v = &out->src[i];
         said[i] = &s->said;
         v->aor = s->aor;
@@ -1202,7 +1208,7 @@ static void trace_user(struct buser *u, const struct log_trace *t, const char *a
 {
     u->trace = *t;
     for (int i = 0; i < u->nsrc; i++) {
-        struct bsource *s = &u->src[i];
+        struct bsource *s = &user_src(u)[i];
         if (aor && strcasecmp(s->aor, aor) != 0)
             continue;
         if (s->sub)
@@ -1229,7 +1235,7 @@ int bridge_trace(struct bridge *b, const char *who, const struct log_trace *t)
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *x = v;
         for (int i = 0; i < x->nsrc; i++) {
-            if (strcasecmp(x->src[i].aor, who) == 0) {
+            if (strcasecmp(user_src(x)[i].aor, who) == 0) {
                 trace_user(x, t, who, &n);
                 break;
             }
