@@ -57,14 +57,21 @@ struct bridge;
  * bodies (versions, rejected-body log suppression). */
 struct bsource {
     struct buser *u;
-    char *aor;
+    const char *aor;            /* in its user's allocation (user_new) */
     struct subscription *sub;   /* NULL when the resource list serves it */
     struct combine_source said; /* its package, its phone, what it said */
     struct docver reg_ver;      /* COMBINE_REG: reginfo versions (dialogs: said.dlg.ver) */
     struct berr *err;           /* what its bodies' log lines were, from the first one on
                                  * (a source that never errs costs nothing here) */
-    struct rlsub_member lm;     /* in resource-list mode, the dialog source as the list
-                                 * sees it */
+    struct blm *lm;             /* in resource-list mode, the dialog source as the list
+                                 * sees it (owned); NULL otherwise: 48 bytes that most
+                                 * of 100,000 sources never use */
+};
+
+/* A dialog source's membership of the resource list, and the way back to the source. */
+struct blm {
+    struct rlsub_member m;
+    struct bsource *s;
 };
 
 /* Log suppression for one source's bodies. */
@@ -84,23 +91,31 @@ struct bpending {
 };
 
 /* Kept small (it exists 100,000 times): the AORs and packages a reload compares are the
- * sources' own, the record is the compact one, a held-back change is allocated. */
+ * sources' own, the record is the compact one, a held-back change is allocated. One
+ * allocation holds the user, its sources and their AORs (user_new): a reload that changes
+ * a user's sources makes the user again. */
 struct buser {
     struct bridge *b;
     const char *jid;            /* the store's copy (store_key): lives as long as the store */
-    struct bsource *src;
     struct bpending *pend;      /* a change held back (coalescing), or NULL */
     struct store_rec rec;       /* last state handed to the store (remote owned) */
     uint8_t nsrc;
-    bool show_remote;
-    bool stored;                /* rec was handed to the store at least once */
-    bool moving;                /* handed over to another sipbridge: writes do not claim */
-    bool claim_wait;            /* handed over to us: first write waits until settled */
-    bool doomed;                /* released: freed at the next release pass */
+    bool show_remote : 1;
+    bool stored : 1;            /* rec was handed to the store at least once */
+    bool moving : 1;            /* handed over to another sipbridge: writes do not claim */
+    bool claim_wait : 1;        /* handed over to us: first write waits until settled */
+    bool doomed : 1;            /* released: freed at the next release pass */
     unsigned lost_round;        /* the lost batch it was last counted in */
     int64_t acquired_ms;        /* mono ms it was handed over (claim_wait) */
     struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
+    /* nsrc sources follow in the same allocation (user_src), then their AORs. */
 };
+
+/* u's sources: right after it in its allocation (no pointer kept: 8 bytes a user). */
+static inline struct bsource *user_src(const struct buser *u)
+{
+    return (struct bsource *)(uintptr_t)(u + 1);
+}
 
 struct bridge {
     struct event_base *base;
@@ -237,7 +252,7 @@ static void dialogs_text(const struct merge_source *m, char *out, size_t len)
 /* The combined view of a traced user and what decided it. */
 static void trace_view(struct buser *u, const struct combine_view *v, bool coalescing)
 {
-    const struct bsource *win = v->source >= 0 ? &u->src[v->source] : NULL;
+    const struct bsource *win = v->source >= 0 ? &user_src(u)[v->source] : NULL;
 
     log_trace(&u->trace, "bridge", "event=trace_state user=%s state=%s dir=%s reach=%s dnd=%s "
                                    "decided_by=%s%s%s dialog=%s%s",
@@ -255,7 +270,7 @@ static bool settled(const struct buser *u)
     int heard = 0;
 
     for (int i = 0; i < u->nsrc; i++)
-        heard += u->src[i].said.heard;
+        heard += user_src(u)[i].said.heard;
     return heard == u->nsrc ||
            (heard > 0 && clock_mono_ms() - u->acquired_ms >= HANDOVER_SETTLE_MS);
 }
@@ -278,7 +293,7 @@ static void recompute(struct bridge *b, struct buser *u, int64_t event_us)
         b->nwaiting--;
     }
     for (int i = 0; i < u->nsrc; i++)
-        said[i] = &u->src[i].said;
+        said[i] = &user_src(u)[i].said;
     combine_user(said, u->nsrc, u->show_remote, &view);
     rec.state = (uint8_t)view.state;
     rec.dir = (uint8_t)view.dir;
@@ -641,7 +656,7 @@ static const struct subs_owner_ops owner_ops = {
 
 /* ---- resource-list callbacks (rlsub.c) --------------------------------------------- */
 
-#define OF_MEMBER(m) ((struct bsource *)((char *)(m) - offsetof(struct bsource, lm)))
+#define OF_MEMBER(mem) (((struct blm *)((char *)(mem) - offsetof(struct blm, m)))->s)
 
 static bool on_list_resource(void *arg, struct rlsub_member *m, bool terminated,
                              const char *body, size_t len, int64_t received_us)
@@ -725,9 +740,10 @@ static void on_store_up(void *arg)
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
-            if (u->src[i].sub)
-                store_sub_state(b->store, u->jid, pkgs[u->src[i].said.pkg].event, u->src[i].aor,
-                                sub_state_name(subs_state(u->src[i].sub)));
+            const struct bsource *s = &user_src(u)[i];
+            if (s->sub)
+                store_sub_state(b->store, u->jid, pkgs[s->said.pkg].event, s->aor,
+                                sub_state_name(subs_state(s->sub)));
         }
     }
     if (b->list)
@@ -762,8 +778,8 @@ static bool same_sources(const struct offhook_config *cfg, const struct cfg_user
         for (int p = 0; p < 3; p++) {
             if (!want[p])
                 continue;
-            if (k >= u->nsrc || u->src[k].said.pkg != (enum combine_pkg)p ||
-                u->src[k].said.phone != a || strcmp(u->src[k].aor, cu->aors[a]) != 0)
+            if (k >= u->nsrc || user_src(u)[k].said.pkg != (enum combine_pkg)p ||
+                user_src(u)[k].said.phone != a || strcmp(user_src(u)[k].aor, cu->aors[a]) != 0)
                 return false;
             k++;
         }
@@ -771,34 +787,59 @@ static bool same_sources(const struct offhook_config *cfg, const struct cfg_user
     return k == u->nsrc;
 }
 
+/* The first package wanted: the source that holds its AOR's copy. */
+static int first_pkg(const bool want[3])
+{
+    for (int p = 0; p < 3; p++)
+        if (want[p])
+            return p;
+    return -1;
+}
+
 static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
 {
     const struct offhook_config *cfg = b->cfg;
-    struct buser *u = xcalloc(1, sizeof *u);
+    struct buser *u;
     bool want[3];
     int npkg;
+    size_t nsrc, size, aors = 0;
+    char *at;
 
     wanted_packages(cfg, want);
     npkg = want[0] + want[1] + want[2];
+    nsrc = (size_t)(cu->naors * npkg);
+    for (int a = 0; a < cu->naors; a++)
+        aors += strlen(cu->aors[a]) + 1;
+    _Static_assert(sizeof(struct buser) % _Alignof(struct bsource) == 0,
+                   "the sources follow the user in its allocation");
+    size = sizeof *u + nsrc * sizeof(struct bsource);
+    u = xcalloc(1, size + aors);
+    at = (char *)u + size;
     u->b = b;
     u->jid = store_key(b->store, cu->jid);
     u->show_remote = config_user_shows_remote(cfg, cu);
-    u->src = xcalloc((size_t)(cu->naors * npkg), sizeof *u->src);
     strmap_put(&b->users, u->jid, u);
     for (int a = 0; a < cu->naors; a++) {
         for (int p = 0; p < 3; p++) {
             struct bsource *s;
             if (!want[p])
                 continue;
-            s = &u->src[u->nsrc++];
+            s = &user_src(u)[u->nsrc++];
             s->u = u;
             s->said.pkg = (enum combine_pkg)p;
             s->said.phone = a;
-            s->aor = xstrdup(cu->aors[a]);
+            s->aor = at; /* one copy per AOR, shared by its packages' sources */
+            if (p == first_pkg(want)) {
+                memcpy(at, cu->aors[a], strlen(cu->aors[a]) + 1);
+                at += strlen(cu->aors[a]) + 1;
+            } else
+                s->aor = s[-1].aor;
             if (p == COMBINE_DIALOG && b->list) {
-                s->lm.user = u->jid;
-                s->lm.aor = s->aor;
-                rlsub_index_add(b->list, &s->lm);
+                s->lm = xcalloc(1, sizeof *s->lm);
+                s->lm->s = s;
+                s->lm->m.user = u->jid;
+                s->lm->m.aor = s->aor;
+                rlsub_index_add(b->list, &s->lm->m);
             } else
                 s->sub = subs_new(b->subs, s->aor, pkgs[p].event, pkgs[p].accept, false,
                                   &owner_ops, s);
@@ -811,16 +852,15 @@ static void user_free(struct bridge *b, struct buser *u)
 {
     strmap_del(&b->users, u->jid);
     for (int i = 0; i < u->nsrc; i++) {
-        struct bsource *s = &u->src[i];
+        struct bsource *s = &user_src(u)[i];
         subs_free(s->sub);
         combine_forget(&s->said);
-        free(s->aor);
         free(s->err);
+        free(s->lm);
     }
     pending_free(b, u);
     store_rec_clear(&u->rec);
-    free(u->src);
-    free(u);
+    free(u); /* and its sources and their AORs */
 }
 
 /* Rebuilds the list index after users came or went (sources move in memory). */
@@ -836,8 +876,8 @@ static void list_reindex(struct bridge *b)
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *u = v;
         for (int i = 0; i < u->nsrc; i++) {
-            if (u->src[i].said.pkg == COMBINE_DIALOG)
-                rlsub_index_add(b->list, &u->src[i].lm);
+            if (user_src(u)[i].said.pkg == COMBINE_DIALOG && user_src(u)[i].lm)
+                rlsub_index_add(b->list, &user_src(u)[i].lm->m);
         }
     }
 }
@@ -1138,7 +1178,7 @@ bool bridge_user_view(const struct bridge *b, const char *jid, struct bridge_use
     out->trace = u->trace;
     out->nsrc = u->nsrc;
     for (int i = 0; i < u->nsrc; i++) {
-        const struct bsource *s = &u->src[i];
+        const struct bsource *s = &user_src(u)[i];
         struct bridge_source_view *v = &out->src[i];
         said[i] = &s->said;
         v->aor = s->aor;
@@ -1146,7 +1186,7 @@ bool bridge_user_view(const struct bridge *b, const char *jid, struct bridge_use
         v->sub = s->sub ? s->sub : rlsub_subscription(b->list);
         v->via_list = s->sub == NULL;
         v->said = &s->said;
-        v->list_problem = s->sub ? NULL : s->lm.problem;
+        v->list_problem = s->sub || !s->lm ? NULL : s->lm->m.problem;
         v->body_error = s->err ? s->err->last_err : NULL;
         v->body_error_ms = s->err && s->err->last_err ? wall - (mono - s->err->last_err_ms) : 0;
     }
@@ -1168,13 +1208,13 @@ static void trace_user(struct buser *u, const struct log_trace *t, const char *a
 {
     u->trace = *t;
     for (int i = 0; i < u->nsrc; i++) {
-        struct bsource *s = &u->src[i];
+        struct bsource *s = &user_src(u)[i];
         if (aor && strcasecmp(s->aor, aor) != 0)
             continue;
         if (s->sub)
             subs_set_trace(s->sub, t);
-        else
-            s->lm.trace = *t;
+        else if (s->lm)
+            s->lm->m.trace = *t;
         (*n)++;
     }
 }
@@ -1195,7 +1235,7 @@ int bridge_trace(struct bridge *b, const char *who, const struct log_trace *t)
     while (strmap_next(&b->users, &pos, &k, &v)) {
         struct buser *x = v;
         for (int i = 0; i < x->nsrc; i++) {
-            if (strcasecmp(x->src[i].aor, who) == 0) {
+            if (strcasecmp(user_src(x)[i].aor, who) == 0) {
                 trace_user(x, t, who, &n);
                 break;
             }

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <event2/event.h>
@@ -23,14 +24,15 @@
 
 enum mu_state { MU_NONE, MU_HELD, MU_MOVING };
 
+/* One per configured user (100,000 of them): packed, the JID in the same allocation. */
 struct muser {
-    char *jid;                 /* the key in member.users (owned) */
-    enum mu_state st;
     int64_t moving_since;      /* mono ms, MU_MOVING */
-    bool audit;                /* MU_HELD: check Redis names this member as its owner */
     int64_t audit_until;       /* mono ms: then stop checking (a user never heard from) */
     uint64_t audit_gen;        /* view it was last checked in: once per view at most */
+    enum mu_state st;
+    bool audit;                /* MU_HELD: check Redis names this member as its owner */
     bool configured;           /* member_set_users' mark */
+    char jid[];                /* the key in member.users */
 };
 
 /* The part of a view assignment depends on: who takes work, who is present. */
@@ -459,8 +461,10 @@ static void set_users(struct member *m, const struct offhook_config *cfg)
     for (size_t i = 0; i < cfg->nusers; i++) {
         struct muser *u = strmap_get(&m->users, cfg->users[i].jid);
         if (!u) {
-            u = xcalloc(1, sizeof *u);
-            u->jid = xstrdup(cfg->users[i].jid);
+            size_t len = strlen(cfg->users[i].jid);
+            size_t n = offsetof(struct muser, jid) + len + 1;
+            u = xcalloc(1, n > sizeof *u ? n : sizeof *u);
+            memcpy(u->jid, cfg->users[i].jid, len + 1);
             strmap_put(&m->users, u->jid, u);
         }
         u->configured = true;
@@ -478,7 +482,6 @@ static void set_users(struct member *m, const struct offhook_config *cfg)
         if (u->st == MU_MOVING)
             m->moving--;
         strmap_del(&m->users, u->jid);
-        free(u->jid);
         free(u);
     }
     m->reassign = true;
@@ -523,7 +526,6 @@ void member_free(struct member *m)
         event_free(m->leave_ev);
     while (strmap_next(&m->users, &pos, &k, &v)) {
         struct muser *u = v;
-        free(u->jid);
         free(u);
     }
     strmap_free(&m->users);

@@ -109,7 +109,17 @@ static void notifier_key(const char *aor, char *out, size_t len)
     out[n] = '\0';
 }
 
-void probe_attach(struct probe *p, struct probe_member *m, const char *aor, const char *event)
+static const char *m_aor(const struct probe_member *m)
+{
+    return m->nt->p->ops->aor(m);
+}
+
+static const char *m_event(const struct probe_member *m)
+{
+    return m->nt->p->ops->event(m);
+}
+
+void probe_attach(struct probe *p, struct probe_member *m, const char *aor)
 {
     char key[512];
     struct probe_notifier *nt;
@@ -123,8 +133,6 @@ void probe_attach(struct probe *p, struct probe_member *m, const char *aor, cons
         ratelimit_bucket_init(&nt->back, back_limit.burst, clock_mono_ms());
         strmap_put(&p->notifiers, nt->key, nt);
     }
-    m->aor = aor;
-    m->event = event;
     m->nt = nt;
     m->prev = NULL;
     m->next = nt->head;
@@ -225,7 +233,7 @@ static void notifier_unreachable(struct probe_notifier *nt, struct probe_member 
                     "go unknown after [sip] stale_after; one subscription tries again every "
                     "probe interval\"",
              log_q(nt->key), nt->parked_users, subs, status,
-             (double)(clock_mono_ms() - since_ms) / 1000.0, log_q(trigger->aor), trigger->event,
+             (double)(clock_mono_ms() - since_ms) / 1000.0, log_q(m_aor(trigger)), m_event(trigger),
              status == 408 ? "no answer within the transaction timeout"
                            : "transport error (nothing listening, connection refused) or "
                              "overloaded");
@@ -283,7 +291,7 @@ bool probe_failed(struct probe_member *m, int status)
     if (status != 408 && status != 503) {
         /* An answer, even a refusal: the notifier is there. */
         if (nt->unreachable)
-            notifier_reachable(nt, m->aor);
+            notifier_reachable(nt, m_aor(m));
         return false;
     }
     if (nt->unreachable)
@@ -331,7 +339,7 @@ void probe_notifier_lost(struct probe_member *trigger)
     log_warn("sip", "event=notifier_lost notifier=%s aor=%s package=%s resubscribing=%d "
                     "reason=\"481 to an in-dialog refresh: the notifier restarted or dropped "
                     "our subscriptions\"",
-             log_q(nt->key), log_q(trigger->aor), trigger->event, n);
+             log_q(nt->key), log_q(m_aor(trigger)), m_event(trigger), n);
 }
 
 void probe_notifier_back(struct probe_member *trigger)
@@ -342,7 +350,7 @@ void probe_notifier_back(struct probe_member *trigger)
     if (!nt)
         return;
     if (nt->unreachable) {
-        notifier_reachable(nt, trigger->aor);
+        notifier_reachable(nt, m_aor(trigger));
         return;
     }
     if (!ratelimit_take(&back_limit, &nt->back, clock_mono_ms()))
@@ -369,7 +377,7 @@ static void try_notifier(struct probe *p, struct probe_notifier *nt, int64_t now
             nt->trying = m;
             nt->try_ms = now;
             log_debug("sip", "event=notifier_try notifier=%s aor=%s package=%s",
-                      log_q(nt->key), log_q(m->aor), m->event);
+                      log_q(nt->key), log_q(m_aor(m)), m_event(m));
             return;
         }
         m = next == first ? NULL : next;
@@ -402,8 +410,8 @@ static void probe_notifier(struct probe *p, struct probe_notifier *nt, int64_t n
     nt->cursor = m->next;
     nt->probing = m;
     nt->probe_sent_ms = now;
-    log_debug("sip", "event=probe notifier=%s aor=%s package=%s", log_q(nt->key), log_q(m->aor),
-              m->event);
+    log_debug("sip", "event=probe notifier=%s aor=%s package=%s", log_q(nt->key), log_q(m_aor(m)),
+              m_event(m));
     p->ops->refresh(m);
 }
 

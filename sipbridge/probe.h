@@ -36,8 +36,6 @@ struct probe_notifier;
 struct probe_member {
     struct probe_notifier *nt;
     struct probe_member *prev, *next; /* in nt's group */
-    const char *aor, *event;          /* for logs: the subscription's own strings, which
-                                       * must live while it is attached */
     int64_t heard_ms;                 /* mono ms of the notifier's last 2xx (not to a
                                        * probe) or NOTIFY in this dialog */
 };
@@ -63,7 +61,10 @@ struct probe_ops {
     bool (*try_again)(struct probe_member *m);
     /* How many users m's subscription serves; *key is the same non-NULL pointer for every
      * subscription of one user, or NULL when m serves several (a resource list). */
-    int (*users)(struct probe_member *m, const void **key);
+    int (*users)(struct probe_member *m, const void **key);    /* For logs: m's AOR and event package (its owner's strings: a member does not keep
+     * copies of them, it exists once per subscription). */
+    const char *(*aor)(const struct probe_member *m);
+    const char *(*event)(const struct probe_member *m);
 };
 
 /* ops (static) is kept. Probing is off until probe_set_interval. */
@@ -73,8 +74,8 @@ void probe_free(struct probe *p);
 /* Every seconds (0: never), probe each notifier once. 0 also ends every unreachable
  * spell (nothing would try the notifier again): its members retry. */
 void probe_set_interval(struct probe *p, long seconds);
-/* Joins m to the notifier of aor (event: for logs). */
-void probe_attach(struct probe *p, struct probe_member *m, const char *aor, const char *event);
+/* Joins m to the notifier of aor (its AOR and package for logs come from ops). */
+void probe_attach(struct probe *p, struct probe_member *m, const char *aor);
 void probe_detach(struct probe_member *m);
 /* The notifier showed m's dialog alive at now_ms (a NOTIFY, or a 2xx not to a probe). */
 void probe_heard(struct probe_member *m, int64_t now_ms);

@@ -96,15 +96,16 @@ struct sipua_handle {
     struct tq_timer timer;       /* refresh, or the report of a failure at send time */
     int64_t expires_at;          /* mono ms the subscription runs out; 0 = unknown */
     uint32_t asked;              /* Expires of the last SUBSCRIBE */
-    int sync_status;             /* a final status nta gave while the request was sent */
+    /* Packed (a handle exists per subscription, 100,000 of them): 184 B, a 192 B chunk. */
+    int16_t sync_status;         /* a final status nta gave while the request was sent */
     uint8_t auth_tries;
-    bool established;            /* a 2xx or a NOTIFY created the dialog */
-    bool terminated;             /* the notifier ended it */
-    bool eventlist;
-    bool have_rcseq;
-    bool in_send;                /* inside nta_outgoing_mcreate */
-    bool unsubscribed;           /* an Expires: 0 went out */
-    bool refresh_now;            /* sipua_refresh asked: the timer sends it */
+    bool established : 1;        /* a 2xx or a NOTIFY created the dialog */
+    bool terminated : 1;         /* the notifier ended it */
+    bool eventlist : 1;
+    bool have_rcseq : 1;
+    bool in_send : 1;            /* inside nta_outgoing_mcreate */
+    bool unsubscribed : 1;       /* an Expires: 0 went out */
+    bool refresh_now : 1;        /* sipua_refresh asked: the timer sends it */
 };
 
 /* A SUBSCRIBE in flight over UDP: the client transaction of RFC 3261 17.1.2, ours

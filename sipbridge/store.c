@@ -35,16 +35,17 @@
  * skew between hosts delays the final state by about this, never more. */
 #define CLAIM_RESEND_MS 1000
 
+/* One per user (100,000 of them): the JID is in the same allocation (entry_for). */
 struct entry {
-    char *jid;
     struct store_rec rec;
-    bool removed;        /* the latest change is a removal */
-    bool owned;          /* this member writes it (false once handed over: store_release) */
-    bool claim;          /* its writes claim the user (see storecodec_write_script) */
     uint64_t gen;        /* bumped on each put */
     uint64_t written;    /* gen confirmed by Redis; gen != written means unwritten */
     struct store *st;    /* its store (the resend timer's callback) */
     struct tq_timer resend; /* armed after a claim kept a newer state (claim_kept) */
+    bool removed;        /* the latest change is a removal */
+    bool owned;          /* this member writes it (false once handed over: store_release) */
+    bool claim;          /* its writes claim the user (see storecodec_write_script) */
+    char jid[];          /* the map's key, and store_key's answer */
 };
 
 struct store {
@@ -531,7 +532,6 @@ void store_free(struct store *st)
     while (strmap_next(&st->entries, &pos, &k, &v)) {
         struct entry *e = v;
         tq_cancel(st->tq, &e->resend);
-        free(e->jid);
         store_rec_clear(&e->rec);
         free(e);
     }
@@ -578,8 +578,9 @@ static struct entry *entry_for(struct store *st, const char *jid)
     struct entry *e = strmap_get(&st->entries, jid);
 
     if (!e) {
-        e = xcalloc(1, sizeof *e);
-        e->jid = xstrdup(jid);
+        size_t n = offsetof(struct entry, jid) + strlen(jid) + 1;
+        e = xcalloc(1, n > sizeof *e ? n : sizeof *e);
+        memcpy(e->jid, jid, strlen(jid) + 1);
         e->claim = true;
         e->st = st;
         strmap_put(&st->entries, e->jid, e);

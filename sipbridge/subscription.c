@@ -38,28 +38,31 @@ struct subscription {
     const char *accept;
     void *owner;
     struct sipua_handle *h;
-    enum sub_state state;
     struct backoff bo;
     struct tq_timer timer;        /* retry, or watchdog while subscribed */
     struct tq_timer stale_t;      /* armed while down, for the manager's stale_after */
-    long granted;                 /* expiry the notifier granted, seconds; 0 = no answer yet */
-    long min_expires;             /* the notifier's Min-Expires (423), 0 if none */
     int64_t sent_ms;              /* mono ms of its last new SUBSCRIBE; 0: none yet */
     int64_t grant_end_ms;         /* mono ms the notifier's grant in this dialog runs out
                                    * (2xx Expires, or a NOTIFY's expires=); 0: unknown */
-    bool short_grant;             /* the notifier's last grant was below the floor: the
-                                   * dialog lapses unrefreshed and the next SUBSCRIBE
-                                   * waits for sent_ms + floor, whatever ends it */
-    bool notified;                /* a NOTIFY arrived in this dialog */
     const struct subs_owner_ops *ops;
     struct subscription *qnext;   /* ramp queue link */
     struct subscription **qpprev; /* what points at it in the queue: dequeue in O(1) (a
                                    * sipbridge handing 50,000 queued users over frees
                                    * them all in one pass) */
-    bool queued;
-    bool eventlist;               /* RFC 4662 list subscription */
-    bool failed;                  /* the last attempt failed (timeout, transport, 5xx) */
-    bool parked;                  /* its notifier is unreachable: no retry of its own */
+    /* Packed into 16 bytes (a subscription exists once per user and package). */
+    bool queued : 1;
+    bool eventlist : 1;           /* RFC 4662 list subscription */
+    bool failed : 1;              /* the last attempt failed (timeout, transport, 5xx) */
+    bool parked : 1;              /* its notifier is unreachable: no retry of its own */
+    bool short_grant : 1;         /* the notifier's last grant was below the floor: the
+                                   * dialog lapses unrefreshed and the next SUBSCRIBE
+                                   * waits for sent_ms + floor, whatever ends it */
+    bool notified : 1;            /* a NOTIFY arrived in this dialog */
+    uint8_t state;                /* enum sub_state */
+    int16_t last_status;          /* last final answer to a SUBSCRIBE; 0: none yet */
+    int32_t granted;              /* expiry the notifier granted, seconds (secs32); 0 = no
+                                   * answer yet */
+    int32_t min_expires;          /* the notifier's Min-Expires (423), 0 if none */
     int64_t down_ms;              /* mono ms it went down (left active/pending) */
     struct probe_member pm;       /* in its notifier's group (probe.c) */
     /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
@@ -70,13 +73,12 @@ struct subscription {
                                   * the first one on (most subscriptions never log one) */
     /* What the control socket shows (subs_info): bookkeeping only, no decision reads it. */
     int64_t since_ms;             /* wall ms the current state began */
-    int last_status;              /* last final answer to a SUBSCRIBE; 0: none yet */
-    char last_phrase[64];
+    const char *last_phrase;      /* a common word (static) or owned: see word_set */
     int64_t last_answer_ms;       /* wall ms of it */
     int64_t last_notify_ms;       /* wall ms of the last NOTIFY, 0: never */
-    char end_reason[24];          /* reason of the last Subscription-State: terminated */
+    const char *end_reason;       /* reason of the last Subscription-State: terminated,
+                                   * "" until one; a common word (static) or owned */
     const char *down_cause;       /* static: why it last went to backoff */
-    int64_t retry_mono_ms;        /* in backoff: when the timer fires (mono) */
     struct log_trace trace;       /* offhookctl trace of its AOR or user */
 };
 
@@ -122,6 +124,12 @@ struct subs_mgr {
     struct event *ramp_tick;      /* progress line every RAMP_REPORT_S */
 };
 
+/* Seconds kept in 32 bits (the parsers cap what they read at 2^30). */
+static int32_t secs32(long v)
+{
+    return v < 0 ? 0 : v > INT32_MAX ? INT32_MAX : (int32_t)v;
+}
+
 static const char *const state_names[SUB__COUNT] = {
     [SUB_QUEUED] = "queued",   [SUB_SUBSCRIBING] = "subscribing", [SUB_PENDING] = "pending",
     [SUB_ACTIVE] = "active",   [SUB_BACKOFF] = "backoff",
@@ -133,6 +141,51 @@ struct short_note {
     uint64_t grants;              /* short grants since that line */
     char key[];                   /* "notifier package": the map's key */
 };
+
+/* The words subs_info shows (the last reason phrase, the last termination reason) are
+ * nearly always one of these: a subscription points at the static word and allocates
+ * only for another one. Two fixed buffers cost 88 bytes in each of 100,000 records. */
+#define PHRASE_MAX 63
+#define END_REASON_MAX 23
+static const char *const common_words[] = {
+    "", "OK", "Accepted", "none", "deactivated", "probation", "rejected", "timeout",
+    "giveup", "noresource", "invariant", "Request Timeout", "Forbidden", "Not Found",
+    "Service Unavailable", "Server Internal Error", "Unauthorized",
+    "Proxy Authentication Required", "Interval Too Brief", "Bad Event",
+    "Call/Transaction Does Not Exist", NULL};
+
+static bool word_static(const char *w)
+{
+    for (size_t i = 0; common_words[i]; i++)
+        if (w == common_words[i])
+            return true;
+    return false;
+}
+
+/* *slot = v cut to max bytes (on a UTF-8 boundary): the static word if common, else an
+ * owned copy (kept as it is on allocation failure: bookkeeping only). */
+static void word_set(const char **slot, const char *v, size_t max)
+{
+    char buf[PHRASE_MAX + 1];
+    char *copy;
+
+    str_copy_utf8(buf, max + 1 < sizeof buf ? max + 1 : sizeof buf, v);
+    if (!strcmp(*slot, buf))
+        return;
+    for (size_t i = 0; common_words[i]; i++)
+        if (!strcmp(common_words[i], buf)) {
+            if (!word_static(*slot))
+                free((char *)*slot);
+            *slot = common_words[i];
+            return;
+        }
+    copy = strdup(buf);
+    if (!copy)
+        return;
+    if (!word_static(*slot))
+        free((char *)*slot);
+    *slot = copy;
+}
 
 static struct metric *m_state, *m_resub, *m_sent, *m_throttled, *m_notifies, *m_short;
 
@@ -242,7 +295,6 @@ static void on_timer(struct tq_timer *t);
 
 static void arm(struct subscription *s, long ms)
 {
-    s->retry_mono_ms = clock_mono_ms() + ms;
     tq_arm(s->mgr->tq, &s->timer, on_timer, ms);
 }
 
@@ -447,7 +499,7 @@ static void on_timer(struct tq_timer *t)
         }
         log_warn("sip", "event=subscription_silent aor=%s package=%s granted_s=%ld "
                         "notified=%s action=resubscribe",
-                 log_q(s->aor), s->event, s->granted, s->notified ? "yes" : "never");
+                 log_q(s->aor), s->event, (long)s->granted, s->notified ? "yes" : "never");
         restart_later(s, "silence", 0, -1);
         break;
     case SUB_QUEUED:
@@ -663,8 +715,8 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                                 "expires=%ld retry_after=%ld probe=%s%s",
               log_q(s->aor), s->event, status, log_q(phrase), expires, retry_after,
               probe ? "yes" : "no", s->queued ? " dialog=old" : "");
-    s->last_status = status;
-    str_copy_utf8(s->last_phrase, sizeof s->last_phrase, phrase ? phrase : "");
+    s->last_status = (int16_t)(status >= -32768 && status <= 32767 ? status : 0);
+    word_set(&s->last_phrase, phrase ? phrase : "", PHRASE_MAX);
     s->last_answer_ms = clock_wall_ms();
     if (s->queued)
         return; /* an old dialog, replaced when the ramp reaches it */
@@ -675,7 +727,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         if (!probe)
             probe_heard(&s->pm, clock_mono_ms());
         bool was_short = s->short_grant;
-        s->granted = expires > 0 ? expires : s->mgr->expires;
+        s->granted = secs32(expires > 0 ? expires : s->mgr->expires);
         s->grant_end_ms = clock_mono_ms() + (int64_t)s->granted * 1000;
         check_grant(s, expires);
         backoff_reset(&s->bo);
@@ -689,7 +741,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
         if (s->state == SUB_SUBSCRIBING || s->state == SUB_BACKOFF) {
             bool parked = s->state == SUB_BACKOFF;
             log_info("sip", "event=subscribed aor=%s package=%s status=%d expires=%ld",
-                     log_q(s->aor), s->event, status, s->granted);
+                     log_q(s->aor), s->event, status, (long)s->granted);
             /* 202 means the notifier has not decided yet; its NOTIFY says pending. */
             set_state(s, SUB_ACTIVE);
             if (parked)
@@ -707,7 +759,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
             log_notice("sip", "event=interval_too_brief aor=%s package=%s min_expires=%ld "
                               "action=resubscribe suppressed=%llu",
                        log_q(s->aor), s->event, expires, (unsigned long long)held);
-        s->min_expires = expires;
+        s->min_expires = secs32(expires);
         /* After a short grant, not at once: the floor holds against 423s too. */
         restart_later(s, "error_response", 0, -1);
         if (floor_wait_ms(s) > 0)
@@ -898,7 +950,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
             min_ms = REJECTED_MIN_MS;
         else if (!strcmp(reason, "deactivated") || !strcmp(reason, "timeout"))
             backoff_reset(&s->bo);
-        str_copy_utf8(s->end_reason, sizeof s->end_reason, reason[0] ? reason : "none");
+        word_set(&s->end_reason, reason[0] ? reason : "none", END_REASON_MAX);
         wait_ms = restart_later(s, "terminated", min_ms, n->retry_after);
         if (lapse)
             log_debug("sip", "event=subscription_terminated aor=%s package=%s reason=timeout "
@@ -920,7 +972,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
                                        s->grant_end_ms))
                 check_grant(s, n->expires);
             s->grant_end_ms = end;
-            s->granted = n->expires;
+            s->granted = secs32(n->expires);
         }
         s->notified = true;
         probe_heard(&s->pm, clock_mono_ms());
@@ -1013,6 +1065,18 @@ static int pm_users(struct probe_member *m, const void **key)
     return 1;
 }
 
+static const char *pm_aor(const struct probe_member *m)
+{
+    return ((const struct subscription *)((const char *)m -
+                                          offsetof(struct subscription, pm)))->aor;
+}
+
+static const char *pm_event(const struct probe_member *m)
+{
+    return ((const struct subscription *)((const char *)m -
+                                          offsetof(struct subscription, pm)))->event;
+}
+
 static const struct probe_ops member_ops = {
     .can_probe = pm_can_probe,
     .refresh = pm_refresh,
@@ -1021,6 +1085,8 @@ static const struct probe_ops member_ops = {
     .park = pm_park,
     .try_again = pm_try_again,
     .users = pm_users,
+    .aor = pm_aor,
+    .event = pm_event,
 };
 
 void subs_mgr_set_notify_rate(struct subs_mgr *m, double per_s)
@@ -1173,10 +1239,11 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     s->event = event;
     s->accept = accept;
     s->owner = owner;
+    s->last_phrase = s->end_reason = common_words[0];
     m->seed = m->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
     ratelimit_bucket_init(&s->nbucket, m->notify.burst, clock_mono_ms());
-    probe_attach(m->probe, &s->pm, s->aor, s->event);
+    probe_attach(m->probe, &s->pm, s->aor);
     /* Born in backoff with no timer: enqueue() moves it to the ramp queue. */
     s->state = SUB_BACKOFF;
     s->since_ms = clock_wall_ms();
@@ -1203,6 +1270,10 @@ void subs_free(struct subscription *s)
     tq_cancel(m->tq, &s->stale_t);
     free(s->log_gate);
     tq_cancel(m->tq, &s->timer);
+    if (!word_static(s->last_phrase))
+        free((char *)s->last_phrase);
+    if (!word_static(s->end_reason))
+        free((char *)s->end_reason);
     free(s);
 }
 
@@ -1278,7 +1349,7 @@ void subs_get_info(const struct subscription *s, struct subs_info *out)
     out->failures = s->bo.attempt;
     out->failed = s->failed;
     if (s->state == SUB_BACKOFF && tq_armed(&s->timer))
-        out->next_try_ms = clock_wall_ms() + (s->retry_mono_ms - clock_mono_ms());
+        out->next_try_ms = clock_wall_ms() + (s->timer.due_ms - clock_mono_ms());
     out->trace = s->trace;
 }
 

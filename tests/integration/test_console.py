@@ -483,12 +483,14 @@ def test_why_offline_sipbridge_dead(stack_factory):
 
 def test_why_offline_pbx_refusing(stack_factory):
     """Case 2: the PBX refuses the subscriptions (403, 404): one command shows the status,
-    its reason phrase and when the next attempt is."""
+    its reason phrase and when the next attempt is. The 404's phrase is not one of the
+    common words subscription.c points at (it keeps its own copy of that one)."""
     s = stack_factory(users=(("alice@localhost", "1001"), ("bob@localhost", "1002")),
                       loglevel="info")
     s.start_component()
     s.pbx = SippPbx(s.dir, sipp_pbx_script([[step_respond("403 Forbidden", initial=True)],
-                                            [step_respond("404 Not Found", initial=True)]],
+                                            [step_respond("404 No Such Extension Here",
+                                                          initial=True)]],
                                            s.dir), port=s.pbx_port)
     s.pbx.start(calls=2)
     s.start_sipbridge()
@@ -502,7 +504,8 @@ def test_why_offline_pbx_refusing(stack_factory):
     now = time.time() * 1000
     for x in got.values():
         assert x["state"] == "backoff" and x["down_cause"] == "error_response"
-        assert x["last_phrase"] == {403: "Forbidden", 404: "Not Found"}[x["last_status"]]
+        assert x["last_phrase"] == {403: "Forbidden",
+                                    404: "No Such Extension Here"}[x["last_status"]]
         # 403/404: no sooner than a minute.
         assert now + 50000 < x["next_try_ms"] < now + 400000
     alice = got["alice@localhost"]
@@ -514,7 +517,7 @@ def test_why_offline_pbx_refusing(stack_factory):
     assert "why:      nothing heard from any source yet" in out
     assert "record:   none from sipbridge" in out
     rc, out, err = ctl(s, "subscriptions", "--state", "backoff")
-    assert rc == 0 and "403 Forbidden" in out and "404 Not Found" in out
+    assert rc == 0 and "403 Forbidden" in out and "404 No Such Extension Here" in out
 
 
 def test_user_shows_pep(stack_factory):
