@@ -787,15 +787,6 @@ static bool same_sources(const struct offhook_config *cfg, const struct cfg_user
     return k == u->nsrc;
 }
 
-/* The first package wanted: the source that holds its AOR's copy. */
-static int first_pkg(const bool want[3])
-{
-    for (int p = 0; p < 3; p++)
-        if (want[p])
-            return p;
-    return -1;
-}
-
 static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
 {
     const struct offhook_config *cfg = b->cfg;
@@ -828,12 +819,14 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
             s->u = u;
             s->said.pkg = (enum combine_pkg)p;
             s->said.phone = a;
-            s->aor = at; /* one copy per AOR, shared by its packages' sources */
-            if (p == first_pkg(want)) {
-                memcpy(at, cu->aors[a], strlen(cu->aors[a]) + 1);
-                at += strlen(cu->aors[a]) + 1;
-            } else
-                s->aor = s[-1].aor;
+            if (!s->aor) {
+                /* One copy per AOR, shared by its packages' sources (they are adjacent). */
+                size_t n = strlen(cu->aors[a]) + 1;
+                memcpy(at, cu->aors[a], n);
+                for (int q = 0; q < npkg; q++)
+                    s[q].aor = at;
+                at += n;
+            }
             if (p == COMBINE_DIALOG && b->list) {
                 s->lm = xcalloc(1, sizeof *s->lm);
                 s->lm->s = s;

@@ -61,7 +61,8 @@ struct probe_ops {
     bool (*try_again)(struct probe_member *m);
     /* How many users m's subscription serves; *key is the same non-NULL pointer for every
      * subscription of one user, or NULL when m serves several (a resource list). */
-    int (*users)(struct probe_member *m, const void **key);    /* For logs: m's AOR and event package (its owner's strings: a member does not keep
+    int (*users)(struct probe_member *m, const void **key);
+    /* For logs: m's AOR and event package (its owner's strings: a member does not keep
      * copies of them, it exists once per subscription). */
     const char *(*aor)(const struct probe_member *m);
     const char *(*event)(const struct probe_member *m);

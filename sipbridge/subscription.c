@@ -1067,14 +1067,12 @@ static int pm_users(struct probe_member *m, const void **key)
 
 static const char *pm_aor(const struct probe_member *m)
 {
-    return ((const struct subscription *)((const char *)m -
-                                          offsetof(struct subscription, pm)))->aor;
+    return OF_MEMBER(m)->aor;
 }
 
 static const char *pm_event(const struct probe_member *m)
 {
-    return ((const struct subscription *)((const char *)m -
-                                          offsetof(struct subscription, pm)))->event;
+    return OF_MEMBER(m)->event;
 }
 
 static const struct probe_ops member_ops = {
