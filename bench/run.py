@@ -145,6 +145,9 @@ def main():
     ap.add_argument("--component-nodelay", action="store_true",
                     help="TCP_NODELAY on the component's sockets (LD_PRELOAD shim, "
                          "bench/nodelay_preload.c): what setting it in xmpplink.c would give")
+    ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
+                    help="SCHED_FIFO priority for the chain: [sipbridge] and [component] "
+                         "realtime_priority, and redis-server (issue 14 target 4); 0 = off")
     ap.add_argument("--sipbridge-preload", metavar="LIB",
                     help="LD_PRELOAD for sipbridge, e.g. /usr/lib/x86_64-linux-gnu/"
                          "libjemalloc.so.2 to compare allocators")

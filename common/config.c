@@ -173,6 +173,12 @@ static const struct cfg_key keys[] = {
     {"sipbridge", "lease_ttl", T_INT, OFF(sipbridge_lease_ttl), "5", false, 2, 60, NULL,
      "seconds a sipbridge's lease lasts unrenewed (renewed every fifth of it): a sipbridge "
      "silent this long is taken for dead and its users are taken over"},
+    {"sipbridge", "realtime_priority", T_INT, OFF(sipbridge_realtime_priority), "0", true, 0,
+     99, NULL,
+     "SCHED_FIFO priority (1-99) of sipbridge's event loop, so that a wakeup does not wait "
+     "behind other processes for a core (the latency's tail on a busy host); 0 = the "
+     "normal scheduler. Needs CAP_SYS_NICE or LimitRTPRIO=, and no RestrictRealtime= (see "
+     "the operator guide)"},
     {"component", "metrics", T_STR, OFF(component_metrics), "127.0.0.1:9465", false, 0, 0,
      v_hostport_opt, "HOST:PORT of component's /metrics, /healthz, /readyz; empty = off"},
     {"component", "control", T_STR, OFF(component_control), "/run/offhook/component.sock",
@@ -185,6 +191,12 @@ static const struct cfg_key keys[] = {
     {"component", "lease_ttl", T_INT, OFF(component_lease_ttl), "5", false, 2, 60, NULL,
      "seconds the active component's lease lasts unrenewed: a standby connects to the XMPP "
      "server this long (plus a fifth) after the active one was last heard"},
+    {"component", "realtime_priority", T_INT, OFF(component_realtime_priority), "0", true, 0,
+     99, NULL,
+     "SCHED_FIFO priority (1-99) of component's event loop, so that a wakeup does not wait "
+     "behind other processes for a core (the latency's tail on a busy host); 0 = the "
+     "normal scheduler. Needs CAP_SYS_NICE or LimitRTPRIO=, and no RestrictRealtime= (see "
+     "the operator guide)"},
     {"component", "allow_watchers", T_STR, OFF(component_allow_watchers), "same-domain", true,
      0, 0, v_allow_watchers,
      "who may see phone state: same-domain (users' own domains), any, or list"},

@@ -110,10 +110,12 @@ struct offhook_config {
     char *sipbridge_control;   /* path of its control socket, or "" for none */
     char *sipbridge_instance;  /* name of its lease among the sipbridges; "" = host:pid */
     long sipbridge_lease_ttl;  /* seconds */
+    long sipbridge_realtime_priority; /* SCHED_FIFO priority, 0 = the normal scheduler */
     char *component_metrics;
     char *component_control;
     char *component_instance;  /* name of its lease among the components; "" = host:pid */
     long component_lease_ttl;  /* seconds */
+    long component_realtime_priority; /* SCHED_FIFO priority, 0 = the normal scheduler */
     char *component_allow_watchers; /* same-domain | any | list */
     char *component_watchers;  /* JIDs and domains allowed when allow_watchers = list */
     char *component_publish;   /* raw list; parsed into the flags below */

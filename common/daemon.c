@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sched.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -30,6 +31,8 @@ static struct daemon_hooks hooks;
 static unsigned reloads_applied;
 static struct event *ev_hup, *ev_term, *ev_int, *ev_watchdog;
 static struct metric *m_reload_ok, *m_reload_time, *m_restart_pending;
+static struct metric *m_rt_priority, *m_rt_refused;
+static long rt_in_force; /* SCHED_FIFO priority of the loop's thread, 0 = SCHED_OTHER */
 
 /* --check-config run by root checks as the user the daemon runs as (the systemd units'
  * User=), as prosodyctl does: a file that user cannot read fails the check here, not in
@@ -218,8 +221,45 @@ static void register_metrics(void)
                                    "Restart-only keys whose value in the file differs from "
                                    "the running one (0: the file is fully in force).",
                                    NULL, NULL);
+    m_rt_priority = metric_new(METRIC_GAUGE, "offhook_realtime_priority",
+                               "SCHED_FIFO priority the event loop runs at (realtime_priority "
+                               "in force), 0 = the normal scheduler.",
+                               NULL, NULL);
+    m_rt_refused = metric_new(METRIC_COUNTER, "offhook_realtime_refused_total",
+                              "Times the kernel refused the configured realtime_priority.",
+                              NULL, NULL);
     metric_set(m_reload_ok, NULL, 1);
     metric_set(m_reload_time, NULL, (double)(clock_wall_us() / 1000000));
+}
+
+/* Why a realtime priority: an event crosses sipbridge, Redis and the component, and on a
+ * host with more runnable processes than cores (Prosody, the PBX, Redis beside offhook)
+ * each wakeup may wait behind another process's time slice; under SCHED_FIFO the loop
+ * runs as soon as it is woken (docs/performance.md, target 4). SCHED_RESET_ON_FORK:
+ * nothing the daemon starts inherits it. Should the loop ever spin, the kernel's RT
+ * throttling (sched_rt_runtime_us) still leaves the core to others 5% of the time. */
+static void apply_scheduling(const struct offhook_config *cfg)
+{
+    long want = hooks.realtime_priority ? hooks.realtime_priority(cfg) : 0;
+    struct sched_param sp = {.sched_priority = (int)want};
+    int err;
+
+    if (want == rt_in_force)
+        return;
+    if (sched_setscheduler(0, want ? SCHED_FIFO | SCHED_RESET_ON_FORK : SCHED_OTHER, &sp) == 0) {
+        log_info("main", "event=scheduling policy=%s priority=%ld", want ? "fifo" : "other",
+                 want);
+        rt_in_force = want;
+        metric_set(m_rt_priority, NULL, (double)want);
+        return;
+    }
+    err = errno;
+    metric_inc(m_rt_refused, NULL);
+    log_warn("main", "event=realtime_refused priority=%ld in_force=%ld error=%s hint=%s", want,
+             rt_in_force, log_q(strerror(err)),
+             log_q(err == EPERM ? "needs CAP_SYS_NICE or LimitRTPRIO= at least the priority, "
+                                  "and no RestrictRealtime= or @resources filter in the unit"
+                                : "see sched_setscheduler(2)"));
 }
 
 /* The one way a new configuration comes into force: the daemon's apply, then the swap. */
@@ -228,6 +268,7 @@ static void install(struct offhook_config *next)
     struct offhook_config *cur = *hooks.cfg;
 
     hooks.apply(hooks.arg, next);
+    apply_scheduling(next);
     config_free(cur);
     free(cur);
     *hooks.cfg = next;
@@ -327,6 +368,7 @@ void daemon_setup(struct event_base *base, const struct daemon_hooks *h)
 
     hooks = *h;
     register_metrics();
+    apply_scheduling(*hooks.cfg);
     signal(SIGPIPE, SIG_IGN);
     ev_hup = evsignal_new(base, SIGHUP, on_signal, NULL);
     ev_term = evsignal_new(base, SIGTERM, on_signal, NULL);

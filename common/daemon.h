@@ -41,9 +41,14 @@ struct daemon_hooks {
      * ldap): each configuration handed to apply gets its users from there. NULL, or a
      * source = config directory: the file's own. Owned by the daemon's main. */
     struct directory *dir;
+    /* The daemon's [<daemon>] realtime_priority in cfg (0 = the normal scheduler). NULL:
+     * the scheduling is left as the process was started with. */
+    long (*realtime_priority)(const struct offhook_config *cfg);
 };
 /* Installs signal events on base (SIGHUP: daemon_reload), registers the offhook_config_*
- * metrics and starts the watchdog pinger if systemd asked for it. */
+ * and offhook_realtime_* metrics, puts the loop's thread under the configured scheduling
+ * (again after each applied reload; a refusal is logged and counted, and the daemon runs
+ * on as it was) and starts the watchdog pinger if systemd asked for it. */
 void daemon_setup(struct event_base *base, const struct daemon_hooks *hooks);
 /* The one reload path of both daemons: reloads the file of *hooks.cfg. Any problem: each
  * is logged (reload_rejected) and the running configuration stays. Else restart-only keys

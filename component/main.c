@@ -851,11 +851,20 @@ static void on_directory_changed(void *arg)
     daemon_users_changed();
 }
 
+static long realtime_priority(const struct offhook_config *cfg)
+{
+    return cfg->component_realtime_priority;
+}
+
 int main(int argc, char **argv)
 {
     struct daemon_args args;
     struct app a = {0};
-    struct daemon_hooks hooks = {.cfg = &a.cfg, .apply = on_reload, .stop = on_stop, .arg = &a};
+    struct daemon_hooks hooks = {.cfg = &a.cfg,
+                                 .apply = on_reload,
+                                 .stop = on_stop,
+                                 .arg = &a,
+                                 .realtime_priority = realtime_priority};
     struct timeval status_tv = {.tv_sec = 1};
     int rc = 1;
 

@@ -31,14 +31,21 @@ def run(a, rate):
            "seconds": a.seconds, "active": active,
            "watched": watch, "subscribe_rate": a.subscribe_rate,
            "prosody_nodelay": a.prosody_nodelay, "component_nodelay": a.component_nodelay,
-           "sipbridge_preload": a.sipbridge_preload, "sipbridges": a.sipbridges}
+           "sipbridge_preload": a.sipbridge_preload, "sipbridges": a.sipbridges,
+           "realtime": a.realtime}
     stack = None
     try:
         contacts = ["u%d@%s" % (i, DOMAIN) for i in range(watch)]
         extra = ("[sip]\nsubscribe_rate = %d\n[component]\npublish = contacts\n"
-                 % a.subscribe_rate)
+                 "realtime_priority = %d\n[sipbridge]\nrealtime_priority = %d\n"
+                 % (a.subscribe_rate, a.realtime, a.realtime))
         t_setup = time.time()
         stack, sink = bench_stack.start(wd, contacts, extra, prosody_nodelay=a.prosody_nodelay)
+        if a.realtime:
+            # Redis is the chain's middle hop: its wakeups count as much as offhook's.
+            os.sched_setscheduler(stack.redis.proc.p.pid,
+                                  os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                                  os.sched_param(a.realtime))
         stack.write_config(users=[("u%d@localhost" % i, str(EXT0 + i)) for i in range(n)])
         if listmode:
             list_config(stack, n)

@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 
+import pytest
+
 from calls import body, for_ext
 from harness import (binary, scenario_notify, step_answer_forever, step_respond,
                      wait_until)
@@ -254,3 +256,66 @@ def test_reload_remembers_a_pending_restart(stack_factory):
     s.component.send_signal(signal.SIGHUP)
     wait_until(lambda: s.component.metrics()["offhook_config_last_reload_successful"] == 0,
                what="the refused reload counted")
+
+
+def sched_of(pid):
+    """(policy, rt_priority) of pid's main thread, from /proc/PID/stat (fields 41 and 40;
+    policy 1 is SCHED_FIFO, 0 SCHED_OTHER)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): field n is fields[n - 3].
+    return int(fields[41 - 3]), int(fields[40 - 3])
+
+
+def test_realtime_priority(stack_factory):
+    """Issue 14 target 4: [sipbridge]/[component] realtime_priority put each daemon's loop
+    under SCHED_FIFO (its wakeups no longer wait behind other processes' time slices), a
+    call still turns into presence, and a reload to 0 gives the normal scheduler back."""
+    if os.environ.get("OFFHOOK_VALGRIND") == "1":
+        pytest.skip("the scheduling call is the kernel's; a daemon under memcheck at "
+                    "SCHED_FIFO would hold a core while it translates")
+    s = stack_factory(extra_config="[sipbridge]\nrealtime_priority = 3\n"
+                                   "[component]\nrealtime_priority = 4\n")
+    s.start_component()
+    s.start_pbx_script([dialog(INUSE, 0)])
+    s.start_sipbridge()
+    bob = s.watcher("bob@localhost")
+    bob.subscribe("alice@phone.localhost")
+    wait_until(lambda: bob.last("alice@phone.localhost") == ("available", "dnd", "On the phone"),
+               what="the call as presence")
+    assert sched_of(s.sipbridge.p.pid) == (1, 3)
+    assert sched_of(s.component.p.pid) == (1, 4)
+    assert s.sipbridge.metrics()["offhook_realtime_priority"] == 3
+    assert s.component.metrics()["offhook_realtime_priority"] == 4
+    assert "event=scheduling policy=fifo priority=3" in s.sipbridge.log()
+
+    s.write_config(extra="[sipbridge]\nrealtime_priority = 0\n"
+                         "[component]\nrealtime_priority = 4\n")
+    s.sipbridge.send_signal(signal.SIGHUP)
+    wait_until(lambda: sched_of(s.sipbridge.p.pid) == (0, 0), what="SCHED_OTHER again")
+    assert s.sipbridge.metrics()["offhook_realtime_priority"] == 0
+    assert "event=scheduling policy=other priority=0" in s.sipbridge.log()
+    assert "realtime_refused" not in s.sipbridge.log() + s.component.log()
+
+
+def test_realtime_priority_refused(stack_factory):
+    """Without CAP_SYS_NICE (and RLIMIT_RTPRIO 0, the default) the kernel refuses
+    SCHED_FIFO: said once with the reason and a hint, counted, and the daemon runs on
+    under the normal scheduler and does its work."""
+    s = stack_factory(extra_config="[sipbridge]\nrealtime_priority = 5\n")
+    s.start_component()
+    s.start_pbx_script([dialog(INUSE, 0)])
+    s.start_sipbridge(wrapper=["setpriv", "--bounding-set", "-sys_nice",
+                               "--inh-caps", "-sys_nice"])
+    bob = s.watcher("bob@localhost")
+    bob.subscribe("alice@phone.localhost")
+    wait_until(lambda: bob.last("alice@phone.localhost") == ("available", "dnd", "On the phone"),
+               what="the call as presence")
+    log = s.sipbridge.log()
+    assert log.count("event=realtime_refused") == 1
+    assert 'event=realtime_refused priority=5 in_force=0 error="Operation not permitted"' in log
+    assert "LimitRTPRIO" in log
+    assert sched_of(s.sipbridge.p.pid) == (0, 0)
+    m = s.sipbridge.metrics()
+    assert m["offhook_realtime_refused_total"] == 1
+    assert m["offhook_realtime_priority"] == 0
