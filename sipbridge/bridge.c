@@ -96,7 +96,7 @@ struct bpending {
  * a user's sources makes the user again. */
 struct buser {
     struct bridge *b;
-    const char *jid;            /* the store's copy (store_key): lives as long as the store */
+    const char *jid;            /* in its allocation (user_new): the map's key */
     struct bpending *pend;      /* a change held back (coalescing), or NULL */
     struct store_rec rec;       /* last state handed to the store (remote owned) */
     uint8_t nsrc;
@@ -105,10 +105,15 @@ struct buser {
     bool moving : 1;            /* handed over to another sipbridge: writes do not claim */
     bool claim_wait : 1;        /* handed over to us: first write waits until settled */
     bool doomed : 1;            /* released: freed at the next release pass */
+    bool put_before : 1;        /* rec is the state last handed to the store before a
+                                 * reload re-made the user (stored false since): the
+                                 * store's checks still use it (store_owner_ops.get) */
     unsigned lost_round;        /* the lost batch it was last counted in */
     int64_t acquired_ms;        /* mono ms it was handed over (claim_wait) */
     struct log_trace trace;     /* offhookctl trace: its decisions go to the log */
-    /* nsrc sources follow in the same allocation (user_src), then their AORs. */
+    /* nsrc sources follow in the same allocation (user_src), then the JID and the AORs:
+     * the store and the membership keep no record of their own of a user in the common
+     * case (store_owner_ops, member.c), so this is the user's one copy of its JID. */
 };
 
 /* u's sources: right after it in its allocation (no pointer kept: 8 bytes a user). */
@@ -206,7 +211,8 @@ static void write_record(struct bridge *b, struct buser *u, const struct store_r
     }
     store_rec_copy(&u->rec, &rec);
     u->stored = true;
-    store_put(b->store, u->jid, &u->rec);
+    u->put_before = false;
+    store_put(b->store, u->jid, &u->rec, !u->moving);
 }
 
 static void pending_free(struct bridge *b, struct buser *u)
@@ -750,6 +756,32 @@ static void on_store_up(void *arg)
         rlsub_report_state(b->list);
 }
 
+/* The store's look at the users' records (store_owner_ops). */
+static void owner_each(void *arg, void (*fn)(void *fn_arg, const char *jid), void *fn_arg)
+{
+    struct bridge *b = arg;
+    size_t pos = 0;
+    const char *k;
+    void *v;
+
+    while (strmap_next(&b->users, &pos, &k, &v))
+        fn(fn_arg, k);
+}
+
+static bool owner_get(void *arg, const char *jid, const struct store_rec **rec, bool *claim)
+{
+    struct bridge *b = arg;
+    struct buser *u = strmap_get(&b->users, jid);
+
+    if (!u || !(u->stored || u->put_before))
+        return false;
+    *rec = &u->rec;
+    *claim = !u->moving;
+    return true;
+}
+
+static const struct store_owner_ops store_owner = {.each = owner_each, .get = owner_get};
+
 /* ---- users ------------------------------------------------------------------------- */
 
 /* A list NOTIFY carries every user's document: it may be 64 times one body's limit. */
@@ -793,7 +825,7 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
     struct buser *u;
     bool want[3];
     int npkg;
-    size_t nsrc, size, aors = 0;
+    size_t nsrc, size, aors = 0, jid_len = strlen(cu->jid) + 1;
     char *at;
 
     wanted_packages(cfg, want);
@@ -804,10 +836,12 @@ static struct buser *user_new(struct bridge *b, const struct cfg_user *cu)
     _Static_assert(sizeof(struct buser) % _Alignof(struct bsource) == 0,
                    "the sources follow the user in its allocation");
     size = sizeof *u + nsrc * sizeof(struct bsource);
-    u = xcalloc(1, size + aors);
+    u = xcalloc(1, size + jid_len + aors);
     at = (char *)u + size;
     u->b = b;
-    u->jid = store_key(b->store, cu->jid);
+    memcpy(at, cu->jid, jid_len);
+    u->jid = at;
+    at += jid_len;
     u->show_remote = config_user_shows_remote(cfg, cu);
     strmap_put(&b->users, u->jid, u);
     for (int a = 0; a < cu->naors; a++) {
@@ -907,6 +941,7 @@ struct bridge *bridge_new(struct event_base *base, struct timerq *tq,
         event_add(b->settle_ev, &tv);
     }
     store_on_up(store, on_store_up, b);
+    store_set_owner(store, &store_owner, b);
     log_info("bridge", "event=started configured_users=%zu subscribe_rate=%ld%s%s",
              cfg->nusers, cfg->sip_subscribe_rate,
              cfg->sip_resource_list[0] ? " resource_list=" : "",
@@ -999,7 +1034,7 @@ void bridge_hold(struct bridge *b, const char *jid, bool handover)
         schedule_pass(b);
         log_notice("bridge", "event=list_taken uri=%s", log_q(b->cfg->sip_resource_list));
     }
-    store_set_claim(b->store, jid, true);
+    store_set_claim(b->store, jid, true); /* writes of it still in flight */
     u = user_new(b, cu);
     if (handover) {
         u->claim_wait = true;
@@ -1017,7 +1052,7 @@ void bridge_moving(struct bridge *b, const char *jid, bool moving)
     u->moving = moving;
     store_set_claim(b->store, jid, !moving);
     if (!moving && u->stored)
-        store_claim(b->store, jid); /* it stays: make sure Redis names us */
+        store_claim(b->store, jid, &u->rec); /* it stays: make sure Redis names us */
 }
 
 void bridge_release(struct bridge *b, const char *jid)
@@ -1039,7 +1074,7 @@ void bridge_claim(struct bridge *b, const char *jid)
     struct buser *u = strmap_get(&b->users, jid);
 
     if (u && !u->doomed && !u->moving && !u->claim_wait && u->stored)
-        store_claim(b->store, jid);
+        store_claim(b->store, jid, &u->rec);
 }
 
 void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
@@ -1048,6 +1083,8 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
     struct buser **old = xmalloc((b->users.count + 1) * sizeof *old);
     char **again = xmalloc((b->users.count + 1) * sizeof *again);
     bool *again_moving = xmalloc((b->users.count + 1) * sizeof *again_moving);
+    bool *again_put = xmalloc((b->users.count + 1) * sizeof *again_put);
+    struct store_rec *again_rec = xmalloc((b->users.count + 1) * sizeof *again_rec);
     size_t nold = 0, nagain = 0, pos = 0;
     int removed = 0, resubscribed = 0, kept = 0;
     const char *k;
@@ -1077,7 +1114,7 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
         if (!cu) {
             log_info("bridge", "event=user_removed user=%s", log_q(u->jid));
             if (!u->doomed) {
-                store_remove(b->store, u->jid);
+                store_remove(b->store, u->jid, !u->moving);
                 store_sub_clear(b->store, u->jid);
             } else {
                 store_release(b->store, u->jid);
@@ -1089,6 +1126,11 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
         } else if (!same_sources(cfg, cu, u) && !u->doomed) {
             log_info("bridge", "event=user_changed user=%s action=resubscribe", log_q(u->jid));
             again_moving[nagain] = u->moving;
+            /* What it last handed to the store, still the store's to check again after a
+             * reconnect (it kept a record of every user before). */
+            again_put[nagain] = u->stored || u->put_before;
+            again_rec[nagain] = u->rec;
+            u->rec.remote = NULL; /* moved */
             again[nagain++] = xstrdup(u->jid);
             if (u->claim_wait)
                 b->nwaiting--;
@@ -1108,10 +1150,14 @@ void bridge_apply_config(struct bridge *b, const struct offhook_config *cfg,
     for (size_t i = 0; i < nagain; i++) {
         struct buser *u = user_new(b, config_user_by_jid(cfg, again[i]));
         u->moving = again_moving[i];
+        u->put_before = again_put[i];
+        u->rec = again_rec[i];
         free(again[i]);
     }
     free(again);
     free(again_moving);
+    free(again_put);
+    free(again_rec);
     list_reindex(b);
     out->removed = removed;
     out->resubscribed = resubscribed;
@@ -1126,6 +1172,8 @@ void bridge_free(struct bridge *b)
 
     if (!b)
         return;
+    store_set_owner(b->store, NULL, NULL);
+    store_on_up(b->store, NULL, NULL);
     rlsub_free(b->list);
     b->list = NULL;
     event_free(b->release_ev);

@@ -6,7 +6,9 @@
  * (store.c), coalesced if configured. Which users it holds is member.c's decision,
  * passed on by main.c (bridge_hold, bridge_moving, bridge_release, bridge_claim). Applies
  * configuration reloads user by user. Called by sipbridge's main; news comes up to it
- * only through the callbacks it gives subscription.c, rlsub.c and store.c. */
+ * only through the callbacks it gives subscription.c, rlsub.c and store.c. Its users'
+ * records are the store's too (store_owner_ops): the store keeps one of its own only
+ * while a write is under way, and reads these for its checks. */
 #ifndef OFFHOOK_BRIDGE_H
 #define OFFHOOK_BRIDGE_H
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include <event2/event.h>
 
@@ -24,14 +25,18 @@
 
 enum mu_state { MU_NONE, MU_HELD, MU_MOVING };
 
-/* One per configured user (100,000 of them): packed, the JID in the same allocation. */
+/* Each configured user's state is one byte (struct member.ust, by its index in
+ * cfg->users): at 100,000 users a record and a map entry each were ~100 bytes a user,
+ * for what is in the common case (owned and settled, or another's) two bits. */
+#define MU_STATE 0x03          /* enum mu_state */
+#define MU_AUDIT 0x04          /* MU_HELD: check Redis names this member as its owner */
+#define MU_CHECKED 0x08        /* checked in the current view: once per view at most */
+
+/* A user's times while it is MU_MOVING or audited (only then: muser_tidy). */
 struct muser {
     int64_t moving_since;      /* mono ms, MU_MOVING */
     int64_t audit_until;       /* mono ms: then stop checking (a user never heard from) */
-    uint64_t audit_gen;        /* view it was last checked in: once per view at most */
-    enum mu_state st;
-    bool audit;                /* MU_HELD: check Redis names this member as its owner */
-    bool configured;           /* member_set_users' mark */
+    size_t idx;                /* its index in cfg->users (and ust) */
     char jid[];                /* the key in member.users */
 };
 
@@ -55,7 +60,8 @@ struct member {
     char me[OWNER_MAX];        /* "<epoch> <name>": the owner field this member writes */
     uint64_t epoch;
     bool list_mode;            /* [sip] resource_list: every user to the list's holder */
-    struct strmap users;       /* jid -> struct muser* (the configured users) */
+    uint8_t *ust;              /* MU_* of each of cfg->users, by index */
+    struct strmap users;       /* jid -> struct muser*: the users moving or audited */
     struct roster r;           /* the view assignment was last made on */
     bool have_view;
     bool waited_alone;         /* its first view showed it alone: it waited one more */
@@ -176,28 +182,78 @@ static const char *assignee(const struct member *m, const struct roster *r, cons
  * while it does not: a handover's old owner may write once more after the new owner's
  * first write (before it has seen the new roster), and it lets go only once Redis names
  * another member. */
-static void audit_on(struct member *m, struct muser *u)
+static enum mu_state st_of(const struct member *m, size_t i)
 {
-    if (!u->audit)
+    return (enum mu_state)(m->ust[i] & MU_STATE);
+}
+
+static void set_st(struct member *m, size_t i, enum mu_state st)
+{
+    m->ust[i] = (uint8_t)((m->ust[i] & ~MU_STATE) | st);
+}
+
+/* The index of jid in cfg->users, or -1 if it is not configured (the first of the same
+ * JID: the one config_user_by_jid gives). */
+static ssize_t user_index(const struct member *m, const char *jid)
+{
+    const struct cfg_user *cu = config_user_by_jid(m->cfg, jid);
+
+    return cu ? cu - m->cfg->users : -1;
+}
+
+/* User i's times, made if it has none. */
+static struct muser *muser_get(struct member *m, size_t i)
+{
+    const char *jid = m->cfg->users[i].jid;
+    struct muser *u = strmap_get(&m->users, jid);
+
+    if (!u) {
+        size_t len = strlen(jid);
+        u = xcalloc(1, offsetof(struct muser, jid) + len + 1);
+        memcpy(u->jid, jid, len + 1);
+        u->idx = i;
+        strmap_put(&m->users, u->jid, u);
+    }
+    return u;
+}
+
+/* Frees user i's times once it is neither moving nor audited. */
+static void muser_tidy(struct member *m, size_t i)
+{
+    struct muser *u;
+
+    if (st_of(m, i) == MU_MOVING || (m->ust[i] & MU_AUDIT))
+        return;
+    u = strmap_del(&m->users, m->cfg->users[i].jid);
+    free(u);
+}
+
+static void audit_on(struct member *m, size_t i)
+{
+    if (!(m->ust[i] & MU_AUDIT))
         m->audits++;
-    u->audit = true;
-    u->audit_until = clock_mono_ms() + MOVE_MAX_MS;
+    m->ust[i] |= MU_AUDIT;
+    muser_get(m, i)->audit_until = clock_mono_ms() + MOVE_MAX_MS;
 }
 
-static void audit_off(struct member *m, struct muser *u)
+static void audit_off(struct member *m, size_t i)
 {
-    if (u->audit)
+    if (m->ust[i] & MU_AUDIT)
         m->audits--;
-    u->audit = false;
+    m->ust[i] &= (uint8_t)~MU_AUDIT;
+    muser_tidy(m, i);
 }
 
-static void release(struct member *m, struct muser *u, const char *why)
+static void release(struct member *m, size_t i, const char *why)
 {
-    u->st = MU_NONE;
+    const char *jid = m->cfg->users[i].jid;
+
+    set_st(m, i, MU_NONE);
+    muser_tidy(m, i);
     m->moving--;
     metric_inc(m_moves, "out");
-    log_debug("member", "event=released user=%s reason=%s", log_q(u->jid), why);
-    m->ops.on_release(m->arg, u->jid);
+    log_debug("member", "event=released user=%s reason=%s", log_q(jid), why);
+    m->ops.on_release(m->arg, jid);
 }
 
 /* Applies roster now (the old one: before, NULL at the first view) to every user. */
@@ -208,17 +264,17 @@ static void assign(struct member *m, const struct roster *before)
     /* In the configuration's order: subscriptions start in that order, as with one
      * sipbridge (the ramp, and a PBX that serves them in turn). */
     for (size_t i = 0; i < m->cfg->nusers; i++) {
-        struct muser *u = strmap_get(&m->users, m->cfg->users[i].jid);
+        const char *jid = m->cfg->users[i].jid;
         const char *a;
         bool mine;
 
-        if (!u)
-            continue;
-        a = assignee(m, &m->r, u->jid, NULL);
+        if (user_index(m, jid) != (ssize_t)i)
+            continue; /* the JID's other entry has it */
+        a = assignee(m, &m->r, jid, NULL);
         if (!a)
             continue; /* nobody takes work: everything stays as it is */
         mine = strcmp(a, m->name) == 0;
-        switch (u->st) {
+        switch (st_of(m, i)) {
         case MU_NONE: {
             const char *prev;
             bool handover;
@@ -227,14 +283,14 @@ static void assign(struct member *m, const struct roster *before)
             /* Its owner until now: by the roster before, or at the first view the one it
              * would have without this member. Alive: it keeps the user until this member
              * has written it. */
-            prev = before ? assignee(m, before, u->jid, NULL)
-                          : assignee(m, &m->r, u->jid, m->name);
+            prev = before ? assignee(m, before, jid, NULL)
+                          : assignee(m, &m->r, jid, m->name);
             handover = prev && strcmp(prev, m->name) != 0 && present_name(&m->r, prev);
-            u->st = MU_HELD;
-            u->audit = false;
+            set_st(m, i, MU_HELD);
+            m->ust[i] &= (uint8_t)~MU_AUDIT;
             m->held++;
             if (handover)
-                audit_on(m, u);
+                audit_on(m, i);
             if (handover) {
                 metric_inc(m_moves, "in");
                 handed++;
@@ -242,28 +298,29 @@ static void assign(struct member *m, const struct roster *before)
                 metric_inc(m_takeovers, NULL);
             }
             acquired++;
-            m->ops.on_acquire(m->arg, u->jid, handover);
+            m->ops.on_acquire(m->arg, jid, handover);
             break;
         }
         case MU_HELD:
             if (mine)
                 break;
-            audit_off(m, u);
-            u->st = MU_MOVING;
-            u->moving_since = clock_mono_ms();
+            set_st(m, i, MU_MOVING);
+            audit_off(m, i);
+            muser_get(m, i)->moving_since = clock_mono_ms();
             m->held--;
             m->moving++;
             moving++;
-            m->ops.on_moving(m->arg, u->jid, true);
+            m->ops.on_moving(m->arg, jid, true);
             break;
         case MU_MOVING:
             if (!mine)
                 break;
-            u->st = MU_HELD;
+            set_st(m, i, MU_HELD);
+            muser_tidy(m, i);
             m->moving--;
             m->held++;
             kept++;
-            m->ops.on_moving(m->arg, u->jid, false);
+            m->ops.on_moving(m->arg, jid, false);
             break;
         }
     }
@@ -293,29 +350,34 @@ static void on_audit(void *arg, const char *const *owners, size_t n, bool ok)
     struct member *m = req->m;
     int64_t now = clock_mono_ms();
 
-    for (size_t i = 0; i < n; i++) {
-        struct muser *u = strmap_get(&m->users, req->jids[i]);
-        const char *owner = owners[i];
+    for (size_t j = 0; j < n; j++) {
+        ssize_t i = user_index(m, req->jids[j]);
+        const char *owner = owners[j];
+        struct muser *u;
 
-        if (!u || (!ok && !owner))
+        if (i < 0 || (!ok && !owner))
             continue; /* gone meanwhile, or not read */
-        u->audit_gen = req->gen;
-        if (u->st == MU_HELD && u->audit) {
+        if (req->gen == m->view_gen)
+            m->ust[i] |= MU_CHECKED;
+        else
+            m->ust[i] &= (uint8_t)~MU_CHECKED; /* made in an earlier view */
+        u = strmap_get(&m->users, req->jids[j]); /* there while moving or audited */
+        if (st_of(m, (size_t)i) == MU_HELD && (m->ust[i] & MU_AUDIT)) {
             if (owner && strcmp(owner, m->me) == 0)
-                audit_off(m, u);
+                audit_off(m, (size_t)i);
             else if (now > u->audit_until)
-                audit_off(m, u); /* never heard from: its first write claims it */
+                audit_off(m, (size_t)i); /* never heard from: its first write claims it */
             else
-                m->ops.on_claim(m->arg, u->jid);
-        } else if (u->st == MU_MOVING) {
+                m->ops.on_claim(m->arg, req->jids[j]);
+        } else if (st_of(m, (size_t)i) == MU_MOVING) {
             if (owner && strcmp(owner, m->me) == 0) {
                 /* Still ours in Redis: its new owner has not written it yet. */
                 if (now - u->moving_since > MOVE_MAX_MS)
-                    release(m, u, "new_owner_silent");
+                    release(m, (size_t)i, "new_owner_silent");
             } else if (!owner || is_present(&m->r, owner)) {
-                release(m, u, "new_owner_wrote");
+                release(m, (size_t)i, "new_owner_wrote");
             } else if (now - u->moving_since > MOVE_MAX_MS) {
-                release(m, u, "new_owner_silent"); /* named a member that is gone */
+                release(m, (size_t)i, "new_owner_silent"); /* named a member that is gone */
             }
         }
     }
@@ -351,8 +413,9 @@ static void audit(struct member *m)
     req->jids = xcalloc(AUDIT_BATCH, sizeof *req->jids);
     while (req->n < AUDIT_BATCH && strmap_next(&m->users, &pos, &k, &v)) {
         struct muser *u = v;
-        if ((u->st == MU_MOVING || (u->st == MU_HELD && u->audit)) &&
-            u->audit_gen != m->view_gen)
+        uint8_t us = m->ust[u->idx];
+        if (((us & MU_STATE) == MU_MOVING || ((us & MU_STATE) == MU_HELD && (us & MU_AUDIT))) &&
+            !(us & MU_CHECKED))
             req->jids[req->n++] = xstrdup(u->jid);
     }
     if (req->n && store_read_owners(m->store, (const char *const *)req->jids, req->n, on_audit,
@@ -377,18 +440,14 @@ static void on_view(void *arg, const struct lease_view *v)
     bool first = !m->have_view;
 
     if (v->epoch != m->epoch || v->joined) {
-        size_t pos = 0;
-        const char *k;
-        void *val;
         m->epoch = v->epoch;
         snprintf(m->me, sizeof m->me, "%llu %s", (unsigned long long)v->epoch, m->name);
         store_set_lease(m->store, m->name, v->epoch);
         /* Whatever Redis names as the owner of this member's users, it is not this epoch:
          * each is checked, and claimed where it has state. */
-        while (strmap_next(&m->users, &pos, &k, &val)) {
-            struct muser *u = val;
-            if (u->st == MU_HELD)
-                audit_on(m, u);
+        for (size_t i = 0; i < m->cfg->nusers; i++) {
+            if (st_of(m, i) == MU_HELD)
+                audit_on(m, i);
         }
     }
     now.takers = xcalloc(v->n + 1, sizeof *now.takers);
@@ -414,6 +473,8 @@ static void on_view(void *arg, const struct lease_view *v)
     }
     m->have_view = true;
     m->view_gen++;
+    for (size_t i = 0; i < m->cfg->nusers; i++)
+        m->ust[i] &= (uint8_t)~MU_CHECKED; /* a new view: each may be checked once again */
     if (first || m->reassign || !roster_same(&now, &m->r)) {
         struct roster before = m->r;
         m->r = now;
@@ -448,42 +509,49 @@ static void on_expired(void *arg)
 
 static const struct lease_ops lease_ops = {.on_view = on_view, .on_expired = on_expired};
 
+/* Carries each user's state over to cfg's indexes (m->cfg, the configuration until now,
+ * is still valid: the daemon frees it after the reload's apply); forgets the users cfg no
+ * longer has. */
 static void set_users(struct member *m, const struct offhook_config *cfg)
 {
+    const struct offhook_config *old = m->cfg;
+    uint8_t *ust = xcalloc(cfg->nusers + 1, sizeof *ust);
     size_t pos = 0;
     const char *k;
     void *v;
 
-    m->cfg = cfg;
-    m->list_mode = cfg->sip_resource_list[0] && cfg->sip_event_dialog;
-    while (strmap_next(&m->users, &pos, &k, &v))
-        ((struct muser *)v)->configured = false;
-    for (size_t i = 0; i < cfg->nusers; i++) {
-        struct muser *u = strmap_get(&m->users, cfg->users[i].jid);
-        if (!u) {
-            size_t len = strlen(cfg->users[i].jid);
-            size_t n = offsetof(struct muser, jid) + len + 1;
-            u = xcalloc(1, n > sizeof *u ? n : sizeof *u);
-            memcpy(u->jid, cfg->users[i].jid, len + 1);
-            strmap_put(&m->users, u->jid, u);
+    for (size_t i = 0; old && i < old->nusers; i++) {
+        const struct cfg_user *cu = config_user_by_jid(cfg, old->users[i].jid);
+        uint8_t us = m->ust[i];
+
+        if (user_index(m, old->users[i].jid) != (ssize_t)i)
+            continue;
+        if (cu) {
+            ust[cu - cfg->users] = us;
+            continue;
         }
-        u->configured = true;
+        if ((us & MU_STATE) == MU_HELD)
+            m->held--;
+        if ((us & MU_STATE) == MU_HELD && (us & MU_AUDIT))
+            m->audits--;
+        if ((us & MU_STATE) == MU_MOVING)
+            m->moving--;
     }
-    pos = 0;
     /* strmap_del inside iteration only tombstones slots: iteration stays valid. */
     while (strmap_next(&m->users, &pos, &k, &v)) {
         struct muser *u = v;
-        if (u->configured)
+        const struct cfg_user *cu = config_user_by_jid(cfg, u->jid);
+        if (cu) {
+            u->idx = (size_t)(cu - cfg->users);
             continue;
-        if (u->st == MU_HELD)
-            m->held--;
-        if (u->st == MU_HELD && u->audit)
-            m->audits--;
-        if (u->st == MU_MOVING)
-            m->moving--;
+        }
         strmap_del(&m->users, u->jid);
         free(u);
     }
+    free(m->ust);
+    m->ust = ust;
+    m->cfg = cfg;
+    m->list_mode = cfg->sip_resource_list[0] && cfg->sip_event_dialog;
     m->reassign = true;
 }
 
@@ -529,6 +597,7 @@ void member_free(struct member *m)
         free(u);
     }
     strmap_free(&m->users);
+    free(m->ust);
     roster_free(&m->r);
     free(m);
 }
@@ -555,20 +624,20 @@ int member_set_users(struct member *m, const struct offhook_config *cfg)
 
 void member_fenced(struct member *m, const char *jid, bool lease_lost)
 {
-    struct muser *u;
+    ssize_t i;
 
     if (lease_lost) {
         lease_renew_now(m->lease); /* rejoins: a new epoch, then everything is checked */
         return;
     }
-    u = strmap_get(&m->users, jid);
-    if (!u)
+    i = user_index(m, jid);
+    if (i < 0)
         return;
-    if (u->st == MU_MOVING) {
-        release(m, u, "new_owner_wrote");
+    if (st_of(m, (size_t)i) == MU_MOVING) {
+        release(m, (size_t)i, "new_owner_wrote");
         update_metrics(m);
-    } else if (u->st == MU_HELD) {
-        audit_on(m, u);
+    } else if (st_of(m, (size_t)i) == MU_HELD) {
+        audit_on(m, (size_t)i);
     }
 }
 
@@ -605,10 +674,11 @@ static void give_up_leave(struct member *m, const char *why)
     log_warn("member", "event=leave_cut_short name=%s reason=%s moving=%d held=%d "
                        "action=\"letting the rest go: taken over once the lease is gone\"",
              log_q(m->name), why, m->moving, m->held);
+    /* strmap_del inside iteration only tombstones slots: iteration stays valid. */
     while (strmap_next(&m->users, &pos, &k, &v)) {
         struct muser *u = v;
-        if (u->st == MU_MOVING)
-            release(m, u, why);
+        if (st_of(m, u->idx) == MU_MOVING)
+            release(m, u->idx, why); /* frees u */
     }
     update_metrics(m);
     finish_leave(m);

@@ -37,7 +37,9 @@ struct member_ops {
 };
 
 /* Joins the group (name: [sipbridge] instance, or host:pid) from base's loop; cfg must
- * stay valid until the next member_set_users or member_free; store and base must outlive
+ * stay valid until the next member_set_users has returned (it carries each user's state
+ * over from the old configuration to the new one, by JID) or member_free; store and
+ * base must outlive
  * the member; ops is copied. No user is acquired before the first lease renewal. */
 struct member *member_new(struct event_base *base, const struct offhook_config *cfg,
                           struct store *store, const struct member_ops *ops, void *arg);
@@ -47,7 +49,8 @@ void member_free(struct member *m);
 /* A reload (or directory change) replaced the configuration: users are assigned again,
  * now (on_acquire for the new ones that are this member's); those no longer configured
  * are forgotten without on_release (the owner already freed them). Returns how many
- * users were acquired. cfg must stay valid as for member_new. */
+ * users were acquired. cfg must stay valid as for member_new, and the configuration
+ * given before must still be valid during the call. */
 int member_set_users(struct member *m, const struct offhook_config *cfg);
 /* A write of jid was fenced (store_on_fenced): the lease was lost (renewed now), or
  * another member owns jid (a user being handed over is let go at once). */

@@ -35,17 +35,22 @@
  * skew between hosts delays the final state by about this, never more. */
 #define CLAIM_RESEND_MS 1000
 
-/* One per user (100,000 of them): the JID is in the same allocation (entry_for). */
+/* A user's record while it carries something the owner's (store_owner_ops) does not: a
+ * write pending or in flight, a removal, a claim's resend (entry_done frees it after).
+ * The JID is in the same allocation. */
 struct entry {
     struct store_rec rec;
     uint64_t gen;        /* bumped on each put */
     uint64_t written;    /* gen confirmed by Redis; gen != written means unwritten */
     struct store *st;    /* its store (the resend timer's callback) */
     struct tq_timer resend; /* armed after a claim kept a newer state (claim_kept) */
+    unsigned nflight;    /* commands in flight that point at it (struct inflight) */
     bool removed;        /* the latest change is a removal */
     bool owned;          /* this member writes it (false once handed over: store_release) */
     bool claim;          /* its writes claim the user (see storecodec_write_script) */
-    char jid[];          /* the map's key, and store_key's answer */
+    bool resent;         /* rec's ts was brought forward by a resend: rec is no longer the
+                          * owner's, so it stays until the next put or the release */
+    char jid[];          /* the map's key */
 };
 
 struct store {
@@ -55,12 +60,15 @@ struct store {
     char *beat_key;
     void (*on_up)(void *arg);
     void *on_up_arg;
-    struct strmap entries; /* jid -> struct entry* */
+    struct strmap entries; /* jid -> struct entry*: only the users that need one */
+    struct store_owner_ops owner; /* the other users' records (bridge.c) */
+    void *owner_arg;
     char *prefix;
     char *events_key;
     int npending;          /* entries with gen != written */
-    struct entry **rw;     /* entries to rewrite after a reconnect */
-    size_t nrw, rw_pos;
+    char *rw;              /* JIDs to check after a reconnect, one after the other, and */
+    size_t *rw_at;         /* where each begins (a copy: users come and go meanwhile) */
+    size_t nrw, rw_pos, rw_len, rw_cap;
     struct event *rw_ev;
     unsigned long refused; /* writes refused since the last accepted one */
     struct event *retry_ev; /* re-sends the unwritten users after a refusal */
@@ -117,6 +125,29 @@ static void update_pending_metric(struct store *st)
 
 static void flush(struct store *st);
 static void on_written(struct redislink *l, redisReply *r, void *arg);
+
+/* Frees e if it carries nothing the owner's record does not: nothing in flight, nothing
+ * unwritten, no resend due, its rec the owner's. */
+static void entry_done(struct store *st, struct entry *e)
+{
+    if (e->nflight || e->gen != e->written || tq_armed(&e->resend) ||
+        (e->resent && e->owned && !e->removed))
+        return;
+    strmap_del(&st->entries, e->jid);
+    store_rec_clear(&e->rec);
+    free(e);
+}
+
+/* The end of f's command: f is freed, and its entry if nothing else needs it. */
+static void flight_end(struct inflight *f)
+{
+    struct store *st = f->st;
+    struct entry *e = f->e;
+
+    free(f);
+    e->nflight--;
+    entry_done(st, e);
+}
 
 /* Writes may go out now: the link is up, Redis takes writes, and a lease is held. */
 static bool can_send(const struct store *st)
@@ -211,18 +242,23 @@ static void resend_due(struct tq_timer *t)
     struct store *st = e->st;
     int64_t now = clock_wall_us();
 
-    if (!e->owned || e->removed || !e->gen || e->gen != e->written)
+    if (!e->owned || e->removed || !e->gen || e->gen != e->written) {
+        entry_done(st, e);
         return; /* handed over, or a change is on its way (written as the owner) */
+    }
     if (!can_send(st)) {
         /* A reconnect's check would also do, but not a refusal's end: try again. */
         tq_arm(st->tq, &e->resend, resend_due, CLAIM_RESEND_MS);
         return;
     }
-    if (e->rec.event_us < now)
+    if (e->rec.event_us < now) {
         e->rec.event_us = now;
+        e->resent = true;
+    }
     log_debug("store", "event=claim_resent user=%s", log_q(e->jid));
     if (send_record(st, e, false, false, on_written) == -1)
         redislink_reset(st->link, "cannot queue a resend");
+    entry_done(st, e);
 }
 
 /* A claim (of f's write) that only took the ownership (STORECODEC_CLAIM_KEPT): true if r
@@ -249,12 +285,12 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
 
     if (r && on_noscript(st, f, r, false, on_written)) {
         update_pending_metric(st);
-        free(f);
+        flight_end(f);
         return;
     }
     if (r && fenced(st, f, r)) {
         update_pending_metric(st);
-        free(f);
+        flight_end(f);
         return;
     }
     if (r && r->type != REDIS_REPLY_ERROR) {
@@ -289,7 +325,7 @@ static void on_written(struct redislink *l, redisReply *r, void *arg)
         metric_inc(m_writes, "retried");
     }
     update_pending_metric(st);
-    free(f);
+    flight_end(f);
 }
 
 /* Queues the write of e's latest state with a stream entry, or with check only if Redis
@@ -313,6 +349,7 @@ static int send_record(struct store *st, struct entry *e, bool check, bool text,
     fl->st = st;
     fl->e = e;
     fl->gen = e->gen;
+    e->nflight++;
     str_copy(fl->epoch, sizeof fl->epoch, st->epoch);
     text = text || !st->script_sent;
     argv[argc++] = text ? "EVAL" : "EVALSHA";
@@ -337,6 +374,7 @@ static int send_record(struct store *st, struct entry *e, bool check, bool text,
     }
     if (redislink_command_argv(st->link, fn, fl, argc, argv, NULL) < 0) {
         free(fl);
+        e->nflight--;
         return -1;
     }
     if (text)
@@ -357,13 +395,37 @@ static void on_checked(struct redislink *l, redisReply *r, void *arg)
     struct inflight *f = arg;
 
     if (r && on_noscript(f->st, f, r, true, on_checked)) {
-        free(f);
+        flight_end(f);
         return;
     }
     if (r && !fenced(f->st, f, r) && !claim_kept(f->st, f, r) &&
         r->type == REDIS_REPLY_INTEGER && r->integer == 1)
         metric_inc(m_repairs, NULL);
-    free(f);
+    flight_end(f);
+}
+
+/* A record for the check of jid, a user the owner holds and has handed a state over
+ * (store_owner_ops.get), that needs none while nothing of it is in flight: written. */
+static struct entry *entry_new(struct store *st, const char *jid, bool claim);
+
+static struct entry *check_entry(struct store *st, const char *jid, const struct store_rec *r,
+                                 bool claim)
+{
+    struct entry *e = entry_new(st, jid, claim);
+
+    store_rec_copy(&e->rec, r);
+    e->owned = true;
+    e->gen = e->written = 1;
+    return e;
+}
+
+static void rewrite_clear(struct store *st)
+{
+    free(st->rw);
+    free(st->rw_at);
+    st->rw = NULL;
+    st->rw_at = NULL;
+    st->nrw = st->rw_pos = st->rw_len = st->rw_cap = 0;
 }
 
 /* Checks the next batch of already-written users again (after a reconnect). */
@@ -378,14 +440,24 @@ static void rewrite_step(evutil_socket_t fd, short what, void *arg)
     if (end > st->nrw)
         end = st->nrw;
     for (; st->rw_pos < end; st->rw_pos++) {
-        struct entry *e = st->rw[st->rw_pos];
+        const char *jid = st->rw + st->rw_at[st->rw_pos];
+        struct entry *e = strmap_get(&st->entries, jid);
+        const struct store_rec *rec = NULL;
+        bool claim = true;
         int rc;
 
-        if (e->gen != e->written || e->removed || !e->owned || !e->gen)
-            continue; /* on its way with an event, nothing to hold, or not ours */
+        if (e) {
+            if (e->gen != e->written || e->removed || !e->owned || !e->gen)
+                continue; /* on its way with an event, nothing to hold, or not ours */
+        } else if (!st->owner.get || !st->owner.get(st->owner_arg, jid, &rec, &claim)) {
+            continue; /* gone meanwhile, or nothing written yet */
+        }
         if (!can_send(st))
             return; /* the next connection or lease starts over */
+        if (!e)
+            e = check_entry(st, jid, rec, claim);
         rc = send_record(st, e, true, false, on_checked);
+        entry_done(st, e);
         if (rc == -2)
             continue;
         if (rc) {
@@ -399,23 +471,34 @@ static void rewrite_step(evutil_socket_t fd, short what, void *arg)
         return;
     }
     log_info("store", "event=rewritten users=%zu", st->nrw);
-    free(st->rw);
-    st->rw = NULL;
-    st->nrw = st->rw_pos = 0;
+    rewrite_clear(st);
 }
 
+static void rewrite_add(void *arg, const char *jid)
+{
+    struct store *st = arg;
+    size_t n = strlen(jid) + 1;
+
+    if (st->rw_len + n > st->rw_cap) {
+        st->rw_cap = (st->rw_len + n) * 2;
+        st->rw = xrealloc(st->rw, st->rw_cap);
+    }
+    if (st->nrw % 1024 == 0)
+        st->rw_at = xrealloc(st->rw_at, (st->nrw + 1024) * sizeof *st->rw_at);
+    memcpy(st->rw + st->rw_len, jid, n);
+    st->rw_at[st->nrw++] = st->rw_len;
+    st->rw_len += n;
+}
+
+/* Every user the owner holds is checked again (rewrite_step), from its JID: the users
+ * may come and go during the check. */
 static void rewrite_start(struct store *st)
 {
-    size_t pos = 0;
-    const char *k;
-    void *v;
     struct timeval now = {0, 0};
 
-    free(st->rw);
-    st->rw = xcalloc(st->entries.count + 1, sizeof *st->rw);
-    st->nrw = st->rw_pos = 0;
-    while (strmap_next(&st->entries, &pos, &k, &v))
-        st->rw[st->nrw++] = v; /* entries live as long as the store */
+    rewrite_clear(st);
+    if (st->owner.each)
+        st->owner.each(st->owner_arg, rewrite_add, st);
     evtimer_add(st->rw_ev, &now);
 }
 
@@ -527,8 +610,9 @@ void store_free(struct store *st)
     event_free(st->beat);
     event_free(st->rw_ev);
     event_free(st->retry_ev);
-    free(st->rw);
-    redislink_free(st->link); /* in-flight callbacks run now, with NULL replies */
+    rewrite_clear(st);
+    redislink_free(st->link); /* in-flight callbacks run now, with NULL replies (entries
+                               * with nothing else left are freed by them) */
     while (strmap_next(&st->entries, &pos, &k, &v)) {
         struct entry *e = v;
         tq_cancel(st->tq, &e->resend);
@@ -573,24 +657,36 @@ int store_pending(const struct store *st)
     return st->npending;
 }
 
-static struct entry *entry_for(struct store *st, const char *jid)
+static struct entry *entry_new(struct store *st, const char *jid, bool claim)
 {
-    struct entry *e = strmap_get(&st->entries, jid);
+    size_t n = offsetof(struct entry, jid) + strlen(jid) + 1;
+    struct entry *e = xcalloc(1, n > sizeof *e ? n : sizeof *e);
 
-    if (!e) {
-        size_t n = offsetof(struct entry, jid) + strlen(jid) + 1;
-        e = xcalloc(1, n > sizeof *e ? n : sizeof *e);
-        memcpy(e->jid, jid, strlen(jid) + 1);
-        e->claim = true;
-        e->st = st;
-        strmap_put(&st->entries, e->jid, e);
-    }
+    memcpy(e->jid, jid, strlen(jid) + 1);
+    e->claim = claim;
+    e->st = st;
+    strmap_put(&st->entries, e->jid, e);
     return e;
 }
 
-const char *store_key(struct store *st, const char *jid)
+/* jid's entry for a change (made if it has none). */
+static struct entry *entry_for(struct store *st, const char *jid, bool claim)
 {
-    return entry_for(st, jid)->jid;
+    struct entry *e = strmap_get(&st->entries, jid);
+
+    if (!e)
+        e = entry_new(st, jid, claim);
+    e->claim = claim;
+    return e;
+}
+
+void store_set_owner(struct store *st, const struct store_owner_ops *ops, void *arg)
+{
+    if (ops)
+        st->owner = *ops;
+    else
+        memset(&st->owner, 0, sizeof st->owner);
+    st->owner_arg = arg;
 }
 
 static void changed(struct store *st, struct entry *e)
@@ -641,21 +737,23 @@ void store_rec_clear(struct store_rec *r)
     r->remote = NULL;
 }
 
-void store_put(struct store *st, const char *jid, const struct store_rec *r)
+void store_put(struct store *st, const char *jid, const struct store_rec *r, bool claim)
 {
-    struct entry *e = entry_for(st, jid);
+    struct entry *e = entry_for(st, jid, claim);
 
     store_rec_copy(&e->rec, r);
     e->removed = false;
+    e->resent = false;
     changed(st, e);
 }
 
-void store_remove(struct store *st, const char *jid)
+void store_remove(struct store *st, const char *jid, bool claim)
 {
-    struct entry *e = entry_for(st, jid);
+    struct entry *e = entry_for(st, jid, claim);
 
     store_rec_clear(&e->rec);
     e->removed = true;
+    e->resent = false;
     changed(st, e);
 }
 
@@ -690,18 +788,25 @@ void store_set_lease(struct store *st, const char *name, uint64_t epoch)
 
 void store_set_claim(struct store *st, const char *jid, bool claim)
 {
-    entry_for(st, jid)->claim = claim;
+    struct entry *e = strmap_get(&st->entries, jid);
+
+    if (e)
+        e->claim = claim;
 }
 
-void store_claim(struct store *st, const char *jid)
+void store_claim(struct store *st, const char *jid, const struct store_rec *r)
 {
     struct entry *e = strmap_get(&st->entries, jid);
 
-    if (!e || !e->owned || e->removed || !e->gen || e->gen != e->written || !e->claim ||
-        !can_send(st))
+    if (e && (!e->owned || e->removed || !e->gen || e->gen != e->written || !e->claim))
         return; /* unwritten ones go out with the claim anyway */
+    if (!can_send(st))
+        return;
+    if (!e)
+        e = check_entry(st, jid, r, true);
     if (send_record(st, e, true, false, on_checked) == -1)
         redislink_reset(st->link, "cannot queue a claim");
+    entry_done(st, e);
 }
 
 void store_release(struct store *st, const char *jid)
@@ -714,6 +819,7 @@ void store_release(struct store *st, const char *jid)
     tq_cancel(st->tq, &e->resend);
     mark_written(st, e, e->gen); /* not ours to write any more */
     update_pending_metric(st);
+    entry_done(st, e);
 }
 
 /* ---- owners ---------------------------------------------------------------------------- */

@@ -12,6 +12,9 @@
 
 #include "storecodec.h"
 
+/* Ownership: pointers given to a function are only read during the call (strings and
+ * records are copied if kept), unless its comment says otherwise. */
+
 struct event_base;
 struct offhook_config;
 struct store;
@@ -43,15 +46,26 @@ void store_rec_expand(const struct store_rec *r, struct user_record *out);
 struct store *store_new(struct event_base *base, const struct offhook_config *cfg);
 void store_free(struct store *st);
 bool store_up(const struct store *st);
-/* The store's own copy of jid, made (with jid's entry, still empty) if it has none: it
- * lives as long as the store, so a user's owner may use it as the user's name instead of
- * a copy of its own (one string per user, not two, at 100,000 users). */
-const char *store_key(struct store *st, const char *jid);
+/* The owner's records (bridge.c), wired at the owner's start: the store keeps a user's
+ * record only while it carries something the owner's does not (a write pending or in
+ * flight, a removal, a claim's resend): at 100,000 users a copy of every written state
+ * and its map were ~150 bytes per user. The check of every written user after a
+ * reconnect or a new lease reads the others' through these. */
+struct store_owner_ops {
+    /* Calls fn with the JID of each user the owner holds (valid during the call). */
+    void (*each)(void *arg, void (*fn)(void *fn_arg, const char *jid), void *fn_arg);
+    /* The state last handed to store_put for jid since the owner took it, and whether its
+     * writes claim the user: false if the owner does not hold jid or has handed none over.
+     * *rec is valid during the call (the store copies it). */
+    bool (*get)(void *arg, const char *jid, const struct store_rec **rec, bool *claim);
+};
+/* ops is copied; arg must outlive the store or a later store_set_owner(st, NULL, NULL). */
+void store_set_owner(struct store *st, const struct store_owner_ops *ops, void *arg);
 /* Records r (copied) as jid's current state and writes it (now, or once Redis is
- * back). */
-void store_put(struct store *st, const char *jid, const struct store_rec *r);
+ * back); claim: whether the write claims the user (see store_set_claim). */
+void store_put(struct store *st, const char *jid, const struct store_rec *r, bool claim);
 /* Deletes jid's state (user removed from the configuration), with a "removed" event. */
-void store_remove(struct store *st, const char *jid);
+void store_remove(struct store *st, const char *jid, bool claim);
 /* Records one subscription's state for offhookctl (best effort: lost while Redis is down,
  * rewritten through the resync hook when it is back). */
 void store_sub_state(struct store *st, const char *jid, const char *package, const char *aor,
@@ -61,12 +75,14 @@ void store_sub_clear(struct store *st, const char *jid);
 /* This member's lease (member.c): every write carries it, and Redis refuses a write from
  * a lease that was lost (storecodec_write_script). epoch 0: none (writes are held). */
 void store_set_lease(struct store *st, const char *name, uint64_t epoch);
-/* Whether jid's writes claim the user (true, the default: it is this member's by the
- * membership) or not (it is being handed over: refused once its new owner has written). */
+/* Whether jid's writes claim the user (true: it is this member's by the membership) or
+ * not (it is being handed over: refused once its new owner has written): for the writes
+ * of jid still held or in flight (later ones carry store_put's). */
 void store_set_claim(struct store *st, const char *jid, bool claim);
-/* Makes sure Redis names this member as jid's owner: its latest state is written again,
+/* Makes sure Redis names this member as jid's owner: its latest state (r, the last one
+ * given to store_put, unless the store holds a later word of its own) is written again,
  * as a claim, if Redis names another (with an event only if the state differs). */
-void store_claim(struct store *st, const char *jid);
+void store_claim(struct store *st, const char *jid, const struct store_rec *r);
 /* jid is handed over: nothing of it is written any more (until the next store_put). */
 void store_release(struct store *st, const char *jid);
 /* News of fenced writes: jid's write was refused because this member's lease was lost
