@@ -1038,9 +1038,19 @@ static void on_notify(void *owner, const struct sipua_notify *n)
         probe_notifier_back(&s->pm);
 }
 
+static void ua_names(void *owner, const char **aor, const char **event, const char **accept)
+{
+    const struct subscription *s = owner;
+
+    *aor = s->aor;
+    *event = s->event;
+    *accept = s->accept;
+}
+
 static const struct sipua_ops ua_ops = {
     .on_response = on_response,
     .on_notify = on_notify,
+    .names = ua_names,
 };
 
 const struct sipua_ops *subs_ua_ops(void)
