@@ -65,6 +65,10 @@ struct subscription {
     uint8_t ops_ix;               /* its owner's ops: mgr->ops[ops_ix] (a pointer each
                                    * would cost 8 B per user and package) */
     uint8_t down_cause;           /* enum down_cause: why it last went to backoff */
+    /* What the control socket shows (subs_info): the last reason phrase (WORD_PHRASE) and
+     * the reason of the last Subscription-State: terminated ("" until one, WORD_END):
+     * an index in common_words, or WORD_OWNED: the copy in cold->words. See word_set. */
+    uint8_t words[2];
     int64_t down_ms;              /* mono ms it went down (left active/pending) */
     struct probe_member pm;       /* in its notifier's group (probe.c) */
     /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
@@ -75,22 +79,24 @@ struct subscription {
                                    * from the first use on, NULL until then */
     /* What the control socket shows (subs_info): bookkeeping only, no decision reads it. */
     int64_t since_ms;             /* wall ms the current state began */
-    const char *last_phrase;      /* a common word (static) or owned: see word_set */
     int64_t last_answer_ms;       /* wall ms of it */
     int64_t last_notify_ms;       /* wall ms of the last NOTIFY, 0: never */
-    const char *end_reason;       /* reason of the last Subscription-State: terminated,
-                                   * "" until one; a common word (static) or owned */
 };
 
-/* The 280 B above are a 288 B chunk per user and package: keep it so. */
-_Static_assert(sizeof(struct subscription) <= 280, "struct subscription grew a chunk");
+/* The 264 B above are a 272 B chunk per user and package: keep it so. */
+_Static_assert(sizeof(struct subscription) <= 264, "struct subscription grew a chunk");
 
 /* The rare part of a subscription, allocated by the first line its notifier's messages
  * make it log or the first offhookctl trace of it, freed with it. */
 struct sub_cold {
     struct ratelimit_gate log_gate; /* the log lines its notifier's messages cause */
     struct log_trace trace;       /* offhookctl trace of its AOR or user */
+    char *words[2];               /* owned: the uncommon words (see subscription.words) */
 };
+
+#define WORD_PHRASE 0
+#define WORD_END 1
+#define WORD_OWNED UINT8_MAX
 
 /* Why a subscription last went to backoff (subs_info.down_cause): the words the log and
  * offhook_resubscriptions_total use. */
@@ -199,7 +205,7 @@ struct short_note {
 };
 
 /* The words subs_info shows (the last reason phrase, the last termination reason) are
- * nearly always one of these: a subscription points at the static word and allocates
+ * nearly always one of these: a subscription keeps the static word's index and allocates
  * only for another one. Two fixed buffers cost 88 bytes in each of 100,000 records. */
 #define PHRASE_MAX 63
 #define END_REASON_MAX 23
@@ -210,37 +216,36 @@ static const char *const common_words[] = {
     "Proxy Authentication Required", "Interval Too Brief", "Bad Event",
     "Call/Transaction Does Not Exist", NULL};
 
-static bool word_static(const char *w)
+static const char *word_get(const struct subscription *s, int k)
 {
-    for (size_t i = 0; common_words[i]; i++)
-        if (w == common_words[i])
-            return true;
-    return false;
+    return s->words[k] == WORD_OWNED ? s->cold->words[k] : common_words[s->words[k]];
 }
 
-/* *slot = v cut to max bytes (on a UTF-8 boundary): the static word if common, else an
- * owned copy (kept as it is on allocation failure: bookkeeping only). */
-static void word_set(const char **slot, const char *v, size_t max)
+/* s's word k = v cut to max bytes (on a UTF-8 boundary): the index of the static word if
+ * common, else an owned copy (kept as it is on allocation failure: bookkeeping only). */
+static void word_set(struct subscription *s, int k, const char *v, size_t max)
 {
     char buf[PHRASE_MAX + 1];
     char *copy;
 
     str_copy_utf8(buf, max + 1 < sizeof buf ? max + 1 : sizeof buf, v);
-    if (!strcmp(*slot, buf))
+    if (!strcmp(word_get(s, k), buf))
         return;
-    for (size_t i = 0; common_words[i]; i++)
+    for (uint8_t i = 0; common_words[i]; i++)
         if (!strcmp(common_words[i], buf)) {
-            if (!word_static(*slot))
-                free((char *)*slot);
-            *slot = common_words[i];
+            if (s->cold) {
+                free(s->cold->words[k]);
+                s->cold->words[k] = NULL;
+            }
+            s->words[k] = i;
             return;
         }
     copy = strdup(buf);
     if (!copy)
         return;
-    if (!word_static(*slot))
-        free((char *)*slot);
-    *slot = copy;
+    free(sub_cold(s)->words[k]);
+    s->cold->words[k] = copy;
+    s->words[k] = WORD_OWNED;
 }
 
 static struct metric *m_state, *m_resub, *m_sent, *m_throttled, *m_notifies, *m_short;
@@ -772,7 +777,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
               log_q(s->aor), s->event, status, log_q(phrase), expires, retry_after,
               probe ? "yes" : "no", s->queued ? " dialog=old" : "");
     s->last_status = (int16_t)(status >= -32768 && status <= 32767 ? status : 0);
-    word_set(&s->last_phrase, phrase ? phrase : "", PHRASE_MAX);
+    word_set(s, WORD_PHRASE, phrase ? phrase : "", PHRASE_MAX);
     s->last_answer_ms = clock_wall_ms();
     if (s->queued)
         return; /* an old dialog, replaced when the ramp reaches it */
@@ -1006,7 +1011,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
             min_ms = REJECTED_MIN_MS;
         else if (!strcmp(reason, "deactivated") || !strcmp(reason, "timeout"))
             backoff_reset(&s->bo);
-        word_set(&s->end_reason, reason[0] ? reason : "none", END_REASON_MAX);
+        word_set(s, WORD_END, reason[0] ? reason : "none", END_REASON_MAX);
         wait_ms = restart_later(s, DOWN_TERMINATED, min_ms, n->retry_after);
         if (lapse)
             log_debug("sip", "event=subscription_terminated aor=%s package=%s reason=timeout "
@@ -1312,7 +1317,6 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     s->event = event;
     s->accept = accept;
     s->owner = owner;
-    s->last_phrase = s->end_reason = common_words[0];
     m->seed = m->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
     ratelimit_bucket_init(&s->nbucket, m->notify.burst, clock_mono_ms());
@@ -1341,12 +1345,12 @@ void subs_free(struct subscription *s)
     m->total--;
     metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
     tq_cancel(m->tq, &s->stale_t);
-    free(s->cold);
+    if (s->cold) {
+        free(s->cold->words[WORD_PHRASE]);
+        free(s->cold->words[WORD_END]);
+        free(s->cold);
+    }
     tq_cancel(m->tq, &s->timer);
-    if (!word_static(s->last_phrase))
-        free((char *)s->last_phrase);
-    if (!word_static(s->end_reason))
-        free((char *)s->end_reason);
     free(s);
 }
 
@@ -1413,10 +1417,10 @@ void subs_get_info(const struct subscription *s, struct subs_info *out)
     out->eventlist = s->eventlist;
     out->since_ms = s->since_ms;
     out->last_status = s->last_status;
-    out->last_phrase = s->last_phrase;
+    out->last_phrase = word_get(s, WORD_PHRASE);
     out->last_answer_ms = s->last_answer_ms;
     out->last_notify_ms = s->last_notify_ms;
-    out->end_reason = s->end_reason;
+    out->end_reason = word_get(s, WORD_END);
     out->down_cause = down_causes[s->down_cause];
     out->granted_s = s->h ? s->granted : 0;
     out->failures = s->bo.attempt;
