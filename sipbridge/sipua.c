@@ -81,9 +81,12 @@ struct istr {
 
 struct sipua_handle {
     struct sipua *ua;
-    void *owner;                 /* NULL once released */
-    const char *aor, *event, *accept; /* the owner's, or `owned` once released */
-    char *owned;
+    /* One or the other (`released` says which; h_owner reads it): 8 B per subscription. */
+    union {
+        void *owner_;            /* until released */
+        char *owned;             /* once released: aor, event and accept, each ending in a
+                                  * NUL (before, they are the owner's: h_name); NULL: none */
+    };
     struct sipua_handle *hnext;  /* in ua->buckets */
     uint64_t callid, ltag;       /* ours: Call-ID and From tag, as 16 hex digits */
     char *rtag;                  /* the notifier's tag, NULL until learned */
@@ -96,7 +99,7 @@ struct sipua_handle {
     struct tq_timer timer;       /* refresh, or the report of a failure at send time */
     int64_t expires_at;          /* mono ms the subscription runs out; 0 = unknown */
     uint32_t asked;              /* Expires of the last SUBSCRIBE */
-    /* Packed (a handle exists per subscription, 100,000 of them): 184 B, a 192 B chunk. */
+    /* Packed (a handle exists per subscription, 100,000 of them): 152 B, a 160 B chunk. */
     int16_t sync_status;         /* a final status nta gave while the request was sent */
     uint8_t auth_tries;
     bool established : 1;        /* a 2xx or a NOTIFY created the dialog */
@@ -106,7 +109,10 @@ struct sipua_handle {
     bool in_send : 1;            /* inside nta_outgoing_mcreate */
     bool unsubscribed : 1;       /* an Expires: 0 went out */
     bool refresh_now : 1;        /* sipua_refresh asked: the timer sends it */
+    bool released : 1;           /* the owner let go (sipua_release, sipua_free) */
 };
+
+_Static_assert(sizeof(struct sipua_handle) <= 152, "struct sipua_handle grew a chunk");
 
 /* A SUBSCRIBE in flight over UDP: the client transaction of RFC 3261 17.1.2, ours
  * because the UDP port is ours (the NOTIFYs' fast path). Retransmitted from T1 doubling
@@ -211,6 +217,36 @@ struct sipua {
     unsigned unsub_sent, unsub_outstanding, unsub_answered;
     bool stop_all_sent, stop_reported;
 };
+
+/* The AOR (0), event package (1) or Accept (2) of h: its owner's while it has one (not
+ * copied per handle: 24 B per user and package), then its own copy ("" without one:
+ * released while its un-SUBSCRIBE was in flight at shutdown). */
+static const char *h_name(const struct sipua_handle *h, int which)
+{
+    const char *v[3];
+    const char *p;
+
+    if (!h->released) {
+        h->ua->ops.names(h->owner_, &v[0], &v[1], &v[2]);
+        return v[which];
+    }
+    p = h->owned;
+    if (!p)
+        return "";
+    for (; which > 0; which--)
+        p += strlen(p) + 1;
+    return p;
+}
+
+#define h_aor(h) h_name((h), 0)
+#define h_event(h) h_name((h), 1)
+#define h_accept(h) h_name((h), 2)
+
+/* Who h reports to; NULL once released. */
+static void *h_owner(const struct sipua_handle *h)
+{
+    return h->released ? NULL : h->owner_;
+}
 
 static struct metric *m_auth, *m_refused, *m_drops, *m_dialogs;
 
@@ -429,7 +465,8 @@ static void handle_free(struct sipua_handle *h)
     unintern(ua, h->target);
     unintern(ua, h->route);
     free(h->rtag);
-    free(h->owned);
+    if (h->released)
+        free(h->owned);
     free(h);
 }
 
@@ -534,14 +571,14 @@ static int answer_challenge(struct sipua_handle *h, const struct resp *r, const 
         metric_inc(m_auth, "no_credentials");
         log_err("sip", "event=auth_required aor=%s status=%d reason=\"no [sip] username/password "
                        "configured\"",
-                log_q(h->aor), r->status);
+                log_q(h_aor(h)), r->status);
         return -1;
     }
     if (h->auth_tries >= MAX_AUTH_TRIES || (!au && !r->nauth_raw)) {
         metric_inc(m_auth, "rejected");
         log_err("sip", "event=auth_rejected aor=%s status=%d user=%s reason=\"credentials not "
                        "accepted\"",
-                log_q(h->aor), r->status, log_q(ua->username));
+                log_q(h_aor(h)), r->status, log_q(ua->username));
         return -1;
     }
     home = su_home_new(sizeof *home);
@@ -580,7 +617,7 @@ static int answer_challenge(struct sipua_handle *h, const struct resp *r, const 
     }
     h->auth_tries++;
     metric_inc(m_auth, "answered");
-    log_debug("sip", "event=auth_answer aor=%s status=%d user=%s", log_q(h->aor), r->status,
+    log_debug("sip", "event=auth_answer aor=%s status=%d user=%s", log_q(h_aor(h)), r->status,
               log_q(ua->username));
     rc = 0;
     goto out;
@@ -588,7 +625,7 @@ refused:
     metric_inc(m_auth, "rejected");
     log_err("sip", "event=auth_rejected aor=%s status=%d user=%s reason=\"cannot answer "
                    "the challenge (scheme or algorithm not supported?)\"",
-            log_q(h->aor), r->status, log_q(ua->username));
+            log_q(h_aor(h)), r->status, log_q(ua->username));
 out:
     if (home)
         su_home_unref(home);
@@ -731,7 +768,7 @@ static int send_subscribe(struct sipua_handle *h, uint32_t expires, const char *
 {
     struct sipua *ua = h->ua;
     char buf[MAX_REQUEST], callid[17], ltag[17];
-    const char *ruri = h->target ? h->target->s : h->aor;
+    const char *ruri = h->target ? h->target->s : h_aor(h);
     int n, rc = -1;
 
     hex16(callid, h->callid);
@@ -752,10 +789,10 @@ static int send_subscribe(struct sipua_handle *h, uint32_t expires, const char *
                  "User-Agent: %s\r\n"
                  "%s"
                  "Content-Length: 0\r\n\r\n",
-                 ruri, ua->from_uri, ltag, h->aor, h->rtag ? ";tag=" : "",
+                 ruri, ua->from_uri, ltag, h_aor(h), h->rtag ? ";tag=" : "",
                  h->rtag ? h->rtag : "", callid, ++h->lcseq,
                  h->route ? "Route: " : "", h->route ? h->route->s : "", h->route ? "\r\n" : "",
-                 ua->contact, h->event, h->accept, expires,
+                 ua->contact, h_event(h), h_accept(h), expires,
                  h->eventlist ? "Supported: eventlist\r\n" : "", ua->user_agent,
                  auth ? auth : "");
     if (n > 0 && (size_t)n < sizeof buf) {
@@ -766,7 +803,7 @@ static int send_subscribe(struct sipua_handle *h, uint32_t expires, const char *
         explicit_bzero(buf, sizeof buf);
     if (rc < 0)
         log_err("sip", "event=subscribe_not_sent aor=%s package=%s reason=\"%s\"",
-                log_q(h->aor), h->event, ua->sub_tp == TP_UDP && !ua->destlen
+                log_q(h_aor(h)), h_event(h), ua->sub_tp == TP_UDP && !ua->destlen
                               ? "the [sip] pbx host has no address"
                               : "cannot build or hand the request to the stack");
     return rc;
@@ -824,8 +861,8 @@ static void report_response(struct sipua_handle *h, int status, const char *phra
 {
     struct sipua *ua = h->ua;
 
-    if (h->owner && !ua->stopping)
-        ua->ops.on_response(h->owner, status, phrase, expires, retry_after);
+    if (h_owner(h) && !ua->stopping)
+        ua->ops.on_response(h_owner(h), status, phrase, expires, retry_after);
 }
 
 static void on_timer(struct tq_timer *t)
@@ -842,7 +879,7 @@ static void on_timer(struct tq_timer *t)
         response_in(h, &r);
         return;
     }
-    if (!h->owner || !h->established || h->terminated || h->ua->stopping)
+    if (!h_owner(h) || !h->established || h->terminated || h->ua->stopping)
         return;
     if (in_flight(h)) {
         /* One in flight: its answer counts for an asked refresh, and a scheduled one is
@@ -906,14 +943,14 @@ static void response_in(struct sipua_handle *h, const struct resp *r)
         ua->unsub_answered++;
         if (ua->unsub_outstanding)
             ua->unsub_outstanding--;
-        if (!h->owner)
+        if (!h_owner(h))
             handle_free(h);
         return;
     }
     if ((r->status == 401 || r->status == 407) && !ua->stopping &&
-        (h->owner || h->unsubscribed)) {
+        (h_owner(h) || h->unsubscribed)) {
         char auth[2048];
-        const char *ruri = h->target ? h->target->s : h->aor;
+        const char *ruri = h->target ? h->target->s : h_aor(h);
 
         if (answer_challenge(h, r, ruri, auth, sizeof auth) == 0) {
             /* The same request again, challenge answered (a new CSeq). */
@@ -923,7 +960,7 @@ static void response_in(struct sipua_handle *h, const struct resp *r)
                 return;
         }
     }
-    if (!h->owner) {
+    if (!h_owner(h)) {
         /* An un-SUBSCRIBE answered, or the answer to a request of an owner who left. */
         handle_free(h);
         return;
@@ -1180,14 +1217,14 @@ static int notify_in(struct sipua *ua, const struct sip_msg *m, const struct pee
         *phrase = "Subscription Does Not Exist";
         return 481;
     }
-    if (!sip_str_eq(m->event, h->event)) {
+    if (!sip_str_eq(m->event, h_event(h))) {
         refuse(ua, R_BAD_EVENT, "NOTIFY", src, "event package differs from the subscription's");
         *phrase = "Bad Event";
         return 489;
     }
     if (!may_notify(ua, h, src)) {
         char detail[256];
-        snprintf(detail, sizeof detail, "aor %s, dialog established with %s", h->aor,
+        snprintf(detail, sizeof detail, "aor %s, dialog established with %s", h_aor(h),
                  h->peer.family ? peer_str(&h->peer, who, sizeof who) : "the pbx");
         refuse(ua, R_WRONG_SOURCE, "NOTIFY", src, detail);
         *phrase = "Forbidden";
@@ -1259,8 +1296,8 @@ static int notify_in(struct sipua *ua, const struct sip_msg *m, const struct pee
     } else if (n.expires > 0 && !h->expires_at) {
         set_refresh(h, n.expires);
     }
-    if (h->owner && !ua->stopping)
-        ua->ops.on_notify(h->owner, &n); /* may free h */
+    if (h_owner(h) && !ua->stopping)
+        ua->ops.on_notify(h_owner(h), &n); /* may free h */
     free(body);
     return 200;
 }
@@ -1769,10 +1806,10 @@ struct sipua_handle *sipua_subscribe(struct sipua *ua, const char *aor, const ch
     struct sipua_handle *h = xcalloc(1, sizeof *h);
 
     h->ua = ua;
-    h->owner = owner;
-    h->aor = aor;
-    h->event = event;
-    h->accept = accept;
+    h->owner_ = owner;
+    (void)aor; /* the owner's, read through ops.names (h_aor) */
+    (void)event;
+    (void)accept;
     h->eventlist = eventlist;
     do {
         h->callid = random64();
@@ -1806,31 +1843,31 @@ void sipua_release(struct sipua_handle *h)
 {
     struct sipua *ua;
     size_t la, le, lc;
+    const char *aor, *event, *accept;
 
     if (!h)
         return;
     ua = h->ua;
-    h->owner = NULL;
+    aor = h_aor(h);
+    event = h_event(h);
+    accept = h_accept(h);
+    h->released = true;
+    h->owned = NULL;
     tq_cancel(ua->tq, &h->timer);
     if (!h->established || h->terminated || h->unsubscribed || ua->stopping || lapsed(h)) {
-        if (h->unsubscribed && in_flight(h) && ua->stopping)
-            h->aor = h->event = h->accept = ""; /* freed when its un-SUBSCRIBE is answered */
-        else
-            handle_free(h);
+        if (!(h->unsubscribed && in_flight(h) && ua->stopping))
+            handle_free(h); /* else freed when its un-SUBSCRIBE is answered; names "" */
         return;
     }
     /* A live dialog: one SUBSCRIBE Expires: 0 (RFC 6665 4.1.2.3), challenges answered;
      * the record goes when it is answered. The owner's strings are copied for it. */
-    la = strlen(h->aor) + 1;
-    le = strlen(h->event) + 1;
-    lc = strlen(h->accept) + 1;
+    la = strlen(aor) + 1;
+    le = strlen(event) + 1;
+    lc = strlen(accept) + 1;
     h->owned = xmalloc(la + le + lc);
-    memcpy(h->owned, h->aor, la);
-    memcpy(h->owned + la, h->event, le);
-    memcpy(h->owned + la + le, h->accept, lc);
-    h->aor = h->owned;
-    h->event = h->owned + la;
-    h->accept = h->owned + la + le;
+    memcpy(h->owned, aor, la);
+    memcpy(h->owned + la, event, le);
+    memcpy(h->owned + la + le, accept, lc);
     stop_request(h);
     h->unsubscribed = true;
     h->auth_tries = 0;
@@ -1922,7 +1959,10 @@ void sipua_free(struct sipua *ua)
     for (uint32_t i = 0; i < ua->nbuckets; i++) {
         for (struct sipua_handle *h = ua->buckets[i], *next; h; h = next) {
             next = h->hnext;
-            h->owner = NULL;
+            if (!h->released) {
+                h->released = true;
+                h->owned = NULL;
+            }
             handle_free(h);
         }
     }

@@ -47,6 +47,9 @@ struct sipua_ops {
     /* A NOTIFY in the handle's dialog (already answered 200). The owner may release the
      * handle from here. */
     void (*on_notify)(void *owner, const struct sipua_notify *n);
+    /* The AOR, event package and Accept the owner gave sipua_subscribe (the handle keeps
+     * no pointer to them: 24 B per subscription). Required. */
+    void (*names)(void *owner, const char **aor, const char **event, const char **accept);
 };
 
 /* Creates the transaction agent on root (TCP, TLS and the SUBSCRIBEs' UDP transport)
@@ -63,7 +66,8 @@ void sipua_update(struct sipua *ua, const struct offhook_config *cfg);
 void sipua_set_drop_hook(struct sipua *ua, void (*fn)(void *arg, uint32_t n), void *arg);
 /* Sends SUBSCRIBE for event to aor (with Supported: eventlist for an RFC 4662 list) and
  * keeps the dialog refreshed until released. aor, event and accept are the owner's
- * strings: they must stay valid until sipua_release. The handle reports to owner. */
+ * strings, read through ops.names while it owns the handle (which must give these):
+ * they must stay valid until sipua_release. The handle reports to owner. */
 struct sipua_handle *sipua_subscribe(struct sipua *ua, const char *aor, const char *event,
                                      const char *accept, long expires, bool eventlist,
                                      void *owner);

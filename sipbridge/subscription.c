@@ -44,7 +44,6 @@ struct subscription {
     int64_t sent_ms;              /* mono ms of its last new SUBSCRIBE; 0: none yet */
     int64_t grant_end_ms;         /* mono ms the notifier's grant in this dialog runs out
                                    * (2xx Expires, or a NOTIFY's expires=); 0: unknown */
-    const struct subs_owner_ops *ops;
     struct subscription *qnext;   /* ramp queue link */
     struct subscription **qpprev; /* what points at it in the queue: dequeue in O(1) (a
                                    * sipbridge handing 50,000 queued users over frees
@@ -63,24 +62,67 @@ struct subscription {
     int32_t granted;              /* expiry the notifier granted, seconds (secs32); 0 = no
                                    * answer yet */
     int32_t min_expires;          /* the notifier's Min-Expires (423), 0 if none */
+    uint8_t ops_ix;               /* its owner's ops: mgr->ops[ops_ix] (a pointer each
+                                   * would cost 8 B per user and package) */
+    uint8_t down_cause;           /* enum down_cause: why it last went to backoff */
+    /* What the control socket shows (subs_info): the last reason phrase (WORD_PHRASE) and
+     * the reason of the last Subscription-State: terminated ("" until one, WORD_END):
+     * an index in common_words, or WORD_OWNED: the copy in cold->words. See word_set. */
+    uint8_t words[2];
     int64_t down_ms;              /* mono ms it went down (left active/pending) */
     struct probe_member pm;       /* in its notifier's group (probe.c) */
     /* NOTIFY flood control (not for resource lists): a NOTIFY beyond the manager's
      * notify limit waits here, replaced by any newer one, until a token comes. */
     struct ratelimit_bucket nbucket;
     struct stash *stash;          /* while a flood is held back */
-    struct ratelimit_gate *log_gate; /* the log lines its notifier's messages cause, from
-                                  * the first one on (most subscriptions never log one) */
+    struct sub_cold *cold;        /* what few subscriptions ever need (log gate, trace):
+                                   * from the first use on, NULL until then */
     /* What the control socket shows (subs_info): bookkeeping only, no decision reads it. */
     int64_t since_ms;             /* wall ms the current state began */
-    const char *last_phrase;      /* a common word (static) or owned: see word_set */
     int64_t last_answer_ms;       /* wall ms of it */
     int64_t last_notify_ms;       /* wall ms of the last NOTIFY, 0: never */
-    const char *end_reason;       /* reason of the last Subscription-State: terminated,
-                                   * "" until one; a common word (static) or owned */
-    const char *down_cause;       /* static: why it last went to backoff */
-    struct log_trace trace;       /* offhookctl trace of its AOR or user */
 };
+
+/* The 264 B above are a 272 B chunk per user and package: keep it so. */
+_Static_assert(sizeof(struct subscription) <= 264, "struct subscription grew a chunk");
+
+/* The rare part of a subscription, allocated by the first line its notifier's messages
+ * make it log or the first offhookctl trace of it, freed with it. */
+struct sub_cold {
+    struct ratelimit_gate log_gate; /* the log lines its notifier's messages cause */
+    struct log_trace trace;       /* offhookctl trace of its AOR or user */
+    char *words[2];               /* owned: the uncommon words (see subscription.words) */
+};
+
+#define WORD_PHRASE 0
+#define WORD_END 1
+#define WORD_OWNED UINT8_MAX
+
+/* Why a subscription last went to backoff (subs_info.down_cause): the words the log and
+ * offhook_resubscriptions_total use. */
+enum down_cause {
+    DOWN_NONE,
+    DOWN_NO_HANDLE,
+    DOWN_SILENCE,
+    DOWN_ERROR_RESPONSE,
+    DOWN_TIMEOUT,
+    DOWN_TERMINATED,
+    DOWN_SHORT_GRANT,
+    DOWN__COUNT
+};
+
+static const char *const down_causes[DOWN__COUNT] = {
+    [DOWN_NONE] = "",
+    [DOWN_NO_HANDLE] = "cannot create handle",
+    [DOWN_SILENCE] = "silence",
+    [DOWN_ERROR_RESPONSE] = "error_response",
+    [DOWN_TIMEOUT] = "timeout",
+    [DOWN_TERMINATED] = "terminated",
+    [DOWN_SHORT_GRANT] = "short_grant",
+};
+
+/* Distinct owner ops one manager serves (bridge.c's and rlsub.c's). */
+#define SUBS_MAX_OPS 4
 
 struct stash {
     struct subscription *s;
@@ -122,7 +164,27 @@ struct subs_mgr {
     int64_t ramp_start_ms;
     int ramp_sent;
     struct event *ramp_tick;      /* progress line every RAMP_REPORT_S */
+    const struct subs_owner_ops *ops[SUBS_MAX_OPS]; /* subscriptions' ops_ix: the owners' */
+    int n_ops;
 };
+
+static const struct subs_owner_ops *sub_ops(const struct subscription *s)
+{
+    return s->mgr->ops[s->ops_ix];
+}
+
+/* s's trace, NULL while it never had one (log_traced takes NULL for off). */
+static const struct log_trace *sub_trace(const struct subscription *s)
+{
+    return s->cold ? &s->cold->trace : NULL;
+}
+
+static struct sub_cold *sub_cold(struct subscription *s)
+{
+    if (!s->cold)
+        s->cold = xcalloc(1, sizeof *s->cold);
+    return s->cold;
+}
 
 /* Seconds kept in 32 bits (the parsers cap what they read at 2^30). */
 static int32_t secs32(long v)
@@ -143,7 +205,7 @@ struct short_note {
 };
 
 /* The words subs_info shows (the last reason phrase, the last termination reason) are
- * nearly always one of these: a subscription points at the static word and allocates
+ * nearly always one of these: a subscription keeps the static word's index and allocates
  * only for another one. Two fixed buffers cost 88 bytes in each of 100,000 records. */
 #define PHRASE_MAX 63
 #define END_REASON_MAX 23
@@ -154,37 +216,36 @@ static const char *const common_words[] = {
     "Proxy Authentication Required", "Interval Too Brief", "Bad Event",
     "Call/Transaction Does Not Exist", NULL};
 
-static bool word_static(const char *w)
+static const char *word_get(const struct subscription *s, int k)
 {
-    for (size_t i = 0; common_words[i]; i++)
-        if (w == common_words[i])
-            return true;
-    return false;
+    return s->words[k] == WORD_OWNED ? s->cold->words[k] : common_words[s->words[k]];
 }
 
-/* *slot = v cut to max bytes (on a UTF-8 boundary): the static word if common, else an
- * owned copy (kept as it is on allocation failure: bookkeeping only). */
-static void word_set(const char **slot, const char *v, size_t max)
+/* s's word k = v cut to max bytes (on a UTF-8 boundary): the index of the static word if
+ * common, else an owned copy (kept as it is on allocation failure: bookkeeping only). */
+static void word_set(struct subscription *s, int k, const char *v, size_t max)
 {
     char buf[PHRASE_MAX + 1];
     char *copy;
 
     str_copy_utf8(buf, max + 1 < sizeof buf ? max + 1 : sizeof buf, v);
-    if (!strcmp(*slot, buf))
+    if (!strcmp(word_get(s, k), buf))
         return;
-    for (size_t i = 0; common_words[i]; i++)
+    for (uint8_t i = 0; common_words[i]; i++)
         if (!strcmp(common_words[i], buf)) {
-            if (!word_static(*slot))
-                free((char *)*slot);
-            *slot = common_words[i];
+            if (s->cold) {
+                free(s->cold->words[k]);
+                s->cold->words[k] = NULL;
+            }
+            s->words[k] = i;
             return;
         }
     copy = strdup(buf);
     if (!copy)
         return;
-    if (!word_static(*slot))
-        free((char *)*slot);
-    *slot = copy;
+    free(sub_cold(s)->words[k]);
+    s->cold->words[k] = copy;
+    s->words[k] = WORD_OWNED;
 }
 
 static struct metric *m_state, *m_resub, *m_sent, *m_throttled, *m_notifies, *m_short;
@@ -229,9 +290,8 @@ void subs_register_metrics(void)
  * gets how many were held back since the last one (the gate of ratelimit_peer_log). */
 static bool peer_log_ok(struct subscription *s, uint64_t *held)
 {
-    if (!s->log_gate)
-        s->log_gate = xcalloc(1, sizeof *s->log_gate);
-    return ratelimit_gate_pass(&ratelimit_peer_log, s->log_gate, clock_mono_ms(), held);
+    return ratelimit_gate_pass(&ratelimit_peer_log, &sub_cold(s)->log_gate, clock_mono_ms(),
+                               held);
 }
 
 #define OF(field, t) ((struct subscription *)((char *)(t) - offsetof(struct subscription, field)))
@@ -245,8 +305,8 @@ static void on_stale(struct tq_timer *t)
 {
     struct subscription *s = OF(stale_t, t);
 
-    if (s->ops->on_stale)
-        s->ops->on_stale(s->owner, s, s->mgr->stale_after);
+    if (sub_ops(s)->on_stale)
+        sub_ops(s)->on_stale(s->owner, s, s->mgr->stale_after);
 }
 
 /* Down (neither active nor pending) for stale_after, counted from when it went down
@@ -276,13 +336,13 @@ static void set_state_since(struct subscription *s, enum sub_state st, int64_t s
     s->mgr->count[st]++;
     metric_set(m_state, sub_state_name(s->state), s->mgr->count[s->state]);
     metric_set(m_state, sub_state_name(st), s->mgr->count[st]);
-    log_trace(&s->trace, "sip", "event=subscription_state aor=%s package=%s from=%s to=%s",
+    log_trace(sub_trace(s), "sip", "event=subscription_state aor=%s package=%s from=%s to=%s",
               log_q(s->aor), s->event, sub_state_name(s->state), sub_state_name(st));
     s->state = st;
     s->since_ms = clock_wall_ms();
     watch_stale(s);
-    if (s->ops->on_state)
-        s->ops->on_state(s->owner, s, st);
+    if (sub_ops(s)->on_state)
+        sub_ops(s)->on_state(s->owner, s, st);
     ramp_check_done(s->mgr);
 }
 
@@ -367,7 +427,7 @@ static void send_subscribe(struct subscription *s)
         log_err("sip", "event=subscribe_failed aor=%s package=%s reason=\"cannot create "
                        "handle\"",
                 log_q(s->aor), s->event);
-        s->down_cause = "cannot create handle";
+        s->down_cause = DOWN_NO_HANDLE;
         set_state(s, SUB_BACKOFF);
         arm(s, backoff_next(&s->bo));
         return;
@@ -375,9 +435,9 @@ static void send_subscribe(struct subscription *s)
     metric_inc(m_sent, NULL);
     s->sent_ms = clock_mono_ms();
     s->grant_end_ms = 0;
-    log_trace(&s->trace, "sip", "event=trace_subscribe aor=%s package=%s expires=%ld%s",
+    log_trace(sub_trace(s), "sip", "event=trace_subscribe aor=%s package=%s expires=%ld%s",
               log_q(s->aor), s->event, expires, s->eventlist ? " eventlist=yes" : "");
-    s->ops->on_restart(s->owner, s);
+    sub_ops(s)->on_restart(s->owner, s);
     set_state(s, SUB_SUBSCRIBING);
     s->granted = 0;
     s->notified = false;
@@ -389,9 +449,10 @@ static void send_subscribe(struct subscription *s)
  * the notifier's retry_after_s (-1: none) lengthen the backoff, and the manager's
  * max_backoff bounds the whole: one forged "terminated;reason=probation;retry-after=3600"
  * must not keep a phone away for an hour (RFC 6665 makes retry-after a SHOULD). */
-static long restart_later(struct subscription *s, const char *cause, long min_ms,
+static long restart_later(struct subscription *s, enum down_cause why, long min_ms,
                           long retry_after_s)
 {
+    const char *cause = down_causes[why];
     long ms = backoff_next(&s->bo);
 
     if (ms < min_ms)
@@ -405,8 +466,8 @@ static long restart_later(struct subscription *s, const char *cause, long min_ms
         ms = floor_wait_ms(s);
     /* A dead dialog gets no Expires: 0; a live one (silence) is told we leave. */
     drop_dialog(s);
-    s->down_cause = cause;
-    log_trace(&s->trace, "sip", "event=trace_retry aor=%s package=%s cause=%s in_ms=%ld",
+    s->down_cause = (uint8_t)why;
+    log_trace(sub_trace(s), "sip", "event=trace_retry aor=%s package=%s cause=%s in_ms=%ld",
               log_q(s->aor), s->event, cause, ms);
     metric_inc(m_resub, cause);
     set_state(s, SUB_BACKOFF);
@@ -477,7 +538,7 @@ static void on_short_timer(struct subscription *s)
     }
     /* Lapsed before the floor: the dialog is kept (a lenient notifier's NOTIFYs in it
      * still count) but s is down, so stale_after applies as to any subscription down. */
-    s->down_cause = "short_grant";
+    s->down_cause = DOWN_SHORT_GRANT;
     set_state(s, SUB_BACKOFF);
     arm(s, (long)(floor_at(s) - now));
 }
@@ -500,7 +561,7 @@ static void on_timer(struct tq_timer *t)
         log_warn("sip", "event=subscription_silent aor=%s package=%s granted_s=%ld "
                         "notified=%s action=resubscribe",
                  log_q(s->aor), s->event, (long)s->granted, s->notified ? "yes" : "never");
-        restart_later(s, "silence", 0, -1);
+        restart_later(s, DOWN_SILENCE, 0, -1);
         break;
     case SUB_QUEUED:
     case SUB__COUNT:
@@ -711,12 +772,12 @@ static void on_response(void *owner, int status, const char *phrase, long expire
     uint64_t held = 0;
     long wait_ms;
 
-    log_trace(&s->trace, "sip", "event=trace_response aor=%s package=%s status=%d phrase=%s "
+    log_trace(sub_trace(s), "sip", "event=trace_response aor=%s package=%s status=%d phrase=%s "
                                 "expires=%ld retry_after=%ld probe=%s%s",
               log_q(s->aor), s->event, status, log_q(phrase), expires, retry_after,
               probe ? "yes" : "no", s->queued ? " dialog=old" : "");
     s->last_status = (int16_t)(status >= -32768 && status <= 32767 ? status : 0);
-    word_set(&s->last_phrase, phrase ? phrase : "", PHRASE_MAX);
+    word_set(s, WORD_PHRASE, phrase ? phrase : "", PHRASE_MAX);
     s->last_answer_ms = clock_wall_ms();
     if (s->queued)
         return; /* an old dialog, replaced when the ramp reaches it */
@@ -761,7 +822,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
                        log_q(s->aor), s->event, expires, (unsigned long long)held);
         s->min_expires = secs32(expires);
         /* After a short grant, not at once: the floor holds against 423s too. */
-        restart_later(s, "error_response", 0, -1);
+        restart_later(s, DOWN_ERROR_RESPONSE, 0, -1);
         if (floor_wait_ms(s) > 0)
             return;
         tq_cancel(s->mgr->tq, &s->timer);
@@ -787,7 +848,7 @@ static void on_response(void *owner, int status, const char *phrase, long expire
     /* Unreachable or overloaded: when one subscription gets through again, all retry. */
     s->failed = status == 408 || status >= 500;
     /* 408 is the stack's own timeout; 481 a dialog the notifier forgot: start afresh. */
-    wait_ms = restart_later(s, status == 408 ? "timeout" : "error_response",
+    wait_ms = restart_later(s, status == 408 ? DOWN_TIMEOUT : DOWN_ERROR_RESPONSE,
                             status == 403 || status == 404 || status == 489 ? REJECTED_MIN_MS
                                                                             : 0,
                             retry_after);
@@ -836,7 +897,7 @@ static void stash_keep(struct subscription *s, const struct sipua_notify *n)
         s->stash->s = s;
         metric_inc(m_throttled, "deferred");
     }
-    log_trace(&s->trace, "sip", "event=trace_notify_deferred aor=%s package=%s", log_q(s->aor),
+    log_trace(sub_trace(s), "sip", "event=trace_notify_deferred aor=%s package=%s", log_q(s->aor),
               s->event);
     if (s->stash->throttled++ == 0 && peer_log_ok(s, &held))
         log_warn("sip", "event=notify_flood aor=%s package=%s rate_per_s=%.0f "
@@ -872,7 +933,7 @@ static void on_stash(struct tq_timer *t)
     n.expires = s->stash->expires;
     n.received_us = s->stash->received_us;
     throttled = s->stash->throttled;
-    s->ops->on_notify(s->owner, s, &n);
+    sub_ops(s)->on_notify(s->owner, s, &n);
     stash_drop(s);
     if (peer_log_ok(s, &held))
         log_notice("sip", "event=notify_flood_over aor=%s package=%s throttled=%llu "
@@ -887,17 +948,17 @@ static void on_stash(struct tq_timer *t)
 static void trace_notify(struct subscription *s, const struct sipua_notify *n,
                          const char *substate)
 {
-    log_trace(&s->trace, "sip", "event=trace_notify aor=%s package=%s substate=%s reason=%s "
+    log_trace(sub_trace(s), "sip", "event=trace_notify aor=%s package=%s substate=%s reason=%s "
                                 "expires=%ld content_type=%s len=%zu%s",
               log_q(s->aor), s->event, log_q(substate), n->reason ? log_q(n->reason) : "-",
               n->expires, log_q(n->content_type), n->len, s->queued ? " dialog=old" : "");
-    if (!n->body || !s->trace.bodies || !log_traced(&s->trace))
+    if (!n->body || !log_traced(sub_trace(s)) || !s->cold->trace.bodies)
         return;
     for (size_t off = 0; off < n->len;) {
         size_t piece = str_utf8_cut(n->body + off, n->len - off, LOG_Q_MAX);
         if (!piece)
             piece = 1;
-        log_trace(&s->trace, "sip", "event=trace_notify_body aor=%s package=%s offset=%zu "
+        log_trace(sub_trace(s), "sip", "event=trace_notify_body aor=%s package=%s offset=%zu "
                                     "len=%zu body=%s",
                   log_q(s->aor), s->event, off, n->len, log_qn(n->body + off, piece));
         off += piece;
@@ -914,13 +975,13 @@ static void on_notify(void *owner, const struct sipua_notify *n)
 
     metric_inc(m_notifies, s->event);
     s->last_notify_ms = clock_wall_ms();
-    if (log_traced(&s->trace) || log_level >= LOG_DEBUG)
+    if (log_traced(sub_trace(s)) || log_level >= LOG_DEBUG)
         trace_notify(s, n, substate);
     if (s->queued) {
         /* An old dialog waiting to be replaced: its news still counts, its end does not
          * change what is already scheduled. */
         if (strcmp(substate, "terminated") != 0)
-            s->ops->on_notify(s->owner, s, n);
+            sub_ops(s)->on_notify(s->owner, s, n);
         return;
     }
     /* A NOTIFY from a notifier taken for unreachable: it is back, and once this one is
@@ -934,7 +995,7 @@ static void on_notify(void *owner, const struct sipua_notify *n)
         stash_keep(s, n); /* a flood: only the latest is applied, when a token comes */
     } else {
         stash_drop(s); /* superseded by this one, applied now */
-        s->ops->on_notify(s->owner, s, n);
+        sub_ops(s)->on_notify(s->owner, s, n);
     }
     if (strcmp(substate, "terminated") == 0) {
         const char *reason = n->reason ? n->reason : "";
@@ -950,8 +1011,8 @@ static void on_notify(void *owner, const struct sipua_notify *n)
             min_ms = REJECTED_MIN_MS;
         else if (!strcmp(reason, "deactivated") || !strcmp(reason, "timeout"))
             backoff_reset(&s->bo);
-        word_set(&s->end_reason, reason[0] ? reason : "none", END_REASON_MAX);
-        wait_ms = restart_later(s, "terminated", min_ms, n->retry_after);
+        word_set(s, WORD_END, reason[0] ? reason : "none", END_REASON_MAX);
+        wait_ms = restart_later(s, DOWN_TERMINATED, min_ms, n->retry_after);
         if (lapse)
             log_debug("sip", "event=subscription_terminated aor=%s package=%s reason=timeout "
                              "short_grant=yes action=resubscribe wait_s=%ld",
@@ -982,9 +1043,19 @@ static void on_notify(void *owner, const struct sipua_notify *n)
         probe_notifier_back(&s->pm);
 }
 
+static void ua_names(void *owner, const char **aor, const char **event, const char **accept)
+{
+    const struct subscription *s = owner;
+
+    *aor = s->aor;
+    *event = s->event;
+    *accept = s->accept;
+}
+
 static const struct sipua_ops ua_ops = {
     .on_response = on_response,
     .on_notify = on_notify,
+    .names = ua_names,
 };
 
 const struct sipua_ops *subs_ua_ops(void)
@@ -1059,8 +1130,8 @@ static int pm_users(struct probe_member *m, const void **key)
 {
     struct subscription *s = OF_MEMBER(m);
 
-    if (s->ops->users)
-        return s->ops->users(s->owner, key);
+    if (sub_ops(s)->users)
+        return sub_ops(s)->users(s->owner, key);
     *key = s;
     return 1;
 }
@@ -1231,13 +1302,21 @@ struct subscription *subs_new(struct subs_mgr *m, const char *aor, const char *e
     struct subscription *s = xcalloc(1, sizeof *s);
 
     s->eventlist = eventlist;
-    s->ops = ops;
+    for (s->ops_ix = 0; s->ops_ix < m->n_ops && m->ops[s->ops_ix] != ops; s->ops_ix++)
+        ;
+    if (s->ops_ix == m->n_ops) {
+        if (m->n_ops == SUBS_MAX_OPS) {
+            /* A programming error: raise SUBS_MAX_OPS. */
+            log_err("sip", "event=too_many_owner_kinds max=%d", SUBS_MAX_OPS);
+            abort();
+        }
+        m->ops[m->n_ops++] = ops;
+    }
     s->mgr = m;
     s->aor = aor;
     s->event = event;
     s->accept = accept;
     s->owner = owner;
-    s->last_phrase = s->end_reason = common_words[0];
     m->seed = m->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     backoff_init(&s->bo, RETRY_BASE_MS, RETRY_MAX_MS, m->seed);
     ratelimit_bucket_init(&s->nbucket, m->notify.burst, clock_mono_ms());
@@ -1266,12 +1345,12 @@ void subs_free(struct subscription *s)
     m->total--;
     metric_set(m_state, sub_state_name(s->state), m->count[s->state]);
     tq_cancel(m->tq, &s->stale_t);
-    free(s->log_gate);
+    if (s->cold) {
+        free(s->cold->words[WORD_PHRASE]);
+        free(s->cold->words[WORD_END]);
+        free(s->cold);
+    }
     tq_cancel(m->tq, &s->timer);
-    if (!word_static(s->last_phrase))
-        free((char *)s->last_phrase);
-    if (!word_static(s->end_reason))
-        free((char *)s->end_reason);
     free(s);
 }
 
@@ -1338,20 +1417,25 @@ void subs_get_info(const struct subscription *s, struct subs_info *out)
     out->eventlist = s->eventlist;
     out->since_ms = s->since_ms;
     out->last_status = s->last_status;
-    out->last_phrase = s->last_phrase;
+    out->last_phrase = word_get(s, WORD_PHRASE);
     out->last_answer_ms = s->last_answer_ms;
     out->last_notify_ms = s->last_notify_ms;
-    out->end_reason = s->end_reason;
-    out->down_cause = s->down_cause ? s->down_cause : "";
+    out->end_reason = word_get(s, WORD_END);
+    out->down_cause = down_causes[s->down_cause];
     out->granted_s = s->h ? s->granted : 0;
     out->failures = s->bo.attempt;
     out->failed = s->failed;
     if (s->state == SUB_BACKOFF && tq_armed(&s->timer))
         out->next_try_ms = clock_wall_ms() + (s->timer.due_ms - clock_mono_ms());
-    out->trace = s->trace;
+    if (s->cold)
+        out->trace = s->cold->trace;
+    else
+        memset(&out->trace, 0, sizeof out->trace);
 }
 
 void subs_set_trace(struct subscription *s, const struct log_trace *t)
 {
-    s->trace = *t;
+    /* Turning off a trace never set allocates nothing. */
+    if (s->cold || t->until_ms)
+        sub_cold(s)->trace = *t;
 }
