@@ -312,6 +312,8 @@ static const struct cfg_key keys[] = {
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
+_Static_assert(CFG_MAX_AORS <= 255 && CFG_MAX_GROUPS <= 255, "cfg_user counts are bytes");
+
 /* ---- loader state ------------------------------------------------------------------ */
 
 struct loader {
@@ -320,7 +322,6 @@ struct loader {
     struct cfg_errors *errs;
     bool set[NKEYS];           /* key given in the file */
     int set_line[NKEYS];
-    struct strmap user_idx;    /* jid -> index+1 while parsing (array moves) */
     size_t users_cap;
     bool in_users;             /* current section is [users] */
     long cur_user;             /* index of current [user JID] section, or -1 */
@@ -1146,27 +1147,186 @@ static void apply_defaults(struct offhook_config *cfg)
     }
 }
 
+/* ---- the users' string pool ---------------------------------------------------------- */
+
+/* Blocks of 64 KiB (a heap chunk of that size, under glibc's mmap threshold), the strings
+ * taken from the bottom up and the pointer arrays (AORs, groups) from the top down, so
+ * that neither pads the other: at 100,000 users a user's JID, contact and AOR took three
+ * chunks of 32-48 B for ~75 B of text and pointers. Freed whole with the configuration. */
+struct cfg_pool_block {
+    struct cfg_pool_block *next;
+    size_t lo, hi;             /* free space is data[lo, hi) */
+    char *data;                /* just after the header, pointer-aligned */
+};
+
+#define POOL_BLOCK (64 * 1024 - 16) /* a 64 KiB chunk with malloc's header */
+
+static void *pool_take(struct cfg_pool_block **pool, size_t n, bool ptrs)
+{
+    struct cfg_pool_block *b = *pool;
+    size_t hdr = (sizeof *b + sizeof(char *) - 1) / sizeof(char *) * sizeof(char *);
+
+    if (ptrs)
+        n = (n + sizeof(char *) - 1) / sizeof(char *) * sizeof(char *);
+    if (!b || b->hi - b->lo < n) {
+        size_t size = hdr + n > POOL_BLOCK ? hdr + n : POOL_BLOCK;
+
+        size = size / sizeof(char *) * sizeof(char *);
+        b = xmalloc(size);
+        b->next = *pool;
+        b->data = (char *)b + hdr;
+        b->lo = 0;
+        b->hi = size - hdr;
+        *pool = b;
+    }
+    if (ptrs) {
+        b->hi -= n;
+        return b->data + b->hi;
+    }
+    b->lo += n;
+    return b->data + b->lo - n;
+}
+
+static char *pool_strdup(struct cfg_pool_block **pool, const char *s)
+{
+    size_t n = strlen(s) + 1;
+
+    return memcpy(pool_take(pool, n, false), s, n);
+}
+
+static char *pool_dup_opt(struct cfg_pool_block **pool, const char *s)
+{
+    return s ? pool_strdup(pool, s) : NULL;
+}
+
+/* n strings' copies and the array pointing at them, or NULL when n is 0. */
+static char **pool_strv(struct cfg_pool_block **pool, char *const *v, size_t n)
+{
+    char **out;
+
+    if (!n)
+        return NULL;
+    out = pool_take(pool, n * sizeof *out, true);
+    for (size_t i = 0; i < n; i++)
+        out[i] = pool_strdup(pool, v[i]);
+    return out;
+}
+
+static void pool_free(struct cfg_pool_block **pool)
+{
+    while (*pool) {
+        struct cfg_pool_block *b = *pool;
+
+        *pool = b->next;
+        free(b);
+    }
+}
+
+/* dst becomes src with every string in the pool. */
+static void user_pack(struct cfg_pool_block **pool, struct cfg_user *dst, const struct cfg_user *src)
+{
+    *dst = *src;
+    dst->jid = pool_dup_opt(pool, src->jid);
+    dst->aors = pool_strv(pool, src->aors, src->naors);
+    dst->contact = pool_dup_opt(pool, src->contact);
+    dst->name = pool_dup_opt(pool, src->name);
+    dst->tel = pool_dup_opt(pool, src->tel);
+    dst->groups = pool_strv(pool, src->groups, src->ngroups);
+}
+
+/* ---- the users' indexes (struct cfg_index) ----------------------------------------------- */
+
+static uint64_t index_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a, as strmap */
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static const char *index_key(const struct cfg_user *u, bool contact)
+{
+    return contact ? u->contact : u->jid;
+}
+
+/* The slot holding key, or the empty slot where it would go. Needs cap > count. */
+static size_t index_slot(const struct cfg_index *x, const struct cfg_user *users, bool contact,
+                         const char *key)
+{
+    size_t i = (size_t)(((unsigned __int128)index_hash(key) * x->cap) >> 64);
+
+    for (;; i = i + 1 == x->cap ? 0 : i + 1) {
+        unsigned v = x->slots[i];
+
+        if (!v || strcmp(index_key(&users[v - 1], contact), key) == 0)
+            return i;
+    }
+}
+
+/* The index of the user whose key is key, or -1. */
+static long index_get(const struct cfg_index *x, const struct cfg_user *users, bool contact,
+                      const char *key)
+{
+    unsigned v;
+
+    if (!x->cap || !key)
+        return -1;
+    v = x->slots[index_slot(x, users, contact, key)];
+    return v ? (long)v - 1 : -1;
+}
+
+/* Adds users[idx] under its key (not there yet). Grows by half at 3/4 load, as strmap. */
+static void index_put(struct cfg_index *x, const struct cfg_user *users, bool contact, size_t idx)
+{
+    if ((x->count + 1) * 4 > x->cap * 3) {
+        struct cfg_index old = *x;
+        size_t cap = old.cap < 4 ? old.cap + 2 : old.cap + old.cap / 2;
+
+        x->slots = xcalloc(cap, sizeof *x->slots);
+        x->cap = cap;
+        for (size_t i = 0; i < old.cap; i++) {
+            if (old.slots[i])
+                x->slots[index_slot(x, users, contact,
+                                    index_key(&users[old.slots[i] - 1], contact))] = old.slots[i];
+        }
+        free(old.slots);
+    }
+    if (idx >= 0xffffffffu)
+        abort(); /* 4 G users: a 64 MiB file cannot hold them */
+    x->slots[index_slot(x, users, contact, index_key(&users[idx], contact))] = (unsigned)idx + 1;
+    x->count++;
+}
+
+static void index_free(struct cfg_index *x)
+{
+    free(x->slots);
+    memset(x, 0, sizeof *x);
+}
+
 /* ---- users ------------------------------------------------------------------------- */
 
 static struct cfg_user *user_get(struct loader *ld, const char *jid, int line, bool *created)
 {
     struct offhook_config *cfg = ld->cfg;
-    uintptr_t idx = (uintptr_t)strmap_get(&ld->user_idx, jid);
+    long idx = index_get(&cfg->user_by_jid, cfg->users, false, jid);
     struct cfg_user *u;
 
     *created = false;
-    if (idx)
-        return &cfg->users[idx - 1];
+    if (idx >= 0)
+        return &cfg->users[idx];
     if (cfg->nusers == ld->users_cap) {
         ld->users_cap = ld->users_cap ? ld->users_cap * 2 : 16;
         cfg->users = xrealloc(cfg->users, ld->users_cap * sizeof *cfg->users);
     }
     u = &cfg->users[cfg->nusers++];
     memset(u, 0, sizeof *u);
-    u->jid = xstrdup(jid);
+    u->jid = pool_strdup(&cfg->pool, jid);
     u->show_remote_party = -1;
     u->line = line;
-    strmap_put(&ld->user_idx, u->jid, (void *)(uintptr_t)cfg->nusers);
+    index_put(&cfg->user_by_jid, cfg->users, false, cfg->nusers - 1);
     *created = true;
     return u;
 }
@@ -1187,7 +1347,7 @@ static void user_set_aors(struct loader *ld, int line, struct cfg_user *u, const
 {
     char *copy = xstrdup(value);
     char *items[CFG_MAX_AORS + 1];
-    int n = str_split_list(copy, items, CFG_MAX_AORS);
+    int n = str_split_list(copy, items, CFG_MAX_AORS), ok = 0;
     char err[256];
 
     if (u->naors) {
@@ -1209,8 +1369,10 @@ static void user_set_aors(struct loader *ld, int line, struct cfg_user *u, const
             add_err(ld->errs, ld->file, line, "%s", err);
             continue;
         }
-        config_user_add_aor(u, items[i]);
+        items[ok++] = items[i];
     }
+    u->aors = pool_strv(&ld->cfg->pool, items, (size_t)ok);
+    u->naors = (unsigned char)ok;
     u->line = line;
 out:
     free(copy);
@@ -1228,9 +1390,8 @@ static void user_set_groups(struct loader *ld, int line, struct cfg_user *u, con
         add_err(ld->errs, ld->file, line, "%s: at most %d groups per user", u->jid,
                 CFG_MAX_GROUPS);
     else if (n > 0) {
-        u->groups = xcalloc((size_t)n, sizeof *u->groups);
-        for (int i = 0; i < n; i++)
-            u->groups[u->ngroups++] = xstrdup(items[i]);
+        u->groups = pool_strv(&ld->cfg->pool, items, (size_t)n);
+        u->ngroups = (unsigned char)n;
     }
     free(copy);
 }
@@ -1293,7 +1454,7 @@ static void user_section_line(struct loader *ld, int line, const char *key, cons
             }
         }
     }
-    *slot = xstrdup(value);
+    *slot = pool_strdup(&ld->cfg->pool, value);
 }
 
 /* The phone contact of jid: contact (a local part, or a bare JID on domain) when given,
@@ -1342,8 +1503,8 @@ static void users_finalize(struct loader *ld)
         struct cfg_user *u = &cfg->users[i];
         char buf[JID_MAX + 1], err[JID_MAX + 256];
         struct cfg_user *other;
+        long o;
 
-        strmap_put(&cfg->user_by_jid, u->jid, u);
         if (!u->naors) {
             add_err(ld->errs, ld->file, u->line, "%s has no phone: give aor = sip:...", u->jid);
             continue;
@@ -1352,17 +1513,18 @@ static void users_finalize(struct loader *ld)
             add_err(ld->errs, ld->file, u->line, "%s", err);
             continue;
         }
-        free(u->contact);
-        u->contact = xstrdup(buf); /* exact size: 100,000 users must not cost 300 MB */
-        other = strmap_get(&cfg->user_by_contact, u->contact);
-        if (other) {
+        if (!u->contact || strcmp(u->contact, buf) != 0)
+            u->contact = pool_strdup(&cfg->pool, buf);
+        o = index_get(&cfg->user_by_contact, cfg->users, true, u->contact);
+        if (o >= 0) {
+            other = &cfg->users[o];
             add_err(ld->errs, ld->file, u->line,
                     "phone contact %s of %s collides with that of %s (line %d): set contact = "
                     "in a [user %s] section",
                     u->contact, u->jid, other->jid, other->line, u->jid);
             continue;
         }
-        strmap_put(&cfg->user_by_contact, u->contact, u);
+        index_put(&cfg->user_by_contact, cfg->users, true, i);
     }
 }
 
@@ -1758,9 +1920,6 @@ static size_t load(const char *name, const char *buf, size_t len, bool world_rea
     int line = 0;
     char *lbuf = xmalloc(CFG_MAX_LINE + 1);
 
-    strmap_init(&ld.user_idx);
-    strmap_init(&cfg->user_by_jid);
-    strmap_init(&cfg->user_by_contact);
     cfg->path = xstrdup(name);
     apply_defaults(cfg);
 
@@ -1796,7 +1955,6 @@ static size_t load(const char *name, const char *buf, size_t len, bool world_rea
     if (cfg->nusers == 0 && !cfg->dir_ldap)
         add_err(errs, name, 0, "no users: add a [users] section (chat JID = phone SIP URI), "
                                "or take them from LDAP ([directory] source = ldap)");
-    strmap_free(&ld.user_idx);
     return errs->n - before;
 }
 
@@ -1873,11 +2031,10 @@ void config_free(struct offhook_config *cfg)
         free(cfg->sip_listen_urls[i]);
     redis_target_free(&cfg->redis);
     sentinels_free(cfg);
-    for (size_t i = 0; i < cfg->nusers; i++)
-        config_user_free(&cfg->users[i]);
-    free(cfg->users);
-    strmap_free(&cfg->user_by_jid);
-    strmap_free(&cfg->user_by_contact);
+    free(cfg->users); /* their strings are in the pool */
+    pool_free(&cfg->pool);
+    index_free(&cfg->user_by_jid);
+    index_free(&cfg->user_by_contact);
     free(cfg->path);
     memset(cfg, 0, sizeof *cfg);
 }
@@ -1957,13 +2114,17 @@ void config_print_defaults(FILE *out)
 
 const struct cfg_user *config_user_by_jid(const struct offhook_config *cfg, const char *jid)
 {
-    return strmap_get(&cfg->user_by_jid, jid);
+    long i = index_get(&cfg->user_by_jid, cfg->users, false, jid);
+
+    return i >= 0 ? &cfg->users[i] : NULL;
 }
 
 const struct cfg_user *config_user_by_contact(const struct offhook_config *cfg,
                                               const char *contact)
 {
-    return strmap_get(&cfg->user_by_contact, contact);
+    long i = index_get(&cfg->user_by_contact, cfg->users, true, contact);
+
+    return i >= 0 ? &cfg->users[i] : NULL;
 }
 
 bool config_user_shows_remote(const struct offhook_config *cfg, const struct cfg_user *u)
@@ -1989,8 +2150,6 @@ void config_copy_keys(struct offhook_config *dst, const struct offhook_config *s
     const char *ps = (const char *)src;
     char *base = (char *)dst;
 
-    strmap_init(&dst->user_by_jid);
-    strmap_init(&dst->user_by_contact);
     dst->path = xstrdup(src->path);
     /* Through set_key, so that the validators fill the derived fields (listen URLs, Redis
      * target, flags) exactly as a load does. Secrets are taken as they are: their files
@@ -2022,8 +2181,23 @@ void config_set_users(struct offhook_config *cfg, struct cfg_user *users, size_t
     cfg->users = users;
     cfg->nusers = n;
     for (size_t i = 0; i < n; i++) {
-        strmap_put(&cfg->user_by_jid, users[i].jid, &users[i]);
-        strmap_put(&cfg->user_by_contact, users[i].contact, &users[i]);
+        struct cfg_user loose = users[i];
+
+        user_pack(&cfg->pool, &users[i], &loose);
+        config_user_free(&loose);
+        index_put(&cfg->user_by_jid, cfg->users, false, i);
+        index_put(&cfg->user_by_contact, cfg->users, true, i);
+    }
+}
+
+void config_copy_users(struct offhook_config *cfg, const struct cfg_user *users, size_t n)
+{
+    cfg->users = xmalloc((n ? n : 1) * sizeof *cfg->users);
+    cfg->nusers = n;
+    for (size_t i = 0; i < n; i++) {
+        user_pack(&cfg->pool, &cfg->users[i], &users[i]);
+        index_put(&cfg->user_by_jid, cfg->users, false, i);
+        index_put(&cfg->user_by_contact, cfg->users, true, i);
     }
 }
 
@@ -2055,7 +2229,7 @@ void config_user_add_aor(struct cfg_user *u, const char *aor)
     }
     free(u->aors);
     u->aors = block;
-    u->naors = (int)n;
+    u->naors = (unsigned char)n;
 }
 
 void config_user_copy(struct cfg_user *dst, const struct cfg_user *src)

@@ -17,20 +17,24 @@
 #define CFG_MAX_LINE 4096
 #define CFG_MAX_SOCKET_PATH 107 /* sizeof sockaddr_un.sun_path - 1 on Linux */
 
-/* One user, 64 bytes: both daemons hold one per user (100,000 of them), so the AORs are
- * not CFG_MAX_AORS pointers inline but one allocation sized to them. */
+/* One user, 56 bytes: both daemons hold one per user (100,000 of them). A user of a
+ * configuration (cfg->users) points into the configuration's string pool: its strings
+ * and pointer arrays are not heap chunks of their own (a 16 B-rounded chunk each wasted
+ * ~35 B per user) and go when the configuration is freed. A "loose" user (dirbuild,
+ * directory, config_user_copy) owns each of its strings and is freed by config_user_free. */
 struct cfg_user {
     char *jid;               /* normalized bare JID of the chat user */
     char *contact;           /* bare JID of the user's phone contact on [xmpp] domain */
-    char **aors;             /* naors AORs: one block (owned), the pointers then the strings,
-                                written only by config_user_add_aor; NULL when naors is 0 */
+    char **aors;             /* naors AORs; loose: one block (owned), the pointers then the
+                                strings, written only by config_user_add_aor; NULL when
+                                naors is 0 */
     char *name;              /* display name for vCard and roster nick; may be NULL */
     char *tel;               /* phone number for tel: URIs; may be NULL */
     char **groups;           /* the user's groups (roster groups), ngroups of them */
-    int naors;
-    int ngroups;
-    int show_remote_party;   /* -1 = inherit [privacy], else 0/1 */
     int line;                /* line that defined the user, for messages; 0 = not the file */
+    unsigned char naors;     /* <= CFG_MAX_AORS */
+    unsigned char ngroups;   /* <= CFG_MAX_GROUPS */
+    signed char show_remote_party; /* -1 = inherit [privacy], else 0/1 */
 };
 
 #define CFG_MAX_GROUPS 32   /* groups per user */
@@ -41,6 +45,15 @@ enum cfg_roster_mode {
     CFG_ROSTER_EVERYONE,     /* every other user of the same domain */
     CFG_ROSTER_GROUPS,       /* every user sharing at least one group */
 };
+
+/* A map from a user's JID (or contact) to its index in the configuration's users: open
+ * addressing of 4 B slots (index + 1, 0 = empty), the key read from the user itself. A
+ * strmap took 16 B a slot and held the key pointer the user already holds. */
+struct cfg_index {
+    unsigned *slots;
+    size_t cap, count;
+};
+struct cfg_pool_block;
 
 struct redis_target {
     char *host;     /* NULL when unix socket */
@@ -163,8 +176,9 @@ struct offhook_config {
     /* [users] and [user JID] sections */
     struct cfg_user *users;
     size_t nusers;
-    struct strmap user_by_jid;     /* jid -> struct cfg_user* */
-    struct strmap user_by_contact; /* contact -> struct cfg_user* */
+    struct cfg_index user_by_jid;     /* jid -> index in users */
+    struct cfg_index user_by_contact; /* contact -> index in users */
+    struct cfg_pool_block *pool;      /* the users' strings (config.c); owned */
 };
 
 /* Problems found while loading, each as "file:line: message". */
@@ -259,14 +273,18 @@ int config_contact_for(const struct offhook_config *cfg, const char *jid, char *
 /* dst (zeroed by the caller) gets a copy of every key of src, no users: the configuration
  * a reload of an unchanged file would give, before its users are filled in. */
 void config_copy_keys(struct offhook_config *dst, const struct offhook_config *src);
-/* cfg (which has no users) takes ownership of users[0..n) (an xmalloc'd array) and
- * indexes them. Their JIDs and contacts must be unique: the caller has checked. */
+/* cfg (which has no users) takes ownership of users[0..n) (an xmalloc'd array of loose
+ * users), moves their strings into its pool (freeing the loose ones) and indexes them.
+ * Their JIDs and contacts must be unique: the caller has checked. */
 void config_set_users(struct offhook_config *cfg, struct cfg_user *users, size_t n);
-/* Appends a copy of aor to u's AORs (at most CFG_MAX_AORS: the caller checks). */
+/* Same, but cfg gets a copy of users[0..n) (any users; they stay the caller's). */
+void config_copy_users(struct offhook_config *cfg, const struct cfg_user *users, size_t n);
+/* Appends a copy of aor to u's AORs (at most CFG_MAX_AORS: the caller checks). u is a
+ * loose user, never one of a configuration's. */
 void config_user_add_aor(struct cfg_user *u, const char *aor);
-/* dst (uninitialized) becomes a deep copy of src. */
+/* dst (uninitialized) becomes a deep copy of src, loose. */
 void config_user_copy(struct cfg_user *dst, const struct cfg_user *src);
-/* Frees what u points to (not u itself). */
+/* Frees what a loose u points to (not u itself); never a configuration's user. */
 void config_user_free(struct cfg_user *u);
 
 #endif

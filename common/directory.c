@@ -473,16 +473,11 @@ void directory_free(struct directory *d)
 
 void directory_fill(const struct directory *d, struct offhook_config *next)
 {
-    struct cfg_user *users;
-
     if (!d || !d->ldap) {
         metric_set(m_users, NULL, (double)next->nusers);
         return;
     }
-    users = xcalloc(d->nusers ? d->nusers : 1, sizeof *users);
-    for (size_t i = 0; i < d->nusers; i++)
-        config_user_copy(&users[i], &d->users[i]);
-    config_set_users(next, users, d->nusers);
+    config_copy_users(next, d->users, d->nusers);
 }
 
 bool directory_ready(const struct directory *d, struct sbuf *why)

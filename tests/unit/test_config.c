@@ -694,13 +694,13 @@ static int teardown(void **state)
 
 /* A user's AORs are one block (pointers, then strings): appending keeps the earlier ones,
  * a copy owns its own block (a reload's users outlive the configuration they came from),
- * and the record stays 64 bytes, one per user in both daemons. */
+ * and the record stays 56 bytes, one per user in both daemons. */
 static void test_user_aors_block(void **state)
 {
     struct cfg_user u = {0}, copy;
     char aor[64];
 
-    assert_int_equal(sizeof(struct cfg_user), 64);
+    assert_int_equal(sizeof(struct cfg_user), 56);
     for (int i = 0; i < CFG_MAX_AORS; i++) {
         snprintf(aor, sizeof aor, "sip:%d@pbx.example.com;transport=tcp", 1000 + i);
         config_user_add_aor(&u, aor);
@@ -722,6 +722,189 @@ static void test_user_aors_block(void **state)
     config_user_free(&copy);
 }
 
+/* The file of test_many_users: n users, every fourth with a [user] section giving a
+ * contact, a name, a tel, groups and two AORs; gen changes every value. */
+static char *many_users_text(int n, int gen)
+{
+    size_t cap = (size_t)n * 256 + sizeof base_cfg, len;
+    char *t = malloc(cap);
+
+    assert_non_null(t);
+    snprintf(t, cap, "%s", base_cfg);
+    len = (size_t)(strstr(t, "[users]") - t); /* base_cfg's own user left out */
+    len += (size_t)snprintf(t + len, cap - len, "[users]\n");
+    for (int i = 0; i < n; i++) {
+        if (i % 4)
+            len += (size_t)snprintf(t + len, cap - len, "u%d@localhost = sip:%d@127.0.0.1\n", i,
+                                    100000 + gen * 1000000 + i);
+    }
+    for (int i = 0; i < n; i += 4)
+        len += (size_t)snprintf(t + len, cap - len,
+                                "[user u%d@localhost]\naor = sip:%d@pbx, sip:%d@soft\n"
+                                "contact = c%d-%d\nname = User %d gen %d\ntel = +1 %d\n"
+                                "groups = g%d, all%d, gen%d\nshow_remote_party = %s\n",
+                                i, i, i + gen, i, gen, i, gen, i, i % 7, gen, gen,
+                                i % 8 ? "yes" : "no");
+    return t;
+}
+
+/* Every field of user i as many_users_text(gen) wrote it, read back, and both lookups. */
+static void check_many_user(const struct offhook_config *cfg, int i, int gen)
+{
+    char jid[64], v[64];
+    const struct cfg_user *u;
+
+    snprintf(jid, sizeof jid, "u%d@localhost", i);
+    u = config_user_by_jid(cfg, jid);
+    assert_non_null(u);
+    assert_string_equal(u->jid, jid);
+    if (i % 4) {
+        snprintf(v, sizeof v, "u%d@phone.localhost", i);
+        assert_string_equal(u->contact, v);
+        assert_int_equal(u->naors, 1);
+        snprintf(v, sizeof v, "sip:%d@127.0.0.1", 100000 + gen * 1000000 + i);
+        assert_string_equal(u->aors[0], v);
+        assert_null(u->name);
+        assert_null(u->tel);
+        assert_int_equal(u->ngroups, 0);
+        assert_int_equal(u->show_remote_party, -1);
+    } else {
+        snprintf(v, sizeof v, "c%d-%d@phone.localhost", i, gen);
+        assert_string_equal(u->contact, v);
+        assert_int_equal(u->naors, 2);
+        snprintf(v, sizeof v, "sip:%d@pbx", i);
+        assert_string_equal(u->aors[0], v);
+        snprintf(v, sizeof v, "sip:%d@soft", i + gen);
+        assert_string_equal(u->aors[1], v);
+        snprintf(v, sizeof v, "User %d gen %d", i, gen);
+        assert_string_equal(u->name, v);
+        snprintf(v, sizeof v, "+1 %d", i);
+        assert_string_equal(u->tel, v);
+        assert_int_equal(u->ngroups, 3);
+        snprintf(v, sizeof v, "g%d", i % 7);
+        assert_string_equal(u->groups[0], v);
+        snprintf(v, sizeof v, "all%d", gen);
+        assert_string_equal(u->groups[1], v);
+        snprintf(v, sizeof v, "gen%d", gen);
+        assert_string_equal(u->groups[2], v);
+        assert_int_equal(u->show_remote_party, i % 8 ? 1 : 0);
+    }
+    assert_ptr_equal(config_user_by_contact(cfg, u->contact), u);
+}
+
+/* The users' strings live in the configuration's pool and the lookups are indexes into
+ * its array: many users (several pool blocks, many index growths), every field read back
+ * through both lookups, absent keys not found, a reload that changes every value (the old
+ * configuration intact until freed), and a collision's line number at the far end. */
+static void test_many_users(void **state)
+{
+    const int n = 20000;
+    struct offhook_config run, next;
+    struct cfg_errors errs = {0};
+    struct cfg_pending pending;
+    char *text = many_users_text(n, 0), *bad;
+    const char *path = write_file("many.conf", text, 0600);
+    char line[128];
+
+    memset(&run, 0, sizeof run);
+    assert_int_equal(config_load(path, &run, &errs), 0);
+    assert_int_equal(run.nusers, (size_t)n);
+    for (int i = 0; i < n; i++)
+        check_many_user(&run, i, 0);
+    assert_null(config_user_by_jid(&run, "nobody@localhost"));
+    assert_null(config_user_by_jid(&run, "u20000@localhost"));
+    assert_null(config_user_by_contact(&run, "u0@phone.localhost")); /* c0-0 instead */
+    assert_null(config_user_by_contact(&run, "u1@localhost"));
+    free(text);
+
+    text = many_users_text(n, 1);
+    path = write_file("many.conf", text, 0600);
+    memset(&next, 0, sizeof next);
+    assert_int_equal(config_reload(path, &run, &next, &pending, &errs), 0);
+    assert_int_equal(pending.n, 0);
+    for (int i = 0; i < n; i++) {
+        check_many_user(&next, i, 1);
+        check_many_user(&run, i, 0);
+    }
+    config_free(&run);
+    for (int i = 0; i < n; i++)
+        check_many_user(&next, i, 1);
+
+    /* The last user's contact taken by a new one: the error names both lines. */
+    bad = malloc(strlen(text) + 128);
+    assert_non_null(bad);
+    sprintf(bad, "%s[user late@localhost]\naor = sip:late@pbx\ncontact = c%d-1\n", text,
+            n - 4);
+    path = write_file("many.conf", bad, 0600);
+    memset(&run, 0, sizeof run);
+    assert_int_equal(config_reload(path, &next, &run, &pending, &errs), 1);
+    snprintf(line, sizeof line, "phone contact c%d-1@phone.localhost of late@localhost collides",
+             n - 4);
+    assert_non_null(strstr(errs.msg[0], line));
+    {
+        int lines = 0;
+        char at[64];
+
+        for (const char *p = text; *p; p++)
+            lines += *p == '\n';
+        /* the [user late@localhost] header is line lines + 1, its aor the next */
+        snprintf(at, sizeof at, "many.conf:%d: ", lines + 2);
+        assert_non_null(strstr(errs.msg[0], at));
+    }
+    config_free(&run);
+    cfg_errors_free(&errs);
+    config_free(&next);
+    free(bad);
+    free(text);
+}
+
+/* config_set_users (takes loose users) and config_copy_users (copies) give a
+ * configuration whose users live in its pool and are found by JID and contact. */
+static void test_set_and_copy_users(void **state)
+{
+    struct cfg_user loose[300];
+    struct cfg_user *owned = calloc(300, sizeof *owned);
+    struct offhook_config a = {0}, b = {0};
+    char s[64];
+
+    assert_non_null(owned);
+    for (int i = 0; i < 300; i++) {
+        memset(&loose[i], 0, sizeof loose[i]);
+        snprintf(s, sizeof s, "x%d@example.com", i);
+        loose[i].jid = strdup(s);
+        snprintf(s, sizeof s, "x%d@phone.localhost", i);
+        loose[i].contact = strdup(s);
+        snprintf(s, sizeof s, "sip:%d@pbx", i);
+        config_user_add_aor(&loose[i], s);
+        loose[i].name = i % 2 ? strdup("Name") : NULL;
+        loose[i].show_remote_party = -1;
+        config_user_copy(&owned[i], &loose[i]);
+    }
+    config_copy_users(&a, loose, 300);
+    config_set_users(&b, owned, 300);
+    for (int i = 0; i < 300; i++) {
+        const struct cfg_user *ua, *ub;
+
+        snprintf(s, sizeof s, "x%d@example.com", i);
+        ua = config_user_by_jid(&a, s);
+        ub = config_user_by_jid(&b, s);
+        assert_ptr_equal(ua, &a.users[i]);
+        assert_ptr_equal(ub, &b.users[i]);
+        assert_ptr_equal(config_user_by_contact(&a, loose[i].contact), ua);
+        assert_ptr_equal(config_user_by_contact(&b, loose[i].contact), ub);
+        assert_true(ua->jid != loose[i].jid);
+        assert_string_equal(ub->aors[0], loose[i].aors[0]);
+        assert_int_equal(ub->naors, 1);
+        if (i % 2)
+            assert_string_equal(ua->name, "Name");
+        else
+            assert_null(ub->name);
+        config_user_free(&loose[i]);
+    }
+    config_free(&a);
+    config_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -740,6 +923,8 @@ int main(void)
         cmocka_unit_test(test_directory_keys),
         cmocka_unit_test(test_example_covers_every_key),
         cmocka_unit_test(test_user_aors_block),
+        cmocka_unit_test(test_many_users),
+        cmocka_unit_test(test_set_and_copy_users),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
