@@ -75,8 +75,10 @@ struct users {
     struct strmap by_jid;        /* user JID -> struct cuser* (the users are owned) */
     struct strmap by_contact;    /* contact JID -> struct cuser* */
     struct strmap user_domains;  /* domains of configured users -> non-NULL (owned keys) */
-    struct strmap gateway;       /* XEP-0100 index: "ext:1001", "sip:1001@pbx", "num:+1555..."
-                                    -> its entry (users.c; the keys of sipaddr.h's rules) */
+    struct strmap gateway;       /* XEP-0100 index: an AOR's user part ("1001", "alice") ->
+                                    the users that have it (users.c's struct gw_entry,
+                                    owned) */
+    struct strmap gateway_tel;   /* the same for tel numbers, normalised ("+15550100") */
     struct strmap watcher_list;  /* [component] watchers entries (owned keys) */
 };
 
