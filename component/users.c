@@ -450,11 +450,17 @@ static void index_domains(struct users *d)
 
 static struct cuser *user_new(struct users *d, const struct cfg_user *cu)
 {
-    struct cuser *u = xcalloc(1, sizeof *u);
+    size_t jlen = strlen(cu->jid) + 1, clen = strlen(cu->contact) + 1;
+    /* The JID and contact in the user's own allocation: a copy (the configuration's go
+     * at the next reload, and maps here and in presence_out.c are keyed by these), and
+     * one chunk, not three: 32 bytes a user less at 100,000 users. */
+    struct cuser *u = xcalloc(1, sizeof *u + jlen + clen);
 
     u->cfg = cu;
-    u->jid = xstrdup(cu->jid);
-    u->contact = xstrdup(cu->contact);
+    u->jid = (char *)(u + 1);
+    memcpy(u->jid, cu->jid, jlen);
+    u->contact = u->jid + jlen;
+    memcpy(u->contact, cu->contact, clen);
     strmap_init(&u->watchers);
     strmap_put(&d->by_jid, u->jid, u);
     strmap_put(&d->by_contact, u->contact, u);
@@ -502,8 +508,6 @@ static void user_free(struct users *d, struct cuser *u)
     strmap_clear_owned(&u->watchers);
     strmap_free(&u->watchers);
     free(u->rec.remote);
-    free(u->jid);
-    free(u->contact);
     free(u);
 }
 
