@@ -173,6 +173,47 @@ static void test_lookup_after_changes(void **state)
     config_free(&c3);
 }
 
+/* Three users share an extension; they leave one by one, in both orders (whichever of
+ * them the index holds first): the last one left answers, the others no longer do. */
+static void test_lookup_sharers_leave(void **state)
+{
+    static const char head[] =
+        "[xmpp]\nhost = 127.0.0.1\nport = 5347\ndomain = phone.localhost\nsecret = s\n"
+        "[users]\n";
+    static const char *const order[2][3] = {{"x", "y", "z"}, {"z", "y", "x"}};
+    struct users_apply_ops ops = {.on_removed = no_op, .on_changed = no_op};
+
+    for (int o = 0; o < 2; o++) {
+        struct offhook_config c[3] = {{0}};
+        struct users d;
+        char text[1024];
+        char want[32];
+
+        snprintf(text, sizeof text, "%sx@localhost = sip:8001@pbx\ny@localhost = sip:8001@pbx\n"
+                 "z@localhost = sip:8001@pbx:5060\n", head);
+        load(text, &c[0]);
+        users_init(&d, &c[0]);
+        assert_string_equal(who(&d, "8001"), "-");
+        for (int i = 1; i < 3; i++) {
+            /* The users but order[o][0..i). */
+            size_t len = (size_t)snprintf(text, sizeof text, "%s", head);
+            for (int j = i; j < 3; j++)
+                len += (size_t)snprintf(text + len, sizeof text - len,
+                                        "%s@localhost = sip:8001@pbx%s\n", order[o][j],
+                                        strcmp(order[o][j], "z") == 0 ? ":5060" : "");
+            load(text, &c[i]);
+            users_apply(&d, &c[i], &ops, NULL);
+        }
+        snprintf(want, sizeof want, "%s@localhost", order[o][2]);
+        assert_string_equal(who(&d, "8001"), want);
+        assert_string_equal(who(&d, "sip:8001@pbx:5060"), want);
+        assert_string_equal(who(&d, "sip:8001@pbx"), want);
+        users_free(&d);
+        for (int i = 0; i < 3; i++)
+            config_free(&c[i]);
+    }
+}
+
 /* Addresses two users share, form by form: each answers neither, while the forms that
  * still tell them apart answer (the same answers as the index of one key per form had). */
 static void test_lookup_shared_forms(void **state)
@@ -247,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_lookup_file),
         cmocka_unit_test(test_lookup_after_changes),
         cmocka_unit_test(test_lookup_shared_forms),
+        cmocka_unit_test(test_lookup_sharers_leave),
         cmocka_unit_test(test_sipaddr),
     };
 
