@@ -74,9 +74,8 @@ bool feed_synced(const struct feed *f)
     return f->synced;
 }
 
-/* Stream ids "ms-seq", compared as numbers; "" (none) is before everything. */
-
-/* u's stream id (struct cuser rec_id) := id ("": none). */
+/* Stream ids "ms-seq" are compared as numbers, "" (none) before everything; each user
+ * keeps its own parsed (struct cuser rec_id). u's := id ("": none). */
 static void id_keep(struct cuser *u, const char *id)
 {
     unsigned long long ms = 0, seq = 0;
