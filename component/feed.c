@@ -74,18 +74,30 @@ bool feed_synced(const struct feed *f)
     return f->synced;
 }
 
-/* Stream ids "ms-seq", compared as numbers: <0, 0, >0. "" is before everything. */
-static int id_cmp(const char *a, const char *b)
+/* Stream ids "ms-seq" are compared as numbers, "" (none) before everything; each user
+ * keeps its own parsed (struct cuser rec_id). u's := id ("": none). */
+static void id_keep(struct cuser *u, const char *id)
 {
-    unsigned long long ams = 0, aseq = 0, bms = 0, bseq = 0;
+    unsigned long long ms = 0, seq = 0;
 
-    if (!a[0] || !b[0])
-        return a[0] ? 1 : b[0] ? -1 : 0;
-    (void)sscanf(a, "%llu-%llu", &ams, &aseq);
-    (void)sscanf(b, "%llu-%llu", &bms, &bseq);
-    if (ams != bms)
-        return ams < bms ? -1 : 1;
-    return aseq < bseq ? -1 : aseq > bseq;
+    u->rec_id_set = id[0] != '\0';
+    if (u->rec_id_set)
+        (void)sscanf(id, "%llu-%llu", &ms, &seq);
+    u->rec_id[0] = ms;
+    u->rec_id[1] = seq;
+}
+
+/* id against u's stream id: <0, 0, >0. */
+static int id_cmp_user(const char *id, const struct cuser *u)
+{
+    unsigned long long ms = 0, seq = 0;
+
+    if (!id[0] || !u->rec_id_set)
+        return id[0] ? 1 : u->rec_id_set ? -1 : 0;
+    (void)sscanf(id, "%llu-%llu", &ms, &seq);
+    if (ms != u->rec_id[0])
+        return ms < u->rec_id[0] ? -1 : 1;
+    return seq < u->rec_id[1] ? -1 : seq > u->rec_id[1];
 }
 
 /* Keeps rec as jid's state (NULL: sipbridge removed the user) as of stream id id.
@@ -100,7 +112,7 @@ static struct cuser *keep(struct feed *f, const char *jid, const struct user_rec
         return NULL;
     users_set_record(u, rec);
     u->rec_at_ms = clock_wall_ms();
-    str_copy(u->rec_id, sizeof u->rec_id, id);
+    id_keep(u, id);
     log_trace(&u->trace, "feed", "event=trace_record user=%s state=%s",
               jid, rec ? user_state_name(rec->state) : "removed");
     return u;
@@ -112,7 +124,7 @@ static bool seen_event(struct feed *f, const char *jid, const char *id)
 {
     struct cuser *u = users_by_jid(f->d, jid);
 
-    return u && id_cmp(id, u->rec_id) <= 0;
+    return u && id_cmp_user(id, u) <= 0;
 }
 
 static void bad_record(struct feed *f, const char *jid, const char *err)
@@ -312,7 +324,7 @@ static void on_snapshot(struct redislink *l, redisReply *r, void *arg)
             continue;
         /* Whatever is kept below, it stands for the stream up to last_id. */
         u->rec_read = true;
-        str_copy(u->rec_id, sizeof u->rec_id, f->last_id);
+        id_keep(u, f->last_id);
         if (n <= 0) {
             /* Nothing written for this user yet, or Redis lost it (restarted empty):
              * what this process last saw stays until sipbridge writes it again, which
@@ -472,7 +484,7 @@ static void on_added_read(struct redislink *l, redisReply *r, void *arg)
         if (!u || u->rec_read)
             continue; /* gone again, or a snapshot read it meanwhile */
         u->rec_read = true;
-        if (id_cmp(u->rec_id, at) > 0) {
+        if (id_cmp_user(at, u) < 0) {
             stale++; /* the XREAD applied a newer event already */
         } else if (n > 0 && storecodec_decode(names, values, (size_t)n, &rec, err,
                                               sizeof err) == 0) {
@@ -482,7 +494,7 @@ static void on_added_read(struct redislink *l, redisReply *r, void *arg)
         } else {
             if (n > 0)
                 bad_record(f, u->jid, err);
-            str_copy(u->rec_id, sizeof u->rec_id, at);
+            id_keep(u, at);
         }
         f->ops.on_loaded(f->arg, u);
     }

@@ -44,8 +44,9 @@ struct cuser_rec {
 
 struct cuser {
     const struct cfg_user *cfg;  /* current configuration entry (replaced on reload) */
-    char *jid;                   /* the chat user (owned) */
-    char *contact;               /* their phone contact on the component domain (owned) */
+    char *jid;                   /* the chat user (in u's own allocation, after it: lives
+                                    as long as u) */
+    char *contact;               /* their phone contact on the component domain (the same) */
     struct cuser_rec rec;        /* latest state from sipbridge (written by feed.c, through
                                     users_set_record) */
     struct strmap watchers;      /* bare JID -> the same string, owned by the map (written
@@ -63,8 +64,10 @@ struct cuser {
                                     or the directory adds has not been asked yet) */
     bool rec_read;               /* feed.c read its record from Redis (a snapshot, or the
                                     read of a user a reload added) */
-    char rec_id[32];             /* the event stream id rec reflects ("": none yet), so
-                                    that feed.c applies no event twice */
+    bool rec_id_set;             /* rec_id holds a stream id (false: none yet) */
+    uint64_t rec_id[2];          /* the event stream id rec reflects, "ms-seq" as its two
+                                    numbers (written by feed.c), so that feed.c applies no
+                                    event twice: 16 bytes, not the id's text */
 };
 
 /* The directory. Other modules read its fields (iterating by_jid, say) but change them
@@ -75,8 +78,10 @@ struct users {
     struct strmap by_jid;        /* user JID -> struct cuser* (the users are owned) */
     struct strmap by_contact;    /* contact JID -> struct cuser* */
     struct strmap user_domains;  /* domains of configured users -> non-NULL (owned keys) */
-    struct strmap gateway;       /* XEP-0100 index: "ext:1001", "sip:1001@pbx", "num:+1555..."
-                                    -> its entry (users.c; the keys of sipaddr.h's rules) */
+    struct strmap gateway;       /* XEP-0100 index: an AOR's user part ("1001", "alice") ->
+                                    the users that have it (users.c's struct gw_entry,
+                                    owned) */
+    struct strmap gateway_tel;   /* the same for tel numbers, normalised ("+15550100") */
     struct strmap watcher_list;  /* [component] watchers entries (owned keys) */
 };
 

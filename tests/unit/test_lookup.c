@@ -173,11 +173,122 @@ static void test_lookup_after_changes(void **state)
     config_free(&c3);
 }
 
+/* Three users share an extension; they leave one by one, in both orders (whichever of
+ * them the index holds first): the last one left answers, the others no longer do. */
+static void test_lookup_sharers_leave(void **state)
+{
+    static const char head[] =
+        "[xmpp]\nhost = 127.0.0.1\nport = 5347\ndomain = phone.localhost\nsecret = s\n"
+        "[users]\n";
+    static const char *const order[2][3] = {{"x", "y", "z"}, {"z", "y", "x"}};
+    struct users_apply_ops ops = {.on_removed = no_op, .on_changed = no_op};
+
+    for (int o = 0; o < 2; o++) {
+        struct offhook_config c[3] = {{0}};
+        struct users d;
+        char text[1024];
+        char want[32];
+
+        snprintf(text, sizeof text, "%sx@localhost = sip:8001@pbx\ny@localhost = sip:8001@pbx\n"
+                 "z@localhost = sip:8001@pbx:5060\n", head);
+        load(text, &c[0]);
+        users_init(&d, &c[0]);
+        assert_string_equal(who(&d, "8001"), "-");
+        for (int i = 1; i < 3; i++) {
+            /* The users but order[o][0..i). */
+            size_t len = (size_t)snprintf(text, sizeof text, "%s", head);
+            for (int j = i; j < 3; j++)
+                len += (size_t)snprintf(text + len, sizeof text - len,
+                                        "%s@localhost = sip:8001@pbx%s\n", order[o][j],
+                                        strcmp(order[o][j], "z") == 0 ? ":5060" : "");
+            load(text, &c[i]);
+            users_apply(&d, &c[i], &ops, NULL);
+        }
+        snprintf(want, sizeof want, "%s@localhost", order[o][2]);
+        assert_string_equal(who(&d, "8001"), want);
+        assert_string_equal(who(&d, "sip:8001@pbx:5060"), want);
+        assert_string_equal(who(&d, "sip:8001@pbx"), want);
+        users_free(&d);
+        for (int i = 0; i < 3; i++)
+            config_free(&c[i]);
+    }
+}
+
+/* Addresses two users share, form by form: each answers neither, while the forms that
+ * still tell them apart answer (the same answers as the index of one key per form had). */
+static void test_lookup_shared_forms(void **state)
+{
+    static const char text[] =
+        "[xmpp]\nhost = 127.0.0.1\nport = 5347\ndomain = phone.localhost\nsecret = s\n"
+        "[users]\n"
+        /* 1001 on two PBXes: the extension is shared, user@host is not. */
+        "a@localhost = sip:1001@pbx1\nb@localhost = sip:1001@pbx2\n"
+        /* 2001 on one host, two ports: user@host shared, each port not. */
+        "c@localhost = sip:2001@pbx:5060\nd@localhost = sip:2001@pbx:5070\n"
+        /* 3001 with a port and without: the one without answers other ports. */
+        "e@localhost = sip:3001@pbx:5060\nf@localhost = sip:3001@pbx\n"
+        /* 4001 at one port twice, and without a port: the port shared, so the portless. */
+        "g@localhost = sip:4001@pbx:5060\nh@localhost = sip:4001@pbx:5060\n"
+        "i@localhost = sip:4001@pbx\n"
+        /* one user with two AORs of one user part: still one user. */
+        "j@localhost = sip:5001@pbx1, sip:5001@pbx2:5080\n"
+        /* an extension that is also someone's number: the extension first. */
+        "k@localhost = sip:6001@pbx\nl@localhost = sip:l@pbx\n"
+        /* a shared extension that is one user's number: that user. */
+        "m@localhost = sip:7001@pbx1\nn@localhost = sip:7001@pbx2\no@localhost = sip:o@pbx\n"
+        "[user l@localhost]\ntel = 6001\n"
+        "[user o@localhost]\ntel = 7001\n";
+    static const char *const cases[][2] = {
+        {"1001", "-"},
+        {"sip:1001@pbx1", "a@localhost"},
+        {"sip:1001@pbx2:5060", "b@localhost"},
+        {"sip:1001@pbx3", "-"},
+        {"2001", "-"},
+        {"sip:2001@pbx", "-"},
+        {"sip:2001@pbx:5060", "c@localhost"},
+        {"sip:2001@pbx:5070", "d@localhost"},
+        {"sip:2001@pbx:5080", "-"},
+        {"3001", "-"},
+        {"sip:3001@pbx", "-"},
+        {"sip:3001@pbx:5060", "e@localhost"},
+        {"sip:3001@pbx:5070", "f@localhost"},
+        {"sip:4001@pbx:5060", "i@localhost"},
+        {"sip:4001@pbx:5070", "i@localhost"},
+        {"sip:4001@pbx", "-"},
+        {"5001", "j@localhost"},
+        {"sip:5001@pbx1", "j@localhost"},
+        {"sip:5001@pbx1:9999", "j@localhost"},
+        {"sip:5001@pbx2", "j@localhost"},
+        {"sip:5001@pbx2:5080", "j@localhost"},
+        {"sip:5001@pbx2:5081", "-"},
+        {"6001", "k@localhost"},
+        {"tel:6001", "k@localhost"},
+        {"sip:6001@gw;user=phone", "k@localhost"},
+        {"l", "l@localhost"},
+        {"7001", "o@localhost"},
+        {"sip:7001@pbx1", "m@localhost"},
+        {"", "-"},
+    };
+    struct offhook_config cfg = {0};
+    struct users d;
+
+    load(text, &cfg);
+    users_init(&d, &cfg);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (strcmp(who(&d, cases[i][0]), cases[i][1]) != 0)
+            fail_msg("'%s' found %s, want %s", cases[i][0], who(&d, cases[i][0]), cases[i][1]);
+    }
+    users_free(&d);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookup_file),
         cmocka_unit_test(test_lookup_after_changes),
+        cmocka_unit_test(test_lookup_shared_forms),
+        cmocka_unit_test(test_lookup_sharers_leave),
         cmocka_unit_test(test_sipaddr),
     };
 
