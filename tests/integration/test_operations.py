@@ -50,6 +50,19 @@ def unsubscribes_for(s, ext):
     return n
 
 
+def alice_on_the_phone(s, sipbridge_wrapper=()):
+    """Component, a PBX with alice in a call, sipbridge (under sipbridge_wrapper); returns
+    bob once he sees alice's phone contact on the phone."""
+    s.start_component()
+    s.start_pbx_script([dialog(INUSE, 0)])
+    s.start_sipbridge(wrapper=sipbridge_wrapper)
+    bob = s.watcher("bob@localhost")
+    bob.subscribe("alice@phone.localhost")
+    wait_until(lambda: bob.last("alice@phone.localhost") == ("available", "dnd", "On the phone"),
+               what="bob watching alice's call")
+    return bob
+
+
 def test_reload_adds_and_removes_users(stack_factory):
     s = stack_factory(users=(("alice@localhost", "1001"), ("bob@localhost", "1002")))
     s.start_component()
@@ -197,13 +210,7 @@ def test_reload_tightened_policy_drops_watchers(stack_factory):
     """allow_watchers narrowed by SIGHUP: a watcher no longer allowed stops seeing the
     phone at once (unavailable + unsubscribed) and is forgotten in Redis."""
     s = stack_factory()
-    s.start_component()
-    s.start_pbx_script([dialog(INUSE, 0)])
-    s.start_sipbridge()
-    bob = s.watcher("bob@localhost")
-    bob.subscribe("alice@phone.localhost")
-    wait_until(lambda: bob.last("alice@phone.localhost") == ("available", "dnd", "On the phone"),
-               what="bob watching")
+    bob = alice_on_the_phone(s)
     s.write_config(extra="[component]\nallow_watchers = list\nwatchers = carol@localhost\n")
     s.component.send_signal(signal.SIGHUP)
     wait_until(lambda: bob.last("alice@phone.localhost") == ("unavailable", "", ""),
@@ -276,13 +283,7 @@ def test_realtime_priority(stack_factory):
                     "SCHED_FIFO would hold a core while it translates")
     s = stack_factory(extra_config="[sipbridge]\nrealtime_priority = 3\n"
                                    "[component]\nrealtime_priority = 4\n")
-    s.start_component()
-    s.start_pbx_script([dialog(INUSE, 0)])
-    s.start_sipbridge()
-    bob = s.watcher("bob@localhost")
-    bob.subscribe("alice@phone.localhost")
-    wait_until(lambda: bob.last("alice@phone.localhost") == ("available", "dnd", "On the phone"),
-               what="the call as presence")
+    alice_on_the_phone(s)
     assert sched_of(s.sipbridge.p.pid) == (1, 3)
     assert sched_of(s.component.p.pid) == (1, 4)
     assert s.sipbridge.metrics()["offhook_realtime_priority"] == 3
@@ -303,14 +304,8 @@ def test_realtime_priority_refused(stack_factory):
     SCHED_FIFO: said once with the reason and a hint, counted, and the daemon runs on
     under the normal scheduler and does its work."""
     s = stack_factory(extra_config="[sipbridge]\nrealtime_priority = 5\n")
-    s.start_component()
-    s.start_pbx_script([dialog(INUSE, 0)])
-    s.start_sipbridge(wrapper=["setpriv", "--bounding-set", "-sys_nice",
-                               "--inh-caps", "-sys_nice"])
-    bob = s.watcher("bob@localhost")
-    bob.subscribe("alice@phone.localhost")
-    wait_until(lambda: bob.last("alice@phone.localhost") == ("available", "dnd", "On the phone"),
-               what="the call as presence")
+    alice_on_the_phone(s, sipbridge_wrapper=["setpriv", "--bounding-set", "-sys_nice",
+                                             "--inh-caps", "-sys_nice"])
     log = s.sipbridge.log()
     assert log.count("event=realtime_refused") == 1
     assert 'event=realtime_refused priority=5 in_force=0 error="Operation not permitted"' in log
