@@ -265,8 +265,16 @@ def test_fault(matrix, svc, how):
         assert sb.get("offhook_store_rewrites_total", 0) > 0
         assert sb.get("offhook_store_pending_users", -1) == 0
     if svc == "pbx" and how == "kill9":
-        assert sb.get("offhook_notifier_lost_total", 0) > sb_before.get(
-            "offhook_notifier_lost_total", 0)
+        # Two correct ways to find a killed PBX back, depending on whether a request (a
+        # probe, a retry left from the cell before) reaches it while it is down: a 481 to
+        # an in-dialog request from the restarted PBX (notifier lost: every dialog made
+        # again), or connection refused first (unreachable, then back: the same). Under
+        # valgrind the previous cell's retries trail into this one and the second way
+        # happens (seen: event=notifier_unreachable status=503, then notifier_reachable).
+        def grew(name):
+            return sb.get(name, 0) > sb_before.get(name, 0)
+        assert grew("offhook_notifier_lost_total") or \
+            grew('offhook_resubscribes_total{cause="notifier_back"}')
     if svc == "pbx" and how == "restart":
         assert sb.get('offhook_resubscribes_total{cause="terminated"}', 0) > sb_before.get(
             'offhook_resubscribes_total{cause="terminated"}', 0)
